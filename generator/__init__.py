@@ -1,0 +1,1 @@
+"""Assemble lib percent-scripts and recipes into self-contained notebooks."""

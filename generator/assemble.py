@@ -1,0 +1,428 @@
+"""Assemble a recipe and the lib modules it imports into one self-contained notebook.
+
+The pipeline: parse the recipe (a Jupytext percent-script), find its top-level
+``from lib.<module> import <names>`` lines, resolve those modules recursively in
+dependency order, inline each module's cells under a markdown heading (code collapsed),
+drop the ``from lib...`` lines, prepend a setup cell that installs missing requirements,
+and write a deterministic ``.ipynb`` with outputs stripped.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jupytext
+import nbformat
+
+ROOT = Path(__file__).resolve().parent.parent
+LIB_DIR = ROOT / "lib"
+RECIPES_DIR = ROOT / "generator" / "recipes"
+NOTEBOOKS_DIR = ROOT / "notebooks"
+PYPROJECT = ROOT / "pyproject.toml"
+NBFORMAT_MINOR = 5
+
+
+class AssemblyError(Exception):
+    """A recipe or lib module cannot be inlined; the message says where and why."""
+
+
+@dataclass
+class Cell:
+    kind: str  # "code" or "markdown"
+    source: str
+    tags: list = field(default_factory=list)
+
+
+@dataclass
+class Script:
+    """A parsed percent-script: its cells and the lib modules its top-level imports name."""
+
+    name: str
+    path: Path
+    cells: list
+    lib_imports: list  # module names in order of first import
+
+
+def _is_lib(module: str | None) -> bool:
+    return module is not None and (module == "lib" or module.startswith("lib."))
+
+
+def _is_internal(module: str | None) -> bool:
+    return module is not None and (_is_lib(module) or module == "generator" or module.startswith("generator."))
+
+
+def _python_source(cell_source: str) -> str:
+    """The cell as plain Python: IPython magics and shell escapes transformed away."""
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        return TransformerManager().transform_cell(cell_source)
+    except Exception:  # noqa: BLE001 - IPython missing or odd input: strip magics by hand
+        return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in cell_source.splitlines())
+
+
+def parse_script(path: Path, name: str | None = None) -> Script:
+    """Read a percent-script and check the form of its lib imports."""
+    path = Path(path)
+    notebook = jupytext.read(path, fmt="py:percent")
+    cells, lib_imports = [], []
+    for number, nb_cell in enumerate(notebook.cells, start=1):
+        if nb_cell.cell_type not in ("code", "markdown"):
+            continue
+        source = nb_cell.source
+        tags = list(nb_cell.metadata.get("tags", []))
+        if nb_cell.cell_type == "code":
+            source = _strip_lib_imports(path, number, source, lib_imports)
+            if not source.strip():
+                continue
+        cells.append(Cell(nb_cell.cell_type, source, tags))
+    return Script(name or path.stem, path, cells, lib_imports)
+
+
+def _strip_lib_imports(path: Path, cell_number: int, source: str, lib_imports: list) -> str:
+    """Remove top-level ``from lib.x import y`` lines; reject every other form of lib import."""
+    try:
+        tree = ast.parse(_python_source(source))
+    except SyntaxError as error:
+        raise AssemblyError(f"{path}: cell {cell_number}: syntax error: {error}") from None
+    where = f"{path}: cell {cell_number}"
+    drop_lines = set()
+    top_level = set(id(node) for node in tree.body)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if _is_internal(alias.name):
+                    raise AssemblyError(
+                        f"{where}, line {node.lineno}: 'import {alias.name}' cannot be inlined; "
+                        f"write 'from {alias.name if '.' in alias.name else 'lib.<module>'} import <names>'"
+                    )
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                raise AssemblyError(f"{where}, line {node.lineno}: relative imports cannot be inlined; "
+                                    "use 'from lib.<module> import <names>'")
+            if not _is_internal(node.module):
+                continue
+            if node.module in ("lib", "generator") or node.module.startswith("generator"):
+                raise AssemblyError(f"{where}, line {node.lineno}: 'from {node.module} import ...' cannot be "
+                                    "inlined; import names from a lib module: 'from lib.<module> import <names>'")
+            if node.module.count(".") != 1:
+                raise AssemblyError(f"{where}, line {node.lineno}: lib modules are flat; "
+                                    f"'{node.module}' cannot be inlined")
+            if any(alias.name == "*" for alias in node.names):
+                raise AssemblyError(f"{where}, line {node.lineno}: 'from {node.module} import *' cannot be inlined; "
+                                    "name what you import")
+            renamed = [a for a in node.names if a.asname and a.asname != a.name]
+            if renamed:
+                raise AssemblyError(f"{where}, line {node.lineno}: 'import {renamed[0].name} as "
+                                    f"{renamed[0].asname}' from lib cannot be inlined; use the name as it is")
+            if id(node) not in top_level:
+                raise AssemblyError(f"{where}, line {node.lineno}: 'from {node.module} import ...' must be at "
+                                    "the top level of a cell (not inside a function, class, if or try)")
+            module = node.module.split(".", 1)[1]
+            if module not in lib_imports:
+                lib_imports.append(module)
+            drop_lines.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
+    if not drop_lines:
+        return source
+    lines = source.splitlines()
+    kept = [line for i, line in enumerate(lines, start=1) if i not in drop_lines]
+    return "\n".join(kept).strip("\n")
+
+
+def top_level_names(script: Script) -> dict:
+    """Names a script defines at top level (functions, classes, assignments) -> first cell."""
+    names = {}
+    for number, cell in enumerate(script.cells, start=1):
+        if cell.kind != "code":
+            continue
+        tree = ast.parse(_python_source(cell.source))
+        for node in tree.body:
+            found = []
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                found = [node.name]
+            elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in targets:
+                    found.extend(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+            for name in found:
+                names.setdefault(name, number)
+    return names
+
+
+def resolve_modules(recipe: Script, lib_dir: Path = LIB_DIR) -> list:
+    """The lib modules a recipe needs, dependencies first; errors on cycles and missing modules."""
+    order, state, cache = [], {}, {}
+
+    def visit(module: str, chain: list):
+        if state.get(module) == "done":
+            return
+        if state.get(module) == "active":
+            cycle = chain[chain.index(module):] + [module]
+            raise AssemblyError("import cycle between lib modules: " + " -> ".join(f"lib.{m}" for m in cycle))
+        path = lib_dir / f"{module}.py"
+        if not path.exists():
+            importer = f"lib.{chain[-1]}" if chain else recipe.path.name
+            raise AssemblyError(f"{importer} imports lib.{module}, but {path} does not exist")
+        state[module] = "active"
+        script = cache.setdefault(module, parse_script(path, module))
+        for dependency in script.lib_imports:
+            visit(dependency, chain + [module])
+        state[module] = "done"
+        order.append(script)
+
+    for module in recipe.lib_imports:
+        visit(module, [])
+    return order
+
+
+def check_name_clashes(modules: list, recipe: Script) -> None:
+    """Fail if two inlined modules (or a module and the recipe) define the same top-level name."""
+    owner = {}
+    for script in modules + [recipe]:
+        label = f"lib/{script.name}.py" if script is not recipe else str(recipe.path.name)
+        for name, cell in top_level_names(script).items():
+            if script is recipe and name in owner:
+                raise AssemblyError(f"{label}: cell {cell} redefines '{name}', already defined by {owner[name]}; "
+                                    "rename one of them (names must be unique across the inlined code)")
+            if name in owner:
+                raise AssemblyError(f"'{name}' is defined in both {owner[name]} and {label}; "
+                                    "names must be unique across lib (rename one)")
+            owner[name] = label
+
+
+# --------------------------------------------------------------------------- requirements
+def _load_pyproject(path: Path = PYPROJECT) -> dict:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    with open(path, "rb") as handle:
+        return tomllib.load(handle)
+
+
+def requirements_for(extra: str, pyproject: Path = PYPROJECT) -> list:
+    """Core dependencies plus those of ``extra`` from pyproject, as pip requirement strings."""
+    project = _load_pyproject(pyproject)["project"]
+    core = [r for r in project["dependencies"] if not r.startswith(("jupytext", "nbformat", "nbclient",
+                                                                    "papermill", "ipykernel", "tomli"))]
+    extras = project.get("optional-dependencies", {})
+    if extra not in extras:
+        raise AssemblyError(f"pyproject.toml has no extra {extra!r} (extras: {sorted(extras)})")
+    seen, out = set(), []
+    for requirement in core + extras[extra]:
+        key = re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].lower()
+        if key not in seen:
+            seen.add(key)
+            out.append(requirement)
+    return out
+
+
+SETUP_TEMPLATE = '''\
+# Setup: installs what this notebook needs when it runs on Colab or when a requirement is
+# missing or too old; otherwise it does nothing. Requirements are pinned from pyproject.toml.
+import importlib.metadata as _md
+import sys as _sys
+
+from packaging.requirements import Requirement as _Requirement
+
+REQUIREMENTS = {requirements}
+_ON_COLAB = "google.colab" in _sys.modules
+
+
+def _unsatisfied(requirement):
+    req = _Requirement(requirement)
+    if req.marker is not None and not req.marker.evaluate():
+        return False
+    try:
+        installed = _md.version(req.name)
+    except _md.PackageNotFoundError:
+        return True
+    # Keep an installed torch (Colab's GPU build); only a missing one is installed.
+    return req.name != "torch" and not req.specifier.contains(installed, prereleases=True)
+
+
+_missing = [r for r in REQUIREMENTS if _unsatisfied(r)]
+if _missing:
+    print("Installing:", ", ".join(_missing), "(Colab)" if _ON_COLAB else "")
+    get_ipython().run_line_magic("pip", "install --quiet " + " ".join(repr(r) for r in _missing))
+else:
+    print("All requirements are installed.")'''
+
+
+def setup_cell_source(extra: str) -> str:
+    requirements = requirements_for(extra)
+    body = "[\n" + "".join(f"    {r!r},\n" for r in requirements) + "]"
+    return SETUP_TEMPLATE.format(requirements=body)
+
+
+# --------------------------------------------------------------------------- notebook
+def _cell_id(notebook: str, index: int, source: str) -> str:
+    return f"c{index:03d}-" + hashlib.sha1(f"{notebook}\0{index}\0{source}".encode()).hexdigest()[:10]
+
+
+def _first_line(script: Script) -> str:
+    for cell in script.cells:
+        if cell.kind == "markdown":
+            for line in cell.source.splitlines():
+                text = line.strip().lstrip("#").strip()
+                if text:
+                    return text
+    return script.name
+
+
+def assemble(name: str, recipes_dir: Path = RECIPES_DIR, lib_dir: Path = LIB_DIR, extra: str | None = None):
+    """Build the notebook ``name`` and return it (an nbformat NotebookNode)."""
+    from generator.recipes import NOTEBOOKS
+
+    recipe_path = recipes_dir / f"{name}.py"
+    if not recipe_path.exists():
+        raise AssemblyError(f"no recipe {recipe_path}; notebooks: {', '.join(sorted(NOTEBOOKS))}")
+    extra = extra or NOTEBOOKS.get(name)
+    recipe = parse_script(recipe_path, name)
+    modules = resolve_modules(recipe, lib_dir)
+    check_name_clashes(modules, recipe)
+
+    code_cells = [c for c in recipe.cells if c.kind == "code"]
+    if not code_cells or "parameters" not in code_cells[0].tags:
+        raise AssemblyError(f"{recipe_path}: the first code cell must be tagged parameters "
+                            '(write it as  # %% tags=["parameters"])')
+
+    v4 = nbformat.v4
+    cells = []
+    first_code = recipe.cells.index(code_cells[0])
+    for cell in recipe.cells[:first_code]:  # title and description
+        cells.append(v4.new_markdown_cell(cell.source))
+    if extra:
+        cells.append(v4.new_code_cell(setup_cell_source(extra), metadata={"tags": ["setup"]}))
+    params = recipe.cells[first_code]
+    cells.append(v4.new_code_cell(params.source, metadata={"tags": ["parameters"]}))
+
+    if modules:
+        listing = "\n".join(f"- `lib/{m.name}.py`: {_first_line(m)}" for m in modules)
+        cells.append(v4.new_markdown_cell(
+            "## Library code\n\nThe cells below are the audiolens library modules this notebook uses, "
+            "inlined so the notebook is self-contained. Their code is collapsed; expand a cell to read it.\n\n"
+            + listing))
+    for module in modules:
+        cells.append(v4.new_markdown_cell(f"### lib/{module.name}.py"))
+        for cell in module.cells:
+            if cell.kind == "markdown":
+                # demote module headings below the notebook's own
+                text = re.sub(r"^(#{1,4}) ", lambda m: "#" * min(6, len(m.group(1)) + 3) + " ", cell.source,
+                              flags=re.M)
+                cells.append(v4.new_markdown_cell(text, metadata={"tags": ["lib"]}))
+            else:
+                cells.append(v4.new_code_cell(
+                    f"# @title lib/{module.name}.py\n" + cell.source,
+                    metadata={"cellView": "form", "jupyter": {"source_hidden": True}, "tags": ["lib"]}))
+    for cell in recipe.cells[first_code + 1:]:
+        if cell.kind == "markdown":
+            cells.append(v4.new_markdown_cell(cell.source))
+        else:
+            metadata = {"tags": cell.tags} if cell.tags else {}
+            cells.append(v4.new_code_cell(cell.source, metadata=metadata))
+
+    for index, cell in enumerate(cells):
+        cell["id"] = _cell_id(name, index, cell.source)
+    notebook = v4.new_notebook(cells=cells)
+    notebook.nbformat_minor = NBFORMAT_MINOR
+    notebook.metadata = {
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"},
+        "colab": {"provenance": []},
+        "audiolens": {"recipe": f"generator/recipes/{name}.py", "lib_modules": [m.name for m in modules],
+                      "extra": extra},
+    }
+    return notebook
+
+
+def notebook_text(notebook) -> str:
+    """Deterministic JSON text of a notebook (sorted keys, one-space indent, trailing newline)."""
+    nbformat.validate(notebook)
+    return json.dumps(notebook, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
+
+
+def build(names=None, out_dir: Path = NOTEBOOKS_DIR) -> list:
+    """Regenerate notebooks; return the paths written (files whose text changed)."""
+    from generator.recipes import NOTEBOOKS
+
+    from lib.atomic_io import atomic_write_text
+
+    written = []
+    for name in names or available_recipes():
+        if name not in NOTEBOOKS and not (RECIPES_DIR / f"{name}.py").exists():
+            raise AssemblyError(f"unknown notebook {name!r}; notebooks: {', '.join(available_recipes())}")
+        text = notebook_text(assemble(name))
+        path = Path(out_dir) / f"{name}.ipynb"
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            atomic_write_text(path, text)
+            written.append(path)
+    return written
+
+
+def available_recipes(recipes_dir: Path = RECIPES_DIR) -> list:
+    return sorted(p.stem for p in recipes_dir.glob("*.py") if not p.name.startswith("_"))
+
+
+def internal_imports_in_notebook(notebook) -> list:
+    """``(cell index, line, statement)`` for every import of lib or generator in code cells."""
+    found = []
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type != "code":
+            continue
+        try:
+            tree = ast.parse(_python_source(cell.source))
+        except SyntaxError:
+            found.append((index, 0, "cell does not parse as Python"))
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import) and any(_is_internal(a.name) for a in node.names):
+                found.append((index, node.lineno, "import " + ", ".join(a.name for a in node.names)))
+            elif isinstance(node, ast.ImportFrom) and (node.level or _is_internal(node.module)):
+                found.append((index, node.lineno, f"from {'.' * node.level}{node.module or ''} import ..."))
+    return found
+
+
+def check(out_dir: Path = NOTEBOOKS_DIR) -> list:
+    """Problems with the committed notebooks: stale, missing, extra, or importing lib/generator."""
+    problems = []
+    expected = set(available_recipes())
+    for name in sorted(expected):
+        path = Path(out_dir) / f"{name}.ipynb"
+        if not path.exists():
+            problems.append(f"{path}: missing; run 'audiolens build {name}'")
+            continue
+        text = path.read_text(encoding="utf-8")
+        fresh = notebook_text(assemble(name))
+        if text != fresh:
+            problems.append(f"{path}: differs from a fresh build of generator/recipes/{name}.py; "
+                            f"run 'audiolens build {name}' and commit")
+    for path in sorted(Path(out_dir).glob("*.ipynb")):
+        if path.stem not in expected:
+            problems.append(f"{path}: no recipe generator/recipes/{path.stem}.py builds it")
+        notebook = nbformat.read(path, as_version=4)
+        for index, line, statement in internal_imports_in_notebook(notebook):
+            problems.append(f"{path}: cell {index}, line {line}: '{statement}' (notebooks must be self-contained)")
+    return problems
+
+
+def parameters_of(name: str) -> list:
+    """``(name, default source, comment)`` for each assignment in a recipe's parameters cell."""
+    recipe = parse_script(RECIPES_DIR / f"{name}.py", name)
+    cell = next(c for c in recipe.cells if c.kind == "code")
+    out = []
+    lines = cell.source.splitlines()
+    for node in ast.parse(cell.source).body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+            if isinstance(target, ast.Name) and node.value is not None:
+                line = lines[node.lineno - 1]
+                comment = line.split("#", 1)[1].strip() if "#" in line[node.value.end_col_offset:] else ""
+                out.append((target.id, ast.get_source_segment(cell.source, node.value), comment))
+    return out

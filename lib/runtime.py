@@ -1,0 +1,43 @@
+# %% [markdown]
+# # Runtime: seeds, devices, threads
+#
+# Reproducibility and hardware selection in one place: `seed_everything` seeds Python,
+# NumPy and (when installed) PyTorch; `pick_device` chooses CUDA, Apple MPS or CPU.
+
+# %%
+import os
+import random
+
+import numpy as np
+
+
+def seed_everything(seed: int = 0) -> int:
+    """Seed ``random``, NumPy and PyTorch (if importable); return the seed."""
+    random.seed(seed)
+    np.random.seed(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    try:
+        import torch
+    except ImportError:
+        return seed
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    return seed
+
+
+def pick_device(preference: str = "auto") -> str:
+    """Return ``"cuda"``, ``"mps"`` or ``"cpu"``; ``preference`` may force one of them."""
+    import torch
+
+    if preference not in ("auto", "cpu", "cuda", "mps"):
+        raise ValueError(f"device must be auto, cpu, cuda or mps, not {preference!r}")
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' was asked for but no CUDA GPU is visible; use 'auto' or 'cpu'.")
+    if preference != "auto":
+        return preference
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"

@@ -1,0 +1,99 @@
+"""Shared fixtures: real data location, notebook execution, tiny local models.
+
+Every test runs offline: the hub is switched off here, before anything imports
+transformers, and kernels started by papermill inherit these variables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+os.environ.setdefault("AUDIOLENS_DATA", str(ROOT.parent / "shared" / "data"))
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
+os.environ["MPLBACKEND"] = "Agg"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _data_root() -> Path:
+    return Path(os.environ["AUDIOLENS_DATA"].split(os.pathsep)[0])
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The shared real data (``$AUDIOLENS_DATA``); fails clearly when it is absent."""
+    root = _data_root()
+    if not (root / "fsdd" / "recordings").is_dir():
+        pytest.fail(f"real test data not found at {root}: set AUDIOLENS_DATA to the folder holding fsdd/ "
+                    "and librispeech-sample/ (CI uses ../shared/data)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def fsdd_dir(data_root) -> Path:
+    return data_root / "fsdd"
+
+
+@pytest.fixture(scope="session")
+def librispeech_dir(data_root) -> Path:
+    return data_root / "librispeech-sample"
+
+
+@pytest.fixture(scope="session")
+def fsdd_manifest(fsdd_dir):
+    from lib.datasets import load_fsdd
+
+    return load_fsdd(fsdd_dir, download=False)
+
+
+@pytest.fixture
+def run_notebook(tmp_path):
+    """Execute a notebook with papermill in a temp folder; return its ``results.json`` as a dict.
+
+    ``run_notebook("digit_classification", max_train=200)``: parameters are papermill
+    parameters; ``output_dir`` is set to the temp folder (also returned as ``results["_out"]``).
+    On a failing cell the test fails with the cell's error.
+    """
+    import papermill as pm
+
+    from generator.cli import execute_notebook
+
+    def run(name: str, timeout: int = 900, **parameters) -> dict:
+        out = tmp_path / f"run-{name}"
+        try:
+            execute_notebook(name, parameters, out, timeout=timeout, build_first=False)
+        except pm.PapermillExecutionError as error:
+            pytest.fail(f"{name} failed in cell {error.exec_count}: {error.ename}: {error.evalue}\n"
+                        + "\n".join(error.traceback[-5:]), pytrace=False)
+        results_path = out / "results.json"
+        assert results_path.exists(), f"{name} wrote no results.json in {out}"
+        results = json.loads(results_path.read_text())
+        results["_out"] = str(out)
+        return results
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """Factory: ``tiny_model("wavlm")`` -> folder of a tiny random model saved with save_pretrained."""
+    from tests.tiny_models import build_tiny_model
+
+    cache = {}
+
+    def make(family: str, num_labels: int | None = None) -> Path:
+        key = (family, num_labels)
+        if key not in cache:
+            folder = tmp_path_factory.mktemp(f"tiny-{family}-{num_labels or 'base'}")
+            cache[key] = build_tiny_model(family, folder, num_labels=num_labels)
+        return cache[key]
+
+    return make
