@@ -1,0 +1,242 @@
+# %% [markdown]
+# # Speech and codec model adapter
+#
+# One interface over the transformers audio models the notebooks look inside:
+# Wav2Vec2, WavLM, HuBERT (self-supervised speech), Whisper (its encoder), and the neural
+# codecs Mimi, EnCodec and DAC. `load_speech_model(name_or_path)` loads any of them with
+# `from_pretrained` (a hub id such as `microsoft/wavlm-base-plus`, or a local folder written
+# by `save_pretrained`) and returns a `SpeechModelAdapter`:
+#
+# - `layer_names`: what can be extracted. Transformer families: `0` is the input to the
+#   transformer (the convolutional feature encoder's output after projection) and `1..L`
+#   the transformer layers; `"conv"` is the raw convolutional feature encoder output.
+#   Codecs: named stages (`"encoder"`, `"latents"`, `"quantized"`, `"codebook_<k>"`).
+# - `hidden_states(waveform, layers)`: `{layer: [frames, dims]}` for one mono clip at
+#   `adapter.sample_rate`, frames at `adapter.frame_rate` Hz. Whisper always pads its input
+#   to 30 s; the adapter keeps only the frames that cover the real audio (and runs longer
+#   clips in 30 s windows).
+# - `info()`: family, layers, hidden size, parameter count, sample and frame rate.
+
+# %%
+import math
+
+import numpy as np
+import torch
+
+SPEECH_FAMILIES = ("wav2vec2", "wavlm", "hubert", "data2vec-audio", "unispeech", "unispeech-sat", "sew", "sew-d")
+CODEC_FAMILIES = ("mimi", "encodec", "dac")
+DEFAULT_SPEECH_MODEL = "microsoft/wavlm-base-plus"
+WHISPER_SECONDS = 30
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message says which, why and what to do."""
+
+
+def _model_family(config) -> str:
+    model_type = getattr(config, "model_type", "")
+    if model_type in SPEECH_FAMILIES:
+        return "wav2vec2" if model_type in ("data2vec-audio", "unispeech", "unispeech-sat", "sew", "sew-d") \
+            else model_type
+    if model_type in ("whisper",) + CODEC_FAMILIES:
+        return model_type
+    raise ModelLoadError(
+        f"model type {model_type!r} is not supported; supported: Wav2Vec2-style speech models "
+        f"({', '.join(SPEECH_FAMILIES)}), whisper, {', '.join(CODEC_FAMILIES)}"
+    )
+
+
+class SpeechModelAdapter:
+    """Hidden states of a transformers audio model, layer by layer, on a shared frame grid."""
+
+    def __init__(self, name: str, model, feature_extractor, family: str, device: str = "cpu"):
+        self.name = name
+        self.model = model.eval()
+        self.feature_extractor = feature_extractor
+        self.family = family
+        self.device = device
+        self.sample_rate = int(getattr(feature_extractor, "sampling_rate", 16000))
+        config = model.config
+        if family == "whisper":
+            self.num_layers = config.encoder_layers
+            self.hidden_size = config.d_model
+            self.frame_rate = 50.0
+        elif family in CODEC_FAMILIES:
+            self.num_layers = 0
+            self.hidden_size = int(getattr(config, "hidden_size", 0))
+            self.frame_rate = float(self._codec_frame_rate())
+        else:
+            self.num_layers = config.num_hidden_layers
+            self.hidden_size = config.hidden_size
+            self.frame_rate = self.sample_rate / float(np.prod(config.conv_stride))
+        self.num_parameters = int(sum(p.numel() for p in model.parameters()))
+
+    # ------------------------------------------------------------------ description
+    @property
+    def layer_names(self) -> list:
+        if self.family in CODEC_FAMILIES:
+            names = {"mimi": ["encoder", "transformer", "latents", "quantized"],
+                     "encodec": ["latents", "quantized"],
+                     "dac": ["encoder", "latents", "quantized"]}[self.family]
+            if self.family in ("dac", "encodec"):
+                names += [f"codebook_{k}" for k in range(self._num_codebooks())]
+            return names
+        names = list(range(self.num_layers + 1))
+        return names + (["conv"] if self.family != "whisper" else [])
+
+    def info(self) -> dict:
+        return {
+            "name": self.name,
+            "family": self.family,
+            "class": type(self.model).__name__,
+            "layers": [str(n) for n in self.layer_names],
+            "num_transformer_layers": self.num_layers,
+            "hidden_size": self.hidden_size,
+            "num_parameters": self.num_parameters,
+            "sample_rate": self.sample_rate,
+            "frame_rate": self.frame_rate,
+            "device": self.device,
+        }
+
+    def __repr__(self):
+        return (f"SpeechModelAdapter({self.name!r}, family={self.family}, layers={self.num_layers}, "
+                f"hidden={self.hidden_size}, params={self.num_parameters / 1e6:.1f}M, sr={self.sample_rate})")
+
+    def _num_codebooks(self) -> int:
+        config = self.model.config
+        return int(getattr(config, "n_codebooks", 0) or getattr(config, "num_quantizers", 0) or 0)
+
+    def _codec_frame_rate(self) -> float:
+        config = self.model.config
+        if self.family == "mimi":
+            return float(config.frame_rate)
+        if self.family == "dac":
+            return self.sample_rate / float(np.prod(config.downsampling_ratios))
+        return self.sample_rate / float(np.prod(config.upsampling_ratios))
+
+    # ------------------------------------------------------------------ extraction
+    def _check_layers(self, layers):
+        if layers is None:
+            return list(self.layer_names)
+        valid = self.layer_names
+        out = []
+        for layer in layers:
+            key = int(layer) if isinstance(layer, (int, np.integer)) or str(layer).lstrip("-").isdigit() else layer
+            if isinstance(key, int) and key < 0:
+                key = self.num_layers + 1 + key
+            if key not in valid:
+                raise ValueError(f"{self.name} has no layer {layer!r}; available: {valid}")
+            out.append(key)
+        return out
+
+    def _as_input(self, waveform) -> np.ndarray:
+        waveform = np.asarray(waveform, dtype=np.float32)
+        if waveform.ndim != 1:
+            raise ValueError(f"hidden_states expects one mono clip [samples], got shape {waveform.shape}")
+        if len(waveform) == 0:
+            raise ValueError("hidden_states got an empty waveform")
+        return waveform
+
+    @torch.inference_mode()
+    def hidden_states(self, waveform, layers=None) -> dict:
+        """``{layer: float32 [frames, dims]}`` for one mono clip sampled at ``self.sample_rate``."""
+        waveform = self._as_input(waveform)
+        layers = self._check_layers(layers)
+        if self.family == "whisper":
+            return self._whisper_states(waveform, layers)
+        if self.family in CODEC_FAMILIES:
+            return self._codec_states(waveform, layers)
+        inputs = self.feature_extractor(waveform, sampling_rate=self.sample_rate, return_tensors="pt")
+        outputs = self.model(inputs["input_values"].to(self.device), output_hidden_states=True)
+        result = {}
+        for layer in layers:
+            if layer == "conv":  # raw convolutional feature encoder output, before projection
+                tensor = self.model.feature_extractor(inputs["input_values"].to(self.device))[0].transpose(0, 1)
+            else:
+                tensor = outputs.hidden_states[layer][0]
+            result[layer] = tensor.float().cpu().numpy()
+        return result
+
+    def _whisper_states(self, waveform: np.ndarray, layers) -> dict:
+        window = WHISPER_SECONDS * self.sample_rate
+        pieces = {layer: [] for layer in layers}
+        encoder = self.model.get_encoder() if hasattr(self.model, "get_encoder") else self.model.encoder
+        for start in range(0, len(waveform), window):
+            chunk = waveform[start:start + window]
+            keep = max(1, math.ceil(len(chunk) * self.frame_rate / self.sample_rate))
+            features = self.feature_extractor(chunk, sampling_rate=self.sample_rate, return_tensors="pt")
+            input_features = features["input_features"].to(self.device, dtype=next(encoder.parameters()).dtype)
+            outputs = encoder(input_features, output_hidden_states=True)
+            for layer in layers:
+                pieces[layer].append(outputs.hidden_states[layer][0, :keep].float().cpu().numpy())
+        return {layer: np.concatenate(parts, axis=0) for layer, parts in pieces.items()}
+
+    def _codec_states(self, waveform: np.ndarray, layers) -> dict:
+        inputs = self.feature_extractor(raw_audio=waveform, sampling_rate=self.sample_rate, return_tensors="pt")
+        input_values = inputs["input_values"].to(self.device)
+        model, result = self.model, {}
+        if self.family == "mimi":
+            encoder = model.encoder
+            seanet = encoder.encoder_seanet(input_values) if hasattr(encoder, "encoder_seanet") else None
+            if {"encoder", "transformer"} & set(layers) and seanet is not None:
+                result["encoder"] = seanet
+                result["transformer"] = encoder.encoder_transformer(seanet.transpose(1, 2)).last_hidden_state \
+                    .transpose(1, 2)
+            latents = encoder(input_values).latents
+            result["latents"] = latents
+            if "quantized" in layers:
+                codes = model.quantizer.encode(latents).transpose(0, 1)
+                result["quantized"] = model.quantizer.decode(codes)
+        elif self.family == "encodec":
+            latents = model.encoder(input_values)
+            result["latents"] = latents
+            wanted_codes = [lay for lay in layers if str(lay).startswith("codebook_")] or "quantized" in layers
+            if wanted_codes:
+                codes = model.quantizer.encode(latents)  # [n_q, batch, frames]
+                result["quantized"] = model.quantizer.decode(codes)
+                for k, indices in enumerate(codes):
+                    result[f"codebook_{k}"] = model.quantizer.layers[k].decode(indices)
+        else:  # dac
+            encoded = model.encoder(input_values)
+            result["encoder"] = encoded
+            quantized, codes, projected, _c, _q = model.quantizer(encoded)
+            result["latents"] = projected
+            result["quantized"] = quantized
+            for k in range(codes.shape[1]):
+                per_codebook = model.quantizer.quantizers[k].codebook(codes[:, k, :]).transpose(1, 2)
+                result[f"codebook_{k}"] = model.quantizer.quantizers[k].out_proj(per_codebook)
+        return {layer: result[layer][0].transpose(0, 1).float().cpu().numpy() for layer in layers}
+
+
+def load_speech_model(name_or_path: str = DEFAULT_SPEECH_MODEL, device: str = "cpu",
+                      local_files_only: bool = False, dtype=None) -> SpeechModelAdapter:
+    """Load a transformers audio model and its feature extractor; return an adapter.
+
+    ``name_or_path``: a hub id (``facebook/wav2vec2-base``, ``openai/whisper-tiny.en``,
+    ``kyutai/mimi``, ``descript/dac_16khz``...) or a folder written by ``save_pretrained``.
+    Fails with ``ModelLoadError`` saying what to do when the model is neither cached nor
+    downloadable.
+    """
+    import transformers
+
+    try:
+        config = transformers.AutoConfig.from_pretrained(name_or_path, local_files_only=local_files_only)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(
+            f"cannot load model {name_or_path!r}: {error}\nIf you are offline, download it once where there is "
+            "internet (it is then cached), or pass the path of a folder written by save_pretrained."
+        ) from None
+    family = _model_family(config)
+    kwargs = {"local_files_only": local_files_only}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    try:
+        if family == "whisper":
+            model = transformers.WhisperModel.from_pretrained(name_or_path, **kwargs)
+        else:
+            model = transformers.AutoModel.from_pretrained(name_or_path, **kwargs)
+        feature_extractor = transformers.AutoFeatureExtractor.from_pretrained(name_or_path,
+                                                                               local_files_only=local_files_only)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot load model {name_or_path!r}: {error}") from None
+    return SpeechModelAdapter(str(name_or_path), model.to(device), feature_extractor, family, device)
