@@ -155,8 +155,9 @@ def top_level_names(script: Script) -> dict:
     return names
 
 
-def resolve_modules(recipe: Script, lib_dir: Path = LIB_DIR) -> list:
+def resolve_modules(recipe: Script, lib_dir: Path | None = None) -> list:
     """The lib modules a recipe needs, dependencies first; errors on cycles and missing modules."""
+    lib_dir = Path(lib_dir or LIB_DIR)
     order, state, cache = [], {}, {}
 
     def visit(module: str, chain: list):
@@ -276,10 +277,11 @@ def _first_line(script: Script) -> str:
     return script.name
 
 
-def assemble(name: str, recipes_dir: Path = RECIPES_DIR, lib_dir: Path = LIB_DIR, extra: str | None = None):
+def assemble(name: str, recipes_dir: Path | None = None, lib_dir: Path | None = None, extra: str | None = None):
     """Build the notebook ``name`` and return it (an nbformat NotebookNode)."""
     from generator.recipes import NOTEBOOKS
 
+    recipes_dir = Path(recipes_dir or RECIPES_DIR)
     recipe_path = recipes_dir / f"{name}.py"
     if not recipe_path.exists():
         raise AssemblyError(f"no recipe {recipe_path}; notebooks: {', '.join(sorted(NOTEBOOKS))}")
@@ -348,26 +350,25 @@ def notebook_text(notebook) -> str:
     return json.dumps(notebook, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
 
 
-def build(names=None, out_dir: Path = NOTEBOOKS_DIR) -> list:
+def build(names=None, out_dir: Path | None = None) -> list:
     """Regenerate notebooks; return the paths written (files whose text changed)."""
-    from generator.recipes import NOTEBOOKS
-
     from lib.atomic_io import atomic_write_text
 
+    out_dir = Path(out_dir or NOTEBOOKS_DIR)
     written = []
     for name in names or available_recipes():
-        if name not in NOTEBOOKS and not (RECIPES_DIR / f"{name}.py").exists():
+        if not (RECIPES_DIR / f"{name}.py").exists():
             raise AssemblyError(f"unknown notebook {name!r}; notebooks: {', '.join(available_recipes())}")
         text = notebook_text(assemble(name))
-        path = Path(out_dir) / f"{name}.ipynb"
+        path = out_dir / f"{name}.ipynb"
         if not path.exists() or path.read_text(encoding="utf-8") != text:
             atomic_write_text(path, text)
             written.append(path)
     return written
 
 
-def available_recipes(recipes_dir: Path = RECIPES_DIR) -> list:
-    return sorted(p.stem for p in recipes_dir.glob("*.py") if not p.name.startswith("_"))
+def available_recipes(recipes_dir: Path | None = None) -> list:
+    return sorted(p.stem for p in Path(recipes_dir or RECIPES_DIR).glob("*.py") if not p.name.startswith("_"))
 
 
 def internal_imports_in_notebook(notebook) -> list:
@@ -389,8 +390,9 @@ def internal_imports_in_notebook(notebook) -> list:
     return found
 
 
-def check(out_dir: Path = NOTEBOOKS_DIR) -> list:
+def check(out_dir: Path | None = None) -> list:
     """Problems with the committed notebooks: stale, missing, extra, or importing lib/generator."""
+    out_dir = Path(out_dir or NOTEBOOKS_DIR)
     problems = []
     expected = set(available_recipes())
     for name in sorted(expected):

@@ -141,15 +141,20 @@ def cmd_run(args) -> int:
     import papermill as pm
 
     parameters = {key: parse_value(value) for key, value in (args.param or [])}
-    out_dir = Path(args.out) if args.out else None
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir = Path(args.out) if args.out else asm.ROOT / "runs" / args.name / stamp
     try:
         out_dir = execute_notebook(args.name, parameters, out_dir, timeout=args.timeout, log_output=args.verbose)
     except pm.PapermillExecutionError as error:
-        print(f"\n{args.name} failed in cell {error.exec_count} with {error.ename}: {error.evalue}", file=sys.stderr)
-        print("Failing cell:\n" + "\n".join("    " + line for line in error.cell_source.splitlines()[:40]),
+        import re
+
+        print(f"\n{args.name} failed in cell {error.cell_index} (execution count {error.exec_count}) with "
+              f"{error.ename}: {error.evalue}", file=sys.stderr)
+        print("Failing cell:\n" + "\n".join("    " + line for line in error.source.splitlines()[:40]),
               file=sys.stderr)
-        print("Traceback (last lines):", file=sys.stderr)
-        print("\n".join(error.traceback[-6:]), file=sys.stderr)
+        traceback = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error.traceback[-6:]))
+        print("Traceback (last lines):\n" + traceback, file=sys.stderr)
+        print(f"The partly executed notebook is in {out_dir}.", file=sys.stderr)
         return 1
     except asm.AssemblyError as error:
         print(f"cannot build {args.name}: {error}", file=sys.stderr)

@@ -75,9 +75,13 @@ def _decode(path: Path):
     except (sf.LibsndfileError, RuntimeError) as sf_error:
         # libsndfile lacks some containers (m4a, old mp3 builds): fall back to audioread.
         try:
+            import warnings
+
             import librosa
 
-            data, sr = librosa.load(str(path), sr=None, mono=False)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                data, sr = librosa.load(str(path), sr=None, mono=False)
         except Exception as other:  # noqa: BLE001 - report both decoders' reasons
             raise AudioLoadError(
                 path,

@@ -1,0 +1,91 @@
+"""The audiolens command: list, check, run (success and failure), parameter parsing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from generator import assemble as asm
+from generator import cli
+
+GOOD = '''# %% [markdown]
+# # Toy run
+#
+# Writes results.json.
+
+# %% tags=["parameters"]
+output_dir = "runs/toy"  # output folder
+seed = 0  # seed
+data_path = None  # unused
+n = 2  # multiplier
+label = "x"  # a string parameter
+
+# %%
+from lib.outputs import prepare_output_dir, update_results
+
+out = prepare_output_dir(output_dir)
+update_results(out, toy={"value": n * 21, "label": label, "n_type": type(n).__name__})
+'''
+
+BAD = GOOD.replace('update_results(out, toy={"value": n * 21, "label": label, "n_type": type(n).__name__})',
+                   'values = [1, 2]\nprint(values[n * 5])')
+
+
+@pytest.fixture
+def toy_recipes(tmp_path, monkeypatch):
+    recipes, notebooks = tmp_path / "recipes", tmp_path / "notebooks"
+    recipes.mkdir()
+    notebooks.mkdir()
+    (recipes / "toy_good.py").write_text(GOOD)
+    (recipes / "toy_bad.py").write_text(BAD)
+    monkeypatch.setattr(asm, "RECIPES_DIR", recipes)
+    monkeypatch.setattr(asm, "NOTEBOOKS_DIR", notebooks)
+    return tmp_path
+
+
+@pytest.mark.notebook
+def test_run_executes_with_parameters_and_prints_results(toy_recipes, capsys):
+    out = toy_recipes / "out"
+    code = cli.main(["run", "toy_good", "-p", "n", "5", "-p", "label", "hello world", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["toy"] == {"value": 105, "label": "hello world", "n_type": "int"}
+    assert (out / "toy_good.ipynb").exists()  # the executed notebook sits beside its results
+    assert "value: 105" in printed and str(out) in printed
+    assert (toy_recipes / "notebooks" / "toy_good.ipynb").exists()  # run builds first
+
+
+@pytest.mark.notebook
+def test_run_failure_exits_nonzero_and_shows_the_cell(toy_recipes, capsys):
+    code = cli.main(["run", "toy_bad", "--out", str(toy_recipes / "bad")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "IndexError" in err and "list index out of range" in err
+    assert "print(values[n * 5])" in err  # the failing cell's source
+
+
+def test_unknown_notebook_is_a_clear_error(toy_recipes, capsys):
+    assert cli.main(["build", "nosuch"]) == 2
+    assert "unknown notebook 'nosuch'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, value", [("3", 3), ("0.5", 0.5), ("true", True), ("None", None),
+                                         ("[1, 2]", [1, 2]), ("facebook/wav2vec2-base", "facebook/wav2vec2-base"),
+                                         ("'quoted'", "quoted")])
+def test_parameter_values_are_parsed(text, value):
+    assert cli.parse_value(text) == value
+
+
+def test_list_and_check_on_the_real_notebooks():
+    listing = subprocess.run([sys.executable, "-m", "generator.cli", "list"], capture_output=True, text=True,
+                             cwd=asm.ROOT, check=True).stdout
+    for name in asm.available_recipes():
+        assert name in listing
+    assert "output_dir = " in listing
+    result = subprocess.run([sys.executable, "-m", "generator.cli", "check"], capture_output=True, text=True,
+                            cwd=asm.ROOT)
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,160 @@
+"""Data lookup (explicit path, $AUDIOLENS_DATA, data/, download, offline error) and manifests."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import io
+import tarfile
+import threading
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+
+from lib import datasets as ds
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """No $AUDIOLENS_DATA, cwd in an empty temp folder (so data/ is empty)."""
+    monkeypatch.delenv("AUDIOLENS_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_fsdd_manifest_official_split(fsdd_manifest):
+    m = fsdd_manifest
+    assert len(m) == 3000
+    assert (m.split == "train").sum() == 2700 and (m.split == "test").sum() == 300
+    assert set(m.label) == set(range(10)) and m.speaker.nunique() == 6
+    assert set(m[m.split == "test"]["index"]) == {0, 1, 2, 3, 4}
+    assert m.gender.notna().all() and {"accent"} <= set(m.columns)
+
+
+def test_explicit_path_wins_and_must_be_valid(isolated, fsdd_dir, data_root):
+    assert ds.find_dataset("fsdd", path=fsdd_dir) == fsdd_dir
+    assert ds.find_dataset("fsdd", path=data_root) == data_root / "fsdd"  # a parent folder works too
+    with pytest.raises(ds.DatasetNotFoundError, match=f"the path given, {isolated}, is not a usable copy"):
+        ds.find_dataset("fsdd", path=isolated)
+
+
+def test_environment_variable_then_data_folder(isolated, data_root, monkeypatch):
+    monkeypatch.setenv("AUDIOLENS_DATA", str(data_root))
+    assert ds.find_dataset("fsdd", download=False) == data_root / "fsdd"
+    monkeypatch.delenv("AUDIOLENS_DATA")
+    (isolated / "data").mkdir()
+    (isolated / "data" / "fsdd").symlink_to(data_root / "fsdd")
+    assert ds.find_dataset("fsdd", download=False) == isolated / "data" / "fsdd"
+
+
+def test_incomplete_copy_is_not_accepted(isolated, fsdd_dir):
+    partial = isolated / "data" / "fsdd" / "recordings"
+    partial.mkdir(parents=True)
+    for wav in sorted((fsdd_dir / "recordings").glob("*.wav"))[:10]:
+        (partial / wav.name).symlink_to(wav)
+    with pytest.raises(ds.DatasetNotFoundError, match="incomplete: 10 audio files, expected at least 3000"):
+        ds.find_dataset("fsdd", download=False)
+
+
+def test_offline_error_names_every_place_and_the_url(isolated, monkeypatch, data_root):
+    unreachable = replace(ds.DATASETS["fsdd"], url="http://127.0.0.1:9/fsdd.tar.gz")
+    monkeypatch.setitem(ds.DATASETS, "fsdd", unreachable)
+    monkeypatch.setenv("AUDIOLENS_DATA", str(isolated / "nowhere"))
+    with pytest.raises(ds.DatasetNotFoundError) as info:
+        ds.find_dataset("fsdd")
+    message = str(info.value)
+    assert str(isolated / "nowhere" / "fsdd") in message
+    assert str(isolated / "data" / "fsdd") in message
+    assert "download from http://127.0.0.1:9/fsdd.tar.gz failed" in message
+    assert "Download http://127.0.0.1:9/fsdd.tar.gz by hand" in message
+    assert not (isolated / "data" / "fsdd").exists()
+
+
+def _serve(folder):
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def served_archive(tmp_path, fsdd_dir):
+    """A tar.gz of 12 real FSDD clips in the upstream layout, served over HTTP on localhost."""
+    site = tmp_path / "site"
+    site.mkdir()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for wav in sorted((fsdd_dir / "recordings").glob("*_theo_1*.wav"))[:12]:
+            tar.add(wav, arcname=f"mini-fsdd-1.0/recordings/{wav.name}")
+    (site / "mini.tar.gz").write_bytes(buffer.getvalue())
+    server = _serve(site)
+    yield f"http://127.0.0.1:{server.server_address[1]}/mini.tar.gz", hashlib.sha256(buffer.getvalue()).hexdigest()
+    server.shutdown()
+
+
+def test_download_checks_checksum_and_extracts_atomically(isolated, monkeypatch, served_archive):
+    url, sha = served_archive
+    spec = replace(ds.DATASETS["fsdd"], url=url, checksum=f"sha256:{'0' * 64}", min_files=12,
+                   archive_root="mini-fsdd-1.0")
+    monkeypatch.setitem(ds.DATASETS, "fsdd", spec)
+    with pytest.raises(ds.DatasetNotFoundError, match="checksum mismatch"):
+        ds.find_dataset("fsdd")
+    assert not (isolated / "data" / "fsdd").exists()  # nothing half-extracted left behind
+    assert not list((isolated / "data" / ".downloads").glob("*"))  # corrupt download removed
+    monkeypatch.setitem(ds.DATASETS, "fsdd", replace(spec, checksum=f"sha256:{sha}"))
+    folder = ds.find_dataset("fsdd")
+    assert folder == isolated / "data" / "fsdd"
+    manifest = ds.load_fsdd(download=False)
+    assert len(manifest) == 12 and set(manifest.speaker) == {"theo"}
+    assert not [p for p in (isolated / "data").iterdir() if p.name.startswith(".fsdd")]  # staging cleaned
+
+
+def test_librispeech_sample_manifest(librispeech_dir):
+    m = ds.load_librispeech(path=librispeech_dir)
+    assert len(m) == 251 and m.speaker.nunique() == 251
+    assert set(m.sex.dropna()) == {"F", "M"} and m.sex.notna().all()
+    assert ds.load_librispeech().shape == m.shape  # via $AUDIOLENS_DATA
+
+
+def test_librispeech_nested_layout(tmp_path, librispeech_dir):
+    for flac in sorted(librispeech_dir.glob("*.flac"))[:3]:
+        speaker, chapter, _ = flac.stem.split("-")
+        target = tmp_path / speaker / chapter / flac.name
+        target.parent.mkdir(parents=True)
+        target.symlink_to(flac)
+    m = ds.load_librispeech(path=tmp_path)
+    assert len(m) == 3 and list(m.columns[:4]) == ["path", "speaker", "chapter", "utterance"]
+
+
+def test_labelled_folder_from_csv_names_and_subfolders(tmp_path, fsdd_dir):
+    wavs = sorted((fsdd_dir / "recordings").glob("5_*.wav"))[:3]
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for w in wavs:
+        (flat / w.name).symlink_to(w)
+    by_name = ds.load_labelled_folder(flat)
+    assert list(by_name.label) == ["5", "5", "5"] and "speaker" in by_name
+    pd.DataFrame({"file": [w.name for w in wavs], "word": ["a", "b", "c"], "site": [1, 2, 3]}).to_csv(
+        tmp_path / "labels.csv", index=False)
+    by_csv = ds.load_labelled_folder(flat, tmp_path / "labels.csv", path_column="file", label_column="word")
+    assert list(by_csv.label) == ["a", "b", "c"] and list(by_csv.site) == [1, 2, 3]
+    pd.DataFrame({"file": ["missing.wav"], "word": ["a"]}).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(FileNotFoundError, match="1 listed file"):
+        ds.load_labelled_folder(flat, tmp_path / "bad.csv", path_column="file", label_column="word")
+    nested = tmp_path / "nested"
+    for label, w in zip(["dog", "cat", "dog"], wavs):
+        (nested / label).mkdir(parents=True, exist_ok=True)
+        (nested / label / w.name).symlink_to(w)
+    assert sorted(ds.load_labelled_folder(nested).label) == ["cat", "dog", "dog"]
+
+
+def test_registry_has_the_data_sets_with_checksums():
+    for name in ("fsdd", "esc50", "speech_commands", "librispeech-train-clean-100", "librispeech-dev-clean"):
+        assert name in ds.DATASETS
+    for name, spec in ds.DATASETS.items():
+        if spec.url and name != "fsdd":
+            algorithm, digest = spec.checksum.split(":")
+            assert algorithm in ("md5", "sha256") and len(digest) in (32, 64), name

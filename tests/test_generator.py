@@ -1,0 +1,174 @@
+"""The generator: dependency order, rejected import forms, clashes, cycles, determinism, check."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+
+import nbformat
+import pytest
+
+from generator import assemble as asm
+
+RECIPE_HEAD = '# %% [markdown]\n# # Toy notebook\n#\n# A test recipe.\n\n# %% tags=["parameters"]\noutput_dir = "out"  # where results go\nn = 3  # how many\n\n'
+
+
+def write(folder, name, text):
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.fixture
+def toy(tmp_path):
+    """A lib with a dependency chain recipe -> alpha -> beta -> gamma and gamma <- delta."""
+    lib, recipes = tmp_path / "lib", tmp_path / "recipes"
+    write(lib, "gamma.py", "# %% [markdown]\n# # Gamma\n\n# %%\nGAMMA = 1\n\n\ndef gamma_fn():\n    return GAMMA\n")
+    write(lib, "beta.py", "# %% [markdown]\n# # Beta\n\n# %%\nfrom lib.gamma import gamma_fn\n\n\ndef beta_fn():\n"
+          "    return gamma_fn() + 1\n")
+    write(lib, "delta.py", "# %% [markdown]\n# # Delta\n\n# %%\nfrom lib.gamma import GAMMA\n\nDELTA = GAMMA * 10\n")
+    write(lib, "alpha.py", "# %% [markdown]\n# # Alpha\n\n# %%\nimport math\n\nfrom lib.beta import beta_fn\n"
+          "from lib.delta import DELTA\n\n\ndef alpha_fn():\n    return beta_fn() + DELTA + math.floor(0.5)\n")
+    write(recipes, "toy.py", RECIPE_HEAD + "# %%\nfrom lib.alpha import alpha_fn\n\nresult = alpha_fn() * n\nprint(result)\n")
+    return lib, recipes
+
+
+def code_of(nb):
+    return "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+
+
+def test_modules_are_inlined_in_dependency_order(toy):
+    lib, recipes = toy
+    nb = asm.assemble("toy", recipes_dir=recipes, lib_dir=lib, extra="digits")
+    assert nb.metadata["audiolens"]["lib_modules"] == ["gamma", "beta", "delta", "alpha"]
+    code = code_of(nb)
+    assert "from lib" not in code and "import lib" not in code
+    # each module once, dependencies before users, recipe last
+    positions = [code.index(marker) for marker in ("GAMMA = 1", "def beta_fn", "DELTA = GAMMA", "def alpha_fn",
+                                                   "result = alpha_fn()")]
+    assert positions == sorted(positions)
+    assert code.count("GAMMA = 1") == 1
+    # the inlined notebook actually runs: execute all code cells but the setup cell
+    namespace = {}
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "setup" not in cell.metadata.get("tags", []):
+            exec(cell.source, namespace)  # noqa: S102
+    assert namespace["result"] == (1 + 1 + 10) * 3
+
+
+def test_notebook_layout(toy):
+    lib, recipes = toy
+    nb = asm.assemble("toy", recipes_dir=recipes, lib_dir=lib, extra="digits")
+    kinds = [(c.cell_type, c.metadata.get("tags", [])) for c in nb.cells]
+    assert kinds[0][0] == "markdown" and nb.cells[0].source.startswith("# Toy notebook")
+    assert kinds[1] == ("code", ["setup"]) and kinds[2] == ("code", ["parameters"])
+    lib_cells = [c for c in nb.cells if c.cell_type == "code" and "lib" in c.metadata.get("tags", [])]
+    assert lib_cells and all(c.metadata["jupyter"]["source_hidden"] for c in lib_cells)
+    headings = [c.source for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("### lib/")]
+    assert headings == ["### lib/gamma.py", "### lib/beta.py", "### lib/delta.py", "### lib/alpha.py"]
+    setup = nb.cells[1].source
+    assert "'scikit-learn>=1.3'" in setup and "'transformers>=5.0,<6'" in setup  # pinned from pyproject
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+
+
+def test_assembly_is_deterministic(toy):
+    lib, recipes = toy
+    first = asm.notebook_text(asm.assemble("toy", recipes_dir=recipes, lib_dir=lib))
+    second = asm.notebook_text(asm.assemble("toy", recipes_dir=recipes, lib_dir=lib))
+    assert first == second
+    nbformat.validate(nbformat.reads(first, as_version=4))
+
+
+def test_name_defined_in_two_modules_is_rejected(toy):
+    lib, recipes = toy
+    write(lib, "delta.py", "# %% [markdown]\n# # Delta\n\n# %%\nfrom lib.gamma import GAMMA\n\nDELTA = GAMMA\n\n\n"
+          "def beta_fn():\n    return 0\n")
+    with pytest.raises(asm.AssemblyError, match=r"'beta_fn' is defined in both lib/beta.py and lib/delta.py"):
+        asm.assemble("toy", recipes_dir=recipes, lib_dir=lib)
+
+
+def test_recipe_redefining_a_lib_name_is_rejected(toy):
+    lib, recipes = toy
+    write(recipes, "toy.py", RECIPE_HEAD + "# %%\nfrom lib.alpha import alpha_fn\n\n\ndef gamma_fn():\n    return 2\n")
+    with pytest.raises(asm.AssemblyError, match="redefines 'gamma_fn'"):
+        asm.assemble("toy", recipes_dir=recipes, lib_dir=lib)
+
+
+def test_import_cycle_is_rejected(toy):
+    lib, recipes = toy
+    write(lib, "gamma.py", "# %% [markdown]\n# # Gamma\n\n# %%\nfrom lib.alpha import alpha_fn\n\nGAMMA = 1\n\n\n"
+          "def gamma_fn():\n    return GAMMA\n")
+    with pytest.raises(asm.AssemblyError, match=r"import cycle between lib modules: lib\.alpha -> lib\.beta -> "
+                                                 r"lib\.gamma -> lib\.alpha"):
+        asm.assemble("toy", recipes_dir=recipes, lib_dir=lib)
+
+
+@pytest.mark.parametrize("statement, message", [
+    ("import lib.gamma", "cannot be inlined"),
+    ("from lib import gamma", "cannot be inlined"),
+    ("from lib.gamma import *", "import \\*' cannot be inlined"),
+    ("from lib.gamma import gamma_fn as g", "as g' from lib cannot be inlined"),
+    ("from .gamma import gamma_fn", "relative imports"),
+    ("def f():\n    from lib.gamma import gamma_fn\n    return gamma_fn()", "must be at the top level"),
+    ("try:\n    from lib.gamma import gamma_fn\nexcept ImportError:\n    pass", "must be at the top level"),
+    ("from generator.assemble import build", "cannot be inlined"),
+])
+def test_import_forms_that_cannot_be_inlined(toy, statement, message):
+    lib, recipes = toy
+    write(recipes, "toy.py", RECIPE_HEAD + "# %%\n" + statement + "\n")
+    with pytest.raises(asm.AssemblyError, match=message) as info:
+        asm.assemble("toy", recipes_dir=recipes, lib_dir=lib)
+    assert "toy.py: cell" in str(info.value)  # says where
+
+
+def test_missing_module_and_missing_parameters_cell(toy):
+    lib, recipes = toy
+    write(recipes, "toy.py", RECIPE_HEAD + "# %%\nfrom lib.nosuch import thing\n")
+    with pytest.raises(asm.AssemblyError, match="imports lib.nosuch, but .*nosuch.py does not exist"):
+        asm.assemble("toy", recipes_dir=recipes, lib_dir=lib)
+    write(recipes, "toy.py", "# %% [markdown]\n# # T\n\n# %%\nx = 1\n")
+    with pytest.raises(asm.AssemblyError, match="tagged parameters"):
+        asm.assemble("toy", recipes_dir=recipes, lib_dir=lib)
+
+
+def test_magics_do_not_break_parsing(toy):
+    lib, recipes = toy
+    write(recipes, "toy.py", RECIPE_HEAD + "# %%\n%matplotlib inline\nfrom lib.gamma import gamma_fn\n!echo hi\n"
+          "value = gamma_fn()\n")
+    nb = asm.assemble("toy", recipes_dir=recipes, lib_dir=lib)
+    last = nb.cells[-1].source
+    assert "%matplotlib inline" in last and "!echo hi" in last and "from lib" not in last
+
+
+# ----------------------------------------------------------------------------- the real notebooks
+def test_committed_notebooks_are_fresh_and_self_contained():
+    assert asm.check() == []
+
+
+def test_every_recipe_has_the_standard_parameters():
+    for name in asm.available_recipes():
+        params = {p for p, _default, _comment in asm.parameters_of(name)}
+        assert {"output_dir", "seed", "data_path"} <= params, f"{name} lacks standard parameters: {params}"
+
+
+def test_check_catches_stale_notebook_and_lib_import(tmp_path):
+    out = tmp_path / "notebooks"
+    shutil.copytree(asm.NOTEBOOKS_DIR, out)
+    assert asm.check(out) == []
+    name = asm.available_recipes()[0]
+    path = out / f"{name}.ipynb"
+    data = json.loads(path.read_text())
+    data["cells"][-1]["source"] = "print('edited by hand')\n"
+    path.write_text(json.dumps(data, sort_keys=True, indent=1) + "\n")
+    problems = asm.check(out)
+    assert any("differs from a fresh build" in p and name in p for p in problems)
+    # a leftover lib import (behind a magic, inside a function) is caught by parsing the cells
+    nb = nbformat.read(path, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("%time x = 1\ndef f():\n    from lib.audio import load_audio\n"))
+    nbformat.write(nb, path)
+    problems = asm.check(out)
+    assert any("from lib.audio import" in p for p in problems)
+    (out / "orphan.ipynb").write_text(path.read_text())
+    assert any("orphan.ipynb: no recipe" in p for p in asm.check(out))
