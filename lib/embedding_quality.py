@@ -1,0 +1,132 @@
+# %% [markdown]
+# # Embedding quality: do neighbours share a label?
+#
+# Numbers that say whether an embedding space groups clips the way their labels do, before
+# anyone browses it:
+#
+# - **precision@k**: for each clip, the fraction of its `k` nearest neighbours (itself
+#   excluded) with the same label, averaged over clips; compared with the chance level of a
+#   random neighbour list, `sum_c p_c (n_c - 1) / (N - 1)`.
+# - **intra- vs inter-class distance**: mean distance between clips of the same label and of
+#   different labels, and their ratio (below 1: classes are tighter than the space).
+# - **silhouette**: scikit-learn's silhouette score with the same metric.
+#
+# Distances are cosine on mean-centred embeddings, which is what FiftyOne's sklearn similarity
+# index uses, so these numbers describe the neighbours the App shows.
+
+# %%
+import numpy as np
+import pandas as pd
+
+
+def quality_prepare(embeddings, center: bool = True) -> np.ndarray:
+    """Float64 copy of ``embeddings``, mean-centred (as FiftyOne's sklearn index does)."""
+    x = np.asarray(embeddings, dtype=np.float64)
+    if x.ndim != 2 or len(x) < 2:
+        raise ValueError(f"need at least two embeddings as [N, D], got shape {x.shape}")
+    return x - x.mean(axis=0, keepdims=True) if center else x.copy()
+
+
+def quality_neighbors(embeddings, k: int, metric: str = "cosine", center: bool = True) -> np.ndarray:
+    """Indices ``[N, k]`` of each clip's ``k`` nearest neighbours, the clip itself excluded."""
+    from sklearn.neighbors import NearestNeighbors
+
+    x = quality_prepare(embeddings, center)
+    k = min(int(k), len(x) - 1)
+    nn = NearestNeighbors(n_neighbors=k + 1, metric=metric).fit(x)
+    _, idx = nn.kneighbors(x)
+    rows = []
+    for i, row in enumerate(idx):
+        row = [j for j in row if j != i][:k]
+        rows.append(row)
+    return np.asarray(rows)
+
+
+def precision_at_k(embeddings, labels, k: int = 20, metric: str = "cosine", center: bool = True,
+                   per_class: bool = False):
+    """Mean fraction of same-label clips among each clip's ``k`` neighbours (itself excluded).
+
+    With ``per_class=True`` also returns a Series of the mean per label.
+    """
+    labels = np.asarray(labels)
+    idx = quality_neighbors(embeddings, k, metric, center)
+    hits = (labels[idx] == labels[:, None]).mean(axis=1)
+    if per_class:
+        return float(hits.mean()), pd.Series(hits).groupby(labels).mean()
+    return float(hits.mean())
+
+
+def precision_chance(labels) -> float:
+    """Expected precision@k of random neighbours: ``sum_c p_c (n_c - 1) / (N - 1)``."""
+    labels = np.asarray(labels)
+    counts = pd.Series(labels).value_counts().to_numpy().astype(float)
+    n = counts.sum()
+    return float((counts / n * (counts - 1) / (n - 1)).sum())
+
+
+def intra_inter_distances(embeddings, labels, metric: str = "cosine", center: bool = True,
+                          max_points: int = 3000, seed: int = 0) -> dict:
+    """Mean intra-class and inter-class distance, their ratio, on at most ``max_points`` clips."""
+    from sklearn.metrics import pairwise_distances
+
+    x = quality_prepare(embeddings, center)
+    labels = np.asarray(labels)
+    if len(x) > max_points:
+        keep = np.random.default_rng(seed).choice(len(x), max_points, replace=False)
+        x, labels = x[keep], labels[keep]
+    d = pairwise_distances(x, metric=metric)
+    same = labels[:, None] == labels[None, :]
+    off_diagonal = ~np.eye(len(x), dtype=bool)
+    intra = float(d[same & off_diagonal].mean()) if (same & off_diagonal).any() else float("nan")
+    inter = float(d[~same].mean()) if (~same).any() else float("nan")
+    return {"intra": intra, "inter": inter, "ratio": intra / inter if inter else float("nan")}
+
+
+def embedding_quality_table(embeddings, labels, ks=(1, 5, 10, 20), metric: str = "cosine",
+                            center: bool = True, seed: int = 0) -> pd.DataFrame:
+    """One-row-per-metric table: precision@k for each ``k``, chance, distances, silhouette."""
+    from sklearn.metrics import silhouette_score
+
+    labels = np.asarray(labels)
+    x = quality_prepare(embeddings, center)
+    rows = [{"metric": f"precision@{k}", "value": precision_at_k(x, labels, k, metric, center=False)} for k in ks]
+    rows.append({"metric": "precision chance level", "value": precision_chance(labels)})
+    distances = intra_inter_distances(x, labels, metric, center=False, seed=seed)
+    rows += [{"metric": "mean intra-class distance", "value": distances["intra"]},
+             {"metric": "mean inter-class distance", "value": distances["inter"]},
+             {"metric": "intra / inter ratio", "value": distances["ratio"]}]
+    n_labels = len(np.unique(labels))
+    if 2 <= n_labels < len(x):
+        sample = min(len(x), 3000)
+        score = silhouette_score(x, labels, metric=metric, sample_size=sample, random_state=seed)
+        rows.append({"metric": "silhouette", "value": float(score)})
+    return pd.DataFrame(rows)
+
+
+def plot_embedding_quality(embeddings, labels, ks=(1, 2, 5, 10, 20, 50), metric: str = "cosine", title: str = ""):
+    """Precision@k against k (with chance) and per-class precision at the largest ``k``."""
+    import matplotlib.pyplot as plt
+
+    labels = np.asarray(labels)
+    x = quality_prepare(embeddings)
+    ks = [k for k in ks if k < len(x)]
+    values = [precision_at_k(x, labels, k, metric, center=False) for k in ks]
+    _, per_class = precision_at_k(x, labels, ks[-1], metric, center=False, per_class=True)
+    chance = precision_chance(labels)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
+    ax1.plot(ks, values, "o-", label="same-label neighbours")
+    ax1.axhline(chance, color="grey", ls="--", label=f"chance ({chance:.2f})")
+    ax1.set_xscale("log")
+    ax1.set_xlabel("k")
+    ax1.set_ylabel("precision@k")
+    ax1.set_ylim(0, 1)
+    ax1.legend()
+    ax1.set_title(title or "neighbour precision")
+    per_class.sort_index().plot.bar(ax=ax2, color="tab:blue")
+    ax2.axhline(chance, color="grey", ls="--")
+    ax2.set_ylim(0, 1)
+    ax2.set_ylabel(f"precision@{ks[-1]}")
+    ax2.set_xlabel("label")
+    ax2.set_title(f"per label, k={ks[-1]}")
+    fig.tight_layout()
+    return fig
