@@ -106,8 +106,12 @@ def _quartile_codes(z: np.ndarray, edges: np.ndarray, bins: int) -> np.ndarray:
 
 
 def fit_phase0_conditioner(name: str, train_features, seed: int = 0, spec: dict | None = None,
-                           minibatch_above: int = 60000) -> Phase0Conditioner:
-    """Fit scheme ``name`` (a key of ``PHASE0_SCHEMES``, or any name with an explicit ``spec``)."""
+                           minibatch_above: int = 60000, n_init: int = 3, max_iter: int = 100) -> Phase0Conditioner:
+    """Fit scheme ``name`` (a key of ``PHASE0_SCHEMES``, or any name with an explicit ``spec``).
+
+    k-means: ``n_init`` seeded restarts of at most ``max_iter`` iterations (mini-batch above
+    ``minibatch_above`` frames).
+    """
     spec = dict(spec or PHASE0_SCHEMES.get(name) or {})
     if not spec:
         raise KeyError(f"unknown conditioning scheme {name!r}; known: {', '.join(PHASE0_SCHEMES)}")
@@ -115,15 +119,16 @@ def fit_phase0_conditioner(name: str, train_features, seed: int = 0, spec: dict 
     conditioner = Phase0Conditioner(name, spec)
     if spec.get("pca"):
         n_components = min(int(spec["pca"]), x.shape[1], len(x))
-        conditioner.pca = PCA(n_components=n_components, random_state=seed, svd_solver="randomized"
-                              if x.shape[1] > 64 else "full").fit(x)
+        solver = "covariance_eigh" if x.shape[1] <= 1024 else "randomized"
+        conditioner.pca = PCA(n_components=n_components, random_state=seed, svd_solver=solver).fit(x)
     z = conditioner._project(x)
     if spec["method"] == "kmeans":
         k = min(int(spec["clusters"]), len(np.unique(z, axis=0)))
         if len(z) > minibatch_above:
-            model = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=3, batch_size=8192)
+            model = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=n_init, batch_size=8192,
+                                    max_iter=max_iter)
         else:
-            model = KMeans(n_clusters=k, random_state=seed, n_init=3)
+            model = KMeans(n_clusters=k, random_state=seed, n_init=n_init, max_iter=max_iter)
         conditioner.kmeans = model.fit(z)
         conditioner.n_cells = k
     elif spec["method"] == "quartile":

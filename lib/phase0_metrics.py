@@ -62,6 +62,8 @@ PHASE0_DEFAULT_CONFIG = {
     "entropy_smoothing": 0.5,  # add-alpha smoothing of the train counts
     "min_cell_frames": 1,  # cells with fewer train frames predict the overall mean
     "max_fit_frames": 50000,  # train frames used to fit PCA / k-means (sampled, seeded)
+    "kmeans_n_init": 3,  # k-means restarts (seeded)
+    "kmeans_max_iter": 100,  # k-means iterations per restart, at most
 }
 
 
@@ -271,8 +273,10 @@ def evaluate_phase0(latents, frames: Phase0FrameTable, config: dict | None = Non
     del raw
     fit_rows = np.flatnonzero(train)[_sample_rows(int(train.sum()), int(config["max_fit_frames"]), rng)]
     n_codes = int(min(config["dynamics_codes"], len(fit_rows)))
-    code_model = (MiniBatchKMeans(n_codes, random_state=seed, n_init=3, batch_size=8192) if len(fit_rows) > 60000
-                  else KMeans(n_codes, random_state=seed, n_init=3)).fit(y[fit_rows])
+    n_init, max_iter = int(config["kmeans_n_init"]), int(config["kmeans_max_iter"])
+    code_model = (MiniBatchKMeans(n_codes, random_state=seed, n_init=n_init, batch_size=8192, max_iter=max_iter)
+                  if len(fit_rows) > 60000 else KMeans(n_codes, random_state=seed, n_init=n_init, max_iter=max_iter)
+                  ).fit(y[fit_rows])
     codes = code_model.predict(y).astype(np.int64)
     energy = table["energy_db"].to_numpy(dtype=float)
     energy_threshold = float(np.nanquantile(energy[train], config["high_energy_quantile"])) \
@@ -286,7 +290,7 @@ def evaluate_phase0(latents, frames: Phase0FrameTable, config: dict | None = Non
     for name in tqdm(config["schemes"], desc="conditioning schemes", disable=not progress):
         spec = PHASE0_SCHEMES[name]
         feats = context_features(latents, fit_frames, spec["context"], normaliser.latent_mean, normaliser.latent_std)
-        conditioner = fit_phase0_conditioner(name, feats, seed=seed)
+        conditioner = fit_phase0_conditioner(name, feats, seed=seed, n_init=n_init, max_iter=max_iter)
         del feats
         labels = _labels_for(conditioner, latents, frames, normaliser)
         result = scheme_metrics(name, labels, y, train, slices, codes, conditioner.n_cells, config, seed, speakers)

@@ -1,0 +1,310 @@
+"""Phase 0 gate: frame indexing, metrics on planted data, determinism, the latent store, config."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lib.phase0_frames import build_frame_table, context_features, context_window_rows, next_step_deltas
+from lib.phase0_latents import (
+    Phase0LogMelEncoder,
+    cap_phase0_utterances,
+    consolidate_latent_store,
+    extract_latents_to_store,
+    open_latent_store,
+    split_phase0_speakers,
+    write_phase0_split,
+)
+from lib.phase0_metrics import (
+    evaluate_phase0,
+    load_phase0_config,
+    phase0_decision,
+    planted_phase0_data,
+    variance_ratio,
+    write_phase0_config,
+)
+from lib.phase0_report import write_phase0_report
+
+FAST = {"kmeans_n_init": 1}
+
+
+# ----------------------------------------------------------------------------- frames
+def test_context_window_valid_edges():
+    steps, rows = context_window_rows(6, 3, offset=100)
+    assert steps.tolist() == [2, 3, 4]  # full context behind, a successor ahead
+    assert rows.tolist() == [[100, 101, 102], [101, 102, 103], [102, 103, 104]]
+    assert len(context_window_rows(3, 3)[0]) == 0  # T == W: no step has a successor
+    assert context_window_rows(4, 3)[0].tolist() == [2]
+    assert context_window_rows(5, 1)[1].tolist() == [[0], [1], [2], [3]]
+
+
+def test_context_window_pad_edges():
+    steps, rows = context_window_rows(4, 3, offset=10, edge="pad")
+    assert steps.tolist() == [0, 1, 2]
+    assert rows.tolist() == [[10, 10, 10], [10, 10, 11], [10, 11, 12]]
+    with pytest.raises(ValueError, match="edge"):
+        context_window_rows(4, 3, edge="wrap")
+    with pytest.raises(ValueError, match="at least 1"):
+        context_window_rows(4, 0)
+
+
+def test_frame_table_never_crosses_utterances():
+    index = pd.DataFrame({"utterance": ["a", "b", "c"], "speaker": ["1", "1", "2"], "frames": [5, 2, 7],
+                          "offset": [0, 5, 7], "split": ["train", "train", "eval"]})
+    latents = np.arange(14, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
+    energy = np.linspace(-60, 0, 14)
+    frames = build_frame_table(index, 3, energy)
+    table = frames.table
+    assert frames.table.attrs["skipped_short"] == ["b"]  # 2 frames < W + 1
+    assert len(frames) == (5 - 3) + (7 - 3)
+    for rows, (start, stop) in zip(frames.context_rows, zip(table["row"] - table["t"],
+                                                           table["row"] - table["t"] + table["n_frames"])):
+        assert rows.min() >= start and rows.max() < stop
+    assert (frames.target_rows < (table["row"] - table["t"] + table["n_frames"])).all()
+    a = table[table.utterance == "a"]
+    assert a["rel_position"].tolist() == [0.5, 0.75]  # t / (T - 1) for t = 2, 3
+    assert np.allclose(table["energy_db"], energy[table["row"]])
+    deltas = next_step_deltas(latents, frames)
+    assert np.allclose(deltas, 1.0)  # z[t+1] - z[t] on a ramp
+    mean = context_features(latents, frames, "mean")
+    assert np.allclose(mean[:, 0], table["row"] - 1)  # mean of rows t-2..t
+    flat = context_features(latents, frames, "flat")
+    assert flat.shape == (len(frames), 9)
+
+
+# ----------------------------------------------------------------------------- metrics
+def test_variance_ratio_basics():
+    y = np.array([[0.0], [2.0], [10.0], [12.0]])
+    means = np.array([[1.0], [11.0]])
+    assert variance_ratio(y, np.array([0, 0, 1, 1]), means, y.mean(axis=0)) == pytest.approx(4 / 104)
+    assert variance_ratio(y, np.array([-1, -1, -1, -1]), means, y.mean(axis=0)) == pytest.approx(1.0)
+
+
+@pytest.fixture(scope="module")
+def planted_results():
+    out = {}
+    for kind in ("clusters", "random_walk"):
+        index, latents, energy = planted_phase0_data(kind, speakers=30, eval_speakers=6, frames=150, seed=3)
+        frames = build_frame_table(index, 4, energy)
+        out[kind] = evaluate_phase0(latents, frames, FAST, seed=0, progress=False)
+    return out
+
+
+def test_planted_cluster_dynamics_pass(planted_results):
+    result = planted_results["clusters"]
+    assert result["decision"]["decision"] == "PASS"
+    table = result["table"].set_index("scheme")
+    assert (table["vr_eval"] < 0.2).all()
+    assert (table["degradation"] < 0.2).all()
+    assert (table[["vr_eval_high_energy", "vr_eval_medial"]] < 0.2).all().all()
+    assert (table["vr_random_eval"].sub(1).abs() < 0.05).all()
+    assert (table["entropy_reduction_eval"] > 0.3).all()
+
+
+def test_planted_random_walk_fails_with_random_baseline_near_one(planted_results):
+    result = planted_results["random_walk"]
+    assert result["decision"]["decision"] == "FAIL"
+    assert result["decision"]["passing_schemes"] == []
+    table = result["table"].set_index("scheme")
+    assert (table["vr_eval"] > 0.9).all()
+    assert table.loc["mean_vq64", "vr_random_eval"] == pytest.approx(1.0, abs=0.05)
+    assert table.loc["pca8_vq256", "vr_random_eval"] == pytest.approx(1.0, abs=0.05)
+    assert table.loc["mean_vq64", "vr_eval"] == pytest.approx(table.loc["mean_vq64", "vr_random_eval"], abs=0.05)
+    for verdict in result["decision"]["schemes"].values():
+        assert not verdict["criteria"]["variance_ratio"]["pass"]
+
+
+def test_same_seed_same_results():
+    index, latents, energy = planted_phase0_data("clusters", speakers=16, eval_speakers=4, frames=60, seed=1)
+    frames = build_frame_table(index, 3, energy)
+    a = evaluate_phase0(latents, frames, FAST, seed=7, progress=False)
+    b = evaluate_phase0(latents, frames, FAST, seed=7, progress=False)
+    pd.testing.assert_frame_equal(a["table"], b["table"])
+    for name in a["labels"]:
+        assert np.array_equal(a["labels"][name], b["labels"][name])
+    again = planted_phase0_data("clusters", speakers=16, eval_speakers=4, frames=60, seed=1)
+    assert np.array_equal(again[1], latents)
+
+
+def test_decision_rule_and_thresholds_from_yaml(tmp_path, planted_results):
+    rows = planted_results["clusters"]["rows"]
+    config = load_phase0_config()
+    assert config["variance_ratio_max"] == 0.6 and config["degradation_max"] == 0.2
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("variance_ratio_max: 0.001\nslice_variance_ratio_max: 0.001\n")
+    strict_config = load_phase0_config(strict)
+    assert phase0_decision(rows, config)["decision"] == "PASS"
+    assert phase0_decision(rows, strict_config)["decision"] == "FAIL"
+    written = write_phase0_config(strict_config, tmp_path / "used.yaml")
+    assert load_phase0_config(written) == strict_config
+    (tmp_path / "bad.yaml").write_text("variance_ratio: 0.5\n")
+    with pytest.raises(ValueError, match="unknown Phase 0 setting"):
+        load_phase0_config(tmp_path / "bad.yaml")
+    with pytest.raises(ValueError, match="decision_rule"):
+        load_phase0_config(overrides={"decision_rule": "most"})
+
+
+def test_report_files(tmp_path, planted_results):
+    paths = write_phase0_report(planted_results["random_walk"], tmp_path, {"encoder": "planted", "family": "test",
+                                                                          "frame_rate": 12.5})
+    for key in ("report_txt", "decision_json", "metrics_json", "tables_csv", "normalisation", "variance_ratios"):
+        assert (tmp_path / paths[key].split("/")[-1]).exists()
+    text = (tmp_path / "report.txt").read_text()
+    assert text.splitlines()[2].startswith("DECISION: FAIL")
+    assert len(pd.read_csv(tmp_path / "tables.csv")) == 3
+    stats = np.load(tmp_path / "normalisation.npz")
+    assert stats["latent_mean"].shape == (8,) and (stats["delta_std"] > 0).all()
+
+
+# ----------------------------------------------------------------------------- split and store
+def test_speaker_split_251_speakers(librispeech_dir):
+    from lib.datasets import load_librispeech
+
+    manifest = load_librispeech(librispeech_dir, download=False)
+    a = split_phase0_speakers(manifest, seed=0)
+    b = split_phase0_speakers(manifest, seed=0)
+    assert a["speaker"].nunique() == 251
+    assert a.loc[a.split == "eval", "speaker"].nunique() == 51
+    assert a["split"].tolist() == b["split"].tolist()
+    assert not set(a.loc[a.split == "eval", "speaker"]) & set(a.loc[a.split == "train", "speaker"])
+    assert a["split"].tolist() != split_phase0_speakers(manifest, seed=1)["split"].tolist()
+    capped = cap_phase0_utterances(a, 30, seed=0)
+    assert len(capped) == 30 and set(capped.split) == {"train", "eval"}
+
+
+class CountingEncoder(Phase0LogMelEncoder):
+    """Log-mel encoder that counts its calls and can simulate an interruption."""
+
+    def __init__(self, fail_after=None):
+        super().__init__()
+        self.calls, self.fail_after = 0, fail_after
+
+    def latents(self, waveform):
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise KeyboardInterrupt("simulated interruption")
+        self.calls += 1
+        return super().latents(waveform)
+
+
+@pytest.fixture(scope="module")
+def small_manifest(librispeech_dir):
+    from lib.datasets import load_librispeech
+
+    manifest = load_librispeech(librispeech_dir, download=False)
+    return split_phase0_speakers(manifest, seed=0).head(6).reset_index(drop=True)
+
+
+def test_store_resumes_after_interruption(tmp_path, small_manifest):
+    store = tmp_path / "store"
+    with pytest.raises(KeyboardInterrupt):
+        extract_latents_to_store(small_manifest, CountingEncoder(fail_after=4), store, chunk_utterances=1,
+                                 max_seconds=2.0, progress=False)
+    resumed = CountingEncoder()
+    stats = extract_latents_to_store(small_manifest, resumed, store, chunk_utterances=1, max_seconds=2.0,
+                                     progress=False)
+    assert resumed.calls == 2 and stats["parts_reused"] == 4 and stats["store_complete"]
+    consolidate_latent_store(store)
+    index, latents, energy, info = open_latent_store(store)
+    assert index["utterance"].tolist() == small_manifest["utterance"].tolist()
+    assert (index["frames"] == 25).all()  # 2 s at 12.5 Hz
+    assert index["offset"].tolist() == list(range(0, 150, 25))
+    assert latents.shape == (150, 80) and energy.shape == (150,) and info["encoder"] == "logmel"
+    fresh = Phase0LogMelEncoder()
+    from lib.audio import load_audio
+
+    expected = fresh.latents(load_audio(small_manifest.path[3], sr=16000, max_seconds=2.0))
+    assert np.allclose(latents[75:100], expected)
+    again = CountingEncoder()
+    extract_latents_to_store(small_manifest, again, store, chunk_utterances=1, max_seconds=2.0, progress=False)
+    assert again.calls == 0
+
+
+def test_store_shards_and_refuses_other_config(tmp_path, small_manifest):
+    store = tmp_path / "store"
+    first = extract_latents_to_store(small_manifest, CountingEncoder(), store, shard_index=0, num_shards=2,
+                                     chunk_utterances=2, max_seconds=1.0, progress=False)
+    assert first["parts_in_shard"] == 2 and not first["store_complete"]
+    with pytest.raises(RuntimeError, match="not extracted yet"):
+        consolidate_latent_store(store)
+    second = extract_latents_to_store(small_manifest, CountingEncoder(), store, shard_index=1, num_shards=2,
+                                      chunk_utterances=2, max_seconds=1.0, progress=False)
+    assert second["parts_in_shard"] == 1 and second["store_complete"]
+    consolidate_latent_store(store)
+    index, latents, _, _ = open_latent_store(store)
+    assert index["utterance"].tolist() == small_manifest["utterance"].tolist()
+    assert latents.shape[0] == index["frames"].sum()
+    with pytest.raises(ValueError, match="another configuration"):
+        extract_latents_to_store(small_manifest, Phase0LogMelEncoder(n_mels=40), store, chunk_utterances=2,
+                                 max_seconds=1.0, progress=False)
+    with pytest.raises(ValueError, match="shard_index"):
+        extract_latents_to_store(small_manifest, CountingEncoder(), store, shard_index=2, num_shards=2)
+    paths = write_phase0_split(small_manifest, tmp_path)
+    listed = open(paths["train_utterances"]).read().split() + open(paths["eval_utterances"]).read().split()
+    assert sorted(listed) == sorted(small_manifest["utterance"])
+
+
+def test_store_skips_corrupt_audio(tmp_path, small_manifest):
+    broken = tmp_path / "9999-1-0000.flac"
+    broken.write_bytes(b"not audio at all")
+    manifest = pd.concat([small_manifest.head(2), pd.DataFrame([{"path": str(broken), "utterance": "9999-1-0000",
+                                                                  "speaker": "9999", "split": "train"}])],
+                         ignore_index=True)
+    stats = extract_latents_to_store(manifest, Phase0LogMelEncoder(), tmp_path / "store", max_seconds=1.0,
+                                     progress=False)
+    assert len(stats["failures"]) == 1 and "9999-1-0000" in stats["failures"][0]["path"]
+    consolidate_latent_store(tmp_path / "store")
+    index, *_ = open_latent_store(tmp_path / "store")
+    assert "9999-1-0000" not in set(index["utterance"]) and len(index) == 2
+
+
+# ----------------------------------------------------------------------------- notebooks
+REPORT_FILES = ("report.txt", "decision.json", "metrics.json", "tables.csv", "phase0_config.yaml",
+                "variance_ratios.png", "per_speaker_variance_ratio.png", "cell_sizes.png", "normalisation.npz",
+                "train_utterances.txt", "eval_utterances.txt")
+
+
+def _check_complete_report(results):
+    import json
+    from pathlib import Path
+
+    out = Path(results["_out"])
+    for name in REPORT_FILES:
+        assert (out / name).exists(), f"{name} missing"
+    decision = json.loads((out / "decision.json").read_text())
+    assert decision["decision"] in ("PASS", "FAIL")
+    assert results["decision"]["decision"] == decision["decision"]
+    assert f"DECISION: {decision['decision']}" in (out / "report.txt").read_text()
+    assert set(results["schemes"]) == {"mean_vq64", "pca8_vq256", "pca8_quartile"}
+    for scheme in results["schemes"].values():
+        assert 0.0 <= scheme["vr_train"] <= 1.0 + 1e-9
+        assert np.isfinite(scheme["vr_eval"])
+    assert results["counts"]["train_speakers"] > 0 and results["counts"]["eval_speakers"] > 0
+    assert results["timings"]["evaluate_s"] > 0
+    return out
+
+
+@pytest.mark.notebook
+def test_notebook_logmel_on_librispeech_sample(run_notebook):
+    results = run_notebook("phase0_latent_structure", encoder="logmel", max_utterances=30, control_speakers=20)
+    _check_complete_report(results)
+    assert results["data"]["utterances"] == 30
+    assert results["counts"]["latent_dim"] == 80
+    assert results["extraction"]["utterances_encoded"] == 30 and results["extraction"]["realtime_factor"] > 0
+    assert results["controls"]["clusters"]["decision"] == "PASS"
+    assert results["controls"]["random_walk"]["decision"] == "FAIL"
+    # shuffled cells must sit at chance on real data for the two k-means schemes
+    for name in ("mean_vq64", "pca8_vq256"):
+        assert results["schemes"][name]["vr_random_eval"] == pytest.approx(1.0, abs=0.1)
+
+
+@pytest.mark.notebook
+def test_notebook_tiny_mimi_code_path(run_notebook, tiny_model):
+    results = run_notebook("phase0_latent_structure", encoder=str(tiny_model("mimi")), local_files_only=True,
+                           max_utterances=16, max_seconds=4.0, run_controls=False, device="cpu")
+    _check_complete_report(results)
+    assert results["extraction"]["encoder"]["family"] == "mimi"
+    assert results["extraction"]["encoder"]["frame_rate"] == pytest.approx(12.5)
+    assert results["counts"]["latent_dim"] == 32  # the tiny config's hidden size
+    assert results["counts"]["utterances"] == 16
+    assert 16 * (20 - 4) <= results["counts"]["frames"] <= 16 * (51 - 4)  # 1.6-4 s at 12.5 Hz, W = 4
