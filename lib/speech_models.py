@@ -29,6 +29,73 @@ DEFAULT_SPEECH_MODEL = "microsoft/wavlm-base-plus"
 WHISPER_SECONDS = 30
 
 
+# %% [markdown]
+# ## Known model variants
+#
+# Hub ids the notebooks were written against, with their published sizes, so a notebook can
+# describe (and estimate the memory of) a model before downloading it. Any other transformers
+# checkpoint of a supported family loads too; a short name (`"wav2vec2-base"`,
+# `"whisper-tiny.en"`, `"dac_16khz"`) resolves to the hub id below. `params_m` counts the whole
+# checkpoint (for Whisper, encoder and decoder), `layers` the transformer layers (codecs: 0).
+
+# %%
+KNOWN_SPEECH_MODELS = {
+    "facebook/wav2vec2-base": dict(family="wav2vec2", layers=12, hidden=768, params_m=95, sample_rate=16000,
+                                   note="self-supervised on LibriSpeech 960 h"),
+    "facebook/wav2vec2-base-960h": dict(family="wav2vec2", layers=12, hidden=768, params_m=95, sample_rate=16000,
+                                        note="base fine-tuned for ASR (CTC) on LibriSpeech 960 h"),
+    "facebook/wav2vec2-large-960h": dict(family="wav2vec2", layers=24, hidden=1024, params_m=317,
+                                         sample_rate=16000, note="large fine-tuned for ASR on LibriSpeech 960 h"),
+    "facebook/wav2vec2-large-960h-lv60-self": dict(family="wav2vec2", layers=24, hidden=1024, params_m=317,
+                                                   sample_rate=16000, note="large, Libri-Light 60k h + self-training"),
+    "facebook/wav2vec2-large-lv60": dict(family="wav2vec2", layers=24, hidden=1024, params_m=317, sample_rate=16000,
+                                         note="self-supervised on Libri-Light 60k h"),
+    "facebook/wav2vec2-xls-r-300m": dict(family="wav2vec2", layers=24, hidden=1024, params_m=300, sample_rate=16000,
+                                         note="multilingual self-supervised, 128 languages"),
+    "microsoft/wavlm-base": dict(family="wavlm", layers=12, hidden=768, params_m=94, sample_rate=16000,
+                                 note="self-supervised, LibriSpeech 960 h"),
+    "microsoft/wavlm-base-plus": dict(family="wavlm", layers=12, hidden=768, params_m=94, sample_rate=16000,
+                                      note="self-supervised, 94k h"),
+    "microsoft/wavlm-large": dict(family="wavlm", layers=24, hidden=1024, params_m=315, sample_rate=16000,
+                                  note="self-supervised, 94k h"),
+    "facebook/hubert-base-ls960": dict(family="hubert", layers=12, hidden=768, params_m=94, sample_rate=16000,
+                                       note="self-supervised, LibriSpeech 960 h"),
+    "facebook/hubert-large-ll60k": dict(family="hubert", layers=24, hidden=1024, params_m=316, sample_rate=16000,
+                                        note="self-supervised, Libri-Light 60k h"),
+    "kyutai/mimi": dict(family="mimi", layers=0, hidden=512, params_m=96, sample_rate=24000,
+                        note="streaming speech codec, 12.5 Hz, 8 of 32 codebooks by default"),
+    "facebook/encodec_24khz": dict(family="encodec", layers=0, hidden=128, params_m=15, sample_rate=24000,
+                                   note="general audio codec, 75 Hz"),
+    "descript/dac_16khz": dict(family="dac", layers=0, hidden=1024, params_m=74, sample_rate=16000,
+                               note="general audio codec, 50 Hz, 12 codebooks"),
+    "descript/dac_24khz": dict(family="dac", layers=0, hidden=1024, params_m=74, sample_rate=24000,
+                               note="general audio codec, 75 Hz, 32 codebooks"),
+    "descript/dac_44khz": dict(family="dac", layers=0, hidden=1024, params_m=74, sample_rate=44100,
+                               note="general audio codec, 86 Hz, 9 codebooks"),
+}
+for _whisper_size, (_whisper_layers, _whisper_hidden, _whisper_params) in {"tiny": (4, 384, 39), "base": (6, 512, 74), "small": (12, 768, 244),
+                                           "medium": (24, 1024, 769)}.items():
+    for _whisper_suffix in ("", ".en"):
+        KNOWN_SPEECH_MODELS[f"openai/whisper-{_whisper_size}{_whisper_suffix}"] = dict(
+            family="whisper", layers=_whisper_layers, hidden=_whisper_hidden, params_m=_whisper_params, sample_rate=16000,
+            note="Whisper encoder" + (" (English-only)" if _whisper_suffix else " (multilingual)"))
+for _whisper_name, _whisper_params in (("large-v2", 1550), ("large-v3", 1550), ("large-v3-turbo", 809)):
+    KNOWN_SPEECH_MODELS[f"openai/whisper-{_whisper_name}"] = dict(
+        family="whisper", layers=32, hidden=1280, params_m=_whisper_params, sample_rate=16000,
+        note="Whisper encoder (multilingual)" + (", 4-layer decoder" if _whisper_name.endswith("turbo") else ""))
+
+
+def resolve_speech_model_id(name_or_path: str) -> str:
+    """A short name (``"whisper-tiny.en"``, ``"dac_16khz"``) -> its hub id; anything else unchanged."""
+    from pathlib import Path
+
+    text = str(name_or_path)
+    if text in KNOWN_SPEECH_MODELS or "/" in text or Path(text).expanduser().exists():
+        return text
+    matches = [hub_id for hub_id in KNOWN_SPEECH_MODELS if hub_id.split("/", 1)[1] == text]
+    return matches[0] if len(matches) == 1 else text
+
+
 class ModelLoadError(RuntimeError):
     """A model could not be loaded; the message says which, why and what to do."""
 
@@ -219,6 +286,7 @@ def load_speech_model(name_or_path: str = DEFAULT_SPEECH_MODEL, device: str = "c
     """
     import transformers
 
+    name_or_path = resolve_speech_model_id(name_or_path)
     try:
         config = transformers.AutoConfig.from_pretrained(name_or_path, local_files_only=local_files_only)
     except (OSError, ValueError) as error:

@@ -1,0 +1,173 @@
+# %% [markdown]
+# # Layer separability: which layer separates the words best
+#
+# Three complementary views of how well one layer's pooled embeddings separate the words,
+# all computed on z-scored features:
+#
+# - **kNN accuracy**: cross-validated k-nearest-neighbour classification (cosine distance).
+#   High when words form tight neighbourhoods, whatever their shape.
+# - **Linear-probe accuracy**: cross-validated logistic regression. High when words are
+#   linearly separable, the usual probing measure of what a layer "encodes".
+# - **Silhouette**: cohesion vs separation of the word clusters (cosine), from -1 to 1,
+#   with no training at all.
+#
+# Cross-validation folds are stratified by word; with `group_by_speaker` they also hold
+# speakers out (no speaker in both training and test), so a layer cannot score by
+# recognising voices. `layer_separability_table` scores every model and layer into one
+# table; `plot_layer_separability` draws it across layers, with the chance level and any
+# baseline row as reference lines.
+
+# %%
+import warnings
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import silhouette_score
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_score
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+SEPARABILITY_METRICS = ("knn_acc", "linear_acc", "silhouette")
+
+
+def separability_folds(labels, groups=None, n_splits: int = 5, seed: int = 0):
+    """Cross-validation splits stratified by label; speakers held out when ``groups`` is given.
+
+    The number of folds shrinks to what the data allows (the smallest class, or the number
+    of groups); at least 2 folds are needed.
+    """
+    labels = np.asarray(labels)
+    _, counts = np.unique(labels, return_counts=True)
+    folds = min(n_splits, int(counts.min()))
+    if groups is not None:
+        folds = min(folds, len(np.unique(groups)))
+    if folds < 2:
+        raise ValueError(
+            f"cross-validation needs at least 2 clips per word{' and 2 speakers' if groups is not None else ''}; "
+            f"the smallest word has {int(counts.min())} clip(s). Take more samples per word."
+        )
+    if groups is not None:
+        return list(StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+                    .split(np.zeros(len(labels)), labels, groups))
+    return list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels))
+
+
+def separability_scores(features, labels, groups=None, n_splits: int = 5, knn_k: int = 5, seed: int = 0,
+                        folds=None) -> dict:
+    """``knn_acc``, ``linear_acc`` (cross-validated) and ``silhouette`` of one ``[clips, dims]`` matrix."""
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(labels)
+    if x.ndim != 2 or len(x) != len(y):
+        raise ValueError(f"features must be [clips, dims] with one label per clip; got {x.shape} and {len(y)} labels")
+    if len(np.unique(y)) < 2:
+        raise ValueError("separability needs at least two different words")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("features contain NaN or infinite values")
+    folds = folds if folds is not None else separability_folds(y, groups, n_splits, seed)
+    smallest_train = min(len(train) for train, _ in folds)
+    knn = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=min(knn_k, smallest_train),
+                                                               metric="cosine"))
+    linear = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence warnings on tiny folds
+        knn_acc = cross_val_score(knn, x, y, cv=folds).mean()
+        linear_acc = cross_val_score(linear, x, y, cv=folds).mean()
+    scaled = StandardScaler().fit_transform(x)
+    silhouette = silhouette_score(scaled, y, metric="cosine") if np.ptp(scaled) > 0 else 0.0
+    return {"knn_acc": float(knn_acc), "linear_acc": float(linear_acc), "silhouette": float(silhouette),
+            "folds": len(folds)}
+
+
+def layer_separability_table(model_views: dict, labels, groups=None, n_splits: int = 5, knn_k: int = 5,
+                             seed: int = 0, progress: bool = True) -> pd.DataFrame:
+    """Score every ``{model: {layer: [clips, dims]}}`` view; one row per model and layer.
+
+    Columns: ``model, layer, position`` (0 = nearest the input), ``depth`` (position
+    scaled to 0..1 within the model), ``dims, knn_acc, linear_acc, silhouette, chance``.
+    All views must hold the same clips in the same order as ``labels``.
+    """
+    from tqdm.auto import tqdm
+
+    labels = np.asarray(labels)
+    folds = separability_folds(labels, groups, n_splits, seed)
+    chance = float(pd.Series(labels).value_counts(normalize=True).max())
+    jobs = [(model, layer, x) for model, views in model_views.items() for layer, x in views.items()]
+    rows = []
+    for model, layer, x in tqdm(jobs, desc="separability", disable=not progress, leave=False):
+        if len(x) != len(labels):
+            raise ValueError(f"{model} layer {layer}: {len(x)} embeddings for {len(labels)} labels")
+        scores = separability_scores(x, labels, folds=folds, knn_k=knn_k)
+        rows.append({"model": model, "layer": str(layer), "dims": int(np.asarray(x).shape[1]),
+                     **{k: scores[k] for k in SEPARABILITY_METRICS}, "chance": chance})
+    table = pd.DataFrame(rows)
+    is_layer = table["layer"] != "concat"
+    position = table[is_layer].groupby("model").cumcount()
+    table.insert(2, "position", position.reindex(table.index))
+    last = table.groupby("model")["position"].transform("max")
+    table["position"] = table["position"].fillna(last.fillna(-1) + 1).astype(int)  # "concat" comes after the layers
+    depth = (table["position"] / last.replace(0, 1)).round(4)
+    table.insert(3, "depth", depth.where(is_layer))
+    return table
+
+
+def best_layers(table: pd.DataFrame, metric: str = "linear_acc") -> pd.DataFrame:
+    """The best layer of each model by ``metric`` (ties: the earlier layer), best model first."""
+    if metric not in SEPARABILITY_METRICS:
+        raise ValueError(f"metric must be one of {SEPARABILITY_METRICS}, not {metric!r}")
+    best = table.sort_values([metric, "position"], ascending=[False, True]).groupby("model", sort=False).head(1)
+    return best.sort_values(metric, ascending=False).reset_index(drop=True)
+
+
+def plot_layer_separability(table: pd.DataFrame, baseline_models=("mfcc",), title: str = ""):
+    """Three panels (kNN, linear probe, silhouette) with one line per model across relative depth.
+
+    Baseline models (one "layer") and the chance level are drawn as horizontal lines.
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    names = {"knn_acc": "kNN accuracy (cross-validated)", "linear_acc": "linear-probe accuracy (cross-validated)",
+             "silhouette": "silhouette (cosine)"}
+    models = [m for m in table["model"].unique() if m not in baseline_models]
+    for ax, metric in zip(axes, SEPARABILITY_METRICS):
+        for model in models:
+            rows = table[(table["model"] == model) & (table["layer"] != "concat")]
+            line = ax.plot(rows["depth"], rows[metric], marker="o", label=str(model).rstrip("/").split("/")[-1])[0]
+            for _, row in rows.iterrows():
+                ax.annotate(row["layer"], (row["depth"], row[metric]), fontsize=7, alpha=0.7,
+                            textcoords="offset points", xytext=(0, 4), ha="center")
+            concat = table[(table["model"] == model) & (table["layer"] == "concat")]
+            if len(concat):
+                ax.axhline(concat[metric].iloc[0], color=line.get_color(), linestyle=":", linewidth=1)
+        for model in baseline_models:
+            rows = table[table["model"] == model]
+            if len(rows):
+                ax.axhline(rows[metric].max(), color="black", linestyle="--", linewidth=1, label=f"{model} baseline")
+        if metric != "silhouette" and len(table):
+            ax.axhline(table["chance"].iloc[0], color="grey", linestyle=":", linewidth=1, label="chance")
+            ax.set_ylim(0, 1.02)
+        ax.set_xlabel("relative depth (0 = input side, 1 = last layer)")
+        ax.set_title(names[metric], fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="best")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_layer_separability_interactive(table: pd.DataFrame, metric: str = "linear_acc"):
+    """Plotly line plot of ``metric`` across layers, hover shows model, layer and all scores."""
+    import plotly.express as px
+
+    data = table.copy()
+    data["model_short"] = [str(m).rstrip("/").split("/")[-1] for m in data["model"]]
+    fig = px.line(data, x="depth", y=metric, color="model_short", markers=True,
+                  hover_data={"layer": True, "knn_acc": ":.3f", "linear_acc": ":.3f", "silhouette": ":.3f",
+                              "dims": True, "depth": False},
+                  labels={"depth": "relative depth (0 = input side)", "model_short": "model"},
+                  title=f"{metric} across layers")
+    if len(data):
+        fig.add_hline(y=float(data["chance"].iloc[0]), line_dash="dot", annotation_text="chance")
+    return fig
