@@ -39,23 +39,26 @@ def _spec_media_stem(path, extra: str = "") -> str:
     return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', path.stem)[:60]}-{digest}"
 
 
-def spec_log_mel_db(y: np.ndarray, sr: int, n_mels: int = 64, hop_length: int | None = None) -> np.ndarray:
+def spec_log_mel_db(y: np.ndarray, sr: int, n_mels: int = 64, hop_length: int | None = None,
+                    fmax: float | None = None) -> np.ndarray:
     """Log-mel in absolute dB (``ref=1``, no per-clip normalisation), ``[n_mels, frames]``."""
     hop_length = hop_length or max(1, sr // 100)
     n_fft = int(2 ** np.ceil(np.log2(max(16, 0.025 * sr))))
     import librosa
 
-    mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, power=2.0)
+    mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, power=2.0,
+                                         fmax=fmax)
     return librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None).astype(np.float32)
 
 
-def spectrogram_previews(paths, out_dir, sr: int = 16000, n_mels: int = 64, db_range=None,
+def spectrogram_previews(paths, out_dir, sr: int = 16000, n_mels: int = 64, fmax: float | None = None, db_range=None,
                          percentiles=(1.0, 99.5), cmap: str = "magma", height: int = 128,
                          px_per_second: int = 200, min_width: int = 64, progress: bool = True):
     """Write one PNG log-mel preview per clip with a shared colour scale.
 
     ``db_range=(vmin, vmax)`` fixes the scale; ``None`` takes ``percentiles`` of all clips'
-    dB values. Returns ``(png_paths, ok_paths, failures, scale)``: ``png_paths[i]`` belongs to
+    dB values. ``fmax=None``: the lowest Nyquist frequency among the files' own sample rates
+    (8 kHz recordings upsampled to 16 kHz have nothing above 4 kHz: no empty band). Returns ``(png_paths, ok_paths, failures, scale)``: ``png_paths[i]`` belongs to
     ``ok_paths[i]``; unreadable clips are listed in ``failures``; ``scale`` is the colour
     scale used. Existing PNGs made with the same scale are reused.
     """
@@ -65,14 +68,23 @@ def spectrogram_previews(paths, out_dir, sr: int = 16000, n_mels: int = 64, db_r
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [str(p) for p in paths]
+    if fmax is None:
+        rates = []
+        for path in paths:
+            try:
+                rates.append(audio_info(path)["sample_rate"])
+            except Exception:  # noqa: BLE001 - unreadable files are reported below
+                pass
+        fmax = min([sr] + rates) / 2.0
     mels, ok_paths, failures = [], [], []
-    for path in tqdm([str(p) for p in paths], desc="log-mel previews", unit="clip", disable=not progress):
+    for path in tqdm(paths, desc="log-mel previews", unit="clip", disable=not progress):
         try:
             y = load_audio(path, sr=sr)
         except AudioLoadError as error:
             failures.append({"path": path, "error": error.problem})
             continue
-        mels.append(spec_log_mel_db(y, sr, n_mels=n_mels))
+        mels.append(spec_log_mel_db(y, sr, n_mels=n_mels, fmax=fmax))
         ok_paths.append(path)
     if not mels:
         raise ValueError("spectrogram_previews: no clip could be read")
@@ -83,7 +95,7 @@ def spectrogram_previews(paths, out_dir, sr: int = 16000, n_mels: int = 64, db_r
         vmin, vmax = float(db_range[0]), float(db_range[1])
     if not vmax > vmin:
         vmax = vmin + 1.0
-    scale = {"vmin_db": round(vmin, 3), "vmax_db": round(vmax, 3), "cmap": cmap, "n_mels": n_mels, "sr": sr,
+    scale = {"vmin_db": round(vmin, 3), "vmax_db": round(vmax, 3), "cmap": cmap, "n_mels": n_mels, "sr": sr, "fmax": float(fmax),
              "height": height, "px_per_second": px_per_second}
     colormap = matplotlib.colormaps[cmap]
     png_paths = []

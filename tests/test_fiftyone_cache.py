@@ -1,0 +1,268 @@
+"""Embedding cache, embedders, spectrogram media and embedding-quality scores (no FiftyOne needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from lib.audio import load_audio
+from lib.audio_embedders import (
+    AudioMaeCheckpointEmbedder,
+    MfccStatsEmbedder,
+    SpeechLayerEmbedder,
+    embed_audio_files,
+    embed_audio_files_cached,
+    make_audio_embedder,
+)
+from lib.embedding_cache import embed_cache_dir, embed_cache_load, embed_cache_update
+from lib.embedding_quality import (
+    embedding_quality_table,
+    intra_inter_distances,
+    precision_at_k,
+    precision_chance,
+)
+from lib.spectrogram_media import (
+    spec_decode_audio,
+    spec_media_streams,
+    spectrogram_previews,
+    spectrogram_videos,
+)
+
+
+@pytest.fixture(scope="module")
+def clips(fsdd_manifest):
+    """16 real FSDD clips, two per digit 0-7, several speakers."""
+    picked = fsdd_manifest[fsdd_manifest.label < 8].groupby("label").head(2)
+    return list(picked.path)
+
+
+class CountingCompute:
+    """compute_fn for the cache that records which files it was asked to embed."""
+
+    def __init__(self, embedder):
+        self.embedder = embedder
+        self.calls = []
+
+    def __call__(self, paths):
+        self.calls.append(list(paths))
+        return embed_audio_files(paths, self.embedder, batch_size=8, progress=False)
+
+    @property
+    def computed(self):
+        return [p for call in self.calls for p in call]
+
+
+def _broken_wavs(tmp_path, real_clip):
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_bytes(b"RIFF\x24\x00\x00\x00WAVEthis is not audio at all" * 3)
+    truncated = tmp_path / "truncated.wav"
+    data = open(real_clip, "rb").read()
+    truncated.write_bytes(data[: len(data) // 3])  # header announces more audio than is there
+    return [str(garbage), str(truncated)]
+
+
+def test_second_run_computes_nothing(tmp_path, clips):
+    embedder = MfccStatsEmbedder()
+    compute = CountingCompute(embedder)
+    first, files, report = embed_cache_update(clips, compute, tmp_path, "fsdd", embedder.config(), verbose=False)
+    assert first.shape == (len(clips), embedder.embedding_dim) and files == clips
+    assert report["n_computed"] == len(clips) and report["written"]
+    compute.calls.clear()
+    second, files2, report2 = embed_cache_update(clips, compute, tmp_path, "fsdd", embedder.config(), verbose=False)
+    assert compute.calls == [], "a second run with nothing changed must not compute anything"
+    assert report2["n_computed"] == 0 and report2["n_cached"] == len(clips) and not report2["written"]
+    np.testing.assert_array_equal(first, second)
+    folder = embed_cache_dir(tmp_path, "fsdd", embedder.config())
+    assert {p.name for p in folder.iterdir()} == {"embeddings.npy", "metadata.json", "config.json"}
+    metadata = json.loads((folder / "metadata.json").read_text())
+    assert metadata["files"] == clips and metadata["n"] == len(clips)
+
+
+def test_added_files_are_computed_alone_and_removed_files_dropped(tmp_path, clips):
+    embedder = MfccStatsEmbedder()
+    compute = CountingCompute(embedder)
+    embed_cache_update(clips[:10], compute, tmp_path, "fsdd", embedder.config(), verbose=False)
+    compute.calls.clear()
+    full, files, report = embed_cache_update(clips, compute, tmp_path, "fsdd", embedder.config(), verbose=False)
+    assert sorted(compute.computed) == sorted(clips[10:]), "only the added files may be computed"
+    assert report["n_cached"] == 10 and report["n_computed"] == len(clips) - 10
+    reference = embed_audio_files(clips, embedder, progress=False)[0]
+    np.testing.assert_allclose(full, reference, rtol=1e-5, atol=1e-5)
+    compute.calls.clear()
+    fewer, files, report = embed_cache_update(clips[3:9], compute, tmp_path, "fsdd", embedder.config(), verbose=False)
+    assert compute.calls == [] and report["n_removed"] == len(clips) - 6 and files == clips[3:9]
+    np.testing.assert_array_equal(fewer, full[3:9])
+    stored, metadata = embed_cache_load(embed_cache_dir(tmp_path, "fsdd", embedder.config()), embedder.config())
+    assert metadata["files"] == clips[3:9] and stored.shape[0] == 6
+
+
+def test_modified_file_is_recomputed(tmp_path, clips):
+    local = [shutil.copy(p, tmp_path / os.path.basename(p)) for p in clips[:4]]
+    local = [str(p) for p in local]
+    embedder = MfccStatsEmbedder()
+    compute = CountingCompute(embedder)
+    embed_cache_update(local, compute, tmp_path / "cache", "copy", embedder.config(), verbose=False)
+    shutil.copy(clips[5], local[1])  # same name, new content
+    compute.calls.clear()
+    _, _, report = embed_cache_update(local, compute, tmp_path / "cache", "copy", embedder.config(), verbose=False)
+    assert compute.computed == [local[1]] and report["n_computed"] == 1
+
+
+def test_corrupt_clips_are_skipped_listed_and_not_retried(tmp_path, clips):
+    broken = _broken_wavs(tmp_path, clips[0])
+    paths = clips[:4] + broken + clips[4:6]
+    embedder = MfccStatsEmbedder()
+    compute = CountingCompute(embedder)
+    embeddings, files, report = embed_cache_update(paths, compute, tmp_path / "cache", "mixed", embedder.config(),
+                                                   verbose=False)
+    assert files == clips[:6] and embeddings.shape[0] == 6
+    failed = {item["path"]: item["error"] for item in report["failed"]}
+    assert set(failed) == set(broken)
+    assert "truncated" in failed[broken[1]]
+    assert "not a readable audio file" in failed[broken[0]]
+    compute.calls.clear()
+    _, files2, report2 = embed_cache_update(paths, compute, tmp_path / "cache", "mixed", embedder.config(),
+                                            verbose=False)
+    assert compute.calls == [] and files2 == files and {f["path"] for f in report2["failed"]} == set(broken)
+
+
+def test_killed_write_leaves_the_old_cache_readable(tmp_path, clips, monkeypatch):
+    embedder = MfccStatsEmbedder()
+    config = embedder.config()
+    compute = CountingCompute(embedder)
+    old, _, _ = embed_cache_update(clips[:6], compute, tmp_path, "fsdd", config, verbose=False)
+    folder = embed_cache_dir(tmp_path, "fsdd", config)
+
+    real_save = np.save
+
+    def dying_save(handle, array, **kwargs):  # write half the bytes, then "die"
+        real_save(handle, array[: len(array) // 2], **kwargs)
+        raise KeyboardInterrupt("killed while writing embeddings.npy")
+
+    monkeypatch.setattr(np, "save", dying_save)  # atomic_save_npy calls numpy.save
+    with pytest.raises(KeyboardInterrupt):
+        embed_cache_update(clips, compute, tmp_path, "fsdd", config, verbose=False)
+    monkeypatch.undo()
+    stored, metadata = embed_cache_load(folder, config)
+    assert stored is not None, metadata
+    assert metadata["files"] == clips[:6]
+    np.testing.assert_array_equal(stored, old)
+    assert not any(p.name.startswith(".") for p in folder.parent.iterdir()), "staging folders must be cleaned up"
+
+    # killed between the two renames (old folder moved aside, new one not yet in place)
+    os.replace(folder, folder.parent / f".{folder.name}.old-123")
+    stored, metadata = embed_cache_load(folder, config)
+    assert stored is not None and metadata["files"] == clips[:6] and folder.exists()
+
+
+def test_changed_encoder_or_tampered_cache_is_not_reused(tmp_path, clips, capsys):
+    a, b = MfccStatsEmbedder(), MfccStatsEmbedder(n_mfcc=13)
+    assert embed_cache_dir(tmp_path, "fsdd", a.config()) != embed_cache_dir(tmp_path, "fsdd", b.config())
+    compute = CountingCompute(a)
+    embed_cache_update(clips[:4], compute, tmp_path, "fsdd", a.config(), verbose=False)
+    compute_b = CountingCompute(b)
+    emb_b, _, report = embed_cache_update(clips[:4], compute_b, tmp_path, "fsdd", b.config(), verbose=False)
+    assert report["n_computed"] == 4 and emb_b.shape[1] == b.embedding_dim
+    folder = embed_cache_dir(tmp_path, "fsdd", a.config())
+    tampered = np.load(folder / "embeddings.npy")
+    tampered[0, 0] += 1.0
+    np.save(folder / "embeddings.npy", tampered)
+    stored, reason = embed_cache_load(folder, a.config())
+    assert stored is None and "SHA-256" in reason
+    compute.calls.clear()
+    _, _, report = embed_cache_update(clips[:4], compute, tmp_path, "fsdd", a.config(), verbose=True)
+    assert report["n_computed"] == 4 and "rebuilt" in capsys.readouterr().out
+
+
+def test_cached_embedding_metadata(tmp_path, clips):
+    embedder = make_audio_embedder("mfcc")
+    embeddings, files, meta = embed_audio_files_cached(clips[:5], embedder, tmp_path, "fsdd", progress=False)
+    assert embeddings.shape == (5, embedder.embedding_dim) and np.isfinite(embeddings).all()
+    assert meta["files"] == files and meta["failed"] == [] and meta["model"]["kind"] == "mfcc"
+    assert meta["cache"]["n_computed"] == 5 and meta["timestamp"]
+
+
+def test_speech_model_layer_embedder(tiny_model, clips, tmp_path):
+    folder = tiny_model("wavlm")
+    embedder = SpeechLayerEmbedder(str(folder), layer=1, local_files_only=True)
+    assert embedder._adapter is None and embedder.model_hash  # keyed by content, model not loaded yet
+    assert embedder.sample_rate == 16000 and embedder._adapter is None
+    embeddings, files, meta = embed_audio_files_cached(clips[:3], embedder, tmp_path, "fsdd", progress=False)
+    assert embeddings.shape == (3, 32) and np.isfinite(embeddings).all()
+    assert embedder.config()["layer"] == "1"
+    other = SpeechLayerEmbedder(str(folder), layer=2, local_files_only=True)
+    assert embed_cache_dir(tmp_path, "fsdd", other.config()) != embed_cache_dir(tmp_path, "fsdd", embedder.config())
+    fresh = SpeechLayerEmbedder(str(folder), layer=1, local_files_only=True)
+    again, _, meta2 = embed_audio_files_cached(clips[:3], fresh, tmp_path, "fsdd", progress=False)
+    assert meta2["cache"]["n_computed"] == 0 and fresh._adapter is None, "a cached run must not load the model"
+    np.testing.assert_array_equal(again, embeddings)
+    with pytest.raises(ValueError, match="no layer"):
+        SpeechLayerEmbedder(str(folder), layer=7, local_files_only=True).embed([np.zeros(16000, np.float32)])
+
+
+def test_audiomae_checkpoint_embedder(tmp_path, clips):
+    import torch
+
+    from lib.audiomae import build_audiomae_model
+    from lib.mae_checkpoints import save_mae_checkpoint
+    from lib.mae_transforms import build_mae_transform
+
+    with pytest.raises(ValueError, match="checkpoint"):
+        make_audio_embedder("audiomae")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        make_audio_embedder("audiomae", checkpoint=tmp_path / "nope.pt")
+    torch.manual_seed(0)
+    tiny = dict(depth=2, embed_dim=64, num_heads=2, decoder_dim=64, decoder_depth=1, decoder_heads=2)
+    model = build_audiomae_model("audiomae++", "tiny", input_size=(80, 48), **tiny)
+    path = tmp_path / "mae.pt"
+    save_mae_checkpoint(path, model, transform_config=build_mae_transform("log_mel", frames=48).config)
+    embedder = make_audio_embedder("audiomae", checkpoint=path)
+    assert isinstance(embedder, AudioMaeCheckpointEmbedder) and len(embedder.checkpoint_hash) == 64
+    embeddings, files, meta = embed_audio_files_cached(clips[:4], embedder, tmp_path / "c", "fsdd", progress=False)
+    assert embeddings.shape == (4, 64) and np.isfinite(embeddings).all()
+    assert meta["model"]["checkpoint_hash"] == embedder.checkpoint_hash
+
+
+def test_previews_share_one_colour_scale_and_videos_play(tmp_path, clips):
+    broken = _broken_wavs(tmp_path, clips[0])[:1]
+    pngs, ok, failures, scale = spectrogram_previews(clips[:3] + broken, tmp_path / "png", progress=False)
+    assert ok == clips[:3] and [f["path"] for f in failures] == broken
+    assert all(os.path.getsize(p) > 500 for p in pngs)
+    assert scale["fmax"] == 4000.0 and scale["vmax_db"] > scale["vmin_db"]
+    from PIL import Image
+
+    assert {Image.open(p).size[1] for p in pngs} == {128}
+    # fixed scale: a louder copy of a clip gets a brighter picture
+    again, _, _, fixed = spectrogram_previews(clips[:1], tmp_path / "png2", db_range=(-80, 0), progress=False)
+    assert fixed["vmin_db"] == -80 and os.path.exists(again[0])
+
+    mp4s, video_failures = spectrogram_videos(ok, pngs, tmp_path / "mp4", progress=False)
+    assert video_failures == [] and all(os.path.exists(p) for p in mp4s)
+    for clip, mp4 in zip(ok, mp4s):
+        streams = spec_media_streams(mp4)
+        assert streams["audio"] == ["aac"] and streams["video"] == ["h264"]
+        original = load_audio(clip, sr=16000)
+        decoded = spec_decode_audio(mp4, sr=16000)
+        assert abs(len(decoded) - len(original)) / 16000 < 0.08, "soundtrack must last as long as the clip"
+        assert np.sqrt(np.mean(decoded ** 2)) > 0.2 * np.sqrt(np.mean(original ** 2)), "soundtrack is silent"
+
+
+def test_quality_scores_on_known_structure():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 16)) * 10
+    labels = np.repeat(np.arange(4), 30)
+    clustered = centres[labels] + rng.normal(size=(120, 16))
+    assert precision_at_k(clustered, labels, 20) == pytest.approx(1.0)
+    noise = rng.normal(size=(120, 16))
+    chance = precision_chance(labels)
+    assert chance == pytest.approx(29 / 119)
+    assert abs(precision_at_k(noise, labels, 20) - chance) < 0.1
+    distances = intra_inter_distances(clustered, labels)
+    assert distances["ratio"] < 0.3
+    table = embedding_quality_table(clustered, labels, ks=(1, 20))
+    values = dict(zip(table.metric, table.value))
+    assert values["silhouette"] > 0.5 and values["precision@1"] == 1.0
