@@ -305,7 +305,7 @@ def extract_layer_embeddings(adapter, paths, layers=None, pooling: str = "mean",
             if cache_path and since_checkpoint >= checkpoint_every:
                 _write_layer_cache(cache_path, dict(expected, failures=failures), done_paths, rows)
                 since_checkpoint = 0
-    except Exception as error:  # noqa: BLE001 - out-of-memory errors get advice, others pass through
+    except BaseException as error:  # checkpoint on any stop (Ctrl-C too); out-of-memory errors get advice
         if cache_path and done_paths:
             _write_layer_cache(cache_path, dict(expected, failures=failures), done_paths, rows)
         if _is_out_of_memory(error):

@@ -11,14 +11,19 @@
 #   transformer (the convolutional feature encoder's output after projection) and `1..L`
 #   the transformer layers; `"conv"` is the raw convolutional feature encoder output.
 #   Codecs: named stages (`"encoder"`, `"latents"`, `"quantized"`, `"codebook_<k>"`).
+#   DAC: `encoder` (encoder output, the continuous latent), `latents` (the projected
+#   latents each codebook quantises, before quantisation), `quantized` (the quantised
+#   representation, sum over codebooks) and `codebook_<k>` (codebook k's contribution).
 # - `hidden_states(waveform, layers)`: `{layer: [frames, dims]}` for one mono clip at
-#   `adapter.sample_rate`, frames at `adapter.frame_rate` Hz. Whisper always pads its input
+#   `adapter.sample_rate`, frames at `adapter.frame_rate` Hz (`layer_frame_rate(layer)`
+#   for Mimi's 25 Hz `encoder` and `transformer` stages). Whisper always pads its input
 #   to 30 s; the adapter keeps only the frames that cover the real audio (and runs longer
 #   clips in 30 s windows).
 # - `info()`: family, layers, hidden size, parameter count, sample and frame rate.
 
 # %%
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -87,8 +92,6 @@ for _whisper_name, _whisper_params in (("large-v2", 1550), ("large-v3", 1550), (
 
 def resolve_speech_model_id(name_or_path: str) -> str:
     """A short name (``"whisper-tiny.en"``, ``"dac_16khz"``) -> its hub id; anything else unchanged."""
-    from pathlib import Path
-
     text = str(name_or_path)
     if text in KNOWN_SPEECH_MODELS or "/" in text or Path(text).expanduser().exists():
         return text
@@ -168,6 +171,13 @@ class SpeechModelAdapter:
     def __repr__(self):
         return (f"SpeechModelAdapter({self.name!r}, family={self.family}, layers={self.num_layers}, "
                 f"hidden={self.hidden_size}, params={self.num_parameters / 1e6:.1f}M, sr={self.sample_rate})")
+
+    def layer_frame_rate(self, layer) -> float:
+        """Frames per second of one layer: ``frame_rate``, except Mimi's ``encoder`` and
+        ``transformer`` stages, which run before its final 2x downsampling (25 Hz)."""
+        if self.family == "mimi" and str(layer) in ("encoder", "transformer"):
+            return self.sample_rate / float(np.prod(self.model.config.upsampling_ratios))
+        return self.frame_rate
 
     def _num_codebooks(self) -> int:
         config = self.model.config
@@ -287,6 +297,12 @@ def load_speech_model(name_or_path: str = DEFAULT_SPEECH_MODEL, device: str = "c
     import transformers
 
     name_or_path = resolve_speech_model_id(name_or_path)
+    text = str(name_or_path)
+    if text.startswith(("/", "./", "../", "~")) and not Path(text).expanduser().exists():
+        raise ModelLoadError(
+            f"cannot load model {text!r}: no such folder. Pass a folder written by save_pretrained, or a hub id "
+            f"such as {DEFAULT_SPEECH_MODEL!r} (known ids: KNOWN_SPEECH_MODELS)."
+        )
     try:
         config = transformers.AutoConfig.from_pretrained(name_or_path, local_files_only=local_files_only)
     except (OSError, ValueError) as error:

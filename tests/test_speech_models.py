@@ -1,0 +1,109 @@
+"""lib.speech_models: one adapter over every family, tiny random models on real FSDD clips."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from lib.audio import load_audio
+from lib.speech_models import (
+    KNOWN_SPEECH_MODELS,
+    ModelLoadError,
+    load_speech_model,
+    resolve_speech_model_id,
+)
+
+FAMILIES = ("wav2vec2", "wavlm", "hubert", "whisper", "mimi", "encodec", "dac")
+EXPECTED_LAYERS = {
+    "wav2vec2": ["0", "1", "2", "conv"],
+    "wavlm": ["0", "1", "2", "conv"],
+    "hubert": ["0", "1", "2", "conv"],
+    "whisper": ["0", "1", "2"],
+    "mimi": ["encoder", "transformer", "latents", "quantized"],
+    "dac": ["encoder", "latents", "quantized", "codebook_0", "codebook_1", "codebook_2", "codebook_3"],
+}
+
+
+@pytest.fixture(scope="module")
+def fsdd_clip(fsdd_dir):
+    return fsdd_dir / "recordings" / "7_george_12.wav"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_gives_layer_states_on_a_real_clip(family, tiny_model, fsdd_clip):
+    adapter = load_speech_model(str(tiny_model(family)), local_files_only=True)
+    info = adapter.info()
+    assert info["family"] == family
+    assert info["num_parameters"] > 10_000 and info["hidden_size"] == 32
+    assert info["sample_rate"] in (16000, 24000)
+    if family in EXPECTED_LAYERS:
+        assert info["layers"] == EXPECTED_LAYERS[family]
+    else:  # encodec: latents, quantized and one entry per codebook
+        assert info["layers"][:2] == ["latents", "quantized"] and "codebook_0" in info["layers"]
+    waveform = load_audio(fsdd_clip, sr=adapter.sample_rate)
+    duration = len(waveform) / adapter.sample_rate
+    states = adapter.hidden_states(waveform)
+    assert [str(k) for k in states] == info["layers"]
+    for layer, x in states.items():
+        assert x.dtype == np.float32 and x.ndim == 2 and x.shape[1] == 32, (layer, x.shape)
+        assert np.all(np.isfinite(x)), layer
+        expected_frames = duration * adapter.layer_frame_rate(layer)
+        assert abs(x.shape[0] - expected_frames) <= 2, (layer, x.shape[0], expected_frames)
+    if adapter.num_layers:  # transformer layers differ from one another
+        assert not np.allclose(states[0], states[adapter.num_layers])
+
+
+def test_whisper_keeps_only_real_audio_frames(tiny_model, fsdd_dir):
+    adapter = load_speech_model(str(tiny_model("whisper")), local_files_only=True)
+    clip = load_audio(fsdd_dir / "recordings" / "0_jackson_0.wav", sr=16000)
+    short = adapter.hidden_states(clip, [0, 2])
+    assert short[2].shape[0] == math.ceil(len(clip) * 50 / 16000) < 1500
+    # a clip longer than Whisper's 30 s window: two windows, still one frame per 20 ms
+    long_clip = np.tile(clip, math.ceil(31 * 16000 / len(clip)))[: 31 * 16000]
+    long = adapter.hidden_states(long_clip, [-1])
+    assert set(long) == {2}
+    assert long[2].shape == (1500 + 50, 32)
+
+
+def test_layer_selection_and_bad_layers(tiny_model, fsdd_clip):
+    adapter = load_speech_model(str(tiny_model("wav2vec2")), local_files_only=True)
+    waveform = load_audio(fsdd_clip, sr=16000)
+    picked = adapter.hidden_states(waveform, ["1", -1, "conv"])
+    assert list(picked) == [1, 2, "conv"]
+    full = adapter.hidden_states(waveform)
+    np.testing.assert_allclose(picked[1], full[1], atol=1e-5)
+    with pytest.raises(ValueError, match="has no layer 'nope'.*available"):
+        adapter.hidden_states(waveform, ["nope"])
+    with pytest.raises(ValueError, match="has no layer 7"):
+        adapter.hidden_states(waveform, [7])
+    with pytest.raises(ValueError, match="one mono clip"):
+        adapter.hidden_states(np.stack([waveform, waveform]))
+    with pytest.raises(ValueError, match="empty"):
+        adapter.hidden_states(np.zeros(0, dtype=np.float32))
+    codec = load_speech_model(str(tiny_model("dac")), local_files_only=True)
+    with pytest.raises(ValueError, match="available"):
+        codec.hidden_states(waveform, [3])
+
+
+def test_load_errors_are_clear(tmp_path, tiny_model):
+    with pytest.raises(ModelLoadError, match="(?s)cannot load model.*no such folder.*save_pretrained"):
+        load_speech_model(str(tmp_path / "no-such-model"), local_files_only=True)
+    with pytest.raises(ModelLoadError, match="facebook/wav2vec2-base"):
+        load_speech_model("wav2vec2-base", local_files_only=True)  # short name resolved, not cached offline
+    with pytest.raises(ModelLoadError, match="not supported"):
+        load_speech_model(str(tiny_model("ast")), local_files_only=True)
+
+
+def test_known_variants_registry():
+    for hub_id in ("facebook/wav2vec2-base", "facebook/wav2vec2-large-960h", "openai/whisper-tiny",
+                   "openai/whisper-tiny.en", "openai/whisper-large-v3", "descript/dac_16khz", "descript/dac_24khz",
+                   "descript/dac_44khz", "microsoft/wavlm-base-plus", "facebook/hubert-base-ls960", "kyutai/mimi",
+                   "facebook/encodec_24khz"):
+        spec = KNOWN_SPEECH_MODELS[hub_id]
+        assert {"family", "layers", "hidden", "params_m", "sample_rate"} <= set(spec)
+    assert KNOWN_SPEECH_MODELS["descript/dac_44khz"]["sample_rate"] == 44100
+    assert resolve_speech_model_id("whisper-base.en") == "openai/whisper-base.en"
+    assert resolve_speech_model_id("dac_24khz") == "descript/dac_24khz"
+    assert resolve_speech_model_id("my/own-model") == "my/own-model"
