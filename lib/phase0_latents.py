@@ -117,15 +117,19 @@ def load_phase0_encoder(name: str = "logmel", device: str = "cpu", local_files_o
 
 
 def frame_energy_db(waveform, sample_rate: int, frame_rate: float, n_frames: int, floor_db: float = -100.0):
-    """RMS energy (dB re full scale) of the waveform over each of ``n_frames`` frames of ``1/frame_rate`` s."""
+    """RMS energy (dB re full scale) of the waveform over each of ``n_frames`` frames of ``1/frame_rate`` s.
+
+    Frame ``i`` covers samples ``[i*hop, (i+1)*hop)``; frames past the end of the audio (codec
+    padding) get ``floor_db``.
+    """
     y = np.asarray(waveform, dtype=np.float64)
     hop = sample_rate / float(frame_rate)
-    out = np.full(n_frames, floor_db, dtype=np.float32)
-    for i in range(n_frames):
-        segment = y[int(round(i * hop)): int(round((i + 1) * hop))]
-        if len(segment):
-            out[i] = max(floor_db, 10.0 * math.log10(float(np.mean(segment ** 2)) + 1e-12))
-    return out
+    bounds = np.minimum(np.round(np.arange(n_frames + 1) * hop).astype(np.int64), len(y))
+    power = np.concatenate([[0.0], np.cumsum(y ** 2)])
+    lengths = np.diff(bounds)
+    energy = (power[bounds[1:]] - power[bounds[:-1]]) / np.maximum(lengths, 1)
+    db = 10.0 * np.log10(np.maximum(energy, 0.0) + 1e-12)
+    return np.where(lengths > 0, np.maximum(db, floor_db), floor_db).astype(np.float32)
 
 
 # %% [markdown]

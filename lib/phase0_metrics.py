@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 import yaml
 from sklearn.cluster import KMeans, MiniBatchKMeans
+from sklearn.linear_model import Ridge
 from tqdm.auto import tqdm
 
 from lib.atomic_io import atomic_write_text
@@ -47,7 +48,7 @@ from lib.phase0_conditioning import (
     fit_phase0_normaliser,
     random_same_sizes,
 )
-from lib.phase0_frames import Phase0FrameTable, context_features, next_step_deltas
+from lib.phase0_frames import Phase0FrameTable, build_frame_table, context_features, next_step_deltas
 
 PHASE0_DEFAULT_CONFIG = {
     "variance_ratio_max": 0.6,  # held-out variance ratio must be below this
@@ -64,6 +65,8 @@ PHASE0_DEFAULT_CONFIG = {
     "max_fit_frames": 50000,  # train frames used to fit PCA / k-means (sampled, seeded)
     "kmeans_n_init": 3,  # k-means restarts (seeded)
     "kmeans_max_iter": 100,  # k-means iterations per restart, at most
+    "linear_reference": True,  # also report a ridge regression from the flat context (not part of the decision)
+    "ridge_alpha": 10.0,  # its L2 penalty (standardised features and targets)
 }
 
 
@@ -244,8 +247,44 @@ def phase0_decision(rows: list, config: dict) -> dict:
         passed = len(passing) == len(verdicts) and bool(verdicts)
     else:
         passed = verdicts.get(rule, {}).get("pass", False)
+    finite = [row for row in rows if np.isfinite(row["vr_eval"])]
+    best = min(finite, key=lambda row: row["vr_eval"]) if finite else None
+    if passed:
+        summary = f"PASS: {', '.join(passing)} met every criterion"
+    else:
+        failing = {s: [k for k, c in v["criteria"].items() if not c["pass"]] for s, v in verdicts.items()}
+        summary = "FAIL: no scheme met every criterion (" + "; ".join(
+            f"{s}: {', '.join(f)}" for s, f in failing.items() if f) + ")"
+    if best is not None:
+        summary += f". Best held-out variance ratio {best['vr_eval']:.3f} ({best['scheme']})"
     return {"decision": "PASS" if passed else "FAIL", "rule": rule, "passing_schemes": passing,
-            "schemes": verdicts}
+            "summary": summary, "best_scheme": best["scheme"] if best else None,
+            "best_vr_eval": float(best["vr_eval"]) if best else None, "schemes": verdicts}
+
+
+def linear_reference(latents, frames: Phase0FrameTable, y, train, fit_rows, normaliser, alpha: float = 10.0,
+                     batch: int = 16384) -> dict:
+    """Ridge regression from the flattened standardised context to the delta: a continuous reference.
+
+    Not part of the decision: it tells whether the context predicts the next step *at all*
+    (linearly), so a FAIL of the coarse cells can be read as "no structure" or "structure
+    that coarse cells miss".
+    """
+    feats = context_features(latents, frames.subset(fit_rows), "flat", normaliser.latent_mean, normaliser.latent_std)
+    model = Ridge(alpha=alpha).fit(feats, y[fit_rows])
+    del feats
+    prediction = np.empty_like(y)
+    for start in range(0, len(frames), batch):
+        part = frames.subset(np.arange(start, min(start + batch, len(frames))))
+        prediction[start:start + batch] = model.predict(
+            context_features(latents, part, "flat", normaliser.latent_mean, normaliser.latent_std))
+    overall = y[train].mean(axis=0)
+
+    def ratio(mask):
+        total = float(np.sum((y[mask] - overall) ** 2))
+        return float(np.sum((y[mask] - prediction[mask]) ** 2) / total) if total > 0 else float("nan")
+
+    return {"vr_train": ratio(train), "vr_eval": ratio(~train), "alpha": alpha, "fit_frames": int(len(fit_rows))}
 
 
 # %% [markdown]
@@ -301,6 +340,8 @@ def evaluate_phase0(latents, frames: Phase0FrameTable, config: dict | None = Non
         labels_of[name] = labels
         cell_counts[name] = result["cell_counts"]
     decision = phase0_decision(rows, config)
+    reference = (linear_reference(latents, frames, y, train, fit_rows, normaliser, config["ridge_alpha"])
+                 if config["linear_reference"] else None)
     counts = {
         "frames": int(len(frames)), "train_frames": int(train.sum()), "eval_frames": int((~train).sum()),
         "train_speakers": int(len(np.unique(speakers[train]))), "eval_speakers": int(len(np.unique(speakers[~train]))),
@@ -312,7 +353,24 @@ def evaluate_phase0(latents, frames: Phase0FrameTable, config: dict | None = Non
     }
     return {"rows": rows, "table": pd.DataFrame(rows), "decision": decision, "per_speaker": per_speaker,
             "normaliser": normaliser, "conditioners": conditioners, "labels": labels_of, "cell_counts": cell_counts,
-            "slices": slices, "train_mask": train, "codes": codes, "targets": y, "counts": counts, "config": config}
+            "slices": slices, "train_mask": train, "codes": codes, "targets": y, "counts": counts, "config": config,
+            "linear_reference": reference}
+
+
+def phase0_context_sweep(latents, index: pd.DataFrame, energy_db, windows, config: dict | None = None,
+                         seed: int = 0, edge: str = "valid", schemes=("mean_vq64", "pca8_vq256")) -> pd.DataFrame:
+    """The evaluation repeated for several context windows ``W``: one row per (W, scheme)."""
+    config = load_phase0_config(overrides={**(config or {}), "schemes": list(schemes), "linear_reference": False})
+    rows = []
+    for window in tqdm(list(windows), desc="context windows"):
+        frames = build_frame_table(index, int(window), energy_db, edge=edge)
+        result = evaluate_phase0(latents, frames, config, seed=seed, progress=False)
+        for row in result["rows"]:
+            rows.append({"context_frames": int(window), "frames": len(frames),
+                         "pass": result["decision"]["schemes"][row["scheme"]]["pass"],
+                         **{k: row[k] for k in ("scheme", "vr_train", "vr_eval", "vr_random_eval", "degradation",
+                                                "vr_eval_high_energy", "vr_eval_medial", "entropy_reduction_eval")}})
+    return pd.DataFrame(rows)
 
 
 # %% [markdown]

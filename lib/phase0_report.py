@@ -42,6 +42,7 @@ def phase0_report_text(result: dict, meta: dict) -> str:
         "=" * 64,
         f"DECISION: {decision['decision']}   (rule: {decision['rule']}; passing schemes: "
         f"{', '.join(decision['passing_schemes']) or 'none'})",
+        decision.get("summary", ""),
         "",
         f"Encoder      : {meta.get('encoder', '?')} ({meta.get('family', '?')}, {counts['latent_dim']}-d at "
         f"{_fmt(meta.get('frame_rate'), 2)} Hz)",
@@ -75,7 +76,16 @@ def phase0_report_text(result: dict, meta: dict) -> str:
         for key, criterion in verdict["criteria"].items():
             mark = "ok  " if criterion["pass"] else "FAIL"
             lines.append(f"      {mark} {key:<26} {_fmt(criterion['value'])} (needs {criterion['bound']})")
+        if not verdict["criteria"]["random_baseline"]["pass"]:
+            lines.append(f"    note: shuffled cells of the same sizes give VR {_fmt(row['vr_random_eval'])}, not 1.0: with "
+                         f"a median of {row['median_cell_frames']:.0f} train frames per cell the cell means are mostly "
+                         "noise, so this scheme's numbers are not interpretable at this data size (use more audio).")
         lines.append("")
+    reference = result.get("linear_reference")
+    if reference:
+        lines += ["Reference, not part of the decision: ridge regression from the whole flattened context",
+                  f"    variance ratio       train {_fmt(reference['vr_train'])}   eval {_fmt(reference['vr_eval'])}"
+                  "   (near 1: the context does not predict the next step even linearly)", ""]
     lines += [
         "How to read this",
         "  VR = within-cell variance of the next-step delta / its total variance, with cell means fitted on",
@@ -109,7 +119,7 @@ def plot_phase0_variance_ratios(result: dict):
     ax.set_xticks(x, [row["scheme"] for row in rows])
     ax.set_ylabel("variance ratio (within / total)")
     ax.set_title(f"Phase 0: next-step variance explained by context cells - {result['decision']['decision']}")
-    ax.legend(fontsize=8, ncol=3, loc="lower left")
+    ax.legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.1))
     ax.set_ylim(0, max(1.15, np.nanmax([[row.get(k, 0) for k, _ in keys] for row in rows]) + 0.05))
     return fig
 
@@ -143,6 +153,24 @@ def plot_phase0_cell_sizes(result: dict):
     return fig
 
 
+def plot_phase0_context_sweep(sweep, config: dict):
+    """Held-out (solid) and shuffled-cell (dotted) variance ratio against the context window W."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for scheme, rows in sweep.groupby("scheme"):
+        rows = rows.sort_values("context_frames")
+        line, = ax.plot(rows["context_frames"], rows["vr_eval"], marker="o", label=f"{scheme} (eval)")
+        ax.plot(rows["context_frames"], rows["vr_random_eval"], ls=":", color=line.get_color(),
+                label=f"{scheme} (random cells)")
+    ax.axhline(config["variance_ratio_max"], color="k", ls="--", lw=1)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(sweep["context_frames"].unique()), [str(w) for w in sorted(sweep["context_frames"].unique())])
+    ax.set_xlabel("context window W (frames)")
+    ax.set_ylabel("held-out variance ratio")
+    ax.set_title("Does a longer context help?")
+    ax.legend(fontsize=7)
+    return fig
+
+
 def write_phase0_report(result: dict, output_dir, meta: dict | None = None) -> dict:
     """Write report.txt, decision.json, metrics.json, tables.csv, normalisation.npz and the plots."""
     output_dir = Path(output_dir)
@@ -159,7 +187,7 @@ def write_phase0_report(result: dict, output_dir, meta: dict | None = None) -> d
     paths["metrics_json"] = output_dir / "metrics.json"
     atomic_write_json(paths["metrics_json"], json.loads(json.dumps({
         "counts": result["counts"], "schemes": result["rows"], "per_speaker_vr_eval": result["per_speaker"],
-        "config": result["config"], "meta": meta}, default=lambda v: v.item() if hasattr(v, "item") else str(v))))
+        "linear_reference": result.get("linear_reference"), "config": result["config"], "meta": meta}, default=lambda v: v.item() if hasattr(v, "item") else str(v))))
     paths["normalisation"] = save_phase0_normalisation(result["normaliser"], output_dir / "normalisation.npz")
     paths["report_txt"] = output_dir / "report.txt"
     atomic_write_text(paths["report_txt"], phase0_report_text(result, meta))

@@ -113,6 +113,7 @@ def test_planted_random_walk_fails_with_random_baseline_near_one(planted_results
     assert table.loc["mean_vq64", "vr_eval"] == pytest.approx(table.loc["mean_vq64", "vr_random_eval"], abs=0.05)
     for verdict in result["decision"]["schemes"].values():
         assert not verdict["criteria"]["variance_ratio"]["pass"]
+    assert result["linear_reference"]["vr_eval"] > 0.95  # not even a linear map of the context helps
 
 
 def test_same_seed_same_results():
@@ -286,7 +287,8 @@ def _check_complete_report(results):
 
 @pytest.mark.notebook
 def test_notebook_logmel_on_librispeech_sample(run_notebook):
-    results = run_notebook("phase0_latent_structure", encoder="logmel", max_utterances=30, control_speakers=20)
+    results = run_notebook("phase0_latent_structure", encoder="logmel", max_utterances=30, control_speakers=20,
+                           sweep_context_frames=None)
     _check_complete_report(results)
     assert results["data"]["utterances"] == 30
     assert results["counts"]["latent_dim"] == 80
@@ -301,10 +303,14 @@ def test_notebook_logmel_on_librispeech_sample(run_notebook):
 @pytest.mark.notebook
 def test_notebook_tiny_mimi_code_path(run_notebook, tiny_model):
     results = run_notebook("phase0_latent_structure", encoder=str(tiny_model("mimi")), local_files_only=True,
-                           max_utterances=16, max_seconds=4.0, run_controls=False, device="cpu")
+                           max_utterances=16, max_seconds=4.0, run_controls=False, device="cpu",
+                           sweep_context_frames=[2])
     _check_complete_report(results)
     assert results["extraction"]["encoder"]["family"] == "mimi"
     assert results["extraction"]["encoder"]["frame_rate"] == pytest.approx(12.5)
     assert results["counts"]["latent_dim"] == 32  # the tiny config's hidden size
     assert results["counts"]["utterances"] == 16
     assert 16 * (20 - 4) <= results["counts"]["frames"] <= 16 * (51 - 4)  # 1.6-4 s at 12.5 Hz, W = 4
+    assert results["context_sweep"]["windows"] == [2, 4]
+    assert {row["context_frames"] for row in results["context_sweep"]["rows"]} == {2, 4}
+    assert np.isfinite(results["linear_reference"]["vr_eval"])

@@ -37,6 +37,7 @@ chunk_utterances = 16  # utterances per stored part (the unit of resumption)
 config_path = None  # YAML file overriding the gate thresholds (None: defaults; the used config is written out)
 run_controls = True  # run the planted positive / negative controls first
 control_speakers = 30  # speakers in each planted control data set (a fifth held out)
+sweep_context_frames = [1, 2, 8]  # extra context windows to compare with context_frames (None or []: skip)
 
 # %%
 import json
@@ -47,7 +48,7 @@ import pandas as pd
 from IPython.display import Image, display
 
 from lib.datasets import load_librispeech
-from lib.outputs import Stopwatch, prepare_output_dir, update_results
+from lib.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
 from lib.phase0_frames import build_frame_table
 from lib.phase0_latents import (
     cap_phase0_utterances,
@@ -58,8 +59,14 @@ from lib.phase0_latents import (
     split_phase0_speakers,
     write_phase0_split,
 )
-from lib.phase0_metrics import evaluate_phase0, load_phase0_config, planted_phase0_data, write_phase0_config
-from lib.phase0_report import plot_phase0_variance_ratios, write_phase0_report
+from lib.phase0_metrics import (
+    evaluate_phase0,
+    load_phase0_config,
+    phase0_context_sweep,
+    planted_phase0_data,
+    write_phase0_config,
+)
+from lib.phase0_report import plot_phase0_context_sweep, plot_phase0_variance_ratios, write_phase0_report
 from lib.runtime import pick_device, seed_everything
 
 seed_everything(seed)
@@ -165,9 +172,10 @@ if ready:
     scheme_figures = {row["scheme"]: {k: row[k] for k in (
         "vr_train", "vr_eval", "vr_random_eval", "degradation", "vr_eval_high_energy", "vr_eval_medial",
         "entropy_reduction_eval", "entropy_reduction_random_eval", "cells")} for row in result["rows"]}
-    update_results(out, decision={"decision": decision["decision"], "rule": decision["rule"],
-                                  "passing_schemes": decision["passing_schemes"]},
+    update_results(out, decision={k: decision[k] for k in ("decision", "rule", "passing_schemes", "summary",
+                                                            "best_scheme", "best_vr_eval")},
                    schemes=scheme_figures, counts=result["counts"], outputs=outputs,
+                   linear_reference=result["linear_reference"],
                    timings={**timings, "frames_per_second_evaluated": len(frames) / timings["evaluate_s"]})
     display(result["table"].set_index("scheme").T.round(3))
     print(Path(outputs["report_txt"]).read_text())
@@ -184,3 +192,21 @@ if ready:
     plt.show()
     for name in ("per_speaker_variance_ratio", "cell_sizes"):
         display(Image(filename=outputs[name]))
+
+# %% [markdown]
+# ## Context window sweep
+# The same measures (k-means schemes) for other context lengths. The decision above uses
+# `context_frames` only; this shows whether the answer hinges on that choice.
+
+# %%
+if ready and sweep_context_frames:
+    windows = sorted(set(int(w) for w in sweep_context_frames) | {int(context_frames)})
+    with Stopwatch() as sw:
+        sweep = phase0_context_sweep(latents, index, energy, windows, config, seed=seed, edge=edge)
+    sweep.to_csv(out / "context_sweep.csv", index=False)
+    fig = plot_phase0_context_sweep(sweep, config)
+    save_figure(fig, out, "context_sweep")
+    plt.show()
+    display(sweep.round(3))
+    update_results(out, context_sweep={"windows": windows, "seconds": sw.seconds,
+                                       "rows": sweep.round(5).to_dict(orient="records")})
