@@ -1,0 +1,309 @@
+"""layer_embeddings: word samples, per-layer extraction and cache, separability, views, notebook."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lib.audio import load_audio
+from lib.embedding_views import embedding_scatter, layer_grid_figure, reduce_layer_embeddings
+from lib.features import pool_frames
+from lib.layer_extraction import (
+    ExtractionMemoryError,
+    check_extraction_memory,
+    concatenate_layer_embeddings,
+    estimate_extraction_memory,
+    extract_layer_embeddings,
+    layer_mode_views,
+    resolve_layer_request,
+)
+from lib.layer_separability import (
+    best_layers,
+    layer_separability_table,
+    separability_folds,
+    separability_scores,
+)
+from lib.speech_models import load_speech_model
+from lib.word_samples import FSDD_DIGIT_WORDS, select_word_samples, word_sample_summary
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_cpu_thread():
+    """Tiny models and small probes run fastest on one thread when the cores are shared."""
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(threads)
+
+
+# ----------------------------------------------------------------------------- word samples
+def test_fsdd_words_balanced_over_speakers(fsdd_dir):
+    samples = select_word_samples("fsdd", samples_per_word=12, data_path=fsdd_dir, seed=3)
+    assert len(samples) == 120
+    assert list(dict.fromkeys(samples.word)) == list(FSDD_DIGIT_WORDS)
+    counts = pd.crosstab(samples.word, samples.speaker)
+    assert counts.shape == (10, 6) and (counts.to_numpy() == 2).all()  # round-robin over the 6 speakers
+    assert {"path", "word", "speaker", "file"} <= set(samples.columns)
+    assert all(Path(p).exists() and Path(p).name == f for p, f in zip(samples.path, samples.file))
+    assert samples.path.is_unique
+    again = select_word_samples("fsdd", samples_per_word=12, data_path=fsdd_dir, seed=3)
+    assert again.path.tolist() == samples.path.tolist()
+    assert word_sample_summary(samples).loc["total", "total"] == 120
+
+
+def test_word_choice_and_errors(fsdd_dir):
+    samples = select_word_samples("fsdd", words=[3, "seven"], samples_per_word=5, data_path=fsdd_dir)
+    assert sorted(samples.word.unique()) == ["seven", "three"] and len(samples) == 10
+    with pytest.raises(ValueError, match="no clips for word.*eleven.*available"):
+        select_word_samples("fsdd", words=["eleven"], data_path=fsdd_dir)
+    with pytest.raises(FileNotFoundError, match="neither 'fsdd'"):
+        select_word_samples("/no/such/folder")
+
+
+def test_labelled_folder_of_word_subfolders(tmp_path, fsdd_dir, capsys):
+    for word, digit in (("yes", 1), ("no", 2)):
+        (tmp_path / word).mkdir()
+        for clip in sorted((fsdd_dir / "recordings").glob(f"{digit}_theo_*.wav"))[:4]:
+            (tmp_path / word / clip.name).symlink_to(clip)
+    samples = select_word_samples(str(tmp_path), samples_per_word=6)
+    assert sorted(samples.word.unique()) == ["no", "yes"] and len(samples) == 8
+    assert "Fewer clips than the 6 asked for" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- extraction
+@pytest.fixture(scope="module")
+def clips(fsdd_dir):
+    return [str(p) for p in sorted((fsdd_dir / "recordings").glob("[0-3]_yweweler_1[0-2].wav"))]
+
+
+@pytest.fixture(scope="module")
+def wav2vec2(tiny_model):
+    return load_speech_model(str(tiny_model("wav2vec2")), local_files_only=True)
+
+
+def test_pooled_layers_match_hidden_states(wav2vec2, clips):
+    result = extract_layer_embeddings(wav2vec2, clips, pooling="mean", progress=False)
+    assert result.layers == ["conv", "0", "1", "2"]  # input side first
+    assert result.paths == clips and not result.failures
+    assert all(x.shape == (len(clips), 32) for x in result.embeddings.values())
+    states = wav2vec2.hidden_states(load_audio(clips[2], sr=16000))
+    np.testing.assert_allclose(result.embeddings["1"][2], states[1].mean(axis=0), atol=1e-5)
+    np.testing.assert_allclose(result.embeddings["conv"][2], states["conv"].mean(axis=0), atol=1e-5)
+    for pooling, width in (("max", 32), ("first", 32), ("last", 32), ("mean+std", 64)):
+        pooled = extract_layer_embeddings(wav2vec2, clips[:3], ["2"], pooling, progress=False)
+        assert pooled.embeddings["2"].shape == (3, width)
+        np.testing.assert_allclose(pooled.embeddings["2"][0],
+                                   pool_frames(wav2vec2.hidden_states(load_audio(clips[0]), [2])[2], pooling),
+                                   atol=1e-5)
+    with pytest.raises(ValueError, match="unknown pooling"):
+        extract_layer_embeddings(wav2vec2, clips, pooling="median")
+    with pytest.raises(ValueError, match="has no layer"):
+        extract_layer_embeddings(wav2vec2, clips, layers=["9"])
+
+
+def test_layer_modes_and_requests(wav2vec2, clips, tiny_model):
+    result = extract_layer_embeddings(wav2vec2, clips[:6], ["0", "2"], progress=False)
+    both = layer_mode_views(result.embeddings, "both")
+    assert list(both) == ["0", "2", "concat"] and both["concat"].shape == (6, 64)
+    assert list(layer_mode_views(result.embeddings, "concat")) == ["concat"]
+    assert list(layer_mode_views(result.embeddings, "single")) == ["0", "2"]
+    concat = concatenate_layer_embeddings(result.embeddings)
+    np.testing.assert_allclose(concat.mean(axis=0), 0, atol=1e-4)  # each layer z-scored
+    raw = concatenate_layer_embeddings(result.embeddings, ["2", "0"], standardize=False)
+    np.testing.assert_array_equal(raw[:, :32], result.embeddings["2"])
+    with pytest.raises(ValueError, match="layer_mode"):
+        layer_mode_views(result.embeddings, "stacked")
+    assert resolve_layer_request(wav2vec2, [0, -1, "conv", "nope"]) == ["conv", "0", "2"]
+    assert resolve_layer_request(wav2vec2, {wav2vec2.name: ["1"]}) == ["1"]
+    assert resolve_layer_request(wav2vec2, None) == ["conv", "0", "1", "2"]
+    with pytest.raises(ValueError, match="none of the requested layers"):
+        resolve_layer_request(wav2vec2, ["latents"])
+    dac = load_speech_model(str(tiny_model("dac")), local_files_only=True)
+    assert resolve_layer_request(dac, ["encoder", "quantized", 3]) == ["encoder", "quantized"]
+
+
+def test_cache_reuse_validation_and_resume(wav2vec2, clips, tmp_path, monkeypatch, capsys):
+    cache = tmp_path / "cache"
+    first = extract_layer_embeddings(wav2vec2, clips, ["0", "2"], cache_dir=cache, progress=False)
+    assert not first.from_cache and len(list(cache.glob("*.npz"))) == 1
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model ran although everything was cached")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(wav2vec2, "hidden_states", refuse)
+        again = extract_layer_embeddings(wav2vec2, clips, ["0", "2"], cache_dir=cache, progress=False)
+    assert again.from_cache and again.seconds == 0.0
+    for layer in ("0", "2"):
+        np.testing.assert_array_equal(again.embeddings[layer], first.embeddings[layer])
+    # a different clip list makes the cache stale
+    other = extract_layer_embeddings(wav2vec2, clips[:-1], ["0", "2"], cache_dir=cache, progress=False)
+    assert "stale (clips_hash changed)" in capsys.readouterr().out and not other.from_cache
+    # an interrupted run resumes from its last checkpoint
+    resumed_cache = tmp_path / "resume"
+    real, calls = wav2vec2.hidden_states, []
+
+    def interrupt_after_five(waveform, layers=None):
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(waveform, layers)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(wav2vec2, "hidden_states", interrupt_after_five)
+        with pytest.raises(KeyboardInterrupt):
+            extract_layer_embeddings(wav2vec2, clips, ["0", "2"], cache_dir=resumed_cache, checkpoint_every=2,
+                                     progress=False)
+    calls.clear()
+    with monkeypatch.context() as patch:
+        patch.setattr(wav2vec2, "hidden_states", lambda w, layers=None: (calls.append(1), real(w, layers))[1])
+        resumed = extract_layer_embeddings(wav2vec2, clips, ["0", "2"], cache_dir=resumed_cache, progress=False)
+    assert len(calls) == len(clips) - 5
+    np.testing.assert_allclose(resumed.embeddings["2"], first.embeddings["2"], atol=1e-6)
+
+
+def test_cache_rejects_other_weights(wav2vec2, clips, tmp_path, capsys):
+    from tests.tiny_models import build_tiny_model
+
+    cache = tmp_path / "cache"
+    extract_layer_embeddings(wav2vec2, clips[:4], ["2"], cache_dir=cache, progress=False)
+    folder = build_tiny_model("wav2vec2", tmp_path / "reseeded", seed=1)
+    reseeded = load_speech_model(str(folder), local_files_only=True)
+    reseeded.name = wav2vec2.name  # same name, different weights
+    result = extract_layer_embeddings(reseeded, clips[:4], ["2"], cache_dir=cache, progress=False)
+    assert "stale (model_hash changed)" in capsys.readouterr().out and not result.from_cache
+
+
+def test_broken_clip_skipped_and_reported(wav2vec2, clips, tmp_path):
+    broken = tmp_path / "5_nobody_0.wav"
+    broken.write_bytes(Path(clips[0]).read_bytes()[:300])  # header promises more than is there
+    result = extract_layer_embeddings(wav2vec2, clips[:3] + [str(broken)], ["2"], progress=False)
+    assert result.paths == clips[:3]
+    assert result.failures[0]["path"] == str(broken) and "truncated" in result.failures[0]["error"]
+
+
+def test_memory_estimate_and_guidance(wav2vec2, clips, monkeypatch, capsys):
+    small = estimate_extraction_memory(95_000_000, 768, 4, 100, 2.0)
+    assert estimate_extraction_memory(95_000_000, 768, 13, 100, 2.0)["total"] > small["total"]
+    assert estimate_extraction_memory(95_000_000, 768, 4, 10_000, 2.0)["outputs"] == 100 * small["outputs"]
+    whisper = estimate_extraction_memory(39_000_000, 384, 5, 100, 1.0, family="whisper")
+    assert whisper["activations"] >= 1500 * 384 * 6 * 4  # always a 30 s window
+    tight = check_extraction_memory(wav2vec2, 1000, 4, 5.0, available=1000)
+    assert not tight["fits"]
+    advice = capsys.readouterr().out
+    assert "smaller model" in advice and "fewer samples" in advice and "fewer layers" in advice
+    assert check_extraction_memory(wav2vec2, 10, 4, 2.0, available=2**34)["fits"]
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(wav2vec2, "hidden_states", out_of_memory)
+    with pytest.raises(ExtractionMemoryError, match="(?s)out of memory.*smaller model.*fewer samples"):
+        extract_layer_embeddings(wav2vec2, clips, progress=False)
+
+
+# ----------------------------------------------------------------------------- separability
+def _planted(n_per_class=30, classes=5, dims=20, spread=10.0, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=spread, size=(classes, dims))
+    labels = np.repeat(np.arange(classes), n_per_class)
+    return centres[labels] + rng.normal(size=(len(labels), dims)), labels
+
+
+def test_planted_clusters_score_high_random_labels_score_chance():
+    x, y = _planted()
+    good = separability_scores(x, y, seed=0)
+    assert good["knn_acc"] > 0.97 and good["linear_acc"] > 0.97 and good["silhouette"] > 0.5
+    rng = np.random.default_rng(1)
+    shuffled = rng.permutation(y)
+    bad = separability_scores(x, shuffled, seed=0)
+    assert abs(bad["knn_acc"] - 0.2) < 0.12 and abs(bad["linear_acc"] - 0.2) < 0.12
+    assert bad["silhouette"] < 0.05
+    noise = separability_scores(rng.normal(size=x.shape), y, seed=0)
+    assert noise["linear_acc"] < 0.35 and noise["knn_acc"] < 0.35
+
+
+def test_speaker_held_out_folds():
+    y = np.repeat(np.arange(4), 12)
+    groups = np.tile(np.repeat(np.arange(6), 2), 4)
+    folds = separability_folds(y, groups, n_splits=5)
+    assert len(folds) == 5
+    for train, test in folds:
+        assert not set(groups[train]) & set(groups[test])
+    assert len(separability_folds(y, groups[:48] % 3, n_splits=5)) == 3  # no more folds than speakers
+    with pytest.raises(ValueError, match="at least 2 clips per word"):
+        separability_folds(np.array([0, 1, 1, 2]))
+
+
+def test_table_ranks_the_planted_layer_first():
+    x, y = _planted(n_per_class=20, classes=4)
+    noise = np.random.default_rng(5).normal(size=x.shape)
+    views = {"model_a": {"conv": noise, "0": noise * 2, "1": x, "concat": np.hstack([x, noise])},
+             "mfcc": {"mfcc": x[:, :5] + noise[:, :5]}}
+    table = layer_separability_table(views, y, progress=False)
+    assert list(table.columns[:6]) == ["model", "layer", "position", "depth", "dims", "knn_acc"]
+    a = table[table.model == "model_a"].set_index("layer")
+    assert a.loc["1", "depth"] == 1.0 and a.loc["conv", "depth"] == 0.0 and np.isnan(a.loc["concat", "depth"])
+    assert a.loc["concat", "position"] == 3 and a.loc["concat", "dims"] == 40
+    assert table.chance.iloc[0] == 0.25
+    best = best_layers(table, "linear_acc").set_index("model")
+    assert best.loc["model_a", "layer"] in ("1", "concat") and best.loc["model_a", "linear_acc"] > 0.95
+    assert a.loc["conv", "linear_acc"] < 0.5
+
+
+# ----------------------------------------------------------------------------- views
+def test_reductions_and_interactive_views():
+    x, y = _planted(n_per_class=10, classes=3, dims=60)
+    table = pd.DataFrame({"word": [f"w{k}" for k in y], "speaker": ["s"] * len(y),
+                          "file": [f"{i}.wav" for i in range(len(y))]})
+    for method, dims in (("pca", 2), ("pca", 3), ("tsne", 2)):
+        coords = reduce_layer_embeddings(x, method, dims, seed=0)
+        assert coords.shape == (30, dims) and np.all(np.isfinite(coords))
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        reduce_layer_embeddings(x, "lda")
+    flat = embedding_scatter(reduce_layer_embeddings(x, "pca", 2), table)
+    assert len(flat.data) == 3 and all("speaker" in trace.hovertemplate for trace in flat.data)
+    assert embedding_scatter(reduce_layer_embeddings(x, "pca", 3), table).data[0].type == "scatter3d"
+    grid = layer_grid_figure({"0": x[:, :2], "1": x[:, 2:4], "2": x[:, 4:6]}, table, columns=2)
+    assert len(grid.data) == 3 * 3 and [a.text for a in grid.layout.annotations] == ["layer 0", "layer 1", "layer 2"]
+    assert "file: 0.wav" in grid.data[0].text[0]
+
+
+# ----------------------------------------------------------------------------- notebook
+@pytest.mark.notebook
+def test_notebook_compares_models_layers_and_mfcc(run_notebook, tiny_model, tmp_path):
+    models = [str(tiny_model("wav2vec2")), str(tiny_model("whisper")), str(tiny_model("dac")),
+              "facebook/wav2vec2-base"]
+    results = run_notebook("layer_embeddings", models=models, samples_per_word=10, cpu_threads=1,
+                           local_files_only=True, cache_dir=str(tmp_path / "cache"), layer_mode="both",
+                           n_components=3)
+    assert results["data"]["n_clips"] == 100 and len(results["data"]["words"]) == 10
+    assert list(results["model_errors"]) == ["facebook/wav2vec2-base"]
+    assert "cannot load model" in results["model_errors"]["facebook/wav2vec2-base"]
+    table = pd.DataFrame(results["separability"])
+    layers = {m: table[table.model == m].layer.tolist() for m in table.model.unique()}
+    assert layers[models[0]] == ["conv", "0", "1", "2", "concat"]
+    assert layers[models[1]] == ["0", "1", "2", "concat"]
+    assert layers[models[2]][:3] == ["encoder", "latents", "quantized"] and "codebook_3" in layers[models[2]]
+    assert layers["mfcc"] == ["mfcc"]
+    assert table[["knn_acc", "linear_acc"]].apply(lambda c: c.between(0, 1)).all().all()
+    assert table.silhouette.between(-1, 1).all()
+    assert results["chance"] == pytest.approx(0.1)
+    assert results["cv"]["speakers_held_out"] is True
+    # MFCCs separate the digits of unseen speakers far better than chance
+    assert results["mfcc_baseline"]["linear_acc"] > 0.3 and results["mfcc_baseline"]["knn_acc"] > 0.2
+    for model in models[:3]:
+        assert results["extraction"][model]["seconds"] > 0 and results["extraction"][model]["clips"] == 100
+        assert results["best_layer"][model]["layer"] in layers[model]
+    assert {m["family"] for m in results["models"]} == {"wav2vec2", "whisper", "dac"}
+    out = Path(results["_out"])
+    for name in ("separability_by_layer.png", "layer_grid.png", "layer_grid.html",
+                 "separability_by_layer_interactive.html"):
+        assert (out / name).stat().st_size > 1000, name
