@@ -1,0 +1,202 @@
+"""FiftyOne explorer: the notebook on 200 real FSDD clips, the FiftyOne helpers, and the App.
+
+Every FiftyOne database used here lives in a temporary folder (never ~/.fiftyone).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import urllib.request
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lib.fiftyone_audio import (
+    fo_build_audio_dataset,
+    fo_clips_view,
+    fo_compute_maps,
+    fo_compute_similarity,
+    fo_configure,
+    fo_execution_context,
+    fo_export_table,
+    fo_geolocations,
+    fo_launch_app,
+    fo_query_by_sample,
+    fo_query_by_vector,
+    fo_standard_views,
+    fo_stop_app,
+)
+
+pytestmark = pytest.mark.xdist_group("fiftyone")
+
+
+@pytest.mark.notebook
+def test_notebook_on_200_fsdd_clips(run_notebook, tmp_path):
+    results = run_notebook(
+        "fiftyone_explorer", max_clips=200, map_methods=["tsne", "pca"], max_videos=12,
+        fiftyone_db_dir=str(tmp_path / "fo-db"), cache_dir=str(tmp_path / "cache"),
+        media_dir=str(tmp_path / "media"), fo_dataset_name="smoke-fsdd",
+    )
+    data = results["dataset"]
+    assert data["n_samples"] == 200 and data["n_failed"] == 0 and data["n_labels"] == 10
+    assert data["non_null_embeddings"] == 200 and data["n_with_location"] == 200
+    assert data["n_playback"] == 12
+    for method in ("tsne", "pca"):
+        assert results["maps"][method]["finite"] and results["maps"][method]["n_points"] == 200
+    for kind in ("by_sample", "by_vector", "by_label_centroid"):
+        assert results["queries"][kind]["n_results"] == 20, kind
+    assert results["queries"]["by_sample"]["first_is_query"]
+    assert results["queries"]["by_vector"]["first_is_query"], "a clip's own embedding must return it first"
+    quality = results["quality"]
+    assert quality["k"] == 20 and quality["precision_at_k"] > 1.5 * quality["chance"]
+    assert results["queries"]["by_label_centroid"]["same_label_fraction"] > quality["chance"]
+    cache = results["cache"]
+    assert cache["first_run_cold"] and cache["first_run_computed"] == 200 and cache["second_run_computed"] == 0
+    assert cache["speedup"] > 1
+    for stage in ("embeddings", "similarity", "tsne", "pca", "dataset", "previews"):
+        assert results["timings"][stage] > 0
+    playback = results["playback"]
+    assert playback["audio_codec"] == ["aac"] and abs(playback["container_seconds"] - playback["clip_seconds"]) < 0.1
+    assert results["views"]["all-clips"] == 200 and 0 < results["views"]["geo-box"] < 200
+    table = pd.read_parquet(results["export"]["path"])
+    assert len(table) == 200 and {"tsne_x", "tsne_y", "pca_x", "embedding", "label", "speaker"} <= set(table.columns)
+    assert np.isfinite(table[["tsne_x", "tsne_y", "pca_x", "pca_y", "lon", "lat"]].to_numpy()).all()
+    assert results["app"] == {"context": "papermill", "launched": False, "url": None}, "never launch under papermill"
+    out = results["_out"]
+    for figure in ("maps.png", "embedding_quality.png", "query_by_sample.png"):
+        assert os.path.getsize(os.path.join(out, figure)) > 1000
+
+
+# ---------------------------------------------------------------------- in-process FiftyOne
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory, fsdd_manifest):
+    """60 real clips (6 per digit) with MFCC embeddings and previews in a temporary FiftyOne DB."""
+    root = tmp_path_factory.mktemp("fo")
+    fo_configure(database_dir=root / "db", dataset_dir=root / "datasets")
+    from lib.audio_embedders import MfccStatsEmbedder, embed_audio_files
+    from lib.spectrogram_media import spectrogram_previews
+
+    manifest = fsdd_manifest.groupby("label").head(6).reset_index(drop=True)
+    embeddings, files, failures = embed_audio_files(manifest.path, MfccStatsEmbedder(), progress=False)
+    assert files == list(manifest.path) and not failures
+    pngs, ok, _, _ = spectrogram_previews(files, root / "png", progress=False)
+    lonlat, source = fo_geolocations(manifest, seed=0)
+    vectors = (embeddings - embeddings.mean(0)) / (embeddings.std(0) + 1e-8)
+    ds = fo_build_audio_dataset("unit-fsdd", manifest, vectors, pngs, lonlat=lonlat, geo_source=source,
+                                overwrite=True, progress=False)
+    fo_compute_similarity(ds, vectors)
+    yield ds, manifest, vectors
+    ds.delete()
+
+
+def test_dataset_fields_and_unique_names(small_dataset):
+    import fiftyone as fo
+
+    ds, manifest, vectors = small_dataset
+    clips = fo_clips_view(ds)
+    assert len(clips) == 60 and ds.media_type == "group"
+    sample = clips.first()
+    assert isinstance(sample.ground_truth, fo.Classification) and sample.ground_truth.label == str(manifest.label[0])
+    assert sample.audio_filepath == manifest.path[0] and sample.speaker == manifest.speaker[0]
+    assert len(sample.embedding) == vectors.shape[1] and isinstance(sample.location, fo.GeoLocation)
+    assert ds.persistent
+    copy = fo_build_audio_dataset("unit-fsdd", manifest.head(3), vectors[:3], clips.values("filepath")[:3],
+                                  overwrite=False, progress=False)
+    try:
+        assert copy.name == "unit-fsdd-2" and len(fo_clips_view(copy)) == 3
+    finally:
+        copy.delete()
+    with pytest.raises(FileNotFoundError, match="preview"):
+        fo_build_audio_dataset("unit-missing", manifest.head(2), vectors[:2], ["/nope/a.png", "/nope/b.png"],
+                               progress=False)
+
+
+def test_similarity_queries_return_the_clip_first(small_dataset):
+    ds, manifest, vectors = small_dataset
+    ids = fo_clips_view(ds).values("id")
+    for row in (0, 17, 42):
+        by_id = fo_query_by_sample(ds, ids[row], k=20)
+        by_vec = fo_query_by_vector(ds, vectors[row], k=20)
+        assert len(by_id) == 20 and len(by_vec) == 20
+        assert by_id.first().id == ids[row] and by_vec.first().id == ids[row]
+        assert set(by_id.values("id")) == set(by_vec.values("id"))
+    with pytest.raises(ValueError, match="dims"):
+        fo_query_by_vector(ds, np.zeros(3))
+
+
+def test_views_geo_and_export(small_dataset, tmp_path):
+    ds, manifest, vectors = small_dataset
+    views = fo_standard_views(ds, label="3")
+    assert len(views["label-3"]) == 6 and set(views["label-3"].values("ground_truth.label")) == {"3"}
+    speaker_views = [name for name in views if name.startswith("speaker-")]
+    assert speaker_views and "geo-box" in views
+    assert any(name.startswith("label-3-and-split-") for name in views)
+    assert set(views["geo-box-and-label-3"].values("ground_truth.label")) == {"3"}
+    assert set(ds.list_saved_views()) >= set(views)
+    assert len(ds.load_saved_view("label-3")) == 6
+    # per-class coordinates from a CSV; unknown classes fall back to synthetic ones
+    csv = tmp_path / "coords.csv"
+    pd.DataFrame({"label": [0, 1], "lon": [2.35, -74.0], "lat": [48.85, 40.7]}).to_csv(csv, index=False)
+    lonlat, source = fo_geolocations(manifest, coords_csv=csv)
+    zero = (manifest.label == 0).to_numpy()
+    assert np.allclose(lonlat[zero].mean(axis=0), [2.35, 48.85], atol=1.0) and set(source[zero]) == {"csv-class"}
+    assert set(source[(manifest.label == 5).to_numpy()]) == {"synthetic"}
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"label": [0], "lon": [500], "lat": [0]}).to_csv(bad, index=False)
+    with pytest.raises(ValueError, match="outside"):
+        fo_geolocations(manifest, coords_csv=bad)
+    table = fo_export_table(manifest, vectors, {"pca": {"points": vectors[:, :2]}}, tmp_path / "t.csv", fmt="csv")
+    back = pd.read_csv(tmp_path / "t.csv")
+    assert back.shape == table.shape and f"emb_{vectors.shape[1] - 1}" in back.columns and "pca_x" in back.columns
+
+
+def test_umap_map_with_exposed_parameters(small_dataset):
+    ds, manifest, vectors = small_dataset
+    maps = fo_compute_maps(ds, vectors, methods=["umap"], umap_n_neighbors=8, umap_min_dist=0.3)
+    points = maps["umap"]["points"]
+    assert points.shape == (60, 2) and np.isfinite(points).all() and points.std(axis=0).min() > 0
+    assert maps["umap"]["options"]["num_neighbors"] == 8
+    assert ds.get_brain_info("map_umap").config.min_dist == 0.3
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_app_serves_its_page_and_stops_completely(small_dataset, capsys):
+    import psutil
+
+    ds, _, _ = small_dataset
+    assert fo_execution_context() == "script"
+    port = _free_port()
+    assert fo_launch_app(ds, port=port, when="auto") is None  # not interactive: never launched
+    session = fo_launch_app(ds, port=port, remote=True, when="always")
+    assert f"localhost:{port}" in capsys.readouterr().out or str(port) in session.url
+    from fiftyone.core.session import session as fos
+
+    service = fos._server_services[port]
+    processes = [psutil.Process(service.child.pid)] + psutil.Process(service.child.pid).children(recursive=True)
+    assert len(processes) >= 2, "expected the service process and its web server"
+    page, deadline = None, time.time() + 90
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                page = response.read().decode(errors="replace")
+                status = response.status
+            break
+        except OSError:
+            time.sleep(1)
+    try:
+        assert page is not None, "the App did not answer within 90 s"
+        assert status == 200 and "<html" in page.lower() and "fiftyone" in page.lower()
+    finally:
+        stopped = fo_stop_app(session)
+    assert set(stopped) >= {p.pid for p in processes}
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=3)
