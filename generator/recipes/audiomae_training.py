@@ -1,0 +1,291 @@
+# %% [markdown]
+# # AudioMAE++: self-supervised pretraining and fine-tuning
+#
+# Pretrain an AudioMAE++ encoder (a ViT over log-mel patches with Macaron blocks, SwiGLU and
+# rotary positions) by masking 80 % of the patches and reconstructing them, then measure what
+# pretraining bought: linear-probe and fine-tune accuracy of the pretrained encoder against the
+# **same architecture at its random initialisation**, on the same split. Runs on a CPU, a GPU
+# (mixed precision) or several GPUs (`torchrun -m lib.mae_torchrun`, see the end).
+#
+# Defaults: ESC-50 (downloaded on demand), test fold 1. Set `dataset = "fsdd"` for spoken
+# digits, or `dataset = "folder"` with `data_path` and `labels_csv` for your own clips.
+# Models, data sources and transforms come from registries (`MAE_MODELS`, `MAE_DATA_SOURCES`,
+# `MAE_TRANSFORMS`): register your own with a decorator and name it here.
+# Checkpoints (`checkpoint_dir/last.pt`) are validated on load, and re-running the notebook
+# resumes pretraining from the last finished epoch.
+
+# %% tags=["parameters"]
+data_path = None  # data set folder; None: $AUDIOLENS_DATA, data/, then download
+dataset = "esc50"  # registered data source: "esc50", "fsdd" or "folder" (data_path + labels_csv)
+labels_csv = None  # for dataset="folder": CSV with filename,label (optional split or fold column)
+test_fold = 1  # ESC-50 (or folder with a fold column): the fold held out for testing
+output_dir = "runs/audiomae_training/latest"  # results.json and figures go here
+seed = 0  # random seed (data subsets, initial weights, masks)
+model_name = "audiomae++"  # registered model: "audiomae++" or the plain "vit_mae" baseline
+size = "tiny"  # "tiny" (192 wide), "small" (384) or "base" (768); 12 layers each
+model_overrides = {}  # any model config key, e.g. {"depth": 4, "decoder_dim": 192}
+use_rope = True  # rotary position embeddings (False: fixed 2-D sine-cosine)
+mask_ratio = 0.8  # fraction of patches hidden during pretraining
+sample_rate = 16000  # audio is resampled to this rate
+n_mels = 80  # mel bins (multiple of 16)
+frames = 200  # 10 ms frames per clip (multiple of 4); 200 = 2 s
+max_train_clips = None  # cap on training clips, stratified (None: all)
+max_test_clips = None  # cap on test clips, stratified (None: all)
+pretrain_epochs = 40  # masked pretraining epochs (in all, counting resumed ones)
+batch_size = 32  # clips per step
+pretrain_lr = 1e-3  # peak learning rate (AdamW, warmup then cosine)
+warmup_epochs = 2  # linear warmup
+probe_epochs = 100  # linear-probe epochs (on cached embeddings: cheap)
+probe_lr = 1e-2  # linear-probe learning rate
+finetune_epochs = 10  # full fine-tuning epochs, for each of the two encoders
+finetune_lr = 5e-4  # fine-tuning learning rate
+pooling = "mean"  # clip embedding: "mean" of patch tokens or "cls"
+checkpoint_dir = None  # None: <output_dir>/checkpoints
+resume = True  # continue pretraining from checkpoint_dir/last.pt when it exists
+cache_dir = None  # log-mel .npy cache; None: <output_dir>/cache
+device = "auto"  # "auto", "cpu", "cuda" or "mps"
+torch_threads = None  # CPU threads for torch (None: torch's default; 1 is fastest on a busy machine)
+amp = True  # mixed precision on CUDA
+n_reconstructions = 4  # test clips shown as input / masked / reconstruction
+
+# %%
+import copy
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from lib.audio import audio_info, load_audio
+from lib.audiomae import AudioMaeClassifier, build_audiomae_model
+from lib.mae_checkpoints import load_audiomae_encoder, load_mae_checkpoint
+from lib.mae_data import build_mae_data_source, mae_load_split, mae_subsample
+from lib.mae_registry import MAE_DATA_SOURCES, MAE_MODELS, MAE_TRANSFORMS
+from lib.mae_training import (
+    mae_evaluate,
+    mae_extract_embeddings,
+    mae_pretrain,
+    mae_train_classifier,
+)
+from lib.mae_transforms import build_mae_transform
+from lib.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
+from lib.runtime import pick_device, seed_everything
+
+seed_everything(seed)
+out = prepare_output_dir(output_dir)
+device = pick_device(device)
+if torch_threads:
+    torch.set_num_threads(int(torch_threads))
+checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else out / "checkpoints"
+cache_dir = Path(cache_dir) if cache_dir else out / "cache"
+print(f"device {device}; registered models {MAE_MODELS.names()}, data sources {MAE_DATA_SOURCES.names()}, "
+      f"transforms {MAE_TRANSFORMS.names()}")
+
+# %% [markdown]
+# ## Data
+#
+# The data source gives one manifest with a train/test split; clips are turned into
+# normalised log-mels (cached as `.npy`). Clips that cannot be loaded are skipped and listed.
+# Pretraining uses only the training split; the test split is never seen before evaluation.
+
+# %%
+source = build_mae_data_source(dataset, path=data_path, labels_csv=labels_csv, test_fold=test_fold, seed=seed)
+manifest = source.manifest()
+class_names = source.class_names
+train_frame = mae_subsample(manifest[manifest.split == "train"], max_train_clips, seed)
+test_frame = mae_subsample(manifest[manifest.split == "test"], max_test_clips, seed)
+transform = build_mae_transform("log_mel", sample_rate=sample_rate, n_mels=n_mels, frames=frames)
+with Stopwatch() as feature_watch:
+    train_data = mae_load_split(train_frame, transform, cache_dir=cache_dir, desc="log-mel train")
+    test_data = mae_load_split(test_frame, transform, cache_dir=cache_dir, desc="log-mel test")
+failures = train_data["failures"] + test_data["failures"]
+print(f"{dataset}: {len(train_data['x'])} train / {len(test_data['x'])} test clips, {len(class_names)} classes, "
+      f"input {transform.output_shape}; {len(failures)} skipped")
+update_results(out, data={"dataset": dataset, "n_train": len(train_data["x"]), "n_test": len(test_data["x"]),
+                          "n_classes": len(class_names), "input_shape": list(transform.output_shape),
+                          "skipped_clips": failures, "feature_seconds": feature_watch.seconds})
+
+# %% [markdown]
+# ## Masked pretraining
+#
+# The randomly initialised encoder is kept aside (an exact copy of the starting weights) as
+# the baseline every downstream number is compared with.
+
+# %%
+seed_everything(seed)
+model = build_audiomae_model(model_name, size, input_size=(n_mels, frames), use_rope=use_rope,
+                             mask_ratio=mask_ratio, pooling=pooling, **model_overrides)
+random_model = copy.deepcopy(model)
+n_params = sum(p.numel() for p in model.parameters())
+print(f"{model_name} {size}: {n_params / 1e6:.2f} M parameters, config {model.config}")
+history = mae_pretrain(model, train_data["x"], epochs=pretrain_epochs, batch_size=batch_size, lr=pretrain_lr,
+                       warmup_epochs=warmup_epochs, device=device, amp=amp, checkpoint_dir=checkpoint_dir,
+                       resume=resume, seed=seed, transform_config=transform.config)
+epochs_this_run = len(history["clips_per_second"]) - history["start_epoch"]
+train_throughput = float(np.mean(history["clips_per_second"][history["start_epoch"]:])) if epochs_this_run > 0 \
+    else float(np.mean(history["clips_per_second"]))
+update_results(out, pretrain={"model": model_name, "size": size, "parameters": n_params, "config": model.config,
+                              "loss_per_epoch": history["loss"], "lr_per_epoch": history["lr"],
+                              "start_epoch": history["start_epoch"], "epochs": len(history["loss"]),
+                              "train_clips_per_second": train_throughput,
+                              "checkpoint": str(checkpoint_dir / "last.pt")})
+
+fig, ax = plt.subplots(figsize=(6, 3.5))
+ax.plot(range(1, len(history["loss"]) + 1), history["loss"], marker="o")
+ax.set(xlabel="epoch", ylabel="masked-patch MSE (normalised)", title=f"{model_name} {size} pretraining loss")
+ax.grid(alpha=0.3)
+save_figure(fig, out, "pretrain_loss")
+plt.show()
+
+# %% [markdown]
+# ## What the decoder reconstructs
+#
+# For a few test clips: the log-mel input, what the encoder sees (masked patches blanked), and
+# the reconstruction (visible patches copied, masked ones predicted). Per-patch normalised
+# predictions are mapped back with each patch's own mean and spread.
+
+# %%
+model.eval()
+torch.manual_seed(seed)
+n_show = min(n_reconstructions, len(test_data["x"]))
+if n_show:
+    with torch.no_grad():
+        specs = torch.from_numpy(test_data["x"][:n_show]).to(device)
+        masked, recon, _ = model.reconstruct(specs)
+    fig, axes = plt.subplots(n_show, 3, figsize=(12, 2.2 * n_show), squeeze=False)
+    for row in range(n_show):
+        label = class_names[test_data["y"][row]]
+        for col, (image, title) in enumerate(((specs, "input"), (masked, f"masked {mask_ratio:.0%}"),
+                                              (recon, "reconstruction"))):
+            axes[row, col].imshow(image[row, 0].float().cpu().numpy(), origin="lower", aspect="auto",
+                                  cmap="magma", vmin=-2, vmax=2)
+            axes[row, col].set_title(f"{label}: {title}", fontsize=9)
+            axes[row, col].set_xticks([])
+            axes[row, col].set_yticks([])
+    fig.tight_layout()
+    save_figure(fig, out, "reconstructions")
+    plt.show()
+
+# %% [markdown]
+# ## Embeddings and linear probe
+#
+# `encode(batch) -> [N, D]`: mean-pooled (or CLS) tokens of the unmasked input. A linear
+# probe (batch norm without parameters + linear layer, encoder frozen) measures how much
+# class information the embeddings carry, for the pretrained and the random encoder.
+
+# %%
+embeddings, embed_throughput = mae_extract_embeddings(model, test_data["x"], device=device)
+print(f"embeddings {embeddings.shape}, {embed_throughput:.1f} clips/s")
+probe = {}
+for name, encoder in (("pretrained", model), ("random_init", random_model)):
+    seed_everything(seed)
+    classifier = AudioMaeClassifier(copy.deepcopy(encoder), len(class_names), pooling=pooling, freeze_encoder=True)
+    mae_train_classifier(classifier, train_data["x"], train_data["y"], epochs=probe_epochs, batch_size=256,
+                         lr=probe_lr, weight_decay=1e-4, warmup_epochs=0, label_smoothing=0.0, device=device,
+                         seed=seed)
+    probe[name] = mae_evaluate(classifier, test_data["x"], test_data["y"], class_names, device=device)
+    print(f"linear probe, {name}: test accuracy {probe[name]['accuracy']:.3f}")
+update_results(out, embeddings={"shape": list(embeddings.shape), "clips_per_second": embed_throughput},
+               linear_probe={name: r["accuracy"] for name, r in probe.items()},
+               throughput={"pretrain_clips_per_second": train_throughput,
+                           "embedding_clips_per_second": embed_throughput, "device": device})
+
+# %% [markdown]
+# ## Fine-tuning
+#
+# The whole encoder plus the head, trained on the labels (SpecAugment-style masking, label
+# smoothing), again from the pretrained and from the random weights.
+
+# %%
+finetune, finetune_history = {}, {}
+for name, encoder in (("pretrained", model), ("random_init", random_model)):
+    seed_everything(seed)
+    classifier = AudioMaeClassifier(copy.deepcopy(encoder), len(class_names), pooling=pooling)
+    finetune_history[name] = mae_train_classifier(classifier, train_data["x"], train_data["y"],
+                                                  epochs=finetune_epochs, batch_size=batch_size, lr=finetune_lr,
+                                                  device=device, amp=amp, seed=seed)
+    finetune[name] = mae_evaluate(classifier, test_data["x"], test_data["y"], class_names, device=device)
+    print(f"fine-tune, {name}: test accuracy {finetune[name]['accuracy']:.3f}")
+update_results(out, finetune={name: r["accuracy"] for name, r in finetune.items()},
+               finetune_details={name: {"per_class_accuracy": r["per_class_accuracy"],
+                                        "confusion_matrix": r["confusion_matrix"],
+                                        "loss_per_epoch": finetune_history[name]["loss"],
+                                        "train_clips_per_second": finetune_history[name]["clips_per_second"]}
+                                 for name, r in finetune.items()})
+
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.5))
+for name, hist in finetune_history.items():
+    axes[0].plot(range(1, len(hist["loss"]) + 1), hist["loss"], marker="o", label=name)
+axes[0].set(xlabel="epoch", ylabel="cross-entropy", title="fine-tuning loss")
+axes[0].legend()
+axes[0].grid(alpha=0.3)
+names = ["linear probe", "fine-tune"]
+for i, (name, color) in enumerate((("pretrained", "C0"), ("random_init", "C1"))):
+    values = [probe[name]["accuracy"], finetune[name]["accuracy"]]
+    axes[1].bar(np.arange(2) + 0.38 * i, values, width=0.38, color=color, label=name)
+    for j, v in enumerate(values):
+        axes[1].text(j + 0.38 * i, v + 0.01, f"{v:.2f}", ha="center", fontsize=8)
+axes[1].axhline(1 / len(class_names), color="gray", linestyle="--", label="chance")
+axes[1].set_xticks(np.arange(2) + 0.19, names)
+axes[1].set(ylabel="test accuracy", ylim=(0, 1.05), title="pretrained vs random initialisation")
+axes[1].legend(fontsize=8)
+save_figure(fig, out, "finetune_and_accuracy")
+plt.show()
+
+matrix = np.array(finetune["pretrained"]["confusion_matrix"])
+fig, ax = plt.subplots(figsize=(min(14, 3 + 0.3 * len(class_names)),) * 2)
+ax.imshow(matrix, cmap="Blues")
+if len(class_names) <= 20:
+    for i in range(len(class_names)):
+        for j in range(len(class_names)):
+            if matrix[i, j]:
+                ax.text(j, i, matrix[i, j], ha="center", va="center", fontsize=8,
+                        color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+ax.set_xticks(range(len(class_names)), class_names, rotation=90, fontsize=7)
+ax.set_yticks(range(len(class_names)), class_names, fontsize=7)
+ax.set(xlabel="predicted", ylabel="true",
+       title=f"fine-tuned pretrained encoder: accuracy {finetune['pretrained']['accuracy']:.3f}")
+save_figure(fig, out, "confusion_matrix")
+plt.show()
+
+# %% [markdown]
+# ## The checkpoint, reloaded
+#
+# `load_audiomae_encoder` rebuilds the model from the checkpoint's own config after
+# validating it, and embeds raw waveforms (resampling, log-mel and padding done inside): the
+# embeddings must equal those of the model in memory.
+
+# %%
+checkpoint_path = checkpoint_dir / "last.pt"
+encoder = load_audiomae_encoder(checkpoint_path, device=device)
+checkpoint = load_mae_checkpoint(checkpoint_path)
+n_check = min(8, len(test_data["paths"]))
+waves = [load_audio(p, sr=None) for p in test_data["paths"][:n_check]]
+rates = [audio_info(p)["sample_rate"] for p in test_data["paths"][:n_check]]
+reloaded = np.concatenate([encoder.embed([w], r) for w, r in zip(waves, rates)]) if n_check else embeddings[:0]
+round_trip_error = float(np.abs(reloaded - embeddings[:n_check]).max()) if n_check else float("nan")
+print(f"checkpoint {checkpoint_path} (sha256 {encoder.checkpoint_hash[:12]}..., epoch {checkpoint['epoch'] + 1}): "
+      f"embeddings {reloaded.shape}, max difference from the in-memory model {round_trip_error:.2e}")
+update_results(out, checkpoint={"path": str(checkpoint_path), "sha256": encoder.checkpoint_hash,
+                                "epoch": int(checkpoint["epoch"]), "embedding_dim": encoder.embedding_dim,
+                                "round_trip_max_abs_diff": round_trip_error})
+
+# %% [markdown]
+# ## Summary, and scaling out
+#
+# To pretrain on several GPUs, run the same loop under `torchrun` from a checkout of the
+# repository; it writes the same validated `last.pt`, which this notebook resumes from
+# (`checkpoint_dir`) or `load_audiomae_encoder` loads:
+#
+# ```bash
+# torchrun --nproc_per_node=4 -m lib.mae_torchrun --dataset esc50 --size base --epochs 100 \
+#     --batch-size 64 --checkpoint-dir checkpoints/audiomae
+# ```
+
+# %%
+summary = {"linear_probe": {k: v["accuracy"] for k, v in probe.items()},
+           "finetune": {k: v["accuracy"] for k, v in finetune.items()},
+           "pretrain_loss_first_last": [history["loss"][0], history["loss"][-1]],
+           "chance": 1 / len(class_names)}
+update_results(out, summary=summary)
+summary
