@@ -150,12 +150,13 @@ def available_memory_bytes(device: str = "cpu") -> int:
 
 def estimate_extraction_memory(num_parameters: int, hidden_size: int, num_layers: int, n_clips: int,
                                max_clip_seconds: float, frame_rate: float = 50.0, pooling: str = "mean",
-                               family: str = "wav2vec2", bytes_per_value: int = 4) -> dict:
+                               family: str = "wav2vec2", bytes_per_value: int = 4, n_poolings: int = 1) -> dict:
     """Bytes an extraction needs: weights, activations for the longest clip, pooled outputs.
 
     ``num_layers``: layers kept. Activations count every hidden state of the forward pass
     (all layers are computed even when few are kept) with a factor 8 for attention and
     feed-forward intermediates; Whisper always runs 30 s windows (1,500 frames).
+    ``n_poolings``: extra pooled copies kept (``mean`` counts one, ``mean+std`` two).
     """
     frames = 1500 * max(1, int(np.ceil(max_clip_seconds / 30))) if family == "whisper" \
         else int(np.ceil(max_clip_seconds * frame_rate)) + 1
@@ -165,7 +166,7 @@ def estimate_extraction_memory(num_parameters: int, hidden_size: int, num_layers
     if family in CODEC_FAMILIES:  # convolutional encoders: wide early feature maps at audio rate
         activations = int(max_clip_seconds * 24000 * 64 * 4 * bytes_per_value)
     width = 2 if pooling == "mean+std" else 1
-    outputs = int(n_clips * max(num_layers, 1) * hidden_size * width * 4)
+    outputs = int(n_clips * max(num_layers, 1) * hidden_size * width * 4 * max(1, n_poolings))
     total = weights + activations + outputs
     return {"weights": weights, "activations": activations, "outputs": outputs, "total": total}
 
@@ -184,14 +185,15 @@ def memory_guidance(model: str, needed: int, available: int, n_clips: int, num_l
 
 
 def check_extraction_memory(adapter, n_clips: int, num_layers: int, max_clip_seconds: float,
-                            pooling: str = "mean", available: int | None = None) -> dict:
+                            pooling: str = "mean", available: int | None = None, n_poolings: int = 1) -> dict:
     """Estimate the memory of an extraction with ``adapter``; print guidance when it is short.
 
     Returns the estimate with ``available`` and ``fits`` added. Never raises: the estimate is
     approximate, and a real out-of-memory error is caught during extraction.
     """
     estimate = estimate_extraction_memory(adapter.num_parameters, adapter.hidden_size or 512, num_layers, n_clips,
-                                          max_clip_seconds, adapter.frame_rate, pooling, adapter.family)
+                                          max_clip_seconds, adapter.frame_rate, pooling, adapter.family,
+                                          n_poolings=n_poolings)
     available = available_memory_bytes(adapter.device) if available is None else int(available)
     estimate["available"] = available
     estimate["fits"] = bool(available == 0 or estimate["total"] < 0.8 * available)
@@ -261,10 +263,29 @@ def extract_layer_embeddings(adapter, paths, layers=None, pooling: str = "mean",
     cannot be loaded is skipped and listed in ``failures``. With ``cache_dir`` the result is
     cached (and checkpointed every ``checkpoint_every`` clips) and validated on reuse.
     """
+    return extract_layer_embeddings_pooled(adapter, paths, layers, [pooling], cache_dir, max_seconds,
+                                           checkpoint_every, progress)[pooling]
+
+
+def _check_poolings(poolings) -> list:
+    poolings = [poolings] if isinstance(poolings, str) else list(dict.fromkeys(poolings))
+    bad = [p for p in poolings if p not in LAYER_POOLINGS]
+    if bad or not poolings:
+        raise ValueError(f"unknown pooling {bad or poolings!r}; choose one of {LAYER_POOLINGS}")
+    return poolings
+
+
+def extract_layer_embeddings_pooled(adapter, paths, layers=None, poolings=("mean",), cache_dir=None,
+                                    max_seconds: float | None = None, checkpoint_every: int = 100,
+                                    progress: bool = True) -> dict:
+    """``{pooling: LayerEmbeddingSet}`` for several poolings from one pass over the clips.
+
+    Each pooling has its own cache file; a clip is run through the model only if some
+    pooling still lacks it.
+    """
     from tqdm.auto import tqdm
 
-    if pooling not in LAYER_POOLINGS:
-        raise ValueError(f"unknown pooling {pooling!r}; choose one of {LAYER_POOLINGS}")
+    poolings = _check_poolings(poolings)
     paths = [str(p) for p in paths]
     if not paths:
         raise ValueError("extract_layer_embeddings got no clips")
@@ -273,81 +294,101 @@ def extract_layer_embeddings(adapter, paths, layers=None, pooling: str = "mean",
     adapter_keys = adapter._check_layers(wanted)  # raises a clear error for an unknown layer
     layer_of = dict(zip(wanted, adapter_keys))
     wanted = [name for name in order if name in layer_of] + [n for n in wanted if n not in order]
-    expected = {"version": LAYER_CACHE_VERSION, "model": adapter.name, "model_hash": speech_model_fingerprint(adapter),
-                "layers": wanted, "pooling": pooling, "max_seconds": max_seconds,
-                "clips_hash": clip_list_fingerprint(paths), "n_clips": len(paths)}
-    cache_path = layer_cache_path(cache_dir, adapter.name, wanted, pooling) if cache_dir else None
-    done_paths, rows, failures = [], {layer: [] for layer in wanted}, []
-    cached = _read_layer_cache(cache_path, expected) if cache_path else None
-    if cached is not None:
-        done_paths, rows, failures = cached
+    base = {"version": LAYER_CACHE_VERSION, "model": adapter.name, "model_hash": speech_model_fingerprint(adapter),
+            "layers": wanted, "max_seconds": max_seconds, "clips_hash": clip_list_fingerprint(paths),
+            "n_clips": len(paths)}
+    state = {}
+    for pooling in poolings:
+        expected = dict(base, pooling=pooling)
+        cache_path = layer_cache_path(cache_dir, adapter.name, wanted, pooling) if cache_dir else None
+        cached = _read_layer_cache(cache_path, expected) if cache_path else None
+        done, rows, failures = cached if cached is not None else ([], {layer: [] for layer in wanted}, [])
         rows = {layer: list(rows[layer]) for layer in wanted}
-    processed = set(done_paths) | {f["path"] for f in failures}
-    todo = [p for p in paths if p not in processed]
-    if cached is not None:
-        print(f"{adapter.name}: {len(processed)} clip(s) from cache {cache_path.name}, {len(todo)} to extract")
-    seconds, audio_seconds, since_checkpoint = 0.0, 0.0, 0
+        processed = set(done) | {f["path"] for f in failures}
+        if cached is not None:
+            print(f"{adapter.name}: {len(processed)} clip(s) from cache {cache_path.name}")
+        state[pooling] = {"expected": expected, "path": cache_path, "done": list(done), "rows": rows,
+                          "failures": failures, "processed": processed, "cached": cached is not None}
+    todo = [p for p in paths if any(p not in st["processed"] for st in state.values())]
+
+    def checkpoint():
+        for st in state.values():
+            if st["path"] and (st["done"] or st["failures"]):
+                _write_layer_cache(st["path"], dict(st["expected"], failures=st["failures"]), st["done"], st["rows"])
+
+    audio_seconds, since_checkpoint = 0.0, 0
     start = time.perf_counter()
-    bar = tqdm(todo, desc=f"{Path(adapter.name).name} ({pooling})", disable=not progress or not todo, leave=False)
+    label = "/".join(poolings)
+    bar = tqdm(todo, desc=f"{Path(adapter.name).name} ({label})", disable=not progress or not todo, leave=False)
     try:
         for path in bar:
+            missing = [st for st in state.values() if path not in st["processed"]]
             try:
                 waveform = load_audio(path, sr=adapter.sample_rate, max_seconds=max_seconds)
             except AudioLoadError as error:
-                failures.append({"path": path, "error": error.problem})
+                for st in missing:
+                    st["failures"].append({"path": path, "error": error.problem})
                 continue
             audio_seconds += len(waveform) / adapter.sample_rate
             states = adapter.hidden_states(waveform, [layer_of[name] for name in wanted])
-            for name in wanted:
-                rows[name].append(pool_frames(states[layer_of[name]], pooling).astype(np.float32))
-            done_paths.append(path)
+            for pooling, st in state.items():
+                if path in st["processed"]:
+                    continue
+                for name in wanted:
+                    st["rows"][name].append(pool_frames(states[layer_of[name]], pooling).astype(np.float32))
+                st["done"].append(path)
             since_checkpoint += 1
-            if cache_path and since_checkpoint >= checkpoint_every:
-                _write_layer_cache(cache_path, dict(expected, failures=failures), done_paths, rows)
+            if cache_dir and since_checkpoint >= checkpoint_every:
+                checkpoint()
                 since_checkpoint = 0
     except BaseException as error:  # checkpoint on any stop (Ctrl-C too); out-of-memory errors get advice
-        if cache_path and done_paths:
-            _write_layer_cache(cache_path, dict(expected, failures=failures), done_paths, rows)
+        if cache_dir:
+            checkpoint()
         if _is_out_of_memory(error):
             longest = max(audio_seconds, 1.0)
             needed = estimate_extraction_memory(adapter.num_parameters, adapter.hidden_size or 512, len(wanted),
-                                                len(paths), longest, adapter.frame_rate, pooling,
+                                                len(paths), longest, adapter.frame_rate, poolings[-1],
                                                 adapter.family)["total"]
             raise ExtractionMemoryError(
                 f"out of memory while extracting {adapter.name} ({type(error).__name__}: {error}).\n"
                 + memory_guidance(adapter.name, needed, available_memory_bytes(adapter.device), len(paths),
                                   len(wanted))
-                + ("\nProgress so far is cached; rerun to resume." if cache_path else "")
+                + ("\nProgress so far is cached; rerun to resume." if cache_dir else "")
             ) from error
         raise
     finally:
         bar.close()
     seconds = time.perf_counter() - start if todo else 0.0
-    if cache_path and (todo or cached is None):
-        _write_layer_cache(cache_path, dict(expected, failures=failures), done_paths, rows)
-    if failures:
-        print(f"{adapter.name}: skipped {len(failures)} unreadable clip(s), e.g. "
-              f"{failures[0]['path']}: {failures[0]['error']}")
-    position = {p: i for i, p in enumerate(done_paths)}
-    kept = [p for p in paths if p in position]
-    index = [position[p] for p in kept]
-    if not kept:
-        raise ValueError(f"{adapter.name}: none of the {len(paths)} clips could be loaded")
-    embeddings = {name: np.stack(rows[name])[index] for name in wanted}
-    return LayerEmbeddingSet(model=adapter.name, pooling=pooling, layers=wanted, paths=kept, embeddings=embeddings,
-                             failures=failures, seconds=seconds, audio_seconds=audio_seconds,
-                             from_cache=not todo, info=adapter.info())
+    if cache_dir and (todo or not all(st["cached"] for st in state.values())):
+        checkpoint()
+    results = {}
+    for pooling, st in state.items():
+        failures = st["failures"]
+        if failures and pooling == poolings[0]:
+            print(f"{adapter.name}: skipped {len(failures)} unreadable clip(s), e.g. "
+                  f"{failures[0]['path']}: {failures[0]['error']}")
+        position = {p: i for i, p in enumerate(st["done"])}
+        kept = [p for p in paths if p in position]
+        if not kept:
+            raise ValueError(f"{adapter.name}: none of the {len(paths)} clips could be loaded")
+        index = [position[p] for p in kept]
+        embeddings = {name: np.stack(st["rows"][name])[index] for name in wanted}
+        results[pooling] = LayerEmbeddingSet(model=adapter.name, pooling=pooling, layers=wanted, paths=kept,
+                                             embeddings=embeddings, failures=failures, seconds=seconds,
+                                             audio_seconds=audio_seconds, from_cache=not todo, info=adapter.info())
+    return results
 
 
-def mfcc_baseline_embeddings(paths, pooling: str = "mean", sr: int = 16000, n_mfcc: int = 40,
-                             delta_order: int = 1, max_seconds: float | None = None,
-                             progress: bool = True) -> LayerEmbeddingSet:
-    """MFCCs (+ deltas) pooled like a model layer: the model-free reference, model ``"mfcc"``."""
+def mfcc_baseline_embeddings(paths, pooling="mean", sr: int = 16000, n_mfcc: int = 40,
+                             delta_order: int = 1, max_seconds: float | None = None, progress: bool = True):
+    """MFCCs (+ deltas) pooled like a model layer: the model-free reference, model ``"mfcc"``.
+
+    ``pooling`` a string: one ``LayerEmbeddingSet``; a list: ``{pooling: LayerEmbeddingSet}``.
+    """
     from tqdm.auto import tqdm
 
-    if pooling not in LAYER_POOLINGS:
-        raise ValueError(f"unknown pooling {pooling!r}; choose one of {LAYER_POOLINGS}")
-    rows, kept, failures, audio_seconds = [], [], [], 0.0
+    poolings = _check_poolings(pooling)
+    rows, kept, failures, audio_seconds = {p: [] for p in poolings}, [], [], 0.0
     start = time.perf_counter()
     for path in tqdm([str(p) for p in paths], desc="mfcc", disable=not progress, leave=False):
         try:
@@ -357,15 +398,18 @@ def mfcc_baseline_embeddings(paths, pooling: str = "mean", sr: int = 16000, n_mf
             continue
         audio_seconds += len(waveform) / sr
         frames = mfcc_features(waveform, sr, n_mfcc=n_mfcc, delta_order=delta_order, n_fft=512, hop_length=160).T
-        rows.append(pool_frames(frames, pooling).astype(np.float32))
+        for p in poolings:
+            rows[p].append(pool_frames(frames, p).astype(np.float32))
         kept.append(path)
     if not kept:
         raise ValueError(f"mfcc baseline: none of the {len(paths)} clips could be loaded")
     info = {"name": "mfcc", "family": "mfcc", "num_parameters": 0, "hidden_size": n_mfcc * (1 + delta_order),
             "sample_rate": sr, "frame_rate": sr / 160, "layers": ["mfcc"]}
-    return LayerEmbeddingSet(model="mfcc", pooling=pooling, layers=["mfcc"], paths=kept,
-                             embeddings={"mfcc": np.stack(rows)}, failures=failures,
-                             seconds=time.perf_counter() - start, audio_seconds=audio_seconds, info=info)
+    seconds = time.perf_counter() - start
+    sets = {p: LayerEmbeddingSet(model="mfcc", pooling=p, layers=["mfcc"], paths=kept,
+                                 embeddings={"mfcc": np.stack(rows[p])}, failures=failures, seconds=seconds,
+                                 audio_seconds=audio_seconds, info=info) for p in poolings}
+    return sets[pooling] if isinstance(pooling, str) else sets
 
 
 # %% [markdown]

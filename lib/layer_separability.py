@@ -113,10 +113,15 @@ def layer_separability_table(model_views: dict, labels, groups=None, n_splits: i
     return table
 
 
-def best_layers(table: pd.DataFrame, metric: str = "linear_acc") -> pd.DataFrame:
-    """The best layer of each model by ``metric`` (ties: the earlier layer), best model first."""
+def best_layers(table: pd.DataFrame, metric: str = "linear_acc", include_concat: bool = False) -> pd.DataFrame:
+    """The best layer of each model by ``metric`` (ties: the earlier layer), best model first.
+
+    The concatenation of all layers is not a layer: it competes only with ``include_concat``.
+    """
     if metric not in SEPARABILITY_METRICS:
         raise ValueError(f"metric must be one of {SEPARABILITY_METRICS}, not {metric!r}")
+    if not include_concat:
+        table = table[table["layer"] != "concat"]
     best = table.sort_values([metric, "position"], ascending=[False, True]).groupby("model", sort=False).head(1)
     return best.sort_values(metric, ascending=False).reset_index(drop=True)
 

@@ -18,7 +18,9 @@ from lib.layer_extraction import (
     concatenate_layer_embeddings,
     estimate_extraction_memory,
     extract_layer_embeddings,
+    extract_layer_embeddings_pooled,
     layer_mode_views,
+    mfcc_baseline_embeddings,
     resolve_layer_request,
 )
 from lib.layer_separability import (
@@ -106,6 +108,26 @@ def test_pooled_layers_match_hidden_states(wav2vec2, clips):
         extract_layer_embeddings(wav2vec2, clips, pooling="median")
     with pytest.raises(ValueError, match="has no layer"):
         extract_layer_embeddings(wav2vec2, clips, layers=["9"])
+
+
+def test_several_poolings_in_one_pass(wav2vec2, clips, tmp_path, monkeypatch):
+    real, calls = wav2vec2.hidden_states, []
+    monkeypatch.setattr(wav2vec2, "hidden_states", lambda w, layers=None: (calls.append(1), real(w, layers))[1])
+    sets = extract_layer_embeddings_pooled(wav2vec2, clips[:5], ["0", "2"], ["mean", "mean+std", "last"],
+                                           cache_dir=tmp_path, progress=False)
+    assert len(calls) == 5 and list(sets) == ["mean", "mean+std", "last"]
+    assert sets["mean+std"].embeddings["2"].shape == (5, 64)
+    np.testing.assert_allclose(sets["mean+std"].embeddings["2"][:, :32], sets["mean"].embeddings["2"], atol=1e-6)
+    assert len(list(tmp_path.glob("*.npz"))) == 3  # one cache per pooling
+    calls.clear()
+    single = extract_layer_embeddings(wav2vec2, clips[:5], ["0", "2"], "last", cache_dir=tmp_path, progress=False)
+    assert not calls and single.from_cache
+    np.testing.assert_array_equal(single.embeddings["0"], sets["last"].embeddings["0"])
+    with pytest.raises(ValueError, match="unknown pooling"):
+        extract_layer_embeddings_pooled(wav2vec2, clips[:2], poolings=["mean", "flat"])
+    mfcc = mfcc_baseline_embeddings(clips[:4], ["mean", "max"], progress=False)
+    assert mfcc["mean"].embeddings["mfcc"].shape == (4, 80)
+    assert (mfcc["max"].embeddings["mfcc"] >= mfcc["mean"].embeddings["mfcc"] - 1e-5).all()
 
 
 def test_layer_modes_and_requests(wav2vec2, clips, tiny_model):
@@ -254,7 +276,10 @@ def test_table_ranks_the_planted_layer_first():
     assert a.loc["concat", "position"] == 3 and a.loc["concat", "dims"] == 40
     assert table.chance.iloc[0] == 0.25
     best = best_layers(table, "linear_acc").set_index("model")
-    assert best.loc["model_a", "layer"] in ("1", "concat") and best.loc["model_a", "linear_acc"] > 0.95
+    assert best.loc["model_a", "layer"] == "1" and best.loc["model_a", "linear_acc"] > 0.95
+    assert best_layers(table, "silhouette").set_index("model").loc["model_a", "layer"] == "1"
+    with_concat = best_layers(table, "linear_acc", include_concat=True).set_index("model")
+    assert with_concat.loc["model_a", "layer"] in ("1", "concat")
     assert a.loc["conv", "linear_acc"] < 0.5
 
 
@@ -303,7 +328,14 @@ def test_notebook_compares_models_layers_and_mfcc(run_notebook, tiny_model, tmp_
         assert results["extraction"][model]["seconds"] > 0 and results["extraction"][model]["clips"] == 100
         assert results["best_layer"][model]["layer"] in layers[model]
     assert {m["family"] for m in results["models"]} == {"wav2vec2", "whisper", "dac"}
+    pooling = pd.DataFrame(results["pooling_comparison"])
+    assert len(pooling) == 4 * 5 and set(pooling.pooling) == {"mean", "max", "first", "last", "mean+std"}
+    for row in pooling.itertuples():  # each model's best layer, pooled each way
+        assert row.layer == results["best_layer"][row.model]["layer"]
+    mfcc_pooling = pooling[pooling.model == "mfcc"].set_index("pooling")
+    assert mfcc_pooling.loc["mean", "linear_acc"] == pytest.approx(results["mfcc_baseline"]["linear_acc"])
+    assert mfcc_pooling.loc["mean+std", "dims"] == 2 * mfcc_pooling.loc["mean", "dims"]
     out = Path(results["_out"])
     for name in ("separability_by_layer.png", "layer_grid.png", "layer_grid.html",
-                 "separability_by_layer_interactive.html"):
+                 "separability_by_layer_interactive.html", "pooling_comparison.png"):
         assert (out / name).stat().st_size > 1000, name

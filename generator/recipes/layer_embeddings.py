@@ -25,6 +25,7 @@ word_source = "fsdd"  # "fsdd" (digits, offline), "speech_commands" (downloaded 
 words = None  # words to compare; None: the ten digits / ten command words / every word of the folder
 samples_per_word = 30  # clips per word, spread over speakers
 pooling = "mean"  # how frames become one vector: mean, max, first, last or mean+std
+compare_poolings = ["mean", "max", "first", "last", "mean+std"]  # poolings compared at each best layer ([]: skip)
 layer_mode = "both"  # "single" (each layer alone), "concat" (chosen layers concatenated) or "both"
 reduction = "pca"  # map for the views: pca, tsne or umap
 n_components = 2  # 2 or 3 (3-D interactive views)
@@ -58,7 +59,7 @@ from lib.embedding_views import (
 from lib.layer_extraction import (
     ExtractionMemoryError,
     check_extraction_memory,
-    extract_layer_embeddings,
+    extract_layer_embeddings_pooled,
     layer_mode_views,
     limit_cpu_threads,
     mfcc_baseline_embeddings,
@@ -82,8 +83,10 @@ device = pick_device(device)
 limit_cpu_threads(cpu_threads)
 if isinstance(models, str):
     models = [models]
+poolings = list(dict.fromkeys([pooling] + list(compare_poolings or [])))
 settings = {"models": list(models), "layers": layers, "word_source": str(word_source), "words": words,
-            "samples_per_word": samples_per_word, "pooling": pooling, "layer_mode": layer_mode,
+            "samples_per_word": samples_per_word, "pooling": pooling, "compare_poolings": compare_poolings,
+            "layer_mode": layer_mode,
             "reduction": reduction, "n_components": n_components, "cv_folds": cv_folds,
             "group_by_speaker": group_by_speaker, "knn_k": knn_k, "seed": seed, "device": device,
             "cpu_threads": cpu_threads}
@@ -117,7 +120,7 @@ planned = pd.DataFrame([{"model": m, **KNOWN_SPEECH_MODELS.get(resolve_speech_mo
 display(planned)
 
 # %%
-embedding_sets, adapters_info, model_errors = {}, [], {}
+embedding_sets, pooled_sets, adapters_info, model_errors = {}, {}, [], {}
 for name in models:
     try:
         adapter = load_speech_model(name, device=device, local_files_only=local_files_only)
@@ -131,11 +134,12 @@ for name in models:
     try:
         chosen = resolve_layer_request(adapter, layers)
         memory = check_extraction_memory(adapter, len(samples), len(chosen), max_clip_seconds=longest_clip,
-                                         pooling=pooling)
+                                         pooling=pooling, n_poolings=len(poolings))
         print(f"layers {chosen}; estimated memory {memory['total'] / 2**20:.0f} MiB "
               f"(free {memory['available'] / 2**30:.1f} GiB)")
-        embedding_sets[name] = extract_layer_embeddings(adapter, samples.path, chosen, pooling, cache_dir=cache_dir,
-                                                        max_seconds=max_seconds)
+        pooled_sets[name] = extract_layer_embeddings_pooled(adapter, samples.path, chosen, poolings,
+                                                            cache_dir=cache_dir, max_seconds=max_seconds)
+        embedding_sets[name] = pooled_sets[name][pooling]
     except (ExtractionMemoryError, ValueError, RuntimeError) as error:
         model_errors[name] = f"{type(error).__name__}: {error}"
         print(f"FAILED {name}:")
@@ -153,7 +157,8 @@ for name, result in embedding_sets.items():
     print(f"{name}: {len(result.paths)} clips, {len(result.layers)} layers in {result.seconds:.1f} s"
           + (" (cache)" if result.from_cache else ""))
 if mfcc_baseline:
-    embedding_sets["mfcc"] = mfcc_baseline_embeddings(samples.path, pooling, max_seconds=max_seconds)
+    pooled_sets["mfcc"] = mfcc_baseline_embeddings(samples.path, poolings, max_seconds=max_seconds)
+    embedding_sets["mfcc"] = pooled_sets["mfcc"][pooling]
     extraction["mfcc"] = {"seconds": round(embedding_sets["mfcc"].seconds, 3), "from_cache": False,
                           "clips": len(embedding_sets["mfcc"].paths), "layers": ["mfcc"],
                           "dims": embedding_sets["mfcc"].dims()}
@@ -209,6 +214,44 @@ update_results(
                             "silhouette": row.silhouette} for row in best.itertuples()},
     mfcc_baseline=mfcc_row.iloc[0][["knn_acc", "linear_acc", "silhouette"]].to_dict() if len(mfcc_row) else None,
 )
+
+# %% [markdown]
+# ## Pooling: how frames become one vector
+#
+# The best layer of each model (and the MFCC baseline) again, pooled each way. `first` and
+# `last` keep a single frame (for Whisper `last` is the last frame of real audio, not of
+# the 30 s window); `mean+std` also keeps how the features vary over the word.
+
+# %%
+pooling_rows = []
+if len(poolings) > 1:
+    aligned_index = {}
+    for name, sets in pooled_sets.items():
+        position = {p: i for i, p in enumerate(sets[pooling].paths)}
+        aligned_index[name] = [position[p] for p in clips.path]
+    for row in best.itertuples():
+        views = {f"{row.model}|{p}": {row.layer: pooled_sets[row.model][p].embeddings[row.layer][aligned_index[row.model]]}
+                 for p in poolings}
+        scored = layer_separability_table(views, clips.word.to_numpy(), groups=groups, n_splits=cv_folds, knn_k=knn_k,
+                                          seed=seed, progress=False)
+        for item in scored.itertuples():
+            pooling_rows.append({"model": row.model, "layer": row.layer, "pooling": item.model.split("|")[-1],
+                                 "dims": item.dims, "knn_acc": item.knn_acc, "linear_acc": item.linear_acc,
+                                 "silhouette": item.silhouette})
+    pooling_table = pd.DataFrame(pooling_rows)
+    display(pooling_table.pivot_table(index=["model", "layer"], columns="pooling", values="linear_acc")
+            .style.format("{:.3f}").background_gradient(axis=1))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(best)), 4))
+    pivot = pooling_table.pivot_table(index="model", columns="pooling", values="linear_acc")[poolings]
+    pivot.index = [str(m).rstrip("/").split("/")[-1] for m in pivot.index]
+    pivot.plot.bar(ax=ax, rot=0)
+    ax.axhline(table.chance.iloc[0], color="grey", linestyle=":", label="chance")
+    ax.set_ylabel("linear-probe accuracy at the best layer")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8, ncol=3)
+    save_figure(fig, out, "pooling_comparison")
+    plt.show()
+update_results(out, pooling_comparison=pooling_rows)
 
 # %% [markdown]
 # ## Maps of the layers
