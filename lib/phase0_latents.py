@@ -46,6 +46,10 @@ from lib.features import log_mel
 from lib.speech_models import CODEC_FAMILIES, load_speech_model
 
 PHASE0_STORE_VERSION = 1
+# The continuous latents right before quantisation, per codec family (adapter stage names):
+# Mimi and EnCodec call them "latents"; DAC's encoder output ("encoder") is what its
+# residual quantiser receives (its "latents" stage is the per-codebook projections).
+PHASE0_CODEC_STAGES = {"mimi": "latents", "encodec": "latents", "dac": "encoder"}
 
 
 # %% [markdown]
@@ -81,11 +85,12 @@ class Phase0LogMelEncoder:
 class Phase0CodecEncoder:
     """Continuous pre-quantisation latents of a codec loaded by `load_speech_model`."""
 
-    def __init__(self, name_or_path: str, device: str = "cpu", local_files_only: bool = False, stage="latents"):
+    def __init__(self, name_or_path: str, device: str = "cpu", local_files_only: bool = False, stage=None):
         self.adapter = load_speech_model(name_or_path, device=device, local_files_only=local_files_only)
         if self.adapter.family not in CODEC_FAMILIES:
             raise ValueError(f"{name_or_path} is a {self.adapter.family} model; Phase 0 encoders are the codecs "
                              f"({', '.join(CODEC_FAMILIES)}) or 'logmel'")
+        stage = stage or PHASE0_CODEC_STAGES[self.adapter.family]
         if stage not in self.adapter.layer_names:
             raise ValueError(f"{name_or_path} has no stage {stage!r}; available: {self.adapter.layer_names}")
         self.stage = stage

@@ -12,6 +12,7 @@ from lib.phase0_latents import (
     cap_phase0_utterances,
     consolidate_latent_store,
     extract_latents_to_store,
+    frame_energy_db,
     open_latent_store,
     split_phase0_speakers,
     write_phase0_split,
@@ -259,6 +260,20 @@ def test_store_skips_corrupt_audio(tmp_path, small_manifest):
     assert "9999-1-0000" not in set(index["utterance"]) and len(index) == 2
 
 
+@pytest.mark.parametrize("family, stage", [("encodec", "latents"), ("dac", "encoder")])
+def test_codec_encoders_give_pre_quantisation_latents(tiny_model, family, stage):
+    from lib.phase0_latents import load_phase0_encoder
+
+    encoder = load_phase0_encoder(str(tiny_model(family)), local_files_only=True)
+    assert encoder.stage == stage and encoder.info()["family"] == family
+    z = encoder.latents(np.random.default_rng(0).normal(0, 0.1, encoder.sample_rate * 2).astype(np.float32))
+    assert z.ndim == 2 and z.shape[1] == encoder.dim
+    assert abs(len(z) - 2 * encoder.frame_rate) <= 2  # frames at the advertised rate
+    energy = frame_energy_db(np.ones(encoder.sample_rate * 2, np.float32) * 0.1, encoder.sample_rate,
+                             encoder.frame_rate, len(z))
+    assert energy.shape == (len(z),) and np.allclose(energy[: int(2 * encoder.frame_rate) - 1], -20.0, atol=0.01)
+
+
 # ----------------------------------------------------------------------------- notebooks
 REPORT_FILES = ("report.txt", "decision.json", "metrics.json", "tables.csv", "phase0_config.yaml",
                 "variance_ratios.png", "per_speaker_variance_ratio.png", "cell_sizes.png", "normalisation.npz",
@@ -303,14 +318,14 @@ def test_notebook_logmel_on_librispeech_sample(run_notebook):
 @pytest.mark.notebook
 def test_notebook_tiny_mimi_code_path(run_notebook, tiny_model):
     results = run_notebook("phase0_latent_structure", encoder=str(tiny_model("mimi")), local_files_only=True,
-                           max_utterances=16, max_seconds=4.0, run_controls=False, device="cpu",
+                           max_utterances=10, max_seconds=3.0, run_controls=False, device="cpu",
                            sweep_context_frames=[2])
     _check_complete_report(results)
     assert results["extraction"]["encoder"]["family"] == "mimi"
     assert results["extraction"]["encoder"]["frame_rate"] == pytest.approx(12.5)
     assert results["counts"]["latent_dim"] == 32  # the tiny config's hidden size
-    assert results["counts"]["utterances"] == 16
-    assert 16 * (20 - 4) <= results["counts"]["frames"] <= 16 * (51 - 4)  # 1.6-4 s at 12.5 Hz, W = 4
+    assert results["counts"]["utterances"] == 10
+    assert 10 * (20 - 4) <= results["counts"]["frames"] <= 10 * (39 - 4)  # 1.6-3 s at 12.5 Hz, W = 4
     assert results["context_sweep"]["windows"] == [2, 4]
     assert {row["context_frames"] for row in results["context_sweep"]["rows"]} == {2, 4}
     assert np.isfinite(results["linear_reference"]["vr_eval"])

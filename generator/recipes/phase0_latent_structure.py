@@ -98,6 +98,9 @@ update_results(out, data={"source": str(data_path or subset), "utterances": len(
 # Parts already in the store are reused (an interrupted run resumes where it stopped). With
 # `num_shards > 1` this machine encodes only its share; run the other shards into copies of
 # the same folder, bring the parts together, and run again (any shard) to analyse.
+# The analysis holds all latents in memory: full train-clean-100 through Mimi is about
+# 4.5 M frames x 512 dims (9 GB in float32, twice that with the deltas); cap it with
+# `max_utterances` (2,000 utterances are about 7 h, 300 k frames) on a small machine.
 
 # %%
 store = Path(store_dir) if store_dir else out / "latents"
