@@ -16,17 +16,17 @@
 
 # %% tags=["parameters"]
 data_path = None  # data folder; None: $AUDIOLENS_DATA, data/, then download (FSDD)
-dataset = "fsdd"  # "fsdd", "librispeech" (sample) or "folder" (data_path = any labelled folder)
-labels_csv = None  # dataset="folder": CSV with filename,label(,more columns); None: sub-folders or label_speaker_index names
+dataset = "fsdd"  # "fsdd", "librispeech" (sample) or "folder" (data_path is then any labelled folder)
+labels_csv = None  # for dataset "folder": CSV with filename,label(,more columns); None: sub-folders or label_speaker_index names
 label_column = None  # manifest column used as the label; None: "label" ("sex" for librispeech)
 max_clips = 600  # clips used, stratified by label (None: all)
 output_dir = "runs/fiftyone_explorer/latest"  # results.json, figures and the exported table go here
 seed = 0  # random seed (sampling, maps)
 encoder = "mfcc"  # "mfcc" (no model, offline), "speech_model" or "audiomae"
-model_name = "microsoft/wavlm-base-plus"  # encoder="speech_model": hub id or save_pretrained folder
-model_layer = 6  # encoder="speech_model": hidden layer (0 = transformer input)
-pooling = "mean"  # encoder="speech_model": pooling over frames (mean, max, mean+std...)
-audiomae_checkpoint = None  # encoder="audiomae": path of an AudioMAE++ checkpoint (audiomae_training notebook)
+model_name = "microsoft/wavlm-base-plus"  # for encoder "speech_model": hub id or save_pretrained folder
+model_layer = 6  # for encoder "speech_model": hidden layer (0 is the transformer input)
+pooling = "mean"  # for encoder "speech_model": pooling over frames (mean, max, mean+std...)
+audiomae_checkpoint = None  # for encoder "audiomae": path of an AudioMAE++ checkpoint (audiomae_training notebook)
 local_files_only = False  # True: never try to download the model
 device = "auto"  # "auto", "cpu", "cuda" or "mps"
 batch_size = 32  # clips per embedding batch
@@ -45,6 +45,8 @@ map_methods = ["umap", "tsne", "pca"]  # 2-D maps to compute
 umap_n_neighbors = 15  # UMAP neighbourhood size
 umap_min_dist = 0.1  # UMAP minimum distance
 tsne_perplexity = 30.0  # t-SNE perplexity
+map_color_column = "speaker"  # a second row of maps coloured by this column (None or a missing column: skip)
+map_threads = "auto"  # OpenMP threads for the maps: "auto" (1 up to 2,000 clips: avoids spin-wait stalls), None or a number
 export_format = "parquet"  # table of metadata + embeddings + map coordinates: "parquet" or "csv"
 launch_app = "auto"  # "auto" (only in an interactive notebook), "always" or "never"
 app_port = 5151  # App port
@@ -73,6 +75,7 @@ from lib.fiftyone_audio import (
     fo_compute_maps,
     fo_compute_similarity,
     fo_configure,
+    fo_execution_context,
     fo_export_table,
     fo_geolocations,
     fo_launch_app,
@@ -283,22 +286,28 @@ fo_play_clips(by_sample, max_clips=3)
 
 # %%
 maps = fo_compute_maps(ds, vectors, methods=map_methods, seed=seed, umap_n_neighbors=umap_n_neighbors,
-                       umap_min_dist=umap_min_dist, tsne_perplexity=tsne_perplexity)
+                       umap_min_dist=umap_min_dist, tsne_perplexity=tsne_perplexity, threads=map_threads)
 for method, item in maps.items():
     timings[method] = item["seconds"]
     assert np.all(np.isfinite(item["points"])) and item["points"].shape == (len(clips), 2)
 if maps:
-    fig, axes = plt.subplots(1, len(maps), figsize=(5 * len(maps), 4.4), squeeze=False)
-    label_names = sorted(set(labels))
-    colours = plt.get_cmap("tab10" if len(label_names) <= 10 else "tab20")
-    for ax, (method, item) in zip(axes[0], maps.items()):
-        for j, label in enumerate(label_names):
-            pts = item["points"][labels == label]
-            ax.scatter(pts[:, 0], pts[:, 1], s=8, color=colours(j % colours.N), label=str(label))
-        ax.set_title(f"{method.upper()} ({item['seconds']:.1f} s)")
-        ax.set_xticks([])
-        ax.set_yticks([])
-    axes[0][-1].legend(markerscale=2, fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5), title=label_col)
+    colour_columns = [label_col] + ([map_color_column] if map_color_column in clips.columns
+                                    and map_color_column != label_col else [])
+    fig, axes = plt.subplots(len(colour_columns), len(maps), figsize=(5 * len(maps), 4.4 * len(colour_columns)),
+                             squeeze=False)
+    for row, column in enumerate(colour_columns):
+        values = clips[column].astype(str).to_numpy()
+        names = sorted(set(values))
+        colours = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+        for ax, (method, item) in zip(axes[row], maps.items()):
+            for j, value in enumerate(names):
+                pts = item["points"][values == value]
+                ax.scatter(pts[:, 0], pts[:, 1], s=8, color=colours(j % colours.N), label=value)
+            ax.set_title(f"{method.upper()} ({item['seconds']:.1f} s), colour: {column}")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        if len(names) <= 20:
+            axes[row][-1].legend(markerscale=2, fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5), title=column)
     fig.tight_layout()
     save_figure(fig, out, "maps")
     plt.show()
@@ -372,3 +381,5 @@ print(f"precision@{k} = {p_at_k:.3f} (chance {chance:.3f}); timings: "
 
 # %%
 session = fo_launch_app(ds, port=app_port, remote=remote, when=launch_app)
+update_results(out, app={"context": fo_execution_context(), "launched": session is not None,
+                         "url": session.url if session is not None else None})
