@@ -129,7 +129,8 @@ def best_layers(table: pd.DataFrame, metric: str = "linear_acc", include_concat:
 def plot_layer_separability(table: pd.DataFrame, baseline_models=("mfcc",), title: str = ""):
     """Three panels (kNN, linear probe, silhouette) with one line per model across relative depth.
 
-    Baseline models (one "layer") and the chance level are drawn as horizontal lines.
+    Baseline models (one "layer"), each model's concatenation of all layers (dash-dot, in the
+    model's colour) and the chance level are drawn as horizontal lines.
     """
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     names = {"knn_acc": "kNN accuracy (cross-validated)", "linear_acc": "linear-probe accuracy (cross-validated)",
@@ -144,11 +145,13 @@ def plot_layer_separability(table: pd.DataFrame, baseline_models=("mfcc",), titl
                             textcoords="offset points", xytext=(0, 4), ha="center")
             concat = table[(table["model"] == model) & (table["layer"] == "concat")]
             if len(concat):
-                ax.axhline(concat[metric].iloc[0], color=line.get_color(), linestyle=":", linewidth=1)
+                ax.axhline(concat[metric].iloc[0], color=line.get_color(), linestyle="-.", linewidth=1)
         for model in baseline_models:
             rows = table[table["model"] == model]
             if len(rows):
                 ax.axhline(rows[metric].max(), color="black", linestyle="--", linewidth=1, label=f"{model} baseline")
+        if (table["layer"] == "concat").any():
+            ax.plot([], [], color="grey", linestyle="-.", linewidth=1, label="all layers concatenated")
         if metric != "silhouette" and len(table):
             ax.axhline(table["chance"].iloc[0], color="grey", linestyle=":", linewidth=1, label="chance")
             ax.set_ylim(0, 1.02)

@@ -26,6 +26,8 @@ from lib.layer_extraction import (
 from lib.layer_separability import (
     best_layers,
     layer_separability_table,
+    plot_layer_separability,
+    plot_layer_separability_interactive,
     separability_folds,
     separability_scores,
 )
@@ -281,6 +283,14 @@ def test_table_ranks_the_planted_layer_first():
     with_concat = best_layers(table, "linear_acc", include_concat=True).set_index("model")
     assert with_concat.loc["model_a", "layer"] in ("1", "concat")
     assert a.loc["conv", "linear_acc"] < 0.5
+    fig = plot_layer_separability(table)
+    assert len(fig.axes) == 3
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend[0] == "model_a" and "mfcc baseline" in legend and "chance" in legend
+    model_line = fig.axes[1].get_lines()[0]
+    np.testing.assert_allclose(model_line.get_ydata(), a.loc[["conv", "0", "1"], "linear_acc"])
+    interactive = plot_layer_separability_interactive(table, "knn_acc")
+    assert {trace.name for trace in interactive.data} == {"model_a", "mfcc"}
 
 
 # ----------------------------------------------------------------------------- views
