@@ -17,7 +17,7 @@
 # %% tags=["parameters"]
 data_path = None  # data set folder; None: $AUDIOLENS_DATA, data/, then download
 dataset = "esc50"  # registered data source: "esc50", "fsdd" or "folder" (data_path + labels_csv)
-labels_csv = None  # for dataset="folder": CSV with filename,label (optional split or fold column)
+labels_csv = None  # folder data sets: CSV with filename and label columns, optionally split or fold
 test_fold = 1  # ESC-50 (or folder with a fold column): the fold held out for testing
 output_dir = "runs/audiomae_training/latest"  # results.json and figures go here
 seed = 0  # random seed (data subsets, initial weights, masks)
@@ -28,7 +28,7 @@ use_rope = True  # rotary position embeddings (False: fixed 2-D sine-cosine)
 mask_ratio = 0.8  # fraction of patches hidden during pretraining
 sample_rate = 16000  # audio is resampled to this rate
 n_mels = 80  # mel bins (multiple of 16)
-frames = 200  # 10 ms frames per clip (multiple of 4); 200 = 2 s
+frames = 200  # 10 ms frames per clip, a multiple of 4 (200 frames: 2 s)
 max_train_clips = None  # cap on training clips, stratified (None: all)
 max_test_clips = None  # cap on test clips, stratified (None: all)
 pretrain_epochs = 40  # masked pretraining epochs (in all, counting resumed ones)
@@ -55,6 +55,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from sklearn.decomposition import PCA
 
 from lib.audio import audio_info, load_audio
 from lib.audiomae import AudioMaeClassifier, build_audiomae_model
@@ -187,8 +188,28 @@ for name, encoder in (("pretrained", model), ("random_init", random_model)):
     print(f"linear probe, {name}: test accuracy {probe[name]['accuracy']:.3f}")
 update_results(out, embeddings={"shape": list(embeddings.shape), "clips_per_second": embed_throughput},
                linear_probe={name: r["accuracy"] for name, r in probe.items()},
+               linear_probe_details={name: {"per_class_accuracy": r["per_class_accuracy"],
+                                            "confusion_matrix": r["confusion_matrix"]} for name, r in probe.items()},
                throughput={"pretrain_clips_per_second": train_throughput,
                            "embedding_clips_per_second": embed_throughput, "device": device})
+
+# %% [markdown]
+# The test-set embeddings of both encoders, projected on their first two principal
+# components and coloured by class: pretraining should pull the classes apart.
+
+# %%
+random_embeddings, _ = mae_extract_embeddings(random_model, test_data["x"], device=device)
+if len(embeddings) >= 3:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for ax, (name, emb) in zip(axes, (("pretrained", embeddings), ("random_init", random_embeddings))):
+        points = PCA(n_components=2, random_state=seed).fit_transform(emb)
+        scatter = ax.scatter(points[:, 0], points[:, 1], c=test_data["y"], cmap="tab10" if len(class_names) <= 10
+                             else "nipy_spectral", s=10)
+        ax.set(title=f"{name}: linear probe {probe[name]['accuracy']:.2f}", xlabel="PC 1", ylabel="PC 2")
+    if len(class_names) <= 10:
+        axes[1].legend(scatter.legend_elements()[0], class_names, fontsize=7, loc="best", title="class")
+    save_figure(fig, out, "embedding_pca")
+    plt.show()
 
 # %% [markdown]
 # ## Fine-tuning
