@@ -1,0 +1,148 @@
+"""Live digit inference without a microphone: VAD, streaming a recording, push-to-talk, mic errors."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from lib.digit_features import DigitFeatureConfig, digit_feature_vectors, load_digit_waves
+from lib.live_digits import (
+    EnergyVad,
+    LiveAudioUnavailable,
+    StreamingDigitRecognizer,
+    VadConfig,
+    check_microphone,
+    live_digit_widget,
+    stream_audio_file,
+    vad_segments,
+)
+
+SR = 8000
+STREAM_DIGITS = [3, 8, 0, 5, 1, 9]
+
+
+def _noise(seconds, rng, level_db=-65.0):
+    return (rng.normal(0, 10 ** (level_db / 20), int(seconds * SR))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def svm_model(fsdd_manifest):
+    """A real SVM digit model on 30 training clips per digit and speaker-balanced picks (fast)."""
+    from lib.digit_models import SklearnDigitModel, make_digit_pipeline
+
+    train = fsdd_manifest[fsdd_manifest.split == "train"].groupby(["label", "speaker"], group_keys=False).head(8)
+    waves, train, _ = load_digit_waves(train, SR, progress=False)
+    config = DigitFeatureConfig()
+    pipeline = make_digit_pipeline(pca_components=128).fit(digit_feature_vectors(waves, config), train.label)
+    return SklearnDigitModel(pipeline, config)
+
+
+@pytest.fixture(scope="module")
+def recording(fsdd_manifest, svm_model, tmp_path_factory):
+    """A wav of real test-set clips of STREAM_DIGITS with pauses; the clips the model gets right alone."""
+    rng = np.random.default_rng(0)
+    test = fsdd_manifest[(fsdd_manifest.split == "test")]
+    pieces, spans, cursor = [_noise(0.4, rng)], [], 0.4
+    for digit in STREAM_DIGITS:
+        candidates = test[test.label == digit]
+        # take the first clip (in a fixed order) that the model classifies correctly on its own:
+        # this test is about streaming, not about the model's test accuracy
+        for path in candidates.sort_values(["speaker", "index"]).path:
+            waves, _, _ = load_digit_waves(candidates[candidates.path == path], SR, progress=False)
+            wave = waves[0]
+            if np.abs(wave).max() > 0.1 and svm_model.predict([wave])[0] == digit:
+                break
+        pieces += [wave, _noise(0.7, rng)]
+        spans.append((cursor, cursor + len(wave) / SR))
+        cursor += len(wave) / SR + 0.7
+    path = tmp_path_factory.mktemp("stream") / "digits.wav"
+    sf.write(path, np.concatenate(pieces), SR, subtype="PCM_16")
+    return path, spans
+
+
+def test_vad_finds_each_digit_between_known_boundaries(recording):
+    path, spans = recording
+    wave, _ = sf.read(path, dtype="float32")
+    segments = vad_segments(wave, SR, VadConfig())
+    assert len(segments) == len(spans), (segments, spans)
+    for (a, b), (start, end) in zip(segments, spans):
+        assert start - 0.1 <= a < end and start < b <= end + 0.35, ((a, b), (start, end))
+        assert (b - a) >= 0.1
+    # chunk size does not change the segmentation
+    assert vad_segments(wave, SR, VadConfig(), chunk_ms=37) == segments
+    # a blip shorter than min_speech_ms is dropped, silence gives nothing
+    blip = np.concatenate([np.zeros(4000), 0.3 * np.sin(np.arange(320) / 3.0), np.zeros(4000)]).astype(np.float32)
+    assert vad_segments(blip, SR, VadConfig(min_speech_ms=100)) == []
+    assert vad_segments(np.zeros(SR, dtype=np.float32), SR) == []
+    assert len(EnergyVad(SR).frame_db) == 0
+
+
+def test_streamed_recording_emits_the_digits_in_order(recording, svm_model):
+    path, spans = recording
+    emitted = []
+    recognizer = StreamingDigitRecognizer(svm_model, confidence_threshold=0.0, on_event=emitted.append)
+    events = stream_audio_file(path, recognizer, chunk_ms=100)
+    assert recognizer.digits == STREAM_DIGITS
+    assert [e["digit"] for e in emitted] == STREAM_DIGITS
+    for event, (start, end) in zip(events, spans):
+        assert event["emitted"] and not event["forced"]
+        assert start - 0.1 <= event["start_s"] < end
+        assert 0.0 <= event["confidence"] <= 1.0
+
+
+def test_confidence_threshold_force_emit_and_temperature(recording, svm_model):
+    path, _ = recording
+    strict = StreamingDigitRecognizer(svm_model, confidence_threshold=1.01, force_emit=False)
+    events = stream_audio_file(path, strict)
+    assert len(events) == len(STREAM_DIGITS) and not any(e["emitted"] for e in events)
+    assert strict.digits == []
+    forced = StreamingDigitRecognizer(svm_model, confidence_threshold=1.01, force_emit=True)
+    stream_audio_file(path, forced)
+    assert forced.digits == STREAM_DIGITS and all(e["forced"] for e in forced.events)
+    hot = StreamingDigitRecognizer(svm_model, confidence_threshold=0.0, temperature=100.0)
+    cold = StreamingDigitRecognizer(svm_model, confidence_threshold=0.0, temperature=0.5)
+    stream_audio_file(path, hot)
+    stream_audio_file(path, cold)
+    assert hot.digits == cold.digits == STREAM_DIGITS
+    assert max(e["confidence"] for e in hot.events) < min(e["confidence"] for e in cold.events)
+    with pytest.raises(ValueError, match="temperature"):
+        StreamingDigitRecognizer(svm_model, temperature=0)
+
+
+def test_push_to_talk_classifies_the_pressed_span(recording, svm_model):
+    path, spans = recording
+    wave, _ = sf.read(path, dtype="float32")
+    recognizer = StreamingDigitRecognizer(svm_model, mode="push_to_talk", confidence_threshold=0.0)
+    chunk = 800
+    start, end = spans[1]
+    a, b = int((start - 0.2) * SR) // chunk * chunk, int((end + 0.2) * SR)
+    recognizer.feed(wave[:a])  # not pressed: ignored
+    recognizer.press()
+    for i in range(a, b, chunk):
+        assert recognizer.feed(wave[i:i + chunk]) == []
+    events = recognizer.release()
+    assert [e["digit"] for e in events] == [STREAM_DIGITS[1]]
+    assert events[0]["start_s"] == pytest.approx(start, abs=0.15)
+    assert recognizer.release() == []
+
+
+def test_microphone_problems_are_one_clear_message(monkeypatch, svm_model):
+    monkeypatch.setitem(sys.modules, "sounddevice", None)  # not installed
+    with pytest.raises(LiveAudioUnavailable, match="sounddevice is not installed"):
+        check_microphone()
+
+    fake = types.ModuleType("sounddevice")
+
+    def no_device(device=None, kind=None):
+        raise ValueError("No input device matching")
+
+    fake.query_devices = no_device
+    monkeypatch.setitem(sys.modules, "sounddevice", fake)
+    with pytest.raises(LiveAudioUnavailable, match="no audio input device"):
+        check_microphone()
+    panel = live_digit_widget(StreamingDigitRecognizer(svm_model))
+    assert "Live microphone unavailable" in panel.children[0].value
