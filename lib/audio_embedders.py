@@ -273,7 +273,7 @@ def embed_audio_files_cached(paths, embedder, cache_dir, dataset_name: str, batc
     metadata = {
         "files": files, "failed": report["failed"],
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "model": embedder.config(), "embedding_dim": int(embeddings.shape[1]) if embeddings.ndim == 2 else 0,
+        "model": embedder.config(), "model_info": embedder.info(), "embedding_dim": int(embeddings.shape[1]) if embeddings.ndim == 2 else 0,
         "cache": report,
     }
     return embeddings, files, metadata

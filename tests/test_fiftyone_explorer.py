@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+import urllib.parse
 import urllib.request
 
 import numpy as np
@@ -77,16 +78,17 @@ def small_dataset(tmp_path_factory, fsdd_manifest):
     root = tmp_path_factory.mktemp("fo")
     fo_configure(database_dir=root / "db", dataset_dir=root / "datasets")
     from lib.audio_embedders import MfccStatsEmbedder, embed_audio_files
-    from lib.spectrogram_media import spectrogram_previews
+    from lib.spectrogram_media import spectrogram_previews, spectrogram_videos
 
     manifest = fsdd_manifest.groupby("label").head(6).reset_index(drop=True)
     embeddings, files, failures = embed_audio_files(manifest.path, MfccStatsEmbedder(), progress=False)
     assert files == list(manifest.path) and not failures
     pngs, ok, _, _ = spectrogram_previews(files, root / "png", progress=False)
+    videos, _ = spectrogram_videos(files[:3], pngs[:3], root / "mp4", progress=False)
     lonlat, source = fo_geolocations(manifest, seed=0)
     vectors = (embeddings - embeddings.mean(0)) / (embeddings.std(0) + 1e-8)
-    ds = fo_build_audio_dataset("unit-fsdd", manifest, vectors, pngs, lonlat=lonlat, geo_source=source,
-                                overwrite=True, progress=False)
+    ds = fo_build_audio_dataset("unit-fsdd", manifest, vectors, pngs, video_paths=videos + [None] * 57,
+                                lonlat=lonlat, geo_source=source, overwrite=True, progress=False)
     fo_compute_similarity(ds, vectors)
     yield ds, manifest, vectors
     ds.delete()
@@ -103,6 +105,10 @@ def test_dataset_fields_and_unique_names(small_dataset):
     assert sample.audio_filepath == manifest.path[0] and sample.speaker == manifest.speaker[0]
     assert len(sample.embedding) == vectors.shape[1] and isinstance(sample.location, fo.GeoLocation)
     assert ds.persistent
+    assert ds.group_media_types == {"spectrogram": "image", "playback": "video"}
+    playback = ds.select_group_slices("playback")
+    assert len(playback) == 3 and all(p.endswith(".mp4") for p in playback.values("filepath"))
+    assert playback.first().group.id == clips.first().group.id, "a clip's video belongs to its group"
     copy = fo_build_audio_dataset("unit-fsdd", manifest.head(3), vectors[:3], clips.values("filepath")[:3],
                                   overwrite=False, progress=False)
     try:
@@ -144,6 +150,11 @@ def test_views_geo_and_export(small_dataset, tmp_path):
     zero = (manifest.label == 0).to_numpy()
     assert np.allclose(lonlat[zero].mean(axis=0), [2.35, 48.85], atol=1.0) and set(source[zero]) == {"csv-class"}
     assert set(source[(manifest.label == 5).to_numpy()]) == {"synthetic"}
+    per_file = tmp_path / "files.csv"
+    pd.DataFrame({"filename": [os.path.basename(manifest.path[0])], "longitude": [13.4], "latitude": [52.5]}).to_csv(
+        per_file, index=False)
+    lonlat, source = fo_geolocations(manifest, coords_csv=per_file)
+    assert np.allclose(lonlat[0], [13.4, 52.5]) and source[0] == "csv-file" and set(source[1:]) == {"synthetic"}
     bad = tmp_path / "bad.csv"
     pd.DataFrame({"label": [0], "lon": [500], "lat": [0]}).to_csv(bad, index=False)
     with pytest.raises(ValueError, match="outside"):
@@ -194,6 +205,12 @@ def test_app_serves_its_page_and_stops_completely(small_dataset, capsys):
     try:
         assert page is not None, "the App did not answer within 90 s"
         assert status == 200 and "<html" in page.lower() and "fiftyone" in page.lower()
+        # the playback slice's video is served to the browser (this is what the App's video player loads)
+        mp4 = ds.select_group_slices("playback").first().filepath
+        url = f"http://127.0.0.1:{port}/media?filepath={urllib.parse.quote(mp4)}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body, content_type = response.read(), response.headers.get("content-type", "")
+        assert content_type.startswith("video/mp4") and body == open(mp4, "rb").read()
     finally:
         stopped = fo_stop_app(session)
     assert set(stopped) >= {p.pid for p in processes}

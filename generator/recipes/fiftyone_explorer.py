@@ -375,9 +375,19 @@ print(f"precision@{k} = {p_at_k:.3f} (chance {chance:.3f}); timings: "
 # ## The App
 #
 # Interactively this opens the App on the data set (in remote mode it prints the URL to
-# forward). Click a thumbnail, then the `playback` slice in the group carousel to hear the clip;
-# the similarity button sorts by a selected clip; the Embeddings panel shows the maps.
-# Under papermill / `audiolens run` the App is not launched.
+# forward through SSH). In the App:
+#
+# - **hear a clip**: click a thumbnail, then the `playback` slice in the group carousel (a video
+#   of the spectrogram with a play-head, whose soundtrack is the clip);
+# - **similar clips / maps**: load the saved view `all-clips` (one sample per clip, the view the
+#   brain runs were computed on), select a clip and use the similarity button, or open the
+#   Embeddings panel and pick `map_umap`, `map_tsne` or `map_pca`; lasso a region to filter;
+# - **filters and views**: the sidebar filters by label, speaker, split...; the saved views
+#   (by label, split, speaker, a map box and combinations) are in the view menu; the Map panel
+#   shows `location`.
+#
+# `fo_play_clips(fo_clips_view(ds).select(session.selected))` plays the clips selected in the App
+# right here in the notebook. Under papermill / `audiolens run` the App is not launched.
 
 # %%
 session = fo_launch_app(ds, port=app_port, remote=remote, when=launch_app)
