@@ -164,7 +164,8 @@ class LiveNeuronPipeline:
                 axes[i, 1].plot(tr[:, 0], tr[:, 1], lw=0.8) if len(tr) else None
                 if len(tr):
                     axes[i, 1].scatter(tr[-1:, 0], tr[-1:, 1], c="red", s=12)
-                axes[i, 1].set_title("trace" if i else "2-D trace (newest red)", fontsize=8)
+                kind = "projector" if self.projector is not None and layer == self.projector_layer else "PCA"
+                axes[i, 1].set_title(f"{kind} trace" + ("" if i else " (newest red)"), fontsize=8)
         axes[-1, 0].plot(t, self.energy_db.latest(), color="k", lw=0.8)
         axes[-1, 0].set_ylabel("energy dB")
         axes[-1, 0].set_xlabel("stream time (s)")
@@ -183,8 +184,9 @@ class NeuronLivePanel:
         self.pipeline = pipeline
         self.file_waveform = file_waveform
         self.mic_ok, self.mic_message = microphone_status(pipeline.sample_rate)
-        options = (["microphone"] if self.mic_ok else []) + (["file (real time)"] if file_waveform is not None else [])
-        self.source = widgets.Dropdown(options=options or ["microphone"], description="source")
+        options = ["microphone"] + (["file (real time)"] if file_waveform is not None else [])
+        default = "microphone" if self.mic_ok or file_waveform is None else "file (real time)"
+        self.source = widgets.Dropdown(options=options, value=default, description="source")
         self.start = widgets.ToggleButton(description="Start listening", icon="microphone", value=False)
         self.reset_button = widgets.Button(description="Reset", icon="refresh")
         self.performance = widgets.Checkbox(description="performance mode (render less)", value=False)

@@ -51,8 +51,12 @@ class KeywordTranscriber:
         return {"backend": self.backend, "model": self.model_name, "available": self.available,
                 "reason": self.reason}
 
-    def transcribe(self, waveform, sample_rate: int = 16000, initial_prompt: str | None = None) -> dict:
-        """``{"text", "words": DataFrame(word, start, end, probability)}`` for one mono clip."""
+    def transcribe(self, waveform, sample_rate: int = 16000, initial_prompt: str | None = None, **options) -> dict:
+        """``{"text", "words": DataFrame(word, start, end, probability)}`` for one mono clip.
+
+        ``options`` (faster-whisper) override the transcriber's, e.g. ``max_new_tokens=8`` for
+        short clips, where Whisper otherwise tends to hallucinate a long continuation.
+        """
         if not self.available:
             raise RuntimeError(f"Whisper is not available: {self.reason}")
         waveform = np.asarray(waveform, dtype=np.float32).reshape(-1)
@@ -63,7 +67,7 @@ class KeywordTranscriber:
         if self.backend == "faster-whisper":
             segments, _info = self.model.transcribe(
                 waveform, word_timestamps=True, initial_prompt=initial_prompt, beam_size=5,
-                condition_on_previous_text=False, **self.options)
+                condition_on_previous_text=False, **{**self.options, **options})
             words, texts = [], []
             for segment in segments:
                 texts.append(segment.text.strip())
@@ -86,14 +90,16 @@ class KeywordTranscriber:
 
 def load_keyword_transcriber(model: str | None = None, backend: str = "faster-whisper", device: str = "cpu",
                              compute_type: str = "float32", local_files_only: bool | None = None,
-                             **options) -> KeywordTranscriber:
+                             cpu_threads: int | None = None, **options) -> KeywordTranscriber:
     """Load Whisper for keyword spotting; on failure return an unavailable transcriber with the reason.
 
     ``model``: a faster-whisper model name (``tiny.en``, ``base``...) or a local CTranslate2
     folder, or for ``backend="transformers"`` a hub id or a local folder. ``None``:
     ``default_whisper_model()``. ``options`` go to ``WhisperModel.transcribe``
-    (e.g. ``no_speech_threshold=None``).
+    (e.g. ``no_speech_threshold=None``). ``cpu_threads``: CTranslate2 threads (None: half the
+    cores, at most 4; oversubscribed cores slow Whisper down several times).
     """
+    import os
     from pathlib import Path
 
     if backend not in WHISPER_BACKENDS:
@@ -111,7 +117,9 @@ def load_keyword_transcriber(model: str | None = None, backend: str = "faster-wh
             return KeywordTranscriber(backend, model, False, f"faster-whisper is not installed ({error}); "
                                       "pip install faster-whisper, or use backend='transformers'")
         try:
-            loaded = WhisperModel(model, device=device, compute_type=compute_type, local_files_only=local_files_only)
+            threads = cpu_threads if cpu_threads is not None else max(1, min(4, (os.cpu_count() or 2) // 2))
+            loaded = WhisperModel(model, device=device, compute_type=compute_type, local_files_only=local_files_only,
+                                  cpu_threads=threads)
         except Exception as error:  # noqa: BLE001 -- CTranslate2 / hub errors vary
             return KeywordTranscriber(backend, model, False,
                                       f"cannot load Whisper model {model!r}: {type(error).__name__}: {error}. "

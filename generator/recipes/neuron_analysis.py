@@ -22,7 +22,7 @@ seed = 0  # random seed (utterance choice, PCA, clustering)
 model_name = "microsoft/wavlm-base-plus"  # hub id or local folder (WavLM, Wav2Vec2, HuBERT)
 random_weights_if_unavailable = True  # offline without the weights: same-size model with random weights
 device = "cpu"  # cpu, cuda, mps or auto
-layers = [2, 6, 10]  # transformer layers to analyse (0 = transformer input)
+layers = [2, 6, 10]  # transformer layers to analyse (0: the transformer input)
 n_utterances = 8  # LibriSpeech utterances analysed offline (distinct speakers)
 max_seconds = 12.0  # crop each utterance to this many seconds (None: whole)
 pitch_method = "pyin"  # pitch tracker: pyin (with voicing) or yin (faster)
@@ -41,13 +41,16 @@ stream_seconds = 10.0  # audio streamed for the latency measurement
 stream_update_s = 0.2  # audio per streaming update (s); frames stay 40 ms windows / 20 ms hop
 left_context_s = 1.0  # left context kept by the streaming model (s)
 throttle_policy = "batch"  # when compute lags: batch pending audio or skip stale blocks
-smoothing_alpha = 0.5  # exponential smoothing of live activity (1 = none)
+smoothing_alpha = 0.5  # exponential smoothing of live activity (1: none)
 
 # %%
+import os
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import torch
 from IPython.display import display
 
 from lib.audio import load_audio
@@ -359,6 +362,10 @@ streaming = {
     "update_s": stream_update_s, "left_context_s": left_context_s, "window_ms": 40, "hop_ms": 20,
     "latency_ms_p50": realtime_summary.get("latency_ms_p50"), "latency_ms_p95": realtime_summary.get("latency_ms_p95"),
     "real_time_factor": fast_summary.get("real_time_factor"),
+    "real_time_factor_note": "compute s per audio s, one update per block (fast pass); the real-time pass batches "
+                             "pending blocks when it lags, see realtime_pass",
+    "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     "realtime_pass": realtime_summary, "fast_pass": fast_summary,
     "streamed_vs_offline_correlation": {str(k): v for k, v in agreement.items()},
 }

@@ -1,0 +1,61 @@
+"""Smoke run of the neuron_analysis notebook on real LibriSpeech utterances with a tiny WavLM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.mark.notebook
+def test_neuron_analysis_notebook(run_notebook, tiny_model, librispeech_dir):
+    results = run_notebook(
+        "neuron_analysis",
+        data_path=str(librispeech_dir),
+        model_name=str(tiny_model("wavlm")),
+        layers=[1, 2],
+        n_utterances=3,
+        max_seconds=4.0,
+        pitch_method="yin",
+        n_transcribe=1,
+        stream_seconds=3.0,
+        segment_seconds=1.0,
+        heatmap_neurons=16,
+    )
+    out = Path(results["_out"])
+    assert results["model"]["weights"] == "checkpoint" and results["model"]["hidden_size"] == 32
+
+    tuning = results["tuning"]
+    assert tuning["frames"] > 3 * 3.5 * 49  # three ~4 s clips at 49-50 frames per second
+    for layer in ("1", "2"):
+        top = tuning["layers"][layer]["top_correlations"]
+        assert {t["feature"] for t in top} >= {"rms", "f0", "centroid", "zcr"}
+        assert all(0 <= t["neuron"] < 32 and -1 <= t["spearman_r"] <= 1 for t in top)
+        # energy drives even a random network: its strongest rms correlation is clearly non-zero
+        rms = next(t for t in top if t["feature"] == "rms")
+        assert abs(rms["spearman_r"]) > 0.1 and rms["q"] < 0.05
+        assert sum(c["size"] for c in tuning["layers"][layer]["clusters"]) == 32
+
+    keywords = results["keywords"]
+    if keywords["whisper"]["available"]:
+        assert len(keywords["transcripts"]) == 1 and keywords["n_found"] >= 1
+        assert all(0 <= k["start"] <= k["end"] <= 4.1 and k["start_frame"] <= k["end_frame"] for k in keywords["found"])
+    else:
+        assert keywords["whisper"]["reason"] and keywords["n_found"] == 0
+
+    assert results["projector"]["status"]["loaded"] and (out / "semantic_projector.npz").exists()
+
+    streaming = results["streaming"]
+    assert streaming["weights"] == "checkpoint" and streaming["num_parameters"] > 0
+    for key in ("latency_ms_p50", "latency_ms_p95", "real_time_factor"):
+        assert np.isfinite(streaming[key]) and streaming[key] > 0
+    assert streaming["latency_ms_p95"] >= streaming["latency_ms_p50"]
+    assert streaming["fast_pass"]["audio_seconds_processed"] == pytest.approx(3.0)
+    assert streaming["fast_pass"]["updates"] == 15 and streaming["fast_pass"]["dropped_frames"] == 0
+    assert all(v > 0.5 for v in streaming["streamed_vs_offline_correlation"].values())
+
+    assert results["live"]["frames_buffered"] > 0 and results["live"]["projector_loaded"]
+    for name in ("tuning_correlations.png", "utterance_heatmaps.png", "pca_trajectories.png",
+                 "pca_trajectories_3d.html", "streaming_latency.png", "live_snapshot.png"):
+        assert (out / name).stat().st_size > 1000, name

