@@ -9,7 +9,7 @@
 # - **Linear-probe accuracy**: cross-validated logistic regression. High when words are
 #   linearly separable, the usual probing measure of what a layer "encodes".
 # - **Silhouette**: cohesion vs separation of the word clusters (cosine), from -1 to 1,
-#   with no training at all.
+#   with no training at all (NaN for a layer whose features are constant).
 #
 # Cross-validation folds are stratified by word; with `group_by_speaker` they also hold
 # speakers out (no speaker in both training and test), so a layer cannot score by
@@ -76,7 +76,8 @@ def separability_scores(features, labels, groups=None, n_splits: int = 5, knn_k:
         knn_acc = cross_val_score(knn, x, y, cv=folds).mean()
         linear_acc = cross_val_score(linear, x, y, cv=folds).mean()
     scaled = StandardScaler().fit_transform(x)
-    silhouette = silhouette_score(scaled, y, metric="cosine") if np.ptp(scaled) > 0 else 0.0
+    # constant features (e.g. an untrained codebook) have no cosine geometry: silhouette undefined
+    silhouette = silhouette_score(scaled, y, metric="cosine") if np.ptp(scaled) > 0 else float("nan")
     return {"knn_acc": float(knn_acc), "linear_acc": float(linear_acc), "silhouette": float(silhouette),
             "folds": len(folds)}
 
@@ -136,11 +137,12 @@ def plot_layer_separability(table: pd.DataFrame, baseline_models=("mfcc",), titl
     names = {"knn_acc": "kNN accuracy (cross-validated)", "linear_acc": "linear-probe accuracy (cross-validated)",
              "silhouette": "silhouette (cosine)"}
     models = [m for m in table["model"].unique() if m not in baseline_models]
+    annotate = len(models) <= 3  # layer names on the points; with more models, hover the interactive plot
     for ax, metric in zip(axes, SEPARABILITY_METRICS):
         for model in models:
             rows = table[(table["model"] == model) & (table["layer"] != "concat")]
             line = ax.plot(rows["depth"], rows[metric], marker="o", label=str(model).rstrip("/").split("/")[-1])[0]
-            for _, row in rows.iterrows():
+            for _, row in rows.iterrows() if annotate else ():
                 ax.annotate(row["layer"], (row["depth"], row[metric]), fontsize=7, alpha=0.7,
                             textcoords="offset points", xytext=(0, 4), ha="center")
             concat = table[(table["model"] == model) & (table["layer"] == "concat")]

@@ -174,6 +174,15 @@ if not embedding_sets:
 # `group_by_speaker` the folds hold speakers out, the honest test of word identity.
 
 # %%
+def nan_to_none(value):
+    """NaN (an undefined silhouette, the depth of "concat") -> null, so results.json is strict JSON."""
+    if isinstance(value, dict):
+        return {k: nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [nan_to_none(v) for v in value]
+    return None if isinstance(value, float) and value != value else value
+
+
 common = set(samples.path)
 for result in embedding_sets.values():
     common &= set(result.paths)
@@ -205,14 +214,15 @@ interactive.show()
 mfcc_row = table[table.model == "mfcc"]
 update_results(
     out,
-    separability=table[["model", "layer", "position", "depth", "dims", "knn_acc", "linear_acc", "silhouette"]]
-    .to_dict(orient="records"),
+    separability=nan_to_none(table[["model", "layer", "position", "depth", "dims", "knn_acc", "linear_acc",
+                                    "silhouette"]].to_dict(orient="records")),
     chance=float(table.chance.iloc[0]),
     cv={"folds": int(min(cv_folds, clips.word.value_counts().min())), "speakers_held_out": groups is not None,
         "n_clips": len(clips)},
-    best_layer={row.model: {"layer": row.layer, "knn_acc": row.knn_acc, "linear_acc": row.linear_acc,
-                            "silhouette": row.silhouette} for row in best.itertuples()},
-    mfcc_baseline=mfcc_row.iloc[0][["knn_acc", "linear_acc", "silhouette"]].to_dict() if len(mfcc_row) else None,
+    best_layer=nan_to_none({row.model: {"layer": row.layer, "knn_acc": row.knn_acc, "linear_acc": row.linear_acc,
+                                        "silhouette": row.silhouette} for row in best.itertuples()}),
+    mfcc_baseline=nan_to_none(mfcc_row.iloc[0][["knn_acc", "linear_acc", "silhouette"]].to_dict())
+    if len(mfcc_row) else None,
 )
 
 # %% [markdown]
@@ -251,7 +261,7 @@ if len(poolings) > 1:
     ax.legend(fontsize=8, ncol=3)
     save_figure(fig, out, "pooling_comparison")
     plt.show()
-update_results(out, pooling_comparison=pooling_rows)
+update_results(out, pooling_comparison=nan_to_none(pooling_rows))
 
 # %% [markdown]
 # ## Maps of the layers
