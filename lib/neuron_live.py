@@ -252,7 +252,7 @@ class NeuronLivePanel:
             if self.pipeline.step() is not None:
                 self.draw_if_due()
         self.pipeline.close()
-        self.draw(force=True)
+        self.draw()
         self.start.description = "Start listening"
 
     def stop(self) -> None:
@@ -265,7 +265,7 @@ class NeuronLivePanel:
     def reset(self) -> None:
         self.pipeline.reset()
         self.updates_drawn = 0
-        self.plot.clear_output()
+        self.plot.outputs = ()
         self._show_status()
 
     def draw_if_due(self) -> None:
@@ -276,14 +276,19 @@ class NeuronLivePanel:
         else:
             self._show_status()
 
-    def draw(self, force: bool = False) -> None:
+    def draw(self) -> None:
+        import base64
+        import io
+
         import matplotlib.pyplot as plt
-        from IPython.display import display
 
         fig = self.pipeline.figure(performance=self.performance.value)
-        with self.plot:
-            self.plot.clear_output(wait=True)
-            display(fig)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=60 if self.performance.value else 90)
         plt.close(fig)
+        # replace the Output's content in one assignment: safe from the streaming thread, no flicker
+        self.plot.outputs = ({"output_type": "display_data", "metadata": {},
+                              "data": {"image/png": base64.b64encode(buffer.getvalue()).decode("ascii"),
+                                       "text/plain": "<live neuron view>"}},)
         self.updates_drawn += 1
         self._show_status()

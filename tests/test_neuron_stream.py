@@ -213,5 +213,7 @@ def test_live_pipeline_buffers_reset_and_panel(adapter, speech):
         panel.start.value = True  # cannot open: the button springs back and the message says why
         assert panel.start.value is False and "No microphone" in panel.message
         assert message.split(":")[0] in panel.status.value
+    panel.draw()
+    assert panel.plot.outputs[0]["data"]["image/png"]
     panel.reset_button.click()
-    assert len(live.frame_index) == 0
+    assert len(live.frame_index) == 0 and panel.plot.outputs == ()
