@@ -266,7 +266,8 @@ def fo_compute_maps(dataset, embeddings, methods=("umap", "tsne", "pca"), seed: 
     for method in methods:
         options = {"umap": dict(num_neighbors=min(umap_n_neighbors, len(embeddings) - 1), min_dist=umap_min_dist,
                                 metric=metric),
-                   "tsne": dict(perplexity=min(tsne_perplexity, (len(embeddings) - 1) / 3), metric=metric),
+                   "tsne": dict(perplexity=min(tsne_perplexity, (len(embeddings) - 1) / 3), metric=metric,
+                                pca_dims=min(50, len(embeddings), embeddings.shape[1])),
                    "pca": {}}.get(method)
         if options is None:
             raise ValueError(f"unknown map method {method!r}; choose umap, tsne or pca")
@@ -299,7 +300,8 @@ def fo_standard_views(dataset, label: str | None = None, fields=("split", "speak
     ``label``: a label for the by-label views (default: the most frequent). For each field in
     ``fields`` present on the data set, a view of its most frequent value. ``geo_box``:
     ``(lon_min, lat_min, lon_max, lat_max)`` for the geographic view (default: the box around
-    the label's clips). Combinations: label x first categorical field, label x box.
+    the label's clips). Combinations: label x the first field present (its commonest value among
+    the label's clips), label x box.
     """
     from fiftyone import ViewField as F
 
@@ -319,9 +321,13 @@ def fo_standard_views(dataset, label: str | None = None, fields=("split", "speak
         views[f"{field}-{value}"] = clips.match(F(field) == value)
         if first_field is None:
             first_field = (field, value)
-    if first_field is not None:
-        field, value = first_field
-        views[f"label-{label}-and-{field}-{value}"] = clips.match((F("ground_truth.label") == label) & (F(field) == value))
+    if first_field is not None:  # a combination that is never empty: the field's commonest value within the label
+        field = first_field[0]
+        within = {k: v for k, v in views[f"label-{label}"].count_values(field).items() if k is not None}
+        if within:
+            value = max(within, key=within.get)
+            views[f"label-{label}-and-{field}-{value}"] = clips.match((F("ground_truth.label") == label)
+                                                                     & (F(field) == value))
     if "location" in schema:
         if geo_box is None:
             points = np.array([p for p in views[f"label-{label}"].values("location.point") if p])

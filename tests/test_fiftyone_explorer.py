@@ -139,7 +139,9 @@ def test_views_geo_and_export(small_dataset, tmp_path):
     assert len(views["label-3"]) == 6 and set(views["label-3"].values("ground_truth.label")) == {"3"}
     speaker_views = [name for name in views if name.startswith("speaker-")]
     assert speaker_views and "geo-box" in views
-    assert any(name.startswith("label-3-and-split-") for name in views)
+    combo = next(name for name in views if name.startswith("label-3-and-split-"))
+    assert len(views[combo]) > 0 and set(views[combo].values("ground_truth.label")) == {"3"}
+    assert set(views[combo].values("split")) == {combo.rsplit("-", 1)[1]}
     assert set(views["geo-box-and-label-3"].values("ground_truth.label")) == {"3"}
     assert set(ds.list_saved_views()) >= set(views)
     assert len(ds.load_saved_view("label-3")) == 6
