@@ -418,12 +418,15 @@ def fo_execution_context() -> str:
         return "script"
     if "google.colab" in sys.modules or os.environ.get("COLAB_RELEASE_TAG"):
         return "notebook"
-    parents = " ".join(_fo_parent_cmdlines())
-    if any(marker in parents for marker in ("papermill", "nbconvert", "nbclient", "pytest", "audiolens run",
-                                           "bin/audiolens")):
+    parent_lines = _fo_parent_cmdlines()
+    parents = " ".join(parent_lines)
+    batch_markers = ("papermill", "nbconvert", "nbclient", "pytest", "audiolens run", "bin/audiolens")
+    if any(marker in parents for marker in batch_markers):
+        return "papermill"
+    if parent_lines and "ipykernel" in parent_lines[0]:  # started from another kernel (papermill in a notebook)
         return "papermill"
     if os.environ.get("JPY_SESSION_NAME") or os.environ.get("VSCODE_PID") or os.environ.get("VSCODE_CWD") \
-            or any(m in parents for m in ("jupyter", "notebook", "lab", "vscode", "code-server")):
+            or any(m in parents for m in ("jupyter", "vscode", "code-server", "spyder", "nteract")):
         return "notebook"
     return "papermill"  # a kernel started by an unknown driver: treat it as batch, never block it
 
