@@ -4,6 +4,9 @@
 # A fixed 2-D projection of one layer's features, fitted once on a labelled manifest
 # (e.g. speakers) and reused to place live frames on the same map:
 #
+# - `fit_projector_from_manifest(adapter, manifest, layer)`: the same from a manifest of
+#   labelled audio files (`path` and `label` columns, e.g. `lib.datasets.load_fsdd()`): layer
+#   activity mean-pooled per clip (or per segment of long clips) becomes the fitting data.
 # - `fit_semantic_projector(features, labels)`: standardise, then linear discriminant analysis
 #   to 2-D when there are at least 3 labels (directions that separate the labels), else PCA.
 # - `save_projector` / `load_projector`: a `.npz` with the standardisation, the projection,
@@ -25,6 +28,7 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.metrics import adjusted_rand_score
 
 from lib.atomic_io import atomic_write_bytes
+from lib.audio import load_audio_batch
 
 PROJECTOR_FORMAT = 1
 
@@ -167,5 +171,40 @@ def speaker_clustering(embeddings, speakers, projector: SemanticProjector | None
         projected = projector.transform(x)
         labels2d = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(projected)
         result["ari_projected_2d"] = float(adjusted_rand_score(speakers, labels2d))
-        result["nearest_centroid_accuracy"] = float((projector.nearest_label(projected) == speakers).mean())
+        if set(np.unique(speakers)) <= set(projector.labels):  # the projector was fitted on these speakers
+            result["nearest_centroid_accuracy"] = float((projector.nearest_label(projected) == speakers).mean())
     return result
+
+
+def fit_projector_from_manifest(adapter, manifest, layer: int, label_column: str = "label", method: str = "auto",
+                                segment_seconds: float | None = None, max_seconds: float | None = 30.0,
+                                progress: bool = True) -> tuple:
+    """Fit a projector on a labelled manifest (``path`` + ``label_column``); return ``(projector, info)``.
+
+    Each clip's ``layer`` activity is mean-pooled, per clip or per ``segment_seconds`` window.
+    Unreadable clips are skipped and counted in ``info["skipped"]``.
+    """
+    from tqdm.auto import tqdm
+
+    if "path" not in manifest or label_column not in manifest:
+        raise ValueError(f"the manifest needs 'path' and {label_column!r} columns; it has {list(manifest.columns)}")
+    waves, paths, failures = load_audio_batch(manifest["path"], sr=adapter.sample_rate, progress=progress)
+    labels_by_path = dict(zip(manifest["path"].astype(str), manifest[label_column].astype(str)))
+    activity, labels = [], []
+    for wave, path in tqdm(list(zip(waves, paths)), desc=f"layer {layer} activity", disable=not progress, leave=False):
+        if max_seconds is not None:
+            wave = wave[: int(max_seconds * adapter.sample_rate)]
+        activity.append(adapter.hidden_states(wave, layers=[layer])[layer])
+        labels.append(labels_by_path[str(path)])
+    if not activity:
+        raise ValueError("no clip of the manifest could be loaded; see the skipped files above")
+    if segment_seconds:
+        frames = max(1, int(round(segment_seconds * adapter.frame_rate)))
+        embeddings, seg_labels, _, _ = segment_embeddings(activity, labels, segment_frames=frames,
+                                                          min_frames=max(1, frames // 4))
+    else:
+        embeddings, seg_labels = np.stack([a.mean(axis=0) for a in activity]), np.asarray(labels).astype(str)
+    source = {"model": adapter.name, "layer": int(layer), "labels": label_column, "clips": len(activity)}
+    projector = fit_semantic_projector(embeddings, seg_labels, method=method, source=source)
+    return projector, {"clips": len(activity), "points": int(len(embeddings)), "skipped": len(failures),
+                       "labels": int(len(projector.labels)), "method": projector.method}

@@ -18,6 +18,7 @@ from lib.frame_stream import (
 )
 from lib.neuron_live import LiveNeuronPipeline, NeuronLivePanel
 from lib.semantic_projector import (
+    fit_projector_from_manifest,
     fit_semantic_projector,
     load_projector,
     projector_status,
@@ -217,3 +218,26 @@ def test_live_pipeline_buffers_reset_and_panel(adapter, speech):
     assert panel.plot.outputs[0]["data"]["image/png"]
     panel.reset_button.click()
     assert len(live.frame_index) == 0 and panel.plot.outputs == ()
+
+
+@pytest.mark.parametrize("family", ["wav2vec2", "hubert"])
+def test_streaming_other_families(tiny_model, speech, family):
+    other = load_speech_model(str(tiny_model(family)), local_files_only=True)
+    y = speech[0][0][:16000 * 2]
+    offline = other.hidden_states(y, layers=[2])
+    streamed = StreamingLayerActivations(other, [2], left_context_s=1.0).stream_waveform(y, chunk_s=0.2)
+    np.testing.assert_array_equal(streamed["frames"], np.arange(len(offline[2])))
+    assert streaming_agreement(streamed, offline)[2] > 0.5
+
+
+def test_projector_from_labelled_manifest(adapter, fsdd_manifest, tmp_path):
+    subset = fsdd_manifest[fsdd_manifest.label.isin([0, 1, 7])].groupby("label").head(4)
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF0000WAVE")
+    manifest = subset[["path", "label"]].copy()
+    manifest.loc[len(manifest) + 100] = [str(broken), 7]
+    projector, info = fit_projector_from_manifest(adapter, manifest, layer=2, progress=False)
+    assert info == {"clips": 12, "points": 12, "skipped": 1, "labels": 3, "method": "lda"}
+    assert sorted(projector.labels) == ["0", "1", "7"] and projector.source["layer"] == 2
+    with pytest.raises(ValueError, match="columns"):
+        fit_projector_from_manifest(adapter, manifest.rename(columns={"label": "digit"}), layer=2)

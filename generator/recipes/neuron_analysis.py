@@ -34,7 +34,8 @@ whisper_model = None  # faster-whisper name or local folder; None: local tiny.en
 whisper_backend = "faster-whisper"  # faster-whisper or transformers
 keywords = None  # words to mark; None: most frequent words (4+ letters) in the transcripts
 n_transcribe = None  # utterances transcribed (None: all analysed)
-projector_path = None  # saved semantic projector (.npz) to load; None: fit on these speakers and save
+projector_path = None  # saved semantic projector (.npz) to load; None: fit one and save it
+projector_manifest = None  # CSV of labelled clips (path, label) to fit the projector on; None: these speakers
 projector_layer = None  # layer the projector maps (None: last of layers)
 segment_seconds = 2.0  # segment length for speaker embeddings
 stream_seconds = 10.0  # audio streamed for the latency measurement
@@ -68,6 +69,7 @@ from lib.neuron_tuning import (
 from lib.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
 from lib.runtime import pick_device, seed_everything
 from lib.semantic_projector import (
+    fit_projector_from_manifest,
     fit_semantic_projector,
     load_projector,
     projector_status,
@@ -294,9 +296,17 @@ emb, seg_labels, seg_utt, seg_idx = segment_embeddings(collected["activity"][pro
                                                        min_frames=max(3, segment_frames // 4))
 fit_mask, eval_mask = seg_idx % 2 == 0, seg_idx % 2 == 1
 projector_file = None
+projector_fit = {"data": "held-in segments of the analysed utterances, labelled by speaker"}
 if projector_path:
     projector = load_projector(projector_path)
     projector_file = projector_path
+    projector_fit = {"data": f"loaded from {projector_path}"}
+elif projector_manifest:
+    projector, projector_fit = fit_projector_from_manifest(adapter, pd.read_csv(projector_manifest), projector_layer,
+                                                           segment_seconds=segment_seconds)
+    projector_fit["data"] = str(projector_manifest)
+    projector_file = save_projector(projector, out / "semantic_projector.npz")
+    projector = load_projector(projector_file)
 elif len(np.unique(seg_labels[fit_mask])) >= 2:
     projector = fit_semantic_projector(emb[fit_mask], seg_labels[fit_mask],
                                        source={"model": model_info["model"], "weights": model_info["weights"],
@@ -310,7 +320,7 @@ print("projector:", status)
 clustering = speaker_clustering(emb[eval_mask], seg_labels[eval_mask], projector, seed=seed) \
     if eval_mask.sum() > len(np.unique(seg_labels)) else {"note": "too few held-out segments"}
 print("speaker clustering on held-out segments:", clustering)
-update_results(out, projector={"status": status, "segments": int(len(emb)), "fit_segments": int(fit_mask.sum()),
+update_results(out, projector={"status": status, "fit": projector_fit, "segments": int(len(emb)), "fit_segments": int(fit_mask.sum()),
                                "eval_segments": int(eval_mask.sum()), "clustering": clustering})
 if projector is not None:
     points = projector.transform(emb)
