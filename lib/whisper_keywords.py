@@ -129,12 +129,34 @@ def load_keyword_transcriber(model: str | None = None, backend: str = "faster-wh
     try:
         from transformers import pipeline
 
-        loaded = pipeline("automatic-speech-recognition", model=model, device=device,
-                          model_kwargs={"local_files_only": local_files_only} if local_files_only else None)
+        loaded = pipeline("automatic-speech-recognition", model=model, device=device)
     except Exception as error:  # noqa: BLE001
         return KeywordTranscriber(backend, model, False,
                                   f"cannot load transformers Whisper {model!r}: {type(error).__name__}: {error}")
     return KeywordTranscriber(backend, model, True, "", loaded, options)
+
+
+def transcribe_utterances(transcriber: KeywordTranscriber, waveforms, names, sample_rate: int = 16000,
+                          initial_prompt: str | None = None, progress: bool = True) -> dict:
+    """Transcribe several clips; a failing clip is recorded in ``errors``, never raised.
+
+    Returns ``{"transcripts": {name: text}, "words": {name: DataFrame}, "errors": {name: message}}``;
+    with an unavailable transcriber every clip gets its reason.
+    """
+    from tqdm.auto import tqdm
+
+    result = {"transcripts": {}, "words": {}, "errors": {}}
+    for name, wave in tqdm(list(zip(names, waveforms)), desc="whisper", disable=not progress, leave=False):
+        if not transcriber.available:
+            result["errors"][name] = transcriber.reason
+            continue
+        try:
+            out = transcriber.transcribe(wave, sample_rate, initial_prompt=initial_prompt)
+        except Exception as error:  # noqa: BLE001 -- any backend failure: keep going, report it
+            result["errors"][name] = f"{type(error).__name__}: {str(error)[:300]}"
+            continue
+        result["transcripts"][name], result["words"][name] = out["text"], out["words"]
+    return result
 
 
 def keyword_markers(words: pd.DataFrame, keywords=None, frame_rate: float = 50.0, n_frames: int | None = None,

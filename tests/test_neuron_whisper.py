@@ -13,6 +13,7 @@ from lib.whisper_keywords import (
     keyword_markers,
     load_keyword_transcriber,
     normalise_word,
+    transcribe_utterances,
 )
 
 DIGITS = "zero one two three four five six seven eight nine"
@@ -70,3 +71,14 @@ def test_markers_and_keyword_choice_without_whisper():
     assert list(markers.start_frame) == [0, 50] and list(markers.end_frame) == [19, 59]
     assert keyword_markers(None, ["x"]).empty
     assert frequent_keywords(["the cat sat", "cats and the cat", "Cat!"], n=1, min_length=3) == ["cat"]
+
+
+def test_failing_backend_is_reported_not_raised(tiny_model):
+    # a tiny random transformers Whisper without timestamp generation settings: loads, then fails
+    transcriber = load_keyword_transcriber(str(tiny_model("whisper")), backend="transformers")
+    waves = [np.zeros(8000, np.float32), np.zeros(8000, np.float32)]
+    result = transcribe_utterances(transcriber, waves, ["a", "b"], progress=False)
+    assert set(result["errors"]) == {"a", "b"} and not result["transcripts"]
+    assert all(result["errors"].values())
+    missing = transcribe_utterances(load_keyword_transcriber("/nonexistent/whisper"), waves[:1], ["a"], progress=False)
+    assert "cannot load" in missing["errors"]["a"]

@@ -82,7 +82,12 @@ from lib.streaming_activations import (
     load_model_for_analysis,
     streaming_agreement,
 )
-from lib.whisper_keywords import frequent_keywords, keyword_markers, load_keyword_transcriber
+from lib.whisper_keywords import (
+    frequent_keywords,
+    keyword_markers,
+    load_keyword_transcriber,
+    transcribe_utterances,
+)
 
 seed_everything(seed)
 out = prepare_output_dir(output_dir)
@@ -181,23 +186,21 @@ plt.show()
 # ## Keywords with Whisper
 #
 # Whisper transcribes the utterances with word timestamps; keyword occurrences become markers
-# on the 20 ms frame grid. If Whisper cannot be loaded the analysis goes on without them.
+# on the 20 ms frame grid. If Whisper cannot be loaded, or fails on a clip, the analysis goes on
+# without those keywords and results.json (`keywords.errors`, `keywords.whisper.reason`) says why.
 
 # %%
 transcriber = load_keyword_transcriber(whisper_model, backend=whisper_backend)
 print("Whisper:", transcriber.status())
-transcripts, words_per_utt = {}, {}
-if transcriber.available:
-    to_transcribe = list(range(len(waves)))[: n_transcribe or len(waves)]
-    with Stopwatch() as sw_whisper:
-        for i in to_transcribe:
-            result = transcriber.transcribe(waves[i], adapter.sample_rate)
-            transcripts[names[i]], words_per_utt[names[i]] = result["text"], result["words"]
-    for name, text in transcripts.items():
-        print(f"{name}: {text}")
-else:
-    sw_whisper = None
-    print("No keywords: Whisper is unavailable:", transcriber.reason)
+to_transcribe = list(range(len(waves)))[: n_transcribe or len(waves)]
+with Stopwatch() as sw_whisper:
+    transcribed = transcribe_utterances(transcriber, [waves[i] for i in to_transcribe],
+                                        [names[i] for i in to_transcribe], adapter.sample_rate)
+transcripts, words_per_utt, whisper_errors = transcribed["transcripts"], transcribed["words"], transcribed["errors"]
+for name, text in transcripts.items():
+    print(f"{name}: {text}")
+if whisper_errors:
+    print(f"No keywords for {len(whisper_errors)} utterance(s):", next(iter(whisper_errors.values())))
 keyword_list = list(keywords) if keywords else frequent_keywords(transcripts.values(), n=8)
 markers = pd.concat([keyword_markers(words_per_utt[n], keyword_list, adapter.frame_rate,
                                      len(collected["activity"][layers[0]][names.index(n)]), utterance=n)
@@ -206,7 +209,8 @@ print("keywords:", keyword_list)
 display(markers)
 update_results(out, keywords={
     "whisper": transcriber.status(),
-    "transcribe_seconds": sw_whisper.seconds if sw_whisper else None,
+    "transcribe_seconds": sw_whisper.seconds if transcripts else None,
+    "errors": whisper_errors,
     "keywords": keyword_list,
     "found": markers[["utterance", "keyword", "start", "end", "start_frame", "end_frame"]].to_dict("records"),
     "n_found": int(len(markers)),
