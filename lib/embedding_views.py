@@ -33,6 +33,9 @@ def reduce_layer_embeddings(features, method: str = "pca", n_components: int = 2
     n = len(x)
     if n <= n_components:
         raise ValueError(f"need more than {n_components} clips to reduce to {n_components}-D, got {n}")
+    if np.ptp(x) == 0:  # every clip has the same features (e.g. an untrained codebook): nothing to map
+        print("reduce_layer_embeddings: the features are constant; every point maps to the origin")
+        return np.zeros((n, n_components), dtype=np.float32)
     if method == "pca":
         coords = PCA(n_components=min(n_components, x.shape[1]), random_state=seed).fit_transform(x)
         if coords.shape[1] < n_components:  # fewer dims than components: pad with zeros
@@ -40,6 +43,9 @@ def reduce_layer_embeddings(features, method: str = "pca", n_components: int = 2
         return coords.astype(np.float32)
     if x.shape[1] > 50:  # the usual PCA pre-reduction before neighbour embeddings
         x = PCA(n_components=min(50, n - 1), random_state=seed).fit_transform(x)
+    # identical points make the Barnes-Hut tree of t-SNE recurse without end (a crash, not an error):
+    # a deterministic jitter far below the data's scale separates them
+    x = x + np.random.default_rng(seed).normal(scale=1e-6 * (x.std() + 1e-12), size=x.shape)
     if method == "tsne":
         perplexity = float(min(30.0, max(2.0, (n - 1) / 3)))
         return TSNE(n_components=n_components, perplexity=perplexity, init="pca", random_state=seed,

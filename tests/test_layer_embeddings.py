@@ -304,6 +304,11 @@ def test_reductions_and_interactive_views():
     for method, dims in (("pca", 2), ("pca", 3), ("tsne", 2)):
         coords = reduce_layer_embeddings(x, method, dims, seed=0)
         assert coords.shape == (30, dims) and np.all(np.isfinite(coords))
+    duplicated = np.vstack([x[:10]] * 3)  # many identical points: t-SNE's tree must not crash
+    for method in ("tsne", "pca"):
+        assert np.all(np.isfinite(reduce_layer_embeddings(duplicated, method, 3, seed=0)))
+    constant = reduce_layer_embeddings(np.ones((30, 8)), "tsne", 3)
+    assert constant.shape == (30, 3) and not constant.any()
     with pytest.raises(ValueError, match="reduction must be one of"):
         reduce_layer_embeddings(x, "lda")
     flat = embedding_scatter(reduce_layer_embeddings(x, "pca", 2), table)
