@@ -48,12 +48,23 @@ def test_digit_classification_notebook_small_run(run_notebook, tiny_model):
 
 
 @pytest.mark.notebook
-def test_digit_classification_records_why_wav2vec2_was_skipped(run_notebook, tmp_path):
+def test_custom_word_folder_and_missing_wav2vec2_are_handled(run_notebook, fsdd_manifest, tmp_path):
+    """A folder with one sub-folder per word (no speakers, no split) and an unloadable Wav2Vec2."""
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    folder = tmp_path / "words"
+    for digit, word in enumerate(words):
+        (folder / word).mkdir(parents=True)
+        for path in fsdd_manifest[fsdd_manifest.label == digit].path.iloc[::10]:  # 30 clips per word
+            (folder / word / Path(path).name).symlink_to(path)
     results = run_notebook(
-        "digit_classification", max_train=60, max_test=20, c_grid=[10.0], gamma_grid=["scale"], cv_folds=2,
-        pca_components=16, cnn_epochs=1, loso_models=[], wav2vec2_model=str(tmp_path / "missing-model"),
-        latency_runs=1, stream_digits=[1], threads=1)
+        "digit_classification", custom_folder=str(folder), c_grid=[10.0], gamma_grid=["scale"], cv_folds=2,
+        pca_components=32, cnn_epochs=1, wav2vec2_model=str(tmp_path / "missing-model"), latency_runs=1,
+        stream_digits=["one", "two"], threads=1)
+    assert results["data"]["labels"] == sorted(words) and results["data"]["speakers"] is None
+    assert results["data"]["n_train"] + results["data"]["n_test"] == 300
     skipped = results["models"]["wav2vec2"]["skipped"]
     assert "cannot load" in skipped and "missing-model" in skipped
-    assert results["leave_one_speaker_out"] == {"skipped": "loso_models is empty"}
-    assert results["models"]["svm"]["test_accuracy"] > 0.2  # 6 clips per digit: still well above 0.1
+    assert results["leave_one_speaker_out"] == {"skipped": "no speaker information"}
+    assert results["models"]["svm"]["test_accuracy"] > 0.4  # ~25 training clips per word; chance is 0.1
+    assert sorted(results["models"]["svm"]["per_class"]) == sorted(words)
+    assert results["streaming"]["expected"] == ["one", "two"]

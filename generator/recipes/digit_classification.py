@@ -118,8 +118,9 @@ else:
     manifest = load_fsdd(data_path)
     dataset_name = "fsdd"
 if "split" not in manifest.columns:
-    tr_idx, te_idx = train_test_split(np.arange(len(manifest)), test_size=0.1, random_state=seed,
-                                      stratify=manifest["label"])
+    n_classes = manifest["label"].nunique()
+    tr_idx, te_idx = train_test_split(np.arange(len(manifest)), test_size=max(0.1, 1.5 * n_classes / len(manifest)),
+                                      random_state=seed, stratify=manifest["label"])
     manifest["split"] = "train"
     manifest.loc[te_idx, "split"] = "test"
 has_speakers = "speaker" in manifest.columns and manifest["speaker"].nunique() > 1
