@@ -397,8 +397,10 @@ def live_digit_widget(recognizer: StreamingDigitRecognizer, device=None):
 
     recognizer.on_event = show
     state = {"stream": None}
-    listen = widgets.ToggleButton(description="Listen", icon="microphone", tooltip="VAD-gated listening")
-    talk = widgets.ToggleButton(description="Talk", icon="circle", tooltip="push-to-talk: on while speaking")
+    listen = widgets.ToggleButton(description="Start listening", icon="microphone",
+                                  tooltip="toggle mode: VAD-gated listening until Stop")
+    talk = widgets.ToggleButton(description="Push to talk", icon="circle",
+                                tooltip="push-to-talk: click, say one digit, click again")
 
     def start_stream(mode):
         recognizer.mode = mode
@@ -412,6 +414,7 @@ def live_digit_widget(recognizer: StreamingDigitRecognizer, device=None):
         return stream
 
     def on_listen(change):
+        listen.description = "Stop" if change["new"] else "Start listening"
         if change["new"]:
             state["stream"] = start_stream("toggle")
             if state["stream"] is None:
@@ -422,6 +425,7 @@ def live_digit_widget(recognizer: StreamingDigitRecognizer, device=None):
             status.value = "stopped"
 
     def on_talk(change):
+        talk.description = "Done" if change["new"] else "Push to talk"
         if change["new"]:
             state["stream"] = start_stream("push_to_talk")
             if state["stream"] is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -197,6 +198,16 @@ def test_model_files_round_trip_and_clear_errors(tmp_path, small_fsdd, quick_cnn
 
     table = predict_audio_files(load_digit_model(cnn_path), test.path.iloc[0])
     assert list(table.columns) == ["path", "prediction", "confidence", "error"] and len(table) == 1
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for path in test.path.iloc[:3]:
+        (clips / Path(path).name).symlink_to(path)
+    (clips / "broken.wav").write_bytes(b"RIFF....WAVEfmt ")  # a corrupt clip is reported, not fatal
+    table = predict_audio_files(reloaded, clips)
+    assert len(table) == 4 and table.error.notna().sum() == 1
+    ok = table[table.error.isna()].sort_values("path")
+    np.testing.assert_array_equal(ok.prediction.to_numpy(),
+                                  svm.predict(test_waves[:3])[np.argsort([Path(p).name for p in test.path.iloc[:3]])])
 
     with pytest.raises(ModelFileError, match="file not found"):
         load_digit_model(tmp_path / "nowhere.joblib")

@@ -163,3 +163,14 @@ def test_microphone_problems_are_one_clear_message(monkeypatch, svm_model):
         check_microphone()
     panel = live_digit_widget(StreamingDigitRecognizer(svm_model))
     assert "Live microphone unavailable" in panel.children[0].value
+
+
+def test_early_emission_fires_once_per_segment(recording, svm_model):
+    path, spans = recording
+    recognizer = StreamingDigitRecognizer(svm_model, confidence_threshold=0.0, early_emit_ms=200)
+    events = stream_audio_file(path, recognizer)
+    # a confident partial prediction is emitted mid-segment, and the segment's end adds nothing
+    assert len(events) == len(STREAM_DIGITS)
+    assert all(e["early"] and e["emitted"] for e in events)
+    for event, (start, end) in zip(events, spans):
+        assert start - 0.1 <= event["start_s"] and event["end_s"] <= end + 0.35

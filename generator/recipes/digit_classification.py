@@ -486,8 +486,8 @@ update_results(out, streaming={"expected": expected, "emitted": emitted, "correc
 # %% [markdown]
 # ## Live microphone
 #
-# **Listen** starts VAD-gated listening (toggle); **Talk** is push-to-talk: click, say a
-# digit, click again. Each emitted digit shows with its confidence. Without a microphone
+# **Start listening** starts VAD-gated listening until **Stop** (toggle mode); **Push to
+# talk** records one utterance: click, say a digit, click **Done**. Each emitted digit shows with its confidence. Without a microphone
 # (Colab, a server, no PortAudio) the panel says why instead.
 
 # %%
