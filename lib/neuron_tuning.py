@@ -16,6 +16,7 @@
 # - `cluster_tuning_profiles`: neurons clustered (Ward) by their vector of correlations with
 #   all features, with each cluster's dominant feature.
 # - `activity_pca`: PCA of standardised layer activity and each utterance's trajectory in it.
+# - `marked_frame_selectivity`: neurons that respond differently in marked frames (keywords).
 # - `heatmap_neuron_order`: neuron orders for heatmaps (by cluster and tuning, by peak time).
 # - `layer_tuning_summary`: summary statistics (activity, dead units, share of significantly
 #   tuned neurons, effective dimensionality).
@@ -211,6 +212,26 @@ def heatmap_neuron_order(activity, tuning: dict | None = None, labels=None, by: 
     cluster_strength = {c: strength[labels == c].mean() for c in np.unique(labels)}
     key = np.array([cluster_strength[c] for c in labels])
     return np.lexsort((-strength, labels, -key))
+
+
+def marked_frame_selectivity(activity_per_utterance, masks, k: int = 10) -> pd.DataFrame:
+    """Neurons whose activity differs most between marked frames (e.g. keywords) and the rest.
+
+    ``masks[i]``: boolean ``[T_i]`` per utterance. Activity is z-scored per neuron over all
+    frames; Welch's t-test per neuron, Benjamini-Hochberg q over neurons. Returns the ``k``
+    neurons with the smallest p: ``neuron, diff_z`` (marked minus other, in SDs), ``t, p, q``.
+    """
+    x = np.concatenate(activity_per_utterance, axis=0).astype(np.float64)
+    mask = np.concatenate([np.asarray(m, dtype=bool)[: len(a)] for a, m in zip(activity_per_utterance, masks)])
+    if mask.sum() < 2 or (~mask).sum() < 2:
+        raise ValueError(f"need at least 2 marked and 2 other frames, got {int(mask.sum())} marked of {len(mask)}")
+    z, _ = _zscore_columns(x)
+    t, p = stats.ttest_ind(z[mask], z[~mask], axis=0, equal_var=False)
+    p = np.where(np.isfinite(p), p, 1.0)
+    q = _benjamini_hochberg(p)
+    order = np.argsort(p, kind="stable")[:k]
+    return pd.DataFrame({"neuron": order, "diff_z": z[mask][:, order].mean(0) - z[~mask][:, order].mean(0),
+                         "t": np.nan_to_num(t[order]), "p": p[order], "q": q[order]})
 
 
 def layer_tuning_summary(activity, tuning: dict, alpha: float = 0.05, method: str = "spearman") -> dict:

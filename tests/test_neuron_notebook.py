@@ -41,6 +41,8 @@ def test_neuron_analysis_notebook(run_notebook, tiny_model, librispeech_dir):
     if keywords["whisper"]["available"]:
         assert len(keywords["transcripts"]) == 1 and keywords["n_found"] >= 1
         assert all(0 <= k["start"] <= k["end"] <= 4.1 and k["start_frame"] <= k["end_frame"] for k in keywords["found"])
+        assert set(results["keyword_neurons"]) == {"1", "2"}
+        assert all(0 <= row["neuron"] < 32 for row in results["keyword_neurons"]["1"])
     else:
         assert keywords["whisper"]["reason"] and keywords["n_found"] == 0
 

@@ -18,6 +18,7 @@ from lib.neuron_tuning import (
     analyse_layer_tuning,
     collect_layer_activity,
     heatmap_neuron_order,
+    marked_frame_selectivity,
     neuron_feature_correlations,
     top_tuned_neurons,
 )
@@ -169,3 +170,18 @@ def test_pca_trajectories_shapes():
     pca, mean, std, trajectories = activity_pca(acts, n_components=3)
     assert [t.shape for t in trajectories] == [(40, 3), (25, 3)]
     assert pca.explained_variance_ratio_.sum() <= 1.0
+
+
+def test_marked_frame_selectivity_finds_the_responding_neuron():
+    rng = np.random.default_rng(3)
+    acts = [rng.normal(size=(120, 20)), rng.normal(size=(80, 20))]
+    masks = [np.zeros(120, bool), np.zeros(80, bool)]
+    masks[0][30:50] = True
+    masks[1][10:25] = True
+    for a, m in zip(acts, masks):
+        a[m, 7] += 2.0
+    table = marked_frame_selectivity(acts, masks, k=3)
+    assert table.neuron.iloc[0] == 7 and table.diff_z.iloc[0] > 1.0 and table.q.iloc[0] < 0.05
+    assert (table.q.iloc[1:] > 0.05).all()
+    with pytest.raises(ValueError, match="marked"):
+        marked_frame_selectivity(acts, [np.zeros(120, bool), np.zeros(80, bool)])

@@ -65,6 +65,7 @@ from lib.neuron_tuning import (
     analyse_layer_tuning,
     collect_layer_activity,
     heatmap_neuron_order,
+    marked_frame_selectivity,
 )
 from lib.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
 from lib.runtime import pick_device, seed_everything
@@ -84,6 +85,7 @@ from lib.streaming_activations import (
 )
 from lib.whisper_keywords import (
     frequent_keywords,
+    keyword_frame_mask,
     keyword_markers,
     load_keyword_transcriber,
     transcribe_utterances,
@@ -216,6 +218,27 @@ update_results(out, keywords={
     "n_found": int(len(markers)),
     "transcripts": transcripts,
 })
+
+# %% [markdown]
+# ## Neurons that respond to the keywords
+#
+# Per layer, the neurons whose activity differs most between keyword frames and all other
+# frames of the transcribed utterances (Welch's t-test, BH-corrected over neurons).
+
+# %%
+keyword_neurons = {}
+if len(markers):
+    transcribed_idx = [names.index(n) for n in words_per_utt]
+    masks = [keyword_frame_mask(markers[markers.utterance == names[i]],
+                                len(collected["activity"][layers[0]][i])) for i in transcribed_idx]
+    for layer in layers:
+        table = marked_frame_selectivity([collected["activity"][layer][i] for i in transcribed_idx], masks, k=top_k)
+        print(f"layer {layer}: neurons most selective for keyword frames")
+        display(table.round(4))
+        keyword_neurons[str(layer)] = table.to_dict("records")
+else:
+    print("no keyword occurrences: nothing to compare")
+update_results(out, keyword_neurons=keyword_neurons)
 
 # %% [markdown]
 # ## One utterance: spectrogram with keyword markers, sorted neuron heatmaps, features
