@@ -219,3 +219,36 @@ def test_app_serves_its_page_and_stops_completely(small_dataset, capsys):
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes)
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=3)
+
+
+def test_execution_context_never_treats_batch_runs_as_interactive(monkeypatch):
+    import IPython
+
+    import lib.fiftyone_audio as foa
+
+    class ZMQInteractiveShell:  # what a Jupyter kernel reports
+        pass
+
+    for variable in ("JPY_SESSION_NAME", "VSCODE_PID", "VSCODE_CWD", "AUDIOLENS_BATCH", "PAPERMILL_EXECUTION",
+                     "COLAB_RELEASE_TAG"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(IPython, "get_ipython", lambda: ZMQInteractiveShell())
+    cases = {
+        ("/usr/bin/python /usr/bin/jupyter-lab --port 8888",): "notebook",
+        ("/venv/bin/python /venv/bin/papermill in.ipynb out.ipynb",): "papermill",
+        ("/venv/bin/python /venv/bin/audiolens run fiftyone_explorer",): "papermill",
+        ("python -m ipykernel_launcher -f k.json", "/usr/bin/jupyter-lab"): "papermill",  # papermill in a notebook
+        ("python -c import sys;exec(eval(sys.stdin.readline()))", "python -m pytest -n 2"): "papermill",
+        ("/usr/bin/some-unknown-driver",): "papermill",
+    }
+    for parents, expected in cases.items():
+        monkeypatch.setattr(foa, "_fo_parent_cmdlines", lambda parents=parents: list(parents))
+        assert fo_execution_context() == expected, parents
+    monkeypatch.setattr(foa, "_fo_parent_cmdlines", lambda: ["/usr/bin/some-unknown-driver"])
+    monkeypatch.setenv("JPY_SESSION_NAME", "/home/me/explore.ipynb")
+    assert fo_execution_context() == "notebook"
+    monkeypatch.setenv("AUDIOLENS_BATCH", "1")
+    assert fo_execution_context() == "papermill"
+    monkeypatch.setattr(IPython, "get_ipython", lambda: None)
+    monkeypatch.delenv("AUDIOLENS_BATCH")
+    assert fo_execution_context() == "script"
