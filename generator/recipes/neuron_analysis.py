@@ -22,6 +22,7 @@ seed = 0  # random seed (utterance choice, PCA, clustering)
 model_name = "microsoft/wavlm-base-plus"  # hub id or local folder (WavLM, Wav2Vec2, HuBERT)
 random_weights_if_unavailable = True  # offline without the weights: same-size model with random weights
 device = "cpu"  # cpu, cuda, mps or auto
+torch_threads = None  # torch CPU threads (None: torch's default)
 layers = [2, 6, 10]  # transformer layers to analyse (0: the transformer input)
 n_utterances = 8  # LibriSpeech utterances analysed offline (distinct speakers)
 max_seconds = 12.0  # crop each utterance to this many seconds (None: whole)
@@ -92,6 +93,8 @@ from lib.whisper_keywords import (
 )
 
 seed_everything(seed)
+if torch_threads:
+    torch.set_num_threads(int(torch_threads))
 out = prepare_output_dir(output_dir)
 device = pick_device(device)
 adapter, model_info = load_model_for_analysis(model_name, random_weights_if_unavailable=random_weights_if_unavailable,
