@@ -413,7 +413,7 @@ update_results(out, streaming=streaming)
 
 fig, ax = plt.subplots(figsize=(7, 3))
 ax.hist([r["latency_s"] * 1000 for r in runner.records], bins=30, alpha=0.7, label="real-time latency")
-ax.hist([r["compute_s"] * 1000 for r in fast_runner.records], bins=30, alpha=0.7, label="compute per update")
+ax.hist([r["compute_s"] * 1000 for r in fast_runner.records], bins=30, alpha=0.7, label="compute per update (fast pass)")
 ax.set_xlabel("ms")
 ax.set_title(f"{adapter.num_parameters / 1e6:.0f}M-parameter {adapter.family} ({model_info['weights']} weights), "
              f"{stream_update_s * 1000:.0f} ms updates")
