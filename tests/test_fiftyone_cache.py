@@ -23,6 +23,7 @@ from lib.embedding_quality import (
     embedding_quality_table,
     intra_inter_distances,
     precision_at_k,
+    precision_at_k_across_groups,
     precision_chance,
 )
 from lib.spectrogram_media import (
@@ -266,3 +267,18 @@ def test_quality_scores_on_known_structure():
     table = embedding_quality_table(clustered, labels, ks=(1, 20))
     values = dict(zip(table.metric, table.value))
     assert values["silhouette"] > 0.5 and values["precision@1"] == 1.0
+
+
+def test_precision_across_groups_ignores_the_query_group():
+    rng = np.random.default_rng(1)
+    # 3 speakers x 4 words x 5 takes; each speaker has a strong voice offset, words a weak one
+    speakers = np.repeat(np.arange(3), 20)
+    words = np.tile(np.repeat(np.arange(4), 5), 3)
+    voice = rng.normal(size=(3, 8)) * 10
+    word = rng.normal(size=(4, 8)) * 5
+    x = voice[speakers] + word[words] + rng.normal(size=(60, 8)) * 0.3
+    assert precision_at_k(x, words, 4) == pytest.approx(1.0)  # same speaker, same word: easy
+    across = precision_at_k_across_groups(x, words, speakers, 5)
+    assert across > 0.5  # the word signal survives across voices (chance: 10 of 40 other-speaker clips)
+    voice_only = voice[speakers] + rng.normal(size=(60, 8)) * 0.3
+    assert abs(precision_at_k_across_groups(voice_only, words, speakers, 5) - 0.25) < 0.12

@@ -53,6 +53,7 @@ def test_notebook_on_200_fsdd_clips(run_notebook, tmp_path):
     assert results["queries"]["by_vector"]["first_is_query"], "a clip's own embedding must return it first"
     quality = results["quality"]
     assert quality["k"] == 20 and quality["precision_at_k"] > 1.5 * quality["chance"]
+    assert quality["group_column"] == "speaker" and quality["precision_at_k_other_groups"] > 1.5 * quality["chance"]
     assert results["queries"]["by_label_centroid"]["same_label_fraction"] > quality["chance"]
     cache = results["cache"]
     assert cache["first_run_cold"] and cache["first_run_computed"] == 200 and cache["second_run_computed"] == 0

@@ -45,6 +45,7 @@ map_methods = ["umap", "tsne", "pca"]  # 2-D maps to compute
 umap_n_neighbors = 15  # UMAP neighbourhood size
 umap_min_dist = 0.1  # UMAP minimum distance
 tsne_perplexity = 30.0  # t-SNE perplexity
+quality_group_column = "speaker"  # also score precision@k with the query's own speaker excluded (None: skip)
 map_color_column = "speaker"  # a second row of maps coloured by this column (None or a missing column: skip)
 map_threads = "auto"  # OpenMP threads for the maps: "auto" (1 up to 2,000 clips: avoids spin-wait stalls), None or a number
 export_format = "parquet"  # table of metadata + embeddings + map coordinates: "parquet" or "csv"
@@ -67,6 +68,7 @@ from lib.embedding_quality import (
     embedding_quality_table,
     plot_embedding_quality,
     precision_at_k,
+    precision_at_k_across_groups,
     precision_chance,
 )
 from lib.fiftyone_audio import (
@@ -331,6 +333,10 @@ with Stopwatch() as sw:
 timings["quality"] = sw.seconds
 p_at_k = precision_at_k(vectors, labels, k)
 chance = precision_chance(labels)
+p_other_group = None
+if quality_group_column in clips.columns and clips[quality_group_column].nunique() > 1 and len(clips) <= 6000:
+    p_other_group = precision_at_k_across_groups(vectors, labels, clips[quality_group_column].astype(str), k)
+    print(f"precision@{k} = {p_at_k:.3f}; with the query's own {quality_group_column} excluded: {p_other_group:.3f}")
 fig = plot_embedding_quality(vectors, labels, ks=(1, 2, 5, 10, k, 50), title=f"{embedder.name}: neighbour precision")
 save_figure(fig, out, "embedding_quality")
 plt.show()
@@ -358,7 +364,8 @@ results = update_results(
     timings=timings,
     cache=cache_report,
     queries=queries,
-    quality={"k": k, "precision_at_k": p_at_k, "chance": chance,
+    quality={"k": k, "precision_at_k": p_at_k, "chance": chance, "group_column": quality_group_column,
+             "precision_at_k_other_groups": p_other_group,
              "table": dict(zip(quality.metric, quality.value))},
     maps={method: {"seconds": item["seconds"], "options": item["options"], "brain_key": item["brain_key"],
                    "finite": bool(np.isfinite(item["points"]).all()), "n_points": int(len(item["points"]))}
