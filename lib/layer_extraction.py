@@ -59,8 +59,10 @@ class LayerEmbeddingSet:
     paths: list
     embeddings: dict
     failures: list = field(default_factory=list)
-    seconds: float = 0.0  # wall-clock seconds of the extraction (0 when all came from the cache)
-    audio_seconds: float = 0.0  # seconds of audio processed
+    seconds: float = 0.0  # wall-clock seconds spent extracting in this call (0 when all came from the cache)
+    audio_seconds: float = 0.0  # seconds of audio processed in this call
+    compute_seconds: float = 0.0  # seconds the model took over all clips, cached runs and resumes included
+    compute_audio_seconds: float = 0.0  # seconds of audio those compute_seconds covered
     from_cache: bool = False
     info: dict = field(default_factory=dict)
 
@@ -247,7 +249,7 @@ def _read_layer_cache(path: Path, expected: dict):
         if meta.get(key) != expected.get(key):
             print(f"Cache {path.name} is stale ({key} changed); recomputing")
             return None
-    return meta["done_paths"], rows, meta.get("failures", [])
+    return meta["done_paths"], rows, meta.get("failures", []), meta
 
 
 # %% [markdown]
@@ -302,21 +304,26 @@ def extract_layer_embeddings_pooled(adapter, paths, layers=None, poolings=("mean
         expected = dict(base, pooling=pooling)
         cache_path = layer_cache_path(cache_dir, adapter.name, wanted, pooling) if cache_dir else None
         cached = _read_layer_cache(cache_path, expected) if cache_path else None
-        done, rows, failures = cached if cached is not None else ([], {layer: [] for layer in wanted}, [])
+        done, rows, failures, meta = cached if cached is not None else ([], {layer: [] for layer in wanted}, [], {})
         rows = {layer: list(rows[layer]) for layer in wanted}
         processed = set(done) | {f["path"] for f in failures}
         if cached is not None:
             print(f"{adapter.name}: {len(processed)} clip(s) from cache {cache_path.name}")
         state[pooling] = {"expected": expected, "path": cache_path, "done": list(done), "rows": rows,
-                          "failures": failures, "processed": processed, "cached": cached is not None}
+                          "failures": failures, "processed": processed, "cached": cached is not None,
+                          "prior_seconds": float(meta.get("seconds", 0.0)),
+                          "prior_audio": float(meta.get("audio_seconds", 0.0))}
     todo = [p for p in paths if any(p not in st["processed"] for st in state.values())]
 
     def checkpoint():
+        elapsed = time.perf_counter() - start
         for st in state.values():
             if st["path"] and (st["done"] or st["failures"]):
-                _write_layer_cache(st["path"], dict(st["expected"], failures=st["failures"]), st["done"], st["rows"])
+                meta = dict(st["expected"], failures=st["failures"], seconds=st["prior_seconds"] + elapsed,
+                            audio_seconds=st["prior_audio"] + audio_seconds)
+                _write_layer_cache(st["path"], meta, st["done"], st["rows"])
 
-    audio_seconds, since_checkpoint = 0.0, 0
+    audio_seconds, since_checkpoint, waveform = 0.0, 0, None
     start = time.perf_counter()
     label = "/".join(poolings)
     bar = tqdm(todo, desc=f"{Path(adapter.name).name} ({label})", disable=not progress or not todo, leave=False)
@@ -329,8 +336,8 @@ def extract_layer_embeddings_pooled(adapter, paths, layers=None, poolings=("mean
                 for st in missing:
                     st["failures"].append({"path": path, "error": error.problem})
                 continue
-            audio_seconds += len(waveform) / adapter.sample_rate
             states = adapter.hidden_states(waveform, [layer_of[name] for name in wanted])
+            audio_seconds += len(waveform) / adapter.sample_rate
             for pooling, st in state.items():
                 if path in st["processed"]:
                     continue
@@ -345,7 +352,7 @@ def extract_layer_embeddings_pooled(adapter, paths, layers=None, poolings=("mean
         if cache_dir:
             checkpoint()
         if _is_out_of_memory(error):
-            longest = max(audio_seconds, 1.0)
+            longest = max(len(waveform) / adapter.sample_rate if waveform is not None else 1.0, 1.0)
             needed = estimate_extraction_memory(adapter.num_parameters, adapter.hidden_size or 512, len(wanted),
                                                 len(paths), longest, adapter.frame_rate, poolings[-1],
                                                 adapter.family)["total"]
@@ -375,7 +382,9 @@ def extract_layer_embeddings_pooled(adapter, paths, layers=None, poolings=("mean
         embeddings = {name: np.stack(st["rows"][name])[index] for name in wanted}
         results[pooling] = LayerEmbeddingSet(model=adapter.name, pooling=pooling, layers=wanted, paths=kept,
                                              embeddings=embeddings, failures=failures, seconds=seconds,
-                                             audio_seconds=audio_seconds, from_cache=not todo, info=adapter.info())
+                                             audio_seconds=audio_seconds, from_cache=not todo, info=adapter.info(),
+                                             compute_seconds=st["prior_seconds"] + seconds,
+                                             compute_audio_seconds=st["prior_audio"] + audio_seconds)
     return results
 
 
@@ -408,7 +417,8 @@ def mfcc_baseline_embeddings(paths, pooling="mean", sr: int = 16000, n_mfcc: int
     seconds = time.perf_counter() - start
     sets = {p: LayerEmbeddingSet(model="mfcc", pooling=p, layers=["mfcc"], paths=kept,
                                  embeddings={"mfcc": np.stack(rows[p])}, failures=failures, seconds=seconds,
-                                 audio_seconds=audio_seconds, info=info) for p in poolings}
+                                 audio_seconds=audio_seconds, info=info, compute_seconds=seconds,
+                                 compute_audio_seconds=audio_seconds) for p in poolings}
     return sets[pooling] if isinstance(pooling, str) else sets
 
 

@@ -166,6 +166,8 @@ def test_cache_reuse_validation_and_resume(wav2vec2, clips, tmp_path, monkeypatc
         patch.setattr(wav2vec2, "hidden_states", refuse)
         again = extract_layer_embeddings(wav2vec2, clips, ["0", "2"], cache_dir=cache, progress=False)
     assert again.from_cache and again.seconds == 0.0
+    assert again.compute_seconds == pytest.approx(first.compute_seconds, abs=0.05) and first.compute_seconds > 0
+    assert again.compute_audio_seconds == pytest.approx(first.audio_seconds)
     for layer in ("0", "2"):
         np.testing.assert_array_equal(again.embeddings[layer], first.embeddings[layer])
     # a different clip list makes the cache stale
@@ -191,6 +193,7 @@ def test_cache_reuse_validation_and_resume(wav2vec2, clips, tmp_path, monkeypatc
         patch.setattr(wav2vec2, "hidden_states", lambda w, layers=None: (calls.append(1), real(w, layers))[1])
         resumed = extract_layer_embeddings(wav2vec2, clips, ["0", "2"], cache_dir=resumed_cache, progress=False)
     assert len(calls) == len(clips) - 5
+    assert resumed.compute_audio_seconds == pytest.approx(first.audio_seconds, rel=1e-6)  # both halves counted
     np.testing.assert_allclose(resumed.embeddings["2"], first.embeddings["2"], atol=1e-6)
 
 
