@@ -57,7 +57,6 @@ from lib.embedding_views import (
     reduce_layer_grid,
 )
 from lib.layer_extraction import (
-    ExtractionMemoryError,
     check_extraction_memory,
     extract_layer_embeddings_pooled,
     layer_mode_views,
@@ -124,9 +123,9 @@ embedding_sets, pooled_sets, adapters_info, model_errors = {}, {}, [], {}
 for name in models:
     try:
         adapter = load_speech_model(name, device=device, local_files_only=local_files_only)
-    except ModelLoadError as error:
-        model_errors[name] = str(error)
-        print(f"SKIPPED {name}: {error}\n")
+    except Exception as error:  # noqa: BLE001 - one model that cannot load must not stop the comparison
+        model_errors[name] = str(error) if isinstance(error, ModelLoadError) else f"{type(error).__name__}: {error}"
+        print(f"SKIPPED {name}: {model_errors[name]}\n")
         continue
     info_table = speech_model_table([adapter])
     display(info_table)
@@ -140,7 +139,7 @@ for name in models:
         pooled_sets[name] = extract_layer_embeddings_pooled(adapter, samples.path, chosen, poolings,
                                                             cache_dir=cache_dir, max_seconds=max_seconds)
         embedding_sets[name] = pooled_sets[name][pooling]
-    except (ExtractionMemoryError, ValueError, RuntimeError) as error:
+    except Exception as error:  # noqa: BLE001 - out of memory (with advice), a bad layer list, a model bug
         model_errors[name] = f"{type(error).__name__}: {error}"
         print(f"FAILED {name}:")
         traceback.print_exc(limit=2)
