@@ -220,13 +220,38 @@ def mae_spec_augment(batch: torch.Tensor, max_freq: int = 8, max_time: int = 20,
     return out
 
 
+def mae_layer_decay_groups(classifier, weight_decay: float, layer_decay: float = 0.75) -> list:
+    """AdamW groups with an ``lr_scale`` per encoder depth: patch embedding/CLS at layer 0,
+    block ``i`` at ``i + 1``, final norm and head at ``L + 1`` (scale 1)."""
+    encoder = classifier.encoder
+    n_layers = len(encoder.blocks) + 1
+    groups = {}
+    for name, parameter in classifier.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        if name.startswith("encoder.blocks."):
+            layer = int(name.split(".")[2]) + 1
+        elif name.startswith(("encoder.patch_embed", "encoder.cls_token")):
+            layer = 0
+        else:
+            layer = n_layers
+        decay = 0.0 if parameter.ndim <= 1 or name.endswith("_token") else weight_decay
+        key = (layer, decay)
+        if key not in groups:
+            groups[key] = {"params": [], "weight_decay": decay, "lr_scale": layer_decay ** (n_layers - layer)}
+        groups[key]["params"].append(parameter)
+    return list(groups.values())
+
+
 def mae_train_classifier(classifier, x, y, epochs: int = 10, batch_size: int = 32, lr: float = 5e-4,
                          weight_decay: float = 0.05, warmup_epochs: float = 1.0, label_smoothing: float = 0.1,
                          clip_grad: float = 1.0, device: str = "cpu", amp: bool = True, augment: bool = True,
-                         seed: int = 0, progress: bool = True) -> dict:
+                         layer_decay: float = 0.75, seed: int = 0, progress: bool = True) -> dict:
     """Train an ``AudioMaeClassifier``: fine-tuning, or a linear probe when its encoder is frozen.
 
-    A frozen encoder's embeddings are computed once, then only the head trains on them. Returns
+    A frozen encoder's embeddings are computed once, then only the head trains on them. When
+    fine-tuning, layer ``i`` of ``L`` learns at ``lr * layer_decay ** (L + 1 - i)`` (the head at
+    ``lr``), as in MAE, so the pretrained early layers move least. Returns
     ``{"loss": [...], "train_accuracy": [...], "clips_per_second": ...}`` per epoch.
     """
     from tqdm.auto import tqdm
@@ -243,7 +268,9 @@ def mae_train_classifier(classifier, x, y, epochs: int = 10, batch_size: int = 3
         inputs = _mae_as_tensor(x).float()
         module = classifier
     params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    groups = mae_layer_decay_groups(classifier, weight_decay, layer_decay) if not frozen else \
+        [{"params": params, "weight_decay": weight_decay, "lr_scale": 1.0}]
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     autocast, scaler = mae_amp_setup(device, amp and not frozen)
     steps_per_epoch = math.ceil(len(inputs) / batch_size)
     total = epochs * steps_per_epoch
@@ -264,7 +291,7 @@ def mae_train_classifier(classifier, x, y, epochs: int = 10, batch_size: int = 3
             if augment and not frozen:
                 batch = mae_spec_augment(batch)
             for group in optimizer.param_groups:
-                group["lr"] = mae_lr_at(step, total, warmup, lr, lr * 0.01)
+                group["lr"] = mae_lr_at(step, total, warmup, lr, lr * 0.01) * group["lr_scale"]
             with autocast():
                 logits = module(batch)
                 loss = F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing)

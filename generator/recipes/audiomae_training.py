@@ -13,6 +13,11 @@
 # `MAE_TRANSFORMS`): register your own with a decorator and name it here.
 # Checkpoints (`checkpoint_dir/last.pt`) are validated on load, and re-running the notebook
 # resumes pretraining from the last finished epoch.
+#
+# The defaults (tiny: 12 layers, 4 x 384 decoder, 2-s inputs, 40 epochs) are sized for a GPU.
+# On a CPU, a few minutes of pretraining already show the effect with a smaller model, e.g.
+# `dataset="fsdd"`, `max_train_clips=1000`, `frames=64`, `pretrain_epochs=8`,
+# `model_overrides={"depth": 4, "decoder_dim": 192, "decoder_depth": 2, "decoder_heads": 3}`.
 
 # %% tags=["parameters"]
 data_path = None  # data set folder; None: $AUDIOLENS_DATA, data/, then download
@@ -38,7 +43,9 @@ warmup_epochs = 2  # linear warmup
 probe_epochs = 100  # linear-probe epochs (on cached embeddings: cheap)
 probe_lr = 1e-2  # linear-probe learning rate
 finetune_epochs = 10  # full fine-tuning epochs, for each of the two encoders
-finetune_lr = 5e-4  # fine-tuning learning rate
+finetune_lr = 5e-4  # fine-tuning learning rate (of the head and last layer)
+finetune_layer_decay = 0.75  # pretrained encoder: layer i of L learns at lr * decay ** (L + 1 - i)
+finetune_from_probe = True  # LP-FT: fine-tuning starts from the linear probe's head
 pooling = "mean"  # clip embedding: "mean" of patch tokens or "cls"
 checkpoint_dir = None  # None: <output_dir>/checkpoints
 resume = True  # continue pretraining from checkpoint_dir/last.pt when it exists
@@ -141,25 +148,32 @@ plt.show()
 # %% [markdown]
 # ## What the decoder reconstructs
 #
-# For a few test clips: the log-mel input, what the encoder sees (masked patches blanked), and
-# the reconstruction (visible patches copied, masked ones predicted). Per-patch normalised
-# predictions are mapped back with each patch's own mean and spread.
+# For test clips of different classes: the log-mel input, what the encoder sees (hidden
+# patches in grey), and the reconstruction (visible patches copied, hidden ones predicted).
+# Per-patch normalised predictions are mapped back with each patch's own mean and spread.
 
 # %%
 model.eval()
 torch.manual_seed(seed)
-n_show = min(n_reconstructions, len(test_data["x"]))
+# one clip from each of the first classes (then more clips when there are fewer classes)
+_, first_of_class = np.unique(test_data["y"], return_index=True)
+show = list(first_of_class) + [i for i in range(len(test_data["y"])) if i not in set(first_of_class)]
+show = sorted(show[:n_reconstructions], key=lambda i: test_data["y"][i])
+n_show = len(show)
 if n_show:
     with torch.no_grad():
-        specs = torch.from_numpy(test_data["x"][:n_show]).to(device)
-        masked, recon, _ = model.reconstruct(specs)
+        specs = torch.from_numpy(test_data["x"][show]).to(device)
+        masked, recon, hidden = model.reconstruct(specs)
+    masked = masked.masked_fill(hidden.bool(), float("nan"))  # hidden patches drawn in grey
+    cmap = plt.get_cmap("magma").copy()
+    cmap.set_bad("lightgrey")
     fig, axes = plt.subplots(n_show, 3, figsize=(12, 2.2 * n_show), squeeze=False)
     for row in range(n_show):
-        label = class_names[test_data["y"][row]]
+        label = class_names[test_data["y"][show[row]]]
         for col, (image, title) in enumerate(((specs, "input"), (masked, f"masked {mask_ratio:.0%}"),
                                               (recon, "reconstruction"))):
             axes[row, col].imshow(image[row, 0].float().cpu().numpy(), origin="lower", aspect="auto",
-                                  cmap="magma", vmin=-2, vmax=2)
+                                  cmap=cmap, vmin=-2, vmax=2)
             axes[row, col].set_title(f"{label}: {title}", fontsize=9)
             axes[row, col].set_xticks([])
             axes[row, col].set_yticks([])
@@ -177,10 +191,11 @@ if n_show:
 # %%
 embeddings, embed_throughput = mae_extract_embeddings(model, test_data["x"], device=device)
 print(f"embeddings {embeddings.shape}, {embed_throughput:.1f} clips/s")
-probe = {}
+probe, probe_heads = {}, {}
 for name, encoder in (("pretrained", model), ("random_init", random_model)):
     seed_everything(seed)
     classifier = AudioMaeClassifier(copy.deepcopy(encoder), len(class_names), pooling=pooling, freeze_encoder=True)
+    probe_heads[name] = classifier.head
     mae_train_classifier(classifier, train_data["x"], train_data["y"], epochs=probe_epochs, batch_size=256,
                          lr=probe_lr, weight_decay=1e-4, warmup_epochs=0, label_smoothing=0.0, device=device,
                          seed=seed)
@@ -215,16 +230,23 @@ if len(embeddings) >= 3:
 # ## Fine-tuning
 #
 # The whole encoder plus the head, trained on the labels (SpecAugment-style masking, label
-# smoothing), again from the pretrained and from the random weights.
+# smoothing), again from the pretrained and from the random weights. With `finetune_from_probe`
+# the head starts from the linear probe (LP-FT, Kumar et al. 2022), which keeps the first
+# updates from distorting the pretrained features. The pretrained encoder uses layer-wise
+# learning-rate decay (as MAE fine-tuning does); the random encoder trains all layers at the
+# full rate, since it has nothing to preserve.
 
 # %%
 finetune, finetune_history = {}, {}
 for name, encoder in (("pretrained", model), ("random_init", random_model)):
     seed_everything(seed)
     classifier = AudioMaeClassifier(copy.deepcopy(encoder), len(class_names), pooling=pooling)
-    finetune_history[name] = mae_train_classifier(classifier, train_data["x"], train_data["y"],
-                                                  epochs=finetune_epochs, batch_size=batch_size, lr=finetune_lr,
-                                                  device=device, amp=amp, seed=seed)
+    if finetune_from_probe:  # LP-FT: start from the linear probe's head
+        classifier.head.load_state_dict(probe_heads[name].state_dict())
+    finetune_history[name] = mae_train_classifier(
+        classifier, train_data["x"], train_data["y"], epochs=finetune_epochs, batch_size=batch_size, lr=finetune_lr,
+        device=device, amp=amp, seed=seed, warmup_epochs=0 if finetune_from_probe else 1,
+        layer_decay=finetune_layer_decay if name == "pretrained" else 1.0)
     finetune[name] = mae_evaluate(classifier, test_data["x"], test_data["y"], class_names, device=device)
     print(f"fine-tune, {name}: test accuracy {finetune[name]['accuracy']:.3f}")
 update_results(out, finetune={name: r["accuracy"] for name, r in finetune.items()},
