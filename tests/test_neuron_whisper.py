@@ -29,6 +29,19 @@ def whisper():
     return transcriber
 
 
+def test_whisper_leaves_torch_threads_alone(whisper):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        again = load_keyword_transcriber(whisper.model_name, cpu_threads=1)
+        again.transcribe(np.zeros(8000, np.float32), max_new_tokens=4)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_spots_a_known_word_in_librispeech(whisper, librispeech_dir):
     # 103-1240-0000 opens with "Chapter one. Missus Rachel Lynde is surprised."
     path = librispeech_dir / "103-1240-0000.flac"
