@@ -37,7 +37,7 @@ class VadConfig:
     """Energy VAD settings (milliseconds and dBFS)."""
 
     frame_ms: float = 20.0
-    threshold_db: float = -45.0  # a speech frame is louder than this (dBFS, RMS)
+    threshold_db: float = -55.0  # a speech frame is louder than this (dBFS, RMS)
     margin_db: float = 10.0  # ... and this much louder than the tracked noise floor
     min_speech_ms: float = 100.0  # segments with less speech than this are dropped
     hangover_ms: float = 250.0  # silence that ends a segment
