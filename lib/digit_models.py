@@ -211,8 +211,8 @@ class DigitFrontend(nn.Module):
             raise ValueError(f"features must be 'mfcc' or 'logmel', not {config.features!r}")
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        spec = torch.stft(wave, self.n_fft, self.hop_length, window=self.window, center=True,
-                          return_complex=True).abs().pow(2)
+        spec = torch.stft(wave, self.n_fft, self.hop_length, window=self.window, center=True, pad_mode="constant",
+                          return_complex=True).abs().pow(2)  # zero padding at the edges, as librosa does
         logmel = 10.0 * torch.log10(torch.clamp(self.mel_basis @ spec, min=1e-10))
         if self.kind == "mfcc":
             return self.dct @ logmel

@@ -278,3 +278,33 @@ def test_wav2vec2_unavailable_is_a_clear_error(tmp_path):
         load_wav2vec2_classifier(str(tmp_path / "no-such-model"))
     with pytest.raises(Wav2Vec2Unavailable, match="facebook/wav2vec2-base"):
         load_wav2vec2_classifier("facebook/wav2vec2-base", local_files_only=True)
+
+
+def test_cnn_variants_log_mel_and_2d_build_run_and_reload(tmp_path):
+    import torch
+
+    from lib.digit_models import CnnDigitModel, DigitCnn, DigitCnnConfig, DigitFrontend
+    from lib.model_files import load_digit_model, save_cnn_digit_model
+
+    wave = torch.randn(2, 6400) * 0.1
+    mel = DigitFrontend(DigitCnnConfig(features="logmel", n_mels=64))(wave)
+    mfcc = DigitFrontend(DigitCnnConfig(features="mfcc", n_mfcc=40))(wave)
+    assert mel.shape == (2, 64, 51) and mfcc.shape == (2, 40, 51)
+    # the MFCC front end matches librosa's MFCC of the same power mel spectrogram
+    import librosa
+
+    y = wave[0].numpy()
+    mel_power = librosa.feature.melspectrogram(y=y, sr=8000, n_fft=512, hop_length=128, n_mels=64)
+    expected = librosa.feature.mfcc(S=librosa.power_to_db(mel_power, ref=1.0, amin=1e-10, top_db=None), n_mfcc=40)
+    np.testing.assert_allclose(mfcc[0].numpy(), expected, rtol=1e-3, atol=1e-2)
+    for config in (DigitCnnConfig(features="logmel", architecture="2d", channels=(8, 16, 16)),
+                   DigitCnnConfig(labels=["yes", "no"], channels=(8, 8, 8))):
+        network = DigitCnn(config)
+        assert network(wave, augment=True).shape == (2, len(config.labels))
+        model = CnnDigitModel(network)
+        path = save_cnn_digit_model(model, tmp_path / f"{config.architecture}-{len(config.labels)}.pt")
+        reloaded = load_digit_model(path)
+        assert reloaded.labels == config.labels
+        np.testing.assert_allclose(reloaded.predict_logits([y]), model.predict_logits([y]), atol=1e-5)
+    with pytest.raises(ValueError, match="architecture"):
+        DigitCnn(DigitCnnConfig(architecture="rnn"))

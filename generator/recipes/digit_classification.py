@@ -172,11 +172,11 @@ print(f"features: train {X_train.shape}, test {X_test.shape} in {feature_time.se
 fig, axes = plt.subplots(1, min(5, len(labels)), figsize=(13, 2.6))
 for ax, label in zip(np.atleast_1d(axes), labels):
     i = int(np.flatnonzero(y_train == label)[0])
-    ax.imshow(X_train[i].reshape(feature_config.n_coefficients, -1)[:n_mfcc] if pooling == "flat"
+    ax.imshow(X_train[i].reshape(feature_config.n_coefficients, -1)[1:n_mfcc] if pooling == "flat"
               else X_train[i][None, :], aspect="auto", origin="lower", cmap="magma")
     ax.set_title(f"digit {label}", fontsize=9)
     ax.set_xlabel("frame")
-fig.suptitle("MFCCs of one training clip per class")
+fig.suptitle(f"MFCCs 1-{n_mfcc - 1} (c0, the level, left out) of one trimmed training clip per class", y=1.04)
 save_figure(fig, out, "mfcc_examples")
 plt.show()
 
