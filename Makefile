@@ -9,7 +9,6 @@ TORCH_VERSION ?= 2.13.0
 JOBS ?= 2
 
 export FIFTYONE_DO_NOT_TRACK = true
-export MPLBACKEND = Agg
 export HF_HUB_DISABLE_TELEMETRY = 1
 
 .PHONY: setup demo test lint build check clean

@@ -70,7 +70,6 @@ def execute_notebook(name: str, parameters: dict | None = None, out_dir: Path | 
         source.write_text(asm.notebook_text(asm.assemble(name)), encoding="utf-8")
     params = {"output_dir": str(out_dir)}
     params.update(parameters or {})
-    os.environ.setdefault("MPLBACKEND", "Agg")
     os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
     pm.execute_notebook(
         str(source),

@@ -28,6 +28,12 @@ from lib.outputs import prepare_output_dir, update_results
 
 out = prepare_output_dir(output_dir)
 update_results(out, toy={"value": n * 21, "label": label, "n_type": type(n).__name__})
+
+# %%
+import matplotlib.pyplot as plt
+
+plt.plot([1, 2, 3], [n, 0, n])
+plt.show()
 '''
 
 BAD = GOOD.replace('update_results(out, toy={"value": n * 21, "label": label, "n_type": type(n).__name__})',
@@ -54,7 +60,9 @@ def test_run_executes_with_parameters_and_prints_results(toy_recipes, capsys):
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert results["toy"] == {"value": 105, "label": "hello world", "n_type": "int"}
-    assert (out / "toy_good.ipynb").exists()  # the executed notebook sits beside its results
+    executed = json.loads((out / "toy_good.ipynb").read_text())  # the executed notebook sits beside its results
+    outputs = [o for c in executed["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    assert any("image/png" in o.get("data", {}) for o in outputs), "figures must stay in the executed notebook"
     assert "value: 105" in printed and str(out) in printed
     assert (toy_recipes / "notebooks" / "toy_good.ipynb").exists()  # run builds first
 
