@@ -34,14 +34,39 @@ FO_RESERVED_FIELDS = {"id", "_id", "filepath", "tags", "metadata", "media_type",
                       "video_filepath", "clip_index"}
 
 
+def fo_running_database_dirs() -> list:
+    """The ``--dbpath`` of every FiftyOne MongoDB (``mongod`` started by FiftyOne) running now."""
+    import psutil
+
+    dirs = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        if cmdline and os.path.basename(cmdline[0]) == "mongod" and "--dbpath" in cmdline:
+            position = cmdline.index("--dbpath") + 1
+            if position < len(cmdline):
+                dirs.append(cmdline[position])
+    return dirs
+
+
 def fo_configure(database_dir=None, dataset_dir=None, do_not_track: bool = True):
-    """Set FiftyOne's database / media folders (before its first use) and switch tracking off."""
+    """Set FiftyOne's database / media folders (before its first use) and switch tracking off.
+
+    Caveat (checked with fiftyone 1.22): a new FiftyOne process attaches to a FiftyOne database
+    service that is already running for the same user, *whatever* ``database_dir`` says; the
+    folder only applies when this process starts the database. A warning is printed then.
+    """
     if do_not_track:
         os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
     for variable, value in (("FIFTYONE_DATABASE_DIR", database_dir), ("FIFTYONE_DEFAULT_DATASET_DIR", dataset_dir)):
         if value is not None:
             Path(value).expanduser().mkdir(parents=True, exist_ok=True)
             os.environ[variable] = str(Path(value).expanduser())
+    if database_dir is not None:
+        wanted = os.path.realpath(os.environ["FIFTYONE_DATABASE_DIR"])
+        others = [d for d in fo_running_database_dirs() if os.path.realpath(d) != wanted]
+        if others:
+            print(f"Note: a FiftyOne database is already running on {others[0]}; FiftyOne will use it "
+                  f"rather than {wanted}. Use unique data set names (or stop it) to keep runs apart.")
     if "fiftyone" in sys.modules:  # already imported: update its config too (takes effect before the DB starts)
         import fiftyone as fo
 

@@ -10,6 +10,7 @@ import socket
 import time
 import urllib.parse
 import urllib.request
+import uuid
 
 import numpy as np
 import pandas as pd
@@ -31,7 +32,12 @@ from lib.fiftyone_audio import (
     fo_stop_app,
 )
 
-pytestmark = pytest.mark.xdist_group("fiftyone")
+pytestmark = pytest.mark.xdist_group(name="fiftyone")
+
+# FiftyOne attaches to any FiftyOne database service already running for this user, whatever
+# FIFTYONE_DATABASE_DIR says: tests running in parallel may share one MongoDB. Every data set
+# name here is therefore unique to the test run.
+RUN_ID = uuid.uuid4().hex[:8]
 
 
 @pytest.mark.notebook
@@ -39,7 +45,7 @@ def test_notebook_on_200_fsdd_clips(run_notebook, tmp_path):
     results = run_notebook(
         "fiftyone_explorer", max_clips=200, map_methods=["tsne", "pca"], max_videos=12,
         fiftyone_db_dir=str(tmp_path / "fo-db"), cache_dir=str(tmp_path / "cache"),
-        media_dir=str(tmp_path / "media"), fo_dataset_name="smoke-fsdd",
+        media_dir=str(tmp_path / "media"), fo_dataset_name=f"smoke-fsdd-{RUN_ID}",
     )
     data = results["dataset"]
     assert data["n_samples"] == 200 and data["n_failed"] == 0 and data["n_labels"] == 10
@@ -88,7 +94,7 @@ def small_dataset(tmp_path_factory, fsdd_manifest):
     videos, _ = spectrogram_videos(files[:3], pngs[:3], root / "mp4", progress=False)
     lonlat, source = fo_geolocations(manifest, seed=0)
     vectors = (embeddings - embeddings.mean(0)) / (embeddings.std(0) + 1e-8)
-    ds = fo_build_audio_dataset("unit-fsdd", manifest, vectors, pngs, video_paths=videos + [None] * 57,
+    ds = fo_build_audio_dataset(f"unit-fsdd-{RUN_ID}", manifest, vectors, pngs, video_paths=videos + [None] * 57,
                                 lonlat=lonlat, geo_source=source, overwrite=True, progress=False)
     fo_compute_similarity(ds, vectors)
     yield ds, manifest, vectors
@@ -110,14 +116,14 @@ def test_dataset_fields_and_unique_names(small_dataset):
     playback = ds.select_group_slices("playback")
     assert len(playback) == 3 and all(p.endswith(".mp4") for p in playback.values("filepath"))
     assert playback.first().group.id == clips.first().group.id, "a clip's video belongs to its group"
-    copy = fo_build_audio_dataset("unit-fsdd", manifest.head(3), vectors[:3], clips.values("filepath")[:3],
+    copy = fo_build_audio_dataset(ds.name, manifest.head(3), vectors[:3], clips.values("filepath")[:3],
                                   overwrite=False, progress=False)
     try:
-        assert copy.name == "unit-fsdd-2" and len(fo_clips_view(copy)) == 3
+        assert copy.name == f"{ds.name}-2" and len(fo_clips_view(copy)) == 3
     finally:
         copy.delete()
     with pytest.raises(FileNotFoundError, match="preview"):
-        fo_build_audio_dataset("unit-missing", manifest.head(2), vectors[:2], ["/nope/a.png", "/nope/b.png"],
+        fo_build_audio_dataset(f"unit-missing-{RUN_ID}", manifest.head(2), vectors[:2], ["/nope/a.png", "/nope/b.png"],
                                progress=False)
 
 
