@@ -74,7 +74,7 @@ def test_notebook_on_200_fsdd_clips(run_notebook, tmp_path):
     assert np.isfinite(table[["tsne_x", "tsne_y", "pca_x", "pca_y", "lon", "lat"]].to_numpy()).all()
     assert results["app"] == {"context": "papermill", "launched": False, "url": None}, "never launch under papermill"
     out = results["_out"]
-    for figure in ("maps.png", "embedding_quality.png", "query_by_sample.png"):
+    for figure in ("maps.png", "embedding_quality.png", "query_by_sample.png", "map_interactive.html"):
         assert os.path.getsize(os.path.join(out, figure)) > 1000
 
 

@@ -315,6 +315,26 @@ if maps:
     plt.show()
 
 # %% [markdown]
+# An interactive version of the first map (hover for the file, label and speaker; click the
+# legend to hide labels), saved as `map_interactive.html` beside the results. Plotly comes with
+# FiftyOne.
+
+# %%
+if maps:
+    import plotly.express as px
+
+    method, item = next(iter(maps.items()))
+    hover = [c for c in ("speaker", "split", "fold", "category", "duration") if c in clips.columns]
+    frame = clips.assign(x=item["points"][:, 0], y=item["points"][:, 1], file=clips.path.map(lambda p: Path(p).name),
+                         label_text=clips[label_col].astype(str))
+    interactive = px.scatter(frame, x="x", y="y", color="label_text", hover_name="file", hover_data=hover,
+                             title=f"{method.upper()} of {len(clips)} clips ({embedder.name})", width=850, height=600,
+                             labels={"label_text": label_col})
+    interactive.update_traces(marker={"size": 6})
+    save_figure(interactive, out, "map_interactive")
+    interactive.show()
+
+# %% [markdown]
 # ## Views
 
 # %%
