@@ -42,8 +42,9 @@ def save_figure(fig, output_dir, name: str, dpi: int = 120) -> Path:
     """Save a matplotlib figure as PNG (or a Plotly figure as HTML) in the output folder."""
     output_dir = prepare_output_dir(output_dir)
     if hasattr(fig, "write_html"):
+        # plotly.min.js is written once per output folder, so the HTML opens offline too
         path = output_dir / f"{name}.html"
-        fig.write_html(str(path), include_plotlyjs="cdn")
+        fig.write_html(str(path), include_plotlyjs="directory")
         return path
     path = output_dir / f"{name}.png"
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
