@@ -205,9 +205,14 @@ def mae_extract_embeddings(model, x, batch_size: int = 64, device: str = "cpu", 
     return embeddings.astype(np.float32), len(x) / max(seconds, 1e-9)
 
 
-def mae_spec_augment(batch: torch.Tensor, max_freq: int = 8, max_time: int = 20, fill=None) -> torch.Tensor:
-    """One random mel band and one random frame span per clip set to ``fill`` (the batch minimum)."""
+def mae_spec_augment(batch: torch.Tensor, max_freq=None, max_time=None, fill=None) -> torch.Tensor:
+    """One random mel band and one random frame span per clip set to ``fill`` (the batch minimum).
+
+    Widths are drawn up to ``max_freq`` / ``max_time`` (default: a tenth of the bins / frames).
+    """
     n, _, f, t = batch.shape
+    max_freq = f // 10 if max_freq is None else max_freq
+    max_time = t // 10 if max_time is None else max_time
     fill = batch.amin() if fill is None else fill
     out = batch.clone()
     for i in range(n):
