@@ -12,7 +12,8 @@
 # `load_digit_model(path)` recognises any of them and returns a model with the common
 # interface (`predict`, `predict_proba`, `labels`, `sample_rate`). A missing, corrupt or
 # mismatched file raises `ModelFileError` saying which file, what is wrong and what to do.
-# `predict_audio_files` runs a model over a file or a folder of clips.
+# `predict_audio_files` runs a model over a file or a folder of clips. A `.joblib` file is a
+# pickle: load only files you trust (the CNN's state dict is read with `weights_only=True`).
 
 # %%
 import io

@@ -55,10 +55,17 @@ def load_wav2vec2_classifier(model_name_or_path: str = "facebook/wav2vec2-base",
             ignore_mismatched_sizes=True)
     except (OSError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        name = str(model_name_or_path)
+        looks_like_path = name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+        if looks_like_path and not os.path.isdir(os.path.expanduser(name)):
+            why = "no such folder"
+        elif not os.path.isdir(name) and local_files_only:
+            why = "it is not in the local Hugging Face cache and hub downloads are off (offline)"
+        else:
+            why = f"{type(error).__name__}: {first[:200]}"
         raise Wav2Vec2Unavailable(
-            f"cannot load {model_name_or_path!r} ({type(error).__name__}: {first[:300]}). "
-            "Connect to the internet once so it is cached, or point the notebook's wav2vec2_model "
-            "parameter at a local save_pretrained folder."
+            f"cannot load {model_name_or_path!r}: {why}. Connect to the internet once so it is cached, "
+            "or point the notebook's wav2vec2_model parameter at a local save_pretrained folder."
         ) from None
     finally:
         hf_logging.set_verbosity(previous)
