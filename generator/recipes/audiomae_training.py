@@ -172,8 +172,8 @@ if n_show:
         label = class_names[test_data["y"][show[row]]]
         for col, (image, title) in enumerate(((specs, "input"), (masked, f"masked {mask_ratio:.0%}"),
                                               (recon, "reconstruction"))):
-            axes[row, col].imshow(image[row, 0].float().cpu().numpy(), origin="lower", aspect="auto", interpolation="nearest",
-                                  cmap=cmap, vmin=-2, vmax=2)
+            axes[row, col].imshow(image[row, 0].float().cpu().numpy(), origin="lower", aspect="auto",
+                                  interpolation="nearest", cmap=cmap, vmin=-2, vmax=2)
             axes[row, col].set_title(f"{label}: {title}", fontsize=9)
             axes[row, col].set_xticks([])
             axes[row, col].set_yticks([])
