@@ -59,7 +59,7 @@ def test_custom_word_folder_and_missing_wav2vec2_are_handled(run_notebook, fsdd_
     results = run_notebook(
         "digit_classification", custom_folder=str(folder), c_grid=[10.0], gamma_grid=["scale"], cv_folds=2,
         pca_components=32, cnn_epochs=1, wav2vec2_model=str(tmp_path / "missing-model"), latency_runs=1,
-        stream_digits=["one", "two"], threads=1)
+        stream_digits=["one", "two"], live_model="svm", threads=1)
     assert results["data"]["labels"] == sorted(words) and results["data"]["speakers"] is None
     assert results["data"]["n_train"] + results["data"]["n_test"] == 300
     skipped = results["models"]["wav2vec2"]["skipped"]
@@ -67,4 +67,4 @@ def test_custom_word_folder_and_missing_wav2vec2_are_handled(run_notebook, fsdd_
     assert results["leave_one_speaker_out"] == {"skipped": "no speaker information"}
     assert results["models"]["svm"]["test_accuracy"] > 0.4  # ~25 training clips per word; chance is 0.1
     assert sorted(results["models"]["svm"]["per_class"]) == sorted(words)
-    assert results["streaming"]["expected"] == ["one", "two"]
+    assert results["streaming"]["expected"] == ["one", "two"] and results["streaming"]["model"] == "svm"

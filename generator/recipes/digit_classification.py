@@ -51,10 +51,11 @@ wav2vec2_freeze_feature_encoder = True  # freeze the convolutional feature encod
 wav2vec2_learning_rate = 3e-5  # AdamW learning rate
 wav2vec2_batch_size = 16  # clips per step
 wav2vec2_max_steps = None  # cap on optimiser steps (None: all epochs)
-wav2vec2_on_cpu = False  # also fine-tune without a GPU (slow for the base model: roughly an hour per epoch)
+wav2vec2_on_cpu = False  # also fine-tune without a GPU (slow: the base model has 95 M parameters)
 device = "auto"  # auto | cpu | cuda | mps
 threads = None  # CPU threads for torch and BLAS (None: the libraries' default; 1 on a shared, busy CPU)
 latency_runs = 30  # warm runs per model for the latency figures
+live_model = "cnn"  # model for streaming and the microphone: svm | cnn | wav2vec2
 stream_digits = [4, 0, 7, 2, 9]  # digits of the test recording played through the streaming recogniser
 stream_trials = 20  # more random 5-digit recordings of test clips, scored by exact sequence match
 vad_threshold_db = -55.0  # VAD: speech frames are louder than this (dBFS)
@@ -442,7 +443,7 @@ update_results(out, saved_models=reload_check)
 #
 # Test clips of `stream_digits` are joined with pauses into one recording, which is then
 # fed to the streaming recogniser in 100 ms chunks, exactly as the microphone would feed
-# it: energy VAD segments the stream, each segment is classified by the CNN. Then
+# it: energy VAD segments the stream, each segment is classified by `live_model`. Then
 # `stream_trials` more random 5-digit recordings are decoded and scored by exact match
 # (a missed quiet digit or a split word counts as a failure).
 
@@ -462,7 +463,10 @@ for digit in stream_digits:
     cursor += len(clip) / sample_rate + 0.6
 recording = np.concatenate(pieces)
 vad_config = VadConfig(threshold_db=vad_threshold_db, min_speech_ms=vad_min_speech_ms, hangover_ms=vad_hangover_ms)
-recognizer = StreamingDigitRecognizer(cnn_model, vad_config, confidence_threshold=confidence_threshold,
+if live_model not in latency_models:
+    print(f"live_model {live_model!r} is not available here; using the CNN")
+stream_model = latency_models.get(live_model, cnn_model)
+recognizer = StreamingDigitRecognizer(stream_model, vad_config, confidence_threshold=confidence_threshold,
                                       temperature=temperature, force_emit=force_emit)
 events = stream_audio_file(recording, recognizer, chunk_ms=100, sample_rate=sample_rate)
 expected = [d for d, _, _ in truth_spans]
@@ -484,7 +488,7 @@ trial_rng = np.random.default_rng(seed + 1)
 exact, digit_hits, digit_total = 0, 0, 0
 for _ in range(stream_trials if len(labels) > 1 else 0):
     digits = [labels[i] for i in trial_rng.integers(0, len(labels), 5)]
-    trial = StreamingDigitRecognizer(cnn_model, vad_config, confidence_threshold=confidence_threshold,
+    trial = StreamingDigitRecognizer(stream_model, vad_config, confidence_threshold=confidence_threshold,
                                      temperature=temperature, force_emit=force_emit)
     stream_audio_file(random_recording(digits, trial_rng), trial, sample_rate=sample_rate)
     exact += list(trial.digits) == digits
@@ -507,6 +511,7 @@ ax.set_title("streamed recording: true digits (green), VAD segments and emitted 
 save_figure(fig, out, "streaming_demo")
 plt.show()
 update_results(out, streaming={"expected": expected, "emitted": emitted, "correct_in_order": emitted == expected,
+                               "model": live_model if live_model in latency_models else "cnn",
                                "events": events, "random_recordings": stream_trial_results, "vad": vad_config.__dict__,
                                "confidence_threshold": confidence_threshold, "temperature": temperature})
 
@@ -518,7 +523,7 @@ update_results(out, streaming={"expected": expected, "emitted": emitted, "correc
 # (Colab, a server, no PortAudio) the panel says why instead.
 
 # %%
-live_recognizer = StreamingDigitRecognizer(cnn_model, vad_config, confidence_threshold=confidence_threshold,
+live_recognizer = StreamingDigitRecognizer(stream_model, vad_config, confidence_threshold=confidence_threshold,
                                            temperature=temperature, force_emit=force_emit)
 display(live_digit_widget(live_recognizer))
 
