@@ -209,8 +209,10 @@ update_results(out, embeddings={"shape": list(embeddings.shape), "clips_per_seco
                            "embedding_clips_per_second": embed_throughput, "device": device})
 
 # %% [markdown]
-# The test-set embeddings of both encoders, projected on their first two principal
-# components and coloured by class: pretraining should pull the classes apart.
+# The test-set embeddings of both encoders on their first two principal components,
+# coloured by class. The top components show the largest variation in the embeddings, which
+# need not be the class (on FSDD it is often the speaker); the linear probe above measures
+# how separable the classes are in all D dimensions.
 
 # %%
 random_embeddings, _ = mae_extract_embeddings(random_model, test_data["x"], device=device)
