@@ -9,6 +9,13 @@ TORCH_VERSION ?= 2.13.0
 JOBS ?= 2
 
 export FIFTYONE_DO_NOT_TRACK = true
+# Data lookup: $AUDIOLENS_DATA if set; else a sibling shared/data folder when there is one
+# (this workplace's read-only copy); else data/ and downloads (see lib/datasets.py).
+ifeq ($(origin AUDIOLENS_DATA), undefined)
+  ifneq ($(wildcard ../shared/data/fsdd),)
+    export AUDIOLENS_DATA := $(abspath ../shared/data)
+  endif
+endif
 export HF_HUB_DISABLE_TELEMETRY = 1
 
 .PHONY: setup demo test lint build check clean
