@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
 from lib.digit_features import (
     DigitFeatureConfig,
@@ -17,22 +16,6 @@ from lib.digit_features import (
     fit_standardizer,
     load_digit_waves,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread():
-    """pytest -n 2 runs two workers on two cores: more BLAS/torch threads only oversubscribe them."""
-    import scipy.linalg  # noqa: F401 - load every BLAS before limiting them
-    import sklearn.decomposition  # noqa: F401
-    import sklearn.svm  # noqa: F401
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
-
 
 
 def _subset(manifest, split, per_label, seed=0):

@@ -8,7 +8,6 @@ import types
 import numpy as np
 import pytest
 import soundfile as sf
-from threadpoolctl import threadpool_limits
 
 from lib.digit_features import DigitFeatureConfig, digit_feature_vectors, load_digit_waves
 from lib.live_digits import (
@@ -25,20 +24,6 @@ from lib.live_digits import (
 SR = 8000
 STREAM_DIGITS = [3, 8, 0, 5, 1, 9]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread():
-    """pytest -n 2 runs two workers on two cores: more BLAS/torch threads only oversubscribe them."""
-    import scipy.linalg  # noqa: F401 - load every BLAS before limiting them
-    import sklearn.decomposition  # noqa: F401
-    import sklearn.svm  # noqa: F401
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
 
 
 

@@ -36,18 +36,6 @@ from lib.speech_models import load_speech_model
 from lib.word_samples import FSDD_DIGIT_WORDS, select_word_samples, word_sample_summary
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread():
-    """Tiny models and small probes run fastest on one thread when the cores are shared."""
-    from threadpoolctl import threadpool_limits
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
-
-
 # ----------------------------------------------------------------------------- word samples
 def test_fsdd_words_balanced_over_speakers(fsdd_dir):
     samples = select_word_samples("fsdd", samples_per_word=12, data_path=fsdd_dir, seed=3)
