@@ -141,11 +141,17 @@ def load_audio_batch(paths, sr: int | None = 16000, mono: bool = True, progress:
             ok_paths.append(str(path))
         except AudioLoadError as error:
             failures.append({"path": str(path), "error": error.problem})
-    if failures:
-        print(f"Skipped {len(failures)} unreadable file(s):")
-        for failure in failures[:10]:
-            print(f"  {failure['path']}: {failure['error']}")
-        if len(failures) > 10:
-            print(f"  ... and {len(failures) - 10} more")
+    report_audio_failures(failures)
     return arrays, ok_paths, failures
+
+
+def report_audio_failures(failures, noun: str = "file", limit: int = 10) -> None:
+    """Print skipped files (``[{"path", "error"}]``), the first ``limit`` of them with reasons."""
+    if not failures:
+        return
+    print(f"Skipped {len(failures)} unreadable {noun}(s):")
+    for failure in failures[:limit]:
+        print(f"  {failure['path']}: {failure['error']}")
+    if len(failures) > limit:
+        print(f"  ... and {len(failures) - limit} more")
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from lib.atomic_io import atomic_save_npy
-from lib.audio import AudioLoadError, load_audio
+from lib.audio import AudioLoadError, load_audio, report_audio_failures
 from lib.features import log_mel
 from lib.mae_registry import MAE_TRANSFORMS, MaeTransformBase, register_mae_transform
 
@@ -259,12 +259,7 @@ def mae_transform_cached(paths, transform: MaeTransformBase, cache_dir=None, pro
                 atomic_save_npy(target, image)
         images.append(image)
         ok_paths.append(str(path))
-    if failures:
-        print(f"Skipped {len(failures)} unreadable clip(s):")
-        for failure in failures[:10]:
-            print(f"  {failure['path']}: {failure['error']}")
-        if len(failures) > 10:
-            print(f"  ... and {len(failures) - 10} more")
+    report_audio_failures(failures, noun="clip")
     shape = (0, *transform.output_shape)
     stacked = np.stack(images).astype(np.float32) if images else np.zeros(shape, dtype=np.float32)
     if cache is not None and paths is not None:
