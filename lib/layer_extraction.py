@@ -485,17 +485,3 @@ def resolve_layer_request(adapter, request=None) -> list:
         raise ValueError(f"{adapter.name}: none of the requested layers {list(request)} exist; available: {order}")
     return [name for name in order if name in chosen]
 
-
-def limit_cpu_threads(threads: int | None):
-    """Cap torch's and the BLAS libraries' CPU threads (None: leave the defaults); returns the cap.
-
-    On a shared or small machine, one or two threads are often much faster than the default
-    for small models: idle threads spin while waiting for cores other jobs hold.
-    """
-    if not threads:
-        return None
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(int(threads))
-    threadpool_limits(int(threads))
-    return int(threads)

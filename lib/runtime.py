@@ -2,7 +2,8 @@
 # # Runtime: seeds, devices, threads
 #
 # Reproducibility and hardware selection in one place: `seed_everything` seeds Python,
-# NumPy and (when installed) PyTorch; `pick_device` chooses CUDA, Apple MPS or CPU.
+# NumPy and (when installed) PyTorch; `pick_device` chooses CUDA, Apple MPS or CPU;
+# `limit_cpu_threads` caps torch's and the BLAS libraries' threads.
 
 # %%
 import os
@@ -41,3 +42,20 @@ def pick_device(preference: str = "auto") -> str:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+def limit_cpu_threads(threads: int | None):
+    """Cap torch's and the BLAS libraries' CPU threads (None: leave the defaults); returns the cap.
+
+    On a shared or small machine, one or two threads are often much faster than the default
+    for small models: idle threads spin while waiting for cores other jobs hold. Call it after
+    numpy/scipy/scikit-learn are imported, so every BLAS they load is capped.
+    """
+    if not threads:
+        return None
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(int(threads))
+    threadpool_limits(int(threads))
+    return int(threads)

@@ -51,7 +51,7 @@ checkpoint_dir = None  # None: <output_dir>/checkpoints
 resume = True  # continue pretraining from checkpoint_dir/last.pt when it exists
 cache_dir = None  # log-mel .npy cache; None: <output_dir>/cache
 device = "auto"  # "auto", "cpu", "cuda" or "mps"
-torch_threads = None  # CPU threads for torch (None: torch's default; 1 is fastest on a busy machine)
+torch_threads = None  # CPU threads for torch and BLAS (None: the defaults; 1 is fastest on a busy machine)
 amp = True  # mixed precision on CUDA
 n_reconstructions = 4  # test clips shown as input / masked / reconstruction
 
@@ -77,13 +77,12 @@ from lib.mae_training import (
 )
 from lib.mae_transforms import build_mae_transform
 from lib.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
-from lib.runtime import pick_device, seed_everything
+from lib.runtime import limit_cpu_threads, pick_device, seed_everything
 
 seed_everything(seed)
 out = prepare_output_dir(output_dir)
 device = pick_device(device)
-if torch_threads:
-    torch.set_num_threads(int(torch_threads))
+limit_cpu_threads(torch_threads)
 checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else out / "checkpoints"
 cache_dir = Path(cache_dir) if cache_dir else out / "cache"
 print(f"device {device}; registered models {MAE_MODELS.names()}, data sources {MAE_DATA_SOURCES.names()}, "

@@ -90,15 +90,11 @@ from lib.model_files import (
     save_wav2vec2_digit_model,
 )
 from lib.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
-from lib.runtime import pick_device, seed_everything
+from lib.runtime import limit_cpu_threads, pick_device, seed_everything
 from lib.wav2vec2_finetune import Wav2Vec2Unavailable, finetune_wav2vec2, load_wav2vec2_classifier
 
 seed_everything(seed)
-if threads:
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(int(threads))
-    torch.set_num_threads(int(threads))
+limit_cpu_threads(threads)
 out = prepare_output_dir(output_dir)
 models_dir = prepare_output_dir(out / "models")
 device = pick_device(device)

@@ -60,7 +60,6 @@ from lib.layer_extraction import (
     check_extraction_memory,
     extract_layer_embeddings_pooled,
     layer_mode_views,
-    limit_cpu_threads,
     mfcc_baseline_embeddings,
     resolve_layer_request,
     speech_model_table,
@@ -72,7 +71,7 @@ from lib.layer_separability import (
     plot_layer_separability_interactive,
 )
 from lib.outputs import prepare_output_dir, save_figure, update_results
-from lib.runtime import pick_device, seed_everything
+from lib.runtime import limit_cpu_threads, pick_device, seed_everything
 from lib.speech_models import KNOWN_SPEECH_MODELS, ModelLoadError, load_speech_model, resolve_speech_model_id
 from lib.word_samples import select_word_samples, word_sample_summary
 

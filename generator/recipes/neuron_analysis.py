@@ -22,7 +22,7 @@ seed = 0  # random seed (utterance choice, PCA, clustering)
 model_name = "microsoft/wavlm-base-plus"  # hub id or local folder (WavLM, Wav2Vec2, HuBERT)
 random_weights_if_unavailable = True  # offline without the weights: same-size model with random weights
 device = "cpu"  # cpu, cuda, mps or auto
-torch_threads = None  # torch CPU threads (None: torch's default)
+torch_threads = None  # CPU threads for torch and BLAS (None: the defaults)
 layers = [2, 6, 10]  # transformer layers to analyse (0: the transformer input)
 n_utterances = 8  # LibriSpeech utterances analysed offline (distinct speakers)
 max_seconds = 12.0  # crop each utterance to this many seconds (None: whole)
@@ -69,7 +69,7 @@ from lib.neuron_tuning import (
     marked_frame_selectivity,
 )
 from lib.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
-from lib.runtime import pick_device, seed_everything
+from lib.runtime import limit_cpu_threads, pick_device, seed_everything
 from lib.semantic_projector import (
     fit_projector_from_manifest,
     fit_semantic_projector,
@@ -93,8 +93,7 @@ from lib.whisper_keywords import (
 )
 
 seed_everything(seed)
-if torch_threads:
-    torch.set_num_threads(int(torch_threads))
+limit_cpu_threads(torch_threads)
 out = prepare_output_dir(output_dir)
 device = pick_device(device)
 adapter, model_info = load_model_for_analysis(model_name, random_weights_if_unavailable=random_weights_if_unavailable,
