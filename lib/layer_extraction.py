@@ -104,22 +104,6 @@ def _slug(text: str, limit: int = 60) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_")[-limit:] or "model"
 
 
-def speech_model_fingerprint(adapter) -> str:
-    """Hash of a model's config and weights (a strided sample of every tensor), to validate caches."""
-    digest = hashlib.sha256()
-    config = adapter.model.config
-    text = config.to_json_string(use_diff=False) if hasattr(config, "to_json_string") else repr(config)
-    digest.update(text.encode())
-    for name, tensor in sorted(adapter.model.state_dict().items()):
-        flat = tensor.detach().reshape(-1)
-        step = max(1, flat.numel() // 4096)
-        sample = flat[::step][:4096].float().cpu().numpy()
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(sample.tobytes())
-    return digest.hexdigest()
-
-
 def clip_list_fingerprint(paths) -> str:
     """Hash of the clip list: path, size and modification time of every file, in order."""
     digest = hashlib.sha256()
@@ -296,7 +280,7 @@ def extract_layer_embeddings_pooled(adapter, paths, layers=None, poolings=("mean
     adapter_keys = adapter._check_layers(wanted)  # raises a clear error for an unknown layer
     layer_of = dict(zip(wanted, adapter_keys))
     wanted = [name for name in order if name in layer_of] + [n for n in wanted if n not in order]
-    base = {"version": LAYER_CACHE_VERSION, "model": adapter.name, "model_hash": speech_model_fingerprint(adapter),
+    base = {"version": LAYER_CACHE_VERSION, "model": adapter.name, "model_hash": adapter.fingerprint(),
             "layers": wanted, "max_seconds": max_seconds, "clips_hash": clip_list_fingerprint(paths),
             "n_clips": len(paths)}
     state = {}

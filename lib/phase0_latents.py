@@ -105,13 +105,9 @@ class Phase0CodecEncoder:
 
     def info(self) -> dict:
         info = self.adapter.info()
-        config_text = json.dumps(self.adapter.model.config.to_dict(), sort_keys=True, default=str)
-        weights = hashlib.sha256()
-        for tensor in list(self.adapter.model.state_dict().values())[:8]:
-            weights.update(tensor.detach().cpu().numpy().tobytes()[:4096])
         return {"encoder": self.name, "family": info["family"], "stage": self.stage, "sample_rate": self.sample_rate,
                 "frame_rate": self.frame_rate, "dim": self.dim, "num_parameters": info["num_parameters"],
-                "fingerprint": hashlib.sha256(config_text.encode()).hexdigest()[:16] + "-" + weights.hexdigest()[:16]}
+                "fingerprint": self.adapter.fingerprint()}
 
 
 def load_phase0_encoder(name: str = "logmel", device: str = "cpu", local_files_only: bool = False, **kwargs):

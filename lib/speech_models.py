@@ -22,6 +22,7 @@
 # - `info()`: family, layers, hidden size, parameter count, sample and frame rate.
 
 # %%
+import hashlib
 import math
 from pathlib import Path
 
@@ -153,6 +154,26 @@ class SpeechModelAdapter:
             return names
         names = list(range(self.num_layers + 1))
         return names + (["conv"] if self.family != "whisper" else [])
+
+    def fingerprint(self) -> str:
+        """Hash of the model's config and weights (a strided sample of every tensor), for cache keys.
+
+        Computed once per adapter; two adapters with the same config and weights agree.
+        """
+        if getattr(self, "_fingerprint", None) is None:
+            digest = hashlib.sha256()
+            config = self.model.config
+            text = config.to_json_string(use_diff=False) if hasattr(config, "to_json_string") else repr(config)
+            digest.update(text.encode())
+            for name, tensor in sorted(self.model.state_dict().items()):
+                flat = tensor.detach().reshape(-1)
+                step = max(1, flat.numel() // 4096)
+                sample = flat[::step][:4096].float().cpu().numpy()
+                digest.update(name.encode())
+                digest.update(str(tuple(tensor.shape)).encode())
+                digest.update(sample.tobytes())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
 
     def info(self) -> dict:
         return {

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from lib.audio import load_audio
 from lib.speech_models import (
@@ -107,3 +108,14 @@ def test_known_variants_registry():
     assert resolve_speech_model_id("whisper-base.en") == "openai/whisper-base.en"
     assert resolve_speech_model_id("dac_24khz") == "descript/dac_24khz"
     assert resolve_speech_model_id("my/own-model") == "my/own-model"
+
+
+def test_fingerprint_follows_the_weights(tiny_model):
+    folder = tiny_model("wavlm")
+    first = load_speech_model(str(folder), local_files_only=True)
+    second = load_speech_model(str(folder), local_files_only=True)
+    assert first.fingerprint() == second.fingerprint()
+    with torch.no_grad():
+        next(second.model.parameters()).add_(0.01)
+    second._fingerprint = None  # weights changed in place: forget the cached value
+    assert first.fingerprint() != second.fingerprint()
