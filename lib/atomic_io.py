@@ -4,7 +4,8 @@
 # Caches, checkpoints and `results.json` must never be left half-written: an interrupted
 # run (a killed kernel, a full disk) has to leave the previous version readable. Every
 # writer here writes to a temporary file in the same folder, flushes it to disk, then
-# renames it over the target, which is atomic on POSIX and Windows. `file_sha256` gives
+# renames it over the target, which is atomic on POSIX and Windows; `atomic_output` does the
+# same for writers that need a file path (PIL, pandas, ffmpeg). `file_sha256` gives
 # the content hashes that caches and checkpoints are keyed by.
 
 # %%
@@ -12,27 +13,39 @@ import hashlib
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 
-def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file + rename); return the path."""
+@contextmanager
+def atomic_output(path):
+    """Yield a temporary path beside ``path`` for any writer (PIL, pandas, ffmpeg...).
+
+    The temporary file keeps ``path``'s suffix (writers pick the format from it). When the
+    block succeeds it is flushed to disk and renamed over ``path``; when it fails it is
+    deleted and ``path`` keeps its previous content.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
+        yield Path(tmp)
+        with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
-    return path
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file + rename); return the path."""
+    with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path, text: str) -> Path:
@@ -58,20 +71,9 @@ def atomic_write_json(path, obj, indent: int = 2) -> Path:
 
 def atomic_save_npy(path, array) -> Path:
     """Save a numpy array as ``.npy`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.npy", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, np.asarray(array), allow_pickle=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, np.asarray(array), allow_pickle=False)
+    return Path(path)
 
 
 def file_sha256(path, chunk_size: int = 1 << 20) -> str:

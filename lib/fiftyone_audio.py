@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lib.atomic_io import atomic_output
+
 FO_SPECTROGRAM_SLICE = "spectrogram"
 FO_PLAYBACK_SLICE = "playback"
 FO_RESERVED_FIELDS = {"id", "_id", "filepath", "tags", "metadata", "media_type", "group", "created_at",
@@ -393,14 +395,11 @@ def fo_export_table(manifest: pd.DataFrame, embeddings, maps: dict | None = None
     else:
         raise ValueError(f"fmt must be 'parquet' or 'csv', not {fmt!r}")
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        if fmt == "parquet":
-            table.to_parquet(tmp, index=False)
-        else:
-            table.to_csv(tmp, index=False)
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:
+            if fmt == "parquet":
+                table.to_parquet(tmp, index=False)
+            else:
+                table.to_csv(tmp, index=False)
     return table
 
 

@@ -17,14 +17,13 @@
 # %%
 import hashlib
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
 
 import numpy as np
 
-from lib.atomic_io import atomic_write_json
+from lib.atomic_io import atomic_output, atomic_write_json
 from lib.audio import AudioLoadError, audio_info, load_audio
 
 
@@ -107,9 +106,8 @@ def spectrogram_previews(paths, out_dir, sr: int = 16000, n_mels: int = 64, fmax
             seconds = mel.shape[1] / 100.0
             width = max(min_width, int(round(seconds * px_per_second)))
             image = Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR)
-            tmp = png.with_name(png.name + ".tmp.png")
-            image.save(tmp)
-            os.replace(tmp, png)
+            with atomic_output(png) as tmp:
+                image.save(tmp)
         png_paths.append(str(png))
     atomic_write_json(out_dir / "colour_scale.json", scale)
     return png_paths, ok_paths, failures, scale
@@ -150,7 +148,6 @@ def spectrogram_video(audio_path, png_path, mp4_path, fps: int = 10, audio_rate:
     """Make one MP4: ``png_path`` as the picture (with a play-head), ``audio_path`` as the soundtrack."""
     duration = max(0.05, audio_info(audio_path)["duration"])
     mp4_path = Path(mp4_path)
-    tmp = mp4_path.with_name(mp4_path.stem + ".tmp.mp4")
     even = "scale=trunc(iw/2)*2:trunc(ih/2)*2"
     if playhead:
         graph = (f"color=c=white@0.85:s=2x4096:r={fps}[bar];"
@@ -160,12 +157,11 @@ def spectrogram_video(audio_path, png_path, mp4_path, fps: int = 10, audio_rate:
     command = [spec_ffmpeg_exe(), "-y", "-loglevel", "error", "-loop", "1", "-framerate", str(fps),
                "-i", str(png_path), "-i", str(audio_path), "-filter_complex", graph, "-map", "[v]", "-map", "1:a",
                "-c:v", "libx264", "-preset", "veryfast", "-tune", "stillimage", "-c:a", "aac", "-b:a", "96k",
-               "-ar", str(audio_rate), "-ac", "1", "-t", f"{duration:.4f}", "-movflags", "+faststart", str(tmp)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    if result.returncode != 0 or not tmp.exists():
-        tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"{audio_path}: ffmpeg could not make {mp4_path.name}: {result.stderr.strip()[-400:]}")
-    os.replace(tmp, mp4_path)
+               "-ar", str(audio_rate), "-ac", "1", "-t", f"{duration:.4f}", "-movflags", "+faststart"]
+    with atomic_output(mp4_path) as tmp:
+        result = subprocess.run(command + [str(tmp)], capture_output=True, text=True, timeout=timeout)
+        if result.returncode != 0 or tmp.stat().st_size == 0:
+            raise RuntimeError(f"{audio_path}: ffmpeg could not make {mp4_path.name}: {result.stderr.strip()[-400:]}")
     return mp4_path
 
 
