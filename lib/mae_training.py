@@ -50,6 +50,23 @@ def mae_distributed_context(device: str = "cpu") -> dict:
     return {"rank": 0, "world_size": 1, "local_rank": 0, "distributed": False, "device": device}
 
 
+def mae_optimizer_step(loss, optimizer, params, scaler=None, clip_grad=None) -> None:
+    """Backward pass, optional gradient-norm clipping (on unscaled gradients under AMP), one step."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if clip_grad:
+        torch.nn.utils.clip_grad_norm_(params, clip_grad)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+
+
 def mae_lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float = 0.0) -> float:
     """Linear warmup to ``base_lr`` over ``warmup_steps``, then cosine decay to ``min_lr``."""
     if warmup_steps > 0 and step < warmup_steps:
@@ -143,19 +160,7 @@ def mae_pretrain(model, x, epochs: int, batch_size: int = 32, lr: float = 1e-3, 
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"pretraining loss became {loss.item()} at epoch {epoch + 1}, step {i}; "
                                          "lower the learning rate or enable gradient clipping")
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            if clip_grad:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+            mae_optimizer_step(loss, optimizer, model.parameters(), scaler, clip_grad)
             loss_sum += torch.tensor([loss.item() * len(index), len(index)], dtype=torch.float64)
             bar.set_postfix(loss=f"{loss.item():.4f}")
         if ctx["distributed"]:
@@ -300,19 +305,7 @@ def mae_train_classifier(classifier, x, y, epochs: int = 10, batch_size: int = 3
             with autocast():
                 logits = module(batch)
                 loss = F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            if clip_grad:
-                torch.nn.utils.clip_grad_norm_(params, clip_grad)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+            mae_optimizer_step(loss, optimizer, params, scaler, clip_grad)
             step += 1
             loss_sum += loss.item() * len(index)
             correct += int((logits.argmax(-1) == target).sum())
