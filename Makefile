@@ -10,7 +10,7 @@ JOBS ?= 2
 
 export FIFTYONE_DO_NOT_TRACK = true
 # Data lookup: $AUDIOLENS_DATA if set; else a sibling shared/data folder when there is one
-# (this workplace's read-only copy); else data/ and downloads (see lib/datasets.py).
+# (this workplace's read-only copy); else data/ and downloads (see lib/core/datasets.py).
 ifeq ($(origin AUDIOLENS_DATA), undefined)
   ifneq ($(wildcard ../shared/data/fsdd),)
     export AUDIOLENS_DATA := $(abspath ../shared/data)

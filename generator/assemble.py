@@ -67,7 +67,7 @@ def _python_source(cell_source: str) -> str:
         return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in cell_source.splitlines())
 
 
-def parse_script(path: Path, name: str | None = None) -> Script:
+def parse_script(path: Path, name: str | None = None, lib_dir: Path | None = None) -> Script:
     """Read a percent-script and check the form of its lib imports."""
     path = Path(path)
     notebook = jupytext.read(path, fmt="py:percent")
@@ -78,21 +78,24 @@ def parse_script(path: Path, name: str | None = None) -> Script:
         source = nb_cell.source
         tags = list(nb_cell.metadata.get("tags", []))
         if nb_cell.cell_type == "code":
-            source = _strip_lib_imports(path, number, source, lib_imports)
+            source = _strip_lib_imports(path, number, source, lib_imports, lib_dir)
             if not source.strip():
                 continue
         cells.append(Cell(nb_cell.cell_type, source, tags))
     return Script(name or path.stem, path, cells, lib_imports)
 
 
-def _strip_lib_imports(path: Path, cell_number: int, source: str, lib_imports: list) -> str:
-    """Remove top-level ``from lib.x import y`` lines; reject every other form of lib import."""
+def _strip_lib_imports(path: Path, cell_number: int, source: str, lib_imports: list,
+                       lib_dir: Path | None = None) -> str:
+    """Replace top-level ``from lib.pkg.mod import y`` lines by a comment naming the module and
+    symbols; reject every other form of lib import."""
+    lib_dir = Path(lib_dir or LIB_DIR)
     try:
         tree = ast.parse(_python_source(source))
     except SyntaxError as error:
         raise AssemblyError(f"{path}: cell {cell_number}: syntax error: {error}") from None
     where = f"{path}: cell {cell_number}"
-    drop_lines = set()
+    replaced = {}  # first line -> (last line, comment)
     top_level = set(id(node) for node in tree.body)
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -100,20 +103,24 @@ def _strip_lib_imports(path: Path, cell_number: int, source: str, lib_imports: l
                 if _is_internal(alias.name):
                     raise AssemblyError(
                         f"{where}, line {node.lineno}: 'import {alias.name}' cannot be inlined; "
-                        f"write 'from {alias.name if '.' in alias.name else 'lib.<module>'} import <names>'"
+                        f"write 'from {alias.name if alias.name.count('.') > 1 else 'lib.<family>.<module>'} "
+                        "import <names>'"
                     )
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 raise AssemblyError(f"{where}, line {node.lineno}: relative imports cannot be inlined; "
-                                    "use 'from lib.<module> import <names>'")
+                                    "use 'from lib.<family>.<module> import <names>'")
             if not _is_internal(node.module):
                 continue
             if node.module in ("lib", "generator") or node.module.startswith("generator"):
                 raise AssemblyError(f"{where}, line {node.lineno}: 'from {node.module} import ...' cannot be "
-                                    "inlined; import names from a lib module: 'from lib.<module> import <names>'")
-            if node.module.count(".") != 1:
-                raise AssemblyError(f"{where}, line {node.lineno}: lib modules are flat; "
-                                    f"'{node.module}' cannot be inlined")
+                                    "inlined; import names from a lib module: "
+                                    "'from lib.<family>.<module> import <names>'")
+            module = node.module.split(".", 1)[1]
+            module_path = lib_dir / (module.replace(".", "/") + ".py")
+            if not module_path.exists() and (lib_dir / module.replace(".", "/")).is_dir():
+                raise AssemblyError(f"{where}, line {node.lineno}: '{node.module}' is a package; import names "
+                                    f"from one of its modules: 'from {node.module}.<module> import <names>'")
             if any(alias.name == "*" for alias in node.names):
                 raise AssemblyError(f"{where}, line {node.lineno}: 'from {node.module} import *' cannot be inlined; "
                                     "name what you import")
@@ -124,15 +131,24 @@ def _strip_lib_imports(path: Path, cell_number: int, source: str, lib_imports: l
             if id(node) not in top_level:
                 raise AssemblyError(f"{where}, line {node.lineno}: 'from {node.module} import ...' must be at "
                                     "the top level of a cell (not inside a function, class, if or try)")
-            module = node.module.split(".", 1)[1]
             if module not in lib_imports:
                 lib_imports.append(module)
-            drop_lines.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
-    if not drop_lines:
+            names = ", ".join(alias.name for alias in node.names)
+            comment = f"# inlined above: {names} (lib/{module.replace('.', '/')}.py)"
+            replaced[node.lineno] = ((node.end_lineno or node.lineno), comment)
+    if not replaced:
         return source
     lines = source.splitlines()
-    kept = [line for i, line in enumerate(lines, start=1) if i not in drop_lines]
-    return "\n".join(kept).strip("\n")
+    out, skip_until = [], 0
+    for number, line in enumerate(lines, start=1):
+        if number in replaced:
+            skip_until, comment = replaced[number]
+            out.append(comment)
+            continue
+        if number <= skip_until:
+            continue
+        out.append(line)
+    return "\n".join(out).strip("\n")
 
 
 def top_level_names(script: Script) -> dict:
@@ -166,12 +182,12 @@ def resolve_modules(recipe: Script, lib_dir: Path | None = None) -> list:
         if state.get(module) == "active":
             cycle = chain[chain.index(module):] + [module]
             raise AssemblyError("import cycle between lib modules: " + " -> ".join(f"lib.{m}" for m in cycle))
-        path = lib_dir / f"{module}.py"
+        path = lib_dir / (module.replace(".", "/") + ".py")
         if not path.exists():
             importer = f"lib.{chain[-1]}" if chain else recipe.path.name
             raise AssemblyError(f"{importer} imports lib.{module}, but {path} does not exist")
         state[module] = "active"
-        script = cache.setdefault(module, parse_script(path, module))
+        script = cache.setdefault(module, parse_script(path, module, lib_dir))
         for dependency in script.lib_imports:
             visit(dependency, chain + [module])
         state[module] = "done"
@@ -186,7 +202,7 @@ def check_name_clashes(modules: list, recipe: Script) -> None:
     """Fail if two inlined modules (or a module and the recipe) define the same top-level name."""
     owner = {}
     for script in modules + [recipe]:
-        label = f"lib/{script.name}.py" if script is not recipe else str(recipe.path.name)
+        label = module_label(script) if script is not recipe else str(recipe.path.name)
         for name, cell in top_level_names(script).items():
             if script is recipe and name in owner:
                 raise AssemblyError(f"{label}: cell {cell} redefines '{name}', already defined by {owner[name]}; "
@@ -267,6 +283,36 @@ def _cell_id(notebook: str, index: int, source: str) -> str:
     return f"c{index:03d}-" + hashlib.sha1(f"{notebook}\0{index}\0{source}".encode()).hexdigest()[:10]
 
 
+def module_label(script: Script) -> str:
+    """``lib/<family>/<module>.py`` for a lib module's script."""
+    return "lib/" + script.name.replace(".", "/") + ".py"
+
+
+def _without_title(markdown: str) -> str:
+    """A module's first markdown cell without its ``# Title`` line (the section heading shows it)."""
+    lines = markdown.splitlines()
+    for index, line in enumerate(lines):
+        if line.strip():
+            if line.lstrip().startswith("#"):
+                return "\n".join(lines[index + 1:]).strip("\n")
+            break
+    return markdown.strip("\n")
+
+
+def _cell_summary(source: str) -> str:
+    """What a code cell defines, for its Colab form title: the first few top-level names."""
+    try:
+        tree = ast.parse(_python_source(source))
+    except SyntaxError:
+        return "code"
+    names = [node.name for node in tree.body
+             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not node.name.startswith("_")]
+    if not names:
+        return "imports and constants" if all(isinstance(n, (ast.Import, ast.ImportFrom, ast.Assign, ast.AnnAssign, ast.Expr))
+                                               for n in tree.body) else "code"
+    return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+
+
 def _first_line(script: Script) -> str:
     for cell in script.cells:
         if cell.kind == "markdown":
@@ -286,7 +332,7 @@ def assemble(name: str, recipes_dir: Path | None = None, lib_dir: Path | None = 
     if not recipe_path.exists():
         raise AssemblyError(f"no recipe {recipe_path}; notebooks: {', '.join(sorted(NOTEBOOKS))}")
     extra = extra or NOTEBOOKS.get(name)
-    recipe = parse_script(recipe_path, name)
+    recipe = parse_script(recipe_path, name, lib_dir)
     modules = resolve_modules(recipe, lib_dir)
     check_name_clashes(modules, recipe)
 
@@ -298,30 +344,51 @@ def assemble(name: str, recipes_dir: Path | None = None, lib_dir: Path | None = 
     v4 = nbformat.v4
     cells = []
     first_code = recipe.cells.index(code_cells[0])
-    for cell in recipe.cells[:first_code]:  # title and description
-        cells.append(v4.new_markdown_cell(cell.source))
+    sources = [f"`generator/recipes/{name}.py`"] + [f"`{module_label(m)}`" for m in modules]
+    provenance = (
+        "> **Generated file.** This notebook is built from " + ", ".join(sources)
+        + ". Edit those files, then run `audiolens build`; changes made here are overwritten.")
+    intro = [cell.source for cell in recipe.cells[:first_code] if cell.kind == "markdown"]
+    cells.append(v4.new_markdown_cell("\n\n".join(intro + [provenance])))
     if extra:
-        cells.append(v4.new_code_cell(setup_cell_source(extra), metadata={"tags": ["setup"]}))
+        cells.append(v4.new_code_cell("# @title Setup: install what is missing\n" + setup_cell_source(extra),
+                                      metadata={"tags": ["setup"]}))
+    cells.append(v4.new_markdown_cell(
+        "## Run\n\nSet the parameters in the next cell (or pass them with papermill / "
+        "`audiolens run NAME -p KEY VALUE`), then run all cells."))
     params = recipe.cells[first_code]
     cells.append(v4.new_code_cell(params.source, metadata={"tags": ["parameters"]}))
+    check = parameter_check_source(name, params.source)
+    if check:
+        cells.append(v4.new_code_cell(check, metadata={"tags": ["parameter-check"]}))
 
     if modules:
-        listing = "\n".join(f"- `lib/{m.name}.py`: {_first_line(m)}" for m in modules)
+        listing = "\n".join(f"- `{module_label(m)}`: {_first_line(m)}" for m in modules)
         cells.append(v4.new_markdown_cell(
-            "## Library code\n\nThe cells below are the audiolens library modules this notebook uses, "
-            "inlined so the notebook is self-contained. Their code is collapsed; expand a cell to read it.\n\n"
-            + listing))
+            "### Library code\n\nThe audiolens library modules this notebook uses, inlined so the notebook is "
+            "self-contained, dependencies first. Each section is one module; its code is collapsed (expand "
+            "a cell to read it).\n\n" + listing))
     for module in modules:
-        cells.append(v4.new_markdown_cell(f"### lib/{module.name}.py"))
+        label = module_label(module)
+        title = _first_line(module)
+        intro_done = False
         for cell in module.cells:
-            if cell.kind == "markdown":
+            if cell.kind == "markdown" and not intro_done:
+                intro_done = True
+                body = _without_title(cell.source)
+                cells.append(v4.new_markdown_cell(f"#### {title} (`{label}`)" + (f"\n\n{body}" if body else ""),
+                                                  metadata={"tags": ["lib"]}))
+            elif cell.kind == "markdown":
                 # demote module headings below the notebook's own
-                text = re.sub(r"^(#{1,4}) ", lambda m: "#" * min(6, len(m.group(1)) + 3) + " ", cell.source,
+                text = re.sub(r"^(#{1,4}) ", lambda m: "#" * min(6, len(m.group(1)) + 4) + " ", cell.source,
                               flags=re.M)
                 cells.append(v4.new_markdown_cell(text, metadata={"tags": ["lib"]}))
             else:
+                if not intro_done:
+                    intro_done = True
+                    cells.append(v4.new_markdown_cell(f"#### {title} (`{label}`)", metadata={"tags": ["lib"]}))
                 cells.append(v4.new_code_cell(
-                    f"# @title lib/{module.name}.py\n" + cell.source,
+                    f"# @title {label}: {_cell_summary(cell.source)}\n" + cell.source,
                     metadata={"cellView": "form", "jupyter": {"source_hidden": True}, "tags": ["lib"]}))
     for cell in recipe.cells[first_code + 1:]:
         if cell.kind == "markdown":
@@ -338,7 +405,7 @@ def assemble(name: str, recipes_dir: Path | None = None, lib_dir: Path | None = 
         "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
         "language_info": {"name": "python"},
         "colab": {"provenance": []},
-        "audiolens": {"recipe": f"generator/recipes/{name}.py", "lib_modules": [m.name for m in modules],
+        "audiolens": {"recipe": f"generator/recipes/{name}.py", "lib_modules": [module_label(m) for m in modules],
                       "extra": extra},
     }
     return notebook
@@ -352,7 +419,7 @@ def notebook_text(notebook) -> str:
 
 def build(names=None, out_dir: Path | None = None) -> list:
     """Regenerate notebooks; return the paths written (files whose text changed)."""
-    from lib.atomic_io import atomic_write_text
+    from lib.core.atomic_io import atomic_write_text
 
     out_dir = Path(out_dir or NOTEBOOKS_DIR)
     written = []
@@ -414,17 +481,65 @@ def check(out_dir: Path | None = None) -> list:
     return problems
 
 
-def parameters_of(name: str) -> list:
+def parameters_of(name: str, source: str | None = None) -> list:
     """``(name, default source, comment)`` for each assignment in a recipe's parameters cell."""
-    recipe = parse_script(RECIPES_DIR / f"{name}.py", name)
-    cell = next(c for c in recipe.cells if c.kind == "code")
+    if source is None:
+        recipe = parse_script(RECIPES_DIR / f"{name}.py", name)
+        source = next(c for c in recipe.cells if c.kind == "code").source
     out = []
-    lines = cell.source.splitlines()
-    for node in ast.parse(cell.source).body:
+    lines = source.splitlines()
+    for node in ast.parse(source).body:
         if isinstance(node, (ast.Assign, ast.AnnAssign)):
             target = node.targets[0] if isinstance(node, ast.Assign) else node.target
             if isinstance(target, ast.Name) and node.value is not None:
                 line = lines[node.lineno - 1]
                 comment = line.split("#", 1)[1].strip() if "#" in line[node.value.end_col_offset:] else ""
-                out.append((target.id, ast.get_source_segment(cell.source, node.value), comment))
+                out.append((target.id, ast.get_source_segment(source, node.value), comment))
     return out
+
+
+_SPEC = re.compile(r"^\[([^\]]*)\]")
+
+
+def parameter_schema(name: str, source: str | None = None) -> dict:
+    """The declared schema of a notebook's parameters: default, spec (the comment's leading
+    ``[...]``, see ``generator/parameter_check.py``) and help text, in the cell's order."""
+    schema = {}
+    for param, default_source, comment in parameters_of(name, source):
+        try:
+            default = ast.literal_eval(default_source)
+        except (ValueError, SyntaxError):
+            default = None
+        match = _SPEC.match(comment)
+        spec = f"[{match.group(1)}]" if match else ""
+        if spec and "=" in spec:
+            raise AssemblyError(f"generator/recipes/{name}.py: parameter {param}: '=' in a comment breaks "
+                                "papermill's parser; write ranges as [1..] or [0..1]")
+        schema[param] = {"default": default, "spec": spec,
+                         "help": comment[match.end():].strip() if match else comment}
+    return schema
+
+
+def _parameter_check_code() -> str:
+    text = (Path(__file__).parent / "parameter_check.py").read_text(encoding="utf-8")
+    return text.split("# --- copied into notebooks from here on ---\n", 1)[1].strip("\n")
+
+
+def parameter_check_source(name: str, params_source: str) -> str:
+    """The generated cell that validates the parameters (and maps renamed ones) before any work."""
+    from generator.recipes import RENAMED_PARAMETERS
+
+    schema = parameter_schema(name, params_source)
+    renamed = RENAMED_PARAMETERS.get(name, {})
+    for old, new in renamed.items():
+        if new not in schema:
+            raise AssemblyError(f"RENAMED_PARAMETERS[{name!r}] maps {old!r} to {new!r}, which is not a parameter")
+    entries = "".join(f"    {key!r}: {{'default': {entry['default']!r}, 'spec': {entry['spec']!r}}},\n"
+                      for key, entry in schema.items())
+    return ("# @title Parameter check: types, ranges and choices declared in the parameters cell\n"
+            "# Generated by audiolens build from the parameters cell's defaults and [spec] comments.\n"
+            + _parameter_check_code()
+            + "\n\n\n_audiolens_parameter_schema = {\n" + entries + "}\n"
+            + f"_audiolens_renamed_parameters = {renamed!r}\n"
+            + "audiolens_check_parameters(globals(), _audiolens_parameter_schema, _audiolens_renamed_parameters, "
+            + f"{name!r})")

@@ -52,7 +52,7 @@ def librispeech_dir(data_root) -> Path:
 
 @pytest.fixture(scope="session")
 def fsdd_manifest(fsdd_dir):
-    from lib.datasets import load_fsdd
+    from lib.core.datasets import load_fsdd
 
     return load_fsdd(fsdd_dir, download=False)
 
@@ -61,7 +61,7 @@ def fsdd_manifest(fsdd_dir):
 def run_notebook(tmp_path):
     """Execute a notebook with papermill in a temp folder; return its ``results.json`` as a dict.
 
-    ``run_notebook("digit_classification", max_train=200)``: parameters are papermill
+    ``run_notebook("digit_classification", max_train_clips=200)``: parameters are papermill
     parameters; ``output_dir`` is set to the temp folder (also returned as ``results["_out"]``).
     On a failing cell the test fails with the cell's error.
     """

@@ -1,11 +1,11 @@
-"""lib.atomic_io: a failed write keeps the previous file and leaves no temporary behind."""
+"""lib.core.atomic_io: a failed write keeps the previous file and leaves no temporary behind."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from lib.atomic_io import atomic_output, atomic_save_npy, atomic_write_json, atomic_write_text
+from lib.core.atomic_io import atomic_output, atomic_save_npy, atomic_write_json, atomic_write_text
 
 
 def test_atomic_output_renames_on_success_and_keeps_the_suffix(tmp_path):

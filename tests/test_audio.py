@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from lib.audio import AudioLoadError, audio_info, load_audio, load_audio_batch
+from lib.core.audio import AudioLoadError, audio_info, load_audio, load_audio_batch
 
 
 @pytest.fixture(scope="module")

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from lib.audio import load_audio
-from lib.audiomae import build_audiomae_model
-from lib.mae_checkpoints import (
+from lib.core.audio import load_audio
+from lib.mae.audiomae import build_audiomae_model
+from lib.mae.mae_checkpoints import (
     MaeCheckpointError,
     load_audiomae_encoder,
     load_mae_checkpoint,
     save_mae_checkpoint,
 )
-from lib.mae_transforms import build_mae_transform
+from lib.mae.mae_transforms import build_mae_transform
 
 TINY = dict(depth=2, embed_dim=64, num_heads=2, decoder_dim=64, decoder_depth=1, decoder_heads=2)
 

@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from lib.audio import load_audio
-from lib.audiomae import audiomae_model_from_config
-from lib.mae_checkpoints import load_audiomae_encoder, load_mae_checkpoint
-from lib.mae_data import build_mae_data_source, mae_load_split, mae_subsample
-from lib.mae_training import mae_pretrain
-from lib.mae_transforms import build_mae_transform
+from lib.core.audio import load_audio
+from lib.mae.audiomae import audiomae_model_from_config
+from lib.mae.mae_checkpoints import load_audiomae_encoder, load_mae_checkpoint
+from lib.mae.mae_data import build_mae_data_source, mae_load_split, mae_subsample
+from lib.mae.mae_training import mae_pretrain
+from lib.mae.mae_transforms import build_mae_transform
 
 SMOKE = dict(dataset="fsdd", size="tiny", max_train_clips=40, max_test_clips=20, frames=32, pretrain_epochs=3,
              batch_size=8, warmup_epochs=1, pretrain_lr=2e-3, probe_epochs=20, finetune_epochs=1,
              model_overrides={"depth": 2, "decoder_dim": 96, "decoder_depth": 1, "decoder_heads": 2},
-             n_reconstructions=2, torch_threads=1)
+             n_reconstructions=2, cpu_threads=1)
 
 
 @pytest.mark.notebook

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from lib.audiomae import AUDIOMAE_SIZES, AudioMaeClassifier, audiomae_config, build_audiomae_model
-from lib.mae_data import build_mae_data_source, mae_load_split, mae_stratified_split, mae_subsample
-from lib.mae_registry import (
+from lib.mae.audiomae import AUDIOMAE_SIZES, AudioMaeClassifier, audiomae_config, build_audiomae_model
+from lib.mae.mae_data import build_mae_data_source, mae_load_split, mae_stratified_split, mae_subsample
+from lib.mae.mae_registry import (
     MAE_DATA_SOURCES,
     MAE_MODELS,
     MAE_TRANSFORMS,
@@ -19,7 +19,7 @@ from lib.mae_registry import (
     MaeTransformBase,
     register_mae_transform,
 )
-from lib.mae_transforms import MAE_IQ_MODULATIONS, build_mae_transform, mae_synthetic_iq
+from lib.mae.mae_transforms import MAE_IQ_MODULATIONS, build_mae_transform, mae_synthetic_iq
 
 SMALL = dict(depth=2, embed_dim=64, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2)
 
@@ -204,7 +204,7 @@ def test_data_source_interface(name, fsdd_dir, tmp_path, monkeypatch):
         pd.DataFrame(rows).to_csv(root / "meta" / "esc50.csv", index=False)
         from dataclasses import replace
 
-        import lib.datasets as datasets
+        import lib.core.datasets as datasets
 
         # the registry expects ESC-50's 2,000 clips: accept this miniature copy for the test only
         monkeypatch.setitem(datasets.DATASETS, "esc50", replace(datasets.DATASETS["esc50"], min_files=10))

@@ -24,7 +24,7 @@ n = 2  # multiplier
 label = "x"  # a string parameter
 
 # %%
-from lib.outputs import prepare_output_dir, update_results
+from lib.core.outputs import prepare_output_dir, update_results
 
 out = prepare_output_dir(output_dir)
 update_results(out, toy={"value": n * 21, "label": label, "n_type": type(n).__name__})

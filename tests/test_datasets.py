@@ -13,7 +13,7 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from lib import datasets as ds
+import lib.core.datasets as ds
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib.digit_features import (
+from lib.digits.digit_features import (
     DigitFeatureConfig,
     apply_standardizer,
     digit_feature_vectors,
@@ -82,7 +82,7 @@ def test_standardisation_uses_training_statistics_only(small_fsdd):
 # ---------------------------------------------------------------- baseline
 
 def test_grid_search_pipeline_on_real_digits(small_fsdd):
-    from lib.digit_models import SklearnDigitModel, grid_search_digit_pipeline
+    from lib.digits.digit_models import SklearnDigitModel, grid_search_digit_pipeline
 
     train_waves, train, test_waves, test = small_fsdd
     config = DigitFeatureConfig()
@@ -112,7 +112,7 @@ def test_grid_search_pipeline_on_real_digits(small_fsdd):
 
 @pytest.fixture(scope="module")
 def quick_cnn(small_fsdd):
-    from lib.digit_models import DigitCnnConfig, train_digit_cnn
+    from lib.digits.digit_models import DigitCnnConfig, train_digit_cnn
 
     train_waves, train, test_waves, test = small_fsdd
     config = DigitCnnConfig(epochs=3, patience=2, channels=(16, 24, 32), convs_per_block=1)
@@ -123,7 +123,7 @@ def quick_cnn(small_fsdd):
 def test_cnn_keeps_best_checkpoint_and_train_statistics(quick_cnn, small_fsdd):
     import torch
 
-    from lib.digit_models import fix_wave_length
+    from lib.digits.digit_models import fix_wave_length
 
     model, history = quick_cnn
     train_waves, _, test_waves, test = small_fsdd
@@ -143,7 +143,7 @@ def test_cnn_keeps_best_checkpoint_and_train_statistics(quick_cnn, small_fsdd):
 def test_waveform_augmentation_changes_audio_but_keeps_shape():
     import torch
 
-    from lib.digit_models import DigitCnnConfig, augment_waves
+    from lib.digits.digit_models import DigitCnnConfig, augment_waves
 
     config = DigitCnnConfig()
     x = torch.randn(4, config.n_samples) * 0.1
@@ -156,8 +156,8 @@ def test_waveform_augmentation_changes_audio_but_keeps_shape():
 # ---------------------------------------------------------------- model files
 
 def test_model_files_round_trip_and_clear_errors(tmp_path, small_fsdd, quick_cnn):
-    from lib.digit_models import SklearnDigitModel, make_digit_pipeline
-    from lib.model_files import (
+    from lib.digits.digit_models import SklearnDigitModel, make_digit_pipeline
+    from lib.digits.model_files import (
         ModelFileError,
         load_digit_model,
         predict_audio_files,
@@ -230,8 +230,8 @@ def test_model_files_round_trip_and_clear_errors(tmp_path, small_fsdd, quick_cnn
 # ---------------------------------------------------------------- Wav2Vec2
 
 def test_wav2vec2_finetunes_tiny_model_and_reloads(tiny_model, tmp_path, small_fsdd):
-    from lib.model_files import load_digit_model, save_wav2vec2_digit_model
-    from lib.wav2vec2_finetune import finetune_wav2vec2, load_wav2vec2_classifier
+    from lib.digits.model_files import load_digit_model, save_wav2vec2_digit_model
+    from lib.digits.wav2vec2_finetune import finetune_wav2vec2, load_wav2vec2_classifier
 
     train_waves, train, test_waves, _ = small_fsdd
     folder = tiny_model("wav2vec2")  # base model: the head is added by from_pretrained
@@ -255,7 +255,7 @@ def test_wav2vec2_finetunes_tiny_model_and_reloads(tiny_model, tmp_path, small_f
 
 
 def test_wav2vec2_unavailable_is_a_clear_error(tmp_path):
-    from lib.wav2vec2_finetune import Wav2Vec2Unavailable, load_wav2vec2_classifier
+    from lib.digits.wav2vec2_finetune import Wav2Vec2Unavailable, load_wav2vec2_classifier
 
     with pytest.raises(Wav2Vec2Unavailable, match="cannot load .*local save_pretrained folder"):
         load_wav2vec2_classifier(str(tmp_path / "no-such-model"))
@@ -266,8 +266,8 @@ def test_wav2vec2_unavailable_is_a_clear_error(tmp_path):
 def test_cnn_variants_log_mel_and_2d_build_run_and_reload(tmp_path):
     import torch
 
-    from lib.digit_models import CnnDigitModel, DigitCnn, DigitCnnConfig, DigitFrontend
-    from lib.model_files import load_digit_model, save_cnn_digit_model
+    from lib.digits.digit_models import CnnDigitModel, DigitCnn, DigitCnnConfig, DigitFrontend
+    from lib.digits.model_files import load_digit_model, save_cnn_digit_model
 
     wave = torch.randn(2, 6400) * 0.1
     mel = DigitFrontend(DigitCnnConfig(features="logmel", n_mels=64))(wave)

@@ -11,7 +11,7 @@ import pytest
 def test_digit_classification_notebook_small_run(run_notebook, tiny_model):
     w2v = tiny_model("wav2vec2")
     results = run_notebook(
-        "digit_classification", max_train=400, max_test=100, c_grid=[10.0], gamma_grid=["scale", 0.001],
+        "digit_classification", max_train_clips=400, max_test_clips=100, c_grid=[10.0], gamma_grid=["scale", 0.001],
         cv_folds=3, cnn_epochs=8, cnn_patience=4, loso_models=["svm", "cnn", "wav2vec2"], loso_cnn_epochs=3,
         wav2vec2_model=str(w2v), wav2vec2_on_cpu=True, wav2vec2_epochs=1, wav2vec2_max_steps=3,
         wav2vec2_batch_size=8, latency_runs=5, stream_digits=[4, 0, 7], threads=1)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from lib.digit_features import DigitFeatureConfig, digit_feature_vectors, load_digit_waves
-from lib.live_digits import (
+from lib.digits.digit_features import DigitFeatureConfig, digit_feature_vectors, load_digit_waves
+from lib.digits.live_digits import (
     EnergyVad,
     LiveAudioUnavailable,
     StreamingDigitRecognizer,
@@ -34,7 +34,7 @@ def _noise(seconds, rng, level_db=-65.0):
 @pytest.fixture(scope="module")
 def svm_model(fsdd_manifest):
     """A real SVM digit model on 30 training clips per digit and speaker-balanced picks (fast)."""
-    from lib.digit_models import SklearnDigitModel, make_digit_pipeline
+    from lib.digits.digit_models import SklearnDigitModel, make_digit_pipeline
 
     train = fsdd_manifest[fsdd_manifest.split == "train"].groupby(["label", "speaker"], group_keys=False).head(8)
     waves, train, _ = load_digit_waves(train, SR, progress=False)

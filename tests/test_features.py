@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lib.audio import load_audio
-from lib.features import POOLING_MODES, frame_features, log_mel, mfcc_features, pad_frames, pool_frames
+from lib.core.audio import load_audio
+from lib.core.features import POOLING_MODES, frame_features, log_mel, mfcc_features, pad_frames, pool_frames
 
 
 @pytest.fixture(scope="module")

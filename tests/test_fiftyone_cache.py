@@ -9,8 +9,9 @@ import shutil
 import numpy as np
 import pytest
 
-from lib.audio import load_audio
-from lib.audio_embedders import (
+from lib.core.audio import load_audio
+from lib.core.vector_cache import embed_cache_dir, embed_cache_load, embed_cache_update
+from lib.explorer.audio_embedders import (
     AudioMaeCheckpointEmbedder,
     MfccStatsEmbedder,
     SpeechLayerEmbedder,
@@ -18,15 +19,14 @@ from lib.audio_embedders import (
     embed_audio_files_cached,
     make_audio_embedder,
 )
-from lib.embedding_cache import embed_cache_dir, embed_cache_load, embed_cache_update
-from lib.embedding_quality import (
+from lib.explorer.embedding_quality import (
     embedding_quality_table,
     intra_inter_distances,
     precision_at_k,
     precision_at_k_across_groups,
     precision_chance,
 )
-from lib.spectrogram_media import (
+from lib.explorer.spectrogram_media import (
     spec_decode_audio,
     spec_media_streams,
     spectrogram_previews,
@@ -208,9 +208,9 @@ def test_speech_model_layer_embedder(tiny_model, clips, tmp_path):
 def test_audiomae_checkpoint_embedder(tmp_path, clips):
     import torch
 
-    from lib.audiomae import build_audiomae_model
-    from lib.mae_checkpoints import save_mae_checkpoint
-    from lib.mae_transforms import build_mae_transform
+    from lib.mae.audiomae import build_audiomae_model
+    from lib.mae.mae_checkpoints import save_mae_checkpoint
+    from lib.mae.mae_transforms import build_mae_transform
 
     with pytest.raises(ValueError, match="checkpoint"):
         make_audio_embedder("audiomae")

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.fiftyone_audio import (
+from lib.explorer.fiftyone_audio import (
     fo_build_audio_dataset,
     fo_clips_view,
     fo_compute_maps,
@@ -84,8 +84,8 @@ def small_dataset(tmp_path_factory, fsdd_manifest):
     """60 real clips (6 per digit) with MFCC embeddings and previews in a temporary FiftyOne DB."""
     root = tmp_path_factory.mktemp("fo")
     fo_configure(database_dir=root / "db", dataset_dir=root / "datasets")
-    from lib.audio_embedders import MfccStatsEmbedder, embed_audio_files
-    from lib.spectrogram_media import spectrogram_previews, spectrogram_videos
+    from lib.explorer.audio_embedders import MfccStatsEmbedder, embed_audio_files
+    from lib.explorer.spectrogram_media import spectrogram_previews, spectrogram_videos
 
     manifest = fsdd_manifest.groupby("label").head(6).reset_index(drop=True)
     embeddings, files, failures = embed_audio_files(manifest.path, MfccStatsEmbedder(), progress=False)
@@ -175,7 +175,7 @@ def test_views_geo_and_export(small_dataset, tmp_path):
 
 def test_umap_map_with_exposed_parameters(small_dataset):
     ds, manifest, vectors = small_dataset
-    maps = fo_compute_maps(ds, vectors, methods=["umap"], umap_n_neighbors=8, umap_min_dist=0.3)
+    maps = fo_compute_maps(ds, vectors, methods=["umap"], umap_n_neighbours=8, umap_min_dist=0.3)
     points = maps["umap"]["points"]
     assert points.shape == (60, 2) and np.isfinite(points).all() and points.std(axis=0).min() > 0
     assert maps["umap"]["options"]["num_neighbors"] == 8
@@ -231,7 +231,7 @@ def test_app_serves_its_page_and_stops_completely(small_dataset, capsys):
 def test_execution_context_never_treats_batch_runs_as_interactive(monkeypatch):
     import IPython
 
-    import lib.fiftyone_audio as foa
+    import lib.explorer.fiftyone_audio as foa
 
     class ZMQInteractiveShell:  # what a Jupyter kernel reports
         pass

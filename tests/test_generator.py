@@ -25,13 +25,13 @@ def write(folder, name, text):
 def toy(tmp_path):
     """A lib with a dependency chain recipe -> alpha -> beta -> gamma and gamma <- delta."""
     lib, recipes = tmp_path / "lib", tmp_path / "recipes"
-    write(lib, "gamma.py", "# %% [markdown]\n# # Gamma\n\n# %%\nGAMMA = 1\n\n\ndef gamma_fn():\n    return GAMMA\n")
-    write(lib, "beta.py", "# %% [markdown]\n# # Beta\n\n# %%\nfrom lib.gamma import gamma_fn\n\n\ndef beta_fn():\n"
+    write(lib, "fam/gamma.py", "# %% [markdown]\n# # Gamma\n\n# %%\nGAMMA = 1\n\n\ndef gamma_fn():\n    return GAMMA\n")
+    write(lib, "fam/beta.py", "# %% [markdown]\n# # Beta\n\n# %%\nfrom lib.fam.gamma import gamma_fn\n\n\ndef beta_fn():\n"
           "    return gamma_fn() + 1\n")
-    write(lib, "delta.py", "# %% [markdown]\n# # Delta\n\n# %%\nfrom lib.gamma import GAMMA\n\nDELTA = GAMMA * 10\n")
-    write(lib, "alpha.py", "# %% [markdown]\n# # Alpha\n\n# %%\nimport math\n\nfrom lib.beta import beta_fn\n"
-          "from lib.delta import DELTA\n\n\ndef alpha_fn():\n    return beta_fn() + DELTA + math.floor(0.5)\n")
-    write(recipes, "toy.py", RECIPE_HEAD + "# %%\nfrom lib.alpha import alpha_fn\n\nresult = alpha_fn() * n\nprint(result)\n")
+    write(lib, "fam/delta.py", "# %% [markdown]\n# # Delta\n\n# %%\nfrom lib.fam.gamma import GAMMA\n\nDELTA = GAMMA * 10\n")
+    write(lib, "fam/alpha.py", "# %% [markdown]\n# # Alpha\n\n# %%\nimport math\n\nfrom lib.fam.beta import beta_fn\n"
+          "from lib.fam.delta import DELTA\n\n\ndef alpha_fn():\n    return beta_fn() + DELTA + math.floor(0.5)\n")
+    write(recipes, "toy.py", RECIPE_HEAD + "# %%\nfrom lib.fam.alpha import alpha_fn\n\nresult = alpha_fn() * n\nprint(result)\n")
     return lib, recipes
 
 
@@ -42,7 +42,7 @@ def code_of(nb):
 def test_modules_are_inlined_in_dependency_order(toy):
     lib, recipes = toy
     nb = asm.assemble("toy", recipes_dir=recipes, lib_dir=lib, extra="digits")
-    assert nb.metadata["audiolens"]["lib_modules"] == ["gamma", "beta", "delta", "alpha"]
+    assert nb.metadata["audiolens"]["lib_modules"] == ["lib/fam/gamma.py", "lib/fam/beta.py", "lib/fam/delta.py", "lib/fam/alpha.py"]
     code = code_of(nb)
     assert "from lib" not in code and "import lib" not in code
     # each module once, dependencies before users, recipe last
@@ -62,12 +62,22 @@ def test_notebook_layout(toy):
     lib, recipes = toy
     nb = asm.assemble("toy", recipes_dir=recipes, lib_dir=lib, extra="digits")
     kinds = [(c.cell_type, c.metadata.get("tags", [])) for c in nb.cells]
-    assert kinds[0][0] == "markdown" and nb.cells[0].source.startswith("# Toy notebook")
-    assert kinds[1] == ("code", ["setup"]) and kinds[2] == ("code", ["parameters"])
+    first = nb.cells[0].source
+    assert kinds[0][0] == "markdown" and first.startswith("# Toy notebook")
+    # the first cell names every source file and says how to change the notebook
+    for source in ("generator/recipes/toy.py", "lib/fam/gamma.py", "lib/fam/alpha.py", "audiolens build"):
+        assert source in first
+    assert kinds[1] == ("code", ["setup"]) and nb.cells[2].source.startswith("## Run")
+    assert kinds[3] == ("code", ["parameters"]) and kinds[4] == ("code", ["parameter-check"])
     lib_cells = [c for c in nb.cells if c.cell_type == "code" and "lib" in c.metadata.get("tags", [])]
     assert lib_cells and all(c.metadata["jupyter"]["source_hidden"] for c in lib_cells)
-    headings = [c.source for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("### lib/")]
-    assert headings == ["### lib/gamma.py", "### lib/beta.py", "### lib/delta.py", "### lib/alpha.py"]
+    # every library code cell names its module in its Colab form title
+    assert all(c.source.startswith("# @title lib/fam/") for c in lib_cells)
+    headings = [c.source for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("#### ")]
+    assert headings == ["#### Gamma (`lib/fam/gamma.py`)", "#### Beta (`lib/fam/beta.py`)",
+                        "#### Delta (`lib/fam/delta.py`)", "#### Alpha (`lib/fam/alpha.py`)"]
+    # a dropped import leaves a comment naming the module and the symbols
+    assert "# inlined above: alpha_fn (lib/fam/alpha.py)" in nb.cells[-1].source
     setup = nb.cells[1].source
     assert "'scikit-learn>=1.3'" in setup and "'transformers>=5.0,<6'" in setup  # pinned from pyproject
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
@@ -83,36 +93,36 @@ def test_assembly_is_deterministic(toy):
 
 def test_name_defined_in_two_modules_is_rejected(toy):
     lib, recipes = toy
-    write(lib, "delta.py", "# %% [markdown]\n# # Delta\n\n# %%\nfrom lib.gamma import GAMMA\n\nDELTA = GAMMA\n\n\n"
+    write(lib, "fam/delta.py", "# %% [markdown]\n# # Delta\n\n# %%\nfrom lib.fam.gamma import GAMMA\n\nDELTA = GAMMA\n\n\n"
           "def beta_fn():\n    return 0\n")
-    with pytest.raises(asm.AssemblyError, match=r"'beta_fn' is defined in both lib/beta.py and lib/delta.py"):
+    with pytest.raises(asm.AssemblyError, match=r"'beta_fn' is defined in both lib/fam/beta.py and lib/fam/delta.py"):
         asm.assemble("toy", recipes_dir=recipes, lib_dir=lib)
 
 
 def test_recipe_redefining_a_lib_name_is_rejected(toy):
     lib, recipes = toy
-    write(recipes, "toy.py", RECIPE_HEAD + "# %%\nfrom lib.alpha import alpha_fn\n\n\ndef gamma_fn():\n    return 2\n")
+    write(recipes, "toy.py", RECIPE_HEAD + "# %%\nfrom lib.fam.alpha import alpha_fn\n\n\ndef gamma_fn():\n    return 2\n")
     with pytest.raises(asm.AssemblyError, match="redefines 'gamma_fn'"):
         asm.assemble("toy", recipes_dir=recipes, lib_dir=lib)
 
 
 def test_import_cycle_is_rejected(toy):
     lib, recipes = toy
-    write(lib, "gamma.py", "# %% [markdown]\n# # Gamma\n\n# %%\nfrom lib.alpha import alpha_fn\n\nGAMMA = 1\n\n\n"
+    write(lib, "fam/gamma.py", "# %% [markdown]\n# # Gamma\n\n# %%\nfrom lib.fam.alpha import alpha_fn\n\nGAMMA = 1\n\n\n"
           "def gamma_fn():\n    return GAMMA\n")
-    with pytest.raises(asm.AssemblyError, match=r"import cycle between lib modules: lib\.alpha -> lib\.beta -> "
-                                                 r"lib\.gamma -> lib\.alpha"):
+    with pytest.raises(asm.AssemblyError, match=r"import cycle between lib modules: lib\.fam\.alpha -> lib\.fam\.beta -> "
+                                                 r"lib\.fam\.gamma -> lib\.fam\.alpha"):
         asm.assemble("toy", recipes_dir=recipes, lib_dir=lib)
 
 
 @pytest.mark.parametrize("statement, message", [
     ("import lib.gamma", "cannot be inlined"),
     ("from lib import gamma", "cannot be inlined"),
-    ("from lib.gamma import *", "import \\*' cannot be inlined"),
-    ("from lib.gamma import gamma_fn as g", "as g' from lib cannot be inlined"),
+    ("from lib.fam.gamma import *", "import \\*' cannot be inlined"),
+    ("from lib.fam.gamma import gamma_fn as g", "as g' from lib cannot be inlined"),
     ("from .gamma import gamma_fn", "relative imports"),
-    ("def f():\n    from lib.gamma import gamma_fn\n    return gamma_fn()", "must be at the top level"),
-    ("try:\n    from lib.gamma import gamma_fn\nexcept ImportError:\n    pass", "must be at the top level"),
+    ("def f():\n    from lib.fam.gamma import gamma_fn\n    return gamma_fn()", "must be at the top level"),
+    ("try:\n    from lib.fam.gamma import gamma_fn\nexcept ImportError:\n    pass", "must be at the top level"),
     ("from generator.assemble import build", "cannot be inlined"),
 ])
 def test_import_forms_that_cannot_be_inlined(toy, statement, message):
@@ -125,8 +135,8 @@ def test_import_forms_that_cannot_be_inlined(toy, statement, message):
 
 def test_missing_module_and_missing_parameters_cell(toy):
     lib, recipes = toy
-    write(recipes, "toy.py", RECIPE_HEAD + "# %%\nfrom lib.nosuch import thing\n")
-    with pytest.raises(asm.AssemblyError, match="imports lib.nosuch, but .*nosuch.py does not exist"):
+    write(recipes, "toy.py", RECIPE_HEAD + "# %%\nfrom lib.fam.nosuch import thing\n")
+    with pytest.raises(asm.AssemblyError, match="imports lib.fam.nosuch, but .*nosuch.py does not exist"):
         asm.assemble("toy", recipes_dir=recipes, lib_dir=lib)
     write(recipes, "toy.py", "# %% [markdown]\n# # T\n\n# %%\nx = 1\n")
     with pytest.raises(asm.AssemblyError, match="tagged parameters"):
@@ -135,7 +145,7 @@ def test_missing_module_and_missing_parameters_cell(toy):
 
 def test_magics_do_not_break_parsing(toy):
     lib, recipes = toy
-    write(recipes, "toy.py", RECIPE_HEAD + "# %%\n%matplotlib inline\nfrom lib.gamma import gamma_fn\n!echo hi\n"
+    write(recipes, "toy.py", RECIPE_HEAD + "# %%\n%matplotlib inline\nfrom lib.fam.gamma import gamma_fn\n!echo hi\n"
           "value = gamma_fn()\n")
     nb = asm.assemble("toy", recipes_dir=recipes, lib_dir=lib)
     last = nb.cells[-1].source
@@ -166,9 +176,9 @@ def test_check_catches_stale_notebook_and_lib_import(tmp_path):
     assert any("differs from a fresh build" in p and name in p for p in problems)
     # a leftover lib import (behind a magic, inside a function) is caught by parsing the cells
     nb = nbformat.read(path, as_version=4)
-    nb.cells.append(nbformat.v4.new_code_cell("%time x = 1\ndef f():\n    from lib.audio import load_audio\n"))
+    nb.cells.append(nbformat.v4.new_code_cell("%time x = 1\ndef f():\n    from lib.core.audio import load_audio\n"))
     nbformat.write(nb, path)
     problems = asm.check(out)
-    assert any("from lib.audio import" in p for p in problems)
+    assert any("from lib.core.audio import" in p for p in problems)
     (out / "orphan.ipynb").write_text(path.read_text())
     assert any("orphan.ipynb: no recipe" in p for p in asm.check(out))

@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from lib.audio import load_audio
-from lib.embedding_views import embedding_scatter, layer_grid_figure, reduce_layer_embeddings
-from lib.features import pool_frames
-from lib.layer_extraction import (
+from lib.core.audio import load_audio
+from lib.core.features import pool_frames
+from lib.core.speech_models import load_speech_model
+from lib.layers.embedding_views import embedding_scatter, layer_grid_figure, reduce_layer_embeddings
+from lib.layers.layer_extraction import (
     ExtractionMemoryError,
     check_extraction_memory,
     concatenate_layer_embeddings,
@@ -24,7 +25,7 @@ from lib.layer_extraction import (
     mfcc_baseline_embeddings,
     resolve_layer_request,
 )
-from lib.layer_separability import (
+from lib.layers.layer_separability import (
     best_layers,
     layer_separability_table,
     plot_layer_separability,
@@ -32,8 +33,7 @@ from lib.layer_separability import (
     separability_folds,
     separability_scores,
 )
-from lib.speech_models import load_speech_model
-from lib.word_samples import FSDD_DIGIT_WORDS, select_word_samples, word_sample_summary
+from lib.layers.word_samples import FSDD_DIGIT_WORDS, select_word_samples, word_sample_summary
 
 
 # ----------------------------------------------------------------------------- word samples

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lib.audio import load_audio
-from lib.datasets import load_librispeech
-from lib.frame_stream import (
+from lib.core.audio import load_audio
+from lib.core.datasets import load_librispeech
+from lib.core.speech_models import ModelLoadError, load_speech_model
+from lib.neurons.frame_stream import (
     ExponentialSmoother,
     FileBlockSource,
     FrameStreamRunner,
@@ -16,8 +17,8 @@ from lib.frame_stream import (
     frame_grid,
     microphone_status,
 )
-from lib.neuron_live import LiveNeuronPipeline, NeuronLivePanel
-from lib.semantic_projector import (
+from lib.neurons.neuron_live import LiveNeuronPipeline, NeuronLivePanel
+from lib.neurons.semantic_projector import (
     fit_projector_from_manifest,
     fit_semantic_projector,
     load_projector,
@@ -26,8 +27,7 @@ from lib.semantic_projector import (
     segment_embeddings,
     speaker_clustering,
 )
-from lib.speech_models import ModelLoadError, load_speech_model
-from lib.streaming_activations import (
+from lib.neurons.streaming_activations import (
     StreamingLayerActivations,
     conv_frame_geometry,
     load_model_for_analysis,

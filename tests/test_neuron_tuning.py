@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from lib.audio import load_audio
-from lib.datasets import load_librispeech
-from lib.features import frame_features
-from lib.neuron_tuning import (
+from lib.core.audio import load_audio
+from lib.core.datasets import load_librispeech
+from lib.core.features import frame_features
+from lib.neurons.neuron_tuning import (
     activity_pca,
     align_features_to_frames,
     analyse_layer_tuning,

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.audio import load_audio
-from lib.whisper_keywords import (
+from lib.core.audio import load_audio
+from lib.neurons.whisper_keywords import (
     frequent_keywords,
     keyword_frame_mask,
     keyword_markers,

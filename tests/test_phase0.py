@@ -6,8 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.phase0_frames import build_frame_table, context_features, context_window_rows, next_step_deltas
-from lib.phase0_latents import (
+from lib.phase0.phase0_frames import (
+    build_frame_table,
+    context_features,
+    context_window_rows,
+    next_step_deltas,
+)
+from lib.phase0.phase0_latents import (
     Phase0LogMelEncoder,
     cap_phase0_utterances,
     consolidate_latent_store,
@@ -17,7 +22,7 @@ from lib.phase0_latents import (
     split_phase0_speakers,
     write_phase0_split,
 )
-from lib.phase0_metrics import (
+from lib.phase0.phase0_metrics import (
     evaluate_phase0,
     load_phase0_config,
     phase0_decision,
@@ -25,7 +30,7 @@ from lib.phase0_metrics import (
     variance_ratio,
     write_phase0_config,
 )
-from lib.phase0_report import write_phase0_report
+from lib.phase0.phase0_report import write_phase0_report
 
 FAST = {"kmeans_n_init": 1}
 
@@ -161,7 +166,7 @@ def test_report_files(tmp_path, planted_results):
 
 # ----------------------------------------------------------------------------- split and store
 def test_speaker_split_251_speakers(librispeech_dir):
-    from lib.datasets import load_librispeech
+    from lib.core.datasets import load_librispeech
 
     manifest = load_librispeech(librispeech_dir, download=False)
     a = split_phase0_speakers(manifest, seed=0)
@@ -191,7 +196,7 @@ class CountingEncoder(Phase0LogMelEncoder):
 
 @pytest.fixture(scope="module")
 def small_manifest(librispeech_dir):
-    from lib.datasets import load_librispeech
+    from lib.core.datasets import load_librispeech
 
     manifest = load_librispeech(librispeech_dir, download=False)
     return split_phase0_speakers(manifest, seed=0).head(6).reset_index(drop=True)
@@ -213,7 +218,7 @@ def test_store_resumes_after_interruption(tmp_path, small_manifest):
     assert index["offset"].tolist() == list(range(0, 150, 25))
     assert latents.shape == (150, 80) and energy.shape == (150,) and info["encoder"] == "logmel"
     fresh = Phase0LogMelEncoder()
-    from lib.audio import load_audio
+    from lib.core.audio import load_audio
 
     expected = fresh.latents(load_audio(small_manifest.path[3], sr=16000, max_seconds=2.0))
     assert np.allclose(latents[75:100], expected)
@@ -262,7 +267,7 @@ def test_store_skips_corrupt_audio(tmp_path, small_manifest):
 
 @pytest.mark.parametrize("family, stage", [("encodec", "latents"), ("dac", "encoder")])
 def test_codec_encoders_give_pre_quantisation_latents(tiny_model, family, stage):
-    from lib.phase0_latents import load_phase0_encoder
+    from lib.phase0.phase0_latents import load_phase0_encoder
 
     encoder = load_phase0_encoder(str(tiny_model(family)), local_files_only=True)
     assert encoder.stage == stage and encoder.info()["family"] == family

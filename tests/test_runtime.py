@@ -1,4 +1,4 @@
-"""lib.runtime: seeds and CPU thread caps."""
+"""lib.core.runtime: seeds and CPU thread caps."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from lib.runtime import limit_cpu_threads, seed_everything
+from lib.core.runtime import limit_cpu_threads, seed_everything
 
 
 def test_seed_everything_makes_numpy_and_torch_repeatable():

@@ -1,4 +1,4 @@
-"""lib.speech_models: one adapter over every family, tiny random models on real FSDD clips."""
+"""lib.core.speech_models: one adapter over every family, tiny random models on real FSDD clips."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from lib.audio import load_audio
-from lib.speech_models import (
+from lib.core.audio import load_audio
+from lib.core.speech_models import (
     KNOWN_SPEECH_MODELS,
     ModelLoadError,
     load_speech_model,

@@ -12,3 +12,12 @@ NOTEBOOKS = {
     "layer_embeddings": "layers",
     "phase0_latent_structure": "phase0",
 }
+
+# Old parameter names that still work for one release (with a deprecation message).
+RENAMED_PARAMETERS = {
+    "digit_classification": {"threads": "cpu_threads", "max_train": "max_train_clips", "max_test": "max_test_clips"},
+    "audiomae_training": {"torch_threads": "cpu_threads"},
+    "fiftyone_explorer": {"k": "n_neighbours", "umap_n_neighbors": "umap_n_neighbours"},
+    "neuron_analysis": {"torch_threads": "cpu_threads", "alpha": "fdr_alpha"},
+    "layer_embeddings": {"knn_k": "n_neighbours"},
+}

@@ -5,7 +5,7 @@
 # rotary positions) by masking 80 % of the patches and reconstructing them, then measure what
 # pretraining bought: linear-probe and fine-tune accuracy of the pretrained encoder against the
 # **same architecture at its random initialisation**, on the same split. Runs on a CPU, a GPU
-# (mixed precision) or several GPUs (`torchrun -m lib.mae_torchrun`, see the end).
+# (mixed precision) or several GPUs (`torchrun -m scripts.mae_torchrun`, see the end).
 #
 # Defaults: ESC-50 (downloaded on demand), test fold 1. Set `dataset = "fsdd"` for spoken
 # digits, or `dataset = "folder"` with `data_path` and `labels_csv` for your own clips.
@@ -51,7 +51,7 @@ checkpoint_dir = None  # None: <output_dir>/checkpoints
 resume = True  # continue pretraining from checkpoint_dir/last.pt when it exists
 cache_dir = None  # log-mel .npy cache; None: <output_dir>/cache
 device = "auto"  # "auto", "cpu", "cuda" or "mps"
-torch_threads = None  # CPU threads for torch and BLAS (None: the defaults; 1 is fastest on a busy machine)
+cpu_threads = None  # CPU threads for torch and BLAS (None: the defaults; 1 is fastest on a busy machine)
 amp = True  # mixed precision on CUDA
 n_reconstructions = 4  # test clips shown as input / masked / reconstruction
 
@@ -64,25 +64,25 @@ import numpy as np
 import torch
 from sklearn.decomposition import PCA
 
-from lib.audio import audio_info, load_audio
-from lib.audiomae import AudioMaeClassifier, build_audiomae_model
-from lib.mae_checkpoints import load_audiomae_encoder, load_mae_checkpoint
-from lib.mae_data import build_mae_data_source, mae_load_split, mae_subsample
-from lib.mae_registry import MAE_DATA_SOURCES, MAE_MODELS, MAE_TRANSFORMS
-from lib.mae_training import (
+from lib.core.audio import audio_info, load_audio
+from lib.core.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
+from lib.core.runtime import limit_cpu_threads, pick_device, seed_everything
+from lib.mae.audiomae import AudioMaeClassifier, build_audiomae_model
+from lib.mae.mae_checkpoints import load_audiomae_encoder, load_mae_checkpoint
+from lib.mae.mae_data import build_mae_data_source, mae_load_split, mae_subsample
+from lib.mae.mae_registry import MAE_DATA_SOURCES, MAE_MODELS, MAE_TRANSFORMS
+from lib.mae.mae_training import (
     mae_evaluate,
     mae_extract_embeddings,
     mae_pretrain,
     mae_train_classifier,
 )
-from lib.mae_transforms import build_mae_transform
-from lib.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
-from lib.runtime import limit_cpu_threads, pick_device, seed_everything
+from lib.mae.mae_transforms import build_mae_transform
 
 seed_everything(seed)
 out = prepare_output_dir(output_dir)
 device = pick_device(device)
-limit_cpu_threads(torch_threads)
+limit_cpu_threads(cpu_threads)
 checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else out / "checkpoints"
 cache_dir = Path(cache_dir) if cache_dir else out / "cache"
 print(f"device {device}; registered models {MAE_MODELS.names()}, data sources {MAE_DATA_SOURCES.names()}, "
@@ -322,7 +322,7 @@ update_results(out, checkpoint={"path": str(checkpoint_path), "sha256": encoder.
 # (`checkpoint_dir`) or `load_audiomae_encoder` loads:
 #
 # ```bash
-# torchrun --nproc_per_node=4 -m lib.mae_torchrun --dataset esc50 --size base --epochs 100 \
+# torchrun --nproc_per_node=4 -m scripts.mae_torchrun --dataset esc50 --size base --epochs 100 \
 #     --batch-size 64 --checkpoint-dir checkpoints/audiomae
 # ```
 

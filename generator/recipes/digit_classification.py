@@ -27,8 +27,8 @@ custom_folder = None  # any folder of {label}_{speaker}_{index}.wav clips (or on
 labels_csv = None  # with custom_folder: a CSV with filename,label[,speaker,split] columns
 output_dir = "runs/digit_classification/latest"  # results.json, figures and models go here
 seed = 0  # random seed
-max_train = None  # cap on training clips, stratified (None: all 2,700)
-max_test = None  # cap on test clips, stratified (None: all 300)
+max_train_clips = None  # cap on training clips, stratified (None: all 2,700)
+max_test_clips = None  # cap on test clips, stratified (None: all 300)
 sample_rate = 8000  # Hz; FSDD is 8 kHz
 n_mfcc = 40  # MFCCs per frame
 delta_order = 1  # 0: MFCC, 1: + deltas, 2: + delta-deltas
@@ -53,7 +53,7 @@ wav2vec2_batch_size = 16  # clips per step
 wav2vec2_max_steps = None  # cap on optimiser steps (None: all epochs)
 wav2vec2_on_cpu = False  # also fine-tune without a GPU (slow: the base model has 95 M parameters)
 device = "auto"  # auto | cpu | cuda | mps
-threads = None  # CPU threads for torch and BLAS (None: the libraries' default; 1 on a shared, busy CPU)
+cpu_threads = None  # CPU threads for torch and BLAS (None: the libraries' default; 1 on a shared, busy CPU)
 latency_runs = 30  # warm runs per model for the latency figures
 live_model = "cnn"  # model for streaming and the microphone: svm | cnn | wav2vec2
 stream_digits = [4, 0, 7, 2, 9]  # digits of the test recording played through the streaming recogniser
@@ -77,24 +77,34 @@ import torch
 from IPython.display import display
 from sklearn.model_selection import train_test_split
 
-from lib.classifier_eval import classification_summary, leave_one_speaker_out, measure_latency, plot_confusion
-from lib.datasets import load_fsdd, load_labelled_folder
-from lib.digit_features import DigitFeatureConfig, digit_feature_vectors, load_digit_waves
-from lib.digit_models import DigitCnnConfig, SklearnDigitModel, grid_search_digit_pipeline, train_digit_cnn
-from lib.live_digits import StreamingDigitRecognizer, VadConfig, live_digit_widget, stream_audio_file
-from lib.model_files import (
+from lib.core.datasets import load_fsdd, load_labelled_folder
+from lib.core.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
+from lib.core.runtime import limit_cpu_threads, pick_device, seed_everything
+from lib.digits.classifier_eval import (
+    classification_summary,
+    leave_one_speaker_out,
+    measure_latency,
+    plot_confusion,
+)
+from lib.digits.digit_features import DigitFeatureConfig, digit_feature_vectors, load_digit_waves
+from lib.digits.digit_models import (
+    DigitCnnConfig,
+    SklearnDigitModel,
+    grid_search_digit_pipeline,
+    train_digit_cnn,
+)
+from lib.digits.live_digits import StreamingDigitRecognizer, VadConfig, live_digit_widget, stream_audio_file
+from lib.digits.model_files import (
     load_digit_model,
     predict_audio_files,
     save_cnn_digit_model,
     save_sklearn_digit_model,
     save_wav2vec2_digit_model,
 )
-from lib.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
-from lib.runtime import limit_cpu_threads, pick_device, seed_everything
-from lib.wav2vec2_finetune import Wav2Vec2Unavailable, finetune_wav2vec2, load_wav2vec2_classifier
+from lib.digits.wav2vec2_finetune import Wav2Vec2Unavailable, finetune_wav2vec2, load_wav2vec2_classifier
 
 seed_everything(seed)
-limit_cpu_threads(threads)
+limit_cpu_threads(cpu_threads)
 out = prepare_output_dir(output_dir)
 models_dir = prepare_output_dir(out / "models")
 device = pick_device(device)
@@ -105,7 +115,7 @@ notebook_start = time.perf_counter()
 # ## Data
 #
 # The official FSDD split puts takes 0-4 of every digit and speaker in test (300 clips)
-# and takes 5-49 in train (2,700). `max_train` / `max_test` draw a stratified subset for
+# and takes 5-49 in train (2,700). `max_train_clips` / `max_test_clips` draw a stratified subset for
 # quick runs. A custom folder without a split gets a stratified 10% test split.
 
 # %%
@@ -131,8 +141,8 @@ def stratified_cap(frame, cap):
     return keep
 
 
-train_manifest = stratified_cap(manifest[manifest.split == "train"], max_train)
-test_manifest = stratified_cap(manifest[manifest.split == "test"], max_test)
+train_manifest = stratified_cap(manifest[manifest.split == "train"], max_train_clips)
+test_manifest = stratified_cap(manifest[manifest.split == "test"], max_test_clips)
 train_waves, train_manifest, train_failures = load_digit_waves(train_manifest, sample_rate, desc="train audio")
 test_waves, test_manifest, test_failures = load_digit_waves(test_manifest, sample_rate, desc="test audio")
 labels = sorted(manifest["label"].unique().tolist())

@@ -40,9 +40,9 @@ overwrite = True  # replace a data set of the same name (False: pick a unique ne
 fiftyone_db_dir = None  # FiftyOne database folder; None: FiftyOne's default (~/.fiftyone)
 coords_csv = None  # CSV of lon,lat per file (path/filename column) or per class (label column)
 geo_by = "label"  # column whose categories get clustered synthetic coordinates when no CSV covers a clip
-k = 20  # neighbours per similarity query and for precision@k
+n_neighbours = 20  # neighbours per similarity query and for precision@k
 map_methods = ["umap", "tsne", "pca"]  # 2-D maps to compute
-umap_n_neighbors = 15  # UMAP neighbourhood size
+umap_n_neighbours = 15  # UMAP neighbourhood size
 umap_min_dist = 0.1  # UMAP minimum distance
 tsne_perplexity = 30.0  # t-SNE perplexity
 quality_group_column = "speaker"  # also score precision@k with the query's own speaker excluded (None: skip)
@@ -61,17 +61,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from lib.audio import audio_info
-from lib.audio_embedders import embed_audio_files_cached, make_audio_embedder
-from lib.datasets import load_fsdd, load_labelled_folder, load_librispeech
-from lib.embedding_quality import (
+from lib.core.audio import audio_info
+from lib.core.datasets import load_fsdd, load_labelled_folder, load_librispeech
+from lib.core.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
+from lib.core.runtime import pick_device, seed_everything
+from lib.explorer.audio_embedders import embed_audio_files_cached, make_audio_embedder
+from lib.explorer.embedding_quality import (
     embedding_quality_table,
     plot_embedding_quality,
     precision_at_k,
     precision_at_k_across_groups,
     precision_chance,
 )
-from lib.fiftyone_audio import (
+from lib.explorer.fiftyone_audio import (
     fo_build_audio_dataset,
     fo_clips_view,
     fo_compute_maps,
@@ -86,9 +88,7 @@ from lib.fiftyone_audio import (
     fo_query_by_vector,
     fo_standard_views,
 )
-from lib.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
-from lib.runtime import pick_device, seed_everything
-from lib.spectrogram_media import (
+from lib.explorer.spectrogram_media import (
     spec_media_streams,
     spectrogram_colorbar_figure,
     spectrogram_previews,
@@ -249,10 +249,10 @@ def describe_query(view, query_id=None, label=None):
             "same_label_fraction": float((found == label).mean()) if len(found) else float("nan")}
 
 
-by_sample = fo_query_by_sample(ds, sample_ids[query_row], k=k)
-by_vector = fo_query_by_vector(ds, vectors[query_row], k=k)
+by_sample = fo_query_by_sample(ds, sample_ids[query_row], k=n_neighbours)
+by_vector = fo_query_by_vector(ds, vectors[query_row], k=n_neighbours)
 centroid_label = pd.Series(labels).value_counts().index[0]
-by_centroid = fo_query_by_vector(ds, vectors[labels == centroid_label].mean(axis=0), k=k)
+by_centroid = fo_query_by_vector(ds, vectors[labels == centroid_label].mean(axis=0), k=n_neighbours)
 queries = {"by_sample": describe_query(by_sample, sample_ids[query_row], query_label),
            "by_vector": describe_query(by_vector, sample_ids[query_row], query_label),
            "by_label_centroid": describe_query(by_centroid, None, centroid_label)}
@@ -275,7 +275,7 @@ def contact_sheet(view, title, columns=5):
     return fig
 
 
-fig = contact_sheet(by_sample, f"{k} nearest clips to a '{query_label}' clip (first: the clip itself)")
+fig = contact_sheet(by_sample, f"{n_neighbours} nearest clips to a '{query_label}' clip (first: the clip itself)")
 save_figure(fig, out, "query_by_sample")
 plt.show()
 fo_play_clips(by_sample, max_clips=3)
@@ -287,7 +287,7 @@ fo_play_clips(by_sample, max_clips=3)
 # plotted here coloured by label.
 
 # %%
-maps = fo_compute_maps(ds, vectors, methods=map_methods, seed=seed, umap_n_neighbors=umap_n_neighbors,
+maps = fo_compute_maps(ds, vectors, methods=map_methods, seed=seed, umap_n_neighbours=umap_n_neighbours,
                        umap_min_dist=umap_min_dist, tsne_perplexity=tsne_perplexity, threads=map_threads)
 for method, item in maps.items():
     timings[method] = item["seconds"]
@@ -349,15 +349,15 @@ pd.Series(view_sizes, name="clips").to_frame()
 
 # %%
 with Stopwatch() as sw:
-    quality = embedding_quality_table(vectors, labels, ks=(1, 5, 10, k), seed=seed)
+    quality = embedding_quality_table(vectors, labels, ks=(1, 5, 10, n_neighbours), seed=seed)
 timings["quality"] = sw.seconds
-p_at_k = precision_at_k(vectors, labels, k)
+p_at_k = precision_at_k(vectors, labels, n_neighbours)
 chance = precision_chance(labels)
 p_other_group = None
 if quality_group_column in clips.columns and clips[quality_group_column].nunique() > 1 and len(clips) <= 6000:
-    p_other_group = precision_at_k_across_groups(vectors, labels, clips[quality_group_column].astype(str), k)
-    print(f"precision@{k} = {p_at_k:.3f}; with the query's own {quality_group_column} excluded: {p_other_group:.3f}")
-fig = plot_embedding_quality(vectors, labels, ks=(1, 2, 5, 10, k, 50), title=f"{embedder.name}: neighbour precision")
+    p_other_group = precision_at_k_across_groups(vectors, labels, clips[quality_group_column].astype(str), n_neighbours)
+    print(f"precision@{n_neighbours} = {p_at_k:.3f}; with the query's own {quality_group_column} excluded: {p_other_group:.3f}")
+fig = plot_embedding_quality(vectors, labels, ks=(1, 2, 5, 10, n_neighbours, 50), title=f"{embedder.name}: neighbour precision")
 save_figure(fig, out, "embedding_quality")
 plt.show()
 quality
@@ -384,7 +384,7 @@ results = update_results(
     timings=timings,
     cache=cache_report,
     queries=queries,
-    quality={"k": k, "precision_at_k": p_at_k, "chance": chance, "group_column": quality_group_column,
+    quality={"k": n_neighbours, "precision_at_k": p_at_k, "chance": chance, "group_column": quality_group_column,
              "precision_at_k_other_groups": p_other_group,
              "table": dict(zip(quality.metric, quality.value))},
     maps={method: {"seconds": item["seconds"], "options": item["options"], "brain_key": item["brain_key"],
@@ -395,7 +395,7 @@ results = update_results(
     preview_scale=colour_scale,
     export={"path": str(export_path), "rows": int(table.shape[0]), "columns": int(table.shape[1])},
 )
-print(f"precision@{k} = {p_at_k:.3f} (chance {chance:.3f}); timings: "
+print(f"precision@{n_neighbours} = {p_at_k:.3f} (chance {chance:.3f}); timings: "
       + ", ".join(f"{key} {value:.2f}s" for key, value in timings.items()))
 
 # %% [markdown]

@@ -32,7 +32,7 @@ n_components = 2  # 2 or 3 (3-D interactive views)
 grid_model = None  # model whose layers fill the view grid; None: the model with the best layer
 cv_folds = 5  # cross-validation folds for kNN and the linear probe
 group_by_speaker = True  # hold speakers out of training in every fold
-knn_k = 5  # neighbours for the kNN accuracy
+n_neighbours = 5  # neighbours for the kNN accuracy
 mfcc_baseline = True  # add a model-free MFCC (+ deltas) reference row
 max_seconds = 10.0  # cap on clip length in seconds
 device = "auto"  # auto, cpu, cuda or mps
@@ -48,15 +48,23 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
-from lib.audio import audio_info
-from lib.embedding_views import (
+from lib.core.audio import audio_info
+from lib.core.outputs import prepare_output_dir, save_figure, update_results
+from lib.core.runtime import limit_cpu_threads, pick_device, seed_everything
+from lib.core.speech_models import (
+    KNOWN_SPEECH_MODELS,
+    ModelLoadError,
+    load_speech_model,
+    resolve_speech_model_id,
+)
+from lib.layers.embedding_views import (
     embedding_scatter,
     layer_grid_figure,
     layer_grid_png,
     reduce_layer_embeddings,
     reduce_layer_grid,
 )
-from lib.layer_extraction import (
+from lib.layers.layer_extraction import (
     check_extraction_memory,
     extract_layer_embeddings_pooled,
     layer_mode_views,
@@ -64,16 +72,13 @@ from lib.layer_extraction import (
     resolve_layer_request,
     speech_model_table,
 )
-from lib.layer_separability import (
+from lib.layers.layer_separability import (
     best_layers,
     layer_separability_table,
     plot_layer_separability,
     plot_layer_separability_interactive,
 )
-from lib.outputs import prepare_output_dir, save_figure, update_results
-from lib.runtime import limit_cpu_threads, pick_device, seed_everything
-from lib.speech_models import KNOWN_SPEECH_MODELS, ModelLoadError, load_speech_model, resolve_speech_model_id
-from lib.word_samples import select_word_samples, word_sample_summary
+from lib.layers.word_samples import select_word_samples, word_sample_summary
 
 seed_everything(seed)
 out = prepare_output_dir(output_dir)
@@ -86,7 +91,7 @@ settings = {"models": list(models), "layers": layers, "word_source": str(word_so
             "samples_per_word": samples_per_word, "pooling": pooling, "compare_poolings": compare_poolings,
             "layer_mode": layer_mode,
             "reduction": reduction, "n_components": n_components, "cv_folds": cv_folds,
-            "group_by_speaker": group_by_speaker, "knn_k": knn_k, "seed": seed, "device": device,
+            "group_by_speaker": group_by_speaker, "n_neighbours": n_neighbours, "seed": seed, "device": device,
             "cpu_threads": cpu_threads}
 update_results(out, settings=settings)
 
@@ -197,7 +202,7 @@ for name, result in embedding_sets.items():
     aligned = {layer: x[index] for layer, x in result.embeddings.items()}
     model_views[name] = layer_mode_views(aligned, layer_mode if name != "mfcc" else "single")
 groups = clips.speaker.to_numpy() if group_by_speaker and clips.speaker.nunique() >= 2 else None
-table = layer_separability_table(model_views, clips.word.to_numpy(), groups=groups, n_splits=cv_folds, knn_k=knn_k,
+table = layer_separability_table(model_views, clips.word.to_numpy(), groups=groups, n_splits=cv_folds, knn_k=n_neighbours,
                                  seed=seed)
 pd.set_option("display.max_rows", 200)
 display(table.style.format({"knn_acc": "{:.3f}", "linear_acc": "{:.3f}", "silhouette": "{:.3f}", "depth": "{:.2f}",
@@ -245,7 +250,7 @@ if len(poolings) > 1:
     for row in best.itertuples():
         views = {f"{row.model}|{p}": {row.layer: pooled_sets[row.model][p].embeddings[row.layer][aligned_index[row.model]]}
                  for p in poolings}
-        scored = layer_separability_table(views, clips.word.to_numpy(), groups=groups, n_splits=cv_folds, knn_k=knn_k,
+        scored = layer_separability_table(views, clips.word.to_numpy(), groups=groups, n_splits=cv_folds, knn_k=n_neighbours,
                                           seed=seed, progress=False)
         for item in scored.itertuples():
             pooling_rows.append({"model": row.model, "layer": row.layer, "pooling": item.model.split("|")[-1],

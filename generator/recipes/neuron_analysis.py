@@ -22,14 +22,14 @@ seed = 0  # random seed (utterance choice, PCA, clustering)
 model_name = "microsoft/wavlm-base-plus"  # hub id or local folder (WavLM, Wav2Vec2, HuBERT)
 random_weights_if_unavailable = True  # offline without the weights: same-size model with random weights
 device = "cpu"  # cpu, cuda, mps or auto
-torch_threads = None  # CPU threads for torch and BLAS (None: the defaults)
+cpu_threads = None  # CPU threads for torch and BLAS (None: the defaults)
 layers = [2, 6, 10]  # transformer layers to analyse (0: the transformer input)
 n_utterances = 8  # LibriSpeech utterances analysed offline (distinct speakers)
 max_seconds = 12.0  # crop each utterance to this many seconds (None: whole)
 pitch_method = "pyin"  # pitch tracker: pyin (with voicing) or yin (faster)
 top_k = 5  # most tuned neurons listed per feature
 n_clusters = 6  # clusters of neurons by tuning profile
-alpha = 0.05  # false discovery rate for significance (Benjamini-Hochberg)
+fdr_alpha = 0.05  # false discovery rate for significance (Benjamini-Hochberg)
 heatmap_neurons = 96  # neurons shown in each heatmap
 whisper_model = None  # faster-whisper name or local folder; None: local tiny.en if installed, else "tiny.en"
 whisper_backend = "faster-whisper"  # faster-whisper or transformers
@@ -55,12 +55,14 @@ import plotly.graph_objects as go
 import torch
 from IPython.display import display
 
-from lib.audio import load_audio
-from lib.datasets import load_librispeech
-from lib.features import log_mel
-from lib.frame_stream import FileBlockSource, FrameStreamRunner, microphone_status
-from lib.neuron_live import LiveNeuronPipeline, NeuronLivePanel
-from lib.neuron_tuning import (
+from lib.core.audio import load_audio
+from lib.core.datasets import load_librispeech
+from lib.core.features import log_mel
+from lib.core.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
+from lib.core.runtime import limit_cpu_threads, pick_device, seed_everything
+from lib.neurons.frame_stream import FileBlockSource, FrameStreamRunner, microphone_status
+from lib.neurons.neuron_live import LiveNeuronPipeline, NeuronLivePanel
+from lib.neurons.neuron_tuning import (
     TUNING_FEATURES,
     activity_pca,
     analyse_layer_tuning,
@@ -68,9 +70,7 @@ from lib.neuron_tuning import (
     heatmap_neuron_order,
     marked_frame_selectivity,
 )
-from lib.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
-from lib.runtime import limit_cpu_threads, pick_device, seed_everything
-from lib.semantic_projector import (
+from lib.neurons.semantic_projector import (
     fit_projector_from_manifest,
     fit_semantic_projector,
     load_projector,
@@ -79,12 +79,12 @@ from lib.semantic_projector import (
     segment_embeddings,
     speaker_clustering,
 )
-from lib.streaming_activations import (
+from lib.neurons.streaming_activations import (
     StreamingLayerActivations,
     load_model_for_analysis,
     streaming_agreement,
 )
-from lib.whisper_keywords import (
+from lib.neurons.whisper_keywords import (
     frequent_keywords,
     keyword_frame_mask,
     keyword_markers,
@@ -93,7 +93,7 @@ from lib.whisper_keywords import (
 )
 
 seed_everything(seed)
-limit_cpu_threads(torch_threads)
+limit_cpu_threads(cpu_threads)
 out = prepare_output_dir(output_dir)
 device = pick_device(device)
 adapter, model_info = load_model_for_analysis(model_name, random_weights_if_unavailable=random_weights_if_unavailable,
@@ -141,7 +141,7 @@ display(chosen.assign(seconds=[len(w) / adapter.sample_rate for w in waves])[
 with Stopwatch() as sw_collect:
     collected = collect_layer_activity(adapter, waves, layers, names=names, pitch=pitch_method)
 with Stopwatch() as sw_analyse:
-    analysis = analyse_layer_tuning(collected, TUNING_FEATURES, n_clusters=n_clusters, top_k=top_k, alpha=alpha)
+    analysis = analyse_layer_tuning(collected, TUNING_FEATURES, n_clusters=n_clusters, top_k=top_k, alpha=fdr_alpha)
 n_frames = sum(len(a) for a in collected["activity"][layers[0]])
 print(f"{n_frames} frames; activity + features {sw_collect.seconds:.1f} s, tuning analysis {sw_analyse.seconds:.1f} s")
 
@@ -157,7 +157,7 @@ tuning_results = {}
 for layer in layers:
     res = analysis[layer]
     print(f"\n=== layer {layer}: {res['summary']['share_tuned_any_feature']:.0%} of neurons tuned to at least one "
-          f"feature (q < {alpha}); effective dimensionality {res['summary']['effective_dimensionality']:.1f}")
+          f"feature (q < {fdr_alpha}); effective dimensionality {res['summary']['effective_dimensionality']:.1f}")
     display(res["table"].round(4))
     display(res["clusters"].round(3))
     best = res["table"].loc[res["table"].groupby("feature")["r"].apply(lambda s: s.abs().idxmax())]
@@ -169,7 +169,7 @@ for layer in layers:
         "summary": res["summary"],
         "clusters": res["clusters"][["cluster", "size", "dominant_feature", "mean_abs_r"]].to_dict("records"),
     }
-update_results(out, tuning={"method": "spearman (pearson alongside)", "fdr": "benjamini-hochberg", "alpha": alpha,
+update_results(out, tuning={"method": "spearman (pearson alongside)", "fdr": "benjamini-hochberg", "fdr_alpha": fdr_alpha,
                             "frames": n_frames, "seconds": total_seconds, "layers": tuning_results},
                timings={"activity_and_features_s": sw_collect.seconds, "tuning_analysis_s": sw_analyse.seconds})
 

@@ -47,10 +47,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Image, display
 
-from lib.datasets import load_librispeech
-from lib.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
-from lib.phase0_frames import build_frame_table
-from lib.phase0_latents import (
+from lib.core.datasets import load_librispeech
+from lib.core.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
+from lib.core.runtime import pick_device, seed_everything
+from lib.phase0.phase0_frames import build_frame_table
+from lib.phase0.phase0_latents import (
     cap_phase0_utterances,
     consolidate_latent_store,
     extract_latents_to_store,
@@ -59,15 +60,18 @@ from lib.phase0_latents import (
     split_phase0_speakers,
     write_phase0_split,
 )
-from lib.phase0_metrics import (
+from lib.phase0.phase0_metrics import (
     evaluate_phase0,
     load_phase0_config,
     phase0_context_sweep,
     planted_phase0_data,
     write_phase0_config,
 )
-from lib.phase0_report import plot_phase0_context_sweep, plot_phase0_variance_ratios, write_phase0_report
-from lib.runtime import pick_device, seed_everything
+from lib.phase0.phase0_report import (
+    plot_phase0_context_sweep,
+    plot_phase0_variance_ratios,
+    write_phase0_report,
+)
 
 seed_everything(seed)
 out = prepare_output_dir(output_dir)

@@ -1,0 +1,129 @@
+"""Validate a notebook's parameters before any work starts.
+
+This module is standard-library only: the generator copies the source of
+``audiolens_check_parameters`` (and its helpers, everything below the marker line) into every
+notebook's parameter-check cell, and ``audiolens run`` calls the same function before it
+starts a kernel. A schema entry, built by ``generator.params`` from the recipe's parameters
+cell, is ``{"default": value, "spec": "[...]" or "", "type": "int" | "float" | ...}``.
+
+Spec mini-language (the optional ``[...]`` at the start of a parameter's comment):
+``[a|b|c]`` choices; ``[1..]``, ``[0..1]``, ``[..10]`` numeric ranges (``int``/``float`` may
+come first: ``[int 1..]``); ``[path]`` an existing file or folder; ``[each a|b]`` /
+``[each 1..]`` the same rule for every item of a list. ``None`` is accepted wherever the
+default is ``None``.
+"""
+
+# --- copied into notebooks from here on ---
+import difflib as _difflib
+import os as _os
+
+
+class ParameterError(ValueError):
+    """One or more parameters are invalid; the message lists each with the fix."""
+
+
+def _param_spec_parts(spec):
+    text = (spec or "").strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1].strip()
+    each = text.startswith("each ")
+    if each:
+        text = text[5:].strip()
+    kind = None
+    for word in ("int", "float", "str", "bool", "list", "dict", "path"):
+        if text == word or text.startswith(word + " "):
+            kind, text = word, text[len(word):].strip()
+            break
+    return each, kind, text
+
+
+def _param_check_one(name, value, default, spec):
+    """The problem with one value (a string), or None when it is fine."""
+    if value is None and default is None:
+        return None
+    each, kind, rule = _param_spec_parts(spec)
+    if kind is None and default is not None and not each:
+        kind = type(default).__name__
+    if kind == "tuple":
+        kind = "list"
+    if isinstance(value, str) and kind in ("list", "dict") and value.strip()[:1] in "[{(":
+        return (f"{value!r} looks like a {kind} but does not parse as one (the shell may have stripped "
+                f"its quotes); quote each item: -p {name} '[\"a\", \"b\"]'")
+    if kind == "int" and (not isinstance(value, int) or isinstance(value, bool)):
+        return f"{value!r} is not a whole number (the default is {default!r})"
+    if kind == "float" and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+        return f"{value!r} is not a number (the default is {default!r})"
+    if kind == "bool" and not isinstance(value, bool):
+        return f"{value!r} is not True or False"
+    if kind == "str" and not isinstance(value, str):
+        return f"{value!r} is not a string (the default is {default!r})"
+    if kind == "list" and not isinstance(value, (list, tuple)):
+        return f"{value!r} is not a list (the default is {default!r})"
+    if kind == "dict" and not isinstance(value, dict):
+        return f"{value!r} is not a dict (the default is {default!r})"
+    if kind == "path":
+        if not isinstance(value, (str, _os.PathLike)):
+            return f"{value!r} is not a path"
+        if not _os.path.exists(_os.path.expanduser(str(value))):
+            return f"{str(value)!r} does not exist; give an existing file or folder (or None)"
+        return None
+    if not rule:
+        return None
+    items = list(value) if each and isinstance(value, (list, tuple)) else [value]
+    for item in items:
+        problem = _param_check_rule(item, rule, kind if not each else None)
+        if problem:
+            return problem + ("" if not each else f" (in {value!r})")
+    return None
+
+
+def _param_check_rule(value, rule, kind):
+    if ".." in rule and "|" not in rule:
+        low, _, high = rule.partition("..")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{value!r} is not a number"
+        if kind == "int" and not isinstance(value, int):
+            return f"{value!r} is not a whole number"
+        if low.strip() and value < float(low):
+            return f"{value!r} is below the smallest allowed value {low.strip()}"
+        if high.strip() and value > float(high):
+            return f"{value!r} is above the largest allowed value {high.strip()}"
+        return None
+    choices = [c.strip() for c in rule.split("|")]
+    if str(value) not in choices:
+        close = _difflib.get_close_matches(str(value), choices, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"{value!r} is not one of {', '.join(choices)}{hint}"
+    return None
+
+
+def audiolens_check_parameters(namespace, schema, renamed=None, notebook="this notebook"):
+    """Check ``namespace`` (a notebook's globals, or a dict of values) against ``schema``.
+
+    Old parameter names in ``renamed`` are moved to their new names with a deprecation
+    message. Returns the list of messages printed; raises ``ParameterError`` listing every
+    invalid value, with the fix.
+    """
+    messages, problems = [], []
+    for old, new in (renamed or {}).items():
+        if old in namespace:
+            value = namespace.pop(old)
+            if new in namespace and namespace[new] != schema.get(new, {}).get("default") \
+                    and namespace[new] != value:
+                problems.append(f"{old} (renamed {new}) and {new} are both given with different values; keep {new}")
+                continue
+            namespace[new] = value
+            messages.append(f"DeprecationWarning: parameter {old!r} is now {new!r}; {old!r} still works in this "
+                            "release, but update your scripts (-p " + new + " ...)")
+    for name, entry in schema.items():
+        if name not in namespace:
+            continue
+        problem = _param_check_one(name, namespace[name], entry.get("default"), entry.get("spec", ""))
+        if problem:
+            problems.append(f"{name}: {problem}")
+    for message in messages:
+        print(message)
+    if problems:
+        raise ParameterError(f"invalid parameters for {notebook}:\n  " + "\n  ".join(problems)
+                             + "\nFix them in the parameters cell or with -p NAME VALUE, then run again.")
+    return messages

@@ -1,0 +1,109 @@
+# %% [markdown]
+# # Atomic file I/O
+#
+# Caches, checkpoints and `results.json` must never be left half-written: an interrupted
+# run (a killed kernel, a full disk) has to leave the previous version readable. Every
+# writer here writes to a temporary file in the same folder, flushes it to disk, then
+# renames it over the target, which is atomic on POSIX and Windows; `atomic_output` does the
+# same for writers that need a file path (PIL, pandas, ffmpeg). `file_sha256` gives
+# the content hashes that caches and checkpoints are keyed by.
+
+# %%
+import hashlib
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+
+def _current_umask() -> int:
+    """The process umask (read without changing it where /proc allows)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_output(path):
+    """Yield a temporary path beside ``path`` for any writer (PIL, pandas, ffmpeg...).
+
+    The temporary file keeps ``path``'s suffix (writers pick the format from it). When the
+    block succeeds it is flushed to disk and renamed over ``path``; when it fails it is
+    deleted and ``path`` keeps its previous content.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; a normal file follows the umask
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file + rename); return the path."""
+    with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
+    return Path(path)
+
+
+def atomic_write_text(path, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def atomic_write_json(path, obj, indent: int = 2) -> Path:
+    """Write ``obj`` as JSON atomically; numpy scalars/arrays and paths are converted."""
+    text = json.dumps(obj, indent=indent, sort_keys=False, default=_json_default, allow_nan=True)
+    return atomic_write_text(path, text + "\n")
+
+
+def atomic_save_npy(path, array) -> Path:
+    """Save a numpy array as ``.npy`` atomically."""
+    with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, np.asarray(array), allow_pickle=False)
+    return Path(path)
+
+
+def file_sha256(path, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's content."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_digest(path, algorithm: str = "sha256", chunk_size: int = 1 << 20) -> str:
+    """Hex digest of a file with any hashlib algorithm (``md5``, ``sha256``, ...)."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,143 @@
+# %% [markdown]
+# # Digit features: MFCC matrices, fixed-length inputs, train-only standardisation
+#
+# What the spoken-digit models see. One `DigitFeatureConfig` describes the features
+# (sample rate, number of MFCCs, deltas, hop, fixed number of frames, pooling) and travels
+# with every saved model, so a model is always fed the features it was trained on.
+#
+# - `trim_digit_clip`: cut leading/trailing silence (20 dB below the peak by default).
+# - `digit_mfcc_matrix`: one clip -> `[n_mfcc * (1 + delta_order), n_frames]`, padded or cut.
+# - `digit_feature_vectors`: many clips -> `[clips, dims]` for scikit-learn, pooled
+#   `flat` (all frames concatenated), `mean`, `max` or `mean+std`.
+# - `fit_standardizer` / `apply_standardizer`: per-coefficient mean and standard deviation
+#   fitted on the training clips only, then applied unchanged to validation and test clips.
+# - `load_digit_waves`: audio of a manifest at the features' sample rate; broken files are
+#   skipped and reported, and the manifest rows that survived are returned with the audio.
+
+# %%
+from dataclasses import asdict, dataclass
+
+import librosa
+import numpy as np
+import pandas as pd
+
+from lib.core.audio import load_audio_batch
+from lib.core.features import mfcc_features, pad_frames, pool_frames
+
+DIGIT_POOLINGS = ("flat", "mean", "max", "mean+std")
+
+
+@dataclass
+class DigitFeatureConfig:
+    """How clips become feature vectors; stored beside every saved model."""
+
+    sample_rate: int = 8000
+    n_mfcc: int = 40
+    delta_order: int = 1  # 0: MFCC only, 1: + deltas, 2: + delta-deltas
+    n_fft: int = 512
+    hop_length: int = 128
+    n_mels: int = 64
+    n_frames: int = 40  # frames kept (padded with zeros or cut); 40 x 128 samples = 0.64 s at 8 kHz
+    pooling: str = "flat"  # flat | mean | max | mean+std
+    trim_db: float | None = 20.0  # trim leading/trailing audio this far below the peak (None: keep all)
+
+    def __post_init__(self):
+        if self.pooling not in DIGIT_POOLINGS:
+            raise ValueError(f"pooling must be one of {DIGIT_POOLINGS}, not {self.pooling!r}")
+        if self.delta_order not in (0, 1, 2):
+            raise ValueError(f"delta_order must be 0, 1 or 2, not {self.delta_order}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "DigitFeatureConfig":
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    @property
+    def n_coefficients(self) -> int:
+        return self.n_mfcc * (1 + self.delta_order)
+
+    @property
+    def vector_size(self) -> int:
+        if self.pooling == "flat":
+            return self.n_coefficients * self.n_frames
+        return self.n_coefficients * (2 if self.pooling == "mean+std" else 1)
+
+
+def trim_digit_clip(wave: np.ndarray, config: DigitFeatureConfig) -> np.ndarray:
+    """Cut leading and trailing audio quieter than ``config.trim_db`` below the clip's peak.
+
+    Trimming aligns every clip on its onset, so a clip cut from a stream by a VAD and the
+    same clip from a file give the same features.
+    """
+    wave = np.asarray(wave, dtype=np.float32)
+    if config.trim_db is None or len(wave) < 256:
+        return wave
+    trimmed, _ = librosa.effects.trim(wave, top_db=config.trim_db, frame_length=256, hop_length=64)
+    return trimmed if len(trimmed) >= 64 else wave
+
+
+def digit_mfcc_matrix(wave: np.ndarray, config: DigitFeatureConfig) -> np.ndarray:
+    """MFCCs (+ deltas) of one (trimmed) clip, ``[n_coefficients, n_frames]`` (zero-padded or cut)."""
+    m = mfcc_features(trim_digit_clip(wave, config), config.sample_rate, n_mfcc=config.n_mfcc,
+                      delta_order=config.delta_order, n_fft=config.n_fft, hop_length=config.hop_length,
+                      n_mels=config.n_mels)
+    return pad_frames(m, config.n_frames)
+
+
+def digit_feature_vectors(waves, config: DigitFeatureConfig, progress: bool = False) -> np.ndarray:
+    """Feature vectors ``[clips, config.vector_size]`` for scikit-learn models."""
+    from tqdm.auto import tqdm
+
+    rows = []
+    for wave in tqdm(waves, desc="MFCC features", disable=not progress, leave=False):
+        if config.pooling == "flat":
+            rows.append(digit_mfcc_matrix(wave, config).ravel())
+        else:  # pool over the clip's real frames only (no padding)
+            m = mfcc_features(trim_digit_clip(wave, config), config.sample_rate, n_mfcc=config.n_mfcc,
+                              delta_order=config.delta_order, n_fft=config.n_fft,
+                              hop_length=config.hop_length, n_mels=config.n_mels)
+            rows.append(pool_frames(m.T, config.pooling))
+    if not rows:
+        return np.zeros((0, config.vector_size), dtype=np.float32)
+    return np.stack(rows).astype(np.float32)
+
+
+def fit_standardizer(features: np.ndarray, axis=(0, 2), eps: float = 1e-5) -> dict:
+    """Mean and std per coefficient of TRAINING features ``[clips, coefficients, frames]``.
+
+    Fit it on the training clips only; validation and test clips are transformed with the
+    training statistics (`apply_standardizer`), never with their own.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim < 2 or x.shape[0] == 0:
+        raise ValueError(f"fit_standardizer needs a non-empty [clips, ...] array, got shape {x.shape}")
+    mean = x.mean(axis=axis, keepdims=True)[0]
+    std = x.std(axis=axis, keepdims=True)[0]
+    return {"mean": mean.astype(np.float32), "std": np.maximum(std, eps).astype(np.float32)}
+
+
+def apply_standardizer(features: np.ndarray, stats: dict) -> np.ndarray:
+    """``(features - mean) / std`` with statistics from `fit_standardizer`."""
+    x = np.asarray(features, dtype=np.float32)
+    if x.shape[1:2] != stats["mean"].shape[0:1]:
+        raise ValueError(f"features have {x.shape[1]} coefficients but the standardiser was fitted on "
+                         f"{stats['mean'].shape[0]}")
+    return (x - stats["mean"]) / stats["std"]
+
+
+def load_digit_waves(manifest: pd.DataFrame, sample_rate: int = 8000, progress: bool = True, desc: str = "audio"):
+    """Load the manifest's clips at ``sample_rate``; return ``(waves, kept_manifest, failures)``.
+
+    Broken files are skipped and reported (`load_audio_batch`); ``kept_manifest`` holds the
+    rows of the clips that loaded, in the same order as ``waves``.
+    """
+    waves, ok_paths, failures = load_audio_batch(list(manifest["path"]), sr=sample_rate, progress=progress,
+                                                 desc=desc)
+    ok = set(ok_paths)
+    kept = manifest[manifest["path"].isin(ok)].reset_index(drop=True)
+    order = {p: i for i, p in enumerate(ok_paths)}
+    waves = [waves[order[p]] for p in kept["path"]]
+    return waves, kept, failures

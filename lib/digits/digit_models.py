@@ -1,0 +1,446 @@
+# %% [markdown]
+# # Digit models: a tuned scikit-learn baseline and a small CNN with augmentation
+#
+# Every model here is wrapped in a class with the same small interface, so evaluation,
+# latency, saving and live inference treat them alike:
+#
+# - `predict_logits(waves)` -> `[clips, classes]` scores, `predict_proba(waves, temperature)`,
+#   `predict(waves)` -> labels; `labels`, `sample_rate`, `kind`.
+#
+# **Baseline** (`grid_search_digit_pipeline`): a scikit-learn `Pipeline` of `StandardScaler`,
+# optional `PCA` and an RBF `SVC` (or logistic regression), tuned by a stratified K-fold grid
+# search over C and gamma. The scaler and PCA sit inside the pipeline, so each CV fold fits
+# them on its own training part only.
+#
+# **CNN** (`train_digit_cnn`): MFCC or log-mel features computed in PyTorch from the
+# waveform (so waveform augmentation runs on the fly, on the GPU when there is one),
+# waveform augmentation (noise at a random SNR, gain, time shift), SpecAugment (time and
+# frequency masks), per-coefficient standardisation fitted on the training clips, a
+# stratified validation split, early stopping on validation accuracy, and the best
+# checkpoint kept.
+
+# %%
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import librosa
+import numpy as np
+import torch
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_split
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+from torch import nn
+
+from lib.digits.digit_features import DigitFeatureConfig, digit_feature_vectors
+
+
+class DigitClassifierBase:
+    """Shared interface: subclasses implement ``predict_logits(waves)``."""
+
+    kind = "base"
+    labels: list = []
+    sample_rate: int = 8000
+
+    def predict_logits(self, waves) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def predict_proba(self, waves, temperature: float = 1.0) -> np.ndarray:
+        """Class probabilities, softmax of the logits divided by ``temperature``."""
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, not {temperature}")
+        logits = np.asarray(self.predict_logits(waves), dtype=np.float64) / temperature
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def predict(self, waves) -> np.ndarray:
+        """Predicted labels, one per clip."""
+        logits = self.predict_logits(waves)
+        return np.asarray(self.labels)[np.argmax(logits, axis=1)]
+
+
+# %% [markdown]
+# ## Baseline: scikit-learn pipeline tuned by grid search
+
+# %%
+def make_digit_pipeline(classifier: str = "svm", pca_components: int | None = 128, seed: int = 0) -> Pipeline:
+    """``StandardScaler -> [PCA] -> SVC(rbf) | LogisticRegression``."""
+    steps = [("scale", StandardScaler())]
+    if pca_components:
+        steps.append(("pca", PCA(n_components=pca_components, random_state=seed)))
+    if classifier == "svm":
+        steps.append(("clf", SVC(kernel="rbf", C=10.0, gamma="scale")))
+    elif classifier in ("logreg", "logistic"):
+        steps.append(("clf", LogisticRegression(C=1.0, max_iter=2000)))
+    else:
+        raise ValueError(f"classifier must be 'svm' or 'logreg', not {classifier!r}")
+    return Pipeline(steps)
+
+
+def grid_search_digit_pipeline(X: np.ndarray, y: np.ndarray, classifier: str = "svm",
+                               pca_components: int | None = 128, C_grid=(1.0, 10.0, 100.0),
+                               gamma_grid=("scale", 0.001, 0.01), cv_folds: int = 5, seed: int = 0,
+                               n_jobs: int = 1, verbose: int = 0) -> GridSearchCV:
+    """Stratified K-fold grid search over C (and gamma for the SVM); returns the fitted search.
+
+    ``search.best_estimator_`` is refitted on all of ``X``; ``best_score_`` is the mean CV
+    accuracy and ``best_params_`` the chosen values.
+    """
+    if pca_components and pca_components > min(X.shape):
+        pca_components = int(min(X.shape))
+    pipeline = make_digit_pipeline(classifier, pca_components, seed)
+    grid = {"clf__C": list(C_grid)}
+    if classifier == "svm":
+        grid["clf__gamma"] = list(gamma_grid)
+    min_class = int(np.min(np.unique(y, return_counts=True)[1]))
+    folds = max(2, min(cv_folds, min_class))
+    search = GridSearchCV(pipeline, grid, cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
+                          scoring="accuracy", n_jobs=n_jobs, refit=True, verbose=verbose)
+    search.fit(X, y)
+    return search
+
+
+class SklearnDigitModel(DigitClassifierBase):
+    """A fitted scikit-learn pipeline + the feature config it expects."""
+
+    kind = "sklearn"
+
+    def __init__(self, pipeline, feature_config: DigitFeatureConfig, labels=None):
+        self.pipeline = pipeline
+        self.feature_config = feature_config
+        self.sample_rate = feature_config.sample_rate
+        self.labels = list(labels if labels is not None else pipeline.classes_)
+
+    def features(self, waves) -> np.ndarray:
+        return digit_feature_vectors(list(waves), self.feature_config)
+
+    def predict_logits(self, waves) -> np.ndarray:
+        """SVC: its one-vs-rest decision scores; other classifiers: log-probabilities."""
+        X = self.features(waves)
+        if isinstance(self.pipeline[-1], SVC):
+            return np.asarray(self.pipeline.decision_function(X), dtype=np.float64)
+        return np.log(np.clip(self.pipeline.predict_proba(X), 1e-9, 1.0))
+
+    def predict(self, waves) -> np.ndarray:
+        return self.pipeline.predict(self.features(waves))
+
+
+# %% [markdown]
+# ## CNN on MFCC or log-mel, computed in PyTorch
+
+# %%
+@dataclass
+class DigitCnnConfig:
+    """Architecture, front end and training settings of the digit CNN (saved as JSON)."""
+
+    sample_rate: int = 8000
+    clip_seconds: float = 0.8  # inputs are padded (at the end) or cut to this length
+    features: str = "mfcc"  # mfcc | logmel
+    n_mels: int = 64
+    n_mfcc: int = 40
+    n_fft: int = 512
+    hop_length: int = 128
+    architecture: str = "temporal"  # temporal: 1-D convolutions over time (features as channels) | 2d
+    channels: tuple = (64, 96, 128)
+    convs_per_block: int = 2
+    dropout: float = 0.3
+    labels: list = field(default_factory=lambda: list(range(10)))
+    # training
+    epochs: int = 25
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-3
+    patience: int = 6
+    val_fraction: float = 0.1
+    # waveform augmentation
+    noise_snr_db: tuple = (10.0, 40.0)  # noise at a random SNR in this range; None: off
+    noise_prob: float = 0.5
+    gain_db: float = 6.0  # random gain in +-gain_db
+    shift_ms: float = 100.0  # random time shift in +-shift_ms
+    # SpecAugment
+    freq_masks: int = 2
+    freq_mask_width: int = 6
+    time_masks: int = 2
+    time_mask_width: int = 8
+
+    @property
+    def n_samples(self) -> int:
+        return int(round(self.clip_seconds * self.sample_rate))
+
+    @property
+    def n_features(self) -> int:
+        return self.n_mfcc if self.features == "mfcc" else self.n_mels
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        d["noise_snr_db"] = list(self.noise_snr_db) if self.noise_snr_db else None
+        return d
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "DigitCnnConfig":
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        if "channels" in known:
+            known["channels"] = tuple(known["channels"])
+        if known.get("noise_snr_db"):
+            known["noise_snr_db"] = tuple(known["noise_snr_db"])
+        return cls(**known)
+
+
+class DigitFrontend(nn.Module):
+    """Waveform ``[batch, samples]`` -> MFCC or log-mel ``[batch, features, frames]`` (librosa's filters)."""
+
+    def __init__(self, config: DigitCnnConfig):
+        super().__init__()
+        self.n_fft, self.hop_length, self.kind = config.n_fft, config.hop_length, config.features
+        mel = librosa.filters.mel(sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels)
+        self.register_buffer("mel_basis", torch.tensor(mel, dtype=torch.float32), persistent=False)
+        self.register_buffer("window", torch.hann_window(config.n_fft), persistent=False)
+        if config.features == "mfcc":
+            n = config.n_mels
+            k = np.arange(config.n_mfcc)[:, None]
+            dct = np.cos(np.pi / n * (np.arange(n)[None, :] + 0.5) * k) * np.sqrt(2.0 / n)
+            dct[0] *= 1.0 / np.sqrt(2.0)
+            self.register_buffer("dct", torch.tensor(dct, dtype=torch.float32), persistent=False)
+        elif config.features != "logmel":
+            raise ValueError(f"features must be 'mfcc' or 'logmel', not {config.features!r}")
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        spec = torch.stft(wave, self.n_fft, self.hop_length, window=self.window, center=True, pad_mode="constant",
+                          return_complex=True).abs().pow(2)  # zero padding at the edges, as librosa does
+        logmel = 10.0 * torch.log10(torch.clamp(self.mel_basis @ spec, min=1e-10))
+        if self.kind == "mfcc":
+            return self.dct @ logmel
+        return logmel
+
+
+class DigitCnn(nn.Module):
+    """Front end -> train-fitted standardisation -> [SpecAugment] -> 3 conv blocks -> linear."""
+
+    def __init__(self, config: DigitCnnConfig):
+        super().__init__()
+        self.config = config
+        self.frontend = DigitFrontend(config)
+        self.register_buffer("feat_mean", torch.zeros(config.n_features, 1))
+        self.register_buffer("feat_std", torch.ones(config.n_features, 1))
+        layers = []
+        if config.architecture == "temporal":
+            c_in = config.n_features
+            for c_out in config.channels:
+                for j in range(config.convs_per_block):
+                    layers += [nn.Conv1d(c_in, c_out, 5 if j == 0 else 3, padding="same", bias=False),
+                               nn.BatchNorm1d(c_out), nn.ReLU()]
+                    c_in = c_out
+                layers.append(nn.MaxPool1d(2))
+        elif config.architecture == "2d":
+            c_in = 1
+            for c_out in config.channels:
+                for _ in range(config.convs_per_block):
+                    layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+                    c_in = c_out
+                layers.append(nn.MaxPool2d(2))
+        else:
+            raise ValueError(f"architecture must be 'temporal' or '2d', not {config.architecture!r}")
+        self.body = nn.Sequential(*layers)
+        width = c_in if config.architecture == "temporal" else c_in * (config.n_features // 2 ** len(config.channels))
+        self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(2 * width, len(config.labels)))
+
+    def features(self, wave: torch.Tensor) -> torch.Tensor:
+        return (self.frontend(wave) - self.feat_mean) / self.feat_std
+
+    def spec_augment(self, feats: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        b, f, t = feats.shape
+        mask = torch.ones_like(feats)
+        for _ in range(cfg.freq_masks):
+            width = torch.randint(0, cfg.freq_mask_width + 1, (b,), device=feats.device)
+            start = (torch.rand(b, device=feats.device) * (f - width).clamp(min=1)).long()
+            idx = torch.arange(f, device=feats.device)[None, :]
+            mask = mask * (~((idx >= start[:, None]) & (idx < (start + width)[:, None]))).float()[:, :, None]
+        for _ in range(cfg.time_masks):
+            width = torch.randint(0, cfg.time_mask_width + 1, (b,), device=feats.device)
+            start = (torch.rand(b, device=feats.device) * (t - width).clamp(min=1)).long()
+            idx = torch.arange(t, device=feats.device)[None, :]
+            mask = mask * (~((idx >= start[:, None]) & (idx < (start + width)[:, None]))).float()[:, None, :]
+        return feats * mask  # standardised features: 0 is the mean
+
+    def forward(self, wave: torch.Tensor, augment: bool = False) -> torch.Tensor:
+        x = self.features(wave)
+        if augment:
+            x = self.spec_augment(x)
+        if self.config.architecture == "temporal":
+            x = self.body(x)  # [batch, channels, frames]
+        else:
+            x = self.body(x[:, None]).flatten(1, 2)  # [batch, channels x freq, frames]
+        return self.head(torch.cat([x.mean(dim=-1), x.amax(dim=-1)], dim=1))
+
+
+def fix_wave_length(waves, n_samples: int) -> np.ndarray:
+    """Pad with zeros (at the end) or cut clips to ``n_samples``; ``[clips, n_samples]`` float32."""
+    out = np.zeros((len(waves), n_samples), dtype=np.float32)
+    for i, w in enumerate(waves):
+        w = np.asarray(w, dtype=np.float32)[:n_samples]
+        out[i, : len(w)] = w
+    return out
+
+
+def augment_waves(batch: torch.Tensor, config: DigitCnnConfig, generator: torch.Generator | None = None):
+    """Waveform augmentation on a ``[batch, samples]`` tensor: time shift, gain, additive noise."""
+    b, n = batch.shape
+    dev = batch.device
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=generator).to(dev)
+
+    shift = int(config.shift_ms * config.sample_rate / 1000)
+    if shift > 0:
+        padded = torch.nn.functional.pad(batch, (shift, shift))
+        offsets = (rand(b) * (2 * shift + 1)).long().clamp(max=2 * shift)
+        idx = offsets[:, None] + torch.arange(n, device=dev)[None, :]
+        batch = torch.gather(padded, 1, idx)
+    if config.gain_db:
+        gain_db = (rand(b, 1) * 2 - 1) * config.gain_db
+        batch = batch * torch.pow(10.0, gain_db / 20.0)
+    if config.noise_snr_db and config.noise_prob > 0:
+        lo, hi = config.noise_snr_db
+        snr = lo + rand(b, 1) * (hi - lo)
+        power = batch.pow(2).mean(dim=1, keepdim=True).clamp(min=1e-10)
+        noise = torch.randn(b, n, generator=generator).to(dev) * torch.sqrt(power / torch.pow(10.0, snr / 10))
+        apply = (rand(b, 1) < config.noise_prob).float()
+        batch = batch + apply * noise
+    return batch
+
+
+class CnnDigitModel(DigitClassifierBase):
+    """A trained `DigitCnn` behind the common interface."""
+
+    kind = "cnn"
+
+    def __init__(self, network: DigitCnn, device: str = "cpu", batch_size: int = 128):
+        self.network = network.to(device).eval()
+        self.config = network.config
+        self.device = device
+        self.batch_size = batch_size
+        self.sample_rate = network.config.sample_rate
+        self.labels = list(network.config.labels)
+
+    @torch.no_grad()
+    def predict_logits(self, waves) -> np.ndarray:
+        x = fix_wave_length(list(waves), self.config.n_samples)
+        outs = []
+        for i in range(0, len(x), self.batch_size):
+            outs.append(self.network(torch.from_numpy(x[i:i + self.batch_size]).to(self.device)).float().cpu())
+        return torch.cat(outs).numpy() if outs else np.zeros((0, len(self.labels)))
+
+
+@torch.no_grad()
+def _cnn_evaluate(network: DigitCnn, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256):
+    """(accuracy, mean cross-entropy) on a labelled set."""
+    network.eval()
+    correct, loss = 0, 0.0
+    for i in range(0, len(x), batch_size):
+        logits = network(x[i:i + batch_size])
+        correct += (logits.argmax(1) == y[i:i + batch_size]).sum().item()
+        loss += nn.functional.cross_entropy(logits, y[i:i + batch_size], reduction="sum").item()
+    return correct / max(1, len(x)), loss / max(1, len(x))
+
+
+def train_digit_cnn(waves, labels, config: DigitCnnConfig | None = None, device: str = "cpu", seed: int = 0,
+                    val_waves=None, val_labels=None, progress: bool = True, log_every: int = 0):
+    """Train the CNN; return ``(CnnDigitModel, history)``.
+
+    Without ``val_waves`` a stratified ``config.val_fraction`` of the training clips is held
+    out. Each epoch reports train loss and validation accuracy; training stops after
+    ``config.patience`` epochs without improvement (higher validation accuracy, or equal
+    accuracy with a lower validation loss) and the best checkpoint is restored.
+    ``history`` has per-epoch lists, ``best_epoch``, ``best_val_accuracy``, ``stopped_early``
+    and ``seconds``.
+    """
+    from tqdm.auto import tqdm
+
+    config = config or DigitCnnConfig()
+    label_index = {label: i for i, label in enumerate(config.labels)}
+    unknown = sorted({str(v) for v in labels if v not in label_index})
+    if unknown:
+        raise ValueError(f"labels {unknown[:5]} are not in the CNN's label list {config.labels}")
+    y_all = np.array([label_index[v] for v in labels])
+    waves = list(waves)
+    if val_waves is None:
+        idx = np.arange(len(waves))
+        n_val = max(1, int(round(config.val_fraction * len(waves))))
+        counts = np.bincount(y_all)
+        stratify = y_all if counts[counts > 0].min() >= 2 and n_val >= (counts > 0).sum() else None
+        tr_idx, va_idx = train_test_split(idx, test_size=config.val_fraction, random_state=seed, stratify=stratify)
+        train_w, train_y = [waves[i] for i in tr_idx], y_all[tr_idx]
+        val_w, val_y = [waves[i] for i in va_idx], y_all[va_idx]
+    else:
+        train_w, train_y = waves, y_all
+        val_w, val_y = list(val_waves), np.array([label_index[v] for v in val_labels])
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    network = DigitCnn(config).to(device)
+    x_train = torch.from_numpy(fix_wave_length(train_w, config.n_samples)).to(device)
+    y_train = torch.from_numpy(train_y).long().to(device)
+    x_val = torch.from_numpy(fix_wave_length(val_w, config.n_samples)).to(device)
+    y_val = torch.from_numpy(val_y).long().to(device)
+    with torch.no_grad():  # standardisation statistics from the TRAINING clips only
+        feats = torch.cat([network.frontend(x_train[i:i + 256]) for i in range(0, len(x_train), 256)])
+        network.feat_mean.copy_(feats.mean(dim=(0, 2))[:, None])
+        network.feat_std.copy_(feats.std(dim=(0, 2)).clamp(min=1e-5)[:, None])
+        del feats
+
+    optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.learning_rate,
+                                                    total_steps=max(1, config.epochs * steps_per_epoch),
+                                                    pct_start=0.15)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
+    history = {"epoch": [], "train_loss": [], "train_accuracy": [], "val_accuracy": [], "val_loss": [],
+               "best_epoch": 0,
+               "best_val_accuracy": -1.0, "stopped_early": False, "n_train": len(x_train), "n_val": len(x_val)}
+    best_state, waited, best_loss = None, 0, float("inf")
+    start = time.perf_counter()
+    bar = tqdm(range(1, config.epochs + 1), desc="CNN epochs", disable=not progress, leave=False)
+    for epoch in bar:
+        network.train()
+        order = torch.randperm(len(x_train), generator=gen).to(device)
+        total_loss, correct = 0.0, 0
+        for i in range(0, len(order), config.batch_size):
+            batch = order[i:i + config.batch_size]
+            xb = augment_waves(x_train[batch], config, gen)
+            logits = network(xb, augment=True)
+            loss = loss_fn(logits, y_train[batch])
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            scheduler.step()
+            total_loss += loss.item() * len(batch)
+            correct += (logits.argmax(1) == y_train[batch]).sum().item()
+        val_acc, val_loss = _cnn_evaluate(network, x_val, y_val)
+        history["epoch"].append(epoch)
+        history["train_loss"].append(total_loss / len(x_train))
+        history["train_accuracy"].append(correct / len(x_train))
+        history["val_accuracy"].append(val_acc)
+        history["val_loss"].append(val_loss)
+        bar.set_postfix(loss=f"{total_loss / len(x_train):.3f}", val=f"{val_acc:.3f}")
+        if log_every and epoch % log_every == 0:
+            print(f"epoch {epoch:3d}  loss {total_loss / len(x_train):.3f}  val acc {val_acc:.3f}")
+        # better: higher validation accuracy, or the same accuracy with a lower validation loss
+        if (val_acc, -val_loss) > (history["best_val_accuracy"], -best_loss):
+            history["best_val_accuracy"], history["best_epoch"], best_loss = val_acc, epoch, val_loss
+            best_state, waited = copy.deepcopy(network.state_dict()), 0
+        else:
+            waited += 1
+            if waited >= config.patience:
+                history["stopped_early"] = True
+                break
+    history["seconds"] = time.perf_counter() - start
+    if best_state is not None:
+        network.load_state_dict(best_state)
+    return CnnDigitModel(network.eval(), device=device), history

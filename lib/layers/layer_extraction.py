@@ -1,0 +1,471 @@
+# %% [markdown]
+# # Layer embeddings: one pooled vector per clip, model and layer
+#
+# `extract_layer_embeddings(adapter, paths, layers, pooling)` runs a speech or codec model
+# (through `lib.core.speech_models`) over each clip once, takes the hidden states of every
+# requested layer, pools each `[frames, dims]` matrix to one vector (`mean`, `max`, `first`,
+# `last` or `mean+std`, see `lib.core.features.pool_frames`) and returns a `LayerEmbeddingSet`:
+# `{layer: [clips, dims]}` plus the clips that were used, the ones that failed and the time
+# it took.
+#
+# - **Cache.** Embeddings are cached per model, layer set and pooling in one `.npz` file,
+#   written atomically. On reuse the cache is validated against the model (id, a hash of
+#   its config and weights), the pooling, the layers and the clip list (paths, sizes,
+#   modification times); a stale cache is reported and rebuilt. Partial progress is
+#   checkpointed, so an interrupted extraction resumes where it stopped.
+# - **Memory.** `estimate_extraction_memory` predicts the bytes needed (weights, activations
+#   of the longest clip, the pooled outputs) before anything runs and, when that is more
+#   than is free, suggests a smaller model, fewer clips or fewer layers. An out-of-memory
+#   error during extraction (RAM or CUDA) is turned into the same advice.
+# - **Layer modes.** `layer_mode_views` gives each layer on its own (`"single"`), all chosen
+#   layers concatenated (`"concat"`, each layer z-scored first so no layer dominates by
+#   scale) or both.
+# - **Baseline.** `mfcc_baseline_embeddings` pools MFCCs (+ deltas) the same way: a
+#   model-free reference row for every separability table.
+
+# %%
+import hashlib
+import io
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lib.core.atomic_io import atomic_write_bytes
+from lib.core.audio import AudioLoadError, load_audio
+from lib.core.features import POOLING_MODES, mfcc_features, pool_frames
+from lib.core.speech_models import CODEC_FAMILIES, KNOWN_SPEECH_MODELS
+
+LAYER_POOLINGS = tuple(m for m in POOLING_MODES if m != "flat")
+LAYER_CACHE_VERSION = 1
+
+
+class ExtractionMemoryError(MemoryError):
+    """Extraction ran (or would run) out of memory; the message says what to reduce."""
+
+
+@dataclass
+class LayerEmbeddingSet:
+    """Pooled embeddings of one model: ``embeddings[layer]`` is ``[len(paths), dims]``."""
+
+    model: str
+    pooling: str
+    layers: list
+    paths: list
+    embeddings: dict
+    failures: list = field(default_factory=list)
+    seconds: float = 0.0  # wall-clock seconds spent extracting in this call (0 when all came from the cache)
+    audio_seconds: float = 0.0  # seconds of audio processed in this call
+    compute_seconds: float = 0.0  # seconds the model took over all clips, cached runs and resumes included
+    compute_audio_seconds: float = 0.0  # seconds of audio those compute_seconds covered
+    from_cache: bool = False
+    info: dict = field(default_factory=dict)
+
+    def dims(self) -> dict:
+        return {layer: int(x.shape[1]) for layer, x in self.embeddings.items()}
+
+
+# %% [markdown]
+# ## Describing models and layers
+
+# %%
+def ordered_layer_names(adapter) -> list:
+    """Layer names from the input side to the output side, as strings.
+
+    Transformer families: the raw convolutional encoder output ``"conv"`` first, then
+    ``"0"`` (transformer input) ... ``"L"``. Codecs keep the adapter's order.
+    """
+    names = [str(n) for n in adapter.layer_names]
+    if "conv" in names:
+        names = ["conv"] + [n for n in names if n != "conv"]
+    return names
+
+
+def speech_model_table(adapters) -> pd.DataFrame:
+    """One row per loaded model: family, layers, hidden size, parameters, sample and frame rate."""
+    rows = []
+    for adapter in adapters:
+        info = adapter.info()
+        rows.append({
+            "model": info["name"], "family": info["family"], "class": info["class"],
+            "transformer_layers": info["num_transformer_layers"], "hidden_size": info["hidden_size"],
+            "parameters_m": round(info["num_parameters"] / 1e6, 2), "sample_rate": info["sample_rate"],
+            "frame_rate": info["frame_rate"], "layers": ", ".join(ordered_layer_names(adapter)),
+        })
+    return pd.DataFrame(rows)
+
+
+def _slug(text: str, limit: int = 60) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_")[-limit:] or "model"
+
+
+def clip_list_fingerprint(paths) -> str:
+    """Hash of the clip list: path, size and modification time of every file, in order."""
+    digest = hashlib.sha256()
+    for path in paths:
+        path = Path(path)
+        try:
+            stat = path.stat()
+            digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{path}|missing\n".encode())
+    return digest.hexdigest()
+
+
+# %% [markdown]
+# ## Memory: estimate before, advise when short
+
+# %%
+def available_memory_bytes(device: str = "cpu") -> int:
+    """Free memory where the model runs: CUDA free memory, else available system RAM."""
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        free, _total = torch.cuda.mem_get_info()
+        return int(free)
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:  # pragma: no cover - psutil ships with Jupyter
+        return 0
+
+
+def estimate_extraction_memory(num_parameters: int, hidden_size: int, num_layers: int, n_clips: int,
+                               max_clip_seconds: float, frame_rate: float = 50.0, pooling: str = "mean",
+                               family: str = "wav2vec2", bytes_per_value: int = 4, n_poolings: int = 1) -> dict:
+    """Bytes an extraction needs: weights, activations for the longest clip, pooled outputs.
+
+    ``num_layers``: layers kept. Activations count every hidden state of the forward pass
+    (all layers are computed even when few are kept) with a factor 8 for attention and
+    feed-forward intermediates; Whisper always runs 30 s windows (1,500 frames).
+    ``n_poolings``: extra pooled copies kept (``mean`` counts one, ``mean+std`` two).
+    """
+    frames = 1500 * max(1, int(np.ceil(max_clip_seconds / 30))) if family == "whisper" \
+        else int(np.ceil(max_clip_seconds * frame_rate)) + 1
+    depth = max(num_layers, 1) + 1
+    weights = int(num_parameters) * bytes_per_value
+    activations = int(frames * hidden_size * depth * 8 * bytes_per_value)
+    if family in CODEC_FAMILIES:  # convolutional encoders: wide early feature maps at audio rate
+        activations = int(max_clip_seconds * 24000 * 64 * 4 * bytes_per_value)
+    width = 2 if pooling == "mean+std" else 1
+    outputs = int(n_clips * max(num_layers, 1) * hidden_size * width * 4 * max(1, n_poolings))
+    total = weights + activations + outputs
+    return {"weights": weights, "activations": activations, "outputs": outputs, "total": total}
+
+
+def memory_guidance(model: str, needed: int, available: int, n_clips: int, num_layers: int) -> str:
+    """Advice for a run that does not fit: smaller model, fewer clips, fewer layers."""
+    lines = [f"{model}: the extraction needs about {needed / 2**30:.2f} GiB but only "
+             f"{available / 2**30:.2f} GiB is free. To fit:"]
+    smaller = [hub_id for hub_id, spec in KNOWN_SPEECH_MODELS.items()
+               if spec["params_m"] <= 100 and hub_id != model][:4]
+    lines.append(f"  - use a smaller model (e.g. {', '.join(smaller)}), or load it in float16 (dtype)")
+    lines.append(f"  - take fewer samples per word (now {n_clips} clips in all) or cap clip length (max_seconds)")
+    lines.append(f"  - keep fewer layers (now {num_layers}), e.g. every other layer")
+    lines.append("  - on a GPU, close other notebooks; on CPU, free RAM or run on a machine with more")
+    return "\n".join(lines)
+
+
+def check_extraction_memory(adapter, n_clips: int, num_layers: int, max_clip_seconds: float,
+                            pooling: str = "mean", available: int | None = None, n_poolings: int = 1) -> dict:
+    """Estimate the memory of an extraction with ``adapter``; print guidance when it is short.
+
+    Returns the estimate with ``available`` and ``fits`` added. Never raises: the estimate is
+    approximate, and a real out-of-memory error is caught during extraction.
+    """
+    estimate = estimate_extraction_memory(adapter.num_parameters, adapter.hidden_size or 512, num_layers, n_clips,
+                                          max_clip_seconds, adapter.frame_rate, pooling, adapter.family,
+                                          n_poolings=n_poolings)
+    available = available_memory_bytes(adapter.device) if available is None else int(available)
+    estimate["available"] = available
+    estimate["fits"] = bool(available == 0 or estimate["total"] < 0.8 * available)
+    if not estimate["fits"]:
+        print("WARNING " + memory_guidance(adapter.name, estimate["total"], available, n_clips, num_layers))
+    return estimate
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, MemoryError):
+        return True
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom is not None and isinstance(error, oom):
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
+# %% [markdown]
+# ## The cache
+#
+# One file per model, layer set and pooling; the clip list, model hash and settings are
+# stored inside and compared on reuse. The arrays hold the clips done so far, so a
+# checkpoint written mid-run is also what a resumed run starts from.
+
+# %%
+def layer_cache_path(cache_dir, model: str, layers, pooling: str) -> Path:
+    layer_key = hashlib.sha256("|".join(map(str, layers)).encode()).hexdigest()[:10]
+    return Path(cache_dir) / f"{_slug(model)}__{_slug(pooling)}__{layer_key}.npz"
+
+
+def _write_layer_cache(path: Path, meta: dict, done_paths: list, rows: dict) -> None:
+    buffer = io.BytesIO()
+    arrays = {f"layer_{i}": np.asarray(rows[layer], dtype=np.float32) for i, layer in enumerate(meta["layers"])}
+    meta = dict(meta, done_paths=list(done_paths))
+    np.savez(buffer, meta=np.array(json.dumps(meta)), **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _read_layer_cache(path: Path, expected: dict):
+    """``(done_paths, rows, failures)`` from a valid cache, else ``None`` (with the reason printed)."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            rows = {layer: list(data[f"layer_{i}"]) for i, layer in enumerate(meta["layers"])}
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as error:
+        print(f"Cache {path.name} is unreadable ({type(error).__name__}: {error}); recomputing")
+        return None
+    for key in ("version", "model", "model_hash", "layers", "pooling", "max_seconds", "clips_hash", "n_clips"):
+        if meta.get(key) != expected.get(key):
+            print(f"Cache {path.name} is stale ({key} changed); recomputing")
+            return None
+    return meta["done_paths"], rows, meta.get("failures", []), meta
+
+
+# %% [markdown]
+# ## Extraction
+
+# %%
+def extract_layer_embeddings(adapter, paths, layers=None, pooling: str = "mean", cache_dir=None,
+                             max_seconds: float | None = None, checkpoint_every: int = 100,
+                             progress: bool = True) -> LayerEmbeddingSet:
+    """Pooled embeddings of every clip in ``paths`` for the ``layers`` of ``adapter``.
+
+    ``layers``: names as in ``adapter.layer_names`` (ints or strings; None: all). A clip that
+    cannot be loaded is skipped and listed in ``failures``. With ``cache_dir`` the result is
+    cached (and checkpointed every ``checkpoint_every`` clips) and validated on reuse.
+    """
+    return extract_layer_embeddings_pooled(adapter, paths, layers, [pooling], cache_dir, max_seconds,
+                                           checkpoint_every, progress)[pooling]
+
+
+def _check_poolings(poolings) -> list:
+    poolings = [poolings] if isinstance(poolings, str) else list(dict.fromkeys(poolings))
+    bad = [p for p in poolings if p not in LAYER_POOLINGS]
+    if bad or not poolings:
+        raise ValueError(f"unknown pooling {bad or poolings!r}; choose one of {LAYER_POOLINGS}")
+    return poolings
+
+
+def extract_layer_embeddings_pooled(adapter, paths, layers=None, poolings=("mean",), cache_dir=None,
+                                    max_seconds: float | None = None, checkpoint_every: int = 100,
+                                    progress: bool = True) -> dict:
+    """``{pooling: LayerEmbeddingSet}`` for several poolings from one pass over the clips.
+
+    Each pooling has its own cache file; a clip is run through the model only if some
+    pooling still lacks it.
+    """
+    from tqdm.auto import tqdm
+
+    poolings = _check_poolings(poolings)
+    paths = [str(p) for p in paths]
+    if not paths:
+        raise ValueError("extract_layer_embeddings got no clips")
+    order = ordered_layer_names(adapter)
+    wanted = order if layers is None else [str(layer) for layer in layers]
+    adapter_keys = adapter._check_layers(wanted)  # raises a clear error for an unknown layer
+    layer_of = dict(zip(wanted, adapter_keys))
+    wanted = [name for name in order if name in layer_of] + [n for n in wanted if n not in order]
+    base = {"version": LAYER_CACHE_VERSION, "model": adapter.name, "model_hash": adapter.fingerprint(),
+            "layers": wanted, "max_seconds": max_seconds, "clips_hash": clip_list_fingerprint(paths),
+            "n_clips": len(paths)}
+    state = {}
+    for pooling in poolings:
+        expected = dict(base, pooling=pooling)
+        cache_path = layer_cache_path(cache_dir, adapter.name, wanted, pooling) if cache_dir else None
+        cached = _read_layer_cache(cache_path, expected) if cache_path else None
+        done, rows, failures, meta = cached if cached is not None else ([], {layer: [] for layer in wanted}, [], {})
+        rows = {layer: list(rows[layer]) for layer in wanted}
+        processed = set(done) | {f["path"] for f in failures}
+        if cached is not None:
+            print(f"{adapter.name}: {len(processed)} clip(s) from cache {cache_path.name}")
+        state[pooling] = {"expected": expected, "path": cache_path, "done": list(done), "rows": rows,
+                          "failures": failures, "processed": processed, "cached": cached is not None,
+                          "prior_seconds": float(meta.get("seconds", 0.0)),
+                          "prior_audio": float(meta.get("audio_seconds", 0.0))}
+    todo = [p for p in paths if any(p not in st["processed"] for st in state.values())]
+
+    def checkpoint():
+        elapsed = time.perf_counter() - start
+        for st in state.values():
+            if st["path"] and (st["done"] or st["failures"]):
+                meta = dict(st["expected"], failures=st["failures"], seconds=st["prior_seconds"] + elapsed,
+                            audio_seconds=st["prior_audio"] + audio_seconds)
+                _write_layer_cache(st["path"], meta, st["done"], st["rows"])
+
+    audio_seconds, since_checkpoint, waveform = 0.0, 0, None
+    start = time.perf_counter()
+    label = "/".join(poolings)
+    bar = tqdm(todo, desc=f"{Path(adapter.name).name} ({label})", disable=not progress or not todo, leave=False)
+    try:
+        for path in bar:
+            missing = [st for st in state.values() if path not in st["processed"]]
+            try:
+                waveform = load_audio(path, sr=adapter.sample_rate, max_seconds=max_seconds)
+            except AudioLoadError as error:
+                for st in missing:
+                    st["failures"].append({"path": path, "error": error.problem})
+                continue
+            states = adapter.hidden_states(waveform, [layer_of[name] for name in wanted])
+            audio_seconds += len(waveform) / adapter.sample_rate
+            for pooling, st in state.items():
+                if path in st["processed"]:
+                    continue
+                for name in wanted:
+                    st["rows"][name].append(pool_frames(states[layer_of[name]], pooling).astype(np.float32))
+                st["done"].append(path)
+            since_checkpoint += 1
+            if cache_dir and since_checkpoint >= checkpoint_every:
+                checkpoint()
+                since_checkpoint = 0
+    except BaseException as error:  # checkpoint on any stop (Ctrl-C too); out-of-memory errors get advice
+        if cache_dir:
+            checkpoint()
+        if _is_out_of_memory(error):
+            longest = max(len(waveform) / adapter.sample_rate if waveform is not None else 1.0, 1.0)
+            needed = estimate_extraction_memory(adapter.num_parameters, adapter.hidden_size or 512, len(wanted),
+                                                len(paths), longest, adapter.frame_rate, poolings[-1],
+                                                adapter.family)["total"]
+            raise ExtractionMemoryError(
+                f"out of memory while extracting {adapter.name} ({type(error).__name__}: {error}).\n"
+                + memory_guidance(adapter.name, needed, available_memory_bytes(adapter.device), len(paths),
+                                  len(wanted))
+                + ("\nProgress so far is cached; rerun to resume." if cache_dir else "")
+            ) from error
+        raise
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - start if todo else 0.0
+    if cache_dir and (todo or not all(st["cached"] for st in state.values())):
+        checkpoint()
+    results = {}
+    for pooling, st in state.items():
+        failures = st["failures"]
+        if failures and pooling == poolings[0]:
+            print(f"{adapter.name}: skipped {len(failures)} unreadable clip(s), e.g. "
+                  f"{failures[0]['path']}: {failures[0]['error']}")
+        position = {p: i for i, p in enumerate(st["done"])}
+        kept = [p for p in paths if p in position]
+        if not kept:
+            raise ValueError(f"{adapter.name}: none of the {len(paths)} clips could be loaded")
+        index = [position[p] for p in kept]
+        embeddings = {name: np.stack(st["rows"][name])[index] for name in wanted}
+        results[pooling] = LayerEmbeddingSet(model=adapter.name, pooling=pooling, layers=wanted, paths=kept,
+                                             embeddings=embeddings, failures=failures, seconds=seconds,
+                                             audio_seconds=audio_seconds, from_cache=not todo, info=adapter.info(),
+                                             compute_seconds=st["prior_seconds"] + seconds,
+                                             compute_audio_seconds=st["prior_audio"] + audio_seconds)
+    return results
+
+
+def mfcc_baseline_embeddings(paths, pooling="mean", sr: int = 16000, n_mfcc: int = 40,
+                             delta_order: int = 1, max_seconds: float | None = None, progress: bool = True):
+    """MFCCs (+ deltas) pooled like a model layer: the model-free reference, model ``"mfcc"``.
+
+    ``pooling`` a string: one ``LayerEmbeddingSet``; a list: ``{pooling: LayerEmbeddingSet}``.
+    """
+    from tqdm.auto import tqdm
+
+    poolings = _check_poolings(pooling)
+    rows, kept, failures, audio_seconds = {p: [] for p in poolings}, [], [], 0.0
+    start = time.perf_counter()
+    for path in tqdm([str(p) for p in paths], desc="mfcc", disable=not progress, leave=False):
+        try:
+            waveform = load_audio(path, sr=sr, max_seconds=max_seconds)
+        except AudioLoadError as error:
+            failures.append({"path": path, "error": error.problem})
+            continue
+        audio_seconds += len(waveform) / sr
+        frames = mfcc_features(waveform, sr, n_mfcc=n_mfcc, delta_order=delta_order, n_fft=512, hop_length=160).T
+        for p in poolings:
+            rows[p].append(pool_frames(frames, p).astype(np.float32))
+        kept.append(path)
+    if not kept:
+        raise ValueError(f"mfcc baseline: none of the {len(paths)} clips could be loaded")
+    info = {"name": "mfcc", "family": "mfcc", "num_parameters": 0, "hidden_size": n_mfcc * (1 + delta_order),
+            "sample_rate": sr, "frame_rate": sr / 160, "layers": ["mfcc"]}
+    seconds = time.perf_counter() - start
+    sets = {p: LayerEmbeddingSet(model="mfcc", pooling=p, layers=["mfcc"], paths=kept,
+                                 embeddings={"mfcc": np.stack(rows[p])}, failures=failures, seconds=seconds,
+                                 audio_seconds=audio_seconds, info=info, compute_seconds=seconds,
+                                 compute_audio_seconds=audio_seconds) for p in poolings}
+    return sets[pooling] if isinstance(pooling, str) else sets
+
+
+# %% [markdown]
+# ## Layer modes: each layer, or layers concatenated
+
+# %%
+def concatenate_layer_embeddings(embeddings: dict, layers=None, standardize: bool = True) -> np.ndarray:
+    """Concatenate ``[clips, dims]`` layers side by side (each z-scored first when ``standardize``)."""
+    layers = list(embeddings) if layers is None else [str(layer) for layer in layers]
+    missing = [layer for layer in layers if layer not in embeddings]
+    if missing:
+        raise KeyError(f"no embeddings for layer(s) {missing}; have {list(embeddings)}")
+    blocks = []
+    for layer in layers:
+        x = np.asarray(embeddings[layer], dtype=np.float32)
+        if standardize:
+            x = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-6)
+        blocks.append(x)
+    return np.concatenate(blocks, axis=1)
+
+
+def layer_mode_views(embeddings: dict, mode: str = "single") -> dict:
+    """``{name: [clips, dims]}`` for ``mode`` ``"single"`` (each layer), ``"concat"`` or ``"both"``.
+
+    The concatenation of all layers is named ``"concat"``.
+    """
+    if mode not in ("single", "concat", "both"):
+        raise ValueError(f"layer_mode must be 'single', 'concat' or 'both', not {mode!r}")
+    views = {} if mode == "concat" else dict(embeddings)
+    if mode in ("concat", "both") and len(embeddings) > 1:
+        views["concat"] = concatenate_layer_embeddings(embeddings)
+    elif mode == "concat":
+        views = dict(embeddings)
+    return views
+
+
+def resolve_layer_request(adapter, request=None) -> list:
+    """The layers of ``adapter`` asked for by ``request``, as strings in input-to-output order.
+
+    ``request``: None (all layers); a list applied to every model (ints, strings, negative
+    ints counting from the last transformer layer; names a model lacks are skipped with a
+    note); or a dict ``{model name: list}`` (models missing from it get all layers).
+    """
+    order = ordered_layer_names(adapter)
+    if isinstance(request, dict):
+        request = request.get(adapter.name, request.get(Path(str(adapter.name)).name))
+    if request is None:
+        return order
+    if isinstance(request, (str, int)):
+        request = [request]
+    chosen, skipped = [], []
+    for layer in request:
+        try:
+            key = str(adapter._check_layers([layer])[0])
+        except ValueError:
+            skipped.append(str(layer))
+            continue
+        if key not in chosen:
+            chosen.append(key)
+    if skipped:
+        print(f"{adapter.name}: no layer(s) {skipped}; available: {order}")
+    if not chosen:
+        raise ValueError(f"{adapter.name}: none of the requested layers {list(request)} exist; available: {order}")
+    return [name for name in order if name in chosen]
+

@@ -1,0 +1,163 @@
+# %% [markdown]
+# # Data sources for masked-autoencoder training
+#
+# Registered data sources turn a data set into one manifest (`path`, `label` as an integer,
+# `label_name`, `split` in train/test) so the training code never needs to know which data
+# set it is reading:
+#
+# - `esc50`: ESC-50 (its CSV: filename, fold, target, category); the test split is one fold
+#   (`test_fold`, 1-5), the other four train, as in the official 5-fold cross-validation.
+# - `fsdd`: Free Spoken Digit Dataset with its official split (takes 0-4 test).
+# - `folder`: any folder of clips with a labels CSV (or sub-folder / file-name labels); the
+#   split comes from a `split` column, else a `fold` column and `test_fold`, else a
+#   stratified random split of `test_fraction`.
+#
+# `mae_load_split` subsamples (stratified), runs the input transform with its `.npy` cache
+# and returns arrays ready for training; clips that fail to load are skipped and listed.
+
+# %%
+import numpy as np
+import pandas as pd
+
+from lib.core.datasets import load_esc50, load_fsdd, load_labelled_folder
+from lib.mae.mae_registry import MAE_DATA_SOURCES, MaeDataSourceBase, register_mae_data_source
+from lib.mae.mae_transforms import mae_transform_cached
+
+
+def _mae_index_labels(manifest: pd.DataFrame, names=None) -> tuple:
+    """Map ``label`` to 0..K-1 (sorted unique values unless ``names`` fixes the order)."""
+    frame = manifest.copy()
+    if names is None:
+        names = sorted(frame["label"].unique().tolist(), key=lambda v: (str(type(v)), v))
+    lookup = {name: i for i, name in enumerate(names)}
+    frame["label_name"] = frame["label"].astype(str) if "label_name" not in frame else frame["label_name"]
+    frame["label"] = frame["label"].map(lookup).astype(int)
+    return frame, [str(n) for n in names]
+
+
+def mae_stratified_split(labels, test_fraction: float = 0.2, seed: int = 0) -> np.ndarray:
+    """``"train"``/``"test"`` per item, ``test_fraction`` of every class in test (at least one when possible)."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    split = np.full(len(labels), "train", dtype=object)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        rng.shuffle(members)
+        n_test = int(round(len(members) * test_fraction))
+        if len(members) > 1:
+            n_test = min(max(n_test, 1), len(members) - 1)
+        split[members[:n_test]] = "test"
+    return split
+
+
+@register_mae_data_source("esc50")
+class MaeEsc50Source(MaeDataSourceBase):
+    """ESC-50 (downloaded on demand): 2,000 5-s clips, 50 classes; test = fold ``test_fold``."""
+
+    def __init__(self, path=None, test_fold: int = 1, download: bool = True):
+        if int(test_fold) not in range(1, 6):
+            raise ValueError(f"ESC-50 has folds 1-5; test_fold={test_fold}")
+        self.path, self.test_fold, self.download = path, int(test_fold), download
+        self._manifest = None
+
+    def manifest(self):
+        if self._manifest is None:
+            table = load_esc50(self.path, download=self.download)
+            names = table.sort_values("target").drop_duplicates("target")["category"].tolist()
+            table = table.assign(label_name=table["category"], label=table["target"],
+                                 split=np.where(table["fold"] == self.test_fold, "test", "train"))
+            self._manifest, self._names = table.reset_index(drop=True), names
+        return self._manifest
+
+    @property
+    def class_names(self) -> list:
+        self.manifest()
+        return self._names
+
+
+@register_mae_data_source("fsdd")
+class MaeFsddSource(MaeDataSourceBase):
+    """Free Spoken Digit Dataset, official split (takes 0-4 test, 5-49 train)."""
+
+    def __init__(self, path=None, download: bool = True):
+        self.path, self.download = path, download
+        self._manifest = None
+
+    def manifest(self):
+        if self._manifest is None:
+            table = load_fsdd(self.path, download=self.download)
+            self._manifest = table.assign(label_name=table["label"].astype(str)).reset_index(drop=True)
+        return self._manifest
+
+    @property
+    def class_names(self) -> list:
+        return [str(d) for d in range(10)]
+
+
+@register_mae_data_source("folder")
+class MaeFolderSource(MaeDataSourceBase):
+    """A folder of clips + labels CSV (``filename``/``label`` columns by default).
+
+    Split: a ``split`` column (train/test) if present; else a ``fold`` column with ``test_fold``;
+    else a stratified random ``test_fraction``.
+    """
+
+    def __init__(self, path=None, labels_csv=None, path_column: str = "filename", label_column: str = "label",
+                 test_fold=None, test_fraction: float = 0.2, seed: int = 0):
+        if path is None:
+            raise ValueError("the 'folder' data source needs data_path (a folder of clips) and usually labels_csv")
+        self.path, self.labels_csv = path, labels_csv
+        self.path_column, self.label_column = path_column, label_column
+        self.test_fold, self.test_fraction, self.seed = test_fold, float(test_fraction), seed
+        self._manifest = None
+
+    def manifest(self):
+        if self._manifest is None:
+            table = load_labelled_folder(self.path, self.labels_csv, path_column=self.path_column,
+                                         label_column=self.label_column)
+            table, self._names = _mae_index_labels(table)
+            if "split" in table.columns and set(table["split"].unique()) <= {"train", "test", "validation"}:
+                table["split"] = table["split"].replace({"validation": "train"})
+            elif "fold" in table.columns and self.test_fold is not None:
+                table["split"] = np.where(table["fold"].astype(str) == str(self.test_fold), "test", "train")
+            else:
+                table["split"] = mae_stratified_split(table["label"], self.test_fraction, self.seed)
+            self._manifest = table.reset_index(drop=True)
+        return self._manifest
+
+    @property
+    def class_names(self) -> list:
+        self.manifest()
+        return self._names
+
+
+def build_mae_data_source(name: str, **kwargs) -> MaeDataSourceBase:
+    """Build a registered data source by name, passing only the arguments it accepts."""
+    import inspect
+
+    cls = MAE_DATA_SOURCES.get(name)
+    accepted = inspect.signature(cls.__init__).parameters
+    return cls(**{k: v for k, v in kwargs.items() if k in accepted})
+
+
+def mae_subsample(frame: pd.DataFrame, max_clips, seed: int = 0) -> pd.DataFrame:
+    """At most ``max_clips`` rows, stratified by ``label`` (every class keeps a share)."""
+    if not max_clips or len(frame) <= max_clips:
+        return frame.reset_index(drop=True)
+    fraction = max_clips / len(frame)
+    parts = [group.sample(n=max(1, int(round(len(group) * fraction))), random_state=seed)
+             for _, group in frame.groupby("label")]
+    picked = pd.concat(parts)
+    if len(picked) > max_clips:
+        picked = picked.sample(n=max_clips, random_state=seed)
+    return picked.sort_index().reset_index(drop=True)
+
+
+def mae_load_split(frame: pd.DataFrame, transform, cache_dir=None, desc: str = "clips") -> dict:
+    """Transform the clips of a manifest; skip and list failures.
+
+    Returns ``{"x": [N, 1, F, T] float32, "y": [N] int64, "paths": [...], "failures": [...]}``.
+    """
+    images, ok_paths, failures = mae_transform_cached(frame["path"], transform, cache_dir=cache_dir, desc=desc)
+    labels = frame.drop_duplicates("path").set_index("path").loc[ok_paths, "label"].to_numpy().astype(np.int64)
+    return {"x": images, "y": labels, "paths": ok_paths, "failures": failures}

@@ -1,0 +1,344 @@
+# %% [markdown]
+# # Training loops: masked pretraining, fine-tuning, linear probing, evaluation
+#
+# - `mae_pretrain`: AdamW (no weight decay on biases, norms and tokens), linear warmup then
+#   cosine decay per step, gradient clipping, mixed precision on GPU (bfloat16 where
+#   supported, else float16 with a gradient scaler), a validated checkpoint after every epoch
+#   (`checkpoint_dir/last.pt`) and resume from it. Shuffling and masks are seeded per epoch,
+#   so a resumed run sees the same batches an uninterrupted one would.
+# - The same function runs under `torchrun` with DistributedDataParallel: it joins the
+#   process group from the environment torchrun sets, shards each epoch's permutation over the
+#   ranks, averages the loss over them, and only rank 0 writes checkpoints (see
+#   `scripts/mae_torchrun.py` for the command-line entry point).
+# - `mae_train_classifier`: fine-tuning (whole encoder + head) or linear probing (frozen
+#   encoder: embeddings computed once, then only the head trains), with SpecAugment-style
+#   masking while fine-tuning; `mae_evaluate`: accuracy, per-class accuracy, confusion matrix.
+# - `mae_extract_embeddings`: `[N, D]` embeddings with the throughput in clips/s.
+
+# %%
+import math
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from lib.mae.mae_checkpoints import load_mae_checkpoint, save_mae_checkpoint
+
+
+def mae_distributed_context(device: str = "cpu") -> dict:
+    """Join the process group torchrun describes (``WORLD_SIZE`` > 1), or run alone.
+
+    Returns ``{"rank", "world_size", "local_rank", "distributed", "device"}``; under torchrun on
+    GPUs each rank gets ``cuda:<local_rank>``; on CPU the ``gloo`` backend is used.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if str(device).startswith("cuda") and torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    if dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+        local_rank = int(os.environ.get("LOCAL_RANK", rank))
+        if str(device).startswith("cuda"):
+            device = f"cuda:{local_rank}"
+            torch.cuda.set_device(device)
+        return {"rank": rank, "world_size": world, "local_rank": local_rank, "distributed": True, "device": device}
+    return {"rank": 0, "world_size": 1, "local_rank": 0, "distributed": False, "device": device}
+
+
+def mae_optimizer_step(loss, optimizer, params, scaler=None, clip_grad=None) -> None:
+    """Backward pass, optional gradient-norm clipping (on unscaled gradients under AMP), one step."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if clip_grad:
+        torch.nn.utils.clip_grad_norm_(params, clip_grad)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+
+
+def mae_lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float = 0.0) -> float:
+    """Linear warmup to ``base_lr`` over ``warmup_steps``, then cosine decay to ``min_lr``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def mae_param_groups(model, weight_decay: float) -> list:
+    """AdamW groups: weight decay on matrices only (not biases, norms, CLS / mask tokens)."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        (no_decay if parameter.ndim <= 1 or name.endswith("_token") else decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def mae_amp_setup(device: str, amp: bool = True):
+    """``(autocast context factory, GradScaler or None)`` for ``device``; AMP only on CUDA."""
+    if not (amp and str(device).startswith("cuda") and torch.cuda.is_available()):
+        return nullcontext, None
+    if torch.cuda.is_bf16_supported():
+        return (lambda: torch.autocast("cuda", dtype=torch.bfloat16)), None
+    return (lambda: torch.autocast("cuda", dtype=torch.float16)), torch.amp.GradScaler("cuda")
+
+
+def _mae_as_tensor(x) -> torch.Tensor:
+    return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+
+
+def mae_pretrain(model, x, epochs: int, batch_size: int = 32, lr: float = 1e-3, weight_decay: float = 0.05,
+                 warmup_epochs: float = 1.0, min_lr: float = 1e-6, clip_grad: float = 1.0, mask_ratio=None,
+                 device: str = "cpu", amp: bool = True, checkpoint_dir=None, resume: bool = True, seed: int = 0,
+                 transform_config: dict | None = None, progress: bool = True) -> dict:
+    """Masked-autoencoder pretraining of ``model`` on inputs ``x [N, 1, F, T]`` for ``epochs`` epochs in all.
+
+    With ``checkpoint_dir``, ``last.pt`` is written after every epoch and, when ``resume``, a
+    run continues from it (weights, optimiser, scaler, history, epoch). Returns the history:
+    ``loss``, ``lr``, ``clips_per_second``, ``seconds`` per epoch, plus ``start_epoch`` (where
+    this call began) and ``world_size``.
+    """
+    from tqdm.auto import tqdm
+
+    ctx = mae_distributed_context(device)
+    device, rank, world = ctx["device"], ctx["rank"], ctx["world_size"]
+    x = _mae_as_tensor(x).float()
+    if len(x) < world:
+        raise ValueError(f"{len(x)} clips cannot be shared over {world} processes")
+    model.to(device)
+    optimizer = torch.optim.AdamW(mae_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.95))
+    autocast, scaler = mae_amp_setup(device, amp)
+    history = {"loss": [], "lr": [], "clips_per_second": [], "seconds": []}
+    start_epoch = 0
+    checkpoint_path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
+    if checkpoint_path is not None and resume and checkpoint_path.exists():
+        checkpoint = load_mae_checkpoint(checkpoint_path, model=model, optimizer=optimizer, scaler=scaler,
+                                         map_location=device)
+        start_epoch = int(checkpoint["epoch"]) + 1
+        history = {k: list(v) for k, v in checkpoint["history"].items() if k in history}
+        if rank == 0:
+            print(f"Resuming from {checkpoint_path} (epoch {start_epoch} of {epochs} done before)")
+    wrapped = model
+    if ctx["distributed"]:
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = DistributedDataParallel(model, device_ids=[ctx["local_rank"]] if device.startswith("cuda") else None)
+    per_rank = len(x) // world
+    batch_size = max(1, min(batch_size, per_rank))
+    steps_per_epoch = math.ceil(per_rank / batch_size)
+    total_steps = epochs * steps_per_epoch
+    warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+    for epoch in range(start_epoch, epochs):
+        wrapped.train()
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+        shard = order[: per_rank * world][rank::world]
+        torch.manual_seed(seed * 7919 + epoch * 131 + rank)  # masks: reproducible per epoch and rank
+        loss_sum = torch.zeros(2, dtype=torch.float64)
+        started = time.perf_counter()
+        batches = range(steps_per_epoch)
+        bar = tqdm(batches, desc=f"pretrain epoch {epoch + 1}/{epochs}", disable=not progress or rank != 0,
+                   leave=False)
+        for i in bar:
+            index = shard[i * batch_size:(i + 1) * batch_size]
+            batch = x[index].to(device, non_blocking=True)
+            lr_now = mae_lr_at(epoch * steps_per_epoch + i, total_steps, warmup_steps, lr, min_lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_now
+            with autocast():
+                loss = wrapped(batch, mask_ratio)["loss"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"pretraining loss became {loss.item()} at epoch {epoch + 1}, step {i}; "
+                                         "lower the learning rate or enable gradient clipping")
+            mae_optimizer_step(loss, optimizer, model.parameters(), scaler, clip_grad)
+            loss_sum += torch.tensor([loss.item() * len(index), len(index)], dtype=torch.float64)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if ctx["distributed"]:
+            reduced = loss_sum.to(device) if device.startswith("cuda") else loss_sum
+            dist.all_reduce(reduced)
+            loss_sum = reduced.cpu()
+        seconds = time.perf_counter() - started
+        history["loss"].append(float(loss_sum[0] / loss_sum[1]))
+        history["lr"].append(float(lr_now))
+        history["clips_per_second"].append(float(loss_sum[1]) / seconds)
+        history["seconds"].append(seconds)
+        if rank == 0:
+            print(f"epoch {epoch + 1}/{epochs}: loss {history['loss'][-1]:.4f}, "
+                  f"{history['clips_per_second'][-1]:.1f} clips/s")
+            if checkpoint_path is not None:
+                save_mae_checkpoint(checkpoint_path, model, optimizer, epoch=epoch, history=history,
+                                    transform_config=transform_config, scaler=scaler,
+                                    extra={"world_size": world, "batch_size": batch_size, "lr": lr,
+                                           "epochs": epochs, "seed": seed})
+        if ctx["distributed"]:
+            dist.barrier()
+    history["start_epoch"] = start_epoch
+    history["world_size"] = world
+    return history
+
+
+# %% [markdown]
+# ## Embeddings, fine-tuning, linear probing, evaluation
+
+# %%
+@torch.no_grad()
+def mae_extract_embeddings(model, x, batch_size: int = 64, device: str = "cpu", pooling=None) -> tuple:
+    """``(embeddings [N, D] float32, clips per second)`` of ``model.encode`` in eval mode."""
+    model = model.module if hasattr(model, "module") else model
+    was_training = model.training
+    model.to(device).eval()
+    x = _mae_as_tensor(x).float()
+    out = []
+    started = time.perf_counter()
+    for start in range(0, len(x), batch_size):
+        out.append(model.encode(x[start:start + batch_size].to(device), pooling).float().cpu())
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    model.train(was_training)
+    embeddings = torch.cat(out).numpy() if out else np.zeros((0, model.embed_dim), dtype=np.float32)
+    return embeddings.astype(np.float32), len(x) / max(seconds, 1e-9)
+
+
+def mae_spec_augment(batch: torch.Tensor, max_freq=None, max_time=None, fill=None) -> torch.Tensor:
+    """One random mel band and one random frame span per clip set to ``fill`` (the batch minimum).
+
+    Widths are drawn up to ``max_freq`` / ``max_time`` (default: a tenth of the bins / frames).
+    """
+    n, _, f, t = batch.shape
+    max_freq = f // 10 if max_freq is None else max_freq
+    max_time = t // 10 if max_time is None else max_time
+    fill = batch.amin() if fill is None else fill
+    out = batch.clone()
+    for i in range(n):
+        fw = int(torch.randint(0, max_freq + 1, ()))
+        tw = int(torch.randint(0, max_time + 1, ()))
+        f0 = int(torch.randint(0, max(1, f - fw + 1), ()))
+        t0 = int(torch.randint(0, max(1, t - tw + 1), ()))
+        out[i, :, f0:f0 + fw] = fill
+        out[i, :, :, t0:t0 + tw] = fill
+    return out
+
+
+def mae_layer_decay_groups(classifier, weight_decay: float, layer_decay: float = 0.75) -> list:
+    """AdamW groups with an ``lr_scale`` per encoder depth: patch embedding/CLS at layer 0,
+    block ``i`` at ``i + 1``, final norm and head at ``L + 1`` (scale 1)."""
+    encoder = classifier.encoder
+    n_layers = len(encoder.blocks) + 1
+    groups = {}
+    for name, parameter in classifier.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        if name.startswith("encoder.blocks."):
+            layer = int(name.split(".")[2]) + 1
+        elif name.startswith(("encoder.patch_embed", "encoder.cls_token")):
+            layer = 0
+        else:
+            layer = n_layers
+        decay = 0.0 if parameter.ndim <= 1 or name.endswith("_token") else weight_decay
+        key = (layer, decay)
+        if key not in groups:
+            groups[key] = {"params": [], "weight_decay": decay, "lr_scale": layer_decay ** (n_layers - layer)}
+        groups[key]["params"].append(parameter)
+    return list(groups.values())
+
+
+def mae_train_classifier(classifier, x, y, epochs: int = 10, batch_size: int = 32, lr: float = 5e-4,
+                         weight_decay: float = 0.05, warmup_epochs: float = 1.0, label_smoothing: float = 0.1,
+                         clip_grad: float = 1.0, device: str = "cpu", amp: bool = True, augment: bool = True,
+                         layer_decay: float = 0.75, seed: int = 0, progress: bool = True) -> dict:
+    """Train an ``AudioMaeClassifier``: fine-tuning, or a linear probe when its encoder is frozen.
+
+    A frozen encoder's embeddings are computed once, then only the head trains on them. When
+    fine-tuning, layer ``i`` of ``L`` learns at ``lr * layer_decay ** (L + 1 - i)`` (the head at
+    ``lr``), as in MAE, so the pretrained early layers move least. Returns
+    ``{"loss": [...], "train_accuracy": [...], "clips_per_second": ...}`` per epoch.
+    """
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(seed)
+    classifier.to(device)
+    y = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    frozen = classifier.freeze_encoder
+    if frozen:
+        features, _ = mae_extract_embeddings(classifier.encoder, x, device=device, pooling=classifier.pooling)
+        inputs = torch.from_numpy(features)
+        module = classifier.head
+    else:
+        inputs = _mae_as_tensor(x).float()
+        module = classifier
+    params = [p for p in module.parameters() if p.requires_grad]
+    groups = mae_layer_decay_groups(classifier, weight_decay, layer_decay) if not frozen else \
+        [{"params": params, "weight_decay": weight_decay, "lr_scale": 1.0}]
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    autocast, scaler = mae_amp_setup(device, amp and not frozen)
+    steps_per_epoch = math.ceil(len(inputs) / batch_size)
+    total = epochs * steps_per_epoch
+    warmup = int(round(warmup_epochs * steps_per_epoch))
+    history = {"loss": [], "train_accuracy": []}
+    started = time.perf_counter()
+    step = 0
+    for _epoch in tqdm(range(epochs), desc="linear probe" if frozen else "fine-tune", disable=not progress,
+                       leave=False):
+        module.train()
+        order = torch.randperm(len(inputs))
+        loss_sum, correct = 0.0, 0
+        for start in range(0, len(inputs), batch_size):
+            index = order[start:start + batch_size]
+            if len(index) < 2:  # batch norm needs two samples
+                continue
+            batch, target = inputs[index].to(device), y[index].to(device)
+            if augment and not frozen:
+                batch = mae_spec_augment(batch)
+            for group in optimizer.param_groups:
+                group["lr"] = mae_lr_at(step, total, warmup, lr, lr * 0.01) * group["lr_scale"]
+            with autocast():
+                logits = module(batch)
+                loss = F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing)
+            mae_optimizer_step(loss, optimizer, params, scaler, clip_grad)
+            step += 1
+            loss_sum += loss.item() * len(index)
+            correct += int((logits.argmax(-1) == target).sum())
+        history["loss"].append(loss_sum / len(inputs))
+        history["train_accuracy"].append(correct / len(inputs))
+    history["seconds"] = time.perf_counter() - started
+    history["clips_per_second"] = epochs * len(inputs) / max(history["seconds"], 1e-9)
+    classifier.eval()
+    return history
+
+
+@torch.no_grad()
+def mae_predict(classifier, x, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
+    """Class probabilities ``[N, K]`` of a classifier in eval mode."""
+    classifier.to(device).eval()
+    x = _mae_as_tensor(x).float()
+    out = [torch.softmax(classifier(x[s:s + batch_size].to(device)).float(), -1).cpu()
+           for s in range(0, len(x), batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros((0, classifier.num_classes), dtype=np.float32)
+
+
+def mae_evaluate(classifier, x, y, class_names=None, batch_size: int = 64, device: str = "cpu") -> dict:
+    """Accuracy, per-class accuracy and confusion matrix (rows: true, columns: predicted)."""
+    from sklearn.metrics import confusion_matrix
+
+    y = np.asarray(y)
+    probabilities = mae_predict(classifier, x, batch_size, device)
+    predicted = probabilities.argmax(-1)
+    labels = list(range(classifier.num_classes))
+    matrix = confusion_matrix(y, predicted, labels=labels)
+    totals = matrix.sum(axis=1)
+    names = class_names or [str(i) for i in labels]
+    per_class = {names[i]: float(matrix[i, i] / totals[i]) for i in labels if totals[i]}
+    return {"accuracy": float((predicted == y).mean()) if len(y) else float("nan"),
+            "per_class_accuracy": per_class, "confusion_matrix": matrix.tolist(), "predicted": predicted.tolist(),
+            "n": int(len(y))}

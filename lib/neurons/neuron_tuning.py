@@ -1,0 +1,275 @@
+# %% [markdown]
+# # Neuron tuning: which units of a layer follow pitch, energy, spectral shape
+#
+# For each layer, every neuron's activity over frames is correlated with each acoustic
+# frame feature (`lib.core.features.frame_features`, aligned to the model's 20 ms frames by time):
+#
+# - `collect_layer_activity`: hidden states of chosen layers and aligned frame features for a
+#   list of utterances (one model pass per utterance).
+# - `neuron_feature_correlations`: Pearson and Spearman correlation of every neuron with every
+#   feature, two-sided p-values, and Benjamini-Hochberg q-values over all neuron x feature
+#   tests of the layer (`scipy.stats.false_discovery_control`). Pitch is only defined in voiced
+#   frames, so each feature uses the frames where it is finite. Frames are autocorrelated, so
+#   the p-values treat more frames as independent than really are: read q-values as a ranking
+#   aid with a generous safety margin, not as exact error rates.
+# - `top_tuned_neurons` / `tuning_table`: the most tuned neurons per feature.
+# - `cluster_tuning_profiles`: neurons clustered (Ward) by their vector of correlations with
+#   all features, with each cluster's dominant feature.
+# - `activity_pca`: PCA of standardised layer activity and each utterance's trajectory in it.
+# - `marked_frame_selectivity`: neurons that respond differently in marked frames (keywords).
+# - `heatmap_neuron_order`: neuron orders for heatmaps (by cluster and tuning, by peak time).
+# - `layer_tuning_summary`: summary statistics (activity, dead units, share of significantly
+#   tuned neurons, effective dimensionality).
+
+# %%
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn.cluster import AgglomerativeClustering
+from sklearn.decomposition import PCA
+
+from lib.core.features import frame_features
+from lib.neurons.streaming_activations import model_frame_times
+
+TUNING_FEATURES = ("rms", "f0", "voiced_prob", "centroid", "bandwidth", "rolloff", "flatness", "zcr")
+
+
+def align_features_to_frames(features: pd.DataFrame, frame_times) -> pd.DataFrame:
+    """Rows of a ``frame_features`` table nearest in time to each model frame centre."""
+    times = features["time"].to_numpy()
+    frame_times = np.asarray(frame_times, dtype=float)
+    idx = np.clip(np.searchsorted(times, frame_times), 1, len(times) - 1)
+    left_closer = (frame_times - times[idx - 1]) <= (times[idx] - frame_times)
+    idx = np.where(left_closer, idx - 1, idx)
+    aligned = features.iloc[idx].reset_index(drop=True)
+    aligned["time"] = frame_times
+    return aligned
+
+
+def collect_layer_activity(adapter, waveforms, layers=(2, 6, 10), names=None, pitch: str = "pyin",
+                           progress: bool = True) -> dict:
+    """Hidden states and aligned frame features for each utterance.
+
+    Returns ``{"layers", "names", "activity": {layer: [[T_i, D], ...]}, "features": [DataFrame, ...],
+    "frame_rate"}``; ``features[i]`` has one row per model frame of utterance ``i``.
+    """
+    from tqdm.auto import tqdm
+
+    layers = [int(x) for x in layers]
+    names = list(names) if names is not None else [f"utt{i}" for i in range(len(waveforms))]
+    activity = {layer: [] for layer in layers}
+    features = []
+    for wave in tqdm(waveforms, desc="layer activity", disable=not progress, leave=False):
+        states = adapter.hidden_states(wave, layers=layers)
+        n = min(len(s) for s in states.values())
+        table = frame_features(wave, adapter.sample_rate, pitch=pitch)
+        features.append(align_features_to_frames(table, model_frame_times(n, adapter)))
+        for layer in layers:
+            activity[layer].append(np.asarray(states[layer][:n], dtype=np.float32))
+    return {"layers": layers, "names": names, "activity": activity, "features": features,
+            "frame_rate": adapter.frame_rate}
+
+
+def _zscore_columns(x: np.ndarray) -> tuple:
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    ok = std > 1e-12
+    z = np.zeros_like(x, dtype=np.float64)
+    z[:, ok] = (x[:, ok] - mean[ok]) / std[ok]
+    return z, ok
+
+
+def _corr_with_p(activity: np.ndarray, target: np.ndarray) -> tuple:
+    """Correlation of each column of ``activity`` [n, D] with ``target`` [n] and its two-sided p."""
+    n = len(target)
+    if n < 3 or np.std(target) < 1e-12:
+        return np.full(activity.shape[1], np.nan), np.full(activity.shape[1], np.nan)
+    za, ok = _zscore_columns(activity.astype(np.float64))
+    zt = (target - target.mean()) / target.std()
+    r = np.clip(za.T @ zt / n, -1.0, 1.0)
+    r[~ok] = 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = r * np.sqrt((n - 2) / np.maximum(1e-300, 1.0 - r ** 2))
+    p = 2.0 * stats.t.sf(np.abs(t), df=n - 2)
+    p[~ok] = 1.0
+    return r, p
+
+
+def _benjamini_hochberg(p: np.ndarray) -> np.ndarray:
+    q = np.full(p.shape, np.nan)
+    finite = np.isfinite(p)
+    if finite.any():
+        q[finite] = stats.false_discovery_control(p[finite], method="bh")
+    return q
+
+
+def neuron_feature_correlations(activity, features: pd.DataFrame, feature_names=TUNING_FEATURES) -> dict:
+    """Pearson and Spearman r, p and BH q of each neuron [D] with each feature [F].
+
+    ``activity``: ``[frames, D]``; ``features``: one row per frame. Returns a dict of ``[D, F]``
+    arrays (``pearson_r``, ``pearson_p``, ``pearson_q``, ``spearman_r``...) plus
+    ``features`` (names) and ``n_frames`` (valid frames per feature).
+    """
+    activity = np.asarray(activity, dtype=np.float64)
+    if len(activity) != len(features):
+        raise ValueError(f"activity has {len(activity)} frames but features have {len(features)} rows")
+    feature_names = [f for f in feature_names if f in features.columns]
+    if not feature_names:
+        raise ValueError(f"none of the features are in the table; it has {list(features.columns)}")
+    d, nf = activity.shape[1], len(feature_names)
+    out = {key: np.full((d, nf), np.nan) for key in ("pearson_r", "pearson_p", "spearman_r", "spearman_p")}
+    n_frames = []
+    ranked_all = None
+    for j, name in enumerate(feature_names):
+        target = features[name].to_numpy(dtype=np.float64)
+        valid = np.isfinite(target)
+        n_frames.append(int(valid.sum()))
+        x = activity[valid]
+        out["pearson_r"][:, j], out["pearson_p"][:, j] = _corr_with_p(x, target[valid])
+        if valid.all():
+            if ranked_all is None:
+                ranked_all = stats.rankdata(activity, axis=0)
+            ranked = ranked_all
+        else:
+            ranked = stats.rankdata(x, axis=0)
+        out["spearman_r"][:, j], out["spearman_p"][:, j] = _corr_with_p(ranked, stats.rankdata(target[valid]))
+    for method in ("pearson", "spearman"):
+        out[f"{method}_q"] = _benjamini_hochberg(out[f"{method}_p"].ravel()).reshape(d, nf)
+    out["features"] = feature_names
+    out["n_frames"] = n_frames
+    return out
+
+
+def top_tuned_neurons(tuning: dict, feature: str, k: int = 10, method: str = "spearman", alpha: float = 0.05) -> pd.DataFrame:
+    """The ``k`` neurons with the largest |r| for ``feature``: neuron, r, q, significant."""
+    j = tuning["features"].index(feature)
+    r = tuning[f"{method}_r"][:, j]
+    q = tuning[f"{method}_q"][:, j]
+    order = np.argsort(-np.nan_to_num(np.abs(r), nan=-1.0), kind="stable")[:k]
+    return pd.DataFrame({"feature": feature, "rank": np.arange(1, len(order) + 1), "neuron": order,
+                         "r": r[order], "q": q[order], "significant": q[order] < alpha})
+
+
+def tuning_table(tuning: dict, k: int = 5, method: str = "spearman", alpha: float = 0.05) -> pd.DataFrame:
+    """``top_tuned_neurons`` for every feature, stacked."""
+    return pd.concat([top_tuned_neurons(tuning, f, k, method, alpha) for f in tuning["features"]],
+                     ignore_index=True)
+
+
+def cluster_tuning_profiles(tuning: dict, n_clusters: int = 6, method: str = "spearman") -> tuple:
+    """Ward clustering of neurons by their correlation profile over features.
+
+    Returns ``(labels [D], summary DataFrame)``; the summary gives each cluster's size, its mean
+    profile and its dominant feature (largest mean |r|).
+    """
+    profiles = np.nan_to_num(tuning[f"{method}_r"])
+    n_clusters = max(1, min(int(n_clusters), len(profiles)))
+    labels = AgglomerativeClustering(n_clusters=n_clusters, linkage="ward").fit_predict(profiles) \
+        if n_clusters > 1 else np.zeros(len(profiles), dtype=int)
+    rows = []
+    for c in range(n_clusters):
+        members = profiles[labels == c]
+        mean = members.mean(axis=0)
+        row = {"cluster": c, "size": int(len(members)), "dominant_feature": tuning["features"][int(np.argmax(np.abs(mean)))],
+               "mean_abs_r": float(np.abs(members).max(axis=1).mean())}
+        row.update({f"r_{f}": float(v) for f, v in zip(tuning["features"], mean)})
+        rows.append(row)
+    summary = pd.DataFrame(rows).sort_values("mean_abs_r", ascending=False).reset_index(drop=True)
+    return labels, summary
+
+
+def activity_pca(activity_per_utterance, n_components: int = 3, seed: int = 0) -> tuple:
+    """PCA of standardised activity over all frames; ``(pca, mean, std, [trajectory [T_i, k], ...])``."""
+    stacked = np.concatenate(activity_per_utterance, axis=0).astype(np.float64)
+    mean, std = stacked.mean(axis=0), stacked.std(axis=0) + 1e-8
+    n_components = min(n_components, stacked.shape[1], len(stacked))
+    pca = PCA(n_components=n_components, random_state=seed).fit((stacked - mean) / std)
+    trajectories = [pca.transform((np.asarray(a, np.float64) - mean) / std) for a in activity_per_utterance]
+    return pca, mean, std, trajectories
+
+
+def heatmap_neuron_order(activity, tuning: dict | None = None, labels=None, by: str = "cluster",
+                         method: str = "spearman") -> np.ndarray:
+    """Neuron order for a heatmap.
+
+    ``by="cluster"``: clusters by tuning strength, then neurons by their strongest |r|;
+    ``by="peak"``: by the frame of peak (z-scored) activity; ``by=<feature>``: by r with that feature.
+    """
+    activity = np.asarray(activity)
+    if by == "peak":
+        z, _ = _zscore_columns(activity.astype(np.float64))
+        return np.argsort(np.argmax(z, axis=0), kind="stable")
+    if tuning is None:
+        raise ValueError(f"ordering by {by!r} needs the tuning result")
+    r = np.nan_to_num(tuning[f"{method}_r"])
+    if by in tuning["features"]:
+        return np.argsort(-r[:, tuning["features"].index(by)], kind="stable")
+    if by != "cluster":
+        raise ValueError(f"order by 'cluster', 'peak' or a feature in {tuning['features']}, not {by!r}")
+    strength = np.abs(r).max(axis=1)
+    if labels is None:
+        return np.argsort(-strength, kind="stable")
+    cluster_strength = {c: strength[labels == c].mean() for c in np.unique(labels)}
+    key = np.array([cluster_strength[c] for c in labels])
+    return np.lexsort((-strength, labels, -key))
+
+
+def marked_frame_selectivity(activity_per_utterance, masks, k: int = 10) -> pd.DataFrame:
+    """Neurons whose activity differs most between marked frames (e.g. keywords) and the rest.
+
+    ``masks[i]``: boolean ``[T_i]`` per utterance. Activity is z-scored per neuron over all
+    frames; Welch's t-test per neuron, Benjamini-Hochberg q over neurons. Returns the ``k``
+    neurons with the smallest p: ``neuron, diff_z`` (marked minus other, in SDs), ``t, p, q``.
+    """
+    x = np.concatenate(activity_per_utterance, axis=0).astype(np.float64)
+    mask = np.concatenate([np.asarray(m, dtype=bool)[: len(a)] for a, m in zip(activity_per_utterance, masks)])
+    if mask.sum() < 2 or (~mask).sum() < 2:
+        raise ValueError(f"need at least 2 marked and 2 other frames, got {int(mask.sum())} marked of {len(mask)}")
+    z, _ = _zscore_columns(x)
+    t, p = stats.ttest_ind(z[mask], z[~mask], axis=0, equal_var=False)
+    p = np.where(np.isfinite(p), p, 1.0)
+    q = _benjamini_hochberg(p)
+    order = np.argsort(p, kind="stable")[:k]
+    return pd.DataFrame({"neuron": order, "diff_z": z[mask][:, order].mean(0) - z[~mask][:, order].mean(0),
+                         "t": np.nan_to_num(t[order]), "p": p[order], "q": q[order]})
+
+
+def layer_tuning_summary(activity, tuning: dict, alpha: float = 0.05, method: str = "spearman") -> dict:
+    """Summary statistics of one layer's activity and tuning."""
+    x = np.asarray(activity, dtype=np.float64)
+    std = x.std(axis=0)
+    eig = np.clip(np.linalg.eigvalsh(np.cov(((x - x.mean(0)) / (std + 1e-8)).T)), 0, None)
+    r = tuning[f"{method}_r"]
+    q = tuning[f"{method}_q"]
+    significant = q < alpha
+    return {
+        "frames": int(len(x)),
+        "neurons": int(x.shape[1]),
+        "mean_activation": float(x.mean()),
+        "mean_neuron_std": float(std.mean()),
+        "dead_neurons": int((std < 1e-6).sum()),
+        "effective_dimensionality": float(eig.sum() ** 2 / max(1e-12, (eig ** 2).sum())),
+        "share_tuned_any_feature": float(significant.any(axis=1).mean()),
+        "share_tuned": {f: float(significant[:, j].mean()) for j, f in enumerate(tuning["features"])},
+        "max_abs_r": {f: float(np.nanmax(np.abs(r[:, j]))) if np.isfinite(r[:, j]).any() else None
+                      for j, f in enumerate(tuning["features"])},
+    }
+
+
+def analyse_layer_tuning(collected: dict, feature_names=TUNING_FEATURES, n_clusters: int = 6, top_k: int = 5,
+                         alpha: float = 0.05, method: str = "spearman") -> dict:
+    """Run the whole per-layer analysis on ``collect_layer_activity`` output."""
+    features = pd.concat(collected["features"], ignore_index=True)
+    results = {}
+    for layer in collected["layers"]:
+        stacked = np.concatenate(collected["activity"][layer], axis=0)
+        tuning = neuron_feature_correlations(stacked, features, feature_names)
+        labels, clusters = cluster_tuning_profiles(tuning, n_clusters=n_clusters, method=method)
+        results[layer] = {
+            "tuning": tuning,
+            "table": tuning_table(tuning, k=top_k, method=method, alpha=alpha),
+            "labels": labels,
+            "clusters": clusters,
+            "summary": layer_tuning_summary(stacked, tuning, alpha=alpha, method=method),
+        }
+    return results

@@ -1,0 +1,210 @@
+# %% [markdown]
+# # Semantic projector: a 2-D map of layer features, saved and reloaded
+#
+# A fixed 2-D projection of one layer's features, fitted once on a labelled manifest
+# (e.g. speakers) and reused to place live frames on the same map:
+#
+# - `fit_projector_from_manifest(adapter, manifest, layer)`: the same from a manifest of
+#   labelled audio files (`path` and `label` columns, e.g. `lib.core.datasets.load_fsdd()`): layer
+#   activity mean-pooled per clip (or per segment of long clips) becomes the fitting data.
+# - `fit_semantic_projector(features, labels)`: standardise, then linear discriminant analysis
+#   to 2-D when there are at least 3 labels (directions that separate the labels), else PCA.
+# - `save_projector` / `load_projector`: a `.npz` with the standardisation, the projection,
+#   the label centroids and where it came from (model, layer); `projector_status` says whether
+#   one is loaded, for the pipeline's diagnostics.
+# - `segment_embeddings`: mean-pooled layer activity over fixed windows (e.g. 2 s), so one
+#   utterance per speaker still gives several labelled points.
+# - `speaker_clustering`: k-means on embeddings (full space and projected) scored against the
+#   true speakers by adjusted Rand index.
+
+# %%
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from sklearn.metrics import adjusted_rand_score
+
+from lib.core.atomic_io import atomic_write_bytes
+from lib.core.audio import load_audio_batch
+
+PROJECTOR_FORMAT = 1
+
+
+@dataclass
+class SemanticProjector:
+    mean: np.ndarray
+    scale: np.ndarray
+    components: np.ndarray  # [dims, 2]
+    offset: np.ndarray  # [2]
+    method: str
+    labels: np.ndarray  # label names
+    centroids: np.ndarray  # [labels, 2]
+    source: dict
+
+    def transform(self, features) -> np.ndarray:
+        """``[n, dims]`` -> ``[n, 2]``."""
+        x = np.atleast_2d(np.asarray(features, dtype=np.float64))
+        if x.shape[1] != len(self.mean):
+            raise ValueError(f"projector expects {len(self.mean)}-dim features (fitted on {self.source}), "
+                             f"got {x.shape[1]}")
+        return ((x - self.mean) / self.scale) @ self.components - self.offset
+
+    def nearest_label(self, points) -> np.ndarray:
+        """Label of the nearest centroid for each projected point."""
+        d = ((np.asarray(points)[:, None, :] - self.centroids[None]) ** 2).sum(-1)
+        return self.labels[np.argmin(d, axis=1)]
+
+
+def fit_semantic_projector(features, labels, method: str = "auto", source: dict | None = None) -> SemanticProjector:
+    """Fit a 2-D projection of ``features [n, dims]``; ``method`` ``"lda"``, ``"pca"`` or ``"auto"``."""
+    x = np.asarray(features, dtype=np.float64)
+    labels = np.asarray(labels).astype(str)
+    if len(x) != len(labels):
+        raise ValueError(f"{len(x)} feature rows but {len(labels)} labels")
+    names = np.unique(labels)
+    if method == "auto":
+        method = "lda" if len(names) >= 3 else "pca"
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-8
+    z = (x - mean) / scale
+    if method == "lda":
+        if len(names) < 3:
+            raise ValueError("an LDA projection to 2-D needs at least 3 labels; use method='pca'")
+        # the SVD solver copes with fewer segments than dimensions (a singular within-class scatter)
+        lda = LinearDiscriminantAnalysis(n_components=2, solver="svd").fit(z, labels)
+        components = lda.scalings_[:, :2]
+        if components.shape[1] < 2:
+            raise ValueError("the labelled features span fewer than 2 discriminant directions; use method='pca'")
+    elif method == "pca":
+        components = PCA(n_components=2, random_state=0).fit(z).components_.T
+    else:
+        raise ValueError(f"method must be 'auto', 'lda' or 'pca', not {method!r}")
+    projected = z @ components
+    offset = projected.mean(axis=0)
+    projected -= offset
+    centroids = np.stack([projected[labels == n].mean(axis=0) for n in names])
+    return SemanticProjector(mean, scale, components, offset, method, names, centroids, dict(source or {}))
+
+
+def save_projector(projector: SemanticProjector, path) -> Path:
+    """Write the projector to ``path`` (.npz) atomically."""
+    import io
+    import json
+
+    buffer = io.BytesIO()
+    np.savez(buffer, format=PROJECTOR_FORMAT, mean=projector.mean, scale=projector.scale,
+             components=projector.components, offset=projector.offset, method=projector.method,
+             labels=projector.labels.astype(str), centroids=projector.centroids,
+             source=json.dumps(projector.source, default=str))
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_suffix(".npz")
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_projector(path) -> SemanticProjector:
+    """Read a projector written by ``save_projector``; a wrong or damaged file raises ValueError."""
+    import json
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: projector file not found; fit one with fit_semantic_projector and save it")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if int(data["format"]) != PROJECTOR_FORMAT:
+                raise ValueError(f"format {int(data['format'])}, expected {PROJECTOR_FORMAT}")
+            projector = SemanticProjector(data["mean"], data["scale"], data["components"], data["offset"],
+                                          str(data["method"]), data["labels"], data["centroids"],
+                                          json.loads(str(data["source"])))
+    except (KeyError, ValueError, OSError) as error:
+        raise ValueError(f"{path}: not a valid semantic projector file ({error}); refit and save it again") from None
+    if projector.components.shape != (len(projector.mean), 2):
+        raise ValueError(f"{path}: projector components have shape {projector.components.shape}, "
+                         f"expected ({len(projector.mean)}, 2)")
+    return projector
+
+
+def projector_status(projector: SemanticProjector | None, path=None) -> dict:
+    """Diagnostics: whether a projector is loaded, from where, for which model/layer."""
+    if projector is None:
+        return {"loaded": False, "path": str(path) if path else None}
+    return {"loaded": True, "path": str(path) if path else None, "method": projector.method,
+            "labels": int(len(projector.labels)), "dims": int(len(projector.mean)), **projector.source}
+
+
+def segment_embeddings(activity_per_utterance, labels, segment_frames: int = 100, min_frames: int = 25) -> tuple:
+    """Mean-pool each utterance's ``[T, D]`` activity over windows of ``segment_frames``.
+
+    Returns ``(embeddings [n, D], segment labels [n], utterance index [n], segment index [n])``;
+    a trailing window shorter than ``min_frames`` is dropped.
+    """
+    rows, out_labels, utt, seg = [], [], [], []
+    for i, (activity, label) in enumerate(zip(activity_per_utterance, labels)):
+        for k, start in enumerate(range(0, len(activity), segment_frames)):
+            window = activity[start:start + segment_frames]
+            if len(window) < min_frames:
+                continue
+            rows.append(window.mean(axis=0))
+            out_labels.append(label)
+            utt.append(i)
+            seg.append(k)
+    if not rows:
+        raise ValueError(f"no segment of at least {min_frames} frames; use shorter segments or longer clips")
+    return np.stack(rows), np.asarray(out_labels).astype(str), np.asarray(utt), np.asarray(seg)
+
+
+def speaker_clustering(embeddings, speakers, projector: SemanticProjector | None = None, seed: int = 0) -> dict:
+    """k-means with k = number of speakers; adjusted Rand index vs the true speakers."""
+    speakers = np.asarray(speakers).astype(str)
+    k = len(np.unique(speakers))
+    x = np.asarray(embeddings, dtype=np.float64)
+    z = (x - x.mean(0)) / (x.std(0) + 1e-8)
+    result = {"segments": int(len(x)), "speakers": int(k)}
+    if k < 2 or len(x) <= k:
+        result["note"] = "need at least 2 speakers and more segments than speakers"
+        return result
+    full = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(z)
+    result["ari_full_space"] = float(adjusted_rand_score(speakers, full))
+    if projector is not None:
+        projected = projector.transform(x)
+        labels2d = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(projected)
+        result["ari_projected_2d"] = float(adjusted_rand_score(speakers, labels2d))
+        if set(np.unique(speakers)) <= set(projector.labels):  # the projector was fitted on these speakers
+            result["nearest_centroid_accuracy"] = float((projector.nearest_label(projected) == speakers).mean())
+    return result
+
+
+def fit_projector_from_manifest(adapter, manifest, layer: int, label_column: str = "label", method: str = "auto",
+                                segment_seconds: float | None = None, max_seconds: float | None = 30.0,
+                                progress: bool = True) -> tuple:
+    """Fit a projector on a labelled manifest (``path`` + ``label_column``); return ``(projector, info)``.
+
+    Each clip's ``layer`` activity is mean-pooled, per clip or per ``segment_seconds`` window.
+    Unreadable clips are skipped and counted in ``info["skipped"]``.
+    """
+    from tqdm.auto import tqdm
+
+    if "path" not in manifest or label_column not in manifest:
+        raise ValueError(f"the manifest needs 'path' and {label_column!r} columns; it has {list(manifest.columns)}")
+    waves, paths, failures = load_audio_batch(manifest["path"], sr=adapter.sample_rate, progress=progress)
+    labels_by_path = dict(zip(manifest["path"].astype(str), manifest[label_column].astype(str)))
+    activity, labels = [], []
+    for wave, path in tqdm(list(zip(waves, paths)), desc=f"layer {layer} activity", disable=not progress, leave=False):
+        if max_seconds is not None:
+            wave = wave[: int(max_seconds * adapter.sample_rate)]
+        activity.append(adapter.hidden_states(wave, layers=[layer])[layer])
+        labels.append(labels_by_path[str(path)])
+    if not activity:
+        raise ValueError("no clip of the manifest could be loaded; see the skipped files above")
+    if segment_seconds:
+        frames = max(1, int(round(segment_seconds * adapter.frame_rate)))
+        embeddings, seg_labels, _, _ = segment_embeddings(activity, labels, segment_frames=frames,
+                                                          min_frames=max(1, frames // 4))
+    else:
+        embeddings, seg_labels = np.stack([a.mean(axis=0) for a in activity]), np.asarray(labels).astype(str)
+    source = {"model": adapter.name, "layer": int(layer), "labels": label_column, "clips": len(activity)}
+    projector = fit_semantic_projector(embeddings, seg_labels, method=method, source=source)
+    return projector, {"clips": len(activity), "points": int(len(embeddings)), "skipped": len(failures),
+                       "labels": int(len(projector.labels)), "method": projector.method}

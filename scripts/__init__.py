@@ -1,0 +1,1 @@
+"""Command-line programs that are not notebook parts (the DDP launcher, benchmarks)."""
