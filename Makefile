@@ -36,20 +36,22 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/audiolens run digit_classification
+	$(PY) -m generator.cli run digit_classification
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check lib generator tests
+	$(VENV)/bin/ruff check lib generator tests scripts
+	$(VENV)/bin/ruff format --check lib generator tests scripts
 
 check: $(STAMP)
-	$(VENV)/bin/audiolens check
+	$(PY) -m generator.cli check
 
 build: $(STAMP)
-	$(VENV)/bin/audiolens build
+	$(PY) -m generator.cli build
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check lib generator tests
-	$(VENV)/bin/audiolens check
+	$(VENV)/bin/ruff check lib generator tests scripts
+	$(VENV)/bin/ruff format --check lib generator tests scripts
+	$(PY) -m generator.cli check
 	$(PY) -m pytest -n $(JOBS) --dist loadgroup -p no:cacheprovider tests
 
 clean:

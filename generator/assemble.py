@@ -57,6 +57,18 @@ def _is_internal(module: str | None) -> bool:
     return module is not None and (_is_lib(module) or module == "generator" or module.startswith("generator."))
 
 
+def _parse(source: str) -> ast.Module:
+    """``ast.parse``, retried on CPython 3.11's spurious "AST constructor recursion depth
+    mismatch" SystemError (seen when other threads of the process run Python code)."""
+    for attempt in range(3):
+        try:
+            return ast.parse(source)
+        except SystemError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 def _python_source(cell_source: str) -> str:
     """The cell as plain Python: IPython magics and shell escapes transformed away."""
     try:
@@ -85,13 +97,14 @@ def parse_script(path: Path, name: str | None = None, lib_dir: Path | None = Non
     return Script(name or path.stem, path, cells, lib_imports)
 
 
-def _strip_lib_imports(path: Path, cell_number: int, source: str, lib_imports: list,
-                       lib_dir: Path | None = None) -> str:
+def _strip_lib_imports(
+    path: Path, cell_number: int, source: str, lib_imports: list, lib_dir: Path | None = None
+) -> str:
     """Replace top-level ``from lib.pkg.mod import y`` lines by a comment naming the module and
     symbols; reject every other form of lib import."""
     lib_dir = Path(lib_dir or LIB_DIR)
     try:
-        tree = ast.parse(_python_source(source))
+        tree = _parse(_python_source(source))
     except SyntaxError as error:
         raise AssemblyError(f"{path}: cell {cell_number}: syntax error: {error}") from None
     where = f"{path}: cell {cell_number}"
@@ -108,29 +121,41 @@ def _strip_lib_imports(path: Path, cell_number: int, source: str, lib_imports: l
                     )
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                raise AssemblyError(f"{where}, line {node.lineno}: relative imports cannot be inlined; "
-                                    "use 'from lib.<family>.<module> import <names>'")
+                raise AssemblyError(
+                    f"{where}, line {node.lineno}: relative imports cannot be inlined; "
+                    "use 'from lib.<family>.<module> import <names>'"
+                )
             if not _is_internal(node.module):
                 continue
             if node.module in ("lib", "generator") or node.module.startswith("generator"):
-                raise AssemblyError(f"{where}, line {node.lineno}: 'from {node.module} import ...' cannot be "
-                                    "inlined; import names from a lib module: "
-                                    "'from lib.<family>.<module> import <names>'")
+                raise AssemblyError(
+                    f"{where}, line {node.lineno}: 'from {node.module} import ...' cannot be "
+                    "inlined; import names from a lib module: "
+                    "'from lib.<family>.<module> import <names>'"
+                )
             module = node.module.split(".", 1)[1]
             module_path = lib_dir / (module.replace(".", "/") + ".py")
             if not module_path.exists() and (lib_dir / module.replace(".", "/")).is_dir():
-                raise AssemblyError(f"{where}, line {node.lineno}: '{node.module}' is a package; import names "
-                                    f"from one of its modules: 'from {node.module}.<module> import <names>'")
+                raise AssemblyError(
+                    f"{where}, line {node.lineno}: '{node.module}' is a package; import names "
+                    f"from one of its modules: 'from {node.module}.<module> import <names>'"
+                )
             if any(alias.name == "*" for alias in node.names):
-                raise AssemblyError(f"{where}, line {node.lineno}: 'from {node.module} import *' cannot be inlined; "
-                                    "name what you import")
+                raise AssemblyError(
+                    f"{where}, line {node.lineno}: 'from {node.module} import *' cannot be inlined; "
+                    "name what you import"
+                )
             renamed = [a for a in node.names if a.asname and a.asname != a.name]
             if renamed:
-                raise AssemblyError(f"{where}, line {node.lineno}: 'import {renamed[0].name} as "
-                                    f"{renamed[0].asname}' from lib cannot be inlined; use the name as it is")
+                raise AssemblyError(
+                    f"{where}, line {node.lineno}: 'import {renamed[0].name} as "
+                    f"{renamed[0].asname}' from lib cannot be inlined; use the name as it is"
+                )
             if id(node) not in top_level:
-                raise AssemblyError(f"{where}, line {node.lineno}: 'from {node.module} import ...' must be at "
-                                    "the top level of a cell (not inside a function, class, if or try)")
+                raise AssemblyError(
+                    f"{where}, line {node.lineno}: 'from {node.module} import ...' must be at "
+                    "the top level of a cell (not inside a function, class, if or try)"
+                )
             if module not in lib_imports:
                 lib_imports.append(module)
             names = ", ".join(alias.name for alias in node.names)
@@ -157,7 +182,7 @@ def top_level_names(script: Script) -> dict:
     for number, cell in enumerate(script.cells, start=1):
         if cell.kind != "code":
             continue
-        tree = ast.parse(_python_source(cell.source))
+        tree = _parse(_python_source(cell.source))
         for node in tree.body:
             found = []
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -180,7 +205,7 @@ def resolve_modules(recipe: Script, lib_dir: Path | None = None) -> list:
         if state.get(module) == "done":
             return
         if state.get(module) == "active":
-            cycle = chain[chain.index(module):] + [module]
+            cycle = chain[chain.index(module) :] + [module]
             raise AssemblyError("import cycle between lib modules: " + " -> ".join(f"lib.{m}" for m in cycle))
         path = lib_dir / (module.replace(".", "/") + ".py")
         if not path.exists():
@@ -205,11 +230,15 @@ def check_name_clashes(modules: list, recipe: Script) -> None:
         label = module_label(script) if script is not recipe else str(recipe.path.name)
         for name, cell in top_level_names(script).items():
             if script is recipe and name in owner:
-                raise AssemblyError(f"{label}: cell {cell} redefines '{name}', already defined by {owner[name]}; "
-                                    "rename one of them (names must be unique across the inlined code)")
+                raise AssemblyError(
+                    f"{label}: cell {cell} redefines '{name}', already defined by {owner[name]}; "
+                    "rename one of them (names must be unique across the inlined code)"
+                )
             if name in owner:
-                raise AssemblyError(f"'{name}' is defined in both {owner[name]} and {label}; "
-                                    "names must be unique across lib (rename one)")
+                raise AssemblyError(
+                    f"'{name}' is defined in both {owner[name]} and {label}; "
+                    "names must be unique across lib (rename one)"
+                )
             owner[name] = label
 
 
@@ -226,8 +255,11 @@ def _load_pyproject(path: Path = PYPROJECT) -> dict:
 def requirements_for(extra: str, pyproject: Path = PYPROJECT) -> list:
     """Core dependencies plus those of ``extra`` from pyproject, as pip requirement strings."""
     project = _load_pyproject(pyproject)["project"]
-    core = [r for r in project["dependencies"] if not r.startswith(("jupytext", "nbformat", "nbclient",
-                                                                    "papermill", "ipykernel", "tomli"))]
+    core = [
+        r
+        for r in project["dependencies"]
+        if not r.startswith(("jupytext", "nbformat", "nbclient", "papermill", "ipykernel", "tomli"))
+    ]
     extras = project.get("optional-dependencies", {})
     if extra not in extras:
         raise AssemblyError(f"pyproject.toml has no extra {extra!r} (extras: {sorted(extras)})")
@@ -240,7 +272,7 @@ def requirements_for(extra: str, pyproject: Path = PYPROJECT) -> list:
     return out
 
 
-SETUP_TEMPLATE = '''\
+SETUP_TEMPLATE = """\
 # Setup: installs what this notebook needs when it runs on Colab or when a requirement is
 # missing or too old; otherwise it does nothing. Requirements are pinned from pyproject.toml.
 import importlib.metadata as _md
@@ -269,7 +301,7 @@ if _missing:
     print("Installing:", ", ".join(_missing), "(Colab)" if _ON_COLAB else "")
     get_ipython().run_line_magic("pip", "install --quiet " + " ".join(repr(r) for r in _missing))
 else:
-    print("All requirements are installed.")'''
+    print("All requirements are installed.")"""
 
 
 def setup_cell_source(extra: str) -> str:
@@ -294,7 +326,7 @@ def _without_title(markdown: str) -> str:
     for index, line in enumerate(lines):
         if line.strip():
             if line.lstrip().startswith("#"):
-                return "\n".join(lines[index + 1:]).strip("\n")
+                return "\n".join(lines[index + 1 :]).strip("\n")
             break
     return markdown.strip("\n")
 
@@ -302,14 +334,20 @@ def _without_title(markdown: str) -> str:
 def _cell_summary(source: str) -> str:
     """What a code cell defines, for its Colab form title: the first few top-level names."""
     try:
-        tree = ast.parse(_python_source(source))
+        tree = _parse(_python_source(source))
     except SyntaxError:
         return "code"
-    names = [node.name for node in tree.body
-             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not node.name.startswith("_")]
+    names = [
+        node.name
+        for node in tree.body
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not node.name.startswith("_")
+    ]
     if not names:
-        return "imports and constants" if all(isinstance(n, (ast.Import, ast.ImportFrom, ast.Assign, ast.AnnAssign, ast.Expr))
-                                               for n in tree.body) else "code"
+        return (
+            "imports and constants"
+            if all(isinstance(n, (ast.Import, ast.ImportFrom, ast.Assign, ast.AnnAssign, ast.Expr)) for n in tree.body)
+            else "code"
+        )
     return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
 
 
@@ -338,24 +376,33 @@ def assemble(name: str, recipes_dir: Path | None = None, lib_dir: Path | None = 
 
     code_cells = [c for c in recipe.cells if c.kind == "code"]
     if not code_cells or "parameters" not in code_cells[0].tags:
-        raise AssemblyError(f"{recipe_path}: the first code cell must be tagged parameters "
-                            '(write it as  # %% tags=["parameters"])')
+        raise AssemblyError(
+            f'{recipe_path}: the first code cell must be tagged parameters (write it as  # %% tags=["parameters"])'
+        )
 
     v4 = nbformat.v4
     cells = []
     first_code = recipe.cells.index(code_cells[0])
     sources = [f"`generator/recipes/{name}.py`"] + [f"`{module_label(m)}`" for m in modules]
     provenance = (
-        "> **Generated file.** This notebook is built from " + ", ".join(sources)
-        + ". Edit those files, then run `audiolens build`; changes made here are overwritten.")
+        "> **Generated file.** This notebook is built from "
+        + ", ".join(sources)
+        + ". Edit those files, then run `audiolens build`; changes made here are overwritten."
+    )
     intro = [cell.source for cell in recipe.cells[:first_code] if cell.kind == "markdown"]
     cells.append(v4.new_markdown_cell("\n\n".join(intro + [provenance])))
     if extra:
-        cells.append(v4.new_code_cell("# @title Setup: install what is missing\n" + setup_cell_source(extra),
-                                      metadata={"tags": ["setup"]}))
-    cells.append(v4.new_markdown_cell(
-        "## Run\n\nSet the parameters in the next cell (or pass them with papermill / "
-        "`audiolens run NAME -p KEY VALUE`), then run all cells."))
+        cells.append(
+            v4.new_code_cell(
+                "# @title Setup: install what is missing\n" + setup_cell_source(extra), metadata={"tags": ["setup"]}
+            )
+        )
+    cells.append(
+        v4.new_markdown_cell(
+            "## Run\n\nSet the parameters in the next cell (or pass them with papermill / "
+            "`audiolens run NAME -p KEY VALUE`), then run all cells."
+        )
+    )
     params = recipe.cells[first_code]
     cells.append(v4.new_code_cell(params.source, metadata={"tags": ["parameters"]}))
     check = parameter_check_source(name, params.source)
@@ -364,10 +411,13 @@ def assemble(name: str, recipes_dir: Path | None = None, lib_dir: Path | None = 
 
     if modules:
         listing = "\n".join(f"- `{module_label(m)}`: {_first_line(m)}" for m in modules)
-        cells.append(v4.new_markdown_cell(
-            "### Library code\n\nThe audiolens library modules this notebook uses, inlined so the notebook is "
-            "self-contained, dependencies first. Each section is one module; its code is collapsed (expand "
-            "a cell to read it).\n\n" + listing))
+        cells.append(
+            v4.new_markdown_cell(
+                "### Library code\n\nThe audiolens library modules this notebook uses, inlined so the notebook is "
+                "self-contained, dependencies first. Each section is one module; its code is collapsed (expand "
+                "a cell to read it).\n\n" + listing
+            )
+        )
     for module in modules:
         label = module_label(module)
         title = _first_line(module)
@@ -376,21 +426,26 @@ def assemble(name: str, recipes_dir: Path | None = None, lib_dir: Path | None = 
             if cell.kind == "markdown" and not intro_done:
                 intro_done = True
                 body = _without_title(cell.source)
-                cells.append(v4.new_markdown_cell(f"#### {title} (`{label}`)" + (f"\n\n{body}" if body else ""),
-                                                  metadata={"tags": ["lib"]}))
+                cells.append(
+                    v4.new_markdown_cell(
+                        f"#### {title} (`{label}`)" + (f"\n\n{body}" if body else ""), metadata={"tags": ["lib"]}
+                    )
+                )
             elif cell.kind == "markdown":
                 # demote module headings below the notebook's own
-                text = re.sub(r"^(#{1,4}) ", lambda m: "#" * min(6, len(m.group(1)) + 4) + " ", cell.source,
-                              flags=re.M)
+                text = re.sub(r"^(#{1,4}) ", lambda m: "#" * min(6, len(m.group(1)) + 4) + " ", cell.source, flags=re.M)
                 cells.append(v4.new_markdown_cell(text, metadata={"tags": ["lib"]}))
             else:
                 if not intro_done:
                     intro_done = True
                     cells.append(v4.new_markdown_cell(f"#### {title} (`{label}`)", metadata={"tags": ["lib"]}))
-                cells.append(v4.new_code_cell(
-                    f"# @title {label}: {_cell_summary(cell.source)}\n" + cell.source,
-                    metadata={"cellView": "form", "jupyter": {"source_hidden": True}, "tags": ["lib"]}))
-    for cell in recipe.cells[first_code + 1:]:
+                cells.append(
+                    v4.new_code_cell(
+                        f"# @title {label}: {_cell_summary(cell.source)}\n" + cell.source,
+                        metadata={"cellView": "form", "jupyter": {"source_hidden": True}, "tags": ["lib"]},
+                    )
+                )
+    for cell in recipe.cells[first_code + 1 :]:
         if cell.kind == "markdown":
             cells.append(v4.new_markdown_cell(cell.source))
         else:
@@ -405,8 +460,11 @@ def assemble(name: str, recipes_dir: Path | None = None, lib_dir: Path | None = 
         "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
         "language_info": {"name": "python"},
         "colab": {"provenance": []},
-        "audiolens": {"recipe": f"generator/recipes/{name}.py", "lib_modules": [module_label(m) for m in modules],
-                      "extra": extra},
+        "audiolens": {
+            "recipe": f"generator/recipes/{name}.py",
+            "lib_modules": [module_label(m) for m in modules],
+            "extra": extra,
+        },
     }
     return notebook
 
@@ -445,7 +503,7 @@ def internal_imports_in_notebook(notebook) -> list:
         if cell.cell_type != "code":
             continue
         try:
-            tree = ast.parse(_python_source(cell.source))
+            tree = _parse(_python_source(cell.source))
         except SyntaxError:
             found.append((index, 0, "cell does not parse as Python"))
             continue
@@ -470,8 +528,10 @@ def check(out_dir: Path | None = None) -> list:
         text = path.read_text(encoding="utf-8")
         fresh = notebook_text(assemble(name))
         if text != fresh:
-            problems.append(f"{path}: differs from a fresh build of generator/recipes/{name}.py; "
-                            f"run 'audiolens build {name}' and commit")
+            problems.append(
+                f"{path}: differs from a fresh build of generator/recipes/{name}.py; "
+                f"run 'audiolens build {name}' and commit"
+            )
     for path in sorted(Path(out_dir).glob("*.ipynb")):
         if path.stem not in expected:
             problems.append(f"{path}: no recipe generator/recipes/{path.stem}.py builds it")
@@ -488,12 +548,12 @@ def parameters_of(name: str, source: str | None = None) -> list:
         source = next(c for c in recipe.cells if c.kind == "code").source
     out = []
     lines = source.splitlines()
-    for node in ast.parse(source).body:
+    for node in _parse(source).body:
         if isinstance(node, (ast.Assign, ast.AnnAssign)):
             target = node.targets[0] if isinstance(node, ast.Assign) else node.target
             if isinstance(target, ast.Name) and node.value is not None:
                 line = lines[node.lineno - 1]
-                comment = line.split("#", 1)[1].strip() if "#" in line[node.value.end_col_offset:] else ""
+                comment = line.split("#", 1)[1].strip() if "#" in line[node.value.end_col_offset :] else ""
                 out.append((target.id, ast.get_source_segment(source, node.value), comment))
     return out
 
@@ -513,10 +573,11 @@ def parameter_schema(name: str, source: str | None = None) -> dict:
         match = _SPEC.match(comment)
         spec = f"[{match.group(1)}]" if match else ""
         if spec and "=" in spec:
-            raise AssemblyError(f"generator/recipes/{name}.py: parameter {param}: '=' in a comment breaks "
-                                "papermill's parser; write ranges as [1..] or [0..1]")
-        schema[param] = {"default": default, "spec": spec,
-                         "help": comment[match.end():].strip() if match else comment}
+            raise AssemblyError(
+                f"generator/recipes/{name}.py: parameter {param}: '=' in a comment breaks "
+                "papermill's parser; write ranges as [1..] or [0..1]"
+            )
+        schema[param] = {"default": default, "spec": spec, "help": comment[match.end() :].strip() if match else comment}
     return schema
 
 
@@ -534,12 +595,18 @@ def parameter_check_source(name: str, params_source: str) -> str:
     for old, new in renamed.items():
         if new not in schema:
             raise AssemblyError(f"RENAMED_PARAMETERS[{name!r}] maps {old!r} to {new!r}, which is not a parameter")
-    entries = "".join(f"    {key!r}: {{'default': {entry['default']!r}, 'spec': {entry['spec']!r}}},\n"
-                      for key, entry in schema.items())
-    return ("# @title Parameter check: types, ranges and choices declared in the parameters cell\n"
-            "# Generated by audiolens build from the parameters cell's defaults and [spec] comments.\n"
-            + _parameter_check_code()
-            + "\n\n\n_audiolens_parameter_schema = {\n" + entries + "}\n"
-            + f"_audiolens_renamed_parameters = {renamed!r}\n"
-            + "audiolens_check_parameters(globals(), _audiolens_parameter_schema, _audiolens_renamed_parameters, "
-            + f"{name!r})")
+    entries = "".join(
+        f"    {key!r}: {{'default': {entry['default']!r}, 'spec': {entry['spec']!r}}},\n"
+        for key, entry in schema.items()
+    )
+    return (
+        "# @title Parameter check: types, ranges and choices declared in the parameters cell\n"
+        "# Generated by audiolens build from the parameters cell's defaults and [spec] comments.\n"
+        + _parameter_check_code()
+        + "\n\n\n_audiolens_parameter_schema = {\n"
+        + entries
+        + "}\n"
+        + f"_audiolens_renamed_parameters = {renamed!r}\n"
+        + "audiolens_check_parameters(globals(), _audiolens_parameter_schema, _audiolens_renamed_parameters, "
+        + f"{name!r})"
+    )

@@ -47,8 +47,14 @@ def parse_value(text: str):
         return text
 
 
-def execute_notebook(name: str, parameters: dict | None = None, out_dir: Path | None = None,
-                     timeout: int = DEFAULT_TIMEOUT, build_first: bool = True, log_output: bool = False) -> Path:
+def execute_notebook(
+    name: str,
+    parameters: dict | None = None,
+    out_dir: Path | None = None,
+    timeout: int = DEFAULT_TIMEOUT,
+    build_first: bool = True,
+    log_output: bool = False,
+) -> Path:
     """Build (optionally) and execute notebook ``name`` with papermill into ``out_dir``.
 
     The recipe's ``output_dir`` parameter is set to ``out_dir`` so ``results.json`` and figures
@@ -108,6 +114,15 @@ def _short(value) -> str:
 def cmd_list(args) -> int:
     from generator.recipes import NOTEBOOKS
 
+    if args.modules:
+        for name in asm.available_recipes():
+            recipe = asm.parse_script(asm.RECIPES_DIR / f"{name}.py", name)
+            modules = asm.resolve_modules(recipe)
+            print(f"{name} ({len(modules)} modules, generator/recipes/{name}.py)")
+            for module in modules:
+                lines = sum(len(c.source.splitlines()) for c in module.cells if c.kind == "code")
+                print(f"    {asm.module_label(module):<44} {lines:>5} lines  {asm._first_line(module)}")
+        return 0
     for name in asm.available_recipes():
         title = asm._first_line(asm.parse_script(asm.RECIPES_DIR / f"{name}.py", name))
         print(f"{name:<26} {title}  [extra: {NOTEBOOKS.get(name, '-')}]")
@@ -147,10 +162,12 @@ def cmd_run(args) -> int:
     except pm.PapermillExecutionError as error:
         import re
 
-        print(f"\n{args.name} failed in cell {error.cell_index} (execution count {error.exec_count}) with "
-              f"{error.ename}: {error.evalue}", file=sys.stderr)
-        print("Failing cell:\n" + "\n".join("    " + line for line in error.source.splitlines()[:40]),
-              file=sys.stderr)
+        print(
+            f"\n{args.name} failed in cell {error.cell_index} (execution count {error.exec_count}) with "
+            f"{error.ename}: {error.evalue}",
+            file=sys.stderr,
+        )
+        print("Failing cell:\n" + "\n".join("    " + line for line in error.source.splitlines()[:40]), file=sys.stderr)
         traceback = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error.traceback[-6:]))
         print("Traceback (last lines):\n" + traceback, file=sys.stderr)
         print(f"The partly executed notebook is in {out_dir}.", file=sys.stderr)
@@ -169,6 +186,22 @@ def cmd_run(args) -> int:
     return 0
 
 
+def available_benchmarks() -> list:
+    """Benchmarks are ``scripts/bench_<name>.py`` modules with a ``main(argv) -> int``."""
+    return sorted(p.stem[len("bench_") :] for p in (asm.ROOT / "scripts").glob("bench_*.py"))
+
+
+def cmd_bench(args, extra) -> int:
+    import importlib
+
+    names = available_benchmarks()
+    if args.name not in names:
+        print(f"audiolens bench: no benchmark {args.name!r}; available: {', '.join(names) or 'none'}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"scripts.bench_{args.name}")
+    return int(module.main(extra) or 0)
+
+
 def cmd_kernel(args) -> int:
     ensure_kernel(quiet=args.quiet)
     return 0
@@ -177,24 +210,43 @@ def cmd_kernel(args) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="audiolens", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="the notebooks and their parameters").set_defaults(func=cmd_list)
+    p_list = sub.add_parser("list", help="the notebooks and their parameters")
+    p_list.add_argument("--modules", action="store_true", help="which lib modules each notebook includes")
+    p_list.set_defaults(func=cmd_list)
     p_build = sub.add_parser("build", help="regenerate notebooks from lib/ and generator/recipes/")
     p_build.add_argument("names", nargs="*")
     p_build.set_defaults(func=cmd_build)
     sub.add_parser("check", help="fail if a notebook is stale or imports lib/generator").set_defaults(func=cmd_check)
     p_run = sub.add_parser("run", help="build and execute a notebook with papermill")
     p_run.add_argument("name")
-    p_run.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
-                       help="set a parameter (value parsed as a Python literal, else a string)")
+    p_run.add_argument(
+        "-p",
+        "--param",
+        nargs=2,
+        action="append",
+        metavar=("KEY", "VALUE"),
+        help="set a parameter (value parsed as a Python literal, else a string)",
+    )
     p_run.add_argument("--out", help="output folder (default runs/<name>/<timestamp>/)")
     p_run.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT, help="seconds per cell (default 3600)")
     p_run.add_argument("-v", "--verbose", action="store_true", help="stream the notebook's output")
     p_run.set_defaults(func=cmd_run)
+    p_bench = sub.add_parser(
+        "bench",
+        help="run a benchmark (scripts/bench_NAME.py): prints a stage table, writes "
+        "DIR/bench.json; 'audiolens bench NAME --help' for its options",
+    )
+    p_bench.add_argument("name", help="benchmark name: " + ", ".join(available_benchmarks()))
+    p_bench.set_defaults(func=cmd_bench)
     p_kernel = sub.add_parser("kernel", help="register the audiolens Jupyter kernel for this Python")
     p_kernel.add_argument("--quiet", action="store_true")
     p_kernel.set_defaults(func=cmd_kernel)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command != "bench" and extra:
+        parser.error("unrecognized arguments: " + " ".join(extra))
     try:
+        if args.command == "bench":
+            return args.func(args, extra)
         return args.func(args)
     except asm.AssemblyError as error:
         print(f"audiolens: {error}", file=sys.stderr)

@@ -32,7 +32,7 @@ def _param_spec_parts(spec):
     kind = None
     for word in ("int", "float", "str", "bool", "list", "dict", "path"):
         if text == word or text.startswith(word + " "):
-            kind, text = word, text[len(word):].strip()
+            kind, text = word, text[len(word) :].strip()
             break
     return each, kind, text
 
@@ -47,8 +47,10 @@ def _param_check_one(name, value, default, spec):
     if kind == "tuple":
         kind = "list"
     if isinstance(value, str) and kind in ("list", "dict") and value.strip()[:1] in "[{(":
-        return (f"{value!r} looks like a {kind} but does not parse as one (the shell may have stripped "
-                f"its quotes); quote each item: -p {name} '[\"a\", \"b\"]'")
+        return (
+            f"{value!r} looks like a {kind} but does not parse as one (the shell may have stripped "
+            f'its quotes); quote each item: -p {name} \'["a", "b"]\''
+        )
     if kind == "int" and (not isinstance(value, int) or isinstance(value, bool)):
         return f"{value!r} is not a whole number (the default is {default!r})"
     if kind == "float" and (not isinstance(value, (int, float)) or isinstance(value, bool)):
@@ -108,13 +110,14 @@ def audiolens_check_parameters(namespace, schema, renamed=None, notebook="this n
     for old, new in (renamed or {}).items():
         if old in namespace:
             value = namespace.pop(old)
-            if new in namespace and namespace[new] != schema.get(new, {}).get("default") \
-                    and namespace[new] != value:
+            if new in namespace and namespace[new] != schema.get(new, {}).get("default") and namespace[new] != value:
                 problems.append(f"{old} (renamed {new}) and {new} are both given with different values; keep {new}")
                 continue
             namespace[new] = value
-            messages.append(f"DeprecationWarning: parameter {old!r} is now {new!r}; {old!r} still works in this "
-                            "release, but update your scripts (-p " + new + " ...)")
+            messages.append(
+                f"DeprecationWarning: parameter {old!r} is now {new!r}; {old!r} still works in this "
+                "release, but update your scripts (-p " + new + " ...)"
+            )
     for name, entry in schema.items():
         if name not in namespace:
             continue
@@ -124,6 +127,9 @@ def audiolens_check_parameters(namespace, schema, renamed=None, notebook="this n
     for message in messages:
         print(message)
     if problems:
-        raise ParameterError(f"invalid parameters for {notebook}:\n  " + "\n  ".join(problems)
-                             + "\nFix them in the parameters cell or with -p NAME VALUE, then run again.")
+        raise ParameterError(
+            f"invalid parameters for {notebook}:\n  "
+            + "\n  ".join(problems)
+            + "\nFix them in the parameters cell or with -p NAME VALUE, then run again."
+        )
     return messages

@@ -58,8 +58,9 @@ def mae_torchrun_main(argv=None) -> dict:
     args = mae_torchrun_parser().parse_args(argv)
     ctx = mae_distributed_context(pick_device(args.device))
     seed_everything(args.seed)  # same seed on every rank: identical initial weights
-    source = build_mae_data_source(args.dataset, path=args.data_path, labels_csv=args.labels_csv,
-                                   test_fold=args.test_fold, seed=args.seed)
+    source = build_mae_data_source(
+        args.dataset, path=args.data_path, labels_csv=args.labels_csv, test_fold=args.test_fold, seed=args.seed
+    )
     frame = mae_subsample(source.manifest().query("split == 'train'"), args.max_clips, args.seed)
     transform = build_mae_transform("log_mel", sample_rate=args.sample_rate, n_mels=args.n_mels, frames=args.frames)
     cache_dir = args.cache_dir or f"{args.checkpoint_dir}/cache"
@@ -68,14 +69,33 @@ def mae_torchrun_main(argv=None) -> dict:
     data = mae_load_split(frame, transform, cache_dir=cache_dir, desc=f"log-mel (rank {ctx['rank']})")
     if ctx["distributed"] and ctx["rank"] == 0:
         dist.barrier()
-    model = build_audiomae_model(args.model, args.size, input_size=(args.n_mels, args.frames),
-                                 **json.loads(args.overrides))
-    history = mae_pretrain(model, data["x"], epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                           warmup_epochs=args.warmup_epochs, device=ctx["device"], checkpoint_dir=args.checkpoint_dir,
-                           resume=not args.no_resume, seed=args.seed, transform_config=transform.config)
+    model = build_audiomae_model(
+        args.model, args.size, input_size=(args.n_mels, args.frames), **json.loads(args.overrides)
+    )
+    history = mae_pretrain(
+        model,
+        data["x"],
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup_epochs=args.warmup_epochs,
+        device=ctx["device"],
+        checkpoint_dir=args.checkpoint_dir,
+        resume=not args.no_resume,
+        seed=args.seed,
+        transform_config=transform.config,
+    )
     if ctx["rank"] == 0:
-        print(json.dumps({"loss": history["loss"], "world_size": history["world_size"],
-                          "clips": len(data["x"]), "skipped": len(data["failures"])}))
+        print(
+            json.dumps(
+                {
+                    "loss": history["loss"],
+                    "world_size": history["world_size"],
+                    "clips": len(data["x"]),
+                    "skipped": len(data["failures"]),
+                }
+            )
+        )
     if ctx["distributed"]:
         dist.destroy_process_group()
     return history

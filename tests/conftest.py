@@ -35,8 +35,10 @@ def data_root() -> Path:
     """The shared real data (``$AUDIOLENS_DATA``); fails clearly when it is absent."""
     root = _data_root()
     if not (root / "fsdd" / "recordings").is_dir():
-        pytest.fail(f"real test data not found at {root}: set AUDIOLENS_DATA to the folder holding fsdd/ "
-                    "and librispeech-sample/ (CI uses ../shared/data)")
+        pytest.fail(
+            f"real test data not found at {root}: set AUDIOLENS_DATA to the folder holding fsdd/ "
+            "and librispeech-sample/ (CI uses ../shared/data)"
+        )
     return root
 
 
@@ -74,8 +76,11 @@ def run_notebook(tmp_path):
         try:
             execute_notebook(name, parameters, out, timeout=timeout, build_first=False)
         except pm.PapermillExecutionError as error:
-            pytest.fail(f"{name} failed in cell {error.exec_count}: {error.ename}: {error.evalue}\n"
-                        + "\n".join(error.traceback[-5:]), pytrace=False)
+            pytest.fail(
+                f"{name} failed in cell {error.exec_count}: {error.ename}: {error.evalue}\n"
+                + "\n".join(error.traceback[-5:]),
+                pytrace=False,
+            )
         results_path = out / "results.json"
         assert results_path.exists(), f"{name} wrote no results.json in {out}"
         results = json.loads(results_path.read_text())

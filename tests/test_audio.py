@@ -23,7 +23,7 @@ def test_real_fsdd_clip_loads_and_resamples(real_wav):
     assert abs(len(at16k) - 2 * len(native)) <= 2
     assert 0.01 < np.abs(native).max() <= 1.0
     # resampling keeps the signal: energy per second is preserved within a few percent
-    assert np.mean(at16k ** 2) == pytest.approx(np.mean(native ** 2), rel=0.05)
+    assert np.mean(at16k**2) == pytest.approx(np.mean(native**2), rel=0.05)
 
 
 def test_real_librispeech_flac_loads(librispeech_dir):
@@ -43,13 +43,16 @@ def test_stereo_is_mixed_to_mono_and_mp3_decodes(tmp_path, real_wav):
     assert abs(len(decoded) / 16000 - 4 * len(y) / 8000) < 0.1
 
 
-@pytest.mark.parametrize("make, problem", [
-    (lambda p, src: None, "file not found"),
-    (lambda p, src: p.write_bytes(b""), "file is empty"),
-    (lambda p, src: p.write_text("this is not audio at all\n" * 20), "not a readable audio file"),
-    (lambda p, src: p.write_bytes(src.read_bytes()[: len(src.read_bytes()) // 2]), "truncated"),
-    (lambda p, src: p.write_bytes(src.read_bytes()[:44]), "truncated"),
-])
+@pytest.mark.parametrize(
+    "make, problem",
+    [
+        (lambda p, src: None, "file not found"),
+        (lambda p, src: p.write_bytes(b""), "file is empty"),
+        (lambda p, src: p.write_text("this is not audio at all\n" * 20), "not a readable audio file"),
+        (lambda p, src: p.write_bytes(src.read_bytes()[: len(src.read_bytes()) // 2]), "truncated"),
+        (lambda p, src: p.write_bytes(src.read_bytes()[:44]), "truncated"),
+    ],
+)
 def test_broken_files_name_the_file_and_the_problem(tmp_path, real_wav, make, problem):
     path = tmp_path / "broken.wav"
     make(path, real_wav)
@@ -74,8 +77,7 @@ def test_batch_skips_and_reports_broken_clips(tmp_path, fsdd_dir, capsys):
     empty.write_bytes(b"")
     junk = tmp_path / "junk.wav"
     junk.write_text("junk")
-    arrays, ok, failures = load_audio_batch([good[0], empty, good[1], junk, good[2], good[3]], sr=16000,
-                                            progress=False)
+    arrays, ok, failures = load_audio_batch([good[0], empty, good[1], junk, good[2], good[3]], sr=16000, progress=False)
     assert ok == [str(p) for p in good] and len(arrays) == 4
     assert [f["path"] for f in failures] == [str(empty), str(junk)]
     assert "empty" in failures[0]["error"]

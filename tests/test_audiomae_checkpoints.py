@@ -28,8 +28,9 @@ def saved(tmp_path_factory):
     model(torch.randn(2, 1, 80, 48))["loss"].backward()
     optimizer.step()
     path = tmp_path_factory.mktemp("ckpt") / "last.pt"
-    digest = save_mae_checkpoint(path, model, optimizer, epoch=3, history={"loss": [1.0, 0.5]},
-                                 transform_config=transform.config)
+    digest = save_mae_checkpoint(
+        path, model, optimizer, epoch=3, history={"loss": [1.0, 0.5]}, transform_config=transform.config
+    )
     return path, digest, model
 
 

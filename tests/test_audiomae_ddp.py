@@ -25,13 +25,37 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_torchrun_two_processes_write_and_resume_a_checkpoint(fsdd_dir, tmp_path):
-    overrides = {"depth": 1, "embed_dim": 32, "num_heads": 1, "decoder_dim": 32, "decoder_depth": 1,
-                 "decoder_heads": 1}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-               f"--master_port={_free_port()}", "-m", "scripts.mae_torchrun", "--dataset", "fsdd",
-               "--data-path", str(fsdd_dir), "--size", "tiny", "--overrides", json.dumps(overrides),
-               "--frames", "16", "--max-clips", "10", "--epochs", "1", "--batch-size", "3", "--device", "cpu",
-               "--checkpoint-dir", str(tmp_path / "ckpt")]
+    overrides = {"depth": 1, "embed_dim": 32, "num_heads": 1, "decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 1}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        "-m",
+        "scripts.mae_torchrun",
+        "--dataset",
+        "fsdd",
+        "--data-path",
+        str(fsdd_dir),
+        "--size",
+        "tiny",
+        "--overrides",
+        json.dumps(overrides),
+        "--frames",
+        "16",
+        "--max-clips",
+        "10",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "3",
+        "--device",
+        "cpu",
+        "--checkpoint-dir",
+        str(tmp_path / "ckpt"),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]

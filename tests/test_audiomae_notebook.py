@@ -16,10 +16,22 @@ from lib.mae.mae_data import build_mae_data_source, mae_load_split, mae_subsampl
 from lib.mae.mae_training import mae_pretrain
 from lib.mae.mae_transforms import build_mae_transform
 
-SMOKE = dict(dataset="fsdd", size="tiny", max_train_clips=40, max_test_clips=20, frames=32, pretrain_epochs=3,
-             batch_size=8, warmup_epochs=1, pretrain_lr=2e-3, probe_epochs=20, finetune_epochs=1,
-             model_overrides={"depth": 2, "decoder_dim": 96, "decoder_depth": 1, "decoder_heads": 2},
-             n_reconstructions=2, cpu_threads=1)
+SMOKE = dict(
+    dataset="fsdd",
+    size="tiny",
+    max_train_clips=40,
+    max_test_clips=20,
+    frames=32,
+    pretrain_epochs=3,
+    batch_size=8,
+    warmup_epochs=1,
+    pretrain_lr=2e-3,
+    probe_epochs=20,
+    finetune_epochs=1,
+    model_overrides={"depth": 2, "decoder_dim": 96, "decoder_depth": 1, "decoder_heads": 2},
+    n_reconstructions=2,
+    cpu_threads=1,
+)
 
 
 @pytest.mark.notebook
@@ -63,9 +75,18 @@ def test_smoke_run_then_resume(run_notebook, fsdd_dir):
     train = manifest[manifest.split == "train"]
     data = mae_load_split(mae_subsample(train, 40, 0), transform, cache_dir=out / "cache")
     torch.set_num_threads(1)
-    history = mae_pretrain(model, data["x"], epochs=5, batch_size=8, lr=2e-3, warmup_epochs=1,
-                           checkpoint_dir=out / "checkpoints", seed=0, transform_config=transform.config,
-                           progress=False)
+    history = mae_pretrain(
+        model,
+        data["x"],
+        epochs=5,
+        batch_size=8,
+        lr=2e-3,
+        warmup_epochs=1,
+        checkpoint_dir=out / "checkpoints",
+        seed=0,
+        transform_config=transform.config,
+        progress=False,
+    )
     assert history["start_epoch"] == 3
     assert len(history["loss"]) == 5 and history["loss"][:3] == pytest.approx(losses)
     assert load_mae_checkpoint(checkpoint_path)["epoch"] == 4

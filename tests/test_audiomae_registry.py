@@ -110,8 +110,12 @@ def test_named_sizes_are_the_vit_widths():
     assert [AUDIOMAE_SIZES[s]["embed_dim"] for s in ("tiny", "small", "base")] == [192, 384, 768]
     config = audiomae_config("tiny")
     assert (config["decoder_depth"], config["decoder_dim"], config["mask_ratio"]) == (4, 384, 0.8)
-    assert (config["input_size"], config["patch_size"], config["block"], config["use_rope"]) == \
-        ((80, 200), (16, 4), "macaron", True)
+    assert (config["input_size"], config["patch_size"], config["block"], config["use_rope"]) == (
+        (80, 200),
+        (16, 4),
+        "macaron",
+        True,
+    )
 
 
 def test_rope_makes_attention_depend_on_position():
@@ -144,8 +148,10 @@ def test_transform_interface(name):
     assert transform.config["name"] == name
     rng = np.random.default_rng(0)
     if transform.input_kind == "audio":
-        signals = [(rng.normal(size=n).astype(np.float32) * 0.1, sr) for n, sr in ((16000, 16000), (800, 8000),
-                                                                                    (100000, 44100))]
+        signals = [
+            (rng.normal(size=n).astype(np.float32) * 0.1, sr)
+            for n, sr in ((16000, 16000), (800, 8000), (100000, 44100))
+        ]
     else:
         signals = [(mae_synthetic_iq(m, n_samples=n), 1) for m, n in zip(MAE_IQ_MODULATIONS, (4096, 100, 20000, 64))]
     for signal, sr in signals:
@@ -184,8 +190,9 @@ def test_log_mel_cache_and_broken_clips(fsdd_manifest, tmp_path):
     second = mae_load_split(frame, transform, cache_dir=tmp_path / "cache")
     assert np.array_equal(first["x"], second["x"])
     # Another transform config never reuses these entries.
-    other = mae_load_split(frame.head(2), build_mae_transform("log_mel", frames=48, n_mels=64),
-                           cache_dir=tmp_path / "cache")
+    other = mae_load_split(
+        frame.head(2), build_mae_transform("log_mel", frames=48, n_mels=64), cache_dir=tmp_path / "cache"
+    )
     assert other["x"].shape == (2, 1, 64, 48)
 
 
@@ -199,8 +206,17 @@ def test_data_source_interface(name, fsdd_dir, tmp_path, monkeypatch):
         rows = []
         for i, wav in enumerate(sorted((fsdd_dir / "recordings").glob("*.wav"))[:10]):
             (root / "audio" / wav.name).write_bytes(wav.read_bytes())
-            rows.append({"filename": wav.name, "fold": i % 5 + 1, "target": i % 2, "category": ["dog", "rain"][i % 2],
-                         "esc10": True, "src_file": wav.stem, "take": "A"})
+            rows.append(
+                {
+                    "filename": wav.name,
+                    "fold": i % 5 + 1,
+                    "target": i % 2,
+                    "category": ["dog", "rain"][i % 2],
+                    "esc10": True,
+                    "src_file": wav.stem,
+                    "take": "A",
+                }
+            )
         pd.DataFrame(rows).to_csv(root / "meta" / "esc50.csv", index=False)
         from dataclasses import replace
 
@@ -219,7 +235,8 @@ def test_data_source_interface(name, fsdd_dir, tmp_path, monkeypatch):
     else:
         files = sorted((fsdd_dir / "recordings").glob("*.wav"))[:12]
         pd.DataFrame({"filename": [f.name for f in files], "label": [f.name[0] for f in files]}).to_csv(
-            tmp_path / "labels.csv", index=False)
+            tmp_path / "labels.csv", index=False
+        )
         source = build_mae_data_source("folder", path=fsdd_dir / "recordings", labels_csv=tmp_path / "labels.csv")
         manifest = source.manifest()
         assert len(manifest) == 12 and set(manifest.split) == {"train", "test"}

@@ -11,7 +11,7 @@ import pytest
 from generator import assemble as asm
 from generator import cli
 
-GOOD = '''# %% [markdown]
+GOOD = """# %% [markdown]
 # # Toy run
 #
 # Writes results.json.
@@ -34,10 +34,12 @@ import matplotlib.pyplot as plt
 
 plt.plot([1, 2, 3], [n, 0, n])
 plt.show()
-'''
+"""
 
-BAD = GOOD.replace('update_results(out, toy={"value": n * 21, "label": label, "n_type": type(n).__name__})',
-                   'values = [1, 2]\nprint(values[n * 5])')
+BAD = GOOD.replace(
+    'update_results(out, toy={"value": n * 21, "label": label, "n_type": type(n).__name__})',
+    "values = [1, 2]\nprint(values[n * 5])",
+)
 
 
 @pytest.fixture
@@ -81,19 +83,30 @@ def test_unknown_notebook_is_a_clear_error(toy_recipes, capsys):
     assert "unknown notebook 'nosuch'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("text, value", [("3", 3), ("0.5", 0.5), ("true", True), ("None", None),
-                                         ("[1, 2]", [1, 2]), ("facebook/wav2vec2-base", "facebook/wav2vec2-base"),
-                                         ("'quoted'", "quoted")])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("3", 3),
+        ("0.5", 0.5),
+        ("true", True),
+        ("None", None),
+        ("[1, 2]", [1, 2]),
+        ("facebook/wav2vec2-base", "facebook/wav2vec2-base"),
+        ("'quoted'", "quoted"),
+    ],
+)
 def test_parameter_values_are_parsed(text, value):
     assert cli.parse_value(text) == value
 
 
 def test_list_and_check_on_the_real_notebooks():
-    listing = subprocess.run([sys.executable, "-m", "generator.cli", "list"], capture_output=True, text=True,
-                             cwd=asm.ROOT, check=True).stdout
+    listing = subprocess.run(
+        [sys.executable, "-m", "generator.cli", "list"], capture_output=True, text=True, cwd=asm.ROOT, check=True
+    ).stdout
     for name in asm.available_recipes():
         assert name in listing
     assert "output_dir = " in listing
-    result = subprocess.run([sys.executable, "-m", "generator.cli", "check"], capture_output=True, text=True,
-                            cwd=asm.ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "generator.cli", "check"], capture_output=True, text=True, cwd=asm.ROOT
+    )
     assert result.returncode == 0, result.stderr

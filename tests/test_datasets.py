@@ -97,8 +97,9 @@ def served_archive(tmp_path, fsdd_dir):
 
 def test_download_checks_checksum_and_extracts_atomically(isolated, monkeypatch, served_archive):
     url, sha = served_archive
-    spec = replace(ds.DATASETS["fsdd"], url=url, checksum=f"sha256:{'0' * 64}", min_files=12,
-                   archive_root="mini-fsdd-1.0")
+    spec = replace(
+        ds.DATASETS["fsdd"], url=url, checksum=f"sha256:{'0' * 64}", min_files=12, archive_root="mini-fsdd-1.0"
+    )
     monkeypatch.setitem(ds.DATASETS, "fsdd", spec)
     with pytest.raises(ds.DatasetNotFoundError, match="checksum mismatch"):
         ds.find_dataset("fsdd")
@@ -138,7 +139,8 @@ def test_labelled_folder_from_csv_names_and_subfolders(tmp_path, fsdd_dir):
     by_name = ds.load_labelled_folder(flat)
     assert list(by_name.label) == ["5", "5", "5"] and "speaker" in by_name
     pd.DataFrame({"file": [w.name for w in wavs], "word": ["a", "b", "c"], "site": [1, 2, 3]}).to_csv(
-        tmp_path / "labels.csv", index=False)
+        tmp_path / "labels.csv", index=False
+    )
     by_csv = ds.load_labelled_folder(flat, tmp_path / "labels.csv", path_column="file", label_column="word")
     assert list(by_csv.label) == ["a", "b", "c"] and list(by_csv.site) == [1, 2, 3]
     pd.DataFrame({"file": ["missing.wav"], "word": ["a"]}).to_csv(tmp_path / "bad.csv", index=False)

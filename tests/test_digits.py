@@ -36,6 +36,7 @@ def small_fsdd(fsdd_manifest):
 
 # ---------------------------------------------------------------- features
 
+
 def test_feature_shapes_for_every_pooling_and_delta_order(small_fsdd):
     waves = small_fsdd[0][:5]
     for delta_order, coefficients in ((0, 40), (1, 80), (2, 120)):
@@ -53,7 +54,7 @@ def test_feature_shapes_for_every_pooling_and_delta_order(small_fsdd):
     padded = digit_mfcc_matrix(waves[0], config)
     real_frames = 1 + len(waves[0]) // config.hop_length
     assert padded.shape == (80, 200)
-    assert np.all(padded[:, real_frames + 1:] == 0) and np.any(padded[:, :real_frames] != 0)
+    assert np.all(padded[:, real_frames + 1 :] == 0) and np.any(padded[:, :real_frames] != 0)
     with pytest.raises(ValueError, match="pooling"):
         DigitFeatureConfig(pooling="median")
 
@@ -81,6 +82,7 @@ def test_standardisation_uses_training_statistics_only(small_fsdd):
 
 # ---------------------------------------------------------------- baseline
 
+
 def test_grid_search_pipeline_on_real_digits(small_fsdd):
     from lib.digits.digit_models import SklearnDigitModel, grid_search_digit_pipeline
 
@@ -88,8 +90,9 @@ def test_grid_search_pipeline_on_real_digits(small_fsdd):
     config = DigitFeatureConfig()
     X_train = digit_feature_vectors(train_waves, config)
     X_test = digit_feature_vectors(test_waves, config)
-    search = grid_search_digit_pipeline(X_train, train.label.to_numpy(), pca_components=64, C_grid=(1.0, 10.0),
-                                        gamma_grid=("scale", 1e-4), cv_folds=3)
+    search = grid_search_digit_pipeline(
+        X_train, train.label.to_numpy(), pca_components=64, C_grid=(1.0, 10.0), gamma_grid=("scale", 1e-4), cv_folds=3
+    )
     assert len(search.cv_results_["params"]) == 4
     assert search.best_params_["clf__C"] in (1.0, 10.0)
     assert 0.5 < search.best_score_ <= 1.0
@@ -103,12 +106,14 @@ def test_grid_search_pipeline_on_real_digits(small_fsdd):
     proba = model.predict_proba(test_waves[:4], temperature=2.0)
     assert proba.shape == (4, 10) and np.allclose(proba.sum(axis=1), 1)
     np.testing.assert_array_equal(model.predict(test_waves[:4]), pipeline.predict(X_test[:4]))
-    logreg = grid_search_digit_pipeline(X_train, train.label.to_numpy(), classifier="logreg", pca_components=32,
-                                        C_grid=(0.1,), cv_folds=2)
+    logreg = grid_search_digit_pipeline(
+        X_train, train.label.to_numpy(), classifier="logreg", pca_components=32, C_grid=(0.1,), cv_folds=2
+    )
     assert "clf__gamma" not in logreg.best_params_
 
 
 # ---------------------------------------------------------------- CNN
+
 
 @pytest.fixture(scope="module")
 def quick_cnn(small_fsdd):
@@ -116,8 +121,14 @@ def quick_cnn(small_fsdd):
 
     train_waves, train, test_waves, test = small_fsdd
     config = DigitCnnConfig(epochs=3, patience=2, channels=(16, 24, 32), convs_per_block=1)
-    return train_digit_cnn(train_waves, train.label.to_numpy(), config, val_waves=test_waves,
-                           val_labels=test.label.to_numpy(), progress=False)
+    return train_digit_cnn(
+        train_waves,
+        train.label.to_numpy(),
+        config,
+        val_waves=test_waves,
+        val_labels=test.label.to_numpy(),
+        progress=False,
+    )
 
 
 def test_cnn_keeps_best_checkpoint_and_train_statistics(quick_cnn, small_fsdd):
@@ -135,8 +146,9 @@ def test_cnn_keeps_best_checkpoint_and_train_statistics(quick_cnn, small_fsdd):
     # standardisation buffers hold the training clips' statistics
     with torch.no_grad():
         feats = model.network.frontend(torch.from_numpy(fix_wave_length(train_waves, model.config.n_samples)))
-    np.testing.assert_allclose(model.network.feat_mean[:, 0].numpy(), feats.mean(dim=(0, 2)).numpy(), rtol=1e-3,
-                               atol=1e-3)
+    np.testing.assert_allclose(
+        model.network.feat_mean[:, 0].numpy(), feats.mean(dim=(0, 2)).numpy(), rtol=1e-3, atol=1e-3
+    )
     assert model.predict_logits(test_waves[:3]).shape == (3, 10)
 
 
@@ -154,6 +166,7 @@ def test_waveform_augmentation_changes_audio_but_keeps_shape():
 
 
 # ---------------------------------------------------------------- model files
+
 
 def test_model_files_round_trip_and_clear_errors(tmp_path, small_fsdd, quick_cnn):
     from lib.digits.digit_models import SklearnDigitModel, make_digit_pipeline
@@ -176,8 +189,9 @@ def test_model_files_round_trip_and_clear_errors(tmp_path, small_fsdd, quick_cnn
     cnn, _ = quick_cnn
     cnn_path = save_cnn_digit_model(cnn, tmp_path / "cnn.pt")
     assert cnn_path.with_suffix(".json").exists()
-    np.testing.assert_allclose(load_digit_model(cnn_path).predict_logits(test_waves[:5]),
-                               cnn.predict_logits(test_waves[:5]), atol=1e-5)
+    np.testing.assert_allclose(
+        load_digit_model(cnn_path).predict_logits(test_waves[:5]), cnn.predict_logits(test_waves[:5]), atol=1e-5
+    )
 
     table = predict_audio_files(load_digit_model(cnn_path), test.path.iloc[0])
     assert list(table.columns) == ["path", "prediction", "confidence", "error"] and len(table) == 1
@@ -189,8 +203,9 @@ def test_model_files_round_trip_and_clear_errors(tmp_path, small_fsdd, quick_cnn
     table = predict_audio_files(reloaded, clips)
     assert len(table) == 4 and table.error.notna().sum() == 1
     ok = table[table.error.isna()].sort_values("path")
-    np.testing.assert_array_equal(ok.prediction.to_numpy(),
-                                  svm.predict(test_waves[:3])[np.argsort([Path(p).name for p in test.path.iloc[:3]])])
+    np.testing.assert_array_equal(
+        ok.prediction.to_numpy(), svm.predict(test_waves[:3])[np.argsort([Path(p).name for p in test.path.iloc[:3]])]
+    )
 
     with pytest.raises(ModelFileError, match="file not found"):
         load_digit_model(tmp_path / "nowhere.joblib")
@@ -229,6 +244,7 @@ def test_model_files_round_trip_and_clear_errors(tmp_path, small_fsdd, quick_cnn
 
 # ---------------------------------------------------------------- Wav2Vec2
 
+
 def test_wav2vec2_finetunes_tiny_model_and_reloads(tiny_model, tmp_path, small_fsdd):
     from lib.digits.model_files import load_digit_model, save_wav2vec2_digit_model
     from lib.digits.wav2vec2_finetune import finetune_wav2vec2, load_wav2vec2_classifier
@@ -239,8 +255,17 @@ def test_wav2vec2_finetunes_tiny_model_and_reloads(tiny_model, tmp_path, small_f
     assert model.config.num_labels == 10
     assert not any(p.requires_grad for p in model.wav2vec2.feature_extractor.parameters())
     head_before = model.classifier.weight.detach().clone()
-    wrapped, history = finetune_wav2vec2(model, extractor, train_waves[::4], train.label.to_numpy()[::4],
-                                         epochs=1, batch_size=8, learning_rate=1e-3, max_steps=3, progress=False)
+    wrapped, history = finetune_wav2vec2(
+        model,
+        extractor,
+        train_waves[::4],
+        train.label.to_numpy()[::4],
+        epochs=1,
+        batch_size=8,
+        learning_rate=1e-3,
+        max_steps=3,
+        progress=False,
+    )
     assert history["steps"] == 3
     assert not np.allclose(head_before.numpy(), wrapped.model.classifier.weight.detach().numpy())
     logits = wrapped.predict_logits(test_waves[:4])
@@ -280,8 +305,10 @@ def test_cnn_variants_log_mel_and_2d_build_run_and_reload(tmp_path):
     mel_power = librosa.feature.melspectrogram(y=y, sr=8000, n_fft=512, hop_length=128, n_mels=64)
     expected = librosa.feature.mfcc(S=librosa.power_to_db(mel_power, ref=1.0, amin=1e-10, top_db=None), n_mfcc=40)
     np.testing.assert_allclose(mfcc[0].numpy(), expected, rtol=1e-3, atol=1e-2)
-    for config in (DigitCnnConfig(features="logmel", architecture="2d", channels=(8, 16, 16)),
-                   DigitCnnConfig(labels=["yes", "no"], channels=(8, 8, 8))):
+    for config in (
+        DigitCnnConfig(features="logmel", architecture="2d", channels=(8, 16, 16)),
+        DigitCnnConfig(labels=["yes", "no"], channels=(8, 8, 8)),
+    ):
         network = DigitCnn(config)
         assert network(wave, augment=True).shape == (2, len(config.labels))
         model = CnnDigitModel(network)

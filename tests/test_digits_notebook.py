@@ -11,12 +11,35 @@ import pytest
 def test_digit_classification_notebook_small_run(run_notebook, tiny_model):
     w2v = tiny_model("wav2vec2")
     results = run_notebook(
-        "digit_classification", max_train_clips=400, max_test_clips=100, c_grid=[10.0], gamma_grid=["scale", 0.001],
-        cv_folds=3, cnn_epochs=8, cnn_patience=4, loso_models=["svm", "cnn", "wav2vec2"], loso_cnn_epochs=3,
-        wav2vec2_model=str(w2v), wav2vec2_on_cpu=True, wav2vec2_epochs=1, wav2vec2_max_steps=3,
-        wav2vec2_batch_size=8, latency_runs=5, stream_digits=[4, 0, 7], threads=1)
-    for section in ("data", "models", "leave_one_speaker_out", "latency", "saved_models", "streaming",
-                    "summary", "run"):
+        "digit_classification",
+        max_train_clips=400,
+        max_test_clips=100,
+        c_grid=[10.0],
+        gamma_grid=["scale", 0.001],
+        cv_folds=3,
+        cnn_epochs=8,
+        cnn_patience=4,
+        loso_models=["svm", "cnn", "wav2vec2"],
+        loso_cnn_epochs=3,
+        wav2vec2_model=str(w2v),
+        wav2vec2_on_cpu=True,
+        wav2vec2_epochs=1,
+        wav2vec2_max_steps=3,
+        wav2vec2_batch_size=8,
+        latency_runs=5,
+        stream_digits=[4, 0, 7],
+        threads=1,
+    )
+    for section in (
+        "data",
+        "models",
+        "leave_one_speaker_out",
+        "latency",
+        "saved_models",
+        "streaming",
+        "summary",
+        "run",
+    ):
         assert section in results, section
     assert results["data"]["n_train"] == 400 and results["data"]["n_test"] == 100
     svm, cnn, w2v_result = results["models"]["svm"], results["models"]["cnn"], results["models"]["wav2vec2"]
@@ -41,8 +64,13 @@ def test_digit_classification_notebook_small_run(run_notebook, tiny_model):
     stream = results["streaming"]
     assert stream["expected"] == [4, 0, 7] and len(stream["emitted"]) == 3
     out = Path(results["_out"])
-    for figure in ("confusion_matrices.png", "cnn_training.png", "leave_one_speaker_out.png",
-                   "streaming_demo.png", "mfcc_examples.png"):
+    for figure in (
+        "confusion_matrices.png",
+        "cnn_training.png",
+        "leave_one_speaker_out.png",
+        "streaming_demo.png",
+        "mfcc_examples.png",
+    ):
         assert (out / figure).stat().st_size > 1000, figure
     assert (out / "models" / "svm.joblib").exists() and (out / "models" / "cnn.json").exists()
 
@@ -57,9 +85,19 @@ def test_custom_word_folder_and_missing_wav2vec2_are_handled(run_notebook, fsdd_
         for path in fsdd_manifest[fsdd_manifest.label == digit].path.iloc[::10]:  # 30 clips per word
             (folder / word / Path(path).name).symlink_to(path)
     results = run_notebook(
-        "digit_classification", custom_folder=str(folder), c_grid=[10.0], gamma_grid=["scale"], cv_folds=2,
-        pca_components=32, cnn_epochs=1, wav2vec2_model=str(tmp_path / "missing-model"), latency_runs=1,
-        stream_digits=["one", "two"], live_model="svm", threads=1)
+        "digit_classification",
+        custom_folder=str(folder),
+        c_grid=[10.0],
+        gamma_grid=["scale"],
+        cv_folds=2,
+        pca_components=32,
+        cnn_epochs=1,
+        wav2vec2_model=str(tmp_path / "missing-model"),
+        latency_runs=1,
+        stream_digits=["one", "two"],
+        live_model="svm",
+        threads=1,
+    )
     assert results["data"]["labels"] == sorted(words) and results["data"]["speakers"] is None
     assert results["data"]["n_train"] + results["data"]["n_test"] == 300
     skipped = results["models"]["wav2vec2"]["skipped"]

@@ -25,8 +25,6 @@ SR = 8000
 STREAM_DIGITS = [3, 8, 0, 5, 1, 9]
 
 
-
-
 def _noise(seconds, rng, level_db=-65.0):
     return (rng.normal(0, 10 ** (level_db / 20), int(seconds * SR))).astype(np.float32)
 
@@ -125,7 +123,7 @@ def test_push_to_talk_classifies_the_pressed_span(recording, svm_model):
     recognizer.feed(wave[:a])  # not pressed: ignored
     recognizer.press()
     for i in range(a, b, chunk):
-        assert recognizer.feed(wave[i:i + chunk]) == []
+        assert recognizer.feed(wave[i : i + chunk]) == []
     events = recognizer.release()
     assert [e["digit"] for e in events] == [STREAM_DIGITS[1]]
     assert events[0]["start_s"] == pytest.approx(start, abs=0.15)

@@ -118,16 +118,18 @@ def test_corrupt_clips_are_skipped_listed_and_not_retried(tmp_path, clips):
     paths = clips[:4] + broken + clips[4:6]
     embedder = MfccStatsEmbedder()
     compute = CountingCompute(embedder)
-    embeddings, files, report = embed_cache_update(paths, compute, tmp_path / "cache", "mixed", embedder.config(),
-                                                   verbose=False)
+    embeddings, files, report = embed_cache_update(
+        paths, compute, tmp_path / "cache", "mixed", embedder.config(), verbose=False
+    )
     assert files == clips[:6] and embeddings.shape[0] == 6
     failed = {item["path"]: item["error"] for item in report["failed"]}
     assert set(failed) == set(broken)
     assert "truncated" in failed[broken[1]]
     assert "not a readable audio file" in failed[broken[0]]
     compute.calls.clear()
-    _, files2, report2 = embed_cache_update(paths, compute, tmp_path / "cache", "mixed", embedder.config(),
-                                            verbose=False)
+    _, files2, report2 = embed_cache_update(
+        paths, compute, tmp_path / "cache", "mixed", embedder.config(), verbose=False
+    )
     assert compute.calls == [] and files2 == files and {f["path"] for f in report2["failed"]} == set(broken)
 
 
@@ -249,7 +251,7 @@ def test_previews_share_one_colour_scale_and_videos_play(tmp_path, clips):
         original = load_audio(clip, sr=16000)
         decoded = spec_decode_audio(mp4, sr=16000)
         assert abs(len(decoded) - len(original)) / 16000 < 0.08, "soundtrack must last as long as the clip"
-        assert np.sqrt(np.mean(decoded ** 2)) > 0.2 * np.sqrt(np.mean(original ** 2)), "soundtrack is silent"
+        assert np.sqrt(np.mean(decoded**2)) > 0.2 * np.sqrt(np.mean(original**2)), "soundtrack is silent"
 
 
 def test_quality_scores_on_known_structure():

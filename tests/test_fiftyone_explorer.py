@@ -43,9 +43,14 @@ RUN_ID = uuid.uuid4().hex[:8]
 @pytest.mark.notebook
 def test_notebook_on_200_fsdd_clips(run_notebook, tmp_path):
     results = run_notebook(
-        "fiftyone_explorer", max_clips=200, map_methods=["tsne", "pca"], max_videos=12,
-        fiftyone_db_dir=str(tmp_path / "fo-db"), cache_dir=str(tmp_path / "cache"),
-        media_dir=str(tmp_path / "media"), fo_dataset_name=f"smoke-fsdd-{RUN_ID}",
+        "fiftyone_explorer",
+        max_clips=200,
+        map_methods=["tsne", "pca"],
+        max_videos=12,
+        fiftyone_db_dir=str(tmp_path / "fo-db"),
+        cache_dir=str(tmp_path / "cache"),
+        media_dir=str(tmp_path / "media"),
+        fo_dataset_name=f"smoke-fsdd-{RUN_ID}",
     )
     data = results["dataset"]
     assert data["n_samples"] == 200 and data["n_failed"] == 0 and data["n_labels"] == 10
@@ -94,8 +99,17 @@ def small_dataset(tmp_path_factory, fsdd_manifest):
     videos, _ = spectrogram_videos(files[:3], pngs[:3], root / "mp4", progress=False)
     lonlat, source = fo_geolocations(manifest, seed=0)
     vectors = (embeddings - embeddings.mean(0)) / (embeddings.std(0) + 1e-8)
-    ds = fo_build_audio_dataset(f"unit-fsdd-{RUN_ID}", manifest, vectors, pngs, video_paths=videos + [None] * 57,
-                                lonlat=lonlat, geo_source=source, overwrite=True, progress=False)
+    ds = fo_build_audio_dataset(
+        f"unit-fsdd-{RUN_ID}",
+        manifest,
+        vectors,
+        pngs,
+        video_paths=videos + [None] * 57,
+        lonlat=lonlat,
+        geo_source=source,
+        overwrite=True,
+        progress=False,
+    )
     fo_compute_similarity(ds, vectors)
     yield ds, manifest, vectors
     ds.delete()
@@ -116,15 +130,17 @@ def test_dataset_fields_and_unique_names(small_dataset):
     playback = ds.select_group_slices("playback")
     assert len(playback) == 3 and all(p.endswith(".mp4") for p in playback.values("filepath"))
     assert playback.first().group.id == clips.first().group.id, "a clip's video belongs to its group"
-    copy = fo_build_audio_dataset(ds.name, manifest.head(3), vectors[:3], clips.values("filepath")[:3],
-                                  overwrite=False, progress=False)
+    copy = fo_build_audio_dataset(
+        ds.name, manifest.head(3), vectors[:3], clips.values("filepath")[:3], overwrite=False, progress=False
+    )
     try:
         assert copy.name == f"{ds.name}-2" and len(fo_clips_view(copy)) == 3
     finally:
         copy.delete()
     with pytest.raises(FileNotFoundError, match="preview"):
-        fo_build_audio_dataset(f"unit-missing-{RUN_ID}", manifest.head(2), vectors[:2], ["/nope/a.png", "/nope/b.png"],
-                               progress=False)
+        fo_build_audio_dataset(
+            f"unit-missing-{RUN_ID}", manifest.head(2), vectors[:2], ["/nope/a.png", "/nope/b.png"], progress=False
+        )
 
 
 def test_similarity_queries_return_the_clip_first(small_dataset):
@@ -161,7 +177,8 @@ def test_views_geo_and_export(small_dataset, tmp_path):
     assert set(source[(manifest.label == 5).to_numpy()]) == {"synthetic"}
     per_file = tmp_path / "files.csv"
     pd.DataFrame({"filename": [os.path.basename(manifest.path[0])], "longitude": [13.4], "latitude": [52.5]}).to_csv(
-        per_file, index=False)
+        per_file, index=False
+    )
     lonlat, source = fo_geolocations(manifest, coords_csv=per_file)
     assert np.allclose(lonlat[0], [13.4, 52.5]) and source[0] == "csv-file" and set(source[1:]) == {"synthetic"}
     bad = tmp_path / "bad.csv"
@@ -236,8 +253,14 @@ def test_execution_context_never_treats_batch_runs_as_interactive(monkeypatch):
     class ZMQInteractiveShell:  # what a Jupyter kernel reports
         pass
 
-    for variable in ("JPY_SESSION_NAME", "VSCODE_PID", "VSCODE_CWD", "AUDIOLENS_BATCH", "PAPERMILL_EXECUTION",
-                     "COLAB_RELEASE_TAG"):
+    for variable in (
+        "JPY_SESSION_NAME",
+        "VSCODE_PID",
+        "VSCODE_CWD",
+        "AUDIOLENS_BATCH",
+        "PAPERMILL_EXECUTION",
+        "COLAB_RELEASE_TAG",
+    ):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setattr(IPython, "get_ipython", lambda: ZMQInteractiveShell())
     cases = {

@@ -11,7 +11,10 @@ import pytest
 
 from generator import assemble as asm
 
-RECIPE_HEAD = '# %% [markdown]\n# # Toy notebook\n#\n# A test recipe.\n\n# %% tags=["parameters"]\noutput_dir = "out"  # where results go\nn = 3  # how many\n\n'
+RECIPE_HEAD = (
+    '# %% [markdown]\n# # Toy notebook\n#\n# A test recipe.\n\n# %% tags=["parameters"]\n'
+    'output_dir = "out"  # where results go\nn = 3  # how many\n\n'
+)
 
 
 def write(folder, name, text):
@@ -26,12 +29,28 @@ def toy(tmp_path):
     """A lib with a dependency chain recipe -> alpha -> beta -> gamma and gamma <- delta."""
     lib, recipes = tmp_path / "lib", tmp_path / "recipes"
     write(lib, "fam/gamma.py", "# %% [markdown]\n# # Gamma\n\n# %%\nGAMMA = 1\n\n\ndef gamma_fn():\n    return GAMMA\n")
-    write(lib, "fam/beta.py", "# %% [markdown]\n# # Beta\n\n# %%\nfrom lib.fam.gamma import gamma_fn\n\n\ndef beta_fn():\n"
-          "    return gamma_fn() + 1\n")
-    write(lib, "fam/delta.py", "# %% [markdown]\n# # Delta\n\n# %%\nfrom lib.fam.gamma import GAMMA\n\nDELTA = GAMMA * 10\n")
-    write(lib, "fam/alpha.py", "# %% [markdown]\n# # Alpha\n\n# %%\nimport math\n\nfrom lib.fam.beta import beta_fn\n"
-          "from lib.fam.delta import DELTA\n\n\ndef alpha_fn():\n    return beta_fn() + DELTA + math.floor(0.5)\n")
-    write(recipes, "toy.py", RECIPE_HEAD + "# %%\nfrom lib.fam.alpha import alpha_fn\n\nresult = alpha_fn() * n\nprint(result)\n")
+    write(
+        lib,
+        "fam/beta.py",
+        "# %% [markdown]\n# # Beta\n\n# %%\nfrom lib.fam.gamma import gamma_fn\n\n\ndef beta_fn():\n"
+        "    return gamma_fn() + 1\n",
+    )
+    write(
+        lib,
+        "fam/delta.py",
+        "# %% [markdown]\n# # Delta\n\n# %%\nfrom lib.fam.gamma import GAMMA\n\nDELTA = GAMMA * 10\n",
+    )
+    write(
+        lib,
+        "fam/alpha.py",
+        "# %% [markdown]\n# # Alpha\n\n# %%\nimport math\n\nfrom lib.fam.beta import beta_fn\n"
+        "from lib.fam.delta import DELTA\n\n\ndef alpha_fn():\n    return beta_fn() + DELTA + math.floor(0.5)\n",
+    )
+    write(
+        recipes,
+        "toy.py",
+        RECIPE_HEAD + "# %%\nfrom lib.fam.alpha import alpha_fn\n\nresult = alpha_fn() * n\nprint(result)\n",
+    )
     return lib, recipes
 
 
@@ -42,12 +61,19 @@ def code_of(nb):
 def test_modules_are_inlined_in_dependency_order(toy):
     lib, recipes = toy
     nb = asm.assemble("toy", recipes_dir=recipes, lib_dir=lib, extra="digits")
-    assert nb.metadata["audiolens"]["lib_modules"] == ["lib/fam/gamma.py", "lib/fam/beta.py", "lib/fam/delta.py", "lib/fam/alpha.py"]
+    assert nb.metadata["audiolens"]["lib_modules"] == [
+        "lib/fam/gamma.py",
+        "lib/fam/beta.py",
+        "lib/fam/delta.py",
+        "lib/fam/alpha.py",
+    ]
     code = code_of(nb)
     assert "from lib" not in code and "import lib" not in code
     # each module once, dependencies before users, recipe last
-    positions = [code.index(marker) for marker in ("GAMMA = 1", "def beta_fn", "DELTA = GAMMA", "def alpha_fn",
-                                                   "result = alpha_fn()")]
+    positions = [
+        code.index(marker)
+        for marker in ("GAMMA = 1", "def beta_fn", "DELTA = GAMMA", "def alpha_fn", "result = alpha_fn()")
+    ]
     assert positions == sorted(positions)
     assert code.count("GAMMA = 1") == 1
     # the inlined notebook actually runs: execute all code cells but the setup cell
@@ -74,8 +100,12 @@ def test_notebook_layout(toy):
     # every library code cell names its module in its Colab form title
     assert all(c.source.startswith("# @title lib/fam/") for c in lib_cells)
     headings = [c.source for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("#### ")]
-    assert headings == ["#### Gamma (`lib/fam/gamma.py`)", "#### Beta (`lib/fam/beta.py`)",
-                        "#### Delta (`lib/fam/delta.py`)", "#### Alpha (`lib/fam/alpha.py`)"]
+    assert headings == [
+        "#### Gamma (`lib/fam/gamma.py`)",
+        "#### Beta (`lib/fam/beta.py`)",
+        "#### Delta (`lib/fam/delta.py`)",
+        "#### Alpha (`lib/fam/alpha.py`)",
+    ]
     # a dropped import leaves a comment naming the module and the symbols
     assert "# inlined above: alpha_fn (lib/fam/alpha.py)" in nb.cells[-1].source
     setup = nb.cells[1].source
@@ -93,38 +123,54 @@ def test_assembly_is_deterministic(toy):
 
 def test_name_defined_in_two_modules_is_rejected(toy):
     lib, recipes = toy
-    write(lib, "fam/delta.py", "# %% [markdown]\n# # Delta\n\n# %%\nfrom lib.fam.gamma import GAMMA\n\nDELTA = GAMMA\n\n\n"
-          "def beta_fn():\n    return 0\n")
+    write(
+        lib,
+        "fam/delta.py",
+        "# %% [markdown]\n# # Delta\n\n# %%\nfrom lib.fam.gamma import GAMMA\n\nDELTA = GAMMA\n\n\n"
+        "def beta_fn():\n    return 0\n",
+    )
     with pytest.raises(asm.AssemblyError, match=r"'beta_fn' is defined in both lib/fam/beta.py and lib/fam/delta.py"):
         asm.assemble("toy", recipes_dir=recipes, lib_dir=lib)
 
 
 def test_recipe_redefining_a_lib_name_is_rejected(toy):
     lib, recipes = toy
-    write(recipes, "toy.py", RECIPE_HEAD + "# %%\nfrom lib.fam.alpha import alpha_fn\n\n\ndef gamma_fn():\n    return 2\n")
+    write(
+        recipes, "toy.py", RECIPE_HEAD + "# %%\nfrom lib.fam.alpha import alpha_fn\n\n\ndef gamma_fn():\n    return 2\n"
+    )
     with pytest.raises(asm.AssemblyError, match="redefines 'gamma_fn'"):
         asm.assemble("toy", recipes_dir=recipes, lib_dir=lib)
 
 
 def test_import_cycle_is_rejected(toy):
     lib, recipes = toy
-    write(lib, "fam/gamma.py", "# %% [markdown]\n# # Gamma\n\n# %%\nfrom lib.fam.alpha import alpha_fn\n\nGAMMA = 1\n\n\n"
-          "def gamma_fn():\n    return GAMMA\n")
-    with pytest.raises(asm.AssemblyError, match=r"import cycle between lib modules: lib\.fam\.alpha -> lib\.fam\.beta -> "
-                                                 r"lib\.fam\.gamma -> lib\.fam\.alpha"):
+    write(
+        lib,
+        "fam/gamma.py",
+        "# %% [markdown]\n# # Gamma\n\n# %%\nfrom lib.fam.alpha import alpha_fn\n\nGAMMA = 1\n\n\n"
+        "def gamma_fn():\n    return GAMMA\n",
+    )
+    with pytest.raises(
+        asm.AssemblyError,
+        match=r"import cycle between lib modules: lib\.fam\.alpha -> lib\.fam\.beta -> "
+        r"lib\.fam\.gamma -> lib\.fam\.alpha",
+    ):
         asm.assemble("toy", recipes_dir=recipes, lib_dir=lib)
 
 
-@pytest.mark.parametrize("statement, message", [
-    ("import lib.gamma", "cannot be inlined"),
-    ("from lib import gamma", "cannot be inlined"),
-    ("from lib.fam.gamma import *", "import \\*' cannot be inlined"),
-    ("from lib.fam.gamma import gamma_fn as g", "as g' from lib cannot be inlined"),
-    ("from .gamma import gamma_fn", "relative imports"),
-    ("def f():\n    from lib.fam.gamma import gamma_fn\n    return gamma_fn()", "must be at the top level"),
-    ("try:\n    from lib.fam.gamma import gamma_fn\nexcept ImportError:\n    pass", "must be at the top level"),
-    ("from generator.assemble import build", "cannot be inlined"),
-])
+@pytest.mark.parametrize(
+    "statement, message",
+    [
+        ("import lib.gamma", "cannot be inlined"),
+        ("from lib import gamma", "cannot be inlined"),
+        ("from lib.fam.gamma import *", "import \\*' cannot be inlined"),
+        ("from lib.fam.gamma import gamma_fn as g", "as g' from lib cannot be inlined"),
+        ("from .gamma import gamma_fn", "relative imports"),
+        ("def f():\n    from lib.fam.gamma import gamma_fn\n    return gamma_fn()", "must be at the top level"),
+        ("try:\n    from lib.fam.gamma import gamma_fn\nexcept ImportError:\n    pass", "must be at the top level"),
+        ("from generator.assemble import build", "cannot be inlined"),
+    ],
+)
 def test_import_forms_that_cannot_be_inlined(toy, statement, message):
     lib, recipes = toy
     write(recipes, "toy.py", RECIPE_HEAD + "# %%\n" + statement + "\n")
@@ -145,8 +191,11 @@ def test_missing_module_and_missing_parameters_cell(toy):
 
 def test_magics_do_not_break_parsing(toy):
     lib, recipes = toy
-    write(recipes, "toy.py", RECIPE_HEAD + "# %%\n%matplotlib inline\nfrom lib.fam.gamma import gamma_fn\n!echo hi\n"
-          "value = gamma_fn()\n")
+    write(
+        recipes,
+        "toy.py",
+        RECIPE_HEAD + "# %%\n%matplotlib inline\nfrom lib.fam.gamma import gamma_fn\n!echo hi\nvalue = gamma_fn()\n",
+    )
     nb = asm.assemble("toy", recipes_dir=recipes, lib_dir=lib)
     last = nb.cells[-1].source
     assert "%matplotlib inline" in last and "!echo hi" in last and "from lib" not in last

@@ -92,9 +92,11 @@ def test_pooled_layers_match_hidden_states(wav2vec2, clips):
     for pooling, width in (("max", 32), ("first", 32), ("last", 32), ("mean+std", 64)):
         pooled = extract_layer_embeddings(wav2vec2, clips[:3], ["2"], pooling, progress=False)
         assert pooled.embeddings["2"].shape == (3, width)
-        np.testing.assert_allclose(pooled.embeddings["2"][0],
-                                   pool_frames(wav2vec2.hidden_states(load_audio(clips[0]), [2])[2], pooling),
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            pooled.embeddings["2"][0],
+            pool_frames(wav2vec2.hidden_states(load_audio(clips[0]), [2])[2], pooling),
+            atol=1e-5,
+        )
     with pytest.raises(ValueError, match="unknown pooling"):
         extract_layer_embeddings(wav2vec2, clips, pooling="median")
     with pytest.raises(ValueError, match="has no layer"):
@@ -104,8 +106,9 @@ def test_pooled_layers_match_hidden_states(wav2vec2, clips):
 def test_several_poolings_in_one_pass(wav2vec2, clips, tmp_path, monkeypatch):
     real, calls = wav2vec2.hidden_states, []
     monkeypatch.setattr(wav2vec2, "hidden_states", lambda w, layers=None: (calls.append(1), real(w, layers))[1])
-    sets = extract_layer_embeddings_pooled(wav2vec2, clips[:5], ["0", "2"], ["mean", "mean+std", "last"],
-                                           cache_dir=tmp_path, progress=False)
+    sets = extract_layer_embeddings_pooled(
+        wav2vec2, clips[:5], ["0", "2"], ["mean", "mean+std", "last"], cache_dir=tmp_path, progress=False
+    )
     assert len(calls) == 5 and list(sets) == ["mean", "mean+std", "last"]
     assert sets["mean+std"].embeddings["2"].shape == (5, 64)
     np.testing.assert_allclose(sets["mean+std"].embeddings["2"][:, :32], sets["mean"].embeddings["2"], atol=1e-6)
@@ -174,8 +177,9 @@ def test_cache_reuse_validation_and_resume(wav2vec2, clips, tmp_path, monkeypatc
     with monkeypatch.context() as patch:
         patch.setattr(wav2vec2, "hidden_states", interrupt_after_five)
         with pytest.raises(KeyboardInterrupt):
-            extract_layer_embeddings(wav2vec2, clips, ["0", "2"], cache_dir=resumed_cache, checkpoint_every=2,
-                                     progress=False)
+            extract_layer_embeddings(
+                wav2vec2, clips, ["0", "2"], cache_dir=resumed_cache, checkpoint_every=2, progress=False
+            )
     calls.clear()
     with monkeypatch.context() as patch:
         patch.setattr(wav2vec2, "hidden_states", lambda w, layers=None: (calls.append(1), real(w, layers))[1])
@@ -263,8 +267,10 @@ def test_speaker_held_out_folds():
 def test_table_ranks_the_planted_layer_first():
     x, y = _planted(n_per_class=20, classes=4)
     noise = np.random.default_rng(5).normal(size=x.shape)
-    views = {"model_a": {"conv": noise, "0": noise * 2, "1": x, "concat": np.hstack([x, noise])},
-             "mfcc": {"mfcc": x[:, :5] + noise[:, :5]}}
+    views = {
+        "model_a": {"conv": noise, "0": noise * 2, "1": x, "concat": np.hstack([x, noise])},
+        "mfcc": {"mfcc": x[:, :5] + noise[:, :5]},
+    }
     table = layer_separability_table(views, y, progress=False)
     assert list(table.columns[:6]) == ["model", "layer", "position", "depth", "dims", "knn_acc"]
     a = table[table.model == "model_a"].set_index("layer")
@@ -290,8 +296,9 @@ def test_table_ranks_the_planted_layer_first():
 # ----------------------------------------------------------------------------- views
 def test_reductions_and_interactive_views():
     x, y = _planted(n_per_class=10, classes=3, dims=60)
-    table = pd.DataFrame({"word": [f"w{k}" for k in y], "speaker": ["s"] * len(y),
-                          "file": [f"{i}.wav" for i in range(len(y))]})
+    table = pd.DataFrame(
+        {"word": [f"w{k}" for k in y], "speaker": ["s"] * len(y), "file": [f"{i}.wav" for i in range(len(y))]}
+    )
     for method, dims in (("pca", 2), ("pca", 3), ("tsne", 2)):
         coords = reduce_layer_embeddings(x, method, dims, seed=0)
         assert coords.shape == (30, dims) and np.all(np.isfinite(coords))
@@ -313,11 +320,17 @@ def test_reductions_and_interactive_views():
 # ----------------------------------------------------------------------------- notebook
 @pytest.mark.notebook
 def test_notebook_compares_models_layers_and_mfcc(run_notebook, tiny_model, tmp_path):
-    models = [str(tiny_model("wav2vec2")), str(tiny_model("whisper")), str(tiny_model("dac")),
-              "facebook/wav2vec2-base"]
-    results = run_notebook("layer_embeddings", models=models, samples_per_word=10, cpu_threads=1,
-                           local_files_only=True, cache_dir=str(tmp_path / "cache"), layer_mode="both",
-                           n_components=3)
+    models = [str(tiny_model("wav2vec2")), str(tiny_model("whisper")), str(tiny_model("dac")), "facebook/wav2vec2-base"]
+    results = run_notebook(
+        "layer_embeddings",
+        models=models,
+        samples_per_word=10,
+        cpu_threads=1,
+        local_files_only=True,
+        cache_dir=str(tmp_path / "cache"),
+        layer_mode="both",
+        n_components=3,
+    )
     assert results["data"]["n_clips"] == 100 and len(results["data"]["words"]) == 10
     assert list(results["model_errors"]) == ["facebook/wav2vec2-base"]
     assert "cannot load model" in results["model_errors"]["facebook/wav2vec2-base"]
@@ -351,6 +364,11 @@ def test_notebook_compares_models_layers_and_mfcc(run_notebook, tiny_model, tmp_
         raise AssertionError(f"results.json holds {constant}: not strict JSON")
 
     json.loads((out / "results.json").read_text(), parse_constant=no_nan)
-    for name in ("separability_by_layer.png", "layer_grid.png", "layer_grid.html",
-                 "separability_by_layer_interactive.html", "pooling_comparison.png"):
+    for name in (
+        "separability_by_layer.png",
+        "layer_grid.png",
+        "layer_grid.html",
+        "separability_by_layer_interactive.html",
+        "pooling_comparison.png",
+    ):
         assert (out / name).stat().st_size > 1000, name

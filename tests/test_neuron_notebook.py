@@ -58,6 +58,12 @@ def test_neuron_analysis_notebook(run_notebook, tiny_model, librispeech_dir):
     assert all(v > 0.5 for v in streaming["streamed_vs_offline_correlation"].values())
 
     assert results["live"]["frames_buffered"] > 0 and results["live"]["projector_loaded"]
-    for name in ("tuning_correlations.png", "utterance_heatmaps.png", "pca_trajectories.png",
-                 "pca_trajectories_3d.html", "streaming_latency.png", "live_snapshot.png"):
+    for name in (
+        "tuning_correlations.png",
+        "utterance_heatmaps.png",
+        "pca_trajectories.png",
+        "pca_trajectories_3d.html",
+        "streaming_latency.png",
+        "live_snapshot.png",
+    ):
         assert (out / name).stat().st_size > 1000, name

@@ -95,8 +95,9 @@ class BurstSource:
 
     def pending(self):
         n = self.bursts.pop(0)
-        blocks = [StreamBlock(np.full(self.block_size, self.count + i, np.float32), 0.0, self.count + i)
-                  for i in range(n)]
+        blocks = [
+            StreamBlock(np.full(self.block_size, self.count + i, np.float32), 0.0, self.count + i) for i in range(n)
+        ]
         self.count += n
         return blocks
 
@@ -107,8 +108,13 @@ class BurstSource:
 @pytest.mark.parametrize("policy", ["batch", "skip"])
 def test_runner_throttling_is_counted(policy):
     seen = []
-    runner = FrameStreamRunner(BurstSource([1, 3, 1, 4]), lambda audio, first: seen.append((len(audio), first)),
-                               16000, policy=policy, max_pending_blocks=1)
+    runner = FrameStreamRunner(
+        BurstSource([1, 3, 1, 4]),
+        lambda audio, first: seen.append((len(audio), first)),
+        16000,
+        policy=policy,
+        max_pending_blocks=1,
+    )
     runner.run()
     summary = runner.summary()
     assert summary["updates"] == 4
@@ -190,9 +196,15 @@ def test_projector_roundtrip_and_speaker_clustering(adapter, speech, tmp_path):
 
 
 def test_live_pipeline_buffers_reset_and_panel(adapter, speech):
-    y = speech[0][0][:16000 * 2]
-    live = LiveNeuronPipeline(adapter, [1, 2], update_s=0.2, left_context_s=0.5, history_s=1.0,
-                              pca_basis={1: (np.zeros(32), np.ones(32), np.eye(32)[:2])})
+    y = speech[0][0][: 16000 * 2]
+    live = LiveNeuronPipeline(
+        adapter,
+        [1, 2],
+        update_s=0.2,
+        left_context_s=0.5,
+        history_s=1.0,
+        pca_basis={1: (np.zeros(32), np.ones(32), np.eye(32)[:2])},
+    )
     live.open_file(y, realtime=False)
     live.run()
     diag = live.diagnostics()
@@ -223,7 +235,7 @@ def test_live_pipeline_buffers_reset_and_panel(adapter, speech):
 @pytest.mark.parametrize("family", ["wav2vec2", "hubert"])
 def test_streaming_other_families(tiny_model, speech, family):
     other = load_speech_model(str(tiny_model(family)), local_files_only=True)
-    y = speech[0][0][:16000 * 2]
+    y = speech[0][0][: 16000 * 2]
     offline = other.hidden_states(y, layers=[2])
     streamed = StreamingLayerActivations(other, [2], left_context_s=1.0).stream_waveform(y, chunk_s=0.2)
     np.testing.assert_array_equal(streamed["frames"], np.arange(len(offline[2])))

@@ -44,8 +44,9 @@ class PlantedSpeechModel:
     layer_names = [0, 1, 2]
 
     def __init__(self, seed: int = 0):
-        self.model = SimpleNamespace(config=SimpleNamespace(conv_kernel=(10, 3, 3, 3, 3, 2, 2),
-                                                            conv_stride=(5, 2, 2, 2, 2, 2, 2)))
+        self.model = SimpleNamespace(
+            config=SimpleNamespace(conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2))
+        )
         self.rng = np.random.default_rng(seed)
 
     def hidden_states(self, waveform, layers):
@@ -80,8 +81,9 @@ def real_utterances(librispeech_dir):
 @pytest.fixture(scope="module")
 def planted_analysis(real_utterances):
     waves, names = real_utterances
-    collected = collect_layer_activity(PlantedSpeechModel(), waves, layers=[1, 2], names=names, pitch="yin",
-                                       progress=False)
+    collected = collect_layer_activity(
+        PlantedSpeechModel(), waves, layers=[1, 2], names=names, pitch="yin", progress=False
+    )
     return collected, analyse_layer_tuning(collected, n_clusters=6, top_k=5)
 
 

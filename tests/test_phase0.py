@@ -56,16 +56,24 @@ def test_context_window_pad_edges():
 
 
 def test_frame_table_never_crosses_utterances():
-    index = pd.DataFrame({"utterance": ["a", "b", "c"], "speaker": ["1", "1", "2"], "frames": [5, 2, 7],
-                          "offset": [0, 5, 7], "split": ["train", "train", "eval"]})
+    index = pd.DataFrame(
+        {
+            "utterance": ["a", "b", "c"],
+            "speaker": ["1", "1", "2"],
+            "frames": [5, 2, 7],
+            "offset": [0, 5, 7],
+            "split": ["train", "train", "eval"],
+        }
+    )
     latents = np.arange(14, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
     energy = np.linspace(-60, 0, 14)
     frames = build_frame_table(index, 3, energy)
     table = frames.table
     assert frames.table.attrs["skipped_short"] == ["b"]  # 2 frames < W + 1
     assert len(frames) == (5 - 3) + (7 - 3)
-    for rows, (start, stop) in zip(frames.context_rows, zip(table["row"] - table["t"],
-                                                           table["row"] - table["t"] + table["n_frames"])):
+    for rows, (start, stop) in zip(
+        frames.context_rows, zip(table["row"] - table["t"], table["row"] - table["t"] + table["n_frames"])
+    ):
         assert rows.min() >= start and rows.max() < stop
     assert (frames.target_rows < (table["row"] - table["t"] + table["n_frames"])).all()
     a = table[table.utterance == "a"]
@@ -153,8 +161,9 @@ def test_decision_rule_and_thresholds_from_yaml(tmp_path, planted_results):
 
 
 def test_report_files(tmp_path, planted_results):
-    paths = write_phase0_report(planted_results["random_walk"], tmp_path, {"encoder": "planted", "family": "test",
-                                                                          "frame_rate": 12.5})
+    paths = write_phase0_report(
+        planted_results["random_walk"], tmp_path, {"encoder": "planted", "family": "test", "frame_rate": 12.5}
+    )
     for key in ("report_txt", "decision_json", "metrics_json", "tables_csv", "normalisation", "variance_ratios"):
         assert (tmp_path / paths[key].split("/")[-1]).exists()
     text = (tmp_path / "report.txt").read_text()
@@ -205,11 +214,13 @@ def small_manifest(librispeech_dir):
 def test_store_resumes_after_interruption(tmp_path, small_manifest):
     store = tmp_path / "store"
     with pytest.raises(KeyboardInterrupt):
-        extract_latents_to_store(small_manifest, CountingEncoder(fail_after=4), store, chunk_utterances=1,
-                                 max_seconds=2.0, progress=False)
+        extract_latents_to_store(
+            small_manifest, CountingEncoder(fail_after=4), store, chunk_utterances=1, max_seconds=2.0, progress=False
+        )
     resumed = CountingEncoder()
-    stats = extract_latents_to_store(small_manifest, resumed, store, chunk_utterances=1, max_seconds=2.0,
-                                     progress=False)
+    stats = extract_latents_to_store(
+        small_manifest, resumed, store, chunk_utterances=1, max_seconds=2.0, progress=False
+    )
     assert resumed.calls == 2 and stats["parts_reused"] == 4 and stats["store_complete"]
     consolidate_latent_store(store)
     index, latents, energy, info = open_latent_store(store)
@@ -229,21 +240,38 @@ def test_store_resumes_after_interruption(tmp_path, small_manifest):
 
 def test_store_shards_and_refuses_other_config(tmp_path, small_manifest):
     store = tmp_path / "store"
-    first = extract_latents_to_store(small_manifest, CountingEncoder(), store, shard_index=0, num_shards=2,
-                                     chunk_utterances=2, max_seconds=1.0, progress=False)
+    first = extract_latents_to_store(
+        small_manifest,
+        CountingEncoder(),
+        store,
+        shard_index=0,
+        num_shards=2,
+        chunk_utterances=2,
+        max_seconds=1.0,
+        progress=False,
+    )
     assert first["parts_in_shard"] == 2 and not first["store_complete"]
     with pytest.raises(RuntimeError, match="not extracted yet"):
         consolidate_latent_store(store)
-    second = extract_latents_to_store(small_manifest, CountingEncoder(), store, shard_index=1, num_shards=2,
-                                      chunk_utterances=2, max_seconds=1.0, progress=False)
+    second = extract_latents_to_store(
+        small_manifest,
+        CountingEncoder(),
+        store,
+        shard_index=1,
+        num_shards=2,
+        chunk_utterances=2,
+        max_seconds=1.0,
+        progress=False,
+    )
     assert second["parts_in_shard"] == 1 and second["store_complete"]
     consolidate_latent_store(store)
     index, latents, _, _ = open_latent_store(store)
     assert index["utterance"].tolist() == small_manifest["utterance"].tolist()
     assert latents.shape[0] == index["frames"].sum()
     with pytest.raises(ValueError, match="another configuration"):
-        extract_latents_to_store(small_manifest, Phase0LogMelEncoder(n_mels=40), store, chunk_utterances=2,
-                                 max_seconds=1.0, progress=False)
+        extract_latents_to_store(
+            small_manifest, Phase0LogMelEncoder(n_mels=40), store, chunk_utterances=2, max_seconds=1.0, progress=False
+        )
     with pytest.raises(ValueError, match="shard_index"):
         extract_latents_to_store(small_manifest, CountingEncoder(), store, shard_index=2, num_shards=2)
     paths = write_phase0_split(small_manifest, tmp_path)
@@ -254,11 +282,16 @@ def test_store_shards_and_refuses_other_config(tmp_path, small_manifest):
 def test_store_skips_corrupt_audio(tmp_path, small_manifest):
     broken = tmp_path / "9999-1-0000.flac"
     broken.write_bytes(b"not audio at all")
-    manifest = pd.concat([small_manifest.head(2), pd.DataFrame([{"path": str(broken), "utterance": "9999-1-0000",
-                                                                  "speaker": "9999", "split": "train"}])],
-                         ignore_index=True)
-    stats = extract_latents_to_store(manifest, Phase0LogMelEncoder(), tmp_path / "store", max_seconds=1.0,
-                                     progress=False)
+    manifest = pd.concat(
+        [
+            small_manifest.head(2),
+            pd.DataFrame([{"path": str(broken), "utterance": "9999-1-0000", "speaker": "9999", "split": "train"}]),
+        ],
+        ignore_index=True,
+    )
+    stats = extract_latents_to_store(
+        manifest, Phase0LogMelEncoder(), tmp_path / "store", max_seconds=1.0, progress=False
+    )
     assert len(stats["failures"]) == 1 and "9999-1-0000" in stats["failures"][0]["path"]
     consolidate_latent_store(tmp_path / "store")
     index, *_ = open_latent_store(tmp_path / "store")
@@ -274,15 +307,26 @@ def test_codec_encoders_give_pre_quantisation_latents(tiny_model, family, stage)
     z = encoder.latents(np.random.default_rng(0).normal(0, 0.1, encoder.sample_rate * 2).astype(np.float32))
     assert z.ndim == 2 and z.shape[1] == encoder.dim
     assert abs(len(z) - 2 * encoder.frame_rate) <= 2  # frames at the advertised rate
-    energy = frame_energy_db(np.ones(encoder.sample_rate * 2, np.float32) * 0.1, encoder.sample_rate,
-                             encoder.frame_rate, len(z))
+    energy = frame_energy_db(
+        np.ones(encoder.sample_rate * 2, np.float32) * 0.1, encoder.sample_rate, encoder.frame_rate, len(z)
+    )
     assert energy.shape == (len(z),) and np.allclose(energy[: int(2 * encoder.frame_rate) - 1], -20.0, atol=0.01)
 
 
 # ----------------------------------------------------------------------------- notebooks
-REPORT_FILES = ("report.txt", "decision.json", "metrics.json", "tables.csv", "phase0_config.yaml",
-                "variance_ratios.png", "per_speaker_variance_ratio.png", "cell_sizes.png", "normalisation.npz",
-                "train_utterances.txt", "eval_utterances.txt")
+REPORT_FILES = (
+    "report.txt",
+    "decision.json",
+    "metrics.json",
+    "tables.csv",
+    "phase0_config.yaml",
+    "variance_ratios.png",
+    "per_speaker_variance_ratio.png",
+    "cell_sizes.png",
+    "normalisation.npz",
+    "train_utterances.txt",
+    "eval_utterances.txt",
+)
 
 
 def _check_complete_report(results):
@@ -307,8 +351,9 @@ def _check_complete_report(results):
 
 @pytest.mark.notebook
 def test_notebook_logmel_on_librispeech_sample(run_notebook):
-    results = run_notebook("phase0_latent_structure", encoder="logmel", max_utterances=30, control_speakers=20,
-                           sweep_context_frames=None)
+    results = run_notebook(
+        "phase0_latent_structure", encoder="logmel", max_utterances=30, control_speakers=20, sweep_context_frames=None
+    )
     _check_complete_report(results)
     assert results["data"]["utterances"] == 30
     assert results["counts"]["latent_dim"] == 80
@@ -322,9 +367,16 @@ def test_notebook_logmel_on_librispeech_sample(run_notebook):
 
 @pytest.mark.notebook
 def test_notebook_tiny_mimi_code_path(run_notebook, tiny_model):
-    results = run_notebook("phase0_latent_structure", encoder=str(tiny_model("mimi")), local_files_only=True,
-                           max_utterances=10, max_seconds=3.0, run_controls=False, device="cpu",
-                           sweep_context_frames=[2])
+    results = run_notebook(
+        "phase0_latent_structure",
+        encoder=str(tiny_model("mimi")),
+        local_files_only=True,
+        max_utterances=10,
+        max_seconds=3.0,
+        run_controls=False,
+        device="cpu",
+        sweep_context_frames=[2],
+    )
     _check_complete_report(results)
     assert results["extraction"]["encoder"]["family"] == "mimi"
     assert results["extraction"]["encoder"]["frame_rate"] == pytest.approx(12.5)

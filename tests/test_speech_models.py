@@ -98,10 +98,20 @@ def test_load_errors_are_clear(tmp_path, tiny_model):
 
 
 def test_known_variants_registry():
-    for hub_id in ("facebook/wav2vec2-base", "facebook/wav2vec2-large-960h", "openai/whisper-tiny",
-                   "openai/whisper-tiny.en", "openai/whisper-large-v3", "descript/dac_16khz", "descript/dac_24khz",
-                   "descript/dac_44khz", "microsoft/wavlm-base-plus", "facebook/hubert-base-ls960", "kyutai/mimi",
-                   "facebook/encodec_24khz"):
+    for hub_id in (
+        "facebook/wav2vec2-base",
+        "facebook/wav2vec2-large-960h",
+        "openai/whisper-tiny",
+        "openai/whisper-tiny.en",
+        "openai/whisper-large-v3",
+        "descript/dac_16khz",
+        "descript/dac_24khz",
+        "descript/dac_44khz",
+        "microsoft/wavlm-base-plus",
+        "facebook/hubert-base-ls960",
+        "kyutai/mimi",
+        "facebook/encodec_24khz",
+    ):
         spec = KNOWN_SPEECH_MODELS[hub_id]
         assert {"family", "layers", "hidden", "params_m", "sample_rate"} <= set(spec)
     assert KNOWN_SPEECH_MODELS["descript/dac_44khz"]["sample_rate"] == 44100

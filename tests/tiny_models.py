@@ -24,8 +24,15 @@ def build_tiny_model(family: str, folder, num_labels: int | None = None, seed: i
     torch.manual_seed(seed)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    speech = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                  num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, **_conv_kwargs())
+    speech = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        **_conv_kwargs(),
+    )
     if family in ("wav2vec2", "wavlm", "hubert"):
         config_cls, model_cls = {
             "wav2vec2": (tf.Wav2Vec2Config, tf.Wav2Vec2Model),
@@ -34,44 +41,94 @@ def build_tiny_model(family: str, folder, num_labels: int | None = None, seed: i
         }[family]
         extra = {}
         if num_labels:
-            model_cls = {"wav2vec2": tf.Wav2Vec2ForSequenceClassification,
-                         "wavlm": tf.WavLMForSequenceClassification,
-                         "hubert": tf.HubertForSequenceClassification}[family]
+            model_cls = {
+                "wav2vec2": tf.Wav2Vec2ForSequenceClassification,
+                "wavlm": tf.WavLMForSequenceClassification,
+                "hubert": tf.HubertForSequenceClassification,
+            }[family]
             extra = dict(num_labels=num_labels, classifier_proj_size=16)
         config = config_cls(**speech, **extra)
         model = model_cls(config)
-        extractor = tf.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
-                                                do_normalize=True, return_attention_mask=True)
+        extractor = tf.Wav2Vec2FeatureExtractor(
+            feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
+        )
     elif family == "whisper":
-        config = tf.WhisperConfig(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
-                                  decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                                  num_mel_bins=80, max_source_positions=1500, max_target_positions=64,
-                                  vocab_size=100, pad_token_id=1, bos_token_id=2, eos_token_id=2,
-                                  decoder_start_token_id=3, suppress_tokens=None, begin_suppress_tokens=None)
+        config = tf.WhisperConfig(
+            d_model=32,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            num_mel_bins=80,
+            max_source_positions=1500,
+            max_target_positions=64,
+            vocab_size=100,
+            pad_token_id=1,
+            bos_token_id=2,
+            eos_token_id=2,
+            decoder_start_token_id=3,
+            suppress_tokens=None,
+            begin_suppress_tokens=None,
+        )
         model = tf.WhisperModel(config)
         extractor = tf.WhisperFeatureExtractor(feature_size=80)
     elif family == "mimi":
-        config = tf.MimiConfig(hidden_size=32, num_filters=8, num_residual_layers=1, upsampling_ratios=[8, 6, 5, 4],
-                               codebook_size=64, codebook_dim=32, num_quantizers=4, num_semantic_quantizers=1,
-                               num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                               intermediate_size=64, head_dim=16, sliding_window=50, upsample_groups=32,
-                               vector_quantization_hidden_dimension=32)
+        config = tf.MimiConfig(
+            hidden_size=32,
+            num_filters=8,
+            num_residual_layers=1,
+            upsampling_ratios=[8, 6, 5, 4],
+            codebook_size=64,
+            codebook_dim=32,
+            num_quantizers=4,
+            num_semantic_quantizers=1,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            intermediate_size=64,
+            head_dim=16,
+            sliding_window=50,
+            upsample_groups=32,
+            vector_quantization_hidden_dimension=32,
+        )
         model = tf.MimiModel(config)
         extractor = tf.EncodecFeatureExtractor(feature_size=1, sampling_rate=24000)
     elif family == "encodec":
-        config = tf.EncodecConfig(hidden_size=32, num_filters=8, num_residual_layers=1, codebook_size=64,
-                                  codebook_dim=32, num_lstm_layers=1, target_bandwidths=[1.5, 3.0])
+        config = tf.EncodecConfig(
+            hidden_size=32,
+            num_filters=8,
+            num_residual_layers=1,
+            codebook_size=64,
+            codebook_dim=32,
+            num_lstm_layers=1,
+            target_bandwidths=[1.5, 3.0],
+        )
         model = tf.EncodecModel(config)
         extractor = tf.EncodecFeatureExtractor(feature_size=1, sampling_rate=24000)
     elif family == "dac":
-        config = tf.DacConfig(encoder_hidden_size=8, downsampling_ratios=[2, 4, 8, 8], decoder_hidden_size=32,
-                              n_codebooks=4, codebook_size=64, codebook_dim=8, hidden_size=32,
-                              sampling_rate=16000)
+        config = tf.DacConfig(
+            encoder_hidden_size=8,
+            downsampling_ratios=[2, 4, 8, 8],
+            decoder_hidden_size=32,
+            n_codebooks=4,
+            codebook_size=64,
+            codebook_dim=8,
+            hidden_size=32,
+            sampling_rate=16000,
+        )
         model = tf.DacModel(config)
         extractor = tf.DacFeatureExtractor(feature_size=1, sampling_rate=16000, hop_length=512)
     elif family == "ast":
-        config = tf.ASTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                              max_length=100, num_mel_bins=128)
+        config = tf.ASTConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_length=100,
+            num_mel_bins=128,
+        )
         model = tf.ASTModel(config)
         extractor = tf.ASTFeatureExtractor(max_length=100)
     else:

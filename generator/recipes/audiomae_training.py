@@ -85,8 +85,10 @@ device = pick_device(device)
 limit_cpu_threads(cpu_threads)
 checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else out / "checkpoints"
 cache_dir = Path(cache_dir) if cache_dir else out / "cache"
-print(f"device {device}; registered models {MAE_MODELS.names()}, data sources {MAE_DATA_SOURCES.names()}, "
-      f"transforms {MAE_TRANSFORMS.names()}")
+print(
+    f"device {device}; registered models {MAE_MODELS.names()}, data sources {MAE_DATA_SOURCES.names()}, "
+    f"transforms {MAE_TRANSFORMS.names()}"
+)
 
 # %% [markdown]
 # ## Data
@@ -106,11 +108,22 @@ with Stopwatch() as feature_watch:
     train_data = mae_load_split(train_frame, transform, cache_dir=cache_dir, desc="log-mel train")
     test_data = mae_load_split(test_frame, transform, cache_dir=cache_dir, desc="log-mel test")
 failures = train_data["failures"] + test_data["failures"]
-print(f"{dataset}: {len(train_data['x'])} train / {len(test_data['x'])} test clips, {len(class_names)} classes, "
-      f"input {transform.output_shape}; {len(failures)} skipped")
-update_results(out, data={"dataset": dataset, "n_train": len(train_data["x"]), "n_test": len(test_data["x"]),
-                          "n_classes": len(class_names), "input_shape": list(transform.output_shape),
-                          "skipped_clips": failures, "feature_seconds": feature_watch.seconds})
+print(
+    f"{dataset}: {len(train_data['x'])} train / {len(test_data['x'])} test clips, {len(class_names)} classes, "
+    f"input {transform.output_shape}; {len(failures)} skipped"
+)
+update_results(
+    out,
+    data={
+        "dataset": dataset,
+        "n_train": len(train_data["x"]),
+        "n_test": len(test_data["x"]),
+        "n_classes": len(class_names),
+        "input_shape": list(transform.output_shape),
+        "skipped_clips": failures,
+        "feature_seconds": feature_watch.seconds,
+    },
+)
 
 # %% [markdown]
 # ## Masked pretraining
@@ -120,22 +133,53 @@ update_results(out, data={"dataset": dataset, "n_train": len(train_data["x"]), "
 
 # %%
 seed_everything(seed)
-model = build_audiomae_model(model_name, size, input_size=(n_mels, frames), use_rope=use_rope,
-                             mask_ratio=mask_ratio, pooling=pooling, **model_overrides)
+model = build_audiomae_model(
+    model_name,
+    size,
+    input_size=(n_mels, frames),
+    use_rope=use_rope,
+    mask_ratio=mask_ratio,
+    pooling=pooling,
+    **model_overrides,
+)
 random_model = copy.deepcopy(model)
 n_params = sum(p.numel() for p in model.parameters())
 print(f"{model_name} {size}: {n_params / 1e6:.2f} M parameters, config {model.config}")
-history = mae_pretrain(model, train_data["x"], epochs=pretrain_epochs, batch_size=batch_size, lr=pretrain_lr,
-                       warmup_epochs=warmup_epochs, device=device, amp=amp, checkpoint_dir=checkpoint_dir,
-                       resume=resume, seed=seed, transform_config=transform.config)
+history = mae_pretrain(
+    model,
+    train_data["x"],
+    epochs=pretrain_epochs,
+    batch_size=batch_size,
+    lr=pretrain_lr,
+    warmup_epochs=warmup_epochs,
+    device=device,
+    amp=amp,
+    checkpoint_dir=checkpoint_dir,
+    resume=resume,
+    seed=seed,
+    transform_config=transform.config,
+)
 epochs_this_run = len(history["clips_per_second"]) - history["start_epoch"]
-train_throughput = float(np.mean(history["clips_per_second"][history["start_epoch"]:])) if epochs_this_run > 0 \
+train_throughput = (
+    float(np.mean(history["clips_per_second"][history["start_epoch"] :]))
+    if epochs_this_run > 0
     else float(np.mean(history["clips_per_second"]))
-update_results(out, pretrain={"model": model_name, "size": size, "parameters": n_params, "config": model.config,
-                              "loss_per_epoch": history["loss"], "lr_per_epoch": history["lr"],
-                              "start_epoch": history["start_epoch"], "epochs": len(history["loss"]),
-                              "train_clips_per_second": train_throughput,
-                              "checkpoint": str(checkpoint_dir / "last.pt")})
+)
+update_results(
+    out,
+    pretrain={
+        "model": model_name,
+        "size": size,
+        "parameters": n_params,
+        "config": model.config,
+        "loss_per_epoch": history["loss"],
+        "lr_per_epoch": history["lr"],
+        "start_epoch": history["start_epoch"],
+        "epochs": len(history["loss"]),
+        "train_clips_per_second": train_throughput,
+        "checkpoint": str(checkpoint_dir / "last.pt"),
+    },
+)
 
 fig, ax = plt.subplots(figsize=(6, 3.5))
 ax.plot(range(1, len(history["loss"]) + 1), history["loss"], marker="o")
@@ -169,10 +213,18 @@ if n_show:
     fig, axes = plt.subplots(n_show, 3, figsize=(12, 2.2 * n_show), squeeze=False)
     for row in range(n_show):
         label = class_names[test_data["y"][show[row]]]
-        for col, (image, title) in enumerate(((specs, "input"), (masked, f"masked {mask_ratio:.0%}"),
-                                              (recon, "reconstruction"))):
-            axes[row, col].imshow(image[row, 0].float().cpu().numpy(), origin="lower", aspect="auto",
-                                  interpolation="nearest", cmap=cmap, vmin=-2, vmax=2)
+        for col, (image, title) in enumerate(
+            ((specs, "input"), (masked, f"masked {mask_ratio:.0%}"), (recon, "reconstruction"))
+        ):
+            axes[row, col].imshow(
+                image[row, 0].float().cpu().numpy(),
+                origin="lower",
+                aspect="auto",
+                interpolation="nearest",
+                cmap=cmap,
+                vmin=-2,
+                vmax=2,
+            )
             axes[row, col].set_title(f"{label}: {title}", fontsize=9)
             axes[row, col].set_xticks([])
             axes[row, col].set_yticks([])
@@ -195,17 +247,35 @@ for name, encoder in (("pretrained", model), ("random_init", random_model)):
     seed_everything(seed)
     classifier = AudioMaeClassifier(copy.deepcopy(encoder), len(class_names), pooling=pooling, freeze_encoder=True)
     probe_heads[name] = classifier.head
-    mae_train_classifier(classifier, train_data["x"], train_data["y"], epochs=probe_epochs, batch_size=256,
-                         lr=probe_lr, weight_decay=1e-4, warmup_epochs=0, label_smoothing=0.0, device=device,
-                         seed=seed)
+    mae_train_classifier(
+        classifier,
+        train_data["x"],
+        train_data["y"],
+        epochs=probe_epochs,
+        batch_size=256,
+        lr=probe_lr,
+        weight_decay=1e-4,
+        warmup_epochs=0,
+        label_smoothing=0.0,
+        device=device,
+        seed=seed,
+    )
     probe[name] = mae_evaluate(classifier, test_data["x"], test_data["y"], class_names, device=device)
     print(f"linear probe, {name}: test accuracy {probe[name]['accuracy']:.3f}")
-update_results(out, embeddings={"shape": list(embeddings.shape), "clips_per_second": embed_throughput},
-               linear_probe={name: r["accuracy"] for name, r in probe.items()},
-               linear_probe_details={name: {"per_class_accuracy": r["per_class_accuracy"],
-                                            "confusion_matrix": r["confusion_matrix"]} for name, r in probe.items()},
-               throughput={"pretrain_clips_per_second": train_throughput,
-                           "embedding_clips_per_second": embed_throughput, "device": device})
+update_results(
+    out,
+    embeddings={"shape": list(embeddings.shape), "clips_per_second": embed_throughput},
+    linear_probe={name: r["accuracy"] for name, r in probe.items()},
+    linear_probe_details={
+        name: {"per_class_accuracy": r["per_class_accuracy"], "confusion_matrix": r["confusion_matrix"]}
+        for name, r in probe.items()
+    },
+    throughput={
+        "pretrain_clips_per_second": train_throughput,
+        "embedding_clips_per_second": embed_throughput,
+        "device": device,
+    },
+)
 
 # %% [markdown]
 # The test-set embeddings of both encoders on their first two principal components,
@@ -219,8 +289,13 @@ if len(embeddings) >= 3:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for ax, (name, emb) in zip(axes, (("pretrained", embeddings), ("random_init", random_embeddings))):
         points = PCA(n_components=2, random_state=seed).fit_transform(emb)
-        scatter = ax.scatter(points[:, 0], points[:, 1], c=test_data["y"], cmap="tab10" if len(class_names) <= 10
-                             else "nipy_spectral", s=10)
+        scatter = ax.scatter(
+            points[:, 0],
+            points[:, 1],
+            c=test_data["y"],
+            cmap="tab10" if len(class_names) <= 10 else "nipy_spectral",
+            s=10,
+        )
         ax.set(title=f"{name}: linear probe {probe[name]['accuracy']:.2f}", xlabel="PC 1", ylabel="PC 2")
     if len(class_names) <= 10:
         axes[1].legend(scatter.legend_elements()[0], class_names, fontsize=7, loc="best", title="class")
@@ -245,17 +320,33 @@ for name, encoder in (("pretrained", model), ("random_init", random_model)):
     if finetune_from_probe:  # LP-FT: start from the linear probe's head
         classifier.head.load_state_dict(probe_heads[name].state_dict())
     finetune_history[name] = mae_train_classifier(
-        classifier, train_data["x"], train_data["y"], epochs=finetune_epochs, batch_size=batch_size, lr=finetune_lr,
-        device=device, amp=amp, seed=seed, warmup_epochs=0 if finetune_from_probe else 1,
-        layer_decay=finetune_layer_decay if name == "pretrained" else 1.0)
+        classifier,
+        train_data["x"],
+        train_data["y"],
+        epochs=finetune_epochs,
+        batch_size=batch_size,
+        lr=finetune_lr,
+        device=device,
+        amp=amp,
+        seed=seed,
+        warmup_epochs=0 if finetune_from_probe else 1,
+        layer_decay=finetune_layer_decay if name == "pretrained" else 1.0,
+    )
     finetune[name] = mae_evaluate(classifier, test_data["x"], test_data["y"], class_names, device=device)
     print(f"fine-tune, {name}: test accuracy {finetune[name]['accuracy']:.3f}")
-update_results(out, finetune={name: r["accuracy"] for name, r in finetune.items()},
-               finetune_details={name: {"per_class_accuracy": r["per_class_accuracy"],
-                                        "confusion_matrix": r["confusion_matrix"],
-                                        "loss_per_epoch": finetune_history[name]["loss"],
-                                        "train_clips_per_second": finetune_history[name]["clips_per_second"]}
-                                 for name, r in finetune.items()})
+update_results(
+    out,
+    finetune={name: r["accuracy"] for name, r in finetune.items()},
+    finetune_details={
+        name: {
+            "per_class_accuracy": r["per_class_accuracy"],
+            "confusion_matrix": r["confusion_matrix"],
+            "loss_per_epoch": finetune_history[name]["loss"],
+            "train_clips_per_second": finetune_history[name]["clips_per_second"],
+        }
+        for name, r in finetune.items()
+    },
+)
 
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.5))
 for name, hist in finetune_history.items():
@@ -283,12 +374,22 @@ if len(class_names) <= 20:
     for i in range(len(class_names)):
         for j in range(len(class_names)):
             if matrix[i, j]:
-                ax.text(j, i, matrix[i, j], ha="center", va="center", fontsize=8,
-                        color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+                ax.text(
+                    j,
+                    i,
+                    matrix[i, j],
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if matrix[i, j] > matrix.max() / 2 else "black",
+                )
 ax.set_xticks(range(len(class_names)), class_names, rotation=90, fontsize=7)
 ax.set_yticks(range(len(class_names)), class_names, fontsize=7)
-ax.set(xlabel="predicted", ylabel="true",
-       title=f"fine-tuned pretrained encoder: accuracy {finetune['pretrained']['accuracy']:.3f}")
+ax.set(
+    xlabel="predicted",
+    ylabel="true",
+    title=f"fine-tuned pretrained encoder: accuracy {finetune['pretrained']['accuracy']:.3f}",
+)
 save_figure(fig, out, "confusion_matrix")
 plt.show()
 
@@ -308,11 +409,20 @@ waves = [load_audio(p, sr=None) for p in test_data["paths"][:n_check]]
 rates = [audio_info(p)["sample_rate"] for p in test_data["paths"][:n_check]]
 reloaded = np.concatenate([encoder.embed([w], r) for w, r in zip(waves, rates)]) if n_check else embeddings[:0]
 round_trip_error = float(np.abs(reloaded - embeddings[:n_check]).max()) if n_check else float("nan")
-print(f"checkpoint {checkpoint_path} (sha256 {encoder.checkpoint_hash[:12]}..., epoch {checkpoint['epoch'] + 1}): "
-      f"embeddings {reloaded.shape}, max difference from the in-memory model {round_trip_error:.2e}")
-update_results(out, checkpoint={"path": str(checkpoint_path), "sha256": encoder.checkpoint_hash,
-                                "epoch": int(checkpoint["epoch"]), "embedding_dim": encoder.embedding_dim,
-                                "round_trip_max_abs_diff": round_trip_error})
+print(
+    f"checkpoint {checkpoint_path} (sha256 {encoder.checkpoint_hash[:12]}..., epoch {checkpoint['epoch'] + 1}): "
+    f"embeddings {reloaded.shape}, max difference from the in-memory model {round_trip_error:.2e}"
+)
+update_results(
+    out,
+    checkpoint={
+        "path": str(checkpoint_path),
+        "sha256": encoder.checkpoint_hash,
+        "epoch": int(checkpoint["epoch"]),
+        "embedding_dim": encoder.embedding_dim,
+        "round_trip_max_abs_diff": round_trip_error,
+    },
+)
 
 # %% [markdown]
 # ## Summary, and scaling out
@@ -327,9 +437,11 @@ update_results(out, checkpoint={"path": str(checkpoint_path), "sha256": encoder.
 # ```
 
 # %%
-summary = {"linear_probe": {k: v["accuracy"] for k, v in probe.items()},
-           "finetune": {k: v["accuracy"] for k, v in finetune.items()},
-           "pretrain_loss_first_last": [history["loss"][0], history["loss"][-1]],
-           "chance": 1 / len(class_names)}
+summary = {
+    "linear_probe": {k: v["accuracy"] for k, v in probe.items()},
+    "finetune": {k: v["accuracy"] for k, v in finetune.items()},
+    "pretrain_loss_first_last": [history["loss"][0], history["loss"][-1]],
+    "chance": 1 / len(class_names),
+}
 update_results(out, summary=summary)
 summary

@@ -127,8 +127,12 @@ else:
     dataset_name = "fsdd"
 if "split" not in manifest.columns:
     n_classes = manifest["label"].nunique()
-    tr_idx, te_idx = train_test_split(np.arange(len(manifest)), test_size=max(0.1, 1.5 * n_classes / len(manifest)),
-                                      random_state=seed, stratify=manifest["label"])
+    tr_idx, te_idx = train_test_split(
+        np.arange(len(manifest)),
+        test_size=max(0.1, 1.5 * n_classes / len(manifest)),
+        random_state=seed,
+        stratify=manifest["label"],
+    )
     manifest["split"] = "train"
     manifest.loc[te_idx, "split"] = "test"
 has_speakers = "speaker" in manifest.columns and manifest["speaker"].nunique() > 1
@@ -149,17 +153,27 @@ labels = sorted(manifest["label"].unique().tolist())
 y_train = train_manifest["label"].to_numpy()
 y_test = test_manifest["label"].to_numpy()
 durations = np.array([len(w) / sample_rate for w in train_waves + test_waves])
-print(f"{dataset_name}: {len(train_waves)} train / {len(test_waves)} test clips, {len(labels)} classes, "
-      f"{manifest['speaker'].nunique() if has_speakers else 'unknown'} speakers; "
-      f"clip length {durations.min():.2f}-{durations.max():.2f} s (median {np.median(durations):.2f} s)")
-update_results(out, data={
-    "dataset": dataset_name, "n_train": len(train_waves), "n_test": len(test_waves), "labels": labels,
-    "speakers": sorted(manifest["speaker"].unique().tolist()) if has_speakers else None,
-    "skipped_files": train_failures + test_failures, "sample_rate": sample_rate,
-    "median_clip_seconds": float(np.median(durations)),
-})
-pd.crosstab(train_manifest["label"],
-            train_manifest["speaker"] if has_speakers else pd.Series("all", index=train_manifest.index)).T
+print(
+    f"{dataset_name}: {len(train_waves)} train / {len(test_waves)} test clips, {len(labels)} classes, "
+    f"{manifest['speaker'].nunique() if has_speakers else 'unknown'} speakers; "
+    f"clip length {durations.min():.2f}-{durations.max():.2f} s (median {np.median(durations):.2f} s)"
+)
+update_results(
+    out,
+    data={
+        "dataset": dataset_name,
+        "n_train": len(train_waves),
+        "n_test": len(test_waves),
+        "labels": labels,
+        "speakers": sorted(manifest["speaker"].unique().tolist()) if has_speakers else None,
+        "skipped_files": train_failures + test_failures,
+        "sample_rate": sample_rate,
+        "median_clip_seconds": float(np.median(durations)),
+    },
+)
+pd.crosstab(
+    train_manifest["label"], train_manifest["speaker"] if has_speakers else pd.Series("all", index=train_manifest.index)
+).T
 
 # %% [markdown]
 # ## Features
@@ -169,8 +183,9 @@ pd.crosstab(train_manifest["label"],
 # step of the pipeline, so it is fitted on training data only, inside every CV fold too.
 
 # %%
-feature_config = DigitFeatureConfig(sample_rate=sample_rate, n_mfcc=n_mfcc, delta_order=delta_order,
-                                    n_frames=n_frames, pooling=pooling)
+feature_config = DigitFeatureConfig(
+    sample_rate=sample_rate, n_mfcc=n_mfcc, delta_order=delta_order, n_frames=n_frames, pooling=pooling
+)
 with Stopwatch() as feature_time:
     X_train = digit_feature_vectors(train_waves, feature_config, progress=True)
     X_test = digit_feature_vectors(test_waves, feature_config, progress=True)
@@ -179,8 +194,12 @@ print(f"features: train {X_train.shape}, test {X_test.shape} in {feature_time.se
 fig, axes = plt.subplots(1, min(5, len(labels)), figsize=(13, 2.6))
 for ax, label in zip(np.atleast_1d(axes), labels):
     i = int(np.flatnonzero(y_train == label)[0])
-    ax.imshow(X_train[i].reshape(feature_config.n_coefficients, -1)[1:n_mfcc] if pooling == "flat"
-              else X_train[i][None, :], aspect="auto", origin="lower", cmap="magma")
+    ax.imshow(
+        X_train[i].reshape(feature_config.n_coefficients, -1)[1:n_mfcc] if pooling == "flat" else X_train[i][None, :],
+        aspect="auto",
+        origin="lower",
+        cmap="magma",
+    )
     ax.set_title(f"digit {label}", fontsize=9)
     ax.set_xlabel("frame")
 fig.suptitle(f"MFCCs 1-{n_mfcc - 1} (c0, the level, left out) of one trimmed training clip per class", y=1.04)
@@ -192,26 +211,44 @@ plt.show()
 
 # %%
 with Stopwatch() as svm_time:
-    search = grid_search_digit_pipeline(X_train, y_train, classifier=classifier, pca_components=pca_components,
-                                        C_grid=c_grid, gamma_grid=gamma_grid, cv_folds=cv_folds, seed=seed)
+    search = grid_search_digit_pipeline(
+        X_train,
+        y_train,
+        classifier=classifier,
+        pca_components=pca_components,
+        C_grid=c_grid,
+        gamma_grid=gamma_grid,
+        cv_folds=cv_folds,
+        seed=seed,
+    )
 svm_model = SklearnDigitModel(search.best_estimator_, feature_config, labels=search.best_estimator_.classes_)
 svm_pred = search.best_estimator_.predict(X_test)
-svm_summary = classification_summary(y_test, svm_pred, labels=labels,
-                                     speakers=test_manifest["speaker"] if has_speakers else None)
+svm_summary = classification_summary(
+    y_test, svm_pred, labels=labels, speakers=test_manifest["speaker"] if has_speakers else None
+)
 cv_table = pd.DataFrame(search.cv_results_)[["params", "mean_test_score", "std_test_score", "mean_fit_time"]]
-print(f"best CV accuracy {search.best_score_:.4f} with {search.best_params_}; "
-      f"test accuracy {svm_summary['accuracy']:.4f} (grid search + refit {svm_time.seconds:.1f} s)")
+print(
+    f"best CV accuracy {search.best_score_:.4f} with {search.best_params_}; "
+    f"test accuracy {svm_summary['accuracy']:.4f} (grid search + refit {svm_time.seconds:.1f} s)"
+)
 display(cv_table.sort_values("mean_test_score", ascending=False).head(8))
 save_sklearn_digit_model(svm_model, models_dir / "svm.joblib")
 results_models = {}
 results_models["svm"] = {
-    "test_accuracy": svm_summary["accuracy"], "macro_f1": svm_summary["macro_f1"],
-    "cv_accuracy": float(search.best_score_), "cv_folds": cv_folds,
+    "test_accuracy": svm_summary["accuracy"],
+    "macro_f1": svm_summary["macro_f1"],
+    "cv_accuracy": float(search.best_score_),
+    "cv_folds": cv_folds,
     "best_params": {k: v for k, v in search.best_params_.items()},
-    "pca_components": pca_components, "classifier": classifier, "feature_config": feature_config.to_dict(),
-    "train_seconds": svm_time.seconds, "feature_seconds": feature_time.seconds,
-    "per_class": svm_summary["per_class"], "per_speaker_accuracy": svm_summary.get("per_speaker_accuracy"),
-    "confusion_matrix": svm_summary["confusion_matrix"], "model_file": "models/svm.joblib",
+    "pca_components": pca_components,
+    "classifier": classifier,
+    "feature_config": feature_config.to_dict(),
+    "train_seconds": svm_time.seconds,
+    "feature_seconds": feature_time.seconds,
+    "per_class": svm_summary["per_class"],
+    "per_speaker_accuracy": svm_summary.get("per_speaker_accuracy"),
+    "confusion_matrix": svm_summary["confusion_matrix"],
+    "model_file": "models/svm.joblib",
 }
 update_results(out, models=results_models)
 
@@ -224,16 +261,26 @@ update_results(out, models=results_models)
 # training clips is held out for early stopping; the best epoch's weights are kept.
 
 # %%
-cnn_config = DigitCnnConfig(sample_rate=sample_rate, features=cnn_features, n_mfcc=n_mfcc, labels=labels,
-                            epochs=cnn_epochs, patience=cnn_patience, batch_size=cnn_batch_size)
+cnn_config = DigitCnnConfig(
+    sample_rate=sample_rate,
+    features=cnn_features,
+    n_mfcc=n_mfcc,
+    labels=labels,
+    epochs=cnn_epochs,
+    patience=cnn_patience,
+    batch_size=cnn_batch_size,
+)
 with Stopwatch() as cnn_time:
     cnn_model, cnn_history = train_digit_cnn(train_waves, y_train, cnn_config, device=device, seed=seed)
 cnn_pred = cnn_model.predict(test_waves)
-cnn_summary = classification_summary(y_test, cnn_pred, labels=labels,
-                                     speakers=test_manifest["speaker"] if has_speakers else None)
-print(f"CNN: best epoch {cnn_history['best_epoch']} of {len(cnn_history['epoch'])} "
-      f"(validation {cnn_history['best_val_accuracy']:.4f}), test accuracy {cnn_summary['accuracy']:.4f}, "
-      f"{cnn_time.seconds:.1f} s")
+cnn_summary = classification_summary(
+    y_test, cnn_pred, labels=labels, speakers=test_manifest["speaker"] if has_speakers else None
+)
+print(
+    f"CNN: best epoch {cnn_history['best_epoch']} of {len(cnn_history['epoch'])} "
+    f"(validation {cnn_history['best_val_accuracy']:.4f}), test accuracy {cnn_summary['accuracy']:.4f}, "
+    f"{cnn_time.seconds:.1f} s"
+)
 save_cnn_digit_model(cnn_model, models_dir / "cnn.pt")
 
 fig, ax = plt.subplots(1, 2, figsize=(10, 3.2))
@@ -250,13 +297,19 @@ fig.suptitle("CNN training")
 save_figure(fig, out, "cnn_training")
 plt.show()
 results_models["cnn"] = {
-    "test_accuracy": cnn_summary["accuracy"], "macro_f1": cnn_summary["macro_f1"],
-    "val_accuracy": cnn_history["best_val_accuracy"], "best_epoch": cnn_history["best_epoch"],
-    "epochs_run": len(cnn_history["epoch"]), "stopped_early": cnn_history["stopped_early"],
-    "train_seconds": cnn_time.seconds, "config": cnn_config.to_dict(),
+    "test_accuracy": cnn_summary["accuracy"],
+    "macro_f1": cnn_summary["macro_f1"],
+    "val_accuracy": cnn_history["best_val_accuracy"],
+    "best_epoch": cnn_history["best_epoch"],
+    "epochs_run": len(cnn_history["epoch"]),
+    "stopped_early": cnn_history["stopped_early"],
+    "train_seconds": cnn_time.seconds,
+    "config": cnn_config.to_dict(),
     "history": {k: cnn_history[k] for k in ("train_loss", "train_accuracy", "val_accuracy")},
-    "per_class": cnn_summary["per_class"], "per_speaker_accuracy": cnn_summary.get("per_speaker_accuracy"),
-    "confusion_matrix": cnn_summary["confusion_matrix"], "model_file": "models/cnn.pt",
+    "per_class": cnn_summary["per_class"],
+    "per_speaker_accuracy": cnn_summary.get("per_speaker_accuracy"),
+    "confusion_matrix": cnn_summary["confusion_matrix"],
+    "model_file": "models/cnn.pt",
 }
 update_results(out, models=results_models)
 
@@ -274,38 +327,61 @@ if not wav2vec2_model:
     w2v_skip = "wav2vec2_model is None"
 else:
     try:
-        hf_model, extractor = load_wav2vec2_classifier(wav2vec2_model, labels=labels,
-                                                       freeze_feature_encoder=wav2vec2_freeze_feature_encoder)
+        hf_model, extractor = load_wav2vec2_classifier(
+            wav2vec2_model, labels=labels, freeze_feature_encoder=wav2vec2_freeze_feature_encoder
+        )
     except Wav2Vec2Unavailable as error:
         w2v_skip = str(error)
     else:
         n_params = sum(p.numel() for p in hf_model.parameters())
         if device == "cpu" and not wav2vec2_on_cpu and n_params > 5_000_000:
-            w2v_skip = (f"{wav2vec2_model} has {n_params / 1e6:.0f} M parameters and no GPU is available; "
-                        "set wav2vec2_on_cpu=True to fine-tune on the CPU anyway (slow)")
+            w2v_skip = (
+                f"{wav2vec2_model} has {n_params / 1e6:.0f} M parameters and no GPU is available; "
+                "set wav2vec2_on_cpu=True to fine-tune on the CPU anyway (slow)"
+            )
 if w2v_skip:
     print(f"Wav2Vec2 skipped: {w2v_skip}")
     results_models["wav2vec2"] = {"skipped": w2v_skip, "model": wav2vec2_model}
 else:
     with Stopwatch() as w2v_time:
         w2v_model, w2v_history = finetune_wav2vec2(
-            hf_model, extractor, train_waves, y_train, label_list=labels, input_sample_rate=sample_rate,
-            epochs=wav2vec2_epochs, batch_size=wav2vec2_batch_size, learning_rate=wav2vec2_learning_rate,
-            max_steps=wav2vec2_max_steps, device=device, seed=seed)
+            hf_model,
+            extractor,
+            train_waves,
+            y_train,
+            label_list=labels,
+            input_sample_rate=sample_rate,
+            epochs=wav2vec2_epochs,
+            batch_size=wav2vec2_batch_size,
+            learning_rate=wav2vec2_learning_rate,
+            max_steps=wav2vec2_max_steps,
+            device=device,
+            seed=seed,
+        )
     w2v_pred = w2v_model.predict(test_waves)
-    w2v_summary = classification_summary(y_test, w2v_pred, labels=labels,
-                                         speakers=test_manifest["speaker"] if has_speakers else None)
+    w2v_summary = classification_summary(
+        y_test, w2v_pred, labels=labels, speakers=test_manifest["speaker"] if has_speakers else None
+    )
     save_wav2vec2_digit_model(w2v_model, models_dir / "wav2vec2")
-    print(f"Wav2Vec2 ({wav2vec2_model}): {w2v_history['steps']} steps, validation "
-          f"{w2v_history['best_val_accuracy']:.4f}, test accuracy {w2v_summary['accuracy']:.4f}, "
-          f"{w2v_time.seconds:.1f} s")
+    print(
+        f"Wav2Vec2 ({wav2vec2_model}): {w2v_history['steps']} steps, validation "
+        f"{w2v_history['best_val_accuracy']:.4f}, test accuracy {w2v_summary['accuracy']:.4f}, "
+        f"{w2v_time.seconds:.1f} s"
+    )
     results_models["wav2vec2"] = {
-        "model": wav2vec2_model, "test_accuracy": w2v_summary["accuracy"], "macro_f1": w2v_summary["macro_f1"],
-        "val_accuracy": w2v_history["best_val_accuracy"], "steps": w2v_history["steps"],
-        "epochs": wav2vec2_epochs, "freeze_feature_encoder": wav2vec2_freeze_feature_encoder,
-        "train_seconds": w2v_time.seconds, "parameters": int(sum(p.numel() for p in hf_model.parameters())),
-        "per_class": w2v_summary["per_class"], "per_speaker_accuracy": w2v_summary.get("per_speaker_accuracy"),
-        "confusion_matrix": w2v_summary["confusion_matrix"], "model_file": "models/wav2vec2",
+        "model": wav2vec2_model,
+        "test_accuracy": w2v_summary["accuracy"],
+        "macro_f1": w2v_summary["macro_f1"],
+        "val_accuracy": w2v_history["best_val_accuracy"],
+        "steps": w2v_history["steps"],
+        "epochs": wav2vec2_epochs,
+        "freeze_feature_encoder": wav2vec2_freeze_feature_encoder,
+        "train_seconds": w2v_time.seconds,
+        "parameters": int(sum(p.numel() for p in hf_model.parameters())),
+        "per_class": w2v_summary["per_class"],
+        "per_speaker_accuracy": w2v_summary.get("per_speaker_accuracy"),
+        "confusion_matrix": w2v_summary["confusion_matrix"],
+        "model_file": "models/wav2vec2",
     }
 update_results(out, models=results_models)
 
@@ -318,17 +394,26 @@ if w2v_summary is not None:
     summaries["wav2vec2"] = w2v_summary
 fig, axes = plt.subplots(1, len(summaries), figsize=(4.8 * len(summaries), 4.2))
 for ax, (name, summary) in zip(np.atleast_1d(axes), summaries.items()):
-    plot_confusion(summary["confusion_matrix"], summary["labels"],
-                   title=f"{name}: accuracy {summary['accuracy']:.3f}", ax=ax)
+    plot_confusion(
+        summary["confusion_matrix"], summary["labels"], title=f"{name}: accuracy {summary['accuracy']:.3f}", ax=ax
+    )
 fig.tight_layout()
 save_figure(fig, out, "confusion_matrices")
 plt.show()
-per_class = pd.DataFrame({(name, metric): {c: v[metric] for c, v in s["per_class"].items()}
-                          for name, s in summaries.items() for metric in ("precision", "recall", "f1")})
+per_class = pd.DataFrame(
+    {
+        (name, metric): {c: v[metric] for c, v in s["per_class"].items()}
+        for name, s in summaries.items()
+        for metric in ("precision", "recall", "f1")
+    }
+)
 display(per_class.round(3))
 if has_speakers:
-    display(pd.DataFrame({name: s["per_speaker_accuracy"] for name, s in summaries.items()}).round(3)
-            .rename_axis("test accuracy by speaker (official split)"))
+    display(
+        pd.DataFrame({name: s["per_speaker_accuracy"] for name, s in summaries.items()})
+        .round(3)
+        .rename_axis("test accuracy by speaker (official split)")
+    )
 
 # %% [markdown]
 # ## Leave one speaker out
@@ -365,8 +450,14 @@ else:
         fold_config = DigitCnnConfig.from_dict({**cnn_config.to_dict(), "epochs": loso_cnn_epochs})
 
         def cnn_fold(train_idx, test_idx):
-            model, _ = train_digit_cnn([all_waves[i] for i in train_idx], y_all[train_idx], fold_config,
-                                       device=device, seed=seed, progress=False)
+            model, _ = train_digit_cnn(
+                [all_waves[i] for i in train_idx],
+                y_all[train_idx],
+                fold_config,
+                device=device,
+                seed=seed,
+                progress=False,
+            )
             return model.predict([all_waves[i] for i in test_idx])
 
         with Stopwatch() as loso_time:
@@ -377,12 +468,23 @@ else:
 
         def w2v_fold(train_idx, test_idx):
             fold_model, fold_extractor = load_wav2vec2_classifier(
-                wav2vec2_model, labels=labels, freeze_feature_encoder=wav2vec2_freeze_feature_encoder)
+                wav2vec2_model, labels=labels, freeze_feature_encoder=wav2vec2_freeze_feature_encoder
+            )
             fold, _ = finetune_wav2vec2(
-                fold_model, fold_extractor, [all_waves[i] for i in train_idx], y_all[train_idx], label_list=labels,
-                input_sample_rate=sample_rate, epochs=wav2vec2_epochs, batch_size=wav2vec2_batch_size,
-                learning_rate=wav2vec2_learning_rate, max_steps=wav2vec2_max_steps, device=device, seed=seed,
-                progress=False)
+                fold_model,
+                fold_extractor,
+                [all_waves[i] for i in train_idx],
+                y_all[train_idx],
+                label_list=labels,
+                input_sample_rate=sample_rate,
+                epochs=wav2vec2_epochs,
+                batch_size=wav2vec2_batch_size,
+                learning_rate=wav2vec2_learning_rate,
+                max_steps=wav2vec2_max_steps,
+                device=device,
+                seed=seed,
+                progress=False,
+            )
             return fold.predict([all_waves[i] for i in test_idx])
 
         with Stopwatch() as loso_time:
@@ -421,8 +523,16 @@ for name, model in latency_models.items():
     latency[name] = measure_latency(lambda w, m=model: m.predict([w]), example, runs=latency_runs)
     results_models[name]["latency_ms"] = latency[name]
 display(pd.DataFrame(latency).T.round(2))
-update_results(out, models=results_models, latency={"device": device, "threads": torch.get_num_threads(),
-                                                    "clip_seconds": len(example) / sample_rate, **latency})
+update_results(
+    out,
+    models=results_models,
+    latency={
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "clip_seconds": len(example) / sample_rate,
+        **latency,
+    },
+)
 
 # %% [markdown]
 # ## Saved models: reload and predict files
@@ -432,8 +542,11 @@ update_results(out, models=results_models, latency={"device": device, "threads":
 
 # %%
 reload_check = {}
-for name, path in [("svm", models_dir / "svm.joblib"), ("cnn", models_dir / "cnn.pt"),
-                   ("wav2vec2", models_dir / "wav2vec2")]:
+for name, path in [
+    ("svm", models_dir / "svm.joblib"),
+    ("cnn", models_dir / "cnn.pt"),
+    ("wav2vec2", models_dir / "wav2vec2"),
+]:
     if not Path(path).exists():
         continue
     reloaded = load_digit_model(path, device="cpu")
@@ -472,14 +585,14 @@ vad_config = VadConfig(threshold_db=vad_threshold_db, min_speech_ms=vad_min_spee
 if live_model not in latency_models:
     print(f"live_model {live_model!r} is not available here; using the CNN")
 stream_model = latency_models.get(live_model, cnn_model)
-recognizer = StreamingDigitRecognizer(stream_model, vad_config, confidence_threshold=confidence_threshold,
-                                      temperature=temperature, force_emit=force_emit)
+recognizer = StreamingDigitRecognizer(
+    stream_model, vad_config, confidence_threshold=confidence_threshold, temperature=temperature, force_emit=force_emit
+)
 events = stream_audio_file(recording, recognizer, chunk_ms=100, sample_rate=sample_rate)
 expected = [d for d, _, _ in truth_spans]
 emitted = recognizer.digits
 print(f"expected {expected}\nemitted  {emitted}")
 display(pd.DataFrame(events).round(3))
-
 
 
 def random_recording(digits, rng):
@@ -494,14 +607,22 @@ trial_rng = np.random.default_rng(seed + 1)
 exact, digit_hits, digit_total = 0, 0, 0
 for _ in range(stream_trials if len(labels) > 1 else 0):
     digits = [labels[i] for i in trial_rng.integers(0, len(labels), 5)]
-    trial = StreamingDigitRecognizer(stream_model, vad_config, confidence_threshold=confidence_threshold,
-                                     temperature=temperature, force_emit=force_emit)
+    trial = StreamingDigitRecognizer(
+        stream_model,
+        vad_config,
+        confidence_threshold=confidence_threshold,
+        temperature=temperature,
+        force_emit=force_emit,
+    )
     stream_audio_file(random_recording(digits, trial_rng), trial, sample_rate=sample_rate)
     exact += list(trial.digits) == digits
     digit_hits += sum(a == b for a, b in zip(trial.digits, digits)) if len(trial.digits) == len(digits) else 0
     digit_total += len(digits)
-stream_trial_results = {"recordings": stream_trials, "exact_sequence_rate": exact / max(1, stream_trials),
-                        "digit_accuracy_when_count_matches": digit_hits / max(1, digit_total)}
+stream_trial_results = {
+    "recordings": stream_trials,
+    "exact_sequence_rate": exact / max(1, stream_trials),
+    "digit_accuracy_when_count_matches": digit_hits / max(1, digit_total),
+}
 print(f"{stream_trials} random 5-digit recordings: {exact} decoded exactly")
 
 fig, ax = plt.subplots(figsize=(11, 2.8))
@@ -516,21 +637,33 @@ ax.set_xlabel("seconds")
 ax.set_title("streamed recording: true digits (green), VAD segments and emitted digits (blue)", pad=12)
 save_figure(fig, out, "streaming_demo")
 plt.show()
-update_results(out, streaming={"expected": expected, "emitted": emitted, "correct_in_order": emitted == expected,
-                               "model": live_model if live_model in latency_models else "cnn",
-                               "events": events, "random_recordings": stream_trial_results, "vad": vad_config.__dict__,
-                               "confidence_threshold": confidence_threshold, "temperature": temperature})
+update_results(
+    out,
+    streaming={
+        "expected": expected,
+        "emitted": emitted,
+        "correct_in_order": emitted == expected,
+        "model": live_model if live_model in latency_models else "cnn",
+        "events": events,
+        "random_recordings": stream_trial_results,
+        "vad": vad_config.__dict__,
+        "confidence_threshold": confidence_threshold,
+        "temperature": temperature,
+    },
+)
 
 # %% [markdown]
 # ## Live microphone
 #
 # **Start listening** starts VAD-gated listening until **Stop** (toggle mode); **Push to
-# talk** records one utterance: click, say a digit, click **Done**. Each emitted digit shows with its confidence. Without a microphone
+# talk** records one utterance: click, say a digit, click **Done**. Each emitted digit shows with its
+# confidence. Without a microphone
 # (Colab, a server, no PortAudio) the panel says why instead.
 
 # %%
-live_recognizer = StreamingDigitRecognizer(stream_model, vad_config, confidence_threshold=confidence_threshold,
-                                           temperature=temperature, force_emit=force_emit)
+live_recognizer = StreamingDigitRecognizer(
+    stream_model, vad_config, confidence_threshold=confidence_threshold, temperature=temperature, force_emit=force_emit
+)
 display(live_digit_widget(live_recognizer))
 
 # %% [markdown]
@@ -539,15 +672,20 @@ display(live_digit_widget(live_recognizer))
 # %%
 summary_rows = {}
 for name, r in results_models.items():
-    summary_rows[name] = {"test accuracy": r.get("test_accuracy"), "CV / val accuracy":
-                          r.get("cv_accuracy", r.get("val_accuracy")),
-                          "leave-one-speaker-out": r.get("loso_mean_accuracy"),
-                          "latency ms (mean)": r.get("latency_ms", {}).get("mean_ms"),
-                          "train s": r.get("train_seconds"), "note": r.get("skipped", "")}
+    summary_rows[name] = {
+        "test accuracy": r.get("test_accuracy"),
+        "CV / val accuracy": r.get("cv_accuracy", r.get("val_accuracy")),
+        "leave-one-speaker-out": r.get("loso_mean_accuracy"),
+        "latency ms (mean)": r.get("latency_ms", {}).get("mean_ms"),
+        "train s": r.get("train_seconds"),
+        "note": r.get("skipped", ""),
+    }
 summary_table = pd.DataFrame(summary_rows).T
 display(summary_table)
 total_seconds = time.perf_counter() - notebook_start
-update_results(out, summary={name: {k: v for k, v in row.items() if v is not None and v == v}
-                             for name, row in summary_rows.items()},
-               run={"seconds": total_seconds, "device": device, "seed": seed})
+update_results(
+    out,
+    summary={name: {k: v for k, v in row.items() if v is not None and v == v} for name, row in summary_rows.items()},
+    run={"seconds": total_seconds, "device": device, "seed": seed},
+)
 print(f"done in {total_seconds / 60:.1f} min; results in {out / 'results.json'}")

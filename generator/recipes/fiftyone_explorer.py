@@ -17,7 +17,9 @@
 # %% tags=["parameters"]
 data_path = None  # data folder; None: $AUDIOLENS_DATA, data/, then download (FSDD)
 dataset = "fsdd"  # "fsdd", "librispeech" (sample) or "folder" (data_path is then any labelled folder)
-labels_csv = None  # for dataset "folder": CSV with filename,label(,more columns); None: sub-folders or label_speaker_index names
+labels_csv = (
+    None  # for dataset "folder": CSV with filename,label(,more columns); None: sub-folders or label_speaker_index names
+)
 label_column = None  # manifest column used as the label; None: "label" ("sex" for librispeech)
 max_clips = 600  # clips used, stratified by label (None: all)
 output_dir = "runs/fiftyone_explorer/latest"  # results.json, figures and the exported table go here
@@ -47,7 +49,9 @@ umap_min_dist = 0.1  # UMAP minimum distance
 tsne_perplexity = 30.0  # t-SNE perplexity
 quality_group_column = "speaker"  # also score precision@k with the query's own speaker excluded (None: skip)
 map_color_column = "speaker"  # a second row of maps coloured by this column (None or a missing column: skip)
-map_threads = "auto"  # OpenMP threads for the maps: "auto" (1 up to 2,000 clips: avoids spin-wait stalls), None or a number
+map_threads = (
+    "auto"  # OpenMP threads for the maps: "auto" (1 up to 2,000 clips: avoids spin-wait stalls), None or a number
+)
 export_format = "parquet"  # table of metadata + embeddings + map coordinates: "parquet" or "csv"
 launch_app = "auto"  # "auto" (only in an interactive notebook), "always" or "never"
 app_port = 5151  # App port
@@ -137,27 +141,40 @@ manifest.head()
 # must compute nothing: its time is the cost of reading the cache back.
 
 # %%
-embedder = make_audio_embedder(encoder, model_name=model_name, layer=model_layer, pooling=pooling,
-                               checkpoint=audiomae_checkpoint, device=pick_device(device),
-                               local_files_only=local_files_only)
+embedder = make_audio_embedder(
+    encoder,
+    model_name=model_name,
+    layer=model_layer,
+    pooling=pooling,
+    checkpoint=audiomae_checkpoint,
+    device=pick_device(device),
+    local_files_only=local_files_only,
+)
 with Stopwatch() as sw_first:
-    embeddings, files, embed_meta = embed_audio_files_cached(manifest.path, embedder, cache_dir, dataset_key,
-                                                             batch_size=batch_size)
+    embeddings, files, embed_meta = embed_audio_files_cached(
+        manifest.path, embedder, cache_dir, dataset_key, batch_size=batch_size
+    )
 with Stopwatch() as sw_second:
-    embeddings_again, files_again, embed_meta_again = embed_audio_files_cached(manifest.path, embedder, cache_dir,
-                                                                               dataset_key, batch_size=batch_size)
+    embeddings_again, files_again, embed_meta_again = embed_audio_files_cached(
+        manifest.path, embedder, cache_dir, dataset_key, batch_size=batch_size
+    )
 assert files_again == files and np.array_equal(embeddings_again, embeddings), "cache returned different embeddings"
 assert embed_meta_again["cache"]["n_computed"] == 0, "second run recomputed embeddings"
 timings["embeddings"] = sw_first.seconds
 timings["embeddings_cached"] = sw_second.seconds
 cache_report = {
-    "first_run_seconds": sw_first.seconds, "first_run_computed": embed_meta["cache"]["n_computed"],
+    "first_run_seconds": sw_first.seconds,
+    "first_run_computed": embed_meta["cache"]["n_computed"],
     "first_run_cold": embed_meta["cache"]["n_cached"] == 0,
-    "second_run_seconds": sw_second.seconds, "second_run_computed": embed_meta_again["cache"]["n_computed"],
-    "speedup": sw_first.seconds / max(sw_second.seconds, 1e-9), "cache_dir": embed_meta["cache"]["cache_dir"],
+    "second_run_seconds": sw_second.seconds,
+    "second_run_computed": embed_meta_again["cache"]["n_computed"],
+    "speedup": sw_first.seconds / max(sw_second.seconds, 1e-9),
+    "cache_dir": embed_meta["cache"]["cache_dir"],
 }
-print(f"embeddings {embeddings.shape} in {sw_first.seconds:.2f} s; again from the cache in {sw_second.seconds:.3f} s "
-      f"({cache_report['speedup']:.0f}x faster)")
+print(
+    f"embeddings {embeddings.shape} in {sw_first.seconds:.2f} s; again from the cache in {sw_second.seconds:.3f} s "
+    f"({cache_report['speedup']:.0f}x faster)"
+)
 if embed_meta["failed"]:
     print("Skipped clips:", pd.DataFrame(embed_meta["failed"]).to_string(index=False))
 
@@ -189,9 +206,15 @@ if make_videos:
     videos[:n_videos] = made
     first = next(i for i, v in enumerate(videos) if v)
     streams = spec_media_streams(videos[first])
-    video_check = {"n_videos": int(sum(v is not None for v in videos)), "failed": video_failed,
-                   "example": videos[first], "audio_codec": streams["audio"], "video_codec": streams["video"],
-                   "container_seconds": streams["duration"], "clip_seconds": float(clips.duration[first])}
+    video_check = {
+        "n_videos": int(sum(v is not None for v in videos)),
+        "failed": video_failed,
+        "example": videos[first],
+        "audio_codec": streams["audio"],
+        "video_codec": streams["video"],
+        "container_seconds": streams["duration"],
+        "clip_seconds": float(clips.duration[first]),
+    }
     print(f"{video_check['n_videos']} playable clips; example {Path(videos[first]).name}: {streams}")
 
 # %% [markdown]
@@ -216,12 +239,22 @@ vectors = embeddings.astype(np.float64)
 if standardize:
     vectors = (vectors - vectors.mean(axis=0)) / (vectors.std(axis=0) + 1e-8)
 vectors = vectors.astype(np.float32)
-lonlat, geo_source = fo_geolocations(clips, coords_csv=coords_csv, by=geo_by if geo_by in clips else label_col,
-                                     seed=seed)
+lonlat, geo_source = fo_geolocations(
+    clips, coords_csv=coords_csv, by=geo_by if geo_by in clips else label_col, seed=seed
+)
 name = fo_dataset_name or f"audiolens-{dataset}-{encoder}"
 with Stopwatch() as sw:
-    ds = fo_build_audio_dataset(name, clips, vectors, previews, video_paths=videos, lonlat=lonlat,
-                                geo_source=geo_source, overwrite=overwrite, label_column=label_col)
+    ds = fo_build_audio_dataset(
+        name,
+        clips,
+        vectors,
+        previews,
+        video_paths=videos,
+        lonlat=lonlat,
+        geo_source=geo_source,
+        overwrite=overwrite,
+        label_column=label_col,
+    )
 timings["dataset"] = sw.seconds
 clip_view = fo_clips_view(ds)
 print(ds)
@@ -245,17 +278,22 @@ query_label = labels[query_row]
 
 def describe_query(view, query_id=None, label=None):
     ids, found = view.values("id"), np.asarray(view.values("ground_truth.label"))
-    return {"n_results": len(ids), "first_is_query": bool(query_id is not None and ids and ids[0] == query_id),
-            "same_label_fraction": float((found == label).mean()) if len(found) else float("nan")}
+    return {
+        "n_results": len(ids),
+        "first_is_query": bool(query_id is not None and ids and ids[0] == query_id),
+        "same_label_fraction": float((found == label).mean()) if len(found) else float("nan"),
+    }
 
 
 by_sample = fo_query_by_sample(ds, sample_ids[query_row], k=n_neighbours)
 by_vector = fo_query_by_vector(ds, vectors[query_row], k=n_neighbours)
 centroid_label = pd.Series(labels).value_counts().index[0]
 by_centroid = fo_query_by_vector(ds, vectors[labels == centroid_label].mean(axis=0), k=n_neighbours)
-queries = {"by_sample": describe_query(by_sample, sample_ids[query_row], query_label),
-           "by_vector": describe_query(by_vector, sample_ids[query_row], query_label),
-           "by_label_centroid": describe_query(by_centroid, None, centroid_label)}
+queries = {
+    "by_sample": describe_query(by_sample, sample_ids[query_row], query_label),
+    "by_vector": describe_query(by_vector, sample_ids[query_row], query_label),
+    "by_label_centroid": describe_query(by_centroid, None, centroid_label),
+}
 queries["query_label"], queries["centroid_label"] = str(query_label), str(centroid_label)
 pd.DataFrame({q: v for q, v in queries.items() if isinstance(v, dict)}).T
 
@@ -287,16 +325,26 @@ fo_play_clips(by_sample, max_clips=3)
 # plotted here coloured by label.
 
 # %%
-maps = fo_compute_maps(ds, vectors, methods=map_methods, seed=seed, umap_n_neighbours=umap_n_neighbours,
-                       umap_min_dist=umap_min_dist, tsne_perplexity=tsne_perplexity, threads=map_threads)
+maps = fo_compute_maps(
+    ds,
+    vectors,
+    methods=map_methods,
+    seed=seed,
+    umap_n_neighbours=umap_n_neighbours,
+    umap_min_dist=umap_min_dist,
+    tsne_perplexity=tsne_perplexity,
+    threads=map_threads,
+)
 for method, item in maps.items():
     timings[method] = item["seconds"]
     assert np.all(np.isfinite(item["points"])) and item["points"].shape == (len(clips), 2)
 if maps:
-    colour_columns = [label_col] + ([map_color_column] if map_color_column in clips.columns
-                                    and map_color_column != label_col else [])
-    fig, axes = plt.subplots(len(colour_columns), len(maps), figsize=(5 * len(maps), 4.4 * len(colour_columns)),
-                             squeeze=False)
+    colour_columns = [label_col] + (
+        [map_color_column] if map_color_column in clips.columns and map_color_column != label_col else []
+    )
+    fig, axes = plt.subplots(
+        len(colour_columns), len(maps), figsize=(5 * len(maps), 4.4 * len(colour_columns)), squeeze=False
+    )
     for row, column in enumerate(colour_columns):
         values = clips[column].astype(str).to_numpy()
         names = sorted(set(values))
@@ -325,11 +373,24 @@ if maps:
 
     method, item = next(iter(maps.items()))
     hover = [c for c in ("speaker", "split", "fold", "category", "duration") if c in clips.columns]
-    frame = clips.assign(x=item["points"][:, 0], y=item["points"][:, 1], file=clips.path.map(lambda p: Path(p).name),
-                         label_text=clips[label_col].astype(str))
-    interactive = px.scatter(frame, x="x", y="y", color="label_text", hover_name="file", hover_data=hover,
-                             title=f"{method.upper()} of {len(clips)} clips ({embedder.name})", width=850, height=600,
-                             labels={"label_text": label_col})
+    frame = clips.assign(
+        x=item["points"][:, 0],
+        y=item["points"][:, 1],
+        file=clips.path.map(lambda p: Path(p).name),
+        label_text=clips[label_col].astype(str),
+    )
+    interactive = px.scatter(
+        frame,
+        x="x",
+        y="y",
+        color="label_text",
+        hover_name="file",
+        hover_data=hover,
+        title=f"{method.upper()} of {len(clips)} clips ({embedder.name})",
+        width=850,
+        height=600,
+        labels={"label_text": label_col},
+    )
     interactive.update_traces(marker={"size": 6})
     save_figure(interactive, out, "map_interactive")
     interactive.show()
@@ -356,8 +417,13 @@ chance = precision_chance(labels)
 p_other_group = None
 if quality_group_column in clips.columns and clips[quality_group_column].nunique() > 1 and len(clips) <= 6000:
     p_other_group = precision_at_k_across_groups(vectors, labels, clips[quality_group_column].astype(str), n_neighbours)
-    print(f"precision@{n_neighbours} = {p_at_k:.3f}; with the query's own {quality_group_column} excluded: {p_other_group:.3f}")
-fig = plot_embedding_quality(vectors, labels, ks=(1, 2, 5, 10, n_neighbours, 50), title=f"{embedder.name}: neighbour precision")
+    print(
+        f"precision@{n_neighbours} = {p_at_k:.3f}; "
+        f"with the query's own {quality_group_column} excluded: {p_other_group:.3f}"
+    )
+fig = plot_embedding_quality(
+    vectors, labels, ks=(1, 2, 5, 10, n_neighbours, 50), title=f"{embedder.name}: neighbour precision"
+)
 save_figure(fig, out, "embedding_quality")
 plt.show()
 quality
@@ -368,35 +434,65 @@ quality
 # %%
 export_path = out / f"clips.{export_format}"
 export_maps = {method: {"points": item["points"]} for method, item in maps.items()}
-table = fo_export_table(clips.assign(sample_id=sample_ids, lon=lonlat[:, 0], lat=lonlat[:, 1]), vectors,
-                        export_maps, export_path, fmt=export_format)
+table = fo_export_table(
+    clips.assign(sample_id=sample_ids, lon=lonlat[:, 0], lat=lonlat[:, 1]),
+    vectors,
+    export_maps,
+    export_path,
+    fmt=export_format,
+)
 print(f"exported {table.shape[0]} rows x {table.shape[1]} columns to {export_path}")
 results = update_results(
     out,
-    dataset={"name": ds.name, "source": dataset, "n_samples": len(clip_view), "n_groups": len(clip_view),
-             "n_playback": int(len(ds.select_group_slices("playback"))) if make_videos else 0,
-             "n_labels": int(len(set(labels))), "label_column": label_col,
-             "n_failed": len(embed_meta["failed"]) + len(png_failed), "failed": embed_meta["failed"] + png_failed,
-             "non_null_embeddings": int(clip_view.exists("embedding").count()),
-             "n_with_location": int(clip_view.exists("location").count())},
-    encoder={"name": embedder.name, "config": embedder.config(), "embedding_dim": int(vectors.shape[1]),
-             "standardized": bool(standardize)},
+    dataset={
+        "name": ds.name,
+        "source": dataset,
+        "n_samples": len(clip_view),
+        "n_groups": len(clip_view),
+        "n_playback": int(len(ds.select_group_slices("playback"))) if make_videos else 0,
+        "n_labels": int(len(set(labels))),
+        "label_column": label_col,
+        "n_failed": len(embed_meta["failed"]) + len(png_failed),
+        "failed": embed_meta["failed"] + png_failed,
+        "non_null_embeddings": int(clip_view.exists("embedding").count()),
+        "n_with_location": int(clip_view.exists("location").count()),
+    },
+    encoder={
+        "name": embedder.name,
+        "config": embedder.config(),
+        "embedding_dim": int(vectors.shape[1]),
+        "standardized": bool(standardize),
+    },
     timings=timings,
     cache=cache_report,
     queries=queries,
-    quality={"k": n_neighbours, "precision_at_k": p_at_k, "chance": chance, "group_column": quality_group_column,
-             "precision_at_k_other_groups": p_other_group,
-             "table": dict(zip(quality.metric, quality.value))},
-    maps={method: {"seconds": item["seconds"], "options": item["options"], "brain_key": item["brain_key"],
-                   "finite": bool(np.isfinite(item["points"]).all()), "n_points": int(len(item["points"]))}
-          for method, item in maps.items()},
+    quality={
+        "k": n_neighbours,
+        "precision_at_k": p_at_k,
+        "chance": chance,
+        "group_column": quality_group_column,
+        "precision_at_k_other_groups": p_other_group,
+        "table": dict(zip(quality.metric, quality.value)),
+    },
+    maps={
+        method: {
+            "seconds": item["seconds"],
+            "options": item["options"],
+            "brain_key": item["brain_key"],
+            "finite": bool(np.isfinite(item["points"]).all()),
+            "n_points": int(len(item["points"])),
+        }
+        for method, item in maps.items()
+    },
     views=view_sizes,
     playback=video_check,
     preview_scale=colour_scale,
     export={"path": str(export_path), "rows": int(table.shape[0]), "columns": int(table.shape[1])},
 )
-print(f"precision@{n_neighbours} = {p_at_k:.3f} (chance {chance:.3f}); timings: "
-      + ", ".join(f"{key} {value:.2f}s" for key, value in timings.items()))
+print(
+    f"precision@{n_neighbours} = {p_at_k:.3f} (chance {chance:.3f}); timings: "
+    + ", ".join(f"{key} {value:.2f}s" for key, value in timings.items())
+)
 
 # %% [markdown]
 # ## The App
@@ -418,5 +514,11 @@ print(f"precision@{n_neighbours} = {p_at_k:.3f} (chance {chance:.3f}); timings: 
 
 # %%
 session = fo_launch_app(ds, port=app_port, remote=remote, when=launch_app)
-update_results(out, app={"context": fo_execution_context(), "launched": session is not None,
-                         "url": session.url if session is not None else None})
+update_results(
+    out,
+    app={
+        "context": fo_execution_context(),
+        "launched": session is not None,
+        "url": session.url if session is not None else None,
+    },
+)

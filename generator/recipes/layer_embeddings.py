@@ -16,7 +16,9 @@
 # be loaded (offline, a typo) is reported in `results.json` and the others go on.
 
 # %% tags=["parameters"]
-data_path = None  # word data folder (FSDD, Speech Commands or a labelled folder); None: $AUDIOLENS_DATA, data/, download
+data_path = (
+    None  # word data folder (FSDD, Speech Commands or a labelled folder); None: $AUDIOLENS_DATA, data/, download
+)
 output_dir = "runs/layer_embeddings/latest"  # results.json and figures go here
 seed = 0  # random seed
 models = ["facebook/wav2vec2-base", "openai/whisper-tiny", "descript/dac_16khz"]  # hub ids or save_pretrained folders
@@ -87,12 +89,24 @@ limit_cpu_threads(cpu_threads)
 if isinstance(models, str):
     models = [models]
 poolings = list(dict.fromkeys([pooling] + list(compare_poolings or [])))
-settings = {"models": list(models), "layers": layers, "word_source": str(word_source), "words": words,
-            "samples_per_word": samples_per_word, "pooling": pooling, "compare_poolings": compare_poolings,
-            "layer_mode": layer_mode,
-            "reduction": reduction, "n_components": n_components, "cv_folds": cv_folds,
-            "group_by_speaker": group_by_speaker, "n_neighbours": n_neighbours, "seed": seed, "device": device,
-            "cpu_threads": cpu_threads}
+settings = {
+    "models": list(models),
+    "layers": layers,
+    "word_source": str(word_source),
+    "words": words,
+    "samples_per_word": samples_per_word,
+    "pooling": pooling,
+    "compare_poolings": compare_poolings,
+    "layer_mode": layer_mode,
+    "reduction": reduction,
+    "n_components": n_components,
+    "cv_folds": cv_folds,
+    "group_by_speaker": group_by_speaker,
+    "n_neighbours": n_neighbours,
+    "seed": seed,
+    "device": device,
+    "cpu_threads": cpu_threads,
+}
 update_results(out, settings=settings)
 
 # %% [markdown]
@@ -101,14 +115,22 @@ update_results(out, settings=settings)
 # The same clips go through every model. Speakers are spread evenly over the words.
 
 # %%
-samples = select_word_samples(word_source, words=words, samples_per_word=samples_per_word, data_path=data_path,
-                              seed=seed)
+samples = select_word_samples(
+    word_source, words=words, samples_per_word=samples_per_word, data_path=data_path, seed=seed
+)
 print(f"{len(samples)} clips, {samples.word.nunique()} words, {samples.speaker.nunique()} speakers")
 display(word_sample_summary(samples))
 longest_clip = max(audio_info(p)["duration"] for p in samples.path)
 longest_clip = min(longest_clip, max_seconds) if max_seconds else longest_clip
-update_results(out, data={"source": str(word_source), "words": list(dict.fromkeys(samples.word)),
-                          "n_clips": len(samples), "n_speakers": int(samples.speaker.nunique())})
+update_results(
+    out,
+    data={
+        "source": str(word_source),
+        "words": list(dict.fromkeys(samples.word)),
+        "n_clips": len(samples),
+        "n_speakers": int(samples.speaker.nunique()),
+    },
+)
 
 # %% [markdown]
 # ## Models
@@ -118,8 +140,9 @@ update_results(out, data={"source": str(word_source), "words": list(dict.fromkey
 # checked against the free memory and run over every clip; its embeddings are cached.
 
 # %%
-planned = pd.DataFrame([{"model": m, **KNOWN_SPEECH_MODELS.get(resolve_speech_model_id(m), {"note": "local / other"})}
-                        for m in models])
+planned = pd.DataFrame(
+    [{"model": m, **KNOWN_SPEECH_MODELS.get(resolve_speech_model_id(m), {"note": "local / other"})} for m in models]
+)
 display(planned)
 
 # %%
@@ -136,12 +159,16 @@ for name in models:
     adapters_info.append(info_table.iloc[0].to_dict())
     try:
         chosen = resolve_layer_request(adapter, layers)
-        memory = check_extraction_memory(adapter, len(samples), len(chosen), max_clip_seconds=longest_clip,
-                                         pooling=pooling, n_poolings=len(poolings))
-        print(f"layers {chosen}; estimated memory {memory['total'] / 2**20:.0f} MiB "
-              f"(free {memory['available'] / 2**30:.1f} GiB)")
-        pooled_sets[name] = extract_layer_embeddings_pooled(adapter, samples.path, chosen, poolings,
-                                                            cache_dir=cache_dir, max_seconds=max_seconds)
+        memory = check_extraction_memory(
+            adapter, len(samples), len(chosen), max_clip_seconds=longest_clip, pooling=pooling, n_poolings=len(poolings)
+        )
+        print(
+            f"layers {chosen}; estimated memory {memory['total'] / 2**20:.0f} MiB "
+            f"(free {memory['available'] / 2**30:.1f} GiB)"
+        )
+        pooled_sets[name] = extract_layer_embeddings_pooled(
+            adapter, samples.path, chosen, poolings, cache_dir=cache_dir, max_seconds=max_seconds
+        )
         embedding_sets[name] = pooled_sets[name][pooling]
     except Exception as error:  # noqa: BLE001 - out of memory (with advice), a bad layer list, a model bug
         model_errors[name] = f"{type(error).__name__}: {error}"
@@ -155,31 +182,46 @@ extraction = {}
 for name, result in embedding_sets.items():
     # seconds: the model's time over all clips (measured when the cache was built, resumes included);
     # seconds_this_run: what this run spent (0 when everything came from the cache)
-    extraction[name] = {"seconds": round(result.compute_seconds, 3), "seconds_this_run": round(result.seconds, 3),
-                        "from_cache": result.from_cache, "clips": len(result.paths),
-                        "audio_seconds": round(result.compute_audio_seconds, 2),
-                        "realtime_factor": round(result.compute_audio_seconds / result.compute_seconds, 1)
-                        if result.compute_seconds else None,
-                        "layers": result.layers, "dims": result.dims(), "failures": result.failures}
-    print(f"{name}: {len(result.paths)} clips, {len(result.layers)} layers, extraction {result.compute_seconds:.1f} s"
-          + (" (from the cache)" if result.from_cache else ""))
+    extraction[name] = {
+        "seconds": round(result.compute_seconds, 3),
+        "seconds_this_run": round(result.seconds, 3),
+        "from_cache": result.from_cache,
+        "clips": len(result.paths),
+        "audio_seconds": round(result.compute_audio_seconds, 2),
+        "realtime_factor": round(result.compute_audio_seconds / result.compute_seconds, 1)
+        if result.compute_seconds
+        else None,
+        "layers": result.layers,
+        "dims": result.dims(),
+        "failures": result.failures,
+    }
+    print(
+        f"{name}: {len(result.paths)} clips, {len(result.layers)} layers, extraction {result.compute_seconds:.1f} s"
+        + (" (from the cache)" if result.from_cache else "")
+    )
 if mfcc_baseline:
     pooled_sets["mfcc"] = mfcc_baseline_embeddings(samples.path, poolings, max_seconds=max_seconds)
     embedding_sets["mfcc"] = pooled_sets["mfcc"][pooling]
-    extraction["mfcc"] = {"seconds": round(embedding_sets["mfcc"].seconds, 3),
-                          "seconds_this_run": round(embedding_sets["mfcc"].seconds, 3), "from_cache": False,
-                          "clips": len(embedding_sets["mfcc"].paths), "layers": ["mfcc"],
-                          "dims": embedding_sets["mfcc"].dims()}
+    extraction["mfcc"] = {
+        "seconds": round(embedding_sets["mfcc"].seconds, 3),
+        "seconds_this_run": round(embedding_sets["mfcc"].seconds, 3),
+        "from_cache": False,
+        "clips": len(embedding_sets["mfcc"].paths),
+        "layers": ["mfcc"],
+        "dims": embedding_sets["mfcc"].dims(),
+    }
 update_results(out, models=adapters_info, model_errors=model_errors, extraction=extraction)
 if not embedding_sets:
-    raise RuntimeError("no model could be loaded and the MFCC baseline is off: nothing to compare; "
-                       f"errors: {model_errors}")
+    raise RuntimeError(
+        f"no model could be loaded and the MFCC baseline is off: nothing to compare; errors: {model_errors}"
+    )
 
 # %% [markdown]
 # ## Which layer separates the words?
 #
 # Every model is scored on the same clips (those every model could read). With
 # `group_by_speaker` the folds hold speakers out, the honest test of word identity.
+
 
 # %%
 def nan_to_none(value):
@@ -202,18 +244,25 @@ for name, result in embedding_sets.items():
     aligned = {layer: x[index] for layer, x in result.embeddings.items()}
     model_views[name] = layer_mode_views(aligned, layer_mode if name != "mfcc" else "single")
 groups = clips.speaker.to_numpy() if group_by_speaker and clips.speaker.nunique() >= 2 else None
-table = layer_separability_table(model_views, clips.word.to_numpy(), groups=groups, n_splits=cv_folds, knn_k=n_neighbours,
-                                 seed=seed)
+table = layer_separability_table(
+    model_views, clips.word.to_numpy(), groups=groups, n_splits=cv_folds, knn_k=n_neighbours, seed=seed
+)
 pd.set_option("display.max_rows", 200)
-display(table.style.format({"knn_acc": "{:.3f}", "linear_acc": "{:.3f}", "silhouette": "{:.3f}", "depth": "{:.2f}",
-                            "chance": "{:.3f}"}).background_gradient(subset=["knn_acc", "linear_acc", "silhouette"]))
+display(
+    table.style.format(
+        {"knn_acc": "{:.3f}", "linear_acc": "{:.3f}", "silhouette": "{:.3f}", "depth": "{:.2f}", "chance": "{:.3f}"}
+    ).background_gradient(subset=["knn_acc", "linear_acc", "silhouette"])
+)
 
 # %%
 best = best_layers(table, "linear_acc")
 print("Best layer per model (linear probe):")
 display(best[["model", "layer", "knn_acc", "linear_acc", "silhouette"]])
-fig = plot_layer_separability(table, title=f"{clips.word.nunique()} words, {len(clips)} clips, pooling {pooling}"
-                              + (", speakers held out" if groups is not None else ""))
+fig = plot_layer_separability(
+    table,
+    title=f"{clips.word.nunique()} words, {len(clips)} clips, pooling {pooling}"
+    + (", speakers held out" if groups is not None else ""),
+)
 save_figure(fig, out, "separability_by_layer")
 plt.show()
 interactive = plot_layer_separability_interactive(table, "linear_acc")
@@ -222,15 +271,31 @@ interactive.show()
 mfcc_row = table[table.model == "mfcc"]
 update_results(
     out,
-    separability=nan_to_none(table[["model", "layer", "position", "depth", "dims", "knn_acc", "linear_acc",
-                                    "silhouette"]].to_dict(orient="records")),
+    separability=nan_to_none(
+        table[["model", "layer", "position", "depth", "dims", "knn_acc", "linear_acc", "silhouette"]].to_dict(
+            orient="records"
+        )
+    ),
     chance=float(table.chance.iloc[0]),
-    cv={"folds": int(min(cv_folds, clips.word.value_counts().min())), "speakers_held_out": groups is not None,
-        "n_clips": len(clips)},
-    best_layer=nan_to_none({row.model: {"layer": row.layer, "knn_acc": row.knn_acc, "linear_acc": row.linear_acc,
-                                        "silhouette": row.silhouette} for row in best.itertuples()}),
+    cv={
+        "folds": int(min(cv_folds, clips.word.value_counts().min())),
+        "speakers_held_out": groups is not None,
+        "n_clips": len(clips),
+    },
+    best_layer=nan_to_none(
+        {
+            row.model: {
+                "layer": row.layer,
+                "knn_acc": row.knn_acc,
+                "linear_acc": row.linear_acc,
+                "silhouette": row.silhouette,
+            }
+            for row in best.itertuples()
+        }
+    ),
     mfcc_baseline=nan_to_none(mfcc_row.iloc[0][["knn_acc", "linear_acc", "silhouette"]].to_dict())
-    if len(mfcc_row) else None,
+    if len(mfcc_row)
+    else None,
 )
 
 # %% [markdown]
@@ -248,17 +313,37 @@ if len(poolings) > 1:
         position = {p: i for i, p in enumerate(sets[pooling].paths)}
         aligned_index[name] = [position[p] for p in clips.path]
     for row in best.itertuples():
-        views = {f"{row.model}|{p}": {row.layer: pooled_sets[row.model][p].embeddings[row.layer][aligned_index[row.model]]}
-                 for p in poolings}
-        scored = layer_separability_table(views, clips.word.to_numpy(), groups=groups, n_splits=cv_folds, knn_k=n_neighbours,
-                                          seed=seed, progress=False)
+        views = {
+            f"{row.model}|{p}": {row.layer: pooled_sets[row.model][p].embeddings[row.layer][aligned_index[row.model]]}
+            for p in poolings
+        }
+        scored = layer_separability_table(
+            views,
+            clips.word.to_numpy(),
+            groups=groups,
+            n_splits=cv_folds,
+            knn_k=n_neighbours,
+            seed=seed,
+            progress=False,
+        )
         for item in scored.itertuples():
-            pooling_rows.append({"model": row.model, "layer": row.layer, "pooling": item.model.split("|")[-1],
-                                 "dims": item.dims, "knn_acc": item.knn_acc, "linear_acc": item.linear_acc,
-                                 "silhouette": item.silhouette})
+            pooling_rows.append(
+                {
+                    "model": row.model,
+                    "layer": row.layer,
+                    "pooling": item.model.split("|")[-1],
+                    "dims": item.dims,
+                    "knn_acc": item.knn_acc,
+                    "linear_acc": item.linear_acc,
+                    "silhouette": item.silhouette,
+                }
+            )
     pooling_table = pd.DataFrame(pooling_rows)
-    display(pooling_table.pivot_table(index=["model", "layer"], columns="pooling", values="linear_acc")
-            .style.format("{:.3f}").background_gradient(axis=1))
+    display(
+        pooling_table.pivot_table(index=["model", "layer"], columns="pooling", values="linear_acc")
+        .style.format("{:.3f}")
+        .background_gradient(axis=1)
+    )
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(best)), 4))
     pivot = pooling_table.pivot_table(index="model", columns="pooling", values="linear_acc")[poolings]
     pivot.index = [str(m).rstrip("/").split("/")[-1] for m in pivot.index]
@@ -296,8 +381,9 @@ plt.show()
 for row in best.itertuples():
     points = reduce_layer_embeddings(model_views[row.model][row.layer], reduction, n_components, seed)
     short = str(row.model).rstrip("/").split("/")[-1]
-    scatter = embedding_scatter(points, clips, title=f"{short}, layer {row.layer} "
-                                f"(linear {row.linear_acc:.2f}, kNN {row.knn_acc:.2f})")
+    scatter = embedding_scatter(
+        points, clips, title=f"{short}, layer {row.layer} (linear {row.linear_acc:.2f}, kNN {row.knn_acc:.2f})"
+    )
     save_figure(scatter, out, f"best_layer_{short}")
     scatter.show()
 
@@ -306,8 +392,10 @@ for row in best.itertuples():
 
 # %%
 for row in best.itertuples():
-    print(f"{row.model:>40}: best layer {row.layer:>8}  linear {row.linear_acc:.3f}  kNN {row.knn_acc:.3f}  "
-          f"silhouette {row.silhouette:.3f}")
+    print(
+        f"{row.model:>40}: best layer {row.layer:>8}  linear {row.linear_acc:.3f}  kNN {row.knn_acc:.3f}  "
+        f"silhouette {row.silhouette:.3f}"
+    )
 print(f"chance: {table.chance.iloc[0]:.3f}")
 for name, error in model_errors.items():
     print(f"not compared: {name}: {error.splitlines()[0]}")

@@ -96,17 +96,24 @@ seed_everything(seed)
 limit_cpu_threads(cpu_threads)
 out = prepare_output_dir(output_dir)
 device = pick_device(device)
-adapter, model_info = load_model_for_analysis(model_name, random_weights_if_unavailable=random_weights_if_unavailable,
-                                              device=device, seed=seed)
+adapter, model_info = load_model_for_analysis(
+    model_name, random_weights_if_unavailable=random_weights_if_unavailable, device=device, seed=seed
+)
 layers = [int(x) for x in layers if int(x) <= adapter.num_layers]
 if not layers:
     raise ValueError(f"none of the requested layers exist: {adapter.name} has layers 0..{adapter.num_layers}")
 projector_layer = int(projector_layer) if projector_layer is not None else layers[-1]
 print(adapter)
 print("weights:", model_info["weights"], "-", model_info.get("fallback_reason", "as saved in the checkpoint"))
-update_results(out, model={k: model_info[k] for k in ("model", "weights", "family", "num_transformer_layers",
-                                                        "hidden_size", "num_parameters", "device")
-                           if k in model_info} | {"fallback_reason": model_info.get("fallback_reason")})
+update_results(
+    out,
+    model={
+        k: model_info[k]
+        for k in ("model", "weights", "family", "num_transformer_layers", "hidden_size", "num_parameters", "device")
+        if k in model_info
+    }
+    | {"fallback_reason": model_info.get("fallback_reason")},
+)
 
 # %% [markdown]
 # ## Real utterances
@@ -128,8 +135,11 @@ for row in chosen.itertuples():
     speakers.append(row.speaker)
 total_seconds = sum(len(w) for w in waves) / adapter.sample_rate
 print(f"{len(waves)} utterances, {total_seconds:.1f} s of speech")
-display(chosen.assign(seconds=[len(w) / adapter.sample_rate for w in waves])[
-    [c for c in ("utterance", "speaker", "sex", "seconds") if c in chosen or c == "seconds"]])
+display(
+    chosen.assign(seconds=[len(w) / adapter.sample_rate for w in waves])[
+        [c for c in ("utterance", "speaker", "sex", "seconds") if c in chosen or c == "seconds"]
+    ]
+)
 
 # %% [markdown]
 # ## Layer activity and frame features
@@ -156,22 +166,43 @@ print(f"{n_frames} frames; activity + features {sw_collect.seconds:.1f} s, tunin
 tuning_results = {}
 for layer in layers:
     res = analysis[layer]
-    print(f"\n=== layer {layer}: {res['summary']['share_tuned_any_feature']:.0%} of neurons tuned to at least one "
-          f"feature (q < {fdr_alpha}); effective dimensionality {res['summary']['effective_dimensionality']:.1f}")
+    print(
+        f"\n=== layer {layer}: {res['summary']['share_tuned_any_feature']:.0%} of neurons tuned to at least one "
+        f"feature (q < {fdr_alpha}); effective dimensionality {res['summary']['effective_dimensionality']:.1f}"
+    )
     display(res["table"].round(4))
     display(res["clusters"].round(3))
     best = res["table"].loc[res["table"].groupby("feature")["r"].apply(lambda s: s.abs().idxmax())]
     tuning_results[str(layer)] = {
-        "top_correlations": [{"feature": r.feature, "neuron": int(r.neuron), "spearman_r": float(r.r),
-                              "q": float(r.q), "pearson_r": float(analysis[layer]["tuning"]["pearson_r"][
-                                  int(r.neuron), analysis[layer]["tuning"]["features"].index(r.feature)])}
-                             for r in best.itertuples()],
+        "top_correlations": [
+            {
+                "feature": r.feature,
+                "neuron": int(r.neuron),
+                "spearman_r": float(r.r),
+                "q": float(r.q),
+                "pearson_r": float(
+                    analysis[layer]["tuning"]["pearson_r"][
+                        int(r.neuron), analysis[layer]["tuning"]["features"].index(r.feature)
+                    ]
+                ),
+            }
+            for r in best.itertuples()
+        ],
         "summary": res["summary"],
         "clusters": res["clusters"][["cluster", "size", "dominant_feature", "mean_abs_r"]].to_dict("records"),
     }
-update_results(out, tuning={"method": "spearman (pearson alongside)", "fdr": "benjamini-hochberg", "fdr_alpha": fdr_alpha,
-                            "frames": n_frames, "seconds": total_seconds, "layers": tuning_results},
-               timings={"activity_and_features_s": sw_collect.seconds, "tuning_analysis_s": sw_analyse.seconds})
+update_results(
+    out,
+    tuning={
+        "method": "spearman (pearson alongside)",
+        "fdr": "benjamini-hochberg",
+        "fdr_alpha": fdr_alpha,
+        "frames": n_frames,
+        "seconds": total_seconds,
+        "layers": tuning_results,
+    },
+    timings={"activity_and_features_s": sw_collect.seconds, "tuning_analysis_s": sw_analyse.seconds},
+)
 
 # %%
 fig, axes = plt.subplots(1, len(layers), figsize=(4.2 * len(layers), 4), squeeze=False)
@@ -198,28 +229,43 @@ transcriber = load_keyword_transcriber(whisper_model, backend=whisper_backend)
 print("Whisper:", transcriber.status())
 to_transcribe = list(range(len(waves)))[: n_transcribe or len(waves)]
 with Stopwatch() as sw_whisper:
-    transcribed = transcribe_utterances(transcriber, [waves[i] for i in to_transcribe],
-                                        [names[i] for i in to_transcribe], adapter.sample_rate)
+    transcribed = transcribe_utterances(
+        transcriber, [waves[i] for i in to_transcribe], [names[i] for i in to_transcribe], adapter.sample_rate
+    )
 transcripts, words_per_utt, whisper_errors = transcribed["transcripts"], transcribed["words"], transcribed["errors"]
 for name, text in transcripts.items():
     print(f"{name}: {text}")
 if whisper_errors:
     print(f"No keywords for {len(whisper_errors)} utterance(s):", next(iter(whisper_errors.values())))
 keyword_list = list(keywords) if keywords else frequent_keywords(transcripts.values(), n=8)
-markers = pd.concat([keyword_markers(words_per_utt[n], keyword_list, adapter.frame_rate,
-                                     len(collected["activity"][layers[0]][names.index(n)]), utterance=n)
-                     for n in words_per_utt] or [keyword_markers(None)], ignore_index=True)
+markers = pd.concat(
+    [
+        keyword_markers(
+            words_per_utt[n],
+            keyword_list,
+            adapter.frame_rate,
+            len(collected["activity"][layers[0]][names.index(n)]),
+            utterance=n,
+        )
+        for n in words_per_utt
+    ]
+    or [keyword_markers(None)],
+    ignore_index=True,
+)
 print("keywords:", keyword_list)
 display(markers)
-update_results(out, keywords={
-    "whisper": transcriber.status(),
-    "transcribe_seconds": sw_whisper.seconds if transcripts else None,
-    "errors": whisper_errors,
-    "keywords": keyword_list,
-    "found": markers[["utterance", "keyword", "start", "end", "start_frame", "end_frame"]].to_dict("records"),
-    "n_found": int(len(markers)),
-    "transcripts": transcripts,
-})
+update_results(
+    out,
+    keywords={
+        "whisper": transcriber.status(),
+        "transcribe_seconds": sw_whisper.seconds if transcripts else None,
+        "errors": whisper_errors,
+        "keywords": keyword_list,
+        "found": markers[["utterance", "keyword", "start", "end", "start_frame", "end_frame"]].to_dict("records"),
+        "n_found": int(len(markers)),
+        "transcripts": transcripts,
+    },
+)
 
 # %% [markdown]
 # ## Neurons that respond to the keywords
@@ -231,8 +277,10 @@ update_results(out, keywords={
 keyword_neurons = {}
 if len(markers):
     transcribed_idx = [names.index(n) for n in words_per_utt]
-    masks = [keyword_frame_mask(markers[markers.utterance == names[i]],
-                                len(collected["activity"][layers[0]][i])) for i in transcribed_idx]
+    masks = [
+        keyword_frame_mask(markers[markers.utterance == names[i]], len(collected["activity"][layers[0]][i]))
+        for i in transcribed_idx
+    ]
     for layer in layers:
         table = marked_frame_selectivity([collected["activity"][layer][i] for i in transcribed_idx], masks, k=top_k)
         print(f"layer {layer}: neurons most selective for keyword frames")
@@ -263,8 +311,16 @@ for ax, layer in zip(axes[1:], layers):
     x = collected["activity"][layer][focus]
     order = heatmap_neuron_order(x, analysis[layer]["tuning"], analysis[layer]["labels"])[:heatmap_neurons]
     z = (x[:, order] - x[:, order].mean(0)) / (x[:, order].std(0) + 1e-6)
-    ax.imshow(z.T, aspect="auto", origin="lower", cmap="RdBu_r", vmin=-3, vmax=3,
-              extent=[t[0] - 0.01, t[-1] + 0.01, 0, len(order)], interpolation="nearest")
+    ax.imshow(
+        z.T,
+        aspect="auto",
+        origin="lower",
+        cmap="RdBu_r",
+        vmin=-3,
+        vmax=3,
+        extent=[t[0] - 0.01, t[-1] + 0.01, 0, len(order)],
+        interpolation="nearest",
+    )
     ax.set_ylabel(f"layer {layer}\nneurons\n(by cluster)")
 ax = axes[-1]
 ax.plot(t, feats["rms_db"], color="k", lw=0.8, label="RMS dB")
@@ -303,11 +359,22 @@ layer = layers[-1]
 _, _, _, trajectories = activity_pca(collected["activity"][layer], n_components=3, seed=seed)
 pfig = go.Figure()
 for name_i, tr, feats_i in zip(names, trajectories, collected["features"]):
-    pfig.add_trace(go.Scatter3d(x=tr[:, 0], y=tr[:, 1], z=tr[:, 2], mode="lines", name=name_i,
-                                line=dict(width=3, color=feats_i["rms_db"], colorscale="Viridis"),
-                                text=[f"{s:.2f} s" for s in feats_i["time"]]))
-pfig.update_layout(title=f"Layer {layer} trajectories (colour: RMS dB)", height=550,
-                   scene=dict(xaxis_title="PC1", yaxis_title="PC2", zaxis_title="PC3"))
+    pfig.add_trace(
+        go.Scatter3d(
+            x=tr[:, 0],
+            y=tr[:, 1],
+            z=tr[:, 2],
+            mode="lines",
+            name=name_i,
+            line=dict(width=3, color=feats_i["rms_db"], colorscale="Viridis"),
+            text=[f"{s:.2f} s" for s in feats_i["time"]],
+        )
+    )
+pfig.update_layout(
+    title=f"Layer {layer} trajectories (colour: RMS dB)",
+    height=550,
+    scene=dict(xaxis_title="PC1", yaxis_title="PC2", zaxis_title="PC3"),
+)
 save_figure(pfig, out, "pca_trajectories_3d")
 pfig.show()
 
@@ -320,9 +387,12 @@ pfig.show()
 
 # %%
 segment_frames = max(5, int(round(segment_seconds * adapter.frame_rate)))
-emb, seg_labels, seg_utt, seg_idx = segment_embeddings(collected["activity"][projector_layer], speakers,
-                                                       segment_frames=segment_frames,
-                                                       min_frames=max(3, segment_frames // 4))
+emb, seg_labels, seg_utt, seg_idx = segment_embeddings(
+    collected["activity"][projector_layer],
+    speakers,
+    segment_frames=segment_frames,
+    min_frames=max(3, segment_frames // 4),
+)
 fit_mask, eval_mask = seg_idx % 2 == 0, seg_idx % 2 == 1
 projector_file = None
 projector_fit = {"data": "held-in segments of the analysed utterances, labelled by speaker"}
@@ -331,26 +401,46 @@ if projector_path:
     projector_file = projector_path
     projector_fit = {"data": f"loaded from {projector_path}"}
 elif projector_manifest:
-    projector, projector_fit = fit_projector_from_manifest(adapter, pd.read_csv(projector_manifest), projector_layer,
-                                                           segment_seconds=segment_seconds)
+    projector, projector_fit = fit_projector_from_manifest(
+        adapter, pd.read_csv(projector_manifest), projector_layer, segment_seconds=segment_seconds
+    )
     projector_fit["data"] = str(projector_manifest)
     projector_file = save_projector(projector, out / "semantic_projector.npz")
     projector = load_projector(projector_file)
 elif len(np.unique(seg_labels[fit_mask])) >= 2:
-    projector = fit_semantic_projector(emb[fit_mask], seg_labels[fit_mask],
-                                       source={"model": model_info["model"], "weights": model_info["weights"],
-                                               "layer": projector_layer, "labels": "speaker"})
+    projector = fit_semantic_projector(
+        emb[fit_mask],
+        seg_labels[fit_mask],
+        source={
+            "model": model_info["model"],
+            "weights": model_info["weights"],
+            "layer": projector_layer,
+            "labels": "speaker",
+        },
+    )
     projector_file = save_projector(projector, out / "semantic_projector.npz")
     projector = load_projector(projector_file)  # what a later session would load
 else:
     projector = None
 status = projector_status(projector, projector_file)
 print("projector:", status)
-clustering = speaker_clustering(emb[eval_mask], seg_labels[eval_mask], projector, seed=seed) \
-    if eval_mask.sum() > len(np.unique(seg_labels)) else {"note": "too few held-out segments"}
+clustering = (
+    speaker_clustering(emb[eval_mask], seg_labels[eval_mask], projector, seed=seed)
+    if eval_mask.sum() > len(np.unique(seg_labels))
+    else {"note": "too few held-out segments"}
+)
 print("speaker clustering on held-out segments:", clustering)
-update_results(out, projector={"status": status, "fit": projector_fit, "segments": int(len(emb)), "fit_segments": int(fit_mask.sum()),
-                               "eval_segments": int(eval_mask.sum()), "clustering": clustering})
+update_results(
+    out,
+    projector={
+        "status": status,
+        "fit": projector_fit,
+        "segments": int(len(emb)),
+        "fit_segments": int(fit_mask.sum()),
+        "eval_segments": int(eval_mask.sum()),
+        "clustering": clustering,
+    },
+)
 if projector is not None:
     points = projector.transform(emb)
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
@@ -376,46 +466,71 @@ if projector is not None:
 stream_audio = np.concatenate(waves)[: int(stream_seconds * adapter.sample_rate)]
 extractor = StreamingLayerActivations(adapter, layers, left_context_s=left_context_s)
 block = int(round(stream_update_s * adapter.sample_rate))
-runner = FrameStreamRunner(FileBlockSource(stream_audio, adapter.sample_rate, block, realtime=True),
-                           lambda audio, first: extractor.push(audio, first), adapter.sample_rate,
-                           policy=throttle_policy)
+runner = FrameStreamRunner(
+    FileBlockSource(stream_audio, adapter.sample_rate, block, realtime=True),
+    lambda audio, first: extractor.push(audio, first),
+    adapter.sample_rate,
+    policy=throttle_policy,
+)
 runner.run(progress=True)
 realtime_summary = runner.summary()
-fast_runner = FrameStreamRunner(FileBlockSource(stream_audio, adapter.sample_rate, block, realtime=False),
-                                lambda audio, first: extractor.push(audio, first), adapter.sample_rate)
+fast_runner = FrameStreamRunner(
+    FileBlockSource(stream_audio, adapter.sample_rate, block, realtime=False),
+    lambda audio, first: extractor.push(audio, first),
+    adapter.sample_rate,
+)
 extractor.reset()
 streamed = fast_runner.run(progress=True)
 fast_summary = fast_runner.summary()
 one = waves[0][: int(min(len(waves[0]), stream_seconds * adapter.sample_rate))]
-agreement = streaming_agreement(StreamingLayerActivations(adapter, layers, left_context_s=left_context_s)
-                                .stream_waveform(one, stream_update_s), adapter.hidden_states(one, layers))
+agreement = streaming_agreement(
+    StreamingLayerActivations(adapter, layers, left_context_s=left_context_s).stream_waveform(one, stream_update_s),
+    adapter.hidden_states(one, layers),
+)
 print("real time:", {k: round(v, 3) if isinstance(v, float) else v for k, v in realtime_summary.items()})
 print("as fast as possible:", {k: round(v, 3) if isinstance(v, float) else v for k, v in fast_summary.items()})
 print("streamed vs offline activity (mean per-neuron correlation):", agreement)
 streaming = {
-    "model": model_info["model"], "weights": model_info["weights"],
-    "weights_note": ("RANDOM weights (same architecture and size; timing only)" if model_info["weights"] == "random"
-                     else "weights as loaded from the checkpoint"),
-    "num_parameters": adapter.num_parameters, "hidden_size": adapter.hidden_size,
-    "num_transformer_layers": adapter.num_layers, "device": device, "layers": layers,
-    "update_s": stream_update_s, "left_context_s": left_context_s, "window_ms": 40, "hop_ms": 20,
-    "latency_ms_p50": realtime_summary.get("latency_ms_p50"), "latency_ms_p95": realtime_summary.get("latency_ms_p95"),
+    "model": model_info["model"],
+    "weights": model_info["weights"],
+    "weights_note": (
+        "RANDOM weights (same architecture and size; timing only)"
+        if model_info["weights"] == "random"
+        else "weights as loaded from the checkpoint"
+    ),
+    "num_parameters": adapter.num_parameters,
+    "hidden_size": adapter.hidden_size,
+    "num_transformer_layers": adapter.num_layers,
+    "device": device,
+    "layers": layers,
+    "update_s": stream_update_s,
+    "left_context_s": left_context_s,
+    "window_ms": 40,
+    "hop_ms": 20,
+    "latency_ms_p50": realtime_summary.get("latency_ms_p50"),
+    "latency_ms_p95": realtime_summary.get("latency_ms_p95"),
     "real_time_factor": fast_summary.get("real_time_factor"),
     "real_time_factor_note": "compute s per audio s, one update per block (fast pass); the real-time pass batches "
-                             "pending blocks when it lags, see realtime_pass",
-    "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    "pending blocks when it lags, see realtime_pass",
+    "cpu_count": os.cpu_count(),
+    "torch_threads": torch.get_num_threads(),
     "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-    "realtime_pass": realtime_summary, "fast_pass": fast_summary,
+    "realtime_pass": realtime_summary,
+    "fast_pass": fast_summary,
     "streamed_vs_offline_correlation": {str(k): v for k, v in agreement.items()},
 }
 update_results(out, streaming=streaming)
 
 fig, ax = plt.subplots(figsize=(7, 3))
 ax.hist([r["latency_s"] * 1000 for r in runner.records], bins=30, alpha=0.7, label="real-time latency")
-ax.hist([r["compute_s"] * 1000 for r in fast_runner.records], bins=30, alpha=0.7, label="compute per update (fast pass)")
+ax.hist(
+    [r["compute_s"] * 1000 for r in fast_runner.records], bins=30, alpha=0.7, label="compute per update (fast pass)"
+)
 ax.set_xlabel("ms")
-ax.set_title(f"{adapter.num_parameters / 1e6:.0f}M-parameter {adapter.family} ({model_info['weights']} weights), "
-             f"{stream_update_s * 1000:.0f} ms updates")
+ax.set_title(
+    f"{adapter.num_parameters / 1e6:.0f}M-parameter {adapter.family} ({model_info['weights']} weights), "
+    f"{stream_update_s * 1000:.0f} ms updates"
+)
 ax.legend()
 save_figure(fig, out, "streaming_latency")
 plt.show()
@@ -432,12 +547,22 @@ plt.show()
 # %%
 mic_ok, mic_message = microphone_status(adapter.sample_rate)
 print("microphone:", mic_message)
-live = LiveNeuronPipeline(adapter, layers, update_s=stream_update_s, left_context_s=left_context_s,
-                          smoothing_alpha=smoothing_alpha, policy=throttle_policy,
-                          neuron_order={la: heatmap_neuron_order(collected["activity"][la][0], analysis[la]["tuning"],
-                                                                 analysis[la]["labels"]) for la in layers},
-                          pca_basis=pca_basis, projector=projector, projector_layer=projector_layer,
-                          model_info=model_info)
+live = LiveNeuronPipeline(
+    adapter,
+    layers,
+    update_s=stream_update_s,
+    left_context_s=left_context_s,
+    smoothing_alpha=smoothing_alpha,
+    policy=throttle_policy,
+    neuron_order={
+        la: heatmap_neuron_order(collected["activity"][la][0], analysis[la]["tuning"], analysis[la]["labels"])
+        for la in layers
+    },
+    pca_basis=pca_basis,
+    projector=projector,
+    projector_layer=projector_layer,
+    model_info=model_info,
+)
 panel = NeuronLivePanel(live, file_waveform=waves[0])
 display(panel)
 live.open_file(waves[0][: int(4 * adapter.sample_rate)], realtime=False)
@@ -447,7 +572,14 @@ save_figure(snapshot, out, "live_snapshot")
 plt.show()
 live_diag = live.diagnostics()
 print(live_diag)
-update_results(out, live={"microphone_available": mic_ok, "microphone_message": mic_message,
-                          "snapshot_updates": live_diag.get("updates"), "frames_buffered": live_diag["frames_buffered"],
-                          "projector_loaded": live_diag["projector"]["loaded"]})
+update_results(
+    out,
+    live={
+        "microphone_available": mic_ok,
+        "microphone_message": mic_message,
+        "snapshot_updates": live_diag.get("updates"),
+        "frames_buffered": live_diag["frames_buffered"],
+        "projector_loaded": live_diag["projector"]["loaded"],
+    },
+)
 live.reset()

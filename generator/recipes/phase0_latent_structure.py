@@ -22,7 +22,9 @@ data_path = None  # LibriSpeech folder (speaker/chapter/ or flat layout); None: 
 subset = "sample"  # "sample" (local 251-speaker sample) or an official subset such as "train-clean-100" (downloaded)
 output_dir = "runs/phase0_latent_structure/latest"  # results.json, report and figures go here
 seed = 0  # random seed (split, subsampling, k-means, PCA, shuffles)
-encoder = "kyutai/mimi"  # "logmel", or a codec hub id / saved folder: kyutai/mimi, facebook/encodec_24khz, descript/dac_16khz
+encoder = (
+    "kyutai/mimi"  # "logmel", or a codec hub id / saved folder: kyutai/mimi, facebook/encodec_24khz, descript/dac_16khz
+)
 device = "auto"  # auto, cpu, cuda or mps
 local_files_only = False  # True: never download the model (use the local cache or a folder)
 context_frames = 4  # context window W in latent frames; 4 frames is 320 ms at 12.5 Hz
@@ -91,11 +93,18 @@ manifest = cap_phase0_utterances(manifest, max_utterances, seed=seed)
 split_files = write_phase0_split(manifest, out)
 speaker_counts = manifest.groupby("split")["speaker"].nunique().to_dict()
 print(f"{len(manifest)} utterances; speakers: {speaker_counts}")
-update_results(out, data={"source": str(data_path or subset), "utterances": len(manifest),
-                          "train_speakers": int(speaker_counts.get("train", 0)),
-                          "eval_speakers": int(speaker_counts.get("eval", 0)),
-                          "train_utterances": int((manifest.split == "train").sum()),
-                          "eval_utterances": int((manifest.split == "eval").sum()), "split_files": split_files})
+update_results(
+    out,
+    data={
+        "source": str(data_path or subset),
+        "utterances": len(manifest),
+        "train_speakers": int(speaker_counts.get("train", 0)),
+        "eval_speakers": int(speaker_counts.get("eval", 0)),
+        "train_utterances": int((manifest.split == "train").sum()),
+        "eval_utterances": int((manifest.split == "eval").sum()),
+        "split_files": split_files,
+    },
+)
 
 # %% [markdown]
 # ## Latents: extraction into the resumable store
@@ -113,9 +122,15 @@ with Stopwatch() as sw:
 timings["load_encoder_s"] = sw.seconds
 print(phase0_encoder.info())
 with Stopwatch() as sw:
-    extraction = extract_latents_to_store(manifest, phase0_encoder, store, shard_index=shard_index,
-                                          num_shards=num_shards, chunk_utterances=chunk_utterances,
-                                          max_seconds=max_seconds)
+    extraction = extract_latents_to_store(
+        manifest,
+        phase0_encoder,
+        store,
+        shard_index=shard_index,
+        num_shards=num_shards,
+        chunk_utterances=chunk_utterances,
+        max_seconds=max_seconds,
+    )
 timings["extract_s"] = sw.seconds
 ready = extraction["store_complete"]
 if ready:
@@ -124,15 +139,27 @@ if ready:
         index, latents, energy, encoder_info = open_latent_store(store)
     timings["consolidate_s"] = sw.seconds
     index = index.merge(manifest[["utterance", "split"]], on="utterance", how="left", suffixes=("_stored", ""))
-    print(f"{len(index)} utterances, {latents.shape[0]} frames of {latents.shape[1]}-d latents at "
-          f"{encoder_info['frame_rate']:.2f} Hz")
+    print(
+        f"{len(index)} utterances, {latents.shape[0]} frames of {latents.shape[1]}-d latents at "
+        f"{encoder_info['frame_rate']:.2f} Hz"
+    )
 else:
-    print(f"Shard {shard_index + 1} of {num_shards} done: {extraction['parts_complete']} of "
-          f"{extraction['parts_total']} parts in {store}. The analysis runs once every part is there.")
+    print(
+        f"Shard {shard_index + 1} of {num_shards} done: {extraction['parts_complete']} of "
+        f"{extraction['parts_total']} parts in {store}. The analysis runs once every part is there."
+    )
 rtf = extraction["encode_seconds"] / extraction["audio_seconds"] if extraction["audio_seconds"] else None
-update_results(out, extraction={**{k: v for k, v in extraction.items() if k != "failures"},
-                                "failures": len(extraction["failures"]), "realtime_factor": rtf,
-                                "encoder": phase0_encoder.info(), "store": str(store), "ready": ready})
+update_results(
+    out,
+    extraction={
+        **{k: v for k, v in extraction.items() if k != "failures"},
+        "failures": len(extraction["failures"]),
+        "realtime_factor": rtf,
+        "encoder": phase0_encoder.info(),
+        "store": str(store),
+        "ready": ready,
+    },
+)
 
 # %% [markdown]
 # ## Controls: can the measurement say yes and no?
@@ -142,16 +169,22 @@ update_results(out, extraction={**{k: v for k, v in extraction.items() if k != "
 controls = {}
 if ready and run_controls:
     for kind, expected in (("clusters", "PASS"), ("random_walk", "FAIL")):
-        p_index, p_latents, p_energy = planted_phase0_data(kind, speakers=control_speakers,
-                                                           eval_speakers=max(2, control_speakers // 5), seed=seed)
+        p_index, p_latents, p_energy = planted_phase0_data(
+            kind, speakers=control_speakers, eval_speakers=max(2, control_speakers // 5), seed=seed
+        )
         p_frames = build_frame_table(p_index, context_frames, p_energy, edge=edge)
         with Stopwatch() as sw:
             p_result = evaluate_phase0(p_latents, p_frames, {**config, "kmeans_n_init": 1}, seed=seed, progress=False)
         best = p_result["table"].sort_values("vr_eval").iloc[0]
-        controls[kind] = {"expected": expected, "decision": p_result["decision"]["decision"],
-                          "as_expected": p_result["decision"]["decision"] == expected,
-                          "best_scheme": best["scheme"], "vr_eval": float(best["vr_eval"]),
-                          "vr_random_eval": float(best["vr_random_eval"]), "seconds": sw.seconds}
+        controls[kind] = {
+            "expected": expected,
+            "decision": p_result["decision"]["decision"],
+            "as_expected": p_result["decision"]["decision"] == expected,
+            "best_scheme": best["scheme"],
+            "vr_eval": float(best["vr_eval"]),
+            "vr_random_eval": float(best["vr_random_eval"]),
+            "seconds": sw.seconds,
+        }
     display(pd.DataFrame(controls).T)
     update_results(out, controls=controls)
 
@@ -166,24 +199,51 @@ if ready:
     with Stopwatch() as sw:
         result = evaluate_phase0(latents, frames, config, seed=seed)
     timings["evaluate_s"] = sw.seconds
-    meta = {"encoder": encoder_info["encoder"], "family": encoder_info["family"],
-            "frame_rate": encoder_info["frame_rate"], "data": str(data_path or f"LibriSpeech {subset}"),
-            "seed": seed, "store": str(store), "controls": controls,
-            "notes": [f"planted controls: {k} -> {v['decision']} (expected {v['expected']})"
-                      for k, v in controls.items()]}
+    meta = {
+        "encoder": encoder_info["encoder"],
+        "family": encoder_info["family"],
+        "frame_rate": encoder_info["frame_rate"],
+        "data": str(data_path or f"LibriSpeech {subset}"),
+        "seed": seed,
+        "store": str(store),
+        "controls": controls,
+        "notes": [f"planted controls: {k} -> {v['decision']} (expected {v['expected']})" for k, v in controls.items()],
+    }
     if encoder_info["family"] == "logmel":
-        meta["notes"].append("log-mel is the no-learning baseline, not a codec: its answer says how much "
-                             "structure the signal itself has at this frame rate")
+        meta["notes"].append(
+            "log-mel is the no-learning baseline, not a codec: its answer says how much "
+            "structure the signal itself has at this frame rate"
+        )
     outputs = write_phase0_report(result, out, meta)
     decision = result["decision"]
-    scheme_figures = {row["scheme"]: {k: row[k] for k in (
-        "vr_train", "vr_eval", "vr_random_eval", "degradation", "vr_eval_high_energy", "vr_eval_medial",
-        "entropy_reduction_eval", "entropy_reduction_random_eval", "cells")} for row in result["rows"]}
-    update_results(out, decision={k: decision[k] for k in ("decision", "rule", "passing_schemes", "summary",
-                                                            "best_scheme", "best_vr_eval")},
-                   schemes=scheme_figures, counts=result["counts"], outputs=outputs,
-                   linear_reference=result["linear_reference"],
-                   timings={**timings, "frames_per_second_evaluated": len(frames) / timings["evaluate_s"]})
+    scheme_figures = {
+        row["scheme"]: {
+            k: row[k]
+            for k in (
+                "vr_train",
+                "vr_eval",
+                "vr_random_eval",
+                "degradation",
+                "vr_eval_high_energy",
+                "vr_eval_medial",
+                "entropy_reduction_eval",
+                "entropy_reduction_random_eval",
+                "cells",
+            )
+        }
+        for row in result["rows"]
+    }
+    update_results(
+        out,
+        decision={
+            k: decision[k] for k in ("decision", "rule", "passing_schemes", "summary", "best_scheme", "best_vr_eval")
+        },
+        schemes=scheme_figures,
+        counts=result["counts"],
+        outputs=outputs,
+        linear_reference=result["linear_reference"],
+        timings={**timings, "frames_per_second_evaluated": len(frames) / timings["evaluate_s"]},
+    )
     display(result["table"].set_index("scheme").T.round(3))
     print(Path(outputs["report_txt"]).read_text())
 else:
@@ -215,5 +275,6 @@ if ready and sweep_context_frames:
     save_figure(fig, out, "context_sweep")
     plt.show()
     display(sweep.round(3))
-    update_results(out, context_sweep={"windows": windows, "seconds": sw.seconds,
-                                       "rows": sweep.round(5).to_dict(orient="records")})
+    update_results(
+        out, context_sweep={"windows": windows, "seconds": sw.seconds, "rows": sweep.round(5).to_dict(orient="records")}
+    )

@@ -1,4 +1,5 @@
-"""The shared core: audio I/O, data sets, features, speech models, runtime, atomic writes, outputs and the per-clip vector cache.
+"""The shared core: audio I/O, data sets, features, speech models, runtime, atomic writes,
+outputs and the per-clip vector cache.
 
 Every notebook uses it. Core modules import only other core modules.
 """

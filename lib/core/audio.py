@@ -46,8 +46,7 @@ def _check_wav_truncation(path: Path, info) -> None:
                 if chunk_size != 0xFFFFFFFF and available < chunk_size:
                     raise AudioLoadError(
                         path,
-                        f"truncated: the header announces {chunk_size} bytes of audio but only "
-                        f"{available} are present",
+                        f"truncated: the header announces {chunk_size} bytes of audio but only {available} are present",
                         "Re-copy or re-download the file",
                     )
                 return
@@ -126,7 +125,9 @@ def load_audio(path, sr: int | None = 16000, mono: bool = True, max_seconds: flo
     return np.ascontiguousarray(y, dtype=np.float32)
 
 
-def load_audio_batch(paths, sr: int | None = 16000, mono: bool = True, progress: bool = True, desc: str = "loading audio"):
+def load_audio_batch(
+    paths, sr: int | None = 16000, mono: bool = True, progress: bool = True, desc: str = "loading audio"
+):
     """Load many files; return ``(arrays, ok_paths, failures)``.
 
     ``failures`` is a list of ``{"path", "error"}`` for files that could not be loaded; they are
@@ -154,4 +155,3 @@ def report_audio_failures(failures, noun: str = "file", limit: int = 10) -> None
         print(f"  {failure['path']}: {failure['error']}")
     if len(failures) > limit:
         print(f"  ... and {len(failures) - limit} more")
-

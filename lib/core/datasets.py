@@ -253,14 +253,20 @@ def find_dataset(name: str, path=None, download: bool = True, data_dir=None) -> 
             problem = _validate(spec, target)
             if problem is None:
                 if spec.checksum is None:
-                    print(f"{name}: upstream publishes no checksum; content validated instead. "
-                          f"sha256 of the archive: {file_digest(archive, 'sha256')}")
+                    print(
+                        f"{name}: upstream publishes no checksum; content validated instead. "
+                        f"sha256 of the archive: {file_digest(archive, 'sha256')}"
+                    )
                 return target
             looked.append(f"{target} after download ({problem})")
-    how = (f"Download {spec.url} by hand and extract it to {target}" if spec.url
-           else "This data set is not downloadable; pass its folder explicitly")
+    how = (
+        f"Download {spec.url} by hand and extract it to {target}"
+        if spec.url
+        else "This data set is not downloadable; pass its folder explicitly"
+    )
     raise DatasetNotFoundError(
-        f"{name} ({spec.description}) was not found. Looked in:\n  - " + "\n  - ".join(looked)
+        f"{name} ({spec.description}) was not found. Looked in:\n  - "
+        + "\n  - ".join(looked)
         + f"\n{how}, or set AUDIOLENS_DATA to a folder that contains {spec.folders[0]}/."
     )
 
@@ -292,8 +298,15 @@ def parse_clip_names(paths, test_indices=range(5)) -> pd.DataFrame:
             bad.append(p.name)
             continue
         index = int(m["index"])
-        rows.append({"path": str(p), "label": m["label"], "speaker": m["speaker"], "index": index,
-                     "split": "test" if index in test_indices else "train"})
+        rows.append(
+            {
+                "path": str(p),
+                "label": m["label"],
+                "speaker": m["speaker"],
+                "index": index,
+                "split": "test" if index in test_indices else "train",
+            }
+        )
     if bad:
         print(f"Ignored {len(bad)} file(s) not named label_speaker_index: {bad[:5]}")
     if not rows:
@@ -312,8 +325,9 @@ def load_fsdd(path=None, download: bool = True) -> pd.DataFrame:
     return manifest.sort_values(["split", "label", "speaker", "index"]).reset_index(drop=True)
 
 
-def load_labelled_folder(folder, labels_csv=None, path_column: str = "filename", label_column: str = "label",
-                         test_indices=range(5)) -> pd.DataFrame:
+def load_labelled_folder(
+    folder, labels_csv=None, path_column: str = "filename", label_column: str = "label", test_indices=range(5)
+) -> pd.DataFrame:
     """Manifest of any labelled folder of clips.
 
     With ``labels_csv``: one row per file, ``path_column`` relative to ``folder`` (or absolute),
@@ -372,8 +386,14 @@ def load_speech_commands(path=None, words=None, download: bool = True) -> pd.Dat
             continue
         for wav in sorted(word_dir.glob("*.wav")):
             rel = f"{word_dir.name}/{wav.name}"
-            rows.append({"path": str(wav), "label": word_dir.name, "speaker": wav.stem.split("_nohash_")[0],
-                         "split": lists.get(rel, "train")})
+            rows.append(
+                {
+                    "path": str(wav),
+                    "label": word_dir.name,
+                    "speaker": wav.stem.split("_nohash_")[0],
+                    "split": lists.get(rel, "train"),
+                }
+            )
     if not rows:
         raise FileNotFoundError(f"{root}: no clips for words {words}")
     return pd.DataFrame(rows)

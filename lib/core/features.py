@@ -19,8 +19,16 @@ import pandas as pd
 POOLING_MODES = ("flat", "mean", "max", "first", "last", "mean+std")
 
 
-def log_mel(y: np.ndarray, sr: int, n_mels: int = 80, n_fft: int = 400, hop_length: int = 160,
-            fmin: float = 0.0, fmax: float | None = None, top_db: float | None = 80.0) -> np.ndarray:
+def log_mel(
+    y: np.ndarray,
+    sr: int,
+    n_mels: int = 80,
+    n_fft: int = 400,
+    hop_length: int = 160,
+    fmin: float = 0.0,
+    fmax: float | None = None,
+    top_db: float | None = 80.0,
+) -> np.ndarray:
     """Log-mel spectrogram in dB (relative to the clip's maximum), shape ``[n_mels, frames]``."""
     mel = librosa.feature.melspectrogram(
         y=y, sr=sr, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, fmin=fmin, fmax=fmax, power=2.0
@@ -28,8 +36,15 @@ def log_mel(y: np.ndarray, sr: int, n_mels: int = 80, n_fft: int = 400, hop_leng
     return librosa.power_to_db(mel, ref=np.max, top_db=top_db).astype(np.float32)
 
 
-def mfcc_features(y: np.ndarray, sr: int, n_mfcc: int = 40, delta_order: int = 0, n_fft: int = 512,
-                  hop_length: int | None = None, n_mels: int = 64) -> np.ndarray:
+def mfcc_features(
+    y: np.ndarray,
+    sr: int,
+    n_mfcc: int = 40,
+    delta_order: int = 0,
+    n_fft: int = 512,
+    hop_length: int | None = None,
+    n_mels: int = 64,
+) -> np.ndarray:
     """MFCCs, optionally stacked with deltas (``delta_order=1``) and delta-deltas (``2``).
 
     Shape ``[n_mfcc * (1 + delta_order), frames]``. Short clips get deltas too: the delta
@@ -82,8 +97,15 @@ def pool_frames(frames: np.ndarray, mode: str = "mean") -> np.ndarray:
     raise ValueError(f"unknown pooling {mode!r}; choose one of {POOLING_MODES}")
 
 
-def frame_features(y: np.ndarray, sr: int, frame_length: int | None = None, hop_length: int | None = None,
-                   pitch: str = "pyin", fmin: float = 65.0, fmax: float = 400.0) -> pd.DataFrame:
+def frame_features(
+    y: np.ndarray,
+    sr: int,
+    frame_length: int | None = None,
+    hop_length: int | None = None,
+    pitch: str = "pyin",
+    fmin: float = 65.0,
+    fmax: float = 400.0,
+) -> pd.DataFrame:
     """Per-frame acoustic features on one grid (default 40 ms windows, 20 ms hop).
 
     Columns: ``time`` (frame centre, s), ``rms``, ``rms_db``, ``f0`` (Hz, NaN when unvoiced),
@@ -112,8 +134,9 @@ def frame_features(y: np.ndarray, sr: int, frame_length: int | None = None, hop_
     if pitch is not None:
         pitch_frame = max(n_fft, int(2 ** np.ceil(np.log2(2.2 * sr / fmin))))
         if pitch == "pyin":
-            f0, voiced, prob = librosa.pyin(y, fmin=fmin, fmax=fmax, sr=sr, frame_length=pitch_frame,
-                                            hop_length=hop_length, center=True)
+            f0, voiced, prob = librosa.pyin(
+                y, fmin=fmin, fmax=fmax, sr=sr, frame_length=pitch_frame, hop_length=hop_length, center=True
+            )
         elif pitch == "yin":
             f0 = librosa.yin(y, fmin=fmin, fmax=fmax, sr=sr, frame_length=pitch_frame, hop_length=hop_length)
             gate = rms[: len(f0)] > 0.1 * (rms.max() + 1e-12)

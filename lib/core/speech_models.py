@@ -46,49 +46,139 @@ WHISPER_SECONDS = 30
 
 # %%
 KNOWN_SPEECH_MODELS = {
-    "facebook/wav2vec2-base": dict(family="wav2vec2", layers=12, hidden=768, params_m=95, sample_rate=16000,
-                                   note="self-supervised on LibriSpeech 960 h"),
-    "facebook/wav2vec2-base-960h": dict(family="wav2vec2", layers=12, hidden=768, params_m=95, sample_rate=16000,
-                                        note="base fine-tuned for ASR (CTC) on LibriSpeech 960 h"),
-    "facebook/wav2vec2-large-960h": dict(family="wav2vec2", layers=24, hidden=1024, params_m=317,
-                                         sample_rate=16000, note="large fine-tuned for ASR on LibriSpeech 960 h"),
-    "facebook/wav2vec2-large-960h-lv60-self": dict(family="wav2vec2", layers=24, hidden=1024, params_m=317,
-                                                   sample_rate=16000, note="large, Libri-Light 60k h + self-training"),
-    "facebook/wav2vec2-large-lv60": dict(family="wav2vec2", layers=24, hidden=1024, params_m=317, sample_rate=16000,
-                                         note="self-supervised on Libri-Light 60k h"),
-    "facebook/wav2vec2-xls-r-300m": dict(family="wav2vec2", layers=24, hidden=1024, params_m=300, sample_rate=16000,
-                                         note="multilingual self-supervised, 128 languages"),
-    "microsoft/wavlm-base": dict(family="wavlm", layers=12, hidden=768, params_m=94, sample_rate=16000,
-                                 note="self-supervised, LibriSpeech 960 h"),
-    "microsoft/wavlm-base-plus": dict(family="wavlm", layers=12, hidden=768, params_m=94, sample_rate=16000,
-                                      note="self-supervised, 94k h"),
-    "microsoft/wavlm-large": dict(family="wavlm", layers=24, hidden=1024, params_m=315, sample_rate=16000,
-                                  note="self-supervised, 94k h"),
-    "facebook/hubert-base-ls960": dict(family="hubert", layers=12, hidden=768, params_m=94, sample_rate=16000,
-                                       note="self-supervised, LibriSpeech 960 h"),
-    "facebook/hubert-large-ll60k": dict(family="hubert", layers=24, hidden=1024, params_m=316, sample_rate=16000,
-                                        note="self-supervised, Libri-Light 60k h"),
-    "kyutai/mimi": dict(family="mimi", layers=0, hidden=512, params_m=96, sample_rate=24000,
-                        note="streaming speech codec, 12.5 Hz, 8 of 32 codebooks by default"),
-    "facebook/encodec_24khz": dict(family="encodec", layers=0, hidden=128, params_m=15, sample_rate=24000,
-                                   note="general audio codec, 75 Hz"),
-    "descript/dac_16khz": dict(family="dac", layers=0, hidden=1024, params_m=74, sample_rate=16000,
-                               note="general audio codec, 50 Hz, 12 codebooks"),
-    "descript/dac_24khz": dict(family="dac", layers=0, hidden=1024, params_m=74, sample_rate=24000,
-                               note="general audio codec, 75 Hz, 32 codebooks"),
-    "descript/dac_44khz": dict(family="dac", layers=0, hidden=1024, params_m=74, sample_rate=44100,
-                               note="general audio codec, 86 Hz, 9 codebooks"),
+    "facebook/wav2vec2-base": dict(
+        family="wav2vec2",
+        layers=12,
+        hidden=768,
+        params_m=95,
+        sample_rate=16000,
+        note="self-supervised on LibriSpeech 960 h",
+    ),
+    "facebook/wav2vec2-base-960h": dict(
+        family="wav2vec2",
+        layers=12,
+        hidden=768,
+        params_m=95,
+        sample_rate=16000,
+        note="base fine-tuned for ASR (CTC) on LibriSpeech 960 h",
+    ),
+    "facebook/wav2vec2-large-960h": dict(
+        family="wav2vec2",
+        layers=24,
+        hidden=1024,
+        params_m=317,
+        sample_rate=16000,
+        note="large fine-tuned for ASR on LibriSpeech 960 h",
+    ),
+    "facebook/wav2vec2-large-960h-lv60-self": dict(
+        family="wav2vec2",
+        layers=24,
+        hidden=1024,
+        params_m=317,
+        sample_rate=16000,
+        note="large, Libri-Light 60k h + self-training",
+    ),
+    "facebook/wav2vec2-large-lv60": dict(
+        family="wav2vec2",
+        layers=24,
+        hidden=1024,
+        params_m=317,
+        sample_rate=16000,
+        note="self-supervised on Libri-Light 60k h",
+    ),
+    "facebook/wav2vec2-xls-r-300m": dict(
+        family="wav2vec2",
+        layers=24,
+        hidden=1024,
+        params_m=300,
+        sample_rate=16000,
+        note="multilingual self-supervised, 128 languages",
+    ),
+    "microsoft/wavlm-base": dict(
+        family="wavlm", layers=12, hidden=768, params_m=94, sample_rate=16000, note="self-supervised, LibriSpeech 960 h"
+    ),
+    "microsoft/wavlm-base-plus": dict(
+        family="wavlm", layers=12, hidden=768, params_m=94, sample_rate=16000, note="self-supervised, 94k h"
+    ),
+    "microsoft/wavlm-large": dict(
+        family="wavlm", layers=24, hidden=1024, params_m=315, sample_rate=16000, note="self-supervised, 94k h"
+    ),
+    "facebook/hubert-base-ls960": dict(
+        family="hubert",
+        layers=12,
+        hidden=768,
+        params_m=94,
+        sample_rate=16000,
+        note="self-supervised, LibriSpeech 960 h",
+    ),
+    "facebook/hubert-large-ll60k": dict(
+        family="hubert",
+        layers=24,
+        hidden=1024,
+        params_m=316,
+        sample_rate=16000,
+        note="self-supervised, Libri-Light 60k h",
+    ),
+    "kyutai/mimi": dict(
+        family="mimi",
+        layers=0,
+        hidden=512,
+        params_m=96,
+        sample_rate=24000,
+        note="streaming speech codec, 12.5 Hz, 8 of 32 codebooks by default",
+    ),
+    "facebook/encodec_24khz": dict(
+        family="encodec", layers=0, hidden=128, params_m=15, sample_rate=24000, note="general audio codec, 75 Hz"
+    ),
+    "descript/dac_16khz": dict(
+        family="dac",
+        layers=0,
+        hidden=1024,
+        params_m=74,
+        sample_rate=16000,
+        note="general audio codec, 50 Hz, 12 codebooks",
+    ),
+    "descript/dac_24khz": dict(
+        family="dac",
+        layers=0,
+        hidden=1024,
+        params_m=74,
+        sample_rate=24000,
+        note="general audio codec, 75 Hz, 32 codebooks",
+    ),
+    "descript/dac_44khz": dict(
+        family="dac",
+        layers=0,
+        hidden=1024,
+        params_m=74,
+        sample_rate=44100,
+        note="general audio codec, 86 Hz, 9 codebooks",
+    ),
 }
-for _whisper_size, (_whisper_layers, _whisper_hidden, _whisper_params) in {"tiny": (4, 384, 39), "base": (6, 512, 74), "small": (12, 768, 244),
-                                           "medium": (24, 1024, 769)}.items():
+for _whisper_size, (_whisper_layers, _whisper_hidden, _whisper_params) in {
+    "tiny": (4, 384, 39),
+    "base": (6, 512, 74),
+    "small": (12, 768, 244),
+    "medium": (24, 1024, 769),
+}.items():
     for _whisper_suffix in ("", ".en"):
         KNOWN_SPEECH_MODELS[f"openai/whisper-{_whisper_size}{_whisper_suffix}"] = dict(
-            family="whisper", layers=_whisper_layers, hidden=_whisper_hidden, params_m=_whisper_params, sample_rate=16000,
-            note="Whisper encoder" + (" (English-only)" if _whisper_suffix else " (multilingual)"))
+            family="whisper",
+            layers=_whisper_layers,
+            hidden=_whisper_hidden,
+            params_m=_whisper_params,
+            sample_rate=16000,
+            note="Whisper encoder" + (" (English-only)" if _whisper_suffix else " (multilingual)"),
+        )
 for _whisper_name, _whisper_params in (("large-v2", 1550), ("large-v3", 1550), ("large-v3-turbo", 809)):
     KNOWN_SPEECH_MODELS[f"openai/whisper-{_whisper_name}"] = dict(
-        family="whisper", layers=32, hidden=1280, params_m=_whisper_params, sample_rate=16000,
-        note="Whisper encoder (multilingual)" + (", 4-layer decoder" if _whisper_name.endswith("turbo") else ""))
+        family="whisper",
+        layers=32,
+        hidden=1280,
+        params_m=_whisper_params,
+        sample_rate=16000,
+        note="Whisper encoder (multilingual)" + (", 4-layer decoder" if _whisper_name.endswith("turbo") else ""),
+    )
 
 
 def resolve_speech_model_id(name_or_path: str) -> str:
@@ -107,8 +197,9 @@ class ModelLoadError(RuntimeError):
 def _model_family(config) -> str:
     model_type = getattr(config, "model_type", "")
     if model_type in SPEECH_FAMILIES:
-        return "wav2vec2" if model_type in ("data2vec-audio", "unispeech", "unispeech-sat", "sew", "sew-d") \
-            else model_type
+        return (
+            "wav2vec2" if model_type in ("data2vec-audio", "unispeech", "unispeech-sat", "sew", "sew-d") else model_type
+        )
     if model_type in ("whisper",) + CODEC_FAMILIES:
         return model_type
     raise ModelLoadError(
@@ -146,9 +237,11 @@ class SpeechModelAdapter:
     @property
     def layer_names(self) -> list:
         if self.family in CODEC_FAMILIES:
-            names = {"mimi": ["encoder", "transformer", "latents", "quantized"],
-                     "encodec": ["latents", "quantized"],
-                     "dac": ["encoder", "latents", "quantized"]}[self.family]
+            names = {
+                "mimi": ["encoder", "transformer", "latents", "quantized"],
+                "encodec": ["latents", "quantized"],
+                "dac": ["encoder", "latents", "quantized"],
+            }[self.family]
             if self.family in ("dac", "encodec"):
                 names += [f"codebook_{k}" for k in range(self._num_codebooks())]
             return names
@@ -190,8 +283,10 @@ class SpeechModelAdapter:
         }
 
     def __repr__(self):
-        return (f"SpeechModelAdapter({self.name!r}, family={self.family}, layers={self.num_layers}, "
-                f"hidden={self.hidden_size}, params={self.num_parameters / 1e6:.1f}M, sr={self.sample_rate})")
+        return (
+            f"SpeechModelAdapter({self.name!r}, family={self.family}, layers={self.num_layers}, "
+            f"hidden={self.hidden_size}, params={self.num_parameters / 1e6:.1f}M, sr={self.sample_rate})"
+        )
 
     def layer_frame_rate(self, layer) -> float:
         """Frames per second of one layer: ``frame_rate``, except Mimi's ``encoder`` and
@@ -260,7 +355,7 @@ class SpeechModelAdapter:
         pieces = {layer: [] for layer in layers}
         encoder = self.model.get_encoder() if hasattr(self.model, "get_encoder") else self.model.encoder
         for start in range(0, len(waveform), window):
-            chunk = waveform[start:start + window]
+            chunk = waveform[start : start + window]
             keep = max(1, math.ceil(len(chunk) * self.frame_rate / self.sample_rate))
             features = self.feature_extractor(chunk, sampling_rate=self.sample_rate, return_tensors="pt")
             input_features = features["input_features"].to(self.device, dtype=next(encoder.parameters()).dtype)
@@ -278,8 +373,9 @@ class SpeechModelAdapter:
             seanet = encoder.encoder_seanet(input_values) if hasattr(encoder, "encoder_seanet") else None
             if {"encoder", "transformer"} & set(layers) and seanet is not None:
                 result["encoder"] = seanet
-                result["transformer"] = encoder.encoder_transformer(seanet.transpose(1, 2)).last_hidden_state \
-                    .transpose(1, 2)
+                result["transformer"] = encoder.encoder_transformer(seanet.transpose(1, 2)).last_hidden_state.transpose(
+                    1, 2
+                )
             latents = encoder(input_values).latents
             result["latents"] = latents
             if "quantized" in layers:
@@ -306,8 +402,9 @@ class SpeechModelAdapter:
         return {layer: result[layer][0].transpose(0, 1).float().cpu().numpy() for layer in layers}
 
 
-def load_speech_model(name_or_path: str = DEFAULT_SPEECH_MODEL, device: str = "cpu",
-                      local_files_only: bool = False, dtype=None) -> SpeechModelAdapter:
+def load_speech_model(
+    name_or_path: str = DEFAULT_SPEECH_MODEL, device: str = "cpu", local_files_only: bool = False, dtype=None
+) -> SpeechModelAdapter:
     """Load a transformers audio model and its feature extractor; return an adapter.
 
     ``name_or_path``: a hub id (``facebook/wav2vec2-base``, ``openai/whisper-tiny.en``,
@@ -340,8 +437,9 @@ def load_speech_model(name_or_path: str = DEFAULT_SPEECH_MODEL, device: str = "c
             model = transformers.WhisperModel.from_pretrained(name_or_path, **kwargs)
         else:
             model = transformers.AutoModel.from_pretrained(name_or_path, **kwargs)
-        feature_extractor = transformers.AutoFeatureExtractor.from_pretrained(name_or_path,
-                                                                               local_files_only=local_files_only)
+        feature_extractor = transformers.AutoFeatureExtractor.from_pretrained(
+            name_or_path, local_files_only=local_files_only
+        )
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"cannot load model {name_or_path!r}: {error}") from None
     return SpeechModelAdapter(str(name_or_path), model.to(device), feature_extractor, family, device)

@@ -59,8 +59,11 @@ def _embed_cache_slug(text: str) -> str:
 def embed_cache_dir(cache_root, dataset_name: str, config: dict) -> Path:
     """The folder holding the cache of ``dataset_name`` embedded with ``config``."""
     label = config.get("name") or config.get("kind") or "encoder"
-    return Path(cache_root).expanduser() / _embed_cache_slug(dataset_name) / \
-        f"{_embed_cache_slug(label)}-{embed_cache_key(config)}"
+    return (
+        Path(cache_root).expanduser()
+        / _embed_cache_slug(dataset_name)
+        / f"{_embed_cache_slug(label)}-{embed_cache_key(config)}"
+    )
 
 
 def _array_sha256(array: np.ndarray) -> str:
@@ -110,14 +113,20 @@ def embed_cache_save(folder, embeddings: np.ndarray, metadata: dict, config: dic
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
-    metadata = dict(metadata, version=EMBED_CACHE_VERSION, embeddings_sha256=_array_sha256(embeddings),
-                    n=int(embeddings.shape[0]), dim=int(embeddings.shape[1]) if embeddings.ndim == 2 else 0)
+    metadata = dict(
+        metadata,
+        version=EMBED_CACHE_VERSION,
+        embeddings_sha256=_array_sha256(embeddings),
+        n=int(embeddings.shape[0]),
+        dim=int(embeddings.shape[1]) if embeddings.ndim == 2 else 0,
+    )
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.new-", dir=folder.parent))
     try:
         atomic_save_npy(staging / "embeddings.npy", embeddings)
         atomic_write_json(staging / "metadata.json", metadata)
-        atomic_write_json(staging / "config.json", {"encoder": config, "key": embed_cache_key(config),
-                                                    "version": EMBED_CACHE_VERSION})
+        atomic_write_json(
+            staging / "config.json", {"encoder": config, "key": embed_cache_key(config), "version": EMBED_CACHE_VERSION}
+        )
         backup = None
         if folder.exists():
             backup = folder.parent / f".{folder.name}.old-{time.time_ns()}"
@@ -131,8 +140,16 @@ def embed_cache_save(folder, embeddings: np.ndarray, metadata: dict, config: dic
     return folder
 
 
-def embed_cache_update(paths, compute_fn, cache_root, dataset_name: str, config: dict,
-                       model_info: dict | None = None, retry_failed: bool = False, verbose: bool = True):
+def embed_cache_update(
+    paths,
+    compute_fn,
+    cache_root,
+    dataset_name: str,
+    config: dict,
+    model_info: dict | None = None,
+    retry_failed: bool = False,
+    verbose: bool = True,
+):
     """Bring the cache of ``dataset_name`` x ``config`` up to date with ``paths``.
 
     ``compute_fn(paths) -> (embeddings [n, D], ok_paths, failures)`` computes new rows
@@ -151,10 +168,14 @@ def embed_cache_update(paths, compute_fn, cache_root, dataset_name: str, config:
             print(f"Embedding cache rebuilt: {metadata}")
         cached, metadata = None, {"files": [], "fingerprints": [], "failed": [], "created": None}
     fingerprints = {p: embed_cache_fingerprint(p) for p in paths}
-    rows = {f: i for i, (f, fp) in enumerate(zip(metadata["files"], metadata["fingerprints"]))
-            if fingerprints.get(f) == fp}
-    old_failed = {item["path"]: item for item in metadata.get("failed", [])
-                  if not retry_failed and fingerprints.get(item["path"]) == item.get("fingerprint")}
+    rows = {
+        f: i for i, (f, fp) in enumerate(zip(metadata["files"], metadata["fingerprints"])) if fingerprints.get(f) == fp
+    }
+    old_failed = {
+        item["path"]: item
+        for item in metadata.get("failed", [])
+        if not retry_failed and fingerprints.get(item["path"]) == item.get("fingerprint")
+    }
     todo = [p for p in paths if p not in rows and p not in old_failed]
     new_embeddings, new_ok, new_failures = None, [], []
     if todo:
@@ -165,8 +186,11 @@ def embed_cache_update(paths, compute_fn, cache_root, dataset_name: str, config:
     new_rows = {p: i for i, p in enumerate(new_ok)}
     failures = {p: item for p, item in old_failed.items()}
     for item in new_failures:
-        failures[str(item["path"])] = {"path": str(item["path"]), "error": item["error"],
-                                       "fingerprint": fingerprints.get(str(item["path"]))}
+        failures[str(item["path"])] = {
+            "path": str(item["path"]),
+            "error": item["error"],
+            "fingerprint": fingerprints.get(str(item["path"])),
+        }
     vectors, files = [], []
     for p in paths:
         if p in rows:
@@ -180,24 +204,44 @@ def embed_cache_update(paths, compute_fn, cache_root, dataset_name: str, config:
     embeddings = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, dim), np.float32)
     requested = set(paths)
     removed = [f for f in metadata["files"] if f not in requested]
-    changed = bool(todo) or bool(removed) or files != metadata["files"] \
+    changed = (
+        bool(todo)
+        or bool(removed)
+        or files != metadata["files"]
         or sorted(failures) != sorted(item["path"] for item in metadata.get("failed", []))
+    )
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     if changed:
-        embed_cache_save(folder, embeddings, {
-            "dataset": dataset_name, "files": files, "fingerprints": [fingerprints[f] for f in files],
-            "failed": [failures[p] for p in paths if p in failures],
-            "created": metadata.get("created") or now, "updated": now,
-            "model_info": model_info or metadata.get("model_info") or {},
-        }, config)
+        embed_cache_save(
+            folder,
+            embeddings,
+            {
+                "dataset": dataset_name,
+                "files": files,
+                "fingerprints": [fingerprints[f] for f in files],
+                "failed": [failures[p] for p in paths if p in failures],
+                "created": metadata.get("created") or now,
+                "updated": now,
+                "model_info": model_info or metadata.get("model_info") or {},
+            },
+            config,
+        )
     report = {
-        "cache_dir": str(folder), "n_requested": len(paths), "n_embedded": len(files),
-        "n_cached": sum(1 for p in paths if p in rows), "n_computed": len(todo),
-        "n_removed": len(removed), "n_failed": len(failures),
+        "cache_dir": str(folder),
+        "n_requested": len(paths),
+        "n_embedded": len(files),
+        "n_cached": sum(1 for p in paths if p in rows),
+        "n_computed": len(todo),
+        "n_removed": len(removed),
+        "n_failed": len(failures),
         "failed": [{"path": p, "error": failures[p]["error"]} for p in paths if p in failures],
-        "written": changed, "seconds": time.perf_counter() - start, "timestamp": now,
+        "written": changed,
+        "seconds": time.perf_counter() - start,
+        "timestamp": now,
     }
     if verbose:
-        print(f"Embeddings: {report['n_cached']} from cache, {report['n_computed']} computed, "
-              f"{report['n_removed']} dropped, {report['n_failed']} failed  ({folder})")
+        print(
+            f"Embeddings: {report['n_cached']} from cache, {report['n_computed']} computed, "
+            f"{report['n_removed']} dropped, {report['n_failed']} failed  ({folder})"
+        )
     return embeddings, files, report

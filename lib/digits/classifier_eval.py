@@ -27,14 +27,15 @@ def classification_summary(y_true, y_pred, labels=None, speakers=None) -> dict:
     if len(y_true) == 0:
         raise ValueError("nothing to evaluate: no predictions")
     labels = list(labels) if labels is not None else sorted(set(y_true.tolist()) | set(y_pred.tolist()))
-    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels,
-                                                                     zero_division=0)
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     summary = {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
         "n": int(len(y_true)),
-        "per_class": {str(label): {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-                      for label, p, r, f, s in zip(labels, precision, recall, f1, support)},
+        "per_class": {
+            str(label): {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for label, p, r, f, s in zip(labels, precision, recall, f1, support)
+        },
         "labels": [str(label) for label in labels],
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     }
@@ -59,8 +60,15 @@ def plot_confusion(matrix, labels, title: str = "", ax=None):
     for i in range(matrix.shape[0]):
         for j in range(matrix.shape[1]):
             if matrix[i, j]:
-                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if norm[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(matrix[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
     ax.set_xticks(range(len(labels)), labels)
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("predicted")
@@ -70,8 +78,13 @@ def plot_confusion(matrix, labels, title: str = "", ax=None):
     return ax.figure
 
 
-def leave_one_speaker_out(fit_predict, manifest: pd.DataFrame, speaker_column: str = "speaker",
-                          label_column: str = "label", progress: bool = True) -> dict:
+def leave_one_speaker_out(
+    fit_predict,
+    manifest: pd.DataFrame,
+    speaker_column: str = "speaker",
+    label_column: str = "label",
+    progress: bool = True,
+) -> dict:
     """Run ``fit_predict(train_idx, test_idx) -> predictions`` with each speaker held out once.
 
     ``train_idx``/``test_idx`` are integer positions into ``manifest``. Returns per-speaker
@@ -95,9 +108,14 @@ def leave_one_speaker_out(fit_predict, manifest: pd.DataFrame, speaker_column: s
         per_speaker[str(speaker)] = float(hits.mean())
         correct += int(hits.sum())
     values = np.array(list(per_speaker.values()))
-    return {"per_speaker_accuracy": per_speaker, "mean_accuracy": float(values.mean()),
-            "std_accuracy": float(values.std()), "min_accuracy": float(values.min()),
-            "pooled_accuracy": correct / len(manifest), "seconds_per_fold": seconds}
+    return {
+        "per_speaker_accuracy": per_speaker,
+        "mean_accuracy": float(values.mean()),
+        "std_accuracy": float(values.std()),
+        "min_accuracy": float(values.min()),
+        "pooled_accuracy": correct / len(manifest),
+        "seconds_per_fold": seconds,
+    }
 
 
 def measure_latency(predict, example, warmup: int = 3, runs: int = 30) -> dict:
@@ -110,5 +128,9 @@ def measure_latency(predict, example, warmup: int = 3, runs: int = 30) -> dict:
         predict(example)
         times.append((time.perf_counter() - start) * 1000.0)
     times = np.array(times)
-    return {"mean_ms": float(times.mean()), "p50_ms": float(np.percentile(times, 50)),
-            "p95_ms": float(np.percentile(times, 95)), "runs": int(len(times))}
+    return {
+        "mean_ms": float(times.mean()),
+        "p50_ms": float(np.percentile(times, 50)),
+        "p95_ms": float(np.percentile(times, 95)),
+        "runs": int(len(times)),
+    }

@@ -81,9 +81,15 @@ def trim_digit_clip(wave: np.ndarray, config: DigitFeatureConfig) -> np.ndarray:
 
 def digit_mfcc_matrix(wave: np.ndarray, config: DigitFeatureConfig) -> np.ndarray:
     """MFCCs (+ deltas) of one (trimmed) clip, ``[n_coefficients, n_frames]`` (zero-padded or cut)."""
-    m = mfcc_features(trim_digit_clip(wave, config), config.sample_rate, n_mfcc=config.n_mfcc,
-                      delta_order=config.delta_order, n_fft=config.n_fft, hop_length=config.hop_length,
-                      n_mels=config.n_mels)
+    m = mfcc_features(
+        trim_digit_clip(wave, config),
+        config.sample_rate,
+        n_mfcc=config.n_mfcc,
+        delta_order=config.delta_order,
+        n_fft=config.n_fft,
+        hop_length=config.hop_length,
+        n_mels=config.n_mels,
+    )
     return pad_frames(m, config.n_frames)
 
 
@@ -96,9 +102,15 @@ def digit_feature_vectors(waves, config: DigitFeatureConfig, progress: bool = Fa
         if config.pooling == "flat":
             rows.append(digit_mfcc_matrix(wave, config).ravel())
         else:  # pool over the clip's real frames only (no padding)
-            m = mfcc_features(trim_digit_clip(wave, config), config.sample_rate, n_mfcc=config.n_mfcc,
-                              delta_order=config.delta_order, n_fft=config.n_fft,
-                              hop_length=config.hop_length, n_mels=config.n_mels)
+            m = mfcc_features(
+                trim_digit_clip(wave, config),
+                config.sample_rate,
+                n_mfcc=config.n_mfcc,
+                delta_order=config.delta_order,
+                n_fft=config.n_fft,
+                hop_length=config.hop_length,
+                n_mels=config.n_mels,
+            )
             rows.append(pool_frames(m.T, config.pooling))
     if not rows:
         return np.zeros((0, config.vector_size), dtype=np.float32)
@@ -123,8 +135,9 @@ def apply_standardizer(features: np.ndarray, stats: dict) -> np.ndarray:
     """``(features - mean) / std`` with statistics from `fit_standardizer`."""
     x = np.asarray(features, dtype=np.float32)
     if x.shape[1:2] != stats["mean"].shape[0:1]:
-        raise ValueError(f"features have {x.shape[1]} coefficients but the standardiser was fitted on "
-                         f"{stats['mean'].shape[0]}")
+        raise ValueError(
+            f"features have {x.shape[1]} coefficients but the standardiser was fitted on {stats['mean'].shape[0]}"
+        )
     return (x - stats["mean"]) / stats["std"]
 
 
@@ -134,8 +147,7 @@ def load_digit_waves(manifest: pd.DataFrame, sample_rate: int = 8000, progress: 
     Broken files are skipped and reported (`load_audio_batch`); ``kept_manifest`` holds the
     rows of the clips that loaded, in the same order as ``waves``.
     """
-    waves, ok_paths, failures = load_audio_batch(list(manifest["path"]), sr=sample_rate, progress=progress,
-                                                 desc=desc)
+    waves, ok_paths, failures = load_audio_batch(list(manifest["path"]), sr=sample_rate, progress=progress, desc=desc)
     ok = set(ok_paths)
     kept = manifest[manifest["path"].isin(ok)].reset_index(drop=True)
     order = {p: i for i, p in enumerate(ok_paths)}

@@ -67,6 +67,7 @@ class DigitClassifierBase:
 # %% [markdown]
 # ## Baseline: scikit-learn pipeline tuned by grid search
 
+
 # %%
 def make_digit_pipeline(classifier: str = "svm", pca_components: int | None = 128, seed: int = 0) -> Pipeline:
     """``StandardScaler -> [PCA] -> SVC(rbf) | LogisticRegression``."""
@@ -82,10 +83,18 @@ def make_digit_pipeline(classifier: str = "svm", pca_components: int | None = 12
     return Pipeline(steps)
 
 
-def grid_search_digit_pipeline(X: np.ndarray, y: np.ndarray, classifier: str = "svm",
-                               pca_components: int | None = 128, C_grid=(1.0, 10.0, 100.0),
-                               gamma_grid=("scale", 0.001, 0.01), cv_folds: int = 5, seed: int = 0,
-                               n_jobs: int = 1, verbose: int = 0) -> GridSearchCV:
+def grid_search_digit_pipeline(
+    X: np.ndarray,
+    y: np.ndarray,
+    classifier: str = "svm",
+    pca_components: int | None = 128,
+    C_grid=(1.0, 10.0, 100.0),
+    gamma_grid=("scale", 0.001, 0.01),
+    cv_folds: int = 5,
+    seed: int = 0,
+    n_jobs: int = 1,
+    verbose: int = 0,
+) -> GridSearchCV:
     """Stratified K-fold grid search over C (and gamma for the SVM); returns the fitted search.
 
     ``search.best_estimator_`` is refitted on all of ``X``; ``best_score_`` is the mean CV
@@ -99,8 +108,15 @@ def grid_search_digit_pipeline(X: np.ndarray, y: np.ndarray, classifier: str = "
         grid["clf__gamma"] = list(gamma_grid)
     min_class = int(np.min(np.unique(y, return_counts=True)[1]))
     folds = max(2, min(cv_folds, min_class))
-    search = GridSearchCV(pipeline, grid, cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
-                          scoring="accuracy", n_jobs=n_jobs, refit=True, verbose=verbose)
+    search = GridSearchCV(
+        pipeline,
+        grid,
+        cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
+        scoring="accuracy",
+        n_jobs=n_jobs,
+        refit=True,
+        verbose=verbose,
+    )
     search.fit(X, y)
     return search
 
@@ -132,6 +148,7 @@ class SklearnDigitModel(DigitClassifierBase):
 
 # %% [markdown]
 # ## CNN on MFCC or log-mel, computed in PyTorch
+
 
 # %%
 @dataclass
@@ -211,8 +228,19 @@ class DigitFrontend(nn.Module):
             raise ValueError(f"features must be 'mfcc' or 'logmel', not {config.features!r}")
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        spec = torch.stft(wave, self.n_fft, self.hop_length, window=self.window, center=True, pad_mode="constant",
-                          return_complex=True).abs().pow(2)  # zero padding at the edges, as librosa does
+        spec = (
+            torch.stft(
+                wave,
+                self.n_fft,
+                self.hop_length,
+                window=self.window,
+                center=True,
+                pad_mode="constant",
+                return_complex=True,
+            )
+            .abs()
+            .pow(2)
+        )  # zero padding at the edges, as librosa does
         logmel = 10.0 * torch.log10(torch.clamp(self.mel_basis @ spec, min=1e-10))
         if self.kind == "mfcc":
             return self.dct @ logmel
@@ -233,8 +261,11 @@ class DigitCnn(nn.Module):
             c_in = config.n_features
             for c_out in config.channels:
                 for j in range(config.convs_per_block):
-                    layers += [nn.Conv1d(c_in, c_out, 5 if j == 0 else 3, padding="same", bias=False),
-                               nn.BatchNorm1d(c_out), nn.ReLU()]
+                    layers += [
+                        nn.Conv1d(c_in, c_out, 5 if j == 0 else 3, padding="same", bias=False),
+                        nn.BatchNorm1d(c_out),
+                        nn.ReLU(),
+                    ]
                     c_in = c_out
                 layers.append(nn.MaxPool1d(2))
         elif config.architecture == "2d":
@@ -334,7 +365,7 @@ class CnnDigitModel(DigitClassifierBase):
         x = fix_wave_length(list(waves), self.config.n_samples)
         outs = []
         for i in range(0, len(x), self.batch_size):
-            outs.append(self.network(torch.from_numpy(x[i:i + self.batch_size]).to(self.device)).float().cpu())
+            outs.append(self.network(torch.from_numpy(x[i : i + self.batch_size]).to(self.device)).float().cpu())
         return torch.cat(outs).numpy() if outs else np.zeros((0, len(self.labels)))
 
 
@@ -344,14 +375,23 @@ def _cnn_evaluate(network: DigitCnn, x: torch.Tensor, y: torch.Tensor, batch_siz
     network.eval()
     correct, loss = 0, 0.0
     for i in range(0, len(x), batch_size):
-        logits = network(x[i:i + batch_size])
-        correct += (logits.argmax(1) == y[i:i + batch_size]).sum().item()
-        loss += nn.functional.cross_entropy(logits, y[i:i + batch_size], reduction="sum").item()
+        logits = network(x[i : i + batch_size])
+        correct += (logits.argmax(1) == y[i : i + batch_size]).sum().item()
+        loss += nn.functional.cross_entropy(logits, y[i : i + batch_size], reduction="sum").item()
     return correct / max(1, len(x)), loss / max(1, len(x))
 
 
-def train_digit_cnn(waves, labels, config: DigitCnnConfig | None = None, device: str = "cpu", seed: int = 0,
-                    val_waves=None, val_labels=None, progress: bool = True, log_every: int = 0):
+def train_digit_cnn(
+    waves,
+    labels,
+    config: DigitCnnConfig | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    val_waves=None,
+    val_labels=None,
+    progress: bool = True,
+    log_every: int = 0,
+):
     """Train the CNN; return ``(CnnDigitModel, history)``.
 
     Without ``val_waves`` a stratified ``config.val_fraction`` of the training clips is held
@@ -390,20 +430,29 @@ def train_digit_cnn(waves, labels, config: DigitCnnConfig | None = None, device:
     x_val = torch.from_numpy(fix_wave_length(val_w, config.n_samples)).to(device)
     y_val = torch.from_numpy(val_y).long().to(device)
     with torch.no_grad():  # standardisation statistics from the TRAINING clips only
-        feats = torch.cat([network.frontend(x_train[i:i + 256]) for i in range(0, len(x_train), 256)])
+        feats = torch.cat([network.frontend(x_train[i : i + 256]) for i in range(0, len(x_train), 256)])
         network.feat_mean.copy_(feats.mean(dim=(0, 2))[:, None])
         network.feat_std.copy_(feats.std(dim=(0, 2)).clamp(min=1e-5)[:, None])
         del feats
 
     optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.learning_rate,
-                                                    total_steps=max(1, config.epochs * steps_per_epoch),
-                                                    pct_start=0.15)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=config.learning_rate, total_steps=max(1, config.epochs * steps_per_epoch), pct_start=0.15
+    )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
-    history = {"epoch": [], "train_loss": [], "train_accuracy": [], "val_accuracy": [], "val_loss": [],
-               "best_epoch": 0,
-               "best_val_accuracy": -1.0, "stopped_early": False, "n_train": len(x_train), "n_val": len(x_val)}
+    history = {
+        "epoch": [],
+        "train_loss": [],
+        "train_accuracy": [],
+        "val_accuracy": [],
+        "val_loss": [],
+        "best_epoch": 0,
+        "best_val_accuracy": -1.0,
+        "stopped_early": False,
+        "n_train": len(x_train),
+        "n_val": len(x_val),
+    }
     best_state, waited, best_loss = None, 0, float("inf")
     start = time.perf_counter()
     bar = tqdm(range(1, config.epochs + 1), desc="CNN epochs", disable=not progress, leave=False)
@@ -412,7 +461,7 @@ def train_digit_cnn(waves, labels, config: DigitCnnConfig | None = None, device:
         order = torch.randperm(len(x_train), generator=gen).to(device)
         total_loss, correct = 0.0, 0
         for i in range(0, len(order), config.batch_size):
-            batch = order[i:i + config.batch_size]
+            batch = order[i : i + config.batch_size]
             xb = augment_waves(x_train[batch], config, gen)
             logits = network(xb, augment=True)
             loss = loss_fn(logits, y_train[batch])

@@ -79,12 +79,12 @@ class EnergyVad:
         done = []
         data = np.concatenate([self._pending, np.asarray(chunk, dtype=np.float32).reshape(-1)])
         n_frames = len(data) // self.frame
-        self._pending = data[n_frames * self.frame:]
+        self._pending = data[n_frames * self.frame :]
         hang = max(1, int(round(cfg.hangover_ms / cfg.frame_ms)))
         min_speech = max(1, int(round(cfg.min_speech_ms / cfg.frame_ms)))
         max_frames = max(1, int(round(cfg.max_segment_ms / cfg.frame_ms)))
         for i in range(n_frames):
-            frame = data[i * self.frame:(i + 1) * self.frame]
+            frame = data[i * self.frame : (i + 1) * self.frame]
             level = float(10 * np.log10(np.mean(frame.astype(np.float64) ** 2) + 1e-12))
             self.frame_db.append(level)
             speech = self.is_speech(level)
@@ -146,7 +146,7 @@ def vad_segments(wave: np.ndarray, sample_rate: int, config: VadConfig | None = 
     chunk = max(1, int(chunk_ms * sample_rate / 1000))
     segments = []
     for i in range(0, len(wave), chunk):
-        segments += vad.process(wave[i:i + chunk])
+        segments += vad.process(wave[i : i + chunk])
     segments += vad.flush()
     return [(s["start"] / sample_rate, s["end"] / sample_rate) for s in segments]
 
@@ -162,9 +162,17 @@ class StreamingDigitRecognizer:
 
     MODES = ("toggle", "push_to_talk")
 
-    def __init__(self, model, vad_config: VadConfig | None = None, confidence_threshold: float = 0.6,
-                 temperature: float = 1.0, force_emit: bool = True, early_emit_ms: float | None = None,
-                 mode: str = "toggle", on_event=None):
+    def __init__(
+        self,
+        model,
+        vad_config: VadConfig | None = None,
+        confidence_threshold: float = 0.6,
+        temperature: float = 1.0,
+        force_emit: bool = True,
+        early_emit_ms: float | None = None,
+        mode: str = "toggle",
+        on_event=None,
+    ):
         if mode not in self.MODES:
             raise ValueError(f"mode must be one of {self.MODES}, not {mode!r}")
         if temperature <= 0:
@@ -199,9 +207,16 @@ class StreamingDigitRecognizer:
         if early and not confident:
             return None
         emitted = bool(confident or (at_end and self.force_emit))
-        event = {"digit": self.model.labels[best], "confidence": float(proba[best]),
-                 "start_s": start / self.sample_rate, "end_s": end / self.sample_rate, "emitted": emitted,
-                 "forced": bool(emitted and not confident), "early": early, "latency_ms": latency}
+        event = {
+            "digit": self.model.labels[best],
+            "confidence": float(proba[best]),
+            "start_s": start / self.sample_rate,
+            "end_s": end / self.sample_rate,
+            "emitted": emitted,
+            "forced": bool(emitted and not confident),
+            "early": early,
+            "latency_ms": latency,
+        }
         self.events.append(event)
         if self.on_event is not None:
             self.on_event(event)
@@ -266,8 +281,13 @@ class StreamingDigitRecognizer:
         return [event] if event else []
 
 
-def stream_audio_file(path_or_wave, recognizer: StreamingDigitRecognizer, chunk_ms: float = 100.0,
-                      sample_rate: int | None = None, realtime: bool = False) -> list:
+def stream_audio_file(
+    path_or_wave,
+    recognizer: StreamingDigitRecognizer,
+    chunk_ms: float = 100.0,
+    sample_rate: int | None = None,
+    realtime: bool = False,
+) -> list:
     """Play a file (or a wave at ``sample_rate``) through ``recognizer`` chunk by chunk; return its events."""
     if isinstance(path_or_wave, np.ndarray):
         wave = path_or_wave
@@ -280,7 +300,7 @@ def stream_audio_file(path_or_wave, recognizer: StreamingDigitRecognizer, chunk_
     chunk = max(1, int(chunk_ms * recognizer.sample_rate / 1000))
     events = []
     for i in range(0, len(wave), chunk):
-        events += recognizer.feed(wave[i:i + chunk])
+        events += recognizer.feed(wave[i : i + chunk])
         if realtime:
             time.sleep(chunk_ms / 1000)
     events += recognizer.finish()
@@ -289,6 +309,7 @@ def stream_audio_file(path_or_wave, recognizer: StreamingDigitRecognizer, chunk_
 
 # %% [markdown]
 # ## Microphone
+
 
 # %%
 class LiveAudioUnavailable(RuntimeError):
@@ -300,18 +321,23 @@ def check_microphone(device=None):
     try:
         import sounddevice as sd
     except ImportError:
-        raise LiveAudioUnavailable("sounddevice is not installed: pip install sounddevice "
-                                   "(or pip install 'audiolens[live]')") from None
+        raise LiveAudioUnavailable(
+            "sounddevice is not installed: pip install sounddevice (or pip install 'audiolens[live]')"
+        ) from None
     except OSError as error:  # the PortAudio C library is missing
-        raise LiveAudioUnavailable(f"sounddevice cannot start: {error}. Install PortAudio "
-                                   "(Debian/Ubuntu: apt install libportaudio2; macOS: brew install portaudio). "
-                                   "On Colab or a remote server there is no microphone: use "
-                                   "stream_audio_file on a recording instead.") from None
+        raise LiveAudioUnavailable(
+            f"sounddevice cannot start: {error}. Install PortAudio "
+            "(Debian/Ubuntu: apt install libportaudio2; macOS: brew install portaudio). "
+            "On Colab or a remote server there is no microphone: use "
+            "stream_audio_file on a recording instead."
+        ) from None
     try:
         info = sd.query_devices(device, kind="input")
     except Exception as error:  # noqa: BLE001 - PortAudio reports missing devices in several ways
-        raise LiveAudioUnavailable(f"no audio input device ({error}). Plug in a microphone or pick one with "
-                                   "the device parameter (sounddevice.query_devices() lists them).") from None
+        raise LiveAudioUnavailable(
+            f"no audio input device ({error}). Plug in a microphone or pick one with "
+            "the device parameter (sounddevice.query_devices() lists them)."
+        ) from None
     if not info or int(info.get("max_input_channels", 0)) < 1:
         raise LiveAudioUnavailable("the selected audio device has no input channels; choose another device")
     return sd, info
@@ -342,8 +368,14 @@ class MicrophoneDigitStream:
             self._queue.put(indata[:, 0].copy())
 
         try:
-            self._stream = sd.InputStream(samplerate=self.input_rate, channels=1, dtype="float32",
-                                          blocksize=blocksize, device=self.device, callback=callback)
+            self._stream = sd.InputStream(
+                samplerate=self.input_rate,
+                channels=1,
+                dtype="float32",
+                blocksize=blocksize,
+                device=self.device,
+                callback=callback,
+            )
             self._stream.start()
         except Exception as error:  # noqa: BLE001 - PortAudio errors
             raise LiveAudioUnavailable(f"cannot open the microphone: {error}") from None
@@ -397,10 +429,12 @@ def live_digit_widget(recognizer: StreamingDigitRecognizer, device=None):
 
     recognizer.on_event = show
     state = {"stream": None}
-    listen = widgets.ToggleButton(description="Start listening", icon="microphone",
-                                  tooltip="toggle mode: VAD-gated listening until Stop")
-    talk = widgets.ToggleButton(description="Push to talk", icon="circle",
-                                tooltip="push-to-talk: click, say one digit, click again")
+    listen = widgets.ToggleButton(
+        description="Start listening", icon="microphone", tooltip="toggle mode: VAD-gated listening until Stop"
+    )
+    talk = widgets.ToggleButton(
+        description="Push to talk", icon="circle", tooltip="push-to-talk: click, say one digit, click again"
+    )
 
     def start_stream(mode):
         recognizer.mode = mode

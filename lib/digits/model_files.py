@@ -48,8 +48,15 @@ def save_sklearn_digit_model(model: SklearnDigitModel, path) -> Path:
     """Write ``model`` (pipeline + feature config + labels) to a ``.joblib`` file."""
     path = Path(path)
     buffer = io.BytesIO()
-    joblib.dump({"format": SKLEARN_FORMAT, "pipeline": model.pipeline,
-                 "feature_config": model.feature_config.to_dict(), "labels": list(model.labels)}, buffer)
+    joblib.dump(
+        {
+            "format": SKLEARN_FORMAT,
+            "pipeline": model.pipeline,
+            "feature_config": model.feature_config.to_dict(),
+            "labels": list(model.labels),
+        },
+        buffer,
+    )
     return atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -67,28 +74,52 @@ def save_wav2vec2_digit_model(model: Wav2Vec2DigitModel, folder) -> Path:
     """``save_pretrained`` folder + ``audiolens.json`` (input sample rate, clip cap)."""
     folder = Path(folder)
     model.save(folder)
-    atomic_write_json(folder / "audiolens.json", {"format": "audiolens-digit-wav2vec2/1",
-                                                  "input_sample_rate": model.sample_rate,
-                                                  "max_seconds": model.max_seconds, "labels": model.labels})
+    atomic_write_json(
+        folder / "audiolens.json",
+        {
+            "format": "audiolens-digit-wav2vec2/1",
+            "input_sample_rate": model.sample_rate,
+            "max_seconds": model.max_seconds,
+            "labels": model.labels,
+        },
+    )
     return folder
 
 
 def _load_sklearn(path: Path) -> SklearnDigitModel:
     try:
         payload = joblib.load(path)
-    except (EOFError, pickle.UnpicklingError, ValueError, KeyError, IndexError, TypeError, OSError,
-            AttributeError, ModuleNotFoundError) as error:
-        raise ModelFileError(path, f"not a readable joblib file ({type(error).__name__}: {error})",
-                             "The file is truncated or corrupt; save the model again") from None
+    except (
+        EOFError,
+        pickle.UnpicklingError,
+        ValueError,
+        KeyError,
+        IndexError,
+        TypeError,
+        OSError,
+        AttributeError,
+        ModuleNotFoundError,
+    ) as error:
+        raise ModelFileError(
+            path,
+            f"not a readable joblib file ({type(error).__name__}: {error})",
+            "The file is truncated or corrupt; save the model again",
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != SKLEARN_FORMAT:
-        raise ModelFileError(path, "is a joblib file but not an audiolens digit model (no "
-                             f"'{SKLEARN_FORMAT}' marker)", "Save it with save_sklearn_digit_model")
+        raise ModelFileError(
+            path,
+            f"is a joblib file but not an audiolens digit model (no '{SKLEARN_FORMAT}' marker)",
+            "Save it with save_sklearn_digit_model",
+        )
     config = DigitFeatureConfig.from_dict(payload["feature_config"])
     pipeline = payload["pipeline"]
     expected = getattr(pipeline, "n_features_in_", None)
     if expected is not None and expected != config.vector_size:
-        raise ModelFileError(path, f"mismatched: the pipeline expects {expected} features but its feature config "
-                             f"gives {config.vector_size}", "The file was edited or assembled by hand; retrain")
+        raise ModelFileError(
+            path,
+            f"mismatched: the pipeline expects {expected} features but its feature config gives {config.vector_size}",
+            "The file was edited or assembled by hand; retrain",
+        )
     return SklearnDigitModel(pipeline, config, payload["labels"])
 
 
@@ -96,8 +127,9 @@ def _load_cnn(path: Path, device: str = "cpu") -> CnnDigitModel:
     weights, config_path = path.with_suffix(".pt"), path.with_suffix(".json")
     for needed in (weights, config_path):
         if not needed.exists():
-            raise ModelFileError(needed, "file not found (a CNN is saved as NAME.pt + NAME.json side by side)",
-                                 "Copy both files")
+            raise ModelFileError(
+                needed, "file not found (a CNN is saved as NAME.pt + NAME.json side by side)", "Copy both files"
+            )
     try:
         meta = json.loads(config_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -108,20 +140,36 @@ def _load_cnn(path: Path, device: str = "cpu") -> CnnDigitModel:
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises many types for a damaged file
-        raise ModelFileError(weights, f"not a readable PyTorch state dict ({type(error).__name__}: "
-                             f"{str(error).splitlines()[0][:200]})", "The file is truncated or corrupt") from None
+        raise ModelFileError(
+            weights,
+            f"not a readable PyTorch state dict ({type(error).__name__}: {str(error).splitlines()[0][:200]})",
+            "The file is truncated or corrupt",
+        ) from None
     network = DigitCnn(config)
     own = network.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs config {tuple(own[k].shape)}"
-              for k in set(own) & set(state) if tuple(state[k].shape) != tuple(own[k].shape)]
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs config {tuple(own[k].shape)}"
+        for k in set(own) & set(state)
+        if tuple(state[k].shape) != tuple(own[k].shape)
+    ]
     if missing or unexpected or shapes:
-        details = "; ".join(filter(None, [f"missing {missing[:3]}" if missing else "",
-                                          f"unexpected {unexpected[:3]}" if unexpected else "",
-                                          f"shape mismatch {shapes[:2]}" if shapes else ""]))
-        raise ModelFileError(weights, f"mismatched: the weights do not fit the architecture in "
-                             f"{config_path.name} ({details})", "Keep each NAME.pt with its own NAME.json")
+        details = "; ".join(
+            filter(
+                None,
+                [
+                    f"missing {missing[:3]}" if missing else "",
+                    f"unexpected {unexpected[:3]}" if unexpected else "",
+                    f"shape mismatch {shapes[:2]}" if shapes else "",
+                ],
+            )
+        )
+        raise ModelFileError(
+            weights,
+            f"mismatched: the weights do not fit the architecture in {config_path.name} ({details})",
+            "Keep each NAME.pt with its own NAME.json",
+        )
     network.load_state_dict(state)
     return CnnDigitModel(network, device=device)
 
@@ -138,9 +186,14 @@ def _load_pretrained_folder(folder: Path, device: str = "cpu", input_sample_rate
         raise ModelFileError(folder, str(error)) from None
     labels = meta.get("labels") or [model.config.id2label[i] for i in range(model.config.num_labels)]
     labels = [int(v) if str(v).isdigit() else v for v in labels]
-    return Wav2Vec2DigitModel(model, extractor, labels, device=device,
-                              input_sample_rate=meta.get("input_sample_rate", input_sample_rate),
-                              max_seconds=meta.get("max_seconds", 2.0))
+    return Wav2Vec2DigitModel(
+        model,
+        extractor,
+        labels,
+        device=device,
+        input_sample_rate=meta.get("input_sample_rate", input_sample_rate),
+        max_seconds=meta.get("max_seconds", 2.0),
+    )
 
 
 def _load_folder_as_is(folder: Path):
@@ -162,8 +215,9 @@ def load_digit_model(path, device: str = "cpu"):
     if not path.exists():
         if path.suffix in (".pt", ".json") and (path.with_suffix(".pt").exists() or path.with_suffix(".json").exists()):
             return _load_cnn(path, device)
-        raise ModelFileError(path, "file not found", "Check the path; models are saved under the run's "
-                             "output_dir/models/")
+        raise ModelFileError(
+            path, "file not found", "Check the path; models are saved under the run's output_dir/models/"
+        )
     if path.is_dir():
         if not (path / "config.json").exists():
             raise ModelFileError(path, "folder has no config.json, so it is not a save_pretrained model")
@@ -174,8 +228,11 @@ def load_digit_model(path, device: str = "cpu"):
         return _load_sklearn(path)
     if path.suffix in (".pt", ".json"):
         return _load_cnn(path, device)
-    raise ModelFileError(path, f"unknown model file type {path.suffix!r}",
-                         "Expected NAME.joblib, NAME.pt (+ NAME.json) or a save_pretrained folder")
+    raise ModelFileError(
+        path,
+        f"unknown model file type {path.suffix!r}",
+        "Expected NAME.joblib, NAME.pt (+ NAME.json) or a save_pretrained folder",
+    )
 
 
 def predict_audio_files(model, path, temperature: float = 1.0, progress: bool = False) -> pd.DataFrame:
@@ -197,7 +254,9 @@ def predict_audio_files(model, path, temperature: float = 1.0, progress: bool = 
     if waves:
         proba = model.predict_proba(waves, temperature=temperature)
         best = proba.argmax(axis=1)
-        rows = [{"path": p, "prediction": model.labels[b], "confidence": float(proba[i, b]), "error": None}
-                for i, (p, b) in enumerate(zip(ok_paths, best))]
+        rows = [
+            {"path": p, "prediction": model.labels[b], "confidence": float(proba[i, b]), "error": None}
+            for i, (p, b) in enumerate(zip(ok_paths, best))
+        ]
     rows += [{"path": f["path"], "prediction": None, "confidence": np.nan, "error": f["error"]} for f in failures]
     return pd.DataFrame(rows)

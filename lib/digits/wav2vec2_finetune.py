@@ -29,8 +29,12 @@ class Wav2Vec2Unavailable(RuntimeError):
     """The Wav2Vec2 checkpoint could not be loaded; the message says why and what to do."""
 
 
-def load_wav2vec2_classifier(model_name_or_path: str = "facebook/wav2vec2-base", labels=tuple(range(10)),
-                             freeze_feature_encoder: bool = True, local_files_only: bool | None = None):
+def load_wav2vec2_classifier(
+    model_name_or_path: str = "facebook/wav2vec2-base",
+    labels=tuple(range(10)),
+    freeze_feature_encoder: bool = True,
+    local_files_only: bool | None = None,
+):
     """``(model, feature_extractor)``: a Wav2Vec2 with a fresh ``len(labels)``-way head.
 
     ``local_files_only`` defaults to True when ``HF_HUB_OFFLINE`` is set. Raises
@@ -50,9 +54,13 @@ def load_wav2vec2_classifier(model_name_or_path: str = "facebook/wav2vec2-base",
     try:
         extractor = AutoFeatureExtractor.from_pretrained(model_name_or_path, local_files_only=local_files_only)
         model = AutoModelForAudioClassification.from_pretrained(
-            model_name_or_path, num_labels=len(labels), id2label=id2label,
-            label2id={v: k for k, v in id2label.items()}, local_files_only=local_files_only,
-            ignore_mismatched_sizes=True)
+            model_name_or_path,
+            num_labels=len(labels),
+            id2label=id2label,
+            label2id={v: k for k, v in id2label.items()},
+            local_files_only=local_files_only,
+            ignore_mismatched_sizes=True,
+        )
     except (OSError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         name = str(model_name_or_path)
@@ -79,8 +87,16 @@ class Wav2Vec2DigitModel(DigitClassifierBase):
 
     kind = "wav2vec2"
 
-    def __init__(self, model, feature_extractor, labels, device: str = "cpu", input_sample_rate: int = 8000,
-                 max_seconds: float = 2.0, batch_size: int = 16):
+    def __init__(
+        self,
+        model,
+        feature_extractor,
+        labels,
+        device: str = "cpu",
+        input_sample_rate: int = 8000,
+        max_seconds: float = 2.0,
+        batch_size: int = 16,
+    ):
         self.model = model.to(device).eval()
         self.extractor = feature_extractor
         self.labels = list(labels)
@@ -95,8 +111,10 @@ class Wav2Vec2DigitModel(DigitClassifierBase):
 
         waves = [np.asarray(w, dtype=np.float32)[: int(self.max_seconds * self.sample_rate)] for w in waves]
         if self.sample_rate != self.model_rate:
-            waves = [librosa.resample(w, orig_sr=self.sample_rate, target_sr=self.model_rate, res_type="soxr_hq")
-                     for w in waves]
+            waves = [
+                librosa.resample(w, orig_sr=self.sample_rate, target_sr=self.model_rate, res_type="soxr_hq")
+                for w in waves
+            ]
         return wav2vec2_batch(self.extractor, waves, self.device)
 
     @torch.no_grad()
@@ -104,7 +122,7 @@ class Wav2Vec2DigitModel(DigitClassifierBase):
         waves = list(waves)
         outs = []
         for i in range(0, len(waves), self.batch_size):
-            outs.append(self.model(**self._inputs(waves[i:i + self.batch_size])).logits.float().cpu())
+            outs.append(self.model(**self._inputs(waves[i : i + self.batch_size])).logits.float().cpu())
         return torch.cat(outs).numpy() if outs else np.zeros((0, len(self.labels)))
 
     def save(self, folder) -> None:
@@ -115,15 +133,34 @@ class Wav2Vec2DigitModel(DigitClassifierBase):
 
 def wav2vec2_batch(extractor, waves, device: str = "cpu") -> dict:
     """Pad a list of 16 kHz waves with the feature extractor; tensors on ``device``."""
-    batch = extractor(list(waves), sampling_rate=extractor.sampling_rate, padding=True, return_tensors="pt",
-                      return_attention_mask=True)
+    batch = extractor(
+        list(waves),
+        sampling_rate=extractor.sampling_rate,
+        padding=True,
+        return_tensors="pt",
+        return_attention_mask=True,
+    )
     return {k: v.to(device) for k, v in batch.items() if k in ("input_values", "attention_mask")}
 
 
-def finetune_wav2vec2(model, extractor, waves, labels, label_list=tuple(range(10)), input_sample_rate: int = 8000,
-                      epochs: int = 3, batch_size: int = 16, learning_rate: float = 3e-5, warmup_fraction: float = 0.1,
-                      val_fraction: float = 0.1, max_seconds: float = 2.0, max_steps: int | None = None,
-                      device: str = "cpu", seed: int = 0, progress: bool = True):
+def finetune_wav2vec2(
+    model,
+    extractor,
+    waves,
+    labels,
+    label_list=tuple(range(10)),
+    input_sample_rate: int = 8000,
+    epochs: int = 3,
+    batch_size: int = 16,
+    learning_rate: float = 3e-5,
+    warmup_fraction: float = 0.1,
+    val_fraction: float = 0.1,
+    max_seconds: float = 2.0,
+    max_steps: int | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+):
     """Fine-tune ``model`` on ``waves`` (at ``input_sample_rate``; resampled to the model's rate).
 
     A stratified ``val_fraction`` is held out; the checkpoint with the best validation
@@ -154,20 +191,29 @@ def finetune_wav2vec2(model, extractor, waves, labels, label_list=tuple(range(10
     total = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
     warmup = max(1, int(warmup_fraction * total))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
+        optimiser, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
+    )
 
     def evaluate(idx):
         model.eval()
         correct = 0
         with torch.no_grad():
             for i in range(0, len(idx), batch_size):
-                b = idx[i:i + batch_size]
+                b = idx[i : i + batch_size]
                 logits = model(**wav2vec2_batch(extractor, [waves[j] for j in b], device)).logits
                 correct += (logits.argmax(1).cpu().numpy() == y[b]).sum()
         return float(correct / max(1, len(idx)))
 
-    history = {"epoch": [], "train_loss": [], "val_accuracy": [], "steps": 0, "best_val_accuracy": -1.0,
-               "best_epoch": 0, "n_train": int(len(tr)), "n_val": int(len(va))}
+    history = {
+        "epoch": [],
+        "train_loss": [],
+        "val_accuracy": [],
+        "steps": 0,
+        "best_val_accuracy": -1.0,
+        "best_epoch": 0,
+        "n_train": int(len(tr)),
+        "n_val": int(len(va)),
+    }
     best_state, step = None, 0
     start = time.perf_counter()
     bar = tqdm(total=total, desc="Wav2Vec2 fine-tuning", disable=not progress, leave=False)
@@ -178,9 +224,10 @@ def finetune_wav2vec2(model, extractor, waves, labels, label_list=tuple(range(10
         for i in range(0, len(order), batch_size):
             if step >= total:
                 break
-            b = order[i:i + batch_size]
-            out = model(**wav2vec2_batch(extractor, [waves[j] for j in b], device),
-                        labels=torch.as_tensor(y[b], device=device))
+            b = order[i : i + batch_size]
+            out = model(
+                **wav2vec2_batch(extractor, [waves[j] for j in b], device), labels=torch.as_tensor(y[b], device=device)
+            )
             optimiser.zero_grad(set_to_none=True)
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -204,6 +251,7 @@ def finetune_wav2vec2(model, extractor, waves, labels, label_list=tuple(range(10
     history["seconds"] = time.perf_counter() - start
     if best_state is not None:
         model.load_state_dict(best_state)
-    wrapped = Wav2Vec2DigitModel(model, extractor, label_list, device=device, input_sample_rate=input_sample_rate,
-                                 max_seconds=max_seconds)
+    wrapped = Wav2Vec2DigitModel(
+        model, extractor, label_list, device=device, input_sample_rate=input_sample_rate, max_seconds=max_seconds
+    )
     return wrapped, history

@@ -42,8 +42,17 @@ class MfccStatsEmbedder:
 
     kind = "mfcc"
 
-    def __init__(self, sample_rate: int = 16000, n_mfcc: int = 20, delta_order: int = 1, segments: int = 3,
-                 trim_db: float | None = 30.0, n_mels: int = 64, n_fft: int = 512, hop_length: int = 160):
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        n_mfcc: int = 20,
+        delta_order: int = 1,
+        segments: int = 3,
+        trim_db: float | None = 30.0,
+        n_mels: int = 64,
+        n_fft: int = 512,
+        hop_length: int = 160,
+    ):
         self.sample_rate = int(sample_rate)
         self.n_mfcc, self.delta_order, self.n_mels = int(n_mfcc), int(delta_order), int(n_mels)
         self.segments = int(segments)
@@ -56,10 +65,19 @@ class MfccStatsEmbedder:
         return self.n_mfcc * (1 + self.delta_order) * (self.segments + 1)
 
     def config(self) -> dict:
-        return {"kind": self.kind, "name": self.name, "sample_rate": self.sample_rate, "n_mfcc": self.n_mfcc,
-                "delta_order": self.delta_order, "segments": self.segments, "trim_db": self.trim_db,
-                "n_mels": self.n_mels, "n_fft": self.n_fft, "hop_length": self.hop_length,
-                "pooling": "segment means + std"}
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "sample_rate": self.sample_rate,
+            "n_mfcc": self.n_mfcc,
+            "delta_order": self.delta_order,
+            "segments": self.segments,
+            "trim_db": self.trim_db,
+            "n_mels": self.n_mels,
+            "n_fft": self.n_fft,
+            "hop_length": self.hop_length,
+            "pooling": "segment means + std",
+        }
 
     def info(self) -> dict:
         return dict(self.config(), embedding_dim=self.embedding_dim)
@@ -70,8 +88,15 @@ class MfccStatsEmbedder:
         if self.trim_db is not None:
             trimmed, _ = librosa.effects.trim(y, top_db=self.trim_db)
             y = trimmed if len(trimmed) >= 4 * self.hop_length else y
-        frames = mfcc_features(y, self.sample_rate, n_mfcc=self.n_mfcc, delta_order=self.delta_order,
-                               n_fft=self.n_fft, hop_length=self.hop_length, n_mels=self.n_mels).T
+        frames = mfcc_features(
+            y,
+            self.sample_rate,
+            n_mfcc=self.n_mfcc,
+            delta_order=self.delta_order,
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            n_mels=self.n_mels,
+        ).T
         parts = [idx for idx in np.array_split(np.arange(len(frames)), self.segments)]
         means = [pool_frames(frames[idx] if len(idx) else frames, "mean") for idx in parts]
         return np.concatenate(means + [frames.std(axis=0)])
@@ -97,8 +122,15 @@ class SpeechLayerEmbedder:
 
     kind = "speech_model"
 
-    def __init__(self, name_or_path: str = "microsoft/wavlm-base-plus", layer=6, pooling: str = "mean",
-                 device: str = "cpu", local_files_only: bool = False, revision: str | None = None):
+    def __init__(
+        self,
+        name_or_path: str = "microsoft/wavlm-base-plus",
+        layer=6,
+        pooling: str = "mean",
+        device: str = "cpu",
+        local_files_only: bool = False,
+        revision: str | None = None,
+    ):
         self.name_or_path = str(name_or_path)
         self.layer = layer
         self.pooling = pooling
@@ -114,8 +146,9 @@ class SpeechLayerEmbedder:
     @property
     def adapter(self):
         if self._adapter is None:
-            self._adapter = load_speech_model(self.name_or_path, device=self.device,
-                                              local_files_only=self.local_files_only)
+            self._adapter = load_speech_model(
+                self.name_or_path, device=self.device, local_files_only=self.local_files_only
+            )
             self._adapter._check_layers([self.layer])
         return self._adapter
 
@@ -140,9 +173,16 @@ class SpeechLayerEmbedder:
         return self.adapter.sample_rate
 
     def config(self) -> dict:
-        return {"kind": self.kind, "name": self.name, "model": self.name_or_path, "model_hash": self.model_hash,
-                "revision": self.revision, "layer": str(self.layer), "pooling": self.pooling,
-                "sample_rate": self.sample_rate}
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "model": self.name_or_path,
+            "model_hash": self.model_hash,
+            "revision": self.revision,
+            "layer": str(self.layer),
+            "pooling": self.pooling,
+            "sample_rate": self.sample_rate,
+        }
 
     def info(self) -> dict:
         info = dict(self.config())
@@ -166,8 +206,10 @@ class AudioMaeCheckpointEmbedder:
     def __init__(self, checkpoint_path, device: str = "cpu", batch_size: int = 32, sample_rate: int = 16000):
         self.checkpoint_path = Path(checkpoint_path).expanduser()
         if not self.checkpoint_path.is_file():
-            raise FileNotFoundError(f"{self.checkpoint_path}: AudioMAE++ checkpoint not found. Train one with the "
-                                    "audiomae_training notebook, or pass the path of its checkpoint file.")
+            raise FileNotFoundError(
+                f"{self.checkpoint_path}: AudioMAE++ checkpoint not found. Train one with the "
+                "audiomae_training notebook, or pass the path of its checkpoint file."
+            )
         self.device = device
         self.batch_size = int(batch_size)
         self.checkpoint_hash = file_sha256(self.checkpoint_path)
@@ -182,8 +224,13 @@ class AudioMaeCheckpointEmbedder:
         return self._encoder
 
     def config(self) -> dict:
-        return {"kind": self.kind, "name": self.name, "checkpoint": str(self.checkpoint_path),
-                "checkpoint_hash": self.checkpoint_hash, "sample_rate": self.sample_rate}
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "checkpoint": str(self.checkpoint_path),
+            "checkpoint_hash": self.checkpoint_hash,
+            "sample_rate": self.sample_rate,
+        }
 
     def info(self) -> dict:
         info = dict(self.config())
@@ -192,19 +239,28 @@ class AudioMaeCheckpointEmbedder:
         return info
 
     def embed(self, waveforms) -> np.ndarray:
-        return np.asarray(self.encoder.embed(list(waveforms), self.sample_rate, batch_size=self.batch_size),
-                          dtype=np.float32)
+        return np.asarray(
+            self.encoder.embed(list(waveforms), self.sample_rate, batch_size=self.batch_size), dtype=np.float32
+        )
 
 
-def make_audio_embedder(encoder: str = "mfcc", model_name: str = "microsoft/wavlm-base-plus", layer=6,
-                        pooling: str = "mean", checkpoint=None, device: str = "cpu",
-                        local_files_only: bool = False, sample_rate: int = 16000):
+def make_audio_embedder(
+    encoder: str = "mfcc",
+    model_name: str = "microsoft/wavlm-base-plus",
+    layer=6,
+    pooling: str = "mean",
+    checkpoint=None,
+    device: str = "cpu",
+    local_files_only: bool = False,
+    sample_rate: int = 16000,
+):
     """Build an embedder by name: ``"mfcc"``, ``"speech_model"`` (``model_name`` + ``layer``) or ``"audiomae"``."""
     if encoder == "mfcc":
         return MfccStatsEmbedder(sample_rate=sample_rate)
     if encoder == "speech_model":
-        return SpeechLayerEmbedder(model_name, layer=layer, pooling=pooling, device=device,
-                                   local_files_only=local_files_only)
+        return SpeechLayerEmbedder(
+            model_name, layer=layer, pooling=pooling, device=device, local_files_only=local_files_only
+        )
     if encoder == "audiomae":
         if checkpoint is None:
             raise ValueError("encoder='audiomae' needs checkpoint=<path of an AudioMAE++ checkpoint>")
@@ -220,6 +276,7 @@ def make_audio_embedder(encoder: str = "mfcc", model_name: str = "microsoft/wavl
 # from `load_audio_batch`; a clip the encoder rejects (too short for its convolutions, say) is
 # retried alone so only that clip is lost, and listed with the encoder's error message.
 
+
 # %%
 def embed_audio_files(paths, embedder, batch_size: int = 32, progress: bool = True):
     """Embed ``paths``; return ``(embeddings [N, D], ok_paths, failures)`` (``failures``: path + error)."""
@@ -229,7 +286,7 @@ def embed_audio_files(paths, embedder, batch_size: int = 32, progress: bool = Tr
     vectors, ok_paths, failures = [], [], []
     with tqdm(total=len(paths), desc=f"embedding ({embedder.name})", unit="clip", disable=not progress) as bar:
         for start in range(0, len(paths), batch_size):
-            chunk = paths[start:start + batch_size]
+            chunk = paths[start : start + batch_size]
             waves, loaded, bad = load_audio_batch(chunk, sr=embedder.sample_rate, progress=False)
             failures.extend(bad)
             if waves:
@@ -257,23 +314,40 @@ def embed_audio_files(paths, embedder, batch_size: int = 32, progress: bool = Tr
     return embeddings, ok_paths, failures
 
 
-def embed_audio_files_cached(paths, embedder, cache_dir, dataset_name: str, batch_size: int = 32,
-                             progress: bool = True, retry_failed: bool = False):
+def embed_audio_files_cached(
+    paths,
+    embedder,
+    cache_dir,
+    dataset_name: str,
+    batch_size: int = 32,
+    progress: bool = True,
+    retry_failed: bool = False,
+):
     """``embed_audio_files`` through the incremental cache; return ``(embeddings, files, metadata)``.
 
     ``metadata``: files, failed files with reasons, timestamp, encoder description, and the
     cache report (how many rows were reused, computed, dropped).
     """
+
     def compute(todo):
         return embed_audio_files(todo, embedder, batch_size=batch_size, progress=progress)
 
-    embeddings, files, report = embed_cache_update(paths, compute, cache_dir, dataset_name, embedder.config(),
-                                                   model_info=embedder.info(),
-                                                   retry_failed=retry_failed)
+    embeddings, files, report = embed_cache_update(
+        paths,
+        compute,
+        cache_dir,
+        dataset_name,
+        embedder.config(),
+        model_info=embedder.info(),
+        retry_failed=retry_failed,
+    )
     metadata = {
-        "files": files, "failed": report["failed"],
+        "files": files,
+        "failed": report["failed"],
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "model": embedder.config(), "model_info": embedder.info(), "embedding_dim": int(embeddings.shape[1]) if embeddings.ndim == 2 else 0,
+        "model": embedder.config(),
+        "model_info": embedder.info(),
+        "embedding_dim": int(embeddings.shape[1]) if embeddings.ndim == 2 else 0,
         "cache": report,
     }
     return embeddings, files, metadata

@@ -42,8 +42,9 @@ def quality_neighbors(embeddings, k: int, metric: str = "cosine", center: bool =
     return np.asarray(rows)
 
 
-def precision_at_k(embeddings, labels, k: int = 20, metric: str = "cosine", center: bool = True,
-                   per_class: bool = False):
+def precision_at_k(
+    embeddings, labels, k: int = 20, metric: str = "cosine", center: bool = True, per_class: bool = False
+):
     """Mean fraction of same-label clips among each clip's ``k`` neighbours (itself excluded).
 
     With ``per_class=True`` also returns a Series of the mean per label.
@@ -56,8 +57,9 @@ def precision_at_k(embeddings, labels, k: int = 20, metric: str = "cosine", cent
     return float(hits.mean())
 
 
-def precision_at_k_across_groups(embeddings, labels, groups, k: int = 20, metric: str = "cosine",
-                                 center: bool = True, max_points: int = 6000) -> float:
+def precision_at_k_across_groups(
+    embeddings, labels, groups, k: int = 20, metric: str = "cosine", center: bool = True, max_points: int = 6000
+) -> float:
     """precision@k where neighbours from the query's own group (e.g. the same speaker) are excluded.
 
     Data sets with many takes per speaker reward recognising voices: a clip's nearest
@@ -69,8 +71,10 @@ def precision_at_k_across_groups(embeddings, labels, groups, k: int = 20, metric
     labels, groups = np.asarray(labels), np.asarray(groups)
     x = quality_prepare(embeddings, center)
     if len(x) > max_points:
-        raise ValueError(f"{len(x)} points: precision_at_k_across_groups builds the full distance matrix; "
-                         f"subsample to at most {max_points}")
+        raise ValueError(
+            f"{len(x)} points: precision_at_k_across_groups builds the full distance matrix; "
+            f"subsample to at most {max_points}"
+        )
     d = pairwise_distances(x, metric=metric)
     d[groups[:, None] == groups[None, :]] = np.inf  # also removes the clip itself
     k = min(int(k), int(np.isfinite(d).sum(axis=1).min()))
@@ -88,8 +92,9 @@ def precision_chance(labels) -> float:
     return float((counts / n * (counts - 1) / (n - 1)).sum())
 
 
-def intra_inter_distances(embeddings, labels, metric: str = "cosine", center: bool = True,
-                          max_points: int = 3000, seed: int = 0) -> dict:
+def intra_inter_distances(
+    embeddings, labels, metric: str = "cosine", center: bool = True, max_points: int = 3000, seed: int = 0
+) -> dict:
     """Mean intra-class and inter-class distance, their ratio, on at most ``max_points`` clips."""
     from sklearn.metrics import pairwise_distances
 
@@ -106,8 +111,9 @@ def intra_inter_distances(embeddings, labels, metric: str = "cosine", center: bo
     return {"intra": intra, "inter": inter, "ratio": intra / inter if inter else float("nan")}
 
 
-def embedding_quality_table(embeddings, labels, ks=(1, 5, 10, 20), metric: str = "cosine",
-                            center: bool = True, seed: int = 0) -> pd.DataFrame:
+def embedding_quality_table(
+    embeddings, labels, ks=(1, 5, 10, 20), metric: str = "cosine", center: bool = True, seed: int = 0
+) -> pd.DataFrame:
     """One-row-per-metric table: precision@k for each ``k``, chance, distances, silhouette."""
     from sklearn.metrics import silhouette_score
 
@@ -116,9 +122,11 @@ def embedding_quality_table(embeddings, labels, ks=(1, 5, 10, 20), metric: str =
     rows = [{"metric": f"precision@{k}", "value": precision_at_k(x, labels, k, metric, center=False)} for k in ks]
     rows.append({"metric": "precision chance level", "value": precision_chance(labels)})
     distances = intra_inter_distances(x, labels, metric, center=False, seed=seed)
-    rows += [{"metric": "mean intra-class distance", "value": distances["intra"]},
-             {"metric": "mean inter-class distance", "value": distances["inter"]},
-             {"metric": "intra / inter ratio", "value": distances["ratio"]}]
+    rows += [
+        {"metric": "mean intra-class distance", "value": distances["intra"]},
+        {"metric": "mean inter-class distance", "value": distances["inter"]},
+        {"metric": "intra / inter ratio", "value": distances["ratio"]},
+    ]
     n_labels = len(np.unique(labels))
     if 2 <= n_labels < len(x):
         sample = min(len(x), 3000)

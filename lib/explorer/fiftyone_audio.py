@@ -31,9 +31,23 @@ from lib.core.atomic_io import atomic_output
 
 FO_SPECTROGRAM_SLICE = "spectrogram"
 FO_PLAYBACK_SLICE = "playback"
-FO_RESERVED_FIELDS = {"id", "_id", "filepath", "tags", "metadata", "media_type", "group", "created_at",
-                      "last_modified_at", "ground_truth", "embedding", "location", "audio_filepath",
-                      "video_filepath", "clip_index"}
+FO_RESERVED_FIELDS = {
+    "id",
+    "_id",
+    "filepath",
+    "tags",
+    "metadata",
+    "media_type",
+    "group",
+    "created_at",
+    "last_modified_at",
+    "ground_truth",
+    "embedding",
+    "location",
+    "audio_filepath",
+    "video_filepath",
+    "clip_index",
+}
 
 
 def fo_running_database_dirs() -> list:
@@ -67,8 +81,10 @@ def fo_configure(database_dir=None, dataset_dir=None, do_not_track: bool = True)
         wanted = os.path.realpath(os.environ["FIFTYONE_DATABASE_DIR"])
         others = [d for d in fo_running_database_dirs() if os.path.realpath(d) != wanted]
         if others:
-            print(f"Note: a FiftyOne database is already running on {others[0]}; FiftyOne will use it "
-                  f"rather than {wanted}. Use unique data set names (or stop it) to keep runs apart.")
+            print(
+                f"Note: a FiftyOne database is already running on {others[0]}; FiftyOne will use it "
+                f"rather than {wanted}. Use unique data set names (or stop it) to keep runs apart."
+            )
     if "fiftyone" in sys.modules:  # already imported: update its config too (takes effect before the DB starts)
         import fiftyone as fo
 
@@ -88,6 +104,7 @@ def fo_configure(database_dir=None, dataset_dir=None, do_not_track: bool = True)
 # category spread over the map, points scattered around it, so the map view groups clips by
 # category. The `geo_source` field says which applies to each clip.
 
+
 # %%
 def _fo_pick_column(columns, *names):
     lowered = {c.lower(): c for c in columns}
@@ -97,8 +114,7 @@ def _fo_pick_column(columns, *names):
     return None
 
 
-def fo_geolocations(manifest: pd.DataFrame, coords_csv=None, by: str = "label", seed: int = 0,
-                    spread_deg: float = 1.5):
+def fo_geolocations(manifest: pd.DataFrame, coords_csv=None, by: str = "label", seed: int = 0, spread_deg: float = 1.5):
     """``(lonlat [N, 2], source [N])`` for the rows of ``manifest`` (see the section above)."""
     n = len(manifest)
     lonlat = np.full((n, 2), np.nan)
@@ -112,8 +128,10 @@ def fo_geolocations(manifest: pd.DataFrame, coords_csv=None, by: str = "label", 
             raise ValueError(f"{coords_csv}: needs lon/lat (or longitude/latitude) columns; has {list(table.columns)}")
         bad = table[(table[lon_col].abs() > 180) | (table[lat_col].abs() > 90)]
         if len(bad):
-            raise ValueError(f"{coords_csv}: {len(bad)} row(s) outside lon [-180, 180] / lat [-90, 90], "
-                             f"e.g. {bad.head(3).to_dict('records')}")
+            raise ValueError(
+                f"{coords_csv}: {len(bad)} row(s) outside lon [-180, 180] / lat [-90, 90], "
+                f"e.g. {bad.head(3).to_dict('records')}"
+            )
         file_col = _fo_pick_column(table.columns, "path", "filepath", "filename", "file")
         class_col = _fo_pick_column(table.columns, by, "label", "class", "category")
         if file_col is not None:
@@ -131,8 +149,10 @@ def fo_geolocations(manifest: pd.DataFrame, coords_csv=None, by: str = "label", 
                     jitter = rng.normal(0, spread_deg / 4, 2)
                     lonlat[i], source[i] = np.asarray(centres[value]) + jitter, "csv-class"
         else:
-            raise ValueError(f"{coords_csv}: needs a path/filename column (per file) or a {by!r}/label column "
-                             f"(per class); has {list(table.columns)}")
+            raise ValueError(
+                f"{coords_csv}: needs a path/filename column (per file) or a {by!r}/label column "
+                f"(per class); has {list(table.columns)}"
+            )
         missing = int(np.isnan(lonlat[:, 0]).sum())
         if missing:
             print(f"{coords_csv}: no coordinates for {missing} of {n} clips; they get synthetic ones")
@@ -153,6 +173,7 @@ def fo_geolocations(manifest: pd.DataFrame, coords_csv=None, by: str = "label", 
 
 # %% [markdown]
 # ## Building the data set
+
 
 # %%
 def fo_unique_dataset_name(name: str, overwrite: bool = False) -> str:
@@ -182,9 +203,19 @@ def _fo_value(value):
     return value
 
 
-def fo_build_audio_dataset(name: str, manifest: pd.DataFrame, embeddings, preview_paths, video_paths=None,
-                           lonlat=None, geo_source=None, overwrite: bool = False, persistent: bool = True,
-                           label_column: str = "label", progress: bool = True):
+def fo_build_audio_dataset(
+    name: str,
+    manifest: pd.DataFrame,
+    embeddings,
+    preview_paths,
+    video_paths=None,
+    lonlat=None,
+    geo_source=None,
+    overwrite: bool = False,
+    persistent: bool = True,
+    label_column: str = "label",
+    progress: bool = True,
+):
     """Create the grouped FiftyOne data set (see the module notes); return it.
 
     ``manifest`` rows, ``embeddings`` rows, ``preview_paths`` (and ``video_paths``, entries may
@@ -196,14 +227,17 @@ def fo_build_audio_dataset(name: str, manifest: pd.DataFrame, embeddings, previe
     embeddings = np.asarray(embeddings, dtype=np.float32)
     n = len(manifest)
     if embeddings.shape[0] != n or len(preview_paths) != n:
-        raise ValueError(f"manifest ({n}), embeddings ({embeddings.shape[0]}) and previews ({len(preview_paths)}) "
-                         "must have one row per clip")
+        raise ValueError(
+            f"manifest ({n}), embeddings ({embeddings.shape[0]}) and previews ({len(preview_paths)}) "
+            "must have one row per clip"
+        )
     if not np.all(np.isfinite(embeddings)):
         raise ValueError("embeddings contain NaN or infinite values; drop those clips first")
     missing = [p for p in preview_paths if not Path(p).is_file()]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} spectrogram preview(s) do not exist, e.g. {missing[:3]}; "
-                                "run spectrogram_previews first")
+        raise FileNotFoundError(
+            f"{len(missing)} spectrogram preview(s) do not exist, e.g. {missing[:3]}; run spectrogram_previews first"
+        )
     if label_column not in manifest.columns or "path" not in manifest.columns:
         raise ValueError(f"manifest needs 'path' and {label_column!r} columns; has {list(manifest.columns)}")
     name = fo_unique_dataset_name(name, overwrite)
@@ -217,20 +251,32 @@ def fo_build_audio_dataset(name: str, manifest: pd.DataFrame, embeddings, previe
     for i, row in enumerate(records):
         group = fo.Group()
         common = {rename[c]: _fo_value(row[c]) for c in extra_columns}
-        common.update(audio_filepath=str(row["path"]), clip_index=i,
-                      ground_truth=fo.Classification(label=str(row[label_column])))
+        common.update(
+            audio_filepath=str(row["path"]), clip_index=i, ground_truth=fo.Classification(label=str(row[label_column]))
+        )
         if lonlat is not None:
             common["location"] = fo.GeoLocation(point=[float(lonlat[i][0]), float(lonlat[i][1])])
             if geo_source is not None:
                 common["geo_source"] = str(geo_source[i])
         video = video_paths[i] if video_paths is not None else None
-        samples.append(fo.Sample(filepath=str(preview_paths[i]), group=group.element(FO_SPECTROGRAM_SLICE),
-                                 embedding=embeddings[i].tolist(), video_filepath=video, **common))
+        samples.append(
+            fo.Sample(
+                filepath=str(preview_paths[i]),
+                group=group.element(FO_SPECTROGRAM_SLICE),
+                embedding=embeddings[i].tolist(),
+                video_filepath=video,
+                **common,
+            )
+        )
         if video:
             samples.append(fo.Sample(filepath=str(video), group=group.element(FO_PLAYBACK_SLICE), **common))
     dataset.add_samples(samples, progress=progress)
-    dataset.info = {"source": "audiolens fiftyone_explorer", "n_clips": n, "embedding_dim": int(embeddings.shape[1]),
-                    "how_to_listen": "open a sample, choose the 'playback' slice in the group carousel"}
+    dataset.info = {
+        "source": "audiolens fiftyone_explorer",
+        "n_clips": n,
+        "embedding_dim": int(embeddings.shape[1]),
+        "how_to_listen": "open a sample, choose the 'playback' slice in the group carousel",
+    }
     dataset.save()
     return dataset
 
@@ -243,6 +289,7 @@ def fo_clips_view(dataset):
 # %% [markdown]
 # ## Similarity search and maps
 
+
 # %%
 def fo_compute_similarity(dataset, embeddings, brain_key: str = "audio_sim", metric: str = "cosine"):
     """sklearn similarity index over the clips with explicit ``embeddings`` (rows in clip order)."""
@@ -251,8 +298,9 @@ def fo_compute_similarity(dataset, embeddings, brain_key: str = "audio_sim", met
     view = fo_clips_view(dataset)
     if dataset.has_brain_run(brain_key):
         dataset.delete_brain_run(brain_key)
-    return fob.compute_similarity(view, embeddings=np.asarray(embeddings, dtype=np.float32), backend="sklearn",
-                                  brain_key=brain_key, metric=metric)
+    return fob.compute_similarity(
+        view, embeddings=np.asarray(embeddings, dtype=np.float32), backend="sklearn", brain_key=brain_key, metric=metric
+    )
 
 
 def fo_query_by_sample(dataset, sample_id: str, brain_key: str = "audio_sim", k: int = 20):
@@ -272,9 +320,17 @@ def fo_query_by_vector(dataset, vector, brain_key: str = "audio_sim", k: int = 2
     return fo_clips_view(dataset).sort_by_similarity(query, k=k, brain_key=brain_key)
 
 
-def fo_compute_maps(dataset, embeddings, methods=("umap", "tsne", "pca"), seed: int = 0,
-                    umap_n_neighbours: int = 15, umap_min_dist: float = 0.1, tsne_perplexity: float = 30.0,
-                    metric: str = "cosine", threads="auto"):
+def fo_compute_maps(
+    dataset,
+    embeddings,
+    methods=("umap", "tsne", "pca"),
+    seed: int = 0,
+    umap_n_neighbours: int = 15,
+    umap_min_dist: float = 0.1,
+    tsne_perplexity: float = 30.0,
+    metric: str = "cosine",
+    threads="auto",
+):
     """2-D maps of the clips with ``compute_visualization``; return ``{method: {points, seconds, brain_key}}``.
 
     ``threads``: OpenMP/BLAS threads while mapping. ``"auto"`` uses one thread up to 2,000
@@ -291,11 +347,17 @@ def fo_compute_maps(dataset, embeddings, methods=("umap", "tsne", "pca"), seed: 
     embeddings = np.asarray(embeddings, dtype=np.float32)
     maps = {}
     for method in methods:
-        options = {"umap": dict(num_neighbors=min(umap_n_neighbours, len(embeddings) - 1), min_dist=umap_min_dist,
-                                metric=metric),
-                   "tsne": dict(perplexity=min(tsne_perplexity, (len(embeddings) - 1) / 3), metric=metric,
-                                pca_dims=min(50, len(embeddings), embeddings.shape[1])),
-                   "pca": {}}.get(method)
+        options = {
+            "umap": dict(
+                num_neighbors=min(umap_n_neighbours, len(embeddings) - 1), min_dist=umap_min_dist, metric=metric
+            ),
+            "tsne": dict(
+                perplexity=min(tsne_perplexity, (len(embeddings) - 1) / 3),
+                metric=metric,
+                pca_dims=min(50, len(embeddings), embeddings.shape[1]),
+            ),
+            "pca": {},
+        }.get(method)
         if options is None:
             raise ValueError(f"unknown map method {method!r}; choose umap, tsne or pca")
         brain_key = f"map_{method}"
@@ -304,11 +366,23 @@ def fo_compute_maps(dataset, embeddings, methods=("umap", "tsne", "pca"), seed: 
         limit = 1 if threads == "auto" and len(embeddings) <= 2000 else (None if threads == "auto" else threads)
         start = time.perf_counter()
         with threadpool_limits(limit) if limit else contextlib.nullcontext():
-            results = fob.compute_visualization(view, embeddings=embeddings, method=method, num_dims=2, seed=seed,
-                                                brain_key=brain_key, verbose=False, **options)
+            results = fob.compute_visualization(
+                view,
+                embeddings=embeddings,
+                method=method,
+                num_dims=2,
+                seed=seed,
+                brain_key=brain_key,
+                verbose=False,
+                **options,
+            )
         points = np.asarray(results.points, dtype=np.float64)
-        maps[method] = {"points": points, "seconds": time.perf_counter() - start, "brain_key": brain_key,
-                        "options": options}
+        maps[method] = {
+            "points": points,
+            "seconds": time.perf_counter() - start,
+            "brain_key": brain_key,
+            "options": options,
+        }
     return maps
 
 
@@ -318,10 +392,15 @@ def fo_compute_maps(dataset, embeddings, methods=("umap", "tsne", "pca"), seed: 
 # Views filter the clips by label, fold/split, category, speaker, a geographic box, or any
 # combination, and are saved with the data set so they appear in the App's view menu.
 
+
 # %%
-def fo_standard_views(dataset, label: str | None = None, fields=("split", "speaker", "gender", "accent", "fold",
-                                                                  "category"),
-                      geo_box=None, save: bool = True) -> dict:
+def fo_standard_views(
+    dataset,
+    label: str | None = None,
+    fields=("split", "speaker", "gender", "accent", "fold", "category"),
+    geo_box=None,
+    save: bool = True,
+) -> dict:
     """Build (and save) a set of views; return ``{name: view}``.
 
     ``label``: a label for the by-label views (default: the most frequent). For each field in
@@ -353,8 +432,9 @@ def fo_standard_views(dataset, label: str | None = None, fields=("split", "speak
         within = {k: v for k, v in views[f"label-{label}"].count_values(field).items() if k is not None}
         if within:
             value = max(within, key=within.get)
-            views[f"label-{label}-and-{field}-{value}"] = clips.match((F("ground_truth.label") == label)
-                                                                     & (F(field) == value))
+            views[f"label-{label}-and-{field}-{value}"] = clips.match(
+                (F("ground_truth.label") == label) & (F(field) == value)
+            )
     if "location" in schema:
         if geo_box is None:
             points = np.array([p for p in views[f"label-{label}"].values("location.point") if p])
@@ -375,9 +455,11 @@ def fo_standard_views(dataset, label: str | None = None, fields=("split", "speak
 # %% [markdown]
 # ## Export
 
+
 # %%
-def fo_export_table(manifest: pd.DataFrame, embeddings, maps: dict | None = None, path=None,
-                    fmt: str = "parquet") -> pd.DataFrame:
+def fo_export_table(
+    manifest: pd.DataFrame, embeddings, maps: dict | None = None, path=None, fmt: str = "parquet"
+) -> pd.DataFrame:
     """Metadata + 2-D coordinates (+ embeddings) as one table; written to ``path`` when given.
 
     Parquet keeps each embedding as a list column ``embedding``; CSV spreads it over
@@ -390,8 +472,9 @@ def fo_export_table(manifest: pd.DataFrame, embeddings, maps: dict | None = None
     if fmt == "parquet":
         table["embedding"] = list(embeddings)
     elif fmt == "csv":
-        table = pd.concat([table, pd.DataFrame(embeddings, columns=[f"emb_{j}" for j in range(embeddings.shape[1])])],
-                          axis=1)
+        table = pd.concat(
+            [table, pd.DataFrame(embeddings, columns=[f"emb_{j}" for j in range(embeddings.shape[1])])], axis=1
+        )
     else:
         raise ValueError(f"fmt must be 'parquet' or 'csv', not {fmt!r}")
     if path is not None:
@@ -412,6 +495,7 @@ def fo_export_table(manifest: pd.DataFrame, embeddings, maps: dict | None = None
 # that is not a notebook server. In remote mode (a notebook on a server you reach over SSH) the
 # App's URL is printed for port forwarding. `fo_stop_app` stops the App's service process
 # *and* its web-server child (killing only the first can leave the second running).
+
 
 # %%
 def _fo_parent_cmdlines(levels: int = 3) -> list:
@@ -449,14 +533,19 @@ def fo_execution_context() -> str:
         return "papermill"
     if parent_lines and "ipykernel" in parent_lines[0]:  # started from another kernel (papermill in a notebook)
         return "papermill"
-    if os.environ.get("JPY_SESSION_NAME") or os.environ.get("VSCODE_PID") or os.environ.get("VSCODE_CWD") \
-            or any(m in parents for m in ("jupyter", "vscode", "code-server", "spyder", "nteract")):
+    if (
+        os.environ.get("JPY_SESSION_NAME")
+        or os.environ.get("VSCODE_PID")
+        or os.environ.get("VSCODE_CWD")
+        or any(m in parents for m in ("jupyter", "vscode", "code-server", "spyder", "nteract"))
+    ):
         return "notebook"
     return "papermill"  # a kernel started by an unknown driver: treat it as batch, never block it
 
 
-def fo_launch_app(dataset_or_view, port: int = 5151, remote: bool = False, address: str | None = None,
-                  when: str = "auto"):
+def fo_launch_app(
+    dataset_or_view, port: int = 5151, remote: bool = False, address: str | None = None, when: str = "auto"
+):
     """Launch the App (``when``: ``"auto"`` = only interactively, ``"always"``, ``"never"``).
 
     Returns the session, or ``None`` when not launched (and says why).
@@ -465,14 +554,19 @@ def fo_launch_app(dataset_or_view, port: int = 5151, remote: bool = False, addre
 
     context = fo_execution_context()
     if when == "never" or (when == "auto" and context != "notebook"):
-        print(f"FiftyOne App not launched ({'disabled' if when == 'never' else context + ' run'}). "
-              f"Interactively: fo.launch_app(fo.load_dataset({dataset_or_view._dataset.name!r}))")
+        print(
+            f"FiftyOne App not launched ({'disabled' if when == 'never' else context + ' run'}). "
+            f"Interactively: fo.launch_app(fo.load_dataset({dataset_or_view._dataset.name!r}))"
+        )
         return None
-    session = fo.launch_app(dataset_or_view, port=port, remote=remote, address=address,
-                            auto=context == "notebook" and not remote)
+    session = fo.launch_app(
+        dataset_or_view, port=port, remote=remote, address=address, auto=context == "notebook" and not remote
+    )
     if remote:
-        print(f"The App is served at {session.url}. From your computer: ssh -N -L {port}:localhost:{port} <server>, "
-              f"then open http://localhost:{port}")
+        print(
+            f"The App is served at {session.url}. From your computer: ssh -N -L {port}:localhost:{port} <server>, "
+            f"then open http://localhost:{port}"
+        )
     return session
 
 

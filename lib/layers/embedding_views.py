@@ -48,12 +48,16 @@ def reduce_layer_embeddings(features, method: str = "pca", n_components: int = 2
     x = x + np.random.default_rng(seed).normal(scale=1e-6 * (x.std() + 1e-12), size=x.shape)
     if method == "tsne":
         perplexity = float(min(30.0, max(2.0, (n - 1) / 3)))
-        return TSNE(n_components=n_components, perplexity=perplexity, init="pca", random_state=seed,
-                    learning_rate="auto").fit_transform(x).astype(np.float32)
+        return (
+            TSNE(n_components=n_components, perplexity=perplexity, init="pca", random_state=seed, learning_rate="auto")
+            .fit_transform(x)
+            .astype(np.float32)
+        )
     import umap
 
-    reducer = umap.UMAP(n_components=n_components, n_neighbors=int(min(15, max(2, n - 1))), random_state=seed,
-                        min_dist=0.1)
+    reducer = umap.UMAP(
+        n_components=n_components, n_neighbors=int(min(15, max(2, n - 1))), random_state=seed, min_dist=0.1
+    )
     return np.asarray(reducer.fit_transform(x), dtype=np.float32)
 
 
@@ -61,8 +65,9 @@ def _hover_columns(table: pd.DataFrame, hover) -> list:
     return [c for c in hover if c in table.columns]
 
 
-def embedding_scatter(coords, table: pd.DataFrame, color: str = "word", hover=("word", "speaker", "file"),
-                      title: str = ""):
+def embedding_scatter(
+    coords, table: pd.DataFrame, color: str = "word", hover=("word", "speaker", "file"), title: str = ""
+):
     """Interactive 2-D or 3-D Plotly scatter of ``coords`` (one row of ``table`` per point)."""
     import plotly.express as px
 
@@ -85,17 +90,26 @@ def embedding_scatter(coords, table: pd.DataFrame, color: str = "word", hover=("
     return fig
 
 
-def reduce_layer_grid(views: dict, method: str = "pca", n_components: int = 2, seed: int = 0,
-                      progress: bool = True) -> dict:
+def reduce_layer_grid(
+    views: dict, method: str = "pca", n_components: int = 2, seed: int = 0, progress: bool = True
+) -> dict:
     """``{layer: coords}`` for every ``{layer: [clips, dims]}`` view."""
     from tqdm.auto import tqdm
 
-    return {layer: reduce_layer_embeddings(x, method, n_components, seed)
-            for layer, x in tqdm(list(views.items()), desc=f"{method} per layer", disable=not progress, leave=False)}
+    return {
+        layer: reduce_layer_embeddings(x, method, n_components, seed)
+        for layer, x in tqdm(list(views.items()), desc=f"{method} per layer", disable=not progress, leave=False)
+    }
 
 
-def layer_grid_figure(layer_coords: dict, table: pd.DataFrame, color: str = "word",
-                      hover=("word", "speaker", "file"), columns: int = 4, title: str = ""):
+def layer_grid_figure(
+    layer_coords: dict,
+    table: pd.DataFrame,
+    color: str = "word",
+    hover=("word", "speaker", "file"),
+    columns: int = 4,
+    title: str = "",
+):
     """One interactive panel per layer (2-D or 3-D), coloured by ``color``, with hover details."""
     import plotly.express as px
     import plotly.graph_objects as go
@@ -108,8 +122,14 @@ def layer_grid_figure(layer_coords: dict, table: pd.DataFrame, color: str = "wor
     columns = max(1, min(columns, len(layers)))
     rows = math.ceil(len(layers) / columns)
     specs = [[{"type": "scene" if three_d else "xy"} for _ in range(columns)] for _ in range(rows)]
-    fig = make_subplots(rows=rows, cols=columns, specs=specs, subplot_titles=[f"layer {layer}" for layer in layers],
-                        horizontal_spacing=0.03, vertical_spacing=0.08)
+    fig = make_subplots(
+        rows=rows,
+        cols=columns,
+        specs=specs,
+        subplot_titles=[f"layer {layer}" for layer in layers],
+        horizontal_spacing=0.03,
+        vertical_spacing=0.08,
+    )
     data = table.reset_index(drop=True)
     hover_cols = _hover_columns(data, hover)
     text = ["<br>".join(f"{c}: {data.at[i, c]}" for c in hover_cols) for i in range(len(data))]
@@ -120,9 +140,15 @@ def layer_grid_figure(layer_coords: dict, table: pd.DataFrame, color: str = "wor
         row, col = k // columns + 1, k % columns + 1
         for v, value in enumerate(values):
             mask = (data[color].astype(str) == value).to_numpy()
-            common = dict(mode="markers", name=value, legendgroup=value, showlegend=k == 0,
-                          text=[t for t, m in zip(text, mask) if m], hovertemplate="%{text}<extra></extra>",
-                          marker={"size": 3 if three_d else 5, "color": palette[v % len(palette)]})
+            common = dict(
+                mode="markers",
+                name=value,
+                legendgroup=value,
+                showlegend=k == 0,
+                text=[t for t, m in zip(text, mask) if m],
+                hovertemplate="%{text}<extra></extra>",
+                marker={"size": 3 if three_d else 5, "color": palette[v % len(palette)]},
+            )
             if three_d:
                 trace = go.Scatter3d(x=coords[mask, 0], y=coords[mask, 1], z=coords[mask, 2], **common)
             else:
@@ -135,8 +161,7 @@ def layer_grid_figure(layer_coords: dict, table: pd.DataFrame, color: str = "wor
     return fig
 
 
-def layer_grid_png(layer_coords: dict, table: pd.DataFrame, color: str = "word", columns: int = 4,
-                   title: str = ""):
+def layer_grid_png(layer_coords: dict, table: pd.DataFrame, color: str = "word", columns: int = 4, title: str = ""):
     """The layer grid as a static matplotlib figure (first two coordinates of each layer)."""
     layers = list(layer_coords)
     columns = max(1, min(columns, len(layers)))
@@ -153,7 +178,7 @@ def layer_grid_png(layer_coords: dict, table: pd.DataFrame, color: str = "word",
         ax.set_title(f"layer {layer}", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    for ax in list(axes.flat)[len(layers):]:
+    for ax in list(axes.flat)[len(layers) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=6, markerscale=1.5, loc="best")
     if title:

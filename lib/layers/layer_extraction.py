@@ -73,6 +73,7 @@ class LayerEmbeddingSet:
 # %% [markdown]
 # ## Describing models and layers
 
+
 # %%
 def ordered_layer_names(adapter) -> list:
     """Layer names from the input side to the output side, as strings.
@@ -91,12 +92,19 @@ def speech_model_table(adapters) -> pd.DataFrame:
     rows = []
     for adapter in adapters:
         info = adapter.info()
-        rows.append({
-            "model": info["name"], "family": info["family"], "class": info["class"],
-            "transformer_layers": info["num_transformer_layers"], "hidden_size": info["hidden_size"],
-            "parameters_m": round(info["num_parameters"] / 1e6, 2), "sample_rate": info["sample_rate"],
-            "frame_rate": info["frame_rate"], "layers": ", ".join(ordered_layer_names(adapter)),
-        })
+        rows.append(
+            {
+                "model": info["name"],
+                "family": info["family"],
+                "class": info["class"],
+                "transformer_layers": info["num_transformer_layers"],
+                "hidden_size": info["hidden_size"],
+                "parameters_m": round(info["num_parameters"] / 1e6, 2),
+                "sample_rate": info["sample_rate"],
+                "frame_rate": info["frame_rate"],
+                "layers": ", ".join(ordered_layer_names(adapter)),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -120,6 +128,7 @@ def clip_list_fingerprint(paths) -> str:
 # %% [markdown]
 # ## Memory: estimate before, advise when short
 
+
 # %%
 def available_memory_bytes(device: str = "cpu") -> int:
     """Free memory where the model runs: CUDA free memory, else available system RAM."""
@@ -134,9 +143,18 @@ def available_memory_bytes(device: str = "cpu") -> int:
         return 0
 
 
-def estimate_extraction_memory(num_parameters: int, hidden_size: int, num_layers: int, n_clips: int,
-                               max_clip_seconds: float, frame_rate: float = 50.0, pooling: str = "mean",
-                               family: str = "wav2vec2", bytes_per_value: int = 4, n_poolings: int = 1) -> dict:
+def estimate_extraction_memory(
+    num_parameters: int,
+    hidden_size: int,
+    num_layers: int,
+    n_clips: int,
+    max_clip_seconds: float,
+    frame_rate: float = 50.0,
+    pooling: str = "mean",
+    family: str = "wav2vec2",
+    bytes_per_value: int = 4,
+    n_poolings: int = 1,
+) -> dict:
     """Bytes an extraction needs: weights, activations for the longest clip, pooled outputs.
 
     ``num_layers``: layers kept. Activations count every hidden state of the forward pass
@@ -144,8 +162,11 @@ def estimate_extraction_memory(num_parameters: int, hidden_size: int, num_layers
     feed-forward intermediates; Whisper always runs 30 s windows (1,500 frames).
     ``n_poolings``: extra pooled copies kept (``mean`` counts one, ``mean+std`` two).
     """
-    frames = 1500 * max(1, int(np.ceil(max_clip_seconds / 30))) if family == "whisper" \
+    frames = (
+        1500 * max(1, int(np.ceil(max_clip_seconds / 30)))
+        if family == "whisper"
         else int(np.ceil(max_clip_seconds * frame_rate)) + 1
+    )
     depth = max(num_layers, 1) + 1
     weights = int(num_parameters) * bytes_per_value
     activations = int(frames * hidden_size * depth * 8 * bytes_per_value)
@@ -159,10 +180,13 @@ def estimate_extraction_memory(num_parameters: int, hidden_size: int, num_layers
 
 def memory_guidance(model: str, needed: int, available: int, n_clips: int, num_layers: int) -> str:
     """Advice for a run that does not fit: smaller model, fewer clips, fewer layers."""
-    lines = [f"{model}: the extraction needs about {needed / 2**30:.2f} GiB but only "
-             f"{available / 2**30:.2f} GiB is free. To fit:"]
-    smaller = [hub_id for hub_id, spec in KNOWN_SPEECH_MODELS.items()
-               if spec["params_m"] <= 100 and hub_id != model][:4]
+    lines = [
+        f"{model}: the extraction needs about {needed / 2**30:.2f} GiB but only "
+        f"{available / 2**30:.2f} GiB is free. To fit:"
+    ]
+    smaller = [hub_id for hub_id, spec in KNOWN_SPEECH_MODELS.items() if spec["params_m"] <= 100 and hub_id != model][
+        :4
+    ]
     lines.append(f"  - use a smaller model (e.g. {', '.join(smaller)}), or load it in float16 (dtype)")
     lines.append(f"  - take fewer samples per word (now {n_clips} clips in all) or cap clip length (max_seconds)")
     lines.append(f"  - keep fewer layers (now {num_layers}), e.g. every other layer")
@@ -170,16 +194,31 @@ def memory_guidance(model: str, needed: int, available: int, n_clips: int, num_l
     return "\n".join(lines)
 
 
-def check_extraction_memory(adapter, n_clips: int, num_layers: int, max_clip_seconds: float,
-                            pooling: str = "mean", available: int | None = None, n_poolings: int = 1) -> dict:
+def check_extraction_memory(
+    adapter,
+    n_clips: int,
+    num_layers: int,
+    max_clip_seconds: float,
+    pooling: str = "mean",
+    available: int | None = None,
+    n_poolings: int = 1,
+) -> dict:
     """Estimate the memory of an extraction with ``adapter``; print guidance when it is short.
 
     Returns the estimate with ``available`` and ``fits`` added. Never raises: the estimate is
     approximate, and a real out-of-memory error is caught during extraction.
     """
-    estimate = estimate_extraction_memory(adapter.num_parameters, adapter.hidden_size or 512, num_layers, n_clips,
-                                          max_clip_seconds, adapter.frame_rate, pooling, adapter.family,
-                                          n_poolings=n_poolings)
+    estimate = estimate_extraction_memory(
+        adapter.num_parameters,
+        adapter.hidden_size or 512,
+        num_layers,
+        n_clips,
+        max_clip_seconds,
+        adapter.frame_rate,
+        pooling,
+        adapter.family,
+        n_poolings=n_poolings,
+    )
     available = available_memory_bytes(adapter.device) if available is None else int(available)
     estimate["available"] = available
     estimate["fits"] = bool(available == 0 or estimate["total"] < 0.8 * available)
@@ -203,6 +242,7 @@ def _is_out_of_memory(error: BaseException) -> bool:
 # One file per model, layer set and pooling; the clip list, model hash and settings are
 # stored inside and compared on reuse. The arrays hold the clips done so far, so a
 # checkpoint written mid-run is also what a resumed run starts from.
+
 
 # %%
 def layer_cache_path(cache_dir, model: str, layers, pooling: str) -> Path:
@@ -239,18 +279,27 @@ def _read_layer_cache(path: Path, expected: dict):
 # %% [markdown]
 # ## Extraction
 
+
 # %%
-def extract_layer_embeddings(adapter, paths, layers=None, pooling: str = "mean", cache_dir=None,
-                             max_seconds: float | None = None, checkpoint_every: int = 100,
-                             progress: bool = True) -> LayerEmbeddingSet:
+def extract_layer_embeddings(
+    adapter,
+    paths,
+    layers=None,
+    pooling: str = "mean",
+    cache_dir=None,
+    max_seconds: float | None = None,
+    checkpoint_every: int = 100,
+    progress: bool = True,
+) -> LayerEmbeddingSet:
     """Pooled embeddings of every clip in ``paths`` for the ``layers`` of ``adapter``.
 
     ``layers``: names as in ``adapter.layer_names`` (ints or strings; None: all). A clip that
     cannot be loaded is skipped and listed in ``failures``. With ``cache_dir`` the result is
     cached (and checkpointed every ``checkpoint_every`` clips) and validated on reuse.
     """
-    return extract_layer_embeddings_pooled(adapter, paths, layers, [pooling], cache_dir, max_seconds,
-                                           checkpoint_every, progress)[pooling]
+    return extract_layer_embeddings_pooled(
+        adapter, paths, layers, [pooling], cache_dir, max_seconds, checkpoint_every, progress
+    )[pooling]
 
 
 def _check_poolings(poolings) -> list:
@@ -261,9 +310,16 @@ def _check_poolings(poolings) -> list:
     return poolings
 
 
-def extract_layer_embeddings_pooled(adapter, paths, layers=None, poolings=("mean",), cache_dir=None,
-                                    max_seconds: float | None = None, checkpoint_every: int = 100,
-                                    progress: bool = True) -> dict:
+def extract_layer_embeddings_pooled(
+    adapter,
+    paths,
+    layers=None,
+    poolings=("mean",),
+    cache_dir=None,
+    max_seconds: float | None = None,
+    checkpoint_every: int = 100,
+    progress: bool = True,
+) -> dict:
     """``{pooling: LayerEmbeddingSet}`` for several poolings from one pass over the clips.
 
     Each pooling has its own cache file; a clip is run through the model only if some
@@ -280,9 +336,15 @@ def extract_layer_embeddings_pooled(adapter, paths, layers=None, poolings=("mean
     adapter_keys = adapter._check_layers(wanted)  # raises a clear error for an unknown layer
     layer_of = dict(zip(wanted, adapter_keys))
     wanted = [name for name in order if name in layer_of] + [n for n in wanted if n not in order]
-    base = {"version": LAYER_CACHE_VERSION, "model": adapter.name, "model_hash": adapter.fingerprint(),
-            "layers": wanted, "max_seconds": max_seconds, "clips_hash": clip_list_fingerprint(paths),
-            "n_clips": len(paths)}
+    base = {
+        "version": LAYER_CACHE_VERSION,
+        "model": adapter.name,
+        "model_hash": adapter.fingerprint(),
+        "layers": wanted,
+        "max_seconds": max_seconds,
+        "clips_hash": clip_list_fingerprint(paths),
+        "n_clips": len(paths),
+    }
     state = {}
     for pooling in poolings:
         expected = dict(base, pooling=pooling)
@@ -293,18 +355,29 @@ def extract_layer_embeddings_pooled(adapter, paths, layers=None, poolings=("mean
         processed = set(done) | {f["path"] for f in failures}
         if cached is not None:
             print(f"{adapter.name}: {len(processed)} clip(s) from cache {cache_path.name}")
-        state[pooling] = {"expected": expected, "path": cache_path, "done": list(done), "rows": rows,
-                          "failures": failures, "processed": processed, "cached": cached is not None,
-                          "prior_seconds": float(meta.get("seconds", 0.0)),
-                          "prior_audio": float(meta.get("audio_seconds", 0.0))}
+        state[pooling] = {
+            "expected": expected,
+            "path": cache_path,
+            "done": list(done),
+            "rows": rows,
+            "failures": failures,
+            "processed": processed,
+            "cached": cached is not None,
+            "prior_seconds": float(meta.get("seconds", 0.0)),
+            "prior_audio": float(meta.get("audio_seconds", 0.0)),
+        }
     todo = [p for p in paths if any(p not in st["processed"] for st in state.values())]
 
     def checkpoint():
         elapsed = time.perf_counter() - start
         for st in state.values():
             if st["path"] and (st["done"] or st["failures"]):
-                meta = dict(st["expected"], failures=st["failures"], seconds=st["prior_seconds"] + elapsed,
-                            audio_seconds=st["prior_audio"] + audio_seconds)
+                meta = dict(
+                    st["expected"],
+                    failures=st["failures"],
+                    seconds=st["prior_seconds"] + elapsed,
+                    audio_seconds=st["prior_audio"] + audio_seconds,
+                )
                 _write_layer_cache(st["path"], meta, st["done"], st["rows"])
 
     audio_seconds, since_checkpoint, waveform = 0.0, 0, None
@@ -337,13 +410,19 @@ def extract_layer_embeddings_pooled(adapter, paths, layers=None, poolings=("mean
             checkpoint()
         if _is_out_of_memory(error):
             longest = max(len(waveform) / adapter.sample_rate if waveform is not None else 1.0, 1.0)
-            needed = estimate_extraction_memory(adapter.num_parameters, adapter.hidden_size or 512, len(wanted),
-                                                len(paths), longest, adapter.frame_rate, poolings[-1],
-                                                adapter.family)["total"]
+            needed = estimate_extraction_memory(
+                adapter.num_parameters,
+                adapter.hidden_size or 512,
+                len(wanted),
+                len(paths),
+                longest,
+                adapter.frame_rate,
+                poolings[-1],
+                adapter.family,
+            )["total"]
             raise ExtractionMemoryError(
                 f"out of memory while extracting {adapter.name} ({type(error).__name__}: {error}).\n"
-                + memory_guidance(adapter.name, needed, available_memory_bytes(adapter.device), len(paths),
-                                  len(wanted))
+                + memory_guidance(adapter.name, needed, available_memory_bytes(adapter.device), len(paths), len(wanted))
                 + ("\nProgress so far is cached; rerun to resume." if cache_dir else "")
             ) from error
         raise
@@ -356,24 +435,42 @@ def extract_layer_embeddings_pooled(adapter, paths, layers=None, poolings=("mean
     for pooling, st in state.items():
         failures = st["failures"]
         if failures and pooling == poolings[0]:
-            print(f"{adapter.name}: skipped {len(failures)} unreadable clip(s), e.g. "
-                  f"{failures[0]['path']}: {failures[0]['error']}")
+            print(
+                f"{adapter.name}: skipped {len(failures)} unreadable clip(s), e.g. "
+                f"{failures[0]['path']}: {failures[0]['error']}"
+            )
         position = {p: i for i, p in enumerate(st["done"])}
         kept = [p for p in paths if p in position]
         if not kept:
             raise ValueError(f"{adapter.name}: none of the {len(paths)} clips could be loaded")
         index = [position[p] for p in kept]
         embeddings = {name: np.stack(st["rows"][name])[index] for name in wanted}
-        results[pooling] = LayerEmbeddingSet(model=adapter.name, pooling=pooling, layers=wanted, paths=kept,
-                                             embeddings=embeddings, failures=failures, seconds=seconds,
-                                             audio_seconds=audio_seconds, from_cache=not todo, info=adapter.info(),
-                                             compute_seconds=st["prior_seconds"] + seconds,
-                                             compute_audio_seconds=st["prior_audio"] + audio_seconds)
+        results[pooling] = LayerEmbeddingSet(
+            model=adapter.name,
+            pooling=pooling,
+            layers=wanted,
+            paths=kept,
+            embeddings=embeddings,
+            failures=failures,
+            seconds=seconds,
+            audio_seconds=audio_seconds,
+            from_cache=not todo,
+            info=adapter.info(),
+            compute_seconds=st["prior_seconds"] + seconds,
+            compute_audio_seconds=st["prior_audio"] + audio_seconds,
+        )
     return results
 
 
-def mfcc_baseline_embeddings(paths, pooling="mean", sr: int = 16000, n_mfcc: int = 40,
-                             delta_order: int = 1, max_seconds: float | None = None, progress: bool = True):
+def mfcc_baseline_embeddings(
+    paths,
+    pooling="mean",
+    sr: int = 16000,
+    n_mfcc: int = 40,
+    delta_order: int = 1,
+    max_seconds: float | None = None,
+    progress: bool = True,
+):
     """MFCCs (+ deltas) pooled like a model layer: the model-free reference, model ``"mfcc"``.
 
     ``pooling`` a string: one ``LayerEmbeddingSet``; a list: ``{pooling: LayerEmbeddingSet}``.
@@ -396,18 +493,38 @@ def mfcc_baseline_embeddings(paths, pooling="mean", sr: int = 16000, n_mfcc: int
         kept.append(path)
     if not kept:
         raise ValueError(f"mfcc baseline: none of the {len(paths)} clips could be loaded")
-    info = {"name": "mfcc", "family": "mfcc", "num_parameters": 0, "hidden_size": n_mfcc * (1 + delta_order),
-            "sample_rate": sr, "frame_rate": sr / 160, "layers": ["mfcc"]}
+    info = {
+        "name": "mfcc",
+        "family": "mfcc",
+        "num_parameters": 0,
+        "hidden_size": n_mfcc * (1 + delta_order),
+        "sample_rate": sr,
+        "frame_rate": sr / 160,
+        "layers": ["mfcc"],
+    }
     seconds = time.perf_counter() - start
-    sets = {p: LayerEmbeddingSet(model="mfcc", pooling=p, layers=["mfcc"], paths=kept,
-                                 embeddings={"mfcc": np.stack(rows[p])}, failures=failures, seconds=seconds,
-                                 audio_seconds=audio_seconds, info=info, compute_seconds=seconds,
-                                 compute_audio_seconds=audio_seconds) for p in poolings}
+    sets = {
+        p: LayerEmbeddingSet(
+            model="mfcc",
+            pooling=p,
+            layers=["mfcc"],
+            paths=kept,
+            embeddings={"mfcc": np.stack(rows[p])},
+            failures=failures,
+            seconds=seconds,
+            audio_seconds=audio_seconds,
+            info=info,
+            compute_seconds=seconds,
+            compute_audio_seconds=audio_seconds,
+        )
+        for p in poolings
+    }
     return sets[pooling] if isinstance(pooling, str) else sets
 
 
 # %% [markdown]
 # ## Layer modes: each layer, or layers concatenated
+
 
 # %%
 def concatenate_layer_embeddings(embeddings: dict, layers=None, standardize: bool = True) -> np.ndarray:
@@ -468,4 +585,3 @@ def resolve_layer_request(adapter, request=None) -> list:
     if not chosen:
         raise ValueError(f"{adapter.name}: none of the requested layers {list(request)} exist; available: {order}")
     return [name for name in order if name in chosen]
-

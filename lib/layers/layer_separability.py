@@ -50,13 +50,17 @@ def separability_folds(labels, groups=None, n_splits: int = 5, seed: int = 0):
             f"the smallest word has {int(counts.min())} clip(s). Take more samples per word."
         )
     if groups is not None:
-        return list(StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-                    .split(np.zeros(len(labels)), labels, groups))
+        return list(
+            StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(
+                np.zeros(len(labels)), labels, groups
+            )
+        )
     return list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels))
 
 
-def separability_scores(features, labels, groups=None, n_splits: int = 5, knn_k: int = 5, seed: int = 0,
-                        folds=None) -> dict:
+def separability_scores(
+    features, labels, groups=None, n_splits: int = 5, knn_k: int = 5, seed: int = 0, folds=None
+) -> dict:
     """``knn_acc``, ``linear_acc`` (cross-validated) and ``silhouette`` of one ``[clips, dims]`` matrix."""
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(labels)
@@ -68,8 +72,7 @@ def separability_scores(features, labels, groups=None, n_splits: int = 5, knn_k:
         raise ValueError("features contain NaN or infinite values")
     folds = folds if folds is not None else separability_folds(y, groups, n_splits, seed)
     smallest_train = min(len(train) for train, _ in folds)
-    knn = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=min(knn_k, smallest_train),
-                                                               metric="cosine"))
+    knn = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=min(knn_k, smallest_train), metric="cosine"))
     linear = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence warnings on tiny folds
@@ -78,12 +81,17 @@ def separability_scores(features, labels, groups=None, n_splits: int = 5, knn_k:
     scaled = StandardScaler().fit_transform(x)
     # constant features (e.g. an untrained codebook) have no cosine geometry: silhouette undefined
     silhouette = silhouette_score(scaled, y, metric="cosine") if np.ptp(scaled) > 0 else float("nan")
-    return {"knn_acc": float(knn_acc), "linear_acc": float(linear_acc), "silhouette": float(silhouette),
-            "folds": len(folds)}
+    return {
+        "knn_acc": float(knn_acc),
+        "linear_acc": float(linear_acc),
+        "silhouette": float(silhouette),
+        "folds": len(folds),
+    }
 
 
-def layer_separability_table(model_views: dict, labels, groups=None, n_splits: int = 5, knn_k: int = 5,
-                             seed: int = 0, progress: bool = True) -> pd.DataFrame:
+def layer_separability_table(
+    model_views: dict, labels, groups=None, n_splits: int = 5, knn_k: int = 5, seed: int = 0, progress: bool = True
+) -> pd.DataFrame:
     """Score every ``{model: {layer: [clips, dims]}}`` view; one row per model and layer.
 
     Columns: ``model, layer, position`` (0 = nearest the input), ``depth`` (position
@@ -101,8 +109,15 @@ def layer_separability_table(model_views: dict, labels, groups=None, n_splits: i
         if len(x) != len(labels):
             raise ValueError(f"{model} layer {layer}: {len(x)} embeddings for {len(labels)} labels")
         scores = separability_scores(x, labels, folds=folds, knn_k=knn_k)
-        rows.append({"model": model, "layer": str(layer), "dims": int(np.asarray(x).shape[1]),
-                     **{k: scores[k] for k in SEPARABILITY_METRICS}, "chance": chance})
+        rows.append(
+            {
+                "model": model,
+                "layer": str(layer),
+                "dims": int(np.asarray(x).shape[1]),
+                **{k: scores[k] for k in SEPARABILITY_METRICS},
+                "chance": chance,
+            }
+        )
     table = pd.DataFrame(rows)
     is_layer = table["layer"] != "concat"
     position = table[is_layer].groupby("model").cumcount()
@@ -134,8 +149,11 @@ def plot_layer_separability(table: pd.DataFrame, baseline_models=("mfcc",), titl
     model's colour) and the chance level are drawn as horizontal lines.
     """
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    names = {"knn_acc": "kNN accuracy (cross-validated)", "linear_acc": "linear-probe accuracy (cross-validated)",
-             "silhouette": "silhouette (cosine)"}
+    names = {
+        "knn_acc": "kNN accuracy (cross-validated)",
+        "linear_acc": "linear-probe accuracy (cross-validated)",
+        "silhouette": "silhouette (cosine)",
+    }
     models = [m for m in table["model"].unique() if m not in baseline_models]
     annotate = len(models) <= 3  # layer names on the points; with more models, hover the interactive plot
     for ax, metric in zip(axes, SEPARABILITY_METRICS):
@@ -143,8 +161,15 @@ def plot_layer_separability(table: pd.DataFrame, baseline_models=("mfcc",), titl
             rows = table[(table["model"] == model) & (table["layer"] != "concat")]
             line = ax.plot(rows["depth"], rows[metric], marker="o", label=str(model).rstrip("/").split("/")[-1])[0]
             for _, row in rows.iterrows() if annotate else ():
-                ax.annotate(row["layer"], (row["depth"], row[metric]), fontsize=7, alpha=0.7,
-                            textcoords="offset points", xytext=(0, 4), ha="center")
+                ax.annotate(
+                    row["layer"],
+                    (row["depth"], row[metric]),
+                    fontsize=7,
+                    alpha=0.7,
+                    textcoords="offset points",
+                    xytext=(0, 4),
+                    ha="center",
+                )
             concat = table[(table["model"] == model) & (table["layer"] == "concat")]
             if len(concat):
                 ax.axhline(concat[metric].iloc[0], color=line.get_color(), linestyle="-.", linewidth=1)
@@ -173,11 +198,23 @@ def plot_layer_separability_interactive(table: pd.DataFrame, metric: str = "line
 
     data = table.copy()
     data["model_short"] = [str(m).rstrip("/").split("/")[-1] for m in data["model"]]
-    fig = px.line(data, x="depth", y=metric, color="model_short", markers=True,
-                  hover_data={"layer": True, "knn_acc": ":.3f", "linear_acc": ":.3f", "silhouette": ":.3f",
-                              "dims": True, "depth": False},
-                  labels={"depth": "relative depth (0 = input side)", "model_short": "model"},
-                  title=f"{metric} across layers")
+    fig = px.line(
+        data,
+        x="depth",
+        y=metric,
+        color="model_short",
+        markers=True,
+        hover_data={
+            "layer": True,
+            "knn_acc": ":.3f",
+            "linear_acc": ":.3f",
+            "silhouette": ":.3f",
+            "dims": True,
+            "depth": False,
+        },
+        labels={"depth": "relative depth (0 = input side)", "model_short": "model"},
+        title=f"{metric} across layers",
+    )
     if len(data):
         fig.add_hline(y=float(data["chance"].iloc[0]), line_dash="dot", annotation_text="chance")
     return fig

@@ -27,8 +27,9 @@ FSDD_DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven
 SPEECH_COMMANDS_DEFAULT_WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 
 
-def word_source_manifest(source: str = "fsdd", data_path=None, words=None, labels_csv=None,
-                         download: bool = True) -> pd.DataFrame:
+def word_source_manifest(
+    source: str = "fsdd", data_path=None, words=None, labels_csv=None, download: bool = True
+) -> pd.DataFrame:
     """All clips of ``source`` as a manifest with ``path, word, speaker, file`` columns."""
     if source == "fsdd":
         manifest = load_fsdd(data_path, download=download)
@@ -54,8 +55,16 @@ def word_source_manifest(source: str = "fsdd", data_path=None, words=None, label
     return manifest
 
 
-def select_word_samples(source: str = "fsdd", words=None, samples_per_word: int = 20, data_path=None,
-                        seed: int = 0, labels_csv=None, split=None, download: bool = True) -> pd.DataFrame:
+def select_word_samples(
+    source: str = "fsdd",
+    words=None,
+    samples_per_word: int = 20,
+    data_path=None,
+    seed: int = 0,
+    labels_csv=None,
+    split=None,
+    download: bool = True,
+) -> pd.DataFrame:
     """``samples_per_word`` clips of each word, spread evenly over speakers.
 
     ``words``: the words to keep (FSDD accepts digit names or the digits themselves; None:
@@ -67,8 +76,7 @@ def select_word_samples(source: str = "fsdd", words=None, samples_per_word: int 
     """
     if samples_per_word is not None and int(samples_per_word) < 1:
         raise ValueError(f"samples_per_word must be at least 1, not {samples_per_word}")
-    manifest = word_source_manifest(source, data_path=data_path, words=words, labels_csv=labels_csv,
-                                    download=download)
+    manifest = word_source_manifest(source, data_path=data_path, words=words, labels_csv=labels_csv, download=download)
     if split is not None:
         if "split" not in manifest.columns:
             raise ValueError(f"{source}: the manifest has no split column; use split=None")
@@ -90,8 +98,9 @@ def select_word_samples(source: str = "fsdd", words=None, samples_per_word: int 
     picked, short = [], []
     for word in chosen:
         clips = manifest[manifest["word"] == word]
-        by_speaker = {s: list(rng.permutation(group.index.to_numpy()))
-                      for s, group in clips.groupby("speaker", sort=True)}
+        by_speaker = {
+            s: list(rng.permutation(group.index.to_numpy())) for s, group in clips.groupby("speaker", sort=True)
+        }
         order = list(rng.permutation(sorted(by_speaker)))
         wanted = len(clips) if samples_per_word is None else int(samples_per_word)
         rows = []

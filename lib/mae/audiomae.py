@@ -75,13 +75,17 @@ def audiomae_config(size: str = "base", **overrides) -> dict:
 
 
 def _check_audiomae_config(config: dict) -> None:
-    for prefix, dim, heads in (("encoder", config["embed_dim"], config["num_heads"]),
-                               ("decoder", config["decoder_dim"], config["decoder_heads"])):
+    for prefix, dim, heads in (
+        ("encoder", config["embed_dim"], config["num_heads"]),
+        ("decoder", config["decoder_dim"], config["decoder_heads"]),
+    ):
         if dim % heads:
             raise ValueError(f"{prefix} width {dim} is not divisible by its {heads} heads")
         if config["use_rope"] and (dim // heads) % 4:
-            raise ValueError(f"{prefix} head size {dim // heads} must be a multiple of 4 for 2-D rotary "
-                             "embeddings; change the width or heads, or set use_rope=False")
+            raise ValueError(
+                f"{prefix} head size {dim // heads} must be a multiple of 4 for 2-D rotary "
+                "embeddings; change the width or heads, or set use_rope=False"
+            )
     if config["block"] not in ("macaron", "vit"):
         raise ValueError(f"block must be 'macaron' or 'vit', not {config['block']!r}")
     if not 0.0 <= config["mask_ratio"] < 1.0:
@@ -100,6 +104,7 @@ def _check_audiomae_config(config: dict) -> None:
 # masked encoder (which sees a random subset of patches) and any input size are handled
 # the same way. The CLS token has no position.
 
+
 # %%
 def audiomae_rope_tables(positions: torch.Tensor, head_dim: int, base: float = 10000.0):
     """cos/sin tables ``[N, L, head_dim]`` for 2-D rotary embeddings from ``positions [N, L, 2]``."""
@@ -107,7 +112,7 @@ def audiomae_rope_tables(positions: torch.Tensor, head_dim: int, base: float = 1
     inv_freq = base ** (-torch.arange(quarter, device=positions.device, dtype=torch.float32) / quarter)
     cos_parts, sin_parts = [], []
     for axis in range(2):
-        angles = positions[..., axis:axis + 1].float() * inv_freq
+        angles = positions[..., axis : axis + 1].float() * inv_freq
         cos_parts += [angles.cos(), angles.cos()]
         sin_parts += [angles.sin(), angles.sin()]
     return torch.cat(cos_parts, dim=-1), torch.cat(sin_parts, dim=-1)
@@ -116,7 +121,7 @@ def audiomae_rope_tables(positions: torch.Tensor, head_dim: int, base: float = 1
 def audiomae_apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate ``x [N, H, L, d]`` by the tables ``[N, L, d]`` (each axis' half rotated separately)."""
     q = x.shape[-1] // 4
-    a1, a2, b1, b2 = x[..., :q], x[..., q:2 * q], x[..., 2 * q:3 * q], x[..., 3 * q:]
+    a1, a2, b1, b2 = x[..., :q], x[..., q : 2 * q], x[..., 2 * q : 3 * q], x[..., 3 * q :]
     rotated = torch.cat([-a2, a1, -b2, b1], dim=-1)
     return x * cos.unsqueeze(1).to(x.dtype) + rotated * sin.unsqueeze(1).to(x.dtype)
 
@@ -127,7 +132,7 @@ def audiomae_sincos_embedding(positions: torch.Tensor, dim: int) -> torch.Tensor
     omega = 1.0 / 10000 ** (torch.arange(quarter, device=positions.device, dtype=torch.float32) / max(quarter, 1))
     parts = []
     for axis in range(2):
-        angles = positions[..., axis:axis + 1].float() * omega
+        angles = positions[..., axis : axis + 1].float() * omega
         parts += [angles.sin(), angles.cos()]
     embedding = torch.cat(parts, dim=-1)
     if embedding.shape[-1] < dim:
@@ -137,6 +142,7 @@ def audiomae_sincos_embedding(positions: torch.Tensor, dim: int) -> torch.Tensor
 
 # %% [markdown]
 # ## Blocks
+
 
 # %%
 class AudioMaeSwiGLU(nn.Module):
@@ -203,8 +209,7 @@ class AudioMaeDropPath(nn.Module):
 class AudioMaeBlock(nn.Module):
     """``macaron``: x + FF/2, x + Attn, x + SwiGLU/2 (AudioMAE++); ``vit``: x + Attn, x + MLP."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, kind: str = "macaron",
-                 drop_path: float = 0.0):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, kind: str = "macaron", drop_path: float = 0.0):
         super().__init__()
         self.kind = kind
         self.norm_attn = nn.LayerNorm(dim)
@@ -231,6 +236,7 @@ class AudioMaeBlock(nn.Module):
 # %% [markdown]
 # ## The masked autoencoder
 
+
 # %%
 @register_mae_model("audiomae++")
 class AudioMaePlusPlus(MaeModelBase):
@@ -254,14 +260,16 @@ class AudioMaePlusPlus(MaeModelBase):
         self.patch_embed = nn.Conv2d(c["in_chans"], dim, kernel_size=self.patch_size, stride=self.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         rates = torch.linspace(0, c["drop_path"], c["depth"]).tolist()
-        self.blocks = nn.ModuleList(AudioMaeBlock(dim, c["num_heads"], c["mlp_ratio"], c["block"], rate)
-                                    for rate in rates)
+        self.blocks = nn.ModuleList(
+            AudioMaeBlock(dim, c["num_heads"], c["mlp_ratio"], c["block"], rate) for rate in rates
+        )
         self.norm = nn.LayerNorm(dim)
         ddim = c["decoder_dim"]
         self.decoder_embed = nn.Linear(dim, ddim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, ddim))
-        self.decoder_blocks = nn.ModuleList(AudioMaeBlock(ddim, c["decoder_heads"], c["mlp_ratio"], c["block"])
-                                            for _ in range(c["decoder_depth"]))
+        self.decoder_blocks = nn.ModuleList(
+            AudioMaeBlock(ddim, c["decoder_heads"], c["mlp_ratio"], c["block"]) for _ in range(c["decoder_depth"])
+        )
         self.decoder_norm = nn.LayerNorm(ddim)
         self.decoder_pred = nn.Linear(ddim, self.patch_dim)
         self._init_weights()
@@ -283,12 +291,15 @@ class AudioMaePlusPlus(MaeModelBase):
     # -- patches -------------------------------------------------------------------------
     def _check_input(self, specs):
         if specs.ndim != 4 or specs.shape[1] != self.config["in_chans"]:
-            raise ValueError(f"expected input [N, {self.config['in_chans']}, mel bins, frames], got "
-                             f"{tuple(specs.shape)}")
+            raise ValueError(
+                f"expected input [N, {self.config['in_chans']}, mel bins, frames], got {tuple(specs.shape)}"
+            )
         pf, pt = self.patch_size
         if specs.shape[2] % pf or specs.shape[3] % pt:
-            raise ValueError(f"input of {specs.shape[2]} mel bins x {specs.shape[3]} frames is not a multiple of "
-                             f"the {pf} x {pt} patch; pad or crop it (the transforms do)")
+            raise ValueError(
+                f"input of {specs.shape[2]} mel bins x {specs.shape[3]} frames is not a multiple of "
+                f"the {pf} x {pt} patch; pad or crop it (the transforms do)"
+            )
 
     def grid(self, freq_bins: int, frames: int) -> tuple:
         return freq_bins // self.patch_size[0], frames // self.patch_size[1]
@@ -308,8 +319,7 @@ class AudioMaePlusPlus(MaeModelBase):
         return x.reshape(n, c, gf * pf, gt * pt)
 
     def _positions(self, n, gf, gt, device):
-        f_idx, t_idx = torch.meshgrid(torch.arange(gf, device=device), torch.arange(gt, device=device),
-                                      indexing="ij")
+        f_idx, t_idx = torch.meshgrid(torch.arange(gf, device=device), torch.arange(gt, device=device), indexing="ij")
         return torch.stack([f_idx.reshape(-1), t_idx.reshape(-1)], dim=-1).float().unsqueeze(0).expand(n, -1, -1)
 
     def _run(self, blocks, tokens, positions, head_dim):
@@ -444,12 +454,19 @@ def audiomae_model_from_config(config: dict) -> MaeModelBase:
 # `freeze_encoder=True` only the head trains (linear probe); as in MAE, the head starts with a
 # non-affine batch norm so that probing is insensitive to the features' scale.
 
+
 # %%
 class AudioMaeClassifier(nn.Module):
     """Encoder + (BatchNorm without affine) + Linear head over CLS or mean-pooled tokens."""
 
-    def __init__(self, encoder: MaeModelBase, num_classes: int, pooling: str = "mean",
-                 freeze_encoder: bool = False, head_dropout: float = 0.0):
+    def __init__(
+        self,
+        encoder: MaeModelBase,
+        num_classes: int,
+        pooling: str = "mean",
+        freeze_encoder: bool = False,
+        head_dropout: float = 0.0,
+    ):
         super().__init__()
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', not {pooling!r}")
@@ -457,8 +474,11 @@ class AudioMaeClassifier(nn.Module):
         self.pooling = pooling
         self.num_classes = int(num_classes)
         self.freeze_encoder = freeze_encoder
-        self.head = nn.Sequential(nn.BatchNorm1d(encoder.embed_dim, affine=False), nn.Dropout(head_dropout),
-                                  nn.Linear(encoder.embed_dim, self.num_classes))
+        self.head = nn.Sequential(
+            nn.BatchNorm1d(encoder.embed_dim, affine=False),
+            nn.Dropout(head_dropout),
+            nn.Linear(encoder.embed_dim, self.num_classes),
+        )
         nn.init.trunc_normal_(self.head[-1].weight, std=0.01)
         nn.init.zeros_(self.head[-1].bias)
         if freeze_encoder:

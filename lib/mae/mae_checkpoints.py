@@ -65,8 +65,16 @@ def _mae_jsonable(value):
     return value
 
 
-def save_mae_checkpoint(path, model, optimizer=None, epoch: int | None = None, history: dict | None = None,
-                        transform_config: dict | None = None, scaler=None, extra: dict | None = None) -> str:
+def save_mae_checkpoint(
+    path,
+    model,
+    optimizer=None,
+    epoch: int | None = None,
+    history: dict | None = None,
+    transform_config: dict | None = None,
+    scaler=None,
+    extra: dict | None = None,
+) -> str:
     """Write a checkpoint atomically; return the SHA-256 of the file.
 
     ``model`` may be wrapped in DistributedDataParallel; its ``config`` is stored so the model
@@ -97,12 +105,16 @@ def save_mae_checkpoint(path, model, optimizer=None, epoch: int | None = None, h
 def _mae_config_differences(saved: dict, current: dict) -> list:
     keys = sorted(set(saved) | set(current))
     norm = _mae_jsonable
-    return [f"{k}: checkpoint {saved.get(k)!r} vs model {current.get(k)!r}" for k in keys
-            if norm(saved.get(k)) != norm(current.get(k))]
+    return [
+        f"{k}: checkpoint {saved.get(k)!r} vs model {current.get(k)!r}"
+        for k in keys
+        if norm(saved.get(k)) != norm(current.get(k))
+    ]
 
 
-def load_mae_checkpoint(path, model=None, optimizer=None, scaler=None, map_location="cpu",
-                        expected_sha256: str | None = None) -> dict:
+def load_mae_checkpoint(
+    path, model=None, optimizer=None, scaler=None, map_location="cpu", expected_sha256: str | None = None
+) -> dict:
     """Read and validate a checkpoint; optionally load it into ``model`` / ``optimizer`` / ``scaler``.
 
     Returns the checkpoint dict plus ``"path"`` and ``"file_sha256"``. Raises
@@ -110,8 +122,10 @@ def load_mae_checkpoint(path, model=None, optimizer=None, scaler=None, map_locat
     """
     path = Path(path).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"{path}: checkpoint not found. Check the path; checkpoints are written by the "
-                                "audiomae_training notebook (checkpoint_dir/last.pt) or save_mae_checkpoint().")
+        raise FileNotFoundError(
+            f"{path}: checkpoint not found. Check the path; checkpoints are written by the "
+            "audiomae_training notebook (checkpoint_dir/last.pt) or save_mae_checkpoint()."
+        )
     if path.is_dir():
         candidate = path / "last.pt"
         if candidate.exists():
@@ -119,48 +133,63 @@ def load_mae_checkpoint(path, model=None, optimizer=None, scaler=None, map_locat
         else:
             raise MaeCheckpointError(f"{path}: is a folder without last.pt; pass the checkpoint file itself")
     if path.stat().st_size == 0:
-        raise MaeCheckpointError(f"{path}: the checkpoint file is empty (an interrupted copy?). Re-copy it, or "
-                                 "delete it and retrain.")
+        raise MaeCheckpointError(
+            f"{path}: the checkpoint file is empty (an interrupted copy?). Re-copy it, or delete it and retrain."
+        )
     actual_sha = file_sha256(path)
     if expected_sha256 is not None and actual_sha != expected_sha256:
-        raise MaeCheckpointError(f"{path}: content hash {actual_sha[:16]}... does not match the expected "
-                                 f"{expected_sha256[:16]}...: this is a different or modified checkpoint. Use the "
-                                 "checkpoint the hash belongs to, or drop expected_sha256.")
+        raise MaeCheckpointError(
+            f"{path}: content hash {actual_sha[:16]}... does not match the expected "
+            f"{expected_sha256[:16]}...: this is a different or modified checkpoint. Use the "
+            "checkpoint the hash belongs to, or drop expected_sha256."
+        )
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # noqa: BLE001 - any failure here means an unreadable file
-        raise MaeCheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: "
-                                 f"{str(error).splitlines()[0][:200]}). The file is corrupt or truncated, or not a "
-                                 "torch checkpoint; re-copy it, or delete it and retrain.") from None
+        raise MaeCheckpointError(
+            f"{path}: not a readable checkpoint ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:200]}). The file is corrupt or truncated, or not a "
+            "torch checkpoint; re-copy it, or delete it and retrain."
+        ) from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != MAE_CHECKPOINT_FORMAT:
-        raise MaeCheckpointError(f"{path}: not an audiolens MAE checkpoint (no '{MAE_CHECKPOINT_FORMAT}' marker); "
-                                 "save checkpoints with save_mae_checkpoint().")
+        raise MaeCheckpointError(
+            f"{path}: not an audiolens MAE checkpoint (no '{MAE_CHECKPOINT_FORMAT}' marker); "
+            "save checkpoints with save_mae_checkpoint()."
+        )
     missing = [k for k in ("model_config", "state_dict", "weights_sha256") if k not in checkpoint]
     if missing:
         raise MaeCheckpointError(f"{path}: checkpoint lacks {missing}; it is incomplete, re-save it")
     if mae_state_dict_sha256(checkpoint["state_dict"]) != checkpoint["weights_sha256"]:
-        raise MaeCheckpointError(f"{path}: the weights do not match the hash saved with them; the file was "
-                                 "modified or corrupted. Re-copy it, or delete it and retrain.")
+        raise MaeCheckpointError(
+            f"{path}: the weights do not match the hash saved with them; the file was "
+            "modified or corrupted. Re-copy it, or delete it and retrain."
+        )
     if model is not None:
         target = _mae_unwrap(model)
         differences = _mae_config_differences(checkpoint["model_config"], getattr(target, "config", {}))
         if differences:
             raise MaeCheckpointError(
-                f"{path}: the checkpoint was saved for a different model config: " + "; ".join(differences)
+                f"{path}: the checkpoint was saved for a different model config: "
+                + "; ".join(differences)
                 + ". Build the model from the checkpoint (audiomae_model_from_config(checkpoint['model_config'])"
                 " or load_audiomae_encoder), or set the notebook's size/overrides to match, or use a new"
-                " checkpoint_dir to start fresh.")
+                " checkpoint_dir to start fresh."
+            )
         try:
             target.load_state_dict(checkpoint["state_dict"], strict=True)
         except RuntimeError as error:
-            raise MaeCheckpointError(f"{path}: the weights do not fit the model ({str(error)[:300]}). Use a "
-                                     "matching model config or a new checkpoint_dir.") from None
+            raise MaeCheckpointError(
+                f"{path}: the weights do not fit the model ({str(error)[:300]}). Use a "
+                "matching model config or a new checkpoint_dir."
+            ) from None
     if optimizer is not None and checkpoint.get("optimizer") is not None:
         try:
             optimizer.load_state_dict(checkpoint["optimizer"])
         except (ValueError, KeyError) as error:
-            raise MaeCheckpointError(f"{path}: the optimiser state does not fit this optimiser ({error}); "
-                                     "resume with the same training settings or start a new checkpoint_dir.") from None
+            raise MaeCheckpointError(
+                f"{path}: the optimiser state does not fit this optimiser ({error}); "
+                "resume with the same training settings or start a new checkpoint_dir."
+            ) from None
     if scaler is not None and checkpoint.get("scaler") is not None:
         scaler.load_state_dict(checkpoint["scaler"])
     checkpoint["path"] = str(path)
@@ -170,6 +199,7 @@ def load_mae_checkpoint(path, model=None, optimizer=None, scaler=None, map_locat
 
 # %% [markdown]
 # ## Encoder for downstream use
+
 
 # %%
 class AudioMaeEmbedder:
@@ -203,22 +233,25 @@ class AudioMaeEmbedder:
         waveforms = list(waveforms)
         out = []
         for start in range(0, len(waveforms), batch_size):
-            images = torch.from_numpy(self.features(waveforms[start:start + batch_size], sample_rate))
+            images = torch.from_numpy(self.features(waveforms[start : start + batch_size], sample_rate))
             out.append(self.model.encode(images.to(self.device), self.pooling).float().cpu().numpy())
         if not out:
             return np.zeros((0, self.embedding_dim), dtype=np.float32)
         return np.concatenate(out).astype(np.float32)
 
 
-def load_audiomae_encoder(checkpoint_path, device: str = "cpu", pooling=None,
-                          expected_sha256: str | None = None) -> AudioMaeEmbedder:
+def load_audiomae_encoder(
+    checkpoint_path, device: str = "cpu", pooling=None, expected_sha256: str | None = None
+) -> AudioMaeEmbedder:
     """Rebuild a model from a validated checkpoint and return an ``AudioMaeEmbedder``."""
     checkpoint = load_mae_checkpoint(checkpoint_path, expected_sha256=expected_sha256)
     try:
         model = audiomae_model_from_config(checkpoint["model_config"])
     except (KeyError, ValueError, TypeError) as error:
-        raise MaeCheckpointError(f"{checkpoint['path']}: its model config cannot be built ({error}); the "
-                                 "checkpoint comes from an incompatible version.") from None
+        raise MaeCheckpointError(
+            f"{checkpoint['path']}: its model config cannot be built ({error}); the "
+            "checkpoint comes from an incompatible version."
+        ) from None
     load_mae_checkpoint(checkpoint["path"], model=model)
     transform_config = dict(checkpoint.get("transform_config") or {"name": "log_mel"})
     if "input_size" in checkpoint["model_config"] and not checkpoint.get("transform_config"):
@@ -226,7 +259,8 @@ def load_audiomae_encoder(checkpoint_path, device: str = "cpu", pooling=None,
         transform_config.update(n_mels=n_mels, frames=frames)
     transform = build_mae_transform(transform_config.pop("name", "log_mel"), **transform_config)
     if transform.input_kind != "audio":
-        raise MaeCheckpointError(f"{checkpoint['path']}: the model was trained on {transform.input_kind} inputs, "
-                                 "not audio; load_audiomae_encoder embeds audio only")
-    return AudioMaeEmbedder(model, transform, checkpoint_hash=checkpoint["file_sha256"], device=device,
-                            pooling=pooling)
+        raise MaeCheckpointError(
+            f"{checkpoint['path']}: the model was trained on {transform.input_kind} inputs, "
+            "not audio; load_audiomae_encoder embeds audio only"
+        )
+    return AudioMaeEmbedder(model, transform, checkpoint_hash=checkpoint["file_sha256"], device=device, pooling=pooling)

@@ -64,8 +64,11 @@ class MaeEsc50Source(MaeDataSourceBase):
         if self._manifest is None:
             table = load_esc50(self.path, download=self.download)
             names = table.sort_values("target").drop_duplicates("target")["category"].tolist()
-            table = table.assign(label_name=table["category"], label=table["target"],
-                                 split=np.where(table["fold"] == self.test_fold, "test", "train"))
+            table = table.assign(
+                label_name=table["category"],
+                label=table["target"],
+                split=np.where(table["fold"] == self.test_fold, "test", "train"),
+            )
             self._manifest, self._names = table.reset_index(drop=True), names
         return self._manifest
 
@@ -102,8 +105,16 @@ class MaeFolderSource(MaeDataSourceBase):
     else a stratified random ``test_fraction``.
     """
 
-    def __init__(self, path=None, labels_csv=None, path_column: str = "filename", label_column: str = "label",
-                 test_fold=None, test_fraction: float = 0.2, seed: int = 0):
+    def __init__(
+        self,
+        path=None,
+        labels_csv=None,
+        path_column: str = "filename",
+        label_column: str = "label",
+        test_fold=None,
+        test_fraction: float = 0.2,
+        seed: int = 0,
+    ):
         if path is None:
             raise ValueError("the 'folder' data source needs data_path (a folder of clips) and usually labels_csv")
         self.path, self.labels_csv = path, labels_csv
@@ -113,8 +124,9 @@ class MaeFolderSource(MaeDataSourceBase):
 
     def manifest(self):
         if self._manifest is None:
-            table = load_labelled_folder(self.path, self.labels_csv, path_column=self.path_column,
-                                         label_column=self.label_column)
+            table = load_labelled_folder(
+                self.path, self.labels_csv, path_column=self.path_column, label_column=self.label_column
+            )
             table, self._names = _mae_index_labels(table)
             if "split" in table.columns and set(table["split"].unique()) <= {"train", "test", "validation"}:
                 table["split"] = table["split"].replace({"validation": "train"})
@@ -145,8 +157,10 @@ def mae_subsample(frame: pd.DataFrame, max_clips, seed: int = 0) -> pd.DataFrame
     if not max_clips or len(frame) <= max_clips:
         return frame.reset_index(drop=True)
     fraction = max_clips / len(frame)
-    parts = [group.sample(n=max(1, int(round(len(group) * fraction))), random_state=seed)
-             for _, group in frame.groupby("label")]
+    parts = [
+        group.sample(n=max(1, int(round(len(group) * fraction))), random_state=seed)
+        for _, group in frame.groupby("label")
+    ]
     picked = pd.concat(parts)
     if len(picked) > max_clips:
         picked = picked.sample(n=max_clips, random_state=seed)

@@ -40,16 +40,17 @@ class MaeRegistry:
 
         def decorate(cls):
             if not (inspect.isclass(cls) and issubclass(cls, self.base)):
-                raise TypeError(f"{cls!r} cannot be registered as a {self.kind}: it must subclass "
-                                f"{self.base.__name__}")
+                raise TypeError(f"{cls!r} cannot be registered as a {self.kind}: it must subclass {self.base.__name__}")
             if inspect.isabstract(cls):
                 missing = sorted(getattr(cls, "__abstractmethods__", ()))
-                raise TypeError(f"{cls.__name__} cannot be registered as a {self.kind}: it does not implement "
-                                f"{', '.join(missing)}")
+                raise TypeError(
+                    f"{cls.__name__} cannot be registered as a {self.kind}: it does not implement {', '.join(missing)}"
+                )
             existing = self._entries.get(name)
             if existing is not None and existing.__qualname__ != cls.__qualname__:
-                raise KeyError(f"{self.kind} {name!r} is already registered to {existing.__name__}; "
-                               "choose another name")
+                raise KeyError(
+                    f"{self.kind} {name!r} is already registered to {existing.__name__}; choose another name"
+                )
             self._entries[name] = cls
             cls.registry_name = name
             return cls
@@ -88,6 +89,7 @@ class MaeRegistry:
 #   `label`, `split` columns, `split` in train/test) and the class names.
 # - **Transform** (`MaeTransformBase`): maps one raw signal (a waveform, complex IQ samples...)
 #   to a float32 array `[1, F, T]` of a fixed `output_shape`; `config` identifies it for caches.
+
 
 # %%
 class MaeModelBase(nn.Module, metaclass=ABCMeta):

@@ -98,10 +98,25 @@ def _mae_as_tensor(x) -> torch.Tensor:
     return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
 
 
-def mae_pretrain(model, x, epochs: int, batch_size: int = 32, lr: float = 1e-3, weight_decay: float = 0.05,
-                 warmup_epochs: float = 1.0, min_lr: float = 1e-6, clip_grad: float = 1.0, mask_ratio=None,
-                 device: str = "cpu", amp: bool = True, checkpoint_dir=None, resume: bool = True, seed: int = 0,
-                 transform_config: dict | None = None, progress: bool = True) -> dict:
+def mae_pretrain(
+    model,
+    x,
+    epochs: int,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    weight_decay: float = 0.05,
+    warmup_epochs: float = 1.0,
+    min_lr: float = 1e-6,
+    clip_grad: float = 1.0,
+    mask_ratio=None,
+    device: str = "cpu",
+    amp: bool = True,
+    checkpoint_dir=None,
+    resume: bool = True,
+    seed: int = 0,
+    transform_config: dict | None = None,
+    progress: bool = True,
+) -> dict:
     """Masked-autoencoder pretraining of ``model`` on inputs ``x [N, 1, F, T]`` for ``epochs`` epochs in all.
 
     With ``checkpoint_dir``, ``last.pt`` is written after every epoch and, when ``resume``, a
@@ -123,8 +138,9 @@ def mae_pretrain(model, x, epochs: int, batch_size: int = 32, lr: float = 1e-3, 
     start_epoch = 0
     checkpoint_path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
     if checkpoint_path is not None and resume and checkpoint_path.exists():
-        checkpoint = load_mae_checkpoint(checkpoint_path, model=model, optimizer=optimizer, scaler=scaler,
-                                         map_location=device)
+        checkpoint = load_mae_checkpoint(
+            checkpoint_path, model=model, optimizer=optimizer, scaler=scaler, map_location=device
+        )
         start_epoch = int(checkpoint["epoch"]) + 1
         history = {k: list(v) for k, v in checkpoint["history"].items() if k in history}
         if rank == 0:
@@ -147,10 +163,9 @@ def mae_pretrain(model, x, epochs: int, batch_size: int = 32, lr: float = 1e-3, 
         loss_sum = torch.zeros(2, dtype=torch.float64)
         started = time.perf_counter()
         batches = range(steps_per_epoch)
-        bar = tqdm(batches, desc=f"pretrain epoch {epoch + 1}/{epochs}", disable=not progress or rank != 0,
-                   leave=False)
+        bar = tqdm(batches, desc=f"pretrain epoch {epoch + 1}/{epochs}", disable=not progress or rank != 0, leave=False)
         for i in bar:
-            index = shard[i * batch_size:(i + 1) * batch_size]
+            index = shard[i * batch_size : (i + 1) * batch_size]
             batch = x[index].to(device, non_blocking=True)
             lr_now = mae_lr_at(epoch * steps_per_epoch + i, total_steps, warmup_steps, lr, min_lr)
             for group in optimizer.param_groups:
@@ -158,8 +173,10 @@ def mae_pretrain(model, x, epochs: int, batch_size: int = 32, lr: float = 1e-3, 
             with autocast():
                 loss = wrapped(batch, mask_ratio)["loss"]
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"pretraining loss became {loss.item()} at epoch {epoch + 1}, step {i}; "
-                                         "lower the learning rate or enable gradient clipping")
+                raise FloatingPointError(
+                    f"pretraining loss became {loss.item()} at epoch {epoch + 1}, step {i}; "
+                    "lower the learning rate or enable gradient clipping"
+                )
             mae_optimizer_step(loss, optimizer, model.parameters(), scaler, clip_grad)
             loss_sum += torch.tensor([loss.item() * len(index), len(index)], dtype=torch.float64)
             bar.set_postfix(loss=f"{loss.item():.4f}")
@@ -173,13 +190,21 @@ def mae_pretrain(model, x, epochs: int, batch_size: int = 32, lr: float = 1e-3, 
         history["clips_per_second"].append(float(loss_sum[1]) / seconds)
         history["seconds"].append(seconds)
         if rank == 0:
-            print(f"epoch {epoch + 1}/{epochs}: loss {history['loss'][-1]:.4f}, "
-                  f"{history['clips_per_second'][-1]:.1f} clips/s")
+            print(
+                f"epoch {epoch + 1}/{epochs}: loss {history['loss'][-1]:.4f}, "
+                f"{history['clips_per_second'][-1]:.1f} clips/s"
+            )
             if checkpoint_path is not None:
-                save_mae_checkpoint(checkpoint_path, model, optimizer, epoch=epoch, history=history,
-                                    transform_config=transform_config, scaler=scaler,
-                                    extra={"world_size": world, "batch_size": batch_size, "lr": lr,
-                                           "epochs": epochs, "seed": seed})
+                save_mae_checkpoint(
+                    checkpoint_path,
+                    model,
+                    optimizer,
+                    epoch=epoch,
+                    history=history,
+                    transform_config=transform_config,
+                    scaler=scaler,
+                    extra={"world_size": world, "batch_size": batch_size, "lr": lr, "epochs": epochs, "seed": seed},
+                )
         if ctx["distributed"]:
             dist.barrier()
     history["start_epoch"] = start_epoch
@@ -189,6 +214,7 @@ def mae_pretrain(model, x, epochs: int, batch_size: int = 32, lr: float = 1e-3, 
 
 # %% [markdown]
 # ## Embeddings, fine-tuning, linear probing, evaluation
+
 
 # %%
 @torch.no_grad()
@@ -201,7 +227,7 @@ def mae_extract_embeddings(model, x, batch_size: int = 64, device: str = "cpu", 
     out = []
     started = time.perf_counter()
     for start in range(0, len(x), batch_size):
-        out.append(model.encode(x[start:start + batch_size].to(device), pooling).float().cpu())
+        out.append(model.encode(x[start : start + batch_size].to(device), pooling).float().cpu())
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
@@ -225,8 +251,8 @@ def mae_spec_augment(batch: torch.Tensor, max_freq=None, max_time=None, fill=Non
         tw = int(torch.randint(0, max_time + 1, ()))
         f0 = int(torch.randint(0, max(1, f - fw + 1), ()))
         t0 = int(torch.randint(0, max(1, t - tw + 1), ()))
-        out[i, :, f0:f0 + fw] = fill
-        out[i, :, :, t0:t0 + tw] = fill
+        out[i, :, f0 : f0 + fw] = fill
+        out[i, :, :, t0 : t0 + tw] = fill
     return out
 
 
@@ -253,10 +279,24 @@ def mae_layer_decay_groups(classifier, weight_decay: float, layer_decay: float =
     return list(groups.values())
 
 
-def mae_train_classifier(classifier, x, y, epochs: int = 10, batch_size: int = 32, lr: float = 5e-4,
-                         weight_decay: float = 0.05, warmup_epochs: float = 1.0, label_smoothing: float = 0.1,
-                         clip_grad: float = 1.0, device: str = "cpu", amp: bool = True, augment: bool = True,
-                         layer_decay: float = 0.75, seed: int = 0, progress: bool = True) -> dict:
+def mae_train_classifier(
+    classifier,
+    x,
+    y,
+    epochs: int = 10,
+    batch_size: int = 32,
+    lr: float = 5e-4,
+    weight_decay: float = 0.05,
+    warmup_epochs: float = 1.0,
+    label_smoothing: float = 0.1,
+    clip_grad: float = 1.0,
+    device: str = "cpu",
+    amp: bool = True,
+    augment: bool = True,
+    layer_decay: float = 0.75,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
     """Train an ``AudioMaeClassifier``: fine-tuning, or a linear probe when its encoder is frozen.
 
     A frozen encoder's embeddings are computed once, then only the head trains on them. When
@@ -278,8 +318,11 @@ def mae_train_classifier(classifier, x, y, epochs: int = 10, batch_size: int = 3
         inputs = _mae_as_tensor(x).float()
         module = classifier
     params = [p for p in module.parameters() if p.requires_grad]
-    groups = mae_layer_decay_groups(classifier, weight_decay, layer_decay) if not frozen else \
-        [{"params": params, "weight_decay": weight_decay, "lr_scale": 1.0}]
+    groups = (
+        mae_layer_decay_groups(classifier, weight_decay, layer_decay)
+        if not frozen
+        else [{"params": params, "weight_decay": weight_decay, "lr_scale": 1.0}]
+    )
     optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     autocast, scaler = mae_amp_setup(device, amp and not frozen)
     steps_per_epoch = math.ceil(len(inputs) / batch_size)
@@ -288,13 +331,14 @@ def mae_train_classifier(classifier, x, y, epochs: int = 10, batch_size: int = 3
     history = {"loss": [], "train_accuracy": []}
     started = time.perf_counter()
     step = 0
-    for _epoch in tqdm(range(epochs), desc="linear probe" if frozen else "fine-tune", disable=not progress,
-                       leave=False):
+    for _epoch in tqdm(
+        range(epochs), desc="linear probe" if frozen else "fine-tune", disable=not progress, leave=False
+    ):
         module.train()
         order = torch.randperm(len(inputs))
         loss_sum, correct = 0.0, 0
         for start in range(0, len(inputs), batch_size):
-            index = order[start:start + batch_size]
+            index = order[start : start + batch_size]
             if len(index) < 2:  # batch norm needs two samples
                 continue
             batch, target = inputs[index].to(device), y[index].to(device)
@@ -322,8 +366,10 @@ def mae_predict(classifier, x, batch_size: int = 64, device: str = "cpu") -> np.
     """Class probabilities ``[N, K]`` of a classifier in eval mode."""
     classifier.to(device).eval()
     x = _mae_as_tensor(x).float()
-    out = [torch.softmax(classifier(x[s:s + batch_size].to(device)).float(), -1).cpu()
-           for s in range(0, len(x), batch_size)]
+    out = [
+        torch.softmax(classifier(x[s : s + batch_size].to(device)).float(), -1).cpu()
+        for s in range(0, len(x), batch_size)
+    ]
     return torch.cat(out).numpy() if out else np.zeros((0, classifier.num_classes), dtype=np.float32)
 
 
@@ -339,6 +385,10 @@ def mae_evaluate(classifier, x, y, class_names=None, batch_size: int = 64, devic
     totals = matrix.sum(axis=1)
     names = class_names or [str(i) for i in labels]
     per_class = {names[i]: float(matrix[i, i] / totals[i]) for i in labels if totals[i]}
-    return {"accuracy": float((predicted == y).mean()) if len(y) else float("nan"),
-            "per_class_accuracy": per_class, "confusion_matrix": matrix.tolist(), "predicted": predicted.tolist(),
-            "n": int(len(y))}
+    return {
+        "accuracy": float((predicted == y).mean()) if len(y) else float("nan"),
+        "per_class_accuracy": per_class,
+        "confusion_matrix": matrix.tolist(),
+        "predicted": predicted.tolist(),
+        "n": int(len(y)),
+    }

@@ -49,7 +49,7 @@ def mae_fit_frames(image: np.ndarray, frames: int, crop: str = "loudest", pad_va
         start = int(np.argmax(energy[frames:] - energy[:-frames]))
     else:
         raise ValueError(f"crop must be 'loudest', 'start' or 'center', not {crop!r}")
-    return image[:, start:start + frames]
+    return image[:, start : start + frames]
 
 
 @register_mae_transform("log_mel")
@@ -58,9 +58,18 @@ class MaeLogMelTransform(MaeTransformBase):
 
     input_kind = "audio"
 
-    def __init__(self, sample_rate: int = 16000, n_mels: int = 80, frames: int = 200, n_fft: int = 400,
-                 hop_length: int = 160, fmin: float = 0.0, fmax: float | None = None, top_db: float = 80.0,
-                 crop: str = "loudest"):
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        n_mels: int = 80,
+        frames: int = 200,
+        n_fft: int = 400,
+        hop_length: int = 160,
+        fmin: float = 0.0,
+        fmax: float | None = None,
+        top_db: float = 80.0,
+        crop: str = "loudest",
+    ):
         self.sample_rate, self.n_mels, self.frames = int(sample_rate), int(n_mels), int(frames)
         self.n_fft, self.hop_length, self.fmin, self.fmax = int(n_fft), int(hop_length), float(fmin), fmax
         self.top_db, self.crop = float(top_db), crop
@@ -72,9 +81,18 @@ class MaeLogMelTransform(MaeTransformBase):
 
     @property
     def config(self) -> dict:
-        return {"name": "log_mel", "sample_rate": self.sample_rate, "n_mels": self.n_mels, "frames": self.frames,
-                "n_fft": self.n_fft, "hop_length": self.hop_length, "fmin": self.fmin, "fmax": self.fmax,
-                "top_db": self.top_db, "crop": self.crop}
+        return {
+            "name": "log_mel",
+            "sample_rate": self.sample_rate,
+            "n_mels": self.n_mels,
+            "frames": self.frames,
+            "n_fft": self.n_fft,
+            "hop_length": self.hop_length,
+            "fmin": self.fmin,
+            "fmax": self.fmax,
+            "top_db": self.top_db,
+            "crop": self.crop,
+        }
 
     def normalise(self, db: np.ndarray) -> np.ndarray:
         """dB in ``[-top_db, 0]`` -> about ``[-2, 2]``."""
@@ -93,8 +111,16 @@ class MaeLogMelTransform(MaeTransformBase):
         if not np.any(y):
             db = np.full((self.n_mels, 1), -self.top_db, dtype=np.float32)
         else:
-            db = log_mel(y, self.sample_rate, n_mels=self.n_mels, n_fft=self.n_fft, hop_length=self.hop_length,
-                         fmin=self.fmin, fmax=self.fmax, top_db=self.top_db)
+            db = log_mel(
+                y,
+                self.sample_rate,
+                n_mels=self.n_mels,
+                n_fft=self.n_fft,
+                hop_length=self.hop_length,
+                fmin=self.fmin,
+                fmax=self.fmax,
+                top_db=self.top_db,
+            )
         image = mae_fit_frames(self.normalise(db), self.frames, self.crop, pad_value=self.normalise(-self.top_db))
         return image[None].astype(np.float32)
 
@@ -108,6 +134,7 @@ class MaeLogMelTransform(MaeTransformBase):
 # (amplitude-normalised) I and Q values, the picture an RF engineer reads modulation from.
 # `mae_synthetic_iq` makes labelled test signals (BPSK, QPSK, 8-PSK, 16-QAM with noise).
 
+
 # %%
 def _mae_check_iq(signal) -> np.ndarray:
     iq = np.asarray(signal)
@@ -115,8 +142,10 @@ def _mae_check_iq(signal) -> np.ndarray:
         if iq.ndim == 2 and iq.shape[-1] == 2:  # [samples, (I, Q)]
             iq = iq[:, 0] + 1j * iq[:, 1]
         else:
-            raise ValueError(f"RF transforms take complex IQ samples (or [samples, 2] I/Q pairs), got a real array "
-                             f"of shape {iq.shape}")
+            raise ValueError(
+                f"RF transforms take complex IQ samples (or [samples, 2] I/Q pairs), got a real array "
+                f"of shape {iq.shape}"
+            )
     iq = iq.reshape(-1).astype(np.complex64)
     if iq.size == 0 or not np.all(np.isfinite(iq)):
         raise ValueError("IQ samples are empty or contain NaN/inf")
@@ -138,8 +167,13 @@ class MaeRfSpectrogramTransform(MaeTransformBase):
 
     @property
     def config(self) -> dict:
-        return {"name": "rf_spectrogram", "n_fft": self.n_fft, "hop_length": self.hop_length, "frames": self.frames,
-                "top_db": self.top_db}
+        return {
+            "name": "rf_spectrogram",
+            "n_fft": self.n_fft,
+            "hop_length": self.hop_length,
+            "frames": self.frames,
+            "top_db": self.top_db,
+        }
 
     def __call__(self, signal, sample_rate: int = 1) -> np.ndarray:
         iq = _mae_check_iq(signal)
@@ -184,8 +218,9 @@ class MaeRfConstellationTransform(MaeTransformBase):
 MAE_IQ_MODULATIONS = ("bpsk", "qpsk", "8psk", "16qam")
 
 
-def mae_synthetic_iq(modulation: str, n_samples: int = 4096, snr_db: float = 20.0, samples_per_symbol: int = 4,
-                     seed: int = 0) -> np.ndarray:
+def mae_synthetic_iq(
+    modulation: str, n_samples: int = 4096, snr_db: float = 20.0, samples_per_symbol: int = 4, seed: int = 0
+) -> np.ndarray:
     """A noisy baseband signal of random symbols (rectangular pulses) with a small frequency offset."""
     rng = np.random.default_rng(seed)
     n_symbols = int(np.ceil(n_samples / samples_per_symbol))
@@ -206,16 +241,25 @@ def mae_synthetic_iq(modulation: str, n_samples: int = 4096, snr_db: float = 20.
 # %% [markdown]
 # ## Cached transforms of audio files
 
+
 # %%
 def _mae_cache_key(path: Path, transform_config: dict) -> str:
     stat = path.stat()
-    payload = json.dumps({"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                          "transform": transform_config}, sort_keys=True)
+    payload = json.dumps(
+        {
+            "path": str(path.resolve()),
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "transform": transform_config,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
-def mae_transform_cached(paths, transform: MaeTransformBase, cache_dir=None, progress: bool = True,
-                         desc: str = "log-mel"):
+def mae_transform_cached(
+    paths, transform: MaeTransformBase, cache_dir=None, progress: bool = True, desc: str = "log-mel"
+):
     """Transform many audio files; return ``(images [N, 1, F, T], ok_paths, failures)``.
 
     With ``cache_dir`` each result is kept as ``<key>.npy`` (key: file path, size, mtime and the

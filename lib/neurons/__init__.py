@@ -1,4 +1,5 @@
-"""Neuron analysis: streamed layer activations, the frame grid, tuning statistics, the semantic projector, Whisper keywords and the live view.
+"""Neuron analysis: streamed layer activations, the frame grid, tuning statistics, the semantic projector,
+Whisper keywords and the live view.
 
 Used by the ``neuron_analysis`` notebook.
 """

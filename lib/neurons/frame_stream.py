@@ -60,7 +60,7 @@ class StreamRingBuffer:
         n = len(items)
         if n == 0:
             return
-        items = items[-self.capacity:]
+        items = items[-self.capacity :]
         new_end = self._end + n
         self._data[np.arange(new_end - len(items), new_end) % self.capacity] = items
         self._end = new_end
@@ -108,6 +108,7 @@ class ExponentialSmoother:
 # A source has `pending()`: the blocks that have arrived since the last call, each with its
 # arrival time (`time.perf_counter()` seconds), and `exhausted` once no more audio will come.
 
+
 # %%
 @dataclass
 class StreamBlock:
@@ -139,7 +140,7 @@ class FileBlockSource:
         return self._next >= self.n_blocks
 
     def _block(self, i: int, arrival: float) -> StreamBlock:
-        return StreamBlock(self.waveform[i * self.block_size:(i + 1) * self.block_size], arrival, i)
+        return StreamBlock(self.waveform[i * self.block_size : (i + 1) * self.block_size], arrival, i)
 
     def pending(self) -> list:
         if self.exhausted:
@@ -206,8 +207,9 @@ class MicrophoneBlockSource:
                 self.overflows += 1
             self._queue.put((indata[:, 0].copy(), time.perf_counter()))
 
-        self._stream = sd.InputStream(samplerate=sample_rate, blocksize=block_size, channels=1,
-                                      dtype="float32", device=device, callback=callback)
+        self._stream = sd.InputStream(
+            samplerate=sample_rate, blocksize=block_size, channels=1, dtype="float32", device=device, callback=callback
+        )
         self._stream.start()
         self.exhausted = False
 
@@ -246,8 +248,17 @@ THROTTLE_POLICIES = ("batch", "skip")
 
 
 class FrameStreamRunner:
-    def __init__(self, source, compute, sample_rate: int, policy: str = "batch", max_pending_blocks: int = 1,
-                 hop_s: float = 0.020, window_s: float = 0.040, audio_seconds_kept: float = 10.0):
+    def __init__(
+        self,
+        source,
+        compute,
+        sample_rate: int,
+        policy: str = "batch",
+        max_pending_blocks: int = 1,
+        hop_s: float = 0.020,
+        window_s: float = 0.040,
+        audio_seconds_kept: float = 10.0,
+    ):
         if policy not in THROTTLE_POLICIES:
             raise ValueError(f"throttling policy must be one of {THROTTLE_POLICIES}, not {policy!r}")
         self.source = source
@@ -297,13 +308,15 @@ class FrameStreamRunner:
         result = self.compute(audio, first_sample)
         done = time.perf_counter()
         self.samples_processed += len(audio)
-        self.records.append({
-            "latency_s": done - blocks[0].arrival,
-            "compute_s": done - start,
-            "audio_s": len(audio) / self.sample_rate,
-            "blocks": len(blocks),
-            "batched": batched,
-        })
+        self.records.append(
+            {
+                "latency_s": done - blocks[0].arrival,
+                "compute_s": done - start,
+                "audio_s": len(audio) / self.sample_rate,
+                "blocks": len(blocks),
+                "batched": batched,
+            }
+        )
         return result
 
     def run(self, max_updates: int | None = None, progress: bool = False):
@@ -311,8 +324,13 @@ class FrameStreamRunner:
         from tqdm.auto import tqdm
 
         results = []
-        bar = tqdm(total=getattr(self.source, "n_blocks", None), desc="streaming", unit="block",
-                   disable=not progress, leave=False)
+        bar = tqdm(
+            total=getattr(self.source, "n_blocks", None),
+            desc="streaming",
+            unit="block",
+            disable=not progress,
+            leave=False,
+        )
         while not self.source.exhausted and (max_updates is None or len(results) < max_updates):
             result = self.step()
             if result is not None:
@@ -323,13 +341,26 @@ class FrameStreamRunner:
 
     def summary(self) -> dict:
         """p50/p95 latency, mean compute time, real-time factor and throttling counts."""
-        return stream_latency_summary(self.records, dropped_frames=self.dropped_frames,
-                                      dropped_blocks=self.dropped_blocks, batched_updates=self.batched_updates,
-                                      samples_in=self.samples_in, sample_rate=self.sample_rate, policy=self.policy)
+        return stream_latency_summary(
+            self.records,
+            dropped_frames=self.dropped_frames,
+            dropped_blocks=self.dropped_blocks,
+            batched_updates=self.batched_updates,
+            samples_in=self.samples_in,
+            sample_rate=self.sample_rate,
+            policy=self.policy,
+        )
 
 
-def stream_latency_summary(records, dropped_frames: int = 0, dropped_blocks: int = 0, batched_updates: int = 0,
-                           samples_in: int = 0, sample_rate: int = 16000, policy: str = "batch") -> dict:
+def stream_latency_summary(
+    records,
+    dropped_frames: int = 0,
+    dropped_blocks: int = 0,
+    batched_updates: int = 0,
+    samples_in: int = 0,
+    sample_rate: int = 16000,
+    policy: str = "batch",
+) -> dict:
     """Summarise per-update records (``latency_s``, ``compute_s``, ``audio_s``) into one dict."""
     if not records:
         return {"updates": 0}

@@ -34,10 +34,22 @@ from lib.neurons.streaming_activations import StreamingLayerActivations
 class LiveNeuronPipeline:
     """Streaming layer activity with ring buffers, smoothing, throttling and diagnostics."""
 
-    def __init__(self, adapter, layers=(2, 6, 10), update_s: float = 0.2, left_context_s: float = 1.0,
-                 smoothing_alpha: float = 0.5, policy: str = "batch", max_pending_blocks: int = 1,
-                 history_s: float = 5.0, neuron_order: dict | None = None, pca_basis: dict | None = None,
-                 projector=None, projector_layer: int | None = None, model_info: dict | None = None):
+    def __init__(
+        self,
+        adapter,
+        layers=(2, 6, 10),
+        update_s: float = 0.2,
+        left_context_s: float = 1.0,
+        smoothing_alpha: float = 0.5,
+        policy: str = "batch",
+        max_pending_blocks: int = 1,
+        history_s: float = 5.0,
+        neuron_order: dict | None = None,
+        pca_basis: dict | None = None,
+        projector=None,
+        projector_layer: int | None = None,
+        model_info: dict | None = None,
+    ):
         self.adapter = adapter
         self.layers = [int(x) for x in layers]
         self.sample_rate = adapter.sample_rate
@@ -61,8 +73,10 @@ class LiveNeuronPipeline:
 
     # ---------------------------------------------------------------- streaming
     def open_file(self, waveform, realtime: bool = True) -> None:
-        self._open(FileBlockSource(waveform, self.sample_rate, self.block_size, realtime=realtime),
-                   "file (real time)" if realtime else "file (as fast as possible)")
+        self._open(
+            FileBlockSource(waveform, self.sample_rate, self.block_size, realtime=realtime),
+            "file (real time)" if realtime else "file (as fast as possible)",
+        )
 
     def open_microphone(self, device=None) -> None:
         """Open the microphone; raises ``MicrophoneUnavailable`` with the reason when there is none."""
@@ -72,8 +86,9 @@ class LiveNeuronPipeline:
         self.close()
         self.reset()
         self.source_name = name
-        self.runner = FrameStreamRunner(source, self._compute, self.sample_rate, policy=self.policy,
-                                        max_pending_blocks=self.max_pending_blocks)
+        self.runner = FrameStreamRunner(
+            source, self._compute, self.sample_rate, policy=self.policy, max_pending_blocks=self.max_pending_blocks
+        )
 
     def close(self) -> None:
         if self.runner is not None:
@@ -98,8 +113,8 @@ class LiveNeuronPipeline:
         energies = []
         for k in out["frames"]:
             lo = int(k * stride) - buffer_start
-            window = buffered[max(0, lo): max(0, lo + self.extractor.field)]
-            energies.append(10 * np.log10(np.mean(window ** 2) + 1e-10) if len(window) else -100.0)
+            window = buffered[max(0, lo) : max(0, lo + self.extractor.field)]
+            energies.append(10 * np.log10(np.mean(window**2) + 1e-10) if len(window) else -100.0)
         self.energy_db.extend(np.asarray(energies))
         self.frame_index.extend(out["frames"].astype(np.float32))
         return out
@@ -146,8 +161,13 @@ class LiveNeuronPipeline:
         show_trace = not performance and any(len(t) for t in self.trace.values())
         rows = len(self.layers) + 1
         cols = 2 if show_trace else 1
-        fig, axes = plt.subplots(rows, cols, figsize=(11 if show_trace else 8, 1.6 * rows + 0.6), squeeze=False,
-                                 gridspec_kw={"width_ratios": [3, 1]} if show_trace else None)
+        fig, axes = plt.subplots(
+            rows,
+            cols,
+            figsize=(11 if show_trace else 8, 1.6 * rows + 0.6),
+            squeeze=False,
+            gridspec_kw={"width_ratios": [3, 1]} if show_trace else None,
+        )
         frames = self.frame_index.latest()
         t = frames / self.adapter.frame_rate if len(frames) else np.zeros(0)
         for i, layer in enumerate(self.layers):
@@ -156,8 +176,16 @@ class LiveNeuronPipeline:
             if len(x):
                 order = self.neuron_order.get(layer, np.arange(x.shape[1]))[:max_neurons]
                 z = (x[:, order] - x[:, order].mean(0)) / (x[:, order].std(0) + 1e-6)
-                ax.imshow(z.T, aspect="auto", origin="lower", cmap="RdBu_r", vmin=-3, vmax=3,
-                          extent=[t[0], t[-1] + 0.02, 0, len(order)], interpolation="nearest")
+                ax.imshow(
+                    z.T,
+                    aspect="auto",
+                    origin="lower",
+                    cmap="RdBu_r",
+                    vmin=-3,
+                    vmax=3,
+                    extent=[t[0], t[-1] + 0.02, 0, len(order)],
+                    interpolation="nearest",
+                )
             ax.set_ylabel(f"layer {layer}\nneuron")
             if show_trace:
                 tr = self.trace[layer].latest()
@@ -197,11 +225,16 @@ class NeuronLivePanel:
         self._thread = None
         self._stop = threading.Event()
         self.updates_drawn = 0
-        self.message = "" if self.mic_ok else f"No microphone: {self.mic_message}" + \
-            (" Choose the file source to stream a recording instead." if file_waveform is not None else "")
+        self.message = (
+            ""
+            if self.mic_ok
+            else f"No microphone: {self.mic_message}"
+            + (" Choose the file source to stream a recording instead." if file_waveform is not None else "")
+        )
         self._show_status()
-        self.widget = widgets.VBox([widgets.HBox([self.source, self.start, self.reset_button, self.performance]),
-                                    self.status, self.plot])
+        self.widget = widgets.VBox(
+            [widgets.HBox([self.source, self.start, self.reset_button, self.performance]), self.status, self.plot]
+        )
 
     def _ipython_display_(self):
         from IPython.display import display
@@ -210,15 +243,22 @@ class NeuronLivePanel:
 
     def _show_status(self) -> None:
         d = self.pipeline.diagnostics()
-        lat = (f"latency p50 {d['latency_ms_p50']:.0f} ms, p95 {d['latency_ms_p95']:.0f} ms, "
-               f"RTF {d['real_time_factor']:.2f}") if d.get("updates") else "no updates yet"
+        lat = (
+            (
+                f"latency p50 {d['latency_ms_p50']:.0f} ms, p95 {d['latency_ms_p95']:.0f} ms, "
+                f"RTF {d['real_time_factor']:.2f}"
+            )
+            if d.get("updates")
+            else "no updates yet"
+        )
         proj = d["projector"]
         self.status.value = (
             (f"<b style='color:#b00'>{self.message}</b><br>" if self.message else "")
             + f"model {d['model']} ({d['weights']} weights) | source {d['source']} | {lat} | "
             f"updates {d.get('updates', 0)} | dropped frames {d.get('dropped_frames', 0)} | "
             f"batched updates {d.get('batched_updates', 0)} | projector "
-            + (f"loaded ({proj['method']}, {proj['labels']} labels)" if proj["loaded"] else "not loaded"))
+            + (f"loaded ({proj['method']}, {proj['labels']} labels)" if proj["loaded"] else "not loaded")
+        )
 
     def open_selected_source(self) -> bool:
         """Open the chosen source; False (with the message shown) when it cannot be opened."""
@@ -287,8 +327,15 @@ class NeuronLivePanel:
         fig.savefig(buffer, format="png", dpi=60 if self.performance.value else 90)
         plt.close(fig)
         # replace the Output's content in one assignment: safe from the streaming thread, no flicker
-        self.plot.outputs = ({"output_type": "display_data", "metadata": {},
-                              "data": {"image/png": base64.b64encode(buffer.getvalue()).decode("ascii"),
-                                       "text/plain": "<live neuron view>"}},)
+        self.plot.outputs = (
+            {
+                "output_type": "display_data",
+                "metadata": {},
+                "data": {
+                    "image/png": base64.b64encode(buffer.getvalue()).decode("ascii"),
+                    "text/plain": "<live neuron view>",
+                },
+            },
+        )
         self.updates_drawn += 1
         self._show_status()

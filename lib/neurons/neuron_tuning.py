@@ -46,8 +46,9 @@ def align_features_to_frames(features: pd.DataFrame, frame_times) -> pd.DataFram
     return aligned
 
 
-def collect_layer_activity(adapter, waveforms, layers=(2, 6, 10), names=None, pitch: str = "pyin",
-                           progress: bool = True) -> dict:
+def collect_layer_activity(
+    adapter, waveforms, layers=(2, 6, 10), names=None, pitch: str = "pyin", progress: bool = True
+) -> dict:
     """Hidden states and aligned frame features for each utterance.
 
     Returns ``{"layers", "names", "activity": {layer: [[T_i, D], ...]}, "features": [DataFrame, ...],
@@ -66,8 +67,13 @@ def collect_layer_activity(adapter, waveforms, layers=(2, 6, 10), names=None, pi
         features.append(align_features_to_frames(table, model_frame_times(n, adapter)))
         for layer in layers:
             activity[layer].append(np.asarray(states[layer][:n], dtype=np.float32))
-    return {"layers": layers, "names": names, "activity": activity, "features": features,
-            "frame_rate": adapter.frame_rate}
+    return {
+        "layers": layers,
+        "names": names,
+        "activity": activity,
+        "features": features,
+        "frame_rate": adapter.frame_rate,
+    }
 
 
 def _zscore_columns(x: np.ndarray) -> tuple:
@@ -89,7 +95,7 @@ def _corr_with_p(activity: np.ndarray, target: np.ndarray) -> tuple:
     r = np.clip(za.T @ zt / n, -1.0, 1.0)
     r[~ok] = 0.0
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = r * np.sqrt((n - 2) / np.maximum(1e-300, 1.0 - r ** 2))
+        t = r * np.sqrt((n - 2) / np.maximum(1e-300, 1.0 - r**2))
     p = 2.0 * stats.t.sf(np.abs(t), df=n - 2)
     p[~ok] = 1.0
     return r, p
@@ -140,20 +146,29 @@ def neuron_feature_correlations(activity, features: pd.DataFrame, feature_names=
     return out
 
 
-def top_tuned_neurons(tuning: dict, feature: str, k: int = 10, method: str = "spearman", alpha: float = 0.05) -> pd.DataFrame:
+def top_tuned_neurons(
+    tuning: dict, feature: str, k: int = 10, method: str = "spearman", alpha: float = 0.05
+) -> pd.DataFrame:
     """The ``k`` neurons with the largest |r| for ``feature``: neuron, r, q, significant."""
     j = tuning["features"].index(feature)
     r = tuning[f"{method}_r"][:, j]
     q = tuning[f"{method}_q"][:, j]
     order = np.argsort(-np.nan_to_num(np.abs(r), nan=-1.0), kind="stable")[:k]
-    return pd.DataFrame({"feature": feature, "rank": np.arange(1, len(order) + 1), "neuron": order,
-                         "r": r[order], "q": q[order], "significant": q[order] < alpha})
+    return pd.DataFrame(
+        {
+            "feature": feature,
+            "rank": np.arange(1, len(order) + 1),
+            "neuron": order,
+            "r": r[order],
+            "q": q[order],
+            "significant": q[order] < alpha,
+        }
+    )
 
 
 def tuning_table(tuning: dict, k: int = 5, method: str = "spearman", alpha: float = 0.05) -> pd.DataFrame:
     """``top_tuned_neurons`` for every feature, stacked."""
-    return pd.concat([top_tuned_neurons(tuning, f, k, method, alpha) for f in tuning["features"]],
-                     ignore_index=True)
+    return pd.concat([top_tuned_neurons(tuning, f, k, method, alpha) for f in tuning["features"]], ignore_index=True)
 
 
 def cluster_tuning_profiles(tuning: dict, n_clusters: int = 6, method: str = "spearman") -> tuple:
@@ -164,14 +179,21 @@ def cluster_tuning_profiles(tuning: dict, n_clusters: int = 6, method: str = "sp
     """
     profiles = np.nan_to_num(tuning[f"{method}_r"])
     n_clusters = max(1, min(int(n_clusters), len(profiles)))
-    labels = AgglomerativeClustering(n_clusters=n_clusters, linkage="ward").fit_predict(profiles) \
-        if n_clusters > 1 else np.zeros(len(profiles), dtype=int)
+    labels = (
+        AgglomerativeClustering(n_clusters=n_clusters, linkage="ward").fit_predict(profiles)
+        if n_clusters > 1
+        else np.zeros(len(profiles), dtype=int)
+    )
     rows = []
     for c in range(n_clusters):
         members = profiles[labels == c]
         mean = members.mean(axis=0)
-        row = {"cluster": c, "size": int(len(members)), "dominant_feature": tuning["features"][int(np.argmax(np.abs(mean)))],
-               "mean_abs_r": float(np.abs(members).max(axis=1).mean())}
+        row = {
+            "cluster": c,
+            "size": int(len(members)),
+            "dominant_feature": tuning["features"][int(np.argmax(np.abs(mean)))],
+            "mean_abs_r": float(np.abs(members).max(axis=1).mean()),
+        }
         row.update({f"r_{f}": float(v) for f, v in zip(tuning["features"], mean)})
         rows.append(row)
     summary = pd.DataFrame(rows).sort_values("mean_abs_r", ascending=False).reset_index(drop=True)
@@ -188,8 +210,9 @@ def activity_pca(activity_per_utterance, n_components: int = 3, seed: int = 0) -
     return pca, mean, std, trajectories
 
 
-def heatmap_neuron_order(activity, tuning: dict | None = None, labels=None, by: str = "cluster",
-                         method: str = "spearman") -> np.ndarray:
+def heatmap_neuron_order(
+    activity, tuning: dict | None = None, labels=None, by: str = "cluster", method: str = "spearman"
+) -> np.ndarray:
     """Neuron order for a heatmap.
 
     ``by="cluster"``: clusters by tuning strength, then neurons by their strongest |r|;
@@ -230,8 +253,15 @@ def marked_frame_selectivity(activity_per_utterance, masks, k: int = 10) -> pd.D
     p = np.where(np.isfinite(p), p, 1.0)
     q = _benjamini_hochberg(p)
     order = np.argsort(p, kind="stable")[:k]
-    return pd.DataFrame({"neuron": order, "diff_z": z[mask][:, order].mean(0) - z[~mask][:, order].mean(0),
-                         "t": np.nan_to_num(t[order]), "p": p[order], "q": q[order]})
+    return pd.DataFrame(
+        {
+            "neuron": order,
+            "diff_z": z[mask][:, order].mean(0) - z[~mask][:, order].mean(0),
+            "t": np.nan_to_num(t[order]),
+            "p": p[order],
+            "q": q[order],
+        }
+    )
 
 
 def layer_tuning_summary(activity, tuning: dict, alpha: float = 0.05, method: str = "spearman") -> dict:
@@ -248,16 +278,24 @@ def layer_tuning_summary(activity, tuning: dict, alpha: float = 0.05, method: st
         "mean_activation": float(x.mean()),
         "mean_neuron_std": float(std.mean()),
         "dead_neurons": int((std < 1e-6).sum()),
-        "effective_dimensionality": float(eig.sum() ** 2 / max(1e-12, (eig ** 2).sum())),
+        "effective_dimensionality": float(eig.sum() ** 2 / max(1e-12, (eig**2).sum())),
         "share_tuned_any_feature": float(significant.any(axis=1).mean()),
         "share_tuned": {f: float(significant[:, j].mean()) for j, f in enumerate(tuning["features"])},
-        "max_abs_r": {f: float(np.nanmax(np.abs(r[:, j]))) if np.isfinite(r[:, j]).any() else None
-                      for j, f in enumerate(tuning["features"])},
+        "max_abs_r": {
+            f: float(np.nanmax(np.abs(r[:, j]))) if np.isfinite(r[:, j]).any() else None
+            for j, f in enumerate(tuning["features"])
+        },
     }
 
 
-def analyse_layer_tuning(collected: dict, feature_names=TUNING_FEATURES, n_clusters: int = 6, top_k: int = 5,
-                         alpha: float = 0.05, method: str = "spearman") -> dict:
+def analyse_layer_tuning(
+    collected: dict,
+    feature_names=TUNING_FEATURES,
+    n_clusters: int = 6,
+    top_k: int = 5,
+    alpha: float = 0.05,
+    method: str = "spearman",
+) -> dict:
     """Run the whole per-layer analysis on ``collect_layer_activity`` output."""
     features = pd.concat(collected["features"], ignore_index=True)
     results = {}

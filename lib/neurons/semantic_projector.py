@@ -48,8 +48,9 @@ class SemanticProjector:
         """``[n, dims]`` -> ``[n, 2]``."""
         x = np.atleast_2d(np.asarray(features, dtype=np.float64))
         if x.shape[1] != len(self.mean):
-            raise ValueError(f"projector expects {len(self.mean)}-dim features (fitted on {self.source}), "
-                             f"got {x.shape[1]}")
+            raise ValueError(
+                f"projector expects {len(self.mean)}-dim features (fitted on {self.source}), got {x.shape[1]}"
+            )
         return ((x - self.mean) / self.scale) @ self.components - self.offset
 
     def nearest_label(self, points) -> np.ndarray:
@@ -94,10 +95,18 @@ def save_projector(projector: SemanticProjector, path) -> Path:
     import json
 
     buffer = io.BytesIO()
-    np.savez(buffer, format=PROJECTOR_FORMAT, mean=projector.mean, scale=projector.scale,
-             components=projector.components, offset=projector.offset, method=projector.method,
-             labels=projector.labels.astype(str), centroids=projector.centroids,
-             source=json.dumps(projector.source, default=str))
+    np.savez(
+        buffer,
+        format=PROJECTOR_FORMAT,
+        mean=projector.mean,
+        scale=projector.scale,
+        components=projector.components,
+        offset=projector.offset,
+        method=projector.method,
+        labels=projector.labels.astype(str),
+        centroids=projector.centroids,
+        source=json.dumps(projector.source, default=str),
+    )
     path = Path(path)
     if path.suffix != ".npz":
         path = path.with_suffix(".npz")
@@ -115,14 +124,22 @@ def load_projector(path) -> SemanticProjector:
         with np.load(path, allow_pickle=False) as data:
             if int(data["format"]) != PROJECTOR_FORMAT:
                 raise ValueError(f"format {int(data['format'])}, expected {PROJECTOR_FORMAT}")
-            projector = SemanticProjector(data["mean"], data["scale"], data["components"], data["offset"],
-                                          str(data["method"]), data["labels"], data["centroids"],
-                                          json.loads(str(data["source"])))
+            projector = SemanticProjector(
+                data["mean"],
+                data["scale"],
+                data["components"],
+                data["offset"],
+                str(data["method"]),
+                data["labels"],
+                data["centroids"],
+                json.loads(str(data["source"])),
+            )
     except (KeyError, ValueError, OSError) as error:
         raise ValueError(f"{path}: not a valid semantic projector file ({error}); refit and save it again") from None
     if projector.components.shape != (len(projector.mean), 2):
-        raise ValueError(f"{path}: projector components have shape {projector.components.shape}, "
-                         f"expected ({len(projector.mean)}, 2)")
+        raise ValueError(
+            f"{path}: projector components have shape {projector.components.shape}, expected ({len(projector.mean)}, 2)"
+        )
     return projector
 
 
@@ -130,8 +147,14 @@ def projector_status(projector: SemanticProjector | None, path=None) -> dict:
     """Diagnostics: whether a projector is loaded, from where, for which model/layer."""
     if projector is None:
         return {"loaded": False, "path": str(path) if path else None}
-    return {"loaded": True, "path": str(path) if path else None, "method": projector.method,
-            "labels": int(len(projector.labels)), "dims": int(len(projector.mean)), **projector.source}
+    return {
+        "loaded": True,
+        "path": str(path) if path else None,
+        "method": projector.method,
+        "labels": int(len(projector.labels)),
+        "dims": int(len(projector.mean)),
+        **projector.source,
+    }
 
 
 def segment_embeddings(activity_per_utterance, labels, segment_frames: int = 100, min_frames: int = 25) -> tuple:
@@ -143,7 +166,7 @@ def segment_embeddings(activity_per_utterance, labels, segment_frames: int = 100
     rows, out_labels, utt, seg = [], [], [], []
     for i, (activity, label) in enumerate(zip(activity_per_utterance, labels)):
         for k, start in enumerate(range(0, len(activity), segment_frames)):
-            window = activity[start:start + segment_frames]
+            window = activity[start : start + segment_frames]
             if len(window) < min_frames:
                 continue
             rows.append(window.mean(axis=0))
@@ -176,9 +199,16 @@ def speaker_clustering(embeddings, speakers, projector: SemanticProjector | None
     return result
 
 
-def fit_projector_from_manifest(adapter, manifest, layer: int, label_column: str = "label", method: str = "auto",
-                                segment_seconds: float | None = None, max_seconds: float | None = 30.0,
-                                progress: bool = True) -> tuple:
+def fit_projector_from_manifest(
+    adapter,
+    manifest,
+    layer: int,
+    label_column: str = "label",
+    method: str = "auto",
+    segment_seconds: float | None = None,
+    max_seconds: float | None = 30.0,
+    progress: bool = True,
+) -> tuple:
     """Fit a projector on a labelled manifest (``path`` + ``label_column``); return ``(projector, info)``.
 
     Each clip's ``layer`` activity is mean-pooled, per clip or per ``segment_seconds`` window.
@@ -200,11 +230,17 @@ def fit_projector_from_manifest(adapter, manifest, layer: int, label_column: str
         raise ValueError("no clip of the manifest could be loaded; see the skipped files above")
     if segment_seconds:
         frames = max(1, int(round(segment_seconds * adapter.frame_rate)))
-        embeddings, seg_labels, _, _ = segment_embeddings(activity, labels, segment_frames=frames,
-                                                          min_frames=max(1, frames // 4))
+        embeddings, seg_labels, _, _ = segment_embeddings(
+            activity, labels, segment_frames=frames, min_frames=max(1, frames // 4)
+        )
     else:
         embeddings, seg_labels = np.stack([a.mean(axis=0) for a in activity]), np.asarray(labels).astype(str)
     source = {"model": adapter.name, "layer": int(layer), "labels": label_column, "clips": len(activity)}
     projector = fit_semantic_projector(embeddings, seg_labels, method=method, source=source)
-    return projector, {"clips": len(activity), "points": int(len(embeddings)), "skipped": len(failures),
-                       "labels": int(len(projector.labels)), "method": projector.method}
+    return projector, {
+        "clips": len(activity),
+        "points": int(len(embeddings)),
+        "skipped": len(failures),
+        "labels": int(len(projector.labels)),
+        "method": projector.method,
+    }

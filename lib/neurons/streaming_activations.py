@@ -35,8 +35,10 @@ def conv_frame_geometry(adapter) -> tuple:
     kernels = list(getattr(config, "conv_kernel", []) or [])
     strides = list(getattr(config, "conv_stride", []) or [])
     if not kernels or adapter.family in ("whisper", "mimi", "encodec", "dac"):
-        raise ValueError(f"streaming activations need a Wav2Vec2-style model (WavLM, Wav2Vec2, HuBERT); "
-                         f"{adapter.name} is {adapter.family}")
+        raise ValueError(
+            f"streaming activations need a Wav2Vec2-style model (WavLM, Wav2Vec2, HuBERT); "
+            f"{adapter.name} is {adapter.family}"
+        )
     field, jump = 1, 1
     for kernel, stride in zip(kernels, strides):
         field += (kernel - 1) * jump
@@ -82,7 +84,7 @@ class StreamingLayerActivations:
             # a gap (skipped audio) or a jump: restart the context at the next whole frame
             self.gaps += 1
             start = int(np.ceil(first_sample / self.stride) * self.stride)
-            chunk = chunk[start - first_sample:]
+            chunk = chunk[start - first_sample :]
             self._buffer = np.zeros(0, dtype=np.float32)
             self._buffer_start = start
             self.received = start
@@ -90,13 +92,16 @@ class StreamingLayerActivations:
         self._buffer = np.concatenate([self._buffer, chunk])
         self.received += len(chunk)
         complete = (self.received - self.right_context - self.field) // self.stride + 1
-        empty = {"frames": np.zeros(0, dtype=int), "times": np.zeros(0),
-                 "states": {layer: np.zeros((0, self.adapter.hidden_size), np.float32) for layer in self.layers}}
+        empty = {
+            "frames": np.zeros(0, dtype=int),
+            "times": np.zeros(0),
+            "states": {layer: np.zeros((0, self.adapter.hidden_size), np.float32) for layer in self.layers},
+        }
         if complete <= self.emitted:
             return empty
         window_start = max(self._buffer_start, self.emitted * self.stride - self.left_context)
         window_start -= (window_start - self._buffer_start) % self.stride  # stay on the frame grid
-        self._buffer = self._buffer[window_start - self._buffer_start:]
+        self._buffer = self._buffer[window_start - self._buffer_start :]
         self._buffer_start = window_start
         states = self.adapter.hidden_states(self._buffer, layers=self.layers)
         self.model_calls += 1
@@ -107,14 +112,17 @@ class StreamingLayerActivations:
         hi = min(hi, n_local)
         frames = np.arange(first_local + lo, first_local + hi)
         self.emitted = int(first_local + hi)
-        return {"frames": frames, "times": (frames * self.stride + self.field / 2.0) / self.sample_rate,
-                "states": {layer: states[layer][lo:hi] for layer in self.layers}}
+        return {
+            "frames": frames,
+            "times": (frames * self.stride + self.field / 2.0) / self.sample_rate,
+            "states": {layer: states[layer][lo:hi] for layer in self.layers},
+        }
 
     def stream_waveform(self, waveform, chunk_s: float = 0.2) -> dict:
         """Push a whole waveform in chunks (as fast as possible); return concatenated outputs."""
         self.reset()
         chunk = max(1, int(round(chunk_s * self.sample_rate)))
-        outputs = [self.push(waveform[i:i + chunk], i) for i in range(0, len(waveform), chunk)]
+        outputs = [self.push(waveform[i : i + chunk], i) for i in range(0, len(waveform), chunk)]
         return concat_stream_outputs(outputs, self.layers)
 
 
@@ -123,9 +131,11 @@ def concat_stream_outputs(outputs, layers) -> dict:
     outputs = [o for o in outputs if o is not None and len(o["frames"])]
     if not outputs:
         return {"frames": np.zeros(0, dtype=int), "times": np.zeros(0), "states": {}}
-    return {"frames": np.concatenate([o["frames"] for o in outputs]),
-            "times": np.concatenate([o["times"] for o in outputs]),
-            "states": {layer: np.concatenate([o["states"][layer] for o in outputs]) for layer in layers}}
+    return {
+        "frames": np.concatenate([o["frames"] for o in outputs]),
+        "times": np.concatenate([o["times"] for o in outputs]),
+        "states": {layer: np.concatenate([o["states"][layer] for o in outputs]) for layer in layers},
+    }
 
 
 def streaming_agreement(streamed: dict, offline: dict) -> dict:
@@ -151,8 +161,11 @@ def build_random_speech_model(folder, family: str = "wavlm", seed: int = 0) -> P
     import torch
     import transformers as tf
 
-    classes = {"wavlm": (tf.WavLMConfig, tf.WavLMModel), "wav2vec2": (tf.Wav2Vec2Config, tf.Wav2Vec2Model),
-               "hubert": (tf.HubertConfig, tf.HubertModel)}
+    classes = {
+        "wavlm": (tf.WavLMConfig, tf.WavLMModel),
+        "wav2vec2": (tf.Wav2Vec2Config, tf.Wav2Vec2Model),
+        "hubert": (tf.HubertConfig, tf.HubertModel),
+    }
     if family not in classes:
         raise ValueError(f"random base-size models exist for {sorted(classes)}, not {family!r}")
     folder = Path(folder)
@@ -162,13 +175,19 @@ def build_random_speech_model(folder, family: str = "wavlm", seed: int = 0) -> P
     config_cls, model_cls = classes[family]
     model = model_cls(config_cls())
     model.save_pretrained(folder)
-    tf.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
-                                return_attention_mask=True).save_pretrained(folder)
+    tf.Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
+    ).save_pretrained(folder)
     return folder
 
 
-def load_model_for_analysis(name_or_path: str = "microsoft/wavlm-base-plus", random_weights_if_unavailable: bool = True,
-                            device: str = "cpu", cache_dir=None, seed: int = 0) -> tuple:
+def load_model_for_analysis(
+    name_or_path: str = "microsoft/wavlm-base-plus",
+    random_weights_if_unavailable: bool = True,
+    device: str = "cpu",
+    cache_dir=None,
+    seed: int = 0,
+) -> tuple:
     """``(adapter, info)``: load ``name_or_path``; fall back to random base-size weights if allowed.
 
     ``info["weights"]`` is ``"checkpoint"`` (loaded as saved) or ``"random"``; ``info["fallback_reason"]`` says why.
@@ -185,7 +204,14 @@ def load_model_for_analysis(name_or_path: str = "microsoft/wavlm-base-plus", ran
     folder = Path(cache_dir or tempfile.gettempdir()) / f"audiolens-random-{family}-base-seed{seed}"
     build_random_speech_model(folder, family=family, seed=seed)
     adapter = load_speech_model(str(folder), device=device, local_files_only=True)
-    print(f"{name_or_path} could not be loaded; using a {family} model of the same size with RANDOM weights "
-          f"(timings are meaningful, tuning results are not those of the trained model).")
-    return adapter, {"model": str(name_or_path), "weights": "random", "fallback_reason": reason,
-                     "random_model_dir": str(folder), **adapter.info()}
+    print(
+        f"{name_or_path} could not be loaded; using a {family} model of the same size with RANDOM weights "
+        f"(timings are meaningful, tuning results are not those of the trained model)."
+    )
+    return adapter, {
+        "model": str(name_or_path),
+        "weights": "random",
+        "fallback_reason": reason,
+        "random_model_dir": str(folder),
+        **adapter.info(),
+    }

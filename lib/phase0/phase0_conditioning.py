@@ -57,14 +57,23 @@ def fit_phase0_normaliser(latents, train_rows, train_deltas) -> Phase0Normaliser
     """Statistics of the train speakers' latent frames (``train_rows``) and next-step deltas."""
     frames = np.asarray(latents)[np.unique(train_rows)].astype(np.float64)
     deltas = np.asarray(train_deltas, dtype=np.float64)
-    return Phase0Normaliser(frames.mean(axis=0).astype(np.float32), _safe_std(frames),
-                            deltas.mean(axis=0).astype(np.float32), _safe_std(deltas))
+    return Phase0Normaliser(
+        frames.mean(axis=0).astype(np.float32),
+        _safe_std(frames),
+        deltas.mean(axis=0).astype(np.float32),
+        _safe_std(deltas),
+    )
 
 
 def save_phase0_normalisation(normaliser: Phase0Normaliser, path) -> Path:
     buffer = io.BytesIO()
-    np.savez(buffer, latent_mean=normaliser.latent_mean, latent_std=normaliser.latent_std,
-             delta_mean=normaliser.delta_mean, delta_std=normaliser.delta_std)
+    np.savez(
+        buffer,
+        latent_mean=normaliser.latent_mean,
+        latent_std=normaliser.latent_std,
+        delta_mean=normaliser.delta_mean,
+        delta_std=normaliser.delta_std,
+    )
     return atomic_write_bytes(Path(path), buffer.getvalue())
 
 
@@ -105,8 +114,15 @@ def _quartile_codes(z: np.ndarray, edges: np.ndarray, bins: int) -> np.ndarray:
     return codes
 
 
-def fit_phase0_conditioner(name: str, train_features, seed: int = 0, spec: dict | None = None,
-                           minibatch_above: int = 60000, n_init: int = 3, max_iter: int = 100) -> Phase0Conditioner:
+def fit_phase0_conditioner(
+    name: str,
+    train_features,
+    seed: int = 0,
+    spec: dict | None = None,
+    minibatch_above: int = 60000,
+    n_init: int = 3,
+    max_iter: int = 100,
+) -> Phase0Conditioner:
     """Fit scheme ``name`` (a key of ``PHASE0_SCHEMES``, or any name with an explicit ``spec``).
 
     k-means: ``n_init`` seeded restarts of at most ``max_iter`` iterations (mini-batch above
@@ -125,8 +141,7 @@ def fit_phase0_conditioner(name: str, train_features, seed: int = 0, spec: dict 
     if spec["method"] == "kmeans":
         k = min(int(spec["clusters"]), len(np.unique(z, axis=0)))
         if len(z) > minibatch_above:
-            model = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=n_init, batch_size=8192,
-                                    max_iter=max_iter)
+            model = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=n_init, batch_size=8192, max_iter=max_iter)
         else:
             model = KMeans(n_clusters=k, random_state=seed, n_init=n_init, max_iter=max_iter)
         conditioner.kmeans = model.fit(z)

@@ -49,8 +49,13 @@ class Phase0FrameTable:
         rows = np.asarray(rows)
         if rows.dtype == bool:
             rows = np.flatnonzero(rows)
-        return Phase0FrameTable(self.table.iloc[rows].reset_index(drop=True), self.context_rows[rows],
-                                self.target_rows[rows], self.window, self.edge)
+        return Phase0FrameTable(
+            self.table.iloc[rows].reset_index(drop=True),
+            self.context_rows[rows],
+            self.target_rows[rows],
+            self.window,
+            self.edge,
+        )
 
 
 def context_window_rows(n_frames: int, window: int, offset: int = 0, edge: str = "valid"):
@@ -72,8 +77,9 @@ def context_window_rows(n_frames: int, window: int, offset: int = 0, edge: str =
     return steps, local + offset
 
 
-def build_frame_table(index: pd.DataFrame, window: int, energy_db=None, edge: str = "valid",
-                      split_column: str = "split") -> Phase0FrameTable:
+def build_frame_table(
+    index: pd.DataFrame, window: int, energy_db=None, edge: str = "valid", split_column: str = "split"
+) -> Phase0FrameTable:
     """Frame table from a latent-store index (``utterance, speaker, frames, offset`` [+ ``split``]).
 
     ``energy_db`` is the per-frame energy array aligned with the concatenated latents (or
@@ -90,22 +96,29 @@ def build_frame_table(index: pd.DataFrame, window: int, energy_db=None, edge: st
         if len(steps) == 0:
             skipped.append(record.utterance)
             continue
-        tables.append(pd.DataFrame({
-            "utterance": record.utterance,
-            "speaker": str(record.speaker),
-            "split": getattr(record, split_column, "all") if split_column in index.columns else "all",
-            "t": steps,
-            "n_frames": n,
-            "row": offset + steps,
-            "rel_position": steps / max(n - 1, 1),
-        }))
+        tables.append(
+            pd.DataFrame(
+                {
+                    "utterance": record.utterance,
+                    "speaker": str(record.speaker),
+                    "split": getattr(record, split_column, "all") if split_column in index.columns else "all",
+                    "t": steps,
+                    "n_frames": n,
+                    "row": offset + steps,
+                    "rel_position": steps / max(n - 1, 1),
+                }
+            )
+        )
         contexts.append(rows)
     if not tables:
-        raise ValueError(f"no utterance has more than {window if edge == 'valid' else 1} latent frames: "
-                         "lower the context window or use longer audio")
+        raise ValueError(
+            f"no utterance has more than {window if edge == 'valid' else 1} latent frames: "
+            "lower the context window or use longer audio"
+        )
     table = pd.concat(tables, ignore_index=True)
-    table["energy_db"] = (np.asarray(energy_db, dtype=np.float64)[table["row"].to_numpy()]
-                          if energy_db is not None else np.nan)
+    table["energy_db"] = (
+        np.asarray(energy_db, dtype=np.float64)[table["row"].to_numpy()] if energy_db is not None else np.nan
+    )
     table.attrs["skipped_short"] = skipped
     context_rows = np.concatenate(contexts, axis=0)
     return Phase0FrameTable(table, context_rows, table["row"].to_numpy() + 1, int(window), edge)
@@ -116,13 +129,14 @@ def next_step_deltas(latents, frames: Phase0FrameTable, batch: int = 65536) -> n
     latents = np.asarray(latents)
     out = np.empty((len(frames), latents.shape[1]), dtype=np.float32)
     for start in range(0, len(frames), batch):
-        rows = frames.table["row"].to_numpy()[start:start + batch]
-        out[start:start + batch] = latents[rows + 1] - latents[rows]
+        rows = frames.table["row"].to_numpy()[start : start + batch]
+        out[start : start + batch] = latents[rows + 1] - latents[rows]
     return out
 
 
-def context_features(latents, frames: Phase0FrameTable, kind: str = "mean", mean=None, std=None,
-                     batch: int = 16384) -> np.ndarray:
+def context_features(
+    latents, frames: Phase0FrameTable, kind: str = "mean", mean=None, std=None, batch: int = 16384
+) -> np.ndarray:
     """Context summaries: ``"mean"`` (mean-pooled, ``[n, D]``) or ``"flat"`` (``[n, W*D]``).
 
     ``mean``/``std`` (per latent dim) standardise frames first (statistics fitted on train
@@ -135,8 +149,8 @@ def context_features(latents, frames: Phase0FrameTable, kind: str = "mean", mean
         raise ValueError(f"context kind must be 'mean' or 'flat', not {kind!r}")
     out = np.empty((len(frames), width), dtype=np.float32)
     for start in range(0, len(frames), batch):
-        block = latents[frames.context_rows[start:start + batch]].astype(np.float32)  # [b, W, D]
+        block = latents[frames.context_rows[start : start + batch]].astype(np.float32)  # [b, W, D]
         if mean is not None:
             block = (block - mean) / std
-        out[start:start + batch] = block.mean(axis=1) if kind == "mean" else block.reshape(len(block), -1)
+        out[start : start + batch] = block.mean(axis=1) if kind == "mean" else block.reshape(len(block), -1)
     return out

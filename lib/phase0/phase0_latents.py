@@ -55,6 +55,7 @@ PHASE0_CODEC_STAGES = {"mimi": "latents", "encodec": "latents", "dac": "encoder"
 # %% [markdown]
 # ## Encoders
 
+
 # %%
 class Phase0LogMelEncoder:
     """Log-mel baseline: ``n_mels`` bands at 100 Hz, mean-pooled to ``frame_rate`` Hz."""
@@ -71,15 +72,27 @@ class Phase0LogMelEncoder:
         self.name = "logmel"
 
     def latents(self, waveform) -> np.ndarray:
-        mel = log_mel(np.asarray(waveform, dtype=np.float32), self.sample_rate, n_mels=self.n_mels,
-                      n_fft=int(0.025 * self.sample_rate), hop_length=self.hop_length).T
+        mel = log_mel(
+            np.asarray(waveform, dtype=np.float32),
+            self.sample_rate,
+            n_mels=self.n_mels,
+            n_fft=int(0.025 * self.sample_rate),
+            hop_length=self.hop_length,
+        ).T
         n = len(mel) // self.pool
         return mel[: n * self.pool].reshape(n, self.pool, -1).mean(axis=1).astype(np.float32)
 
     def info(self) -> dict:
-        return {"encoder": "logmel", "family": "logmel", "sample_rate": self.sample_rate,
-                "frame_rate": self.frame_rate, "dim": self.dim, "n_mels": self.n_mels, "pool": self.pool,
-                "fingerprint": f"logmel-{self.n_mels}-{self.pool}-{self.sample_rate}"}
+        return {
+            "encoder": "logmel",
+            "family": "logmel",
+            "sample_rate": self.sample_rate,
+            "frame_rate": self.frame_rate,
+            "dim": self.dim,
+            "n_mels": self.n_mels,
+            "pool": self.pool,
+            "fingerprint": f"logmel-{self.n_mels}-{self.pool}-{self.sample_rate}",
+        }
 
 
 class Phase0CodecEncoder:
@@ -88,8 +101,10 @@ class Phase0CodecEncoder:
     def __init__(self, name_or_path: str, device: str = "cpu", local_files_only: bool = False, stage=None):
         self.adapter = load_speech_model(name_or_path, device=device, local_files_only=local_files_only)
         if self.adapter.family not in CODEC_FAMILIES:
-            raise ValueError(f"{name_or_path} is a {self.adapter.family} model; Phase 0 encoders are the codecs "
-                             f"({', '.join(CODEC_FAMILIES)}) or 'logmel'")
+            raise ValueError(
+                f"{name_or_path} is a {self.adapter.family} model; Phase 0 encoders are the codecs "
+                f"({', '.join(CODEC_FAMILIES)}) or 'logmel'"
+            )
         stage = stage or PHASE0_CODEC_STAGES[self.adapter.family]
         if stage not in self.adapter.layer_names:
             raise ValueError(f"{name_or_path} has no stage {stage!r}; available: {self.adapter.layer_names}")
@@ -105,9 +120,16 @@ class Phase0CodecEncoder:
 
     def info(self) -> dict:
         info = self.adapter.info()
-        return {"encoder": self.name, "family": info["family"], "stage": self.stage, "sample_rate": self.sample_rate,
-                "frame_rate": self.frame_rate, "dim": self.dim, "num_parameters": info["num_parameters"],
-                "fingerprint": self.adapter.fingerprint()}
+        return {
+            "encoder": self.name,
+            "family": info["family"],
+            "stage": self.stage,
+            "sample_rate": self.sample_rate,
+            "frame_rate": self.frame_rate,
+            "dim": self.dim,
+            "num_parameters": info["num_parameters"],
+            "fingerprint": self.adapter.fingerprint(),
+        }
 
 
 def load_phase0_encoder(name: str = "logmel", device: str = "cpu", local_files_only: bool = False, **kwargs):
@@ -126,7 +148,7 @@ def frame_energy_db(waveform, sample_rate: int, frame_rate: float, n_frames: int
     y = np.asarray(waveform, dtype=np.float64)
     hop = sample_rate / float(frame_rate)
     bounds = np.minimum(np.round(np.arange(n_frames + 1) * hop).astype(np.int64), len(y))
-    power = np.concatenate([[0.0], np.cumsum(y ** 2)])
+    power = np.concatenate([[0.0], np.cumsum(y**2)])
     lengths = np.diff(bounds)
     energy = (power[bounds[1:]] - power[bounds[:-1]]) / np.maximum(lengths, 1)
     db = 10.0 * np.log10(np.maximum(energy, 0.0) + 1e-12)
@@ -136,9 +158,11 @@ def frame_energy_db(waveform, sample_rate: int, frame_rate: float, n_frames: int
 # %% [markdown]
 # ## Speaker split
 
+
 # %%
-def split_phase0_speakers(manifest: pd.DataFrame, n_eval: int | None = None, eval_fraction: float = 51 / 251,
-                          seed: int = 0) -> pd.DataFrame:
+def split_phase0_speakers(
+    manifest: pd.DataFrame, n_eval: int | None = None, eval_fraction: float = 51 / 251, seed: int = 0
+) -> pd.DataFrame:
     """Add a ``split`` column (``train``/``eval``) holding out whole speakers.
 
     ``n_eval`` speakers (default: ``round(eval_fraction * speakers)``, i.e. 51 of 251) are
@@ -196,16 +220,22 @@ def write_phase0_split(manifest: pd.DataFrame, output_dir) -> dict:
 # %% [markdown]
 # ## The resumable, sharded store
 
+
 # %%
 def _utterance_digest(manifest: pd.DataFrame) -> str:
     return hashlib.sha256("\n".join(manifest["utterance"].astype(str)).encode()).hexdigest()[:20]
 
 
 def _store_header(manifest, encoder_info, chunk_utterances, max_seconds) -> dict:
-    return {"version": PHASE0_STORE_VERSION, "encoder": encoder_info, "utterances": len(manifest),
-            "utterance_digest": _utterance_digest(manifest), "chunk_utterances": int(chunk_utterances),
-            "max_seconds": max_seconds,
-            "n_parts": int(math.ceil(len(manifest) / chunk_utterances))}
+    return {
+        "version": PHASE0_STORE_VERSION,
+        "encoder": encoder_info,
+        "utterances": len(manifest),
+        "utterance_digest": _utterance_digest(manifest),
+        "chunk_utterances": int(chunk_utterances),
+        "max_seconds": max_seconds,
+        "n_parts": int(math.ceil(len(manifest) / chunk_utterances)),
+    }
 
 
 def _check_store_header(store_dir: Path, header: dict) -> None:
@@ -222,13 +252,17 @@ def _check_store_header(store_dir: Path, header: dict) -> None:
         raise ValueError(
             f"{store_dir} holds latents of another configuration (differs in: {', '.join(mismatched)}; "
             f"stored encoder {existing.get('encoder', {}).get('encoder')!r}). Use another store folder, "
-            "or delete this one to recompute.")
+            "or delete this one to recompute."
+        )
 
 
 def _part_paths(store_dir: Path, part: int) -> dict:
     stem = store_dir / "parts" / f"part-{part:06d}"
-    return {"latents": Path(f"{stem}.latents.npy"), "energy": Path(f"{stem}.energy.npy"),
-            "index": Path(f"{stem}.parquet")}
+    return {
+        "latents": Path(f"{stem}.latents.npy"),
+        "energy": Path(f"{stem}.energy.npy"),
+        "index": Path(f"{stem}.parquet"),
+    }
 
 
 def _part_complete(paths: dict, dim: int) -> bool:
@@ -252,9 +286,16 @@ def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def extract_latents_to_store(manifest: pd.DataFrame, encoder, store_dir, shard_index: int = 0, num_shards: int = 1,
-                             chunk_utterances: int = 16, max_seconds: float | None = None,
-                             progress: bool = True) -> dict:
+def extract_latents_to_store(
+    manifest: pd.DataFrame,
+    encoder,
+    store_dir,
+    shard_index: int = 0,
+    num_shards: int = 1,
+    chunk_utterances: int = 16,
+    max_seconds: float | None = None,
+    progress: bool = True,
+) -> dict:
     """Encode this shard's missing parts into ``store_dir``; return counts and timings.
 
     ``manifest`` needs ``path, utterance, speaker`` (its order fixes the chunks: pass the same
@@ -271,13 +312,23 @@ def extract_latents_to_store(manifest: pd.DataFrame, encoder, store_dir, shard_i
     _check_store_header(store_dir, header)
     mine = [j for j in range(header["n_parts"]) if j % num_shards == shard_index]
     todo = [j for j in mine if not _part_complete(_part_paths(store_dir, j), encoder.dim)]
-    stats = {"parts_total": header["n_parts"], "parts_in_shard": len(mine), "parts_reused": len(mine) - len(todo),
-             "utterances_encoded": 0, "audio_seconds": 0.0, "encode_seconds": 0.0, "failures": []}
+    stats = {
+        "parts_total": header["n_parts"],
+        "parts_in_shard": len(mine),
+        "parts_reused": len(mine) - len(todo),
+        "utterances_encoded": 0,
+        "audio_seconds": 0.0,
+        "encode_seconds": 0.0,
+        "failures": [],
+    }
     keep = [c for c in ("utterance", "speaker", "chapter", "sex", "split", "path") if c in manifest.columns]
-    bar = tqdm(total=sum(len(manifest.iloc[j * chunk_utterances:(j + 1) * chunk_utterances]) for j in todo),
-               desc=f"encoding (shard {shard_index + 1} of {num_shards})", disable=not progress)
+    bar = tqdm(
+        total=sum(len(manifest.iloc[j * chunk_utterances : (j + 1) * chunk_utterances]) for j in todo),
+        desc=f"encoding (shard {shard_index + 1} of {num_shards})",
+        disable=not progress,
+    )
     for j in todo:
-        rows = manifest.iloc[j * chunk_utterances:(j + 1) * chunk_utterances]
+        rows = manifest.iloc[j * chunk_utterances : (j + 1) * chunk_utterances]
         latents, energies, records = [], [], []
         for record in rows.itertuples(index=False):
             entry = {c: getattr(record, c) for c in keep}
@@ -323,9 +374,11 @@ def consolidate_latent_store(store_dir, chunk_frames: int = 8192) -> Path:
     paths = [_part_paths(store_dir, j) for j in range(header["n_parts"])]
     missing = [j for j, p in enumerate(paths) if not _part_complete(p, dim)]
     if missing:
-        raise RuntimeError(f"{store_dir}: {len(missing)} of {len(paths)} parts are not extracted yet "
-                           f"(e.g. parts {missing[:5]}). Run the remaining shards "
-                           "(or num_shards=1) into this folder first.")
+        raise RuntimeError(
+            f"{store_dir}: {len(missing)} of {len(paths)} parts are not extracted yet "
+            f"(e.g. parts {missing[:5]}). Run the remaining shards "
+            "(or num_shards=1) into this folder first."
+        )
     digest = hashlib.sha256()
     for p in paths:
         digest.update(p["index"].read_bytes())
@@ -352,8 +405,8 @@ def consolidate_latent_store(store_dir, chunk_frames: int = 8192) -> Path:
         position = 0
         for p in paths:
             block = np.load(p["latents"])
-            latents[position:position + len(block)] = block
-            energy[position:position + len(block)] = np.load(p["energy"])
+            latents[position : position + len(block)] = block
+            energy[position : position + len(block)] = np.load(p["energy"])
             position += len(block)
         group.attrs.update({"parts_digest": digest, "encoder": header["encoder"], "frames": total})
         _write_parquet(index_path, index)  # before the zarr: a matching zarr digest implies a matching index

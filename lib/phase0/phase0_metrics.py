@@ -107,6 +107,7 @@ def write_phase0_config(config: dict, path) -> Path:
 # %% [markdown]
 # ## The measures
 
+
 # %%
 def fit_cell_means(targets, labels, n_cells: int, min_cell_frames: int = 1):
     """``(means [n_cells, D], counts [n_cells])``; cells under ``min_cell_frames`` get the overall mean."""
@@ -131,8 +132,9 @@ def variance_ratio(targets, labels, means, overall) -> float:
     return float(np.sum((targets - prediction) ** 2) / total) if total > 0 else float("nan")
 
 
-def cross_entropy_reduction(codes_train, labels_train, codes, labels, n_codes: int, n_cells: int,
-                            alpha: float = 0.5) -> dict:
+def cross_entropy_reduction(
+    codes_train, labels_train, codes, labels, n_codes: int, n_cells: int, alpha: float = 0.5
+) -> dict:
     """``1 - H(Y|C)/H(Y)`` in bits, distributions from train counts (add-``alpha``), evaluated on ``codes``."""
     joint = np.zeros((n_cells + 1, n_codes))
     cells_train = np.where(np.asarray(labels_train) >= 0, labels_train, n_cells)
@@ -163,7 +165,7 @@ def _labels_for(conditioner, latents, frames: Phase0FrameTable, normaliser, batc
     for start in range(0, len(frames), batch):
         part = frames.subset(np.arange(start, min(start + batch, len(frames))))
         feats = context_features(latents, part, kind, normaliser.latent_mean, normaliser.latent_std)
-        labels[start:start + batch] = conditioner.assign(feats)
+        labels[start : start + batch] = conditioner.assign(feats)
     return labels
 
 
@@ -195,8 +197,9 @@ def scheme_metrics(name, labels, y, train, slices, codes, n_cells, config, seed,
         row[f"entropy_reduction_{split}"] = ent["entropy_reduction"]
         row[f"H_Y_{split}_bits"] = ent["H_Y_bits"]
         row[f"H_Y_given_C_{split}_bits"] = ent["H_Y_given_C_bits"]
-    ent_random = cross_entropy_reduction(codes[train], shuffled_train, codes[evl], shuffled_eval, n_codes, n_cells,
-                                         alpha)
+    ent_random = cross_entropy_reduction(
+        codes[train], shuffled_train, codes[evl], shuffled_eval, n_codes, n_cells, alpha
+    )
     row["entropy_reduction_random_eval"] = ent_random["entropy_reduction"]
     for slice_name, mask in slices.items():
         s_train, s_eval = train & mask, evl & mask
@@ -211,7 +214,8 @@ def scheme_metrics(name, labels, y, train, slices, codes, n_cells, config, seed,
         st = random_same_sizes(labels[s_train], rng_seed + 2)
         rs_means, _, rs_overall = fit_cell_means(y[s_train], st, n_cells, config["min_cell_frames"])
         row[f"vr_random_eval_{slice_name}"] = variance_ratio(
-            y[s_eval], random_same_sizes(labels[s_eval], rng_seed + 3), rs_means, rs_overall)
+            y[s_eval], random_same_sizes(labels[s_eval], rng_seed + 3), rs_means, rs_overall
+        )
     per_speaker = {}
     if speakers is not None:
         for speaker in np.unique(speakers[evl]):
@@ -253,17 +257,27 @@ def phase0_decision(rows: list, config: dict) -> dict:
         summary = f"PASS: {', '.join(passing)} met every criterion"
     else:
         failing = {s: [k for k, c in v["criteria"].items() if not c["pass"]] for s, v in verdicts.items()}
-        summary = "FAIL: no scheme met every criterion (" + "; ".join(
-            f"{s}: {', '.join(f)}" for s, f in failing.items() if f) + ")"
+        summary = (
+            "FAIL: no scheme met every criterion ("
+            + "; ".join(f"{s}: {', '.join(f)}" for s, f in failing.items() if f)
+            + ")"
+        )
     if best is not None:
         summary += f". Best held-out variance ratio {best['vr_eval']:.3f} ({best['scheme']})"
-    return {"decision": "PASS" if passed else "FAIL", "rule": rule, "passing_schemes": passing,
-            "summary": summary, "best_scheme": best["scheme"] if best else None,
-            "best_vr_eval": float(best["vr_eval"]) if best else None, "schemes": verdicts}
+    return {
+        "decision": "PASS" if passed else "FAIL",
+        "rule": rule,
+        "passing_schemes": passing,
+        "summary": summary,
+        "best_scheme": best["scheme"] if best else None,
+        "best_vr_eval": float(best["vr_eval"]) if best else None,
+        "schemes": verdicts,
+    }
 
 
-def linear_reference(latents, frames: Phase0FrameTable, y, train, fit_rows, normaliser, alpha: float = 10.0,
-                     batch: int = 16384) -> dict:
+def linear_reference(
+    latents, frames: Phase0FrameTable, y, train, fit_rows, normaliser, alpha: float = 10.0, batch: int = 16384
+) -> dict:
     """Ridge regression from the flattened standardised context to the delta: a continuous reference.
 
     Not part of the decision: it tells whether the context predicts the next step *at all*
@@ -276,8 +290,9 @@ def linear_reference(latents, frames: Phase0FrameTable, y, train, fit_rows, norm
     prediction = np.empty_like(y)
     for start in range(0, len(frames), batch):
         part = frames.subset(np.arange(start, min(start + batch, len(frames))))
-        prediction[start:start + batch] = model.predict(
-            context_features(latents, part, "flat", normaliser.latent_mean, normaliser.latent_std))
+        prediction[start : start + batch] = model.predict(
+            context_features(latents, part, "flat", normaliser.latent_mean, normaliser.latent_std)
+        )
     overall = y[train].mean(axis=0)
 
     def ratio(mask):
@@ -290,9 +305,11 @@ def linear_reference(latents, frames: Phase0FrameTable, y, train, fit_rows, norm
 # %% [markdown]
 # ## The whole evaluation
 
+
 # %%
-def evaluate_phase0(latents, frames: Phase0FrameTable, config: dict | None = None, seed: int = 0,
-                    progress: bool = True) -> dict:
+def evaluate_phase0(
+    latents, frames: Phase0FrameTable, config: dict | None = None, seed: int = 0, progress: bool = True
+) -> dict:
     """Fit normalisation, dynamics codebook and every scheme on train speakers; measure; decide.
 
     ``frames.table`` needs ``split`` (``train``/``eval``), ``speaker``, ``energy_db`` and
@@ -303,8 +320,9 @@ def evaluate_phase0(latents, frames: Phase0FrameTable, config: dict | None = Non
     table = frames.table
     train = (table["split"] == "train").to_numpy()
     if train.sum() < 2 or (~train).sum() < 2:
-        raise ValueError(f"need frames from both train and eval speakers; have {train.sum()} train, "
-                         f"{(~train).sum()} eval")
+        raise ValueError(
+            f"need frames from both train and eval speakers; have {train.sum()} train, {(~train).sum()} eval"
+        )
     rng = np.random.default_rng(seed)
     raw = next_step_deltas(latents, frames)
     normaliser = fit_phase0_normaliser(latents, frames.context_rows[train].ravel(), raw[train])
@@ -313,13 +331,18 @@ def evaluate_phase0(latents, frames: Phase0FrameTable, config: dict | None = Non
     fit_rows = np.flatnonzero(train)[_sample_rows(int(train.sum()), int(config["max_fit_frames"]), rng)]
     n_codes = int(min(config["dynamics_codes"], len(fit_rows)))
     n_init, max_iter = int(config["kmeans_n_init"]), int(config["kmeans_max_iter"])
-    code_model = (MiniBatchKMeans(n_codes, random_state=seed, n_init=n_init, batch_size=8192, max_iter=max_iter)
-                  if len(fit_rows) > 60000 else KMeans(n_codes, random_state=seed, n_init=n_init, max_iter=max_iter)
-                  ).fit(y[fit_rows])
+    code_model = (
+        MiniBatchKMeans(n_codes, random_state=seed, n_init=n_init, batch_size=8192, max_iter=max_iter)
+        if len(fit_rows) > 60000
+        else KMeans(n_codes, random_state=seed, n_init=n_init, max_iter=max_iter)
+    ).fit(y[fit_rows])
     codes = code_model.predict(y).astype(np.int64)
     energy = table["energy_db"].to_numpy(dtype=float)
-    energy_threshold = float(np.nanquantile(energy[train], config["high_energy_quantile"])) \
-        if np.isfinite(energy).any() else float("nan")
+    energy_threshold = (
+        float(np.nanquantile(energy[train], config["high_energy_quantile"]))
+        if np.isfinite(energy).any()
+        else float("nan")
+    )
     low, high = config["medial_range"]
     position = table["rel_position"].to_numpy()
     slices = {"high_energy": energy > energy_threshold, "medial": (position >= low) & (position <= high)}
@@ -333,32 +356,66 @@ def evaluate_phase0(latents, frames: Phase0FrameTable, config: dict | None = Non
         del feats
         labels = _labels_for(conditioner, latents, frames, normaliser)
         result = scheme_metrics(name, labels, y, train, slices, codes, conditioner.n_cells, config, seed, speakers)
-        rows.append({**result["row"], **{f"fit_{k}": v for k, v in conditioner.describe().items()
-                                         if k in ("pca_explained_variance",)}})
+        rows.append(
+            {
+                **result["row"],
+                **{f"fit_{k}": v for k, v in conditioner.describe().items() if k in ("pca_explained_variance",)},
+            }
+        )
         per_speaker[name] = result["per_speaker_vr_eval"]
         conditioners[name] = conditioner
         labels_of[name] = labels
         cell_counts[name] = result["cell_counts"]
     decision = phase0_decision(rows, config)
-    reference = (linear_reference(latents, frames, y, train, fit_rows, normaliser, config["ridge_alpha"])
-                 if config["linear_reference"] else None)
+    reference = (
+        linear_reference(latents, frames, y, train, fit_rows, normaliser, config["ridge_alpha"])
+        if config["linear_reference"]
+        else None
+    )
     counts = {
-        "frames": int(len(frames)), "train_frames": int(train.sum()), "eval_frames": int((~train).sum()),
-        "train_speakers": int(len(np.unique(speakers[train]))), "eval_speakers": int(len(np.unique(speakers[~train]))),
-        "utterances": int(table["utterance"].nunique()), "latent_dim": int(np.asarray(latents).shape[1]),
-        "context_frames": int(frames.window), "edge": frames.edge, "dynamics_codes": n_codes,
+        "frames": int(len(frames)),
+        "train_frames": int(train.sum()),
+        "eval_frames": int((~train).sum()),
+        "train_speakers": int(len(np.unique(speakers[train]))),
+        "eval_speakers": int(len(np.unique(speakers[~train]))),
+        "utterances": int(table["utterance"].nunique()),
+        "latent_dim": int(np.asarray(latents).shape[1]),
+        "context_frames": int(frames.window),
+        "edge": frames.edge,
+        "dynamics_codes": n_codes,
         "high_energy_threshold_db": energy_threshold,
         "high_energy_eval_frames": int((slices["high_energy"] & ~train).sum()),
         "medial_eval_frames": int((slices["medial"] & ~train).sum()),
     }
-    return {"rows": rows, "table": pd.DataFrame(rows), "decision": decision, "per_speaker": per_speaker,
-            "normaliser": normaliser, "conditioners": conditioners, "labels": labels_of, "cell_counts": cell_counts,
-            "slices": slices, "train_mask": train, "codes": codes, "targets": y, "counts": counts, "config": config,
-            "linear_reference": reference}
+    return {
+        "rows": rows,
+        "table": pd.DataFrame(rows),
+        "decision": decision,
+        "per_speaker": per_speaker,
+        "normaliser": normaliser,
+        "conditioners": conditioners,
+        "labels": labels_of,
+        "cell_counts": cell_counts,
+        "slices": slices,
+        "train_mask": train,
+        "codes": codes,
+        "targets": y,
+        "counts": counts,
+        "config": config,
+        "linear_reference": reference,
+    }
 
 
-def phase0_context_sweep(latents, index: pd.DataFrame, energy_db, windows, config: dict | None = None,
-                         seed: int = 0, edge: str = "valid", schemes=("mean_vq64", "pca8_vq256")) -> pd.DataFrame:
+def phase0_context_sweep(
+    latents,
+    index: pd.DataFrame,
+    energy_db,
+    windows,
+    config: dict | None = None,
+    seed: int = 0,
+    edge: str = "valid",
+    schemes=("mean_vq64", "pca8_vq256"),
+) -> pd.DataFrame:
     """The evaluation repeated for several context windows ``W``: one row per (W, scheme)."""
     config = load_phase0_config(overrides={**(config or {}), "schemes": list(schemes), "linear_reference": False})
     rows = []
@@ -366,10 +423,26 @@ def phase0_context_sweep(latents, index: pd.DataFrame, energy_db, windows, confi
         frames = build_frame_table(index, int(window), energy_db, edge=edge)
         result = evaluate_phase0(latents, frames, config, seed=seed, progress=False)
         for row in result["rows"]:
-            rows.append({"context_frames": int(window), "frames": len(frames),
-                         "pass": result["decision"]["schemes"][row["scheme"]]["pass"],
-                         **{k: row[k] for k in ("scheme", "vr_train", "vr_eval", "vr_random_eval", "degradation",
-                                                "vr_eval_high_energy", "vr_eval_medial", "entropy_reduction_eval")}})
+            rows.append(
+                {
+                    "context_frames": int(window),
+                    "frames": len(frames),
+                    "pass": result["decision"]["schemes"][row["scheme"]]["pass"],
+                    **{
+                        k: row[k]
+                        for k in (
+                            "scheme",
+                            "vr_train",
+                            "vr_eval",
+                            "vr_random_eval",
+                            "degradation",
+                            "vr_eval_high_energy",
+                            "vr_eval_medial",
+                            "entropy_reduction_eval",
+                        )
+                    },
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -383,10 +456,19 @@ def phase0_context_sweep(latents, index: pd.DataFrame, energy_db, windows, confi
 # gate must FAIL it, with the random baseline near 1.0. The notebook runs both before the
 # real data, so a reader sees that the measurement can say yes and no.
 
+
 # %%
-def planted_phase0_data(kind: str = "clusters", speakers: int = 60, utterances_per_speaker: int = 3,
-                        frames: int = 120, dims: int = 8, states: int = 8, noise: float = 0.15,
-                        eval_speakers: int = 12, seed: int = 0):
+def planted_phase0_data(
+    kind: str = "clusters",
+    speakers: int = 60,
+    utterances_per_speaker: int = 3,
+    frames: int = 120,
+    dims: int = 8,
+    states: int = 8,
+    noise: float = 0.15,
+    eval_speakers: int = 12,
+    seed: int = 0,
+):
     """``(index, latents, energy_db)`` of planted data; ``index`` has a ``split`` column."""
     rng = np.random.default_rng(seed)
     centroids = rng.normal(0.0, 3.0, size=(states, dims))
@@ -402,8 +484,15 @@ def planted_phase0_data(kind: str = "clusters", speakers: int = 60, utterances_p
                 z = np.cumsum(rng.normal(0.0, 1.0, size=(n, dims)), axis=0) + speaker_shift
             else:
                 raise ValueError(f"kind must be 'clusters' or 'random_walk', not {kind!r}")
-            records.append({"utterance": f"spk{s:03d}-{u:02d}", "speaker": f"spk{s:03d}", "frames": n,
-                            "offset": offset, "split": "eval" if s < eval_speakers else "train"})
+            records.append(
+                {
+                    "utterance": f"spk{s:03d}-{u:02d}",
+                    "speaker": f"spk{s:03d}",
+                    "frames": n,
+                    "offset": offset,
+                    "split": "eval" if s < eval_speakers else "train",
+                }
+            )
             blocks.append(z.astype(np.float32))
             energies.append(rng.uniform(-60.0, -10.0, size=n).astype(np.float32))
             offset += n

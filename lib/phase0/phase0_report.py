@@ -64,28 +64,41 @@ def phase0_report_text(result: dict, meta: dict) -> str:
     ]
     for row in result["rows"]:
         verdict = decision["schemes"][row["scheme"]]
-        lines.append(f"[{'PASS' if verdict['pass'] else 'FAIL'}] {row['scheme']}  ({row['cells']} cells, "
-                     f"{row['cells_used_train']} used by train frames, median {row['median_cell_frames']:.0f} "
-                     "frames per cell)")
-        lines.append(f"    variance ratio       train {_fmt(row['vr_train'])}   eval {_fmt(row['vr_eval'])}   "
-                     f"random eval {_fmt(row['vr_random_eval'])}")
-        lines.append(f"    entropy reduction    train {_fmt(row['entropy_reduction_train'])}   eval "
-                     f"{_fmt(row['entropy_reduction_eval'])}   random eval {_fmt(row['entropy_reduction_random_eval'])}")
-        lines.append(f"    slices (eval VR)     high-energy {_fmt(row.get('vr_eval_high_energy'))}   medial "
-                     f"{_fmt(row.get('vr_eval_medial'))}")
+        lines.append(
+            f"[{'PASS' if verdict['pass'] else 'FAIL'}] {row['scheme']}  ({row['cells']} cells, "
+            f"{row['cells_used_train']} used by train frames, median {row['median_cell_frames']:.0f} "
+            "frames per cell)"
+        )
+        lines.append(
+            f"    variance ratio       train {_fmt(row['vr_train'])}   eval {_fmt(row['vr_eval'])}   "
+            f"random eval {_fmt(row['vr_random_eval'])}"
+        )
+        lines.append(
+            f"    entropy reduction    train {_fmt(row['entropy_reduction_train'])}   eval "
+            f"{_fmt(row['entropy_reduction_eval'])}   random eval {_fmt(row['entropy_reduction_random_eval'])}"
+        )
+        lines.append(
+            f"    slices (eval VR)     high-energy {_fmt(row.get('vr_eval_high_energy'))}   medial "
+            f"{_fmt(row.get('vr_eval_medial'))}"
+        )
         for key, criterion in verdict["criteria"].items():
             mark = "ok  " if criterion["pass"] else "FAIL"
             lines.append(f"      {mark} {key:<26} {_fmt(criterion['value'])} (needs {criterion['bound']})")
         if not verdict["criteria"]["random_baseline"]["pass"]:
-            lines.append(f"    note: shuffled cells of the same sizes give VR {_fmt(row['vr_random_eval'])}, not 1.0: with "
-                         f"a median of {row['median_cell_frames']:.0f} train frames per cell the cell means are mostly "
-                         "noise, so this scheme's numbers are not interpretable at this data size (use more audio).")
+            lines.append(
+                f"    note: shuffled cells of the same sizes give VR {_fmt(row['vr_random_eval'])}, not 1.0: with "
+                f"a median of {row['median_cell_frames']:.0f} train frames per cell the cell means are mostly "
+                "noise, so this scheme's numbers are not interpretable at this data size (use more audio)."
+            )
         lines.append("")
     reference = result.get("linear_reference")
     if reference:
-        lines += ["Reference, not part of the decision: ridge regression from the whole flattened context",
-                  f"    variance ratio       train {_fmt(reference['vr_train'])}   eval {_fmt(reference['vr_eval'])}"
-                  "   (near 1: the context does not predict the next step even linearly)", ""]
+        lines += [
+            "Reference, not part of the decision: ridge regression from the whole flattened context",
+            f"    variance ratio       train {_fmt(reference['vr_train'])}   eval {_fmt(reference['vr_eval'])}"
+            "   (near 1: the context does not predict the next step even linearly)",
+            "",
+        ]
     lines += [
         "How to read this",
         "  VR = within-cell variance of the next-step delta / its total variance, with cell means fitted on",
@@ -107,14 +120,21 @@ def phase0_report_text(result: dict, meta: dict) -> str:
 def plot_phase0_variance_ratios(result: dict):
     """Grouped bars: train / eval / slices / random variance ratio per scheme, with the threshold."""
     rows, config = result["rows"], result["config"]
-    keys = [("vr_train", "train"), ("vr_eval", "eval (held-out)"), ("vr_eval_high_energy", "eval, high-energy"),
-            ("vr_eval_medial", "eval, medial"), ("vr_random_eval", "random cells, eval")]
+    keys = [
+        ("vr_train", "train"),
+        ("vr_eval", "eval (held-out)"),
+        ("vr_eval_high_energy", "eval, high-energy"),
+        ("vr_eval_medial", "eval, medial"),
+        ("vr_random_eval", "random cells, eval"),
+    ]
     fig, ax = plt.subplots(figsize=(9, 4))
     width = 0.8 / len(keys)
     x = np.arange(len(rows))
     for i, (key, label) in enumerate(keys):
         ax.bar(x + (i - len(keys) / 2 + 0.5) * width, [row.get(key, np.nan) for row in rows], width, label=label)
-    ax.axhline(config["variance_ratio_max"], color="k", ls="--", lw=1, label=f"PASS below {config['variance_ratio_max']}")
+    ax.axhline(
+        config["variance_ratio_max"], color="k", ls="--", lw=1, label=f"PASS below {config['variance_ratio_max']}"
+    )
     ax.axhline(1.0, color="grey", ls=":", lw=1)
     ax.set_xticks(x, [row["scheme"] for row in rows])
     ax.set_ylabel("variance ratio (within / total)")
@@ -158,9 +178,14 @@ def plot_phase0_context_sweep(sweep, config: dict):
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for scheme, rows in sweep.groupby("scheme"):
         rows = rows.sort_values("context_frames")
-        line, = ax.plot(rows["context_frames"], rows["vr_eval"], marker="o", label=f"{scheme} (eval)")
-        ax.plot(rows["context_frames"], rows["vr_random_eval"], ls=":", color=line.get_color(),
-                label=f"{scheme} (random cells)")
+        (line,) = ax.plot(rows["context_frames"], rows["vr_eval"], marker="o", label=f"{scheme} (eval)")
+        ax.plot(
+            rows["context_frames"],
+            rows["vr_random_eval"],
+            ls=":",
+            color=line.get_color(),
+            label=f"{scheme} (random cells)",
+        )
     ax.axhline(config["variance_ratio_max"], color="k", ls="--", lw=1)
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted(sweep["context_frames"].unique()), [str(w) for w in sorted(sweep["context_frames"].unique())])
@@ -180,20 +205,47 @@ def write_phase0_report(result: dict, output_dir, meta: dict | None = None) -> d
     paths["tables_csv"] = output_dir / "tables.csv"
     atomic_write_text(paths["tables_csv"], table.to_csv(index=False))
     paths["decision_json"] = output_dir / "decision.json"
-    atomic_write_json(paths["decision_json"], {**result["decision"], "encoder": meta.get("encoder"),
-                                                "thresholds": {k: result["config"][k] for k in (
-                                                    "variance_ratio_max", "degradation_max",
-                                                    "slice_variance_ratio_max", "random_baseline_tolerance")}})
+    atomic_write_json(
+        paths["decision_json"],
+        {
+            **result["decision"],
+            "encoder": meta.get("encoder"),
+            "thresholds": {
+                k: result["config"][k]
+                for k in (
+                    "variance_ratio_max",
+                    "degradation_max",
+                    "slice_variance_ratio_max",
+                    "random_baseline_tolerance",
+                )
+            },
+        },
+    )
     paths["metrics_json"] = output_dir / "metrics.json"
-    atomic_write_json(paths["metrics_json"], json.loads(json.dumps({
-        "counts": result["counts"], "schemes": result["rows"], "per_speaker_vr_eval": result["per_speaker"],
-        "linear_reference": result.get("linear_reference"), "config": result["config"], "meta": meta}, default=lambda v: v.item() if hasattr(v, "item") else str(v))))
+    atomic_write_json(
+        paths["metrics_json"],
+        json.loads(
+            json.dumps(
+                {
+                    "counts": result["counts"],
+                    "schemes": result["rows"],
+                    "per_speaker_vr_eval": result["per_speaker"],
+                    "linear_reference": result.get("linear_reference"),
+                    "config": result["config"],
+                    "meta": meta,
+                },
+                default=lambda v: v.item() if hasattr(v, "item") else str(v),
+            )
+        ),
+    )
     paths["normalisation"] = save_phase0_normalisation(result["normaliser"], output_dir / "normalisation.npz")
     paths["report_txt"] = output_dir / "report.txt"
     atomic_write_text(paths["report_txt"], phase0_report_text(result, meta))
-    for name, plot in (("variance_ratios", plot_phase0_variance_ratios), ("per_speaker_variance_ratio",
-                                                                          plot_phase0_per_speaker),
-                       ("cell_sizes", plot_phase0_cell_sizes)):
+    for name, plot in (
+        ("variance_ratios", plot_phase0_variance_ratios),
+        ("per_speaker_variance_ratio", plot_phase0_per_speaker),
+        ("cell_sizes", plot_phase0_cell_sizes),
+    ):
         fig = plot(result)
         paths[name] = save_figure(fig, output_dir, name)
         plt.close(fig)
