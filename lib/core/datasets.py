@@ -112,6 +112,18 @@ DATASETS = {
         notes="A local sample (provided beside the repository); use 'librispeech-train-clean-100' to download.",
     ),
 }
+DATASETS["esc50-subset"] = DatasetSpec(
+    name="esc50-subset",
+    description="A part of ESC-50 in the data set's own layout (audio/ + meta/esc50.csv), e.g. the 414-clip "
+    "16 kHz subset beside the repository",
+    folders=("esc50-subset",),
+    marker="meta/esc50.csv",
+    min_files=1,
+    url=None,
+    homepage="https://github.com/karolpiczak/ESC-50",
+    license="CC BY-NC 3.0",
+    notes="Local only; 'esc50' is the full, downloadable data set. load_esc50_folder reads either.",
+)
 for _subset, _sha in LIBRISPEECH_SHA256.items():
     DATASETS[f"librispeech-{_subset}"] = DatasetSpec(
         name=f"librispeech-{_subset}",
@@ -436,3 +448,114 @@ def load_librispeech(path=None, subset: str = "sample", download: bool = True) -
             sexes[parts[0]] = parts[1]
         manifest["sex"] = manifest["speaker"].map(sexes)
     return manifest
+
+
+# %% [markdown]
+# ## Any folder in ESC-50's layout
+#
+# ESC-50 keeps its clips in `audio/` and one row per clip in `meta/esc50.csv` (`filename,
+# fold, target, category, esc10, src_file, take`). `load_esc50_folder` reads any folder with
+# that layout (the full data set, a subset, a user's own collection laid out the same way):
+# every CSV column is kept, `label` is the `category` (the class name), folds are kept.
+# Rows whose file is missing and audio files without a row are skipped and reported once, in
+# one warning each with a count, never a crash. `find_esc50` prefers a full copy, then a
+# subset (`esc50-subset`), then the download.
+
+
+# %%
+class DatasetWarning(UserWarning):
+    """A data set loaded, but some of it was skipped (missing files, files without metadata)."""
+
+
+def is_esc50_layout(folder) -> bool:
+    """True when ``folder`` holds ``meta/esc50.csv`` and an ``audio/`` folder."""
+    folder = Path(folder).expanduser()
+    return (folder / "meta" / "esc50.csv").is_file() and (folder / "audio").is_dir()
+
+
+def load_esc50_folder(folder, label_column: str = "category") -> pd.DataFrame:
+    """Manifest of a folder in ESC-50's layout: ``path``, ``label`` (= ``label_column``) + every CSV column.
+
+    The counts of skipped rows/files are in ``manifest.attrs`` (``missing_files``, ``extra_files``).
+    """
+    import warnings
+
+    folder = Path(folder).expanduser()
+    csv_path = folder / "meta" / "esc50.csv"
+    if not is_esc50_layout(folder):
+        raise FileNotFoundError(f"{folder}: not in ESC-50's layout (needs meta/esc50.csv and an audio/ folder)")
+    table = pd.read_csv(csv_path)
+    for column in ("filename", label_column):
+        if column not in table.columns:
+            raise ValueError(
+                f"{csv_path}: no column {column!r}; the columns found are {list(table.columns)}. "
+                "Pick the label with label_column."
+            )
+    paths = [folder / "audio" / str(name) for name in table["filename"]]
+    present = [p.is_file() for p in paths]
+    missing = [str(p.name) for p, ok in zip(paths, present) if not ok]
+    listed = {p.name for p in paths}
+    extra = sorted(p.name for p in _audio_files(folder / "audio") if p.name not in listed)
+    if missing:
+        warnings.warn(
+            f"{csv_path}: {len(missing)} row(s) name files missing from {folder / 'audio'} (skipped), "
+            f"e.g. {missing[:3]}",
+            DatasetWarning,
+            stacklevel=2,
+        )
+    if extra:
+        warnings.warn(
+            f"{folder / 'audio'}: {len(extra)} audio file(s) have no row in {csv_path.name} (skipped), "
+            f"e.g. {extra[:3]}",
+            DatasetWarning,
+            stacklevel=2,
+        )
+    manifest = table[present].copy()
+    manifest.insert(0, "path", [str(p) for p, ok in zip(paths, present) if ok])
+    manifest["label"] = manifest[label_column].astype(str)
+    manifest = manifest.reset_index(drop=True)
+    manifest.attrs.update(missing_files=len(missing), extra_files=len(extra), source=str(folder))
+    if manifest.empty:
+        raise FileNotFoundError(f"{csv_path}: none of its {len(table)} rows names a file present in {folder}/audio")
+    return manifest
+
+
+def find_esc50(path=None, download: bool = True) -> Path:
+    """An ESC-50-layout folder: ``path`` (or a folder inside it), else the full data set, the subset, a download."""
+    if path is not None:
+        path = Path(path).expanduser()
+        for candidate in (path, path / "esc50-subset", *(path / f for f in DATASETS["esc50"].folders)):
+            if is_esc50_layout(candidate):
+                return candidate
+        raise DatasetNotFoundError(
+            f"{path}: not in ESC-50's layout (expected meta/esc50.csv and audio/ inside it, or in its "
+            "esc50-subset/ or ESC-50-master/ sub-folder)"
+        )
+    reasons = []
+    for name, may_download in (("esc50", False), ("esc50-subset", False), ("esc50", download)):
+        try:
+            return find_dataset(name, download=may_download)
+        except DatasetNotFoundError as error:
+            reasons.append(str(error))
+    raise DatasetNotFoundError("ESC-50 was not found, neither in full nor as a subset:\n" + "\n".join(reasons[1:]))
+
+
+# %% [markdown]
+# ## A subset balanced by label
+
+
+# %%
+def stratified_subset(frame: pd.DataFrame, max_clips, by: str = "label", seed: int = 0) -> pd.DataFrame:
+    """At most ``max_clips`` rows with the values of ``by`` as balanced as the data allow.
+
+    Each value gets ``ceil(max_clips / n_values)`` rows at most (all of its rows when it has
+    fewer), drawn at random with ``seed``; rows keep their original order. ``None``: all rows.
+    """
+    if max_clips is None or len(frame) <= max_clips:
+        return frame.reset_index(drop=True)
+    if int(max_clips) < 1:
+        raise ValueError(f"max_clips must be at least 1 (or None for all), not {max_clips!r}")
+    per_value = -(-int(max_clips) // max(1, frame[by].nunique()))
+    shuffled = frame.sample(frac=1.0, random_state=seed)
+    picked = shuffled.groupby(by, group_keys=False, sort=False).head(per_value).head(int(max_clips))
+    return frame.loc[sorted(picked.index)].reset_index(drop=True)
