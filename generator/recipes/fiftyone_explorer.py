@@ -36,7 +36,10 @@ model_layer = 6  # for speech_model: hidden layer (0 is the transformer input; W
 whisper_mode = "clip"  # [clip|padded] Whisper models: the clip alone (fast) or padded to 30 s (reference)
 pooling = "mean"  # [mean|max|mean+std|first|last] for speech_model: pooling over the clip's frames
 audiomae_checkpoint = None  # [path] for audiomae / external: the checkpoint file
+external_config = {}  # for external: what tensor shapes cannot tell (num_heads, use_rope, input_size, sample_rate)
+external_min_loaded = 0.9  # [0..1] for external: refuse below this fraction of the encoder's parameters loaded
 transform = "log_mel"  # [log_mel|iq_spectrogram|iq_constellation] picture of each clip (iq_*: fiftyone_explorer_mae)
+iq_sample_rate = None  # [1..] for rf: the sample rate of IQ files that carry none (their sidecars win)
 baseline = "mfcc"  # [mfcc|none] also embed with this no-model baseline and compare in the quality table
 local_files_only = False  # True: never try to download the model
 device = "auto"  # [auto|cpu|cuda|mps] where the encoder runs
@@ -129,7 +132,7 @@ timings = {}
 # other's neighbours, and its folds; it is sampled to `max_clips` with the labels balanced.
 
 # %%
-data = load_explorer_dataset(dataset, data_path, labels_csv, label_column)
+data = load_explorer_dataset(dataset, data_path, labels_csv, label_column, iq_sample_rate, cache_dir)
 label_col = data.label_column
 group_col = group_column or data.group_column
 if group_col is not None and group_col not in data.manifest.columns:
@@ -159,7 +162,11 @@ embedder = make_audio_embedder(
     pooling=pooling,
     whisper_mode=whisper_mode,
     checkpoint=audiomae_checkpoint,
+    external_config=external_config,
+    min_loaded=external_min_loaded,
     transform=transform,
+    iq_sample_rate=iq_sample_rate,
+    batch_size=batch_size,
     device=pick_device(device),
     local_files_only=local_files_only,
 ).load()
@@ -324,7 +331,7 @@ with Stopwatch() as sw:
     )
 timings["dataset"] = sw.seconds
 clip_view = fo_clips_view(ds)
-n_playback = len(ds.select_group_slices(FO_PLAYBACK_SLICE)) if ds.media_type == "group" else 0
+n_playback = len(ds.select_group_slices(FO_PLAYBACK_SLICE)) if FO_PLAYBACK_SLICE in (ds.group_slices or []) else 0
 print(
     f"{ds.name}: {len(clip_view)} clips = {len(clip_view)} groups; each group holds its spectrogram"
     + (

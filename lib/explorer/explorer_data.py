@@ -154,9 +154,13 @@ def explorer_folder(data_path=None, labels_csv=None, label_column=None, **_optio
 
 
 def load_explorer_dataset(
-    name: str, data_path=None, labels_csv=None, label_column=None, sample_rate=None
+    name: str, data_path=None, labels_csv=None, label_column=None, sample_rate=None, cache_dir=None
 ) -> ExplorerData:
-    """Load data set ``name`` through its registered loader; rows without a label are dropped."""
+    """Load data set ``name`` through its registered loader; rows without a label are dropped.
+
+    ``sample_rate``: for recordings that carry none (IQ); ``cache_dir``: where a loader may write a
+    generated demo set (the `rf` demo).
+    """
     key = EXPLORER_DATASET_ALIASES.get(name, name)
     if key not in EXPLORER_DATASETS:
         if key in EXPLORER_VARIANT_DATASETS:
@@ -169,7 +173,11 @@ def load_explorer_dataset(
         known = sorted(set(EXPLORER_DATASETS) | set(EXPLORER_DATASET_ALIASES))
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(known)}")
     data = EXPLORER_DATASETS[key](
-        data_path=data_path, labels_csv=labels_csv, label_column=label_column, sample_rate=sample_rate
+        data_path=data_path,
+        labels_csv=labels_csv,
+        label_column=label_column,
+        sample_rate=sample_rate,
+        cache_dir=cache_dir,
     )
     before = len(data.manifest)
     data.manifest = data.manifest.dropna(subset=[data.label_column]).reset_index(drop=True)

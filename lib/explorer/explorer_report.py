@@ -59,10 +59,11 @@ def write_query_demo(source, folder, reader) -> str:
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    if getattr(reader, "signal", "audio") != "audio":
-        target = folder / Path(source).name
-        shutil.copy(source, target)
-        return str(target)
+    if getattr(reader, "signal", "audio") != "audio":  # copy the recording with its sidecars (same stem)
+        stem = Path(source).name.split(".")[0]
+        for companion in Path(source).parent.glob(f"{stem}.*"):
+            shutil.copy(companion, folder / companion.name)
+        return str(folder / Path(source).name)
     y, rate = reader(source)
     target = folder / f"{Path(source).stem}-44k.flac"
     sf.write(target, librosa.resample(np.asarray(y, dtype=np.float32), orig_sr=rate, target_sr=44100), 44100)
