@@ -243,8 +243,24 @@ def register_explorer_transform(name: str):
 
 @register_explorer_transform("log_mel")
 def spec_log_mel_renderer(out_dir, paths, seed: int = 0, sample_rate: int = 16000, **_options) -> SpecPreviewRenderer:
-    """Log-mel previews with one colour scale estimated from a sample of ``paths``."""
-    return SpecPreviewRenderer(out_dir, spec_preview_scale(paths, sr=sample_rate, seed=seed))
+    """Log-mel previews with one colour scale estimated from a sample of ``paths``.
+
+    The scale is kept in ``out_dir/scale-<key>.json`` (key: the files, their sizes and times, the
+    settings), so a rerun on the same clips does not decode the sample again.
+    """
+    paths = [str(p) for p in paths]
+    digest = hashlib.sha256(json.dumps([sample_rate, seed], sort_keys=True).encode())
+    for path in paths:
+        digest.update(f"{path}|{_spec_media_stem(path)}".encode())
+    cached = Path(out_dir) / f"scale-{digest.hexdigest()[:16]}.json"
+    try:
+        scale = json.loads(cached.read_text())
+        if not {"vmin_db", "vmax_db", "n_mels", "sr", "fmax"} <= set(scale):
+            raise ValueError("incomplete")
+    except (OSError, ValueError):
+        scale = spec_preview_scale(paths, sr=sample_rate, seed=seed)
+        atomic_write_json(cached, scale)
+    return SpecPreviewRenderer(out_dir, scale)
 
 
 def make_explorer_transform(name: str, out_dir, paths, **options):
@@ -399,18 +415,19 @@ def spec_video_metadata(mp4_path, png_path, duration: float, fps: int = 10) -> d
     """What FiftyOne's ``VideoMetadata`` needs, from what made the MP4 (no ffprobe).
 
     Frame size: the preview's size rounded down to even numbers (as the encoder does); frames:
-    ``round(duration * fps)`` (what ffmpeg writes for ``-t duration``), checked in the tests.
+    ``round(duration * fps)`` (what ffmpeg writes for ``-t duration``) and the video stream's
+    duration, ``frames / fps``; the tests check both against the file.
     """
     width, height = spec_image_size(png_path)
-    duration = max(0.05, float(duration))
+    frames = max(1, int(round(max(0.05, float(duration)) * fps)))
     return {
         "size_bytes": int(Path(mp4_path).stat().st_size),
         "mime_type": "video/mp4",
         "frame_width": width - width % 2,
         "frame_height": height - height % 2,
         "frame_rate": float(fps),
-        "total_frame_count": max(1, int(round(duration * fps))),
-        "duration": round(duration, 4),
+        "total_frame_count": frames,
+        "duration": round(frames / fps, 4),
         "encoding_str": "avc1",
     }
 
