@@ -42,9 +42,10 @@ ERROR_TEXTS = ("You must have ffmpeg", "GraphQL API Error", "Something went wron
 # FiftyOne's video looker plays from a <video> element it keeps off the page: record every media element made
 TRACK_MEDIA = """(() => { const make = document.createElement.bind(document); window.__audiolensMedia = [];
     document.createElement = function (tag, options) { const element = make(tag, options);
-        if (/^(video|audio)$/i.test(String(tag))) window.__audiolensMedia.push(element); return element; }; })();"""
-MEDIA_STATE = """(scope) => Array.from(scope === 'created video' ? window.__audiolensMedia.filter(e => e.tagName === 'VIDEO')
-                                 : document.querySelectorAll(scope)).map(e => ({
+        if (/^(video|audio)$/i.test(String(tag))) window.__audiolensMedia.push(element);
+        return element; }; })();"""
+MEDIA_STATE = """(scope) => Array.from(scope === 'created video'
+        ? window.__audiolensMedia.filter(e => e.tagName === 'VIDEO') : document.querySelectorAll(scope)).map(e => ({
     tag: e.tagName.toLowerCase(), src: e.currentSrc || e.src, readyState: e.readyState,
     duration: e.duration, muted: e.muted, volume: e.volume, controls: e.controls}))"""
 

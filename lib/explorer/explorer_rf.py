@@ -140,7 +140,9 @@ class IqPreviewRenderer:
         height = self.width if self.name == "iq_constellation" else self.width // 2
         self.out_dir.mkdir(parents=True, exist_ok=True)
         with atomic_output(png) as tmp:
-            Image.fromarray(rgb).resize((self.width, height), Image.Resampling.NEAREST).save(tmp, format="PNG")
+            Image.fromarray(rgb).resize((self.width, height), Image.Resampling.NEAREST).save(
+                tmp, format="PNG", compress_level=1
+            )
         return str(png)
 
     def describe(self) -> str:

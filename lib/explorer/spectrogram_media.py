@@ -65,7 +65,7 @@ def spec_log_mel_db(
 
 
 def spec_preview_scale(
-    paths, sr: int = 16000, n_mels: int = 64, percentiles=(1.0, 99.5), max_clips: int = 200, seed: int = 0
+    paths, sr: int = 16000, n_mels: int = 64, percentiles=(1.0, 99.5), max_clips: int = 100, seed: int = 0
 ) -> dict:
     """The shared colour scale: dB percentiles over (a random sample of at most ``max_clips`` of) the clips.
 
@@ -156,7 +156,7 @@ class SpecPreviewRenderer:
         image = Image.fromarray(rgb).resize((width, self.height), Image.Resampling.BILINEAR)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         with atomic_output(png) as tmp:
-            image.save(tmp, format="PNG")
+            image.save(tmp, format="PNG", compress_level=1)  # 3-5x faster than the default, files ~20 % larger
         return str(png)
 
 
