@@ -340,6 +340,9 @@ def main(argv=None) -> int:
     parser.add_argument("--maps", default="umap,tsne,pca", help="maps to compute")
     parser.add_argument("--videos", type=int, default=0, help="also make playable MP4s for the first N clips (extra)")
     parser.add_argument("--fo-db", default=None, help="FiftyOne database folder (default: DIR/fo-db)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch/BLAS threads in this process (1 is fastest on a busy machine)"
+    )
     args = parser.parse_args(argv)
     if args.clips < 1:
         parser.error("--clips must be at least 1")
@@ -351,9 +354,11 @@ def main(argv=None) -> int:
     workers = args.workers if args.workers == "auto" else int(args.workers)
     data_root = Path(os.environ["AUDIOLENS_DATA"].split(os.pathsep)[0]) if os.environ.get("AUDIOLENS_DATA") else None
 
+    from lib.core.runtime import limit_cpu_threads
     from lib.explorer import mae_embedders  # noqa: F401 - registers the audiomae / external / transform_stats encoders
     from lib.explorer.fiftyone_audio import fo_connect
 
+    limit_cpu_threads(args.threads)
     bench = {"command": "audiolens bench explorer " + " ".join(argv or sys.argv[1:]), "machine": machine_load()}
     t = time.perf_counter()
     if args.folder:

@@ -119,9 +119,12 @@ def fo_connect(database_dir=None, dataset_dir=None, timeout: float = 120.0) -> s
     import fcntl
 
     fo_configure(database_dir, dataset_dir)
-    import fiftyone as fo
+    if os.environ.get("FIFTYONE_DATABASE_DIR"):
+        folder = Path(os.environ["FIFTYONE_DATABASE_DIR"]).expanduser()
+    else:
+        import fiftyone as fo
 
-    folder = Path(os.environ.get("FIFTYONE_DATABASE_DIR") or fo.config.database_dir).expanduser()
+        folder = Path(fo.config.database_dir).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     lock_path = folder / ".audiolens-connect.lock"
     deadline = time.monotonic() + timeout
@@ -141,22 +144,32 @@ def fo_connect(database_dir=None, dataset_dir=None, timeout: float = 120.0) -> s
             lock.truncate()
             lock.write(f"{os.getpid()} {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
             lock.flush()
+            import fiftyone as fo  # importing it takes seconds: only once the folder is ours
+
             try:
                 fo.list_datasets()
             except Exception as error:  # noqa: BLE001 - FiftyOne raises many kinds here
                 text = f"{type(error).__name__}: {error}"
-                if any(m in text for m in ("bind", "DBPathInUse", "lock", "ServiceListenTimeout", "Could not connect")):
+                others = [pid for pid, d in fo_running_database_dirs() if _fo_same_dir(d, folder)]
+                if "DBPathInUse" in text or (others and "ServiceListenTimeout" in text):
                     raise FoDatabaseInUseError(_fo_in_use_message(folder, lock_path, text)) from None
+                if "ServiceListenTimeout" in text:
+                    raise RuntimeError(
+                        f"FiftyOne's database on {folder} did not start within FiftyOne's 60 s ({text}). On a busy "
+                        "machine MongoDB can take longer: run again, or point fiftyone_db_dir at a fresh folder."
+                    ) from None
                 raise
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return str(folder)
 
 
+def _fo_same_dir(a, b) -> bool:
+    return os.path.realpath(str(a)) == os.path.realpath(str(b))
+
+
 def _fo_in_use_message(folder: Path, lock_path: Path, detail: str) -> str:
-    holders = [
-        f"mongod pid {pid}" for pid, d in fo_running_database_dirs() if os.path.realpath(d) == str(folder.resolve())
-    ]
+    holders = [f"mongod pid {pid}" for pid, d in fo_running_database_dirs() if _fo_same_dir(d, folder)]
     try:
         starter = lock_path.read_text().strip()
     except OSError:
