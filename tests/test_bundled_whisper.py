@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import struct
+import time
 
 import numpy as np
 import pytest
@@ -282,6 +284,9 @@ def test_cache_is_reused_and_a_corrupt_folder_rebuilt(bundled_cache, tmp_path, m
     data = bytearray(weights.read_bytes())
     data[len(data) // 2] ^= 0xFF
     weights.write_bytes(bytes(data))
+    stale = root / f".staging-{bundled_cache.name}-killed"  # left by a killed conversion two hours ago
+    stale.mkdir()
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
     with pytest.warns(UserWarning, match=r"invalid \(model.safetensors does not match its sha256"):
         rebuilt = bundled_whisper_folder(root)
     assert rebuilt == root / bundled_cache.name

@@ -498,6 +498,17 @@ def _bw_folder_problem(folder: Path, source_sha256: str):
     return None
 
 
+def _bw_remove_stale(root: Path, name: str, max_age_seconds: float = 3600.0) -> None:
+    """Delete staging or invalid copies of ``name`` left by killed runs (older than an hour)."""
+    for pattern in (f".staging-{name}-*", f".invalid-{name}-*"):
+        for path in root.glob(pattern):
+            try:
+                if time.time() - path.stat().st_mtime > max_age_seconds:
+                    shutil.rmtree(path, ignore_errors=True)
+            except OSError:
+                pass
+
+
 def bundled_whisper_folder(cache_dir=None) -> Path:
     """The converted transformers folder of the bundled Whisper tiny.en, built on first use.
 
@@ -516,6 +527,7 @@ def bundled_whisper_folder(cache_dir=None) -> Path:
         warnings.warn(f"bundled Whisper cache {folder} is invalid ({problem}): rebuilding it", stacklevel=2)
     try:
         root.mkdir(parents=True, exist_ok=True)
+        _bw_remove_stale(root, folder.name)
         staging = Path(tempfile.mkdtemp(prefix=f".staging-{folder.name}-", dir=root))
     except OSError as error:
         raise BundledWhisperError(
