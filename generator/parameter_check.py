@@ -10,12 +10,24 @@ Spec mini-language (the optional ``[...]`` at the start of a parameter's comment
 ``[a|b|c]`` choices; ``[1..]``, ``[0..1]``, ``[..10]`` numeric ranges (``int``/``float`` may
 come first: ``[int 1..]``); ``[path]`` an existing file or folder; ``[each a|b]`` /
 ``[each 1..]`` the same rule for every item of a list. ``None`` is accepted wherever the
-default is ``None``.
+default is ``None``. A choices spec decides alone: ``[True|False|force]`` accepts the string
+``"force"`` although the default is a bool.
+
+The run record: ``audiolens_start_run`` (called by the check cell after the parameters pass, and
+by ``audiolens run`` before the kernel starts) begins a fresh ``results.json`` in the output
+folder holding only ``{"run": {id, notebook, status "running", started, parameters}}``; an
+earlier run's file is kept as ``results.previous.json``. ``lib.core.outputs.update_results``
+adds sections only to the file of the current run (``$AUDIOLENS_RUN_ID``).
+``audiolens_finish_run`` sets the status (``complete`` or ``failed at cell N: ...``).
 """
 
 # --- copied into notebooks from here on ---
+import datetime as _datetime
 import difflib as _difflib
+import json as _json
 import os as _os
+import secrets as _secrets
+import socket as _socket
 
 
 class ParameterError(ValueError):
@@ -42,7 +54,8 @@ def _param_check_one(name, value, default, spec):
     if value is None and default is None:
         return None
     each, kind, rule = _param_spec_parts(spec)
-    if kind is None and default is not None and not each:
+    choices_only = bool(rule) and ".." not in rule
+    if kind is None and default is not None and not each and not choices_only:
         kind = type(default).__name__
     if kind == "tuple":
         kind = "list"
@@ -133,3 +146,86 @@ def audiolens_check_parameters(namespace, schema, renamed=None, notebook="this n
             + "\nFix them in the parameters cell or with -p NAME VALUE, then run again."
         )
     return messages
+
+
+def audiolens_new_run_id():
+    """A unique run id: start time to the second plus 6 random hex digits."""
+    return _datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + _secrets.token_hex(3)
+
+
+def _audiolens_results_file(output_dir, name="results.json"):
+    return _os.path.join(_os.path.expanduser(str(output_dir)), name)
+
+
+def _audiolens_load_json(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = _json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _audiolens_save_json(path, data):
+    temporary = f"{path}.{_os.getpid()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(_json.dumps(data, indent=2, default=str) + "\n")
+        handle.flush()
+        _os.fsync(handle.fileno())
+    _os.replace(temporary, path)
+
+
+def audiolens_start_run(output_dir, notebook, parameters, run_id=None):
+    """Begin this run's ``results.json`` in ``output_dir``; return ``{"id", "output_dir"}``.
+
+    The run id is ``run_id``, else the one ``audiolens run`` chose (``$AUDIOLENS_CLI_RUN_ID``),
+    else a new one; it is exported as ``$AUDIOLENS_RUN_ID`` for ``update_results``. A file of
+    the same run is kept (the CLI wrote it before the kernel started); a file of another run
+    is renamed ``results.previous.json``, so no section of an earlier run survives in this one.
+    """
+    run_id = run_id or _os.environ.get("AUDIOLENS_CLI_RUN_ID") or audiolens_new_run_id()
+    _os.environ["AUDIOLENS_RUN_ID"] = run_id
+    _os.makedirs(_os.path.expanduser(str(output_dir)), exist_ok=True)
+    path = _audiolens_results_file(output_dir)
+    current = _audiolens_load_json(path) if _os.path.exists(path) else None
+    run = dict(
+        id=run_id,
+        notebook=notebook,
+        status="running",
+        started=_datetime.datetime.now().isoformat(timespec="seconds"),
+        parameters={key: value for key, value in parameters.items() if not key.startswith("_")},
+        pid=_os.getpid(),
+        host=_socket.gethostname(),
+    )
+    if current is not None and (current.get("run") or {}).get("id") == run_id:
+        current["run"] = dict(current["run"], parameters=run["parameters"])
+        _audiolens_save_json(path, current)
+        return {"id": run_id, "output_dir": str(output_dir)}
+    if _os.path.exists(path):
+        previous = (current or {}).get("run") or {}
+        _os.replace(path, _audiolens_results_file(output_dir, "results.previous.json"))
+        run["previous_run"] = previous.get("id", "unknown")
+        print(
+            f"{path} held the results of an earlier run ({previous.get('id', 'no run id')}); "
+            "this run starts it afresh (the old file is now results.previous.json)"
+        )
+    _audiolens_save_json(path, {"run": run})
+    return {"id": run_id, "output_dir": str(output_dir)}
+
+
+def audiolens_finish_run(output_dir, run_id, status="complete", **details):
+    """Record ``status`` (and ``details``) in the run block of this run's ``results.json``.
+
+    Returns False and changes nothing when the file belongs to another run.
+    """
+    path = _audiolens_results_file(output_dir)
+    current = _audiolens_load_json(path)
+    if current is None:
+        current = {"run": {"id": run_id}}
+    if (current.get("run") or {}).get("id") != run_id:
+        return False
+    current["run"] = dict(
+        current["run"], status=status, finished=_datetime.datetime.now().isoformat(timespec="seconds"), **details
+    )
+    _audiolens_save_json(path, current)
+    return True

@@ -107,7 +107,9 @@ def test_notebook_layout(toy):
         "#### Alpha (`lib/fam/alpha.py`)",
     ]
     # a dropped import leaves a comment naming the module and the symbols
-    assert "# inlined above: alpha_fn (lib/fam/alpha.py)" in nb.cells[-1].source
+    assert "# inlined above: alpha_fn (lib/fam/alpha.py)" in nb.cells[-2].source
+    # the last cell marks the run complete in results.json
+    assert kinds[-1] == ("code", ["run-record"]) and "audiolens_finish_run" in nb.cells[-1].source
     setup = nb.cells[1].source
     assert "'scikit-learn>=1.3'" in setup and "'transformers>=5.0,<6'" in setup  # pinned from pyproject
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
@@ -197,7 +199,7 @@ def test_magics_do_not_break_parsing(toy):
         RECIPE_HEAD + "# %%\n%matplotlib inline\nfrom lib.fam.gamma import gamma_fn\n!echo hi\nvalue = gamma_fn()\n",
     )
     nb = asm.assemble("toy", recipes_dir=recipes, lib_dir=lib)
-    last = nb.cells[-1].source
+    last = nb.cells[-2].source
     assert "%matplotlib inline" in last and "!echo hi" in last and "from lib" not in last
 
 
