@@ -234,7 +234,7 @@ def _execute_locked(name, parameters, out_dir, timeout, build_first, log_output,
         source.write_text(asm.notebook_text(asm.assemble(name)), encoding="utf-8")
     params = {"output_dir": str(out_dir)}
     params.update(parameters or {})
-    audiolens_start_run(out_dir, name, params, run_id)
+    audiolens_start_run(out_dir, name, params, run_id, export=False)
     executed = out_dir / f"{name}.ipynb"
     saved_env = {key: os.environ.get(key) for key in ("AUDIOLENS_CLI_RUN_ID", "FIFTYONE_DO_NOT_TRACK")}
     os.environ["AUDIOLENS_CLI_RUN_ID"] = run_id  # the kernel's check cell keeps this run's record

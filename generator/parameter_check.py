@@ -175,16 +175,18 @@ def _audiolens_save_json(path, data):
     _os.replace(temporary, path)
 
 
-def audiolens_start_run(output_dir, notebook, parameters, run_id=None):
+def audiolens_start_run(output_dir, notebook, parameters, run_id=None, export=True):
     """Begin this run's ``results.json`` in ``output_dir``; return ``{"id", "output_dir"}``.
 
     The run id is ``run_id``, else the one ``audiolens run`` chose (``$AUDIOLENS_CLI_RUN_ID``),
-    else a new one; it is exported as ``$AUDIOLENS_RUN_ID`` for ``update_results``. A file of
+    else a new one; it is exported as ``$AUDIOLENS_RUN_ID`` for ``update_results`` (unless
+    ``export`` is False: the CLI process records runs it does not belong to). A file of
     the same run is kept (the CLI wrote it before the kernel started); a file of another run
     is renamed ``results.previous.json``, so no section of an earlier run survives in this one.
     """
     run_id = run_id or _os.environ.get("AUDIOLENS_CLI_RUN_ID") or audiolens_new_run_id()
-    _os.environ["AUDIOLENS_RUN_ID"] = run_id
+    if export:
+        _os.environ["AUDIOLENS_RUN_ID"] = run_id
     _os.makedirs(_os.path.expanduser(str(output_dir)), exist_ok=True)
     path = _audiolens_results_file(output_dir)
     current = _audiolens_load_json(path) if _os.path.exists(path) else None

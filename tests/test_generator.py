@@ -58,8 +58,10 @@ def code_of(nb):
     return "\n".join(c.source for c in nb.cells if c.cell_type == "code")
 
 
-def test_modules_are_inlined_in_dependency_order(toy):
+def test_modules_are_inlined_in_dependency_order(toy, tmp_path, monkeypatch):
     lib, recipes = toy
+    monkeypatch.chdir(tmp_path)  # the notebook's run record goes to output_dir "out" under the cwd
+    monkeypatch.delenv("AUDIOLENS_RUN_ID", raising=False)
     nb = asm.assemble("toy", recipes_dir=recipes, lib_dir=lib, extra="digits")
     assert nb.metadata["audiolens"]["lib_modules"] == [
         "lib/fam/gamma.py",
@@ -82,6 +84,10 @@ def test_modules_are_inlined_in_dependency_order(toy):
         if cell.cell_type == "code" and "setup" not in cell.metadata.get("tags", []):
             exec(cell.source, namespace)  # noqa: S102
     assert namespace["result"] == (1 + 1 + 10) * 3
+    run = json.loads((tmp_path / "out" / "results.json").read_text())["run"]
+    assert (
+        run["status"] == "complete" and run["notebook"] == "toy" and run["parameters"] == {"output_dir": "out", "n": 3}
+    )
 
 
 def test_notebook_layout(toy):

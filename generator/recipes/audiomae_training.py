@@ -68,9 +68,10 @@ from sklearn.decomposition import PCA
 from lib.core.audio import audio_info, load_audio
 from lib.core.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
 from lib.core.runtime import limit_cpu_threads, pick_device, seed_everything
+from lib.core.subsets import stratified_subset
 from lib.mae.audiomae import AudioMaeClassifier, build_audiomae_model
 from lib.mae.mae_checkpoints import load_audiomae_encoder, load_mae_checkpoint
-from lib.mae.mae_data import build_mae_data_source, mae_load_split, mae_subsample
+from lib.mae.mae_data import build_mae_data_source, mae_load_split
 from lib.mae.mae_registry import MAE_DATA_SOURCES, MAE_MODELS, MAE_TRANSFORMS
 from lib.mae.mae_training import (
     mae_evaluate,
@@ -102,8 +103,8 @@ print(
 source = build_mae_data_source(dataset, path=data_path, labels_csv=labels_csv, test_fold=test_fold, seed=seed)
 manifest = source.manifest()
 class_names = source.class_names
-train_frame = mae_subsample(manifest[manifest.split == "train"], max_train_clips, seed)
-test_frame = mae_subsample(manifest[manifest.split == "test"], max_test_clips, seed)
+train_frame = stratified_subset(manifest[manifest.split == "train"], max_train_clips, seed)
+test_frame = stratified_subset(manifest[manifest.split == "test"], max_test_clips, seed)
 transform = build_mae_transform("log_mel", sample_rate=sample_rate, n_mels=n_mels, frames=frames)
 with Stopwatch() as feature_watch:
     train_data = mae_load_split(train_frame, transform, cache_dir=cache_dir, desc="log-mel train")

@@ -117,8 +117,9 @@ def file_digest(path, algorithm: str = "sha256", chunk_size: int = 1 << 20) -> s
 # %% [markdown]
 # ## Locks: one writer at a time
 #
-# `file_lock(path)` takes an exclusive `flock` on `path` (created if needed) and writes who
-# holds it (process id, host, start time) into the file; a second process either waits for it
+# `file_lock(path)` takes an exclusive `flock` on `path` (a file, created if needed, into which it
+# writes who holds it: process id, host, start time; or an existing folder, which it leaves
+# untouched); a second process either waits for it
 # (`timeout` seconds, None: forever) or, with `timeout=0`, fails at once with `FileInUseError`
 # naming the holder. The lock belongs to the open file: it is released when the block ends or
 # the process dies (a killed kernel leaves the file but not the lock). Where `fcntl` is
@@ -165,8 +166,10 @@ def file_lock(path, timeout: float | None = None, what: str | None = None, info:
         yield {}
         return
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    is_dir = path.is_dir()  # a folder can be locked too (nothing is written into it)
+    if not is_dir:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY) if is_dir else os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -187,12 +190,14 @@ def file_lock(path, timeout: float | None = None, what: str | None = None, info:
             "since": _dt.datetime.now().isoformat(timespec="seconds"),
             **(info or {}),
         }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(owner).encode("utf-8"), 0)
+        if not is_dir:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(owner).encode("utf-8"), 0)
         try:
             yield owner
         finally:
-            os.ftruncate(fd, 0)  # released: the file no longer names a holder
+            if not is_dir:
+                os.ftruncate(fd, 0)  # released: the file no longer names a holder
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
