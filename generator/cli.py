@@ -63,9 +63,11 @@ def _bad_list_value(text: str, value, entry: dict) -> bool:
     """True when ``text`` looks like a list/dict/tuple but did not parse (the shell ate its quotes)."""
     from generator.parameter_check import _param_spec_parts
 
-    _each, kind, _rule = _param_spec_parts(entry.get("spec", ""))
-    kind = kind or (type(entry.get("default")).__name__ if entry.get("default") is not None else None)
-    return isinstance(value, str) and text.strip()[:1] in "[{(" and kind != "str"
+    each, kind, _rule = _param_spec_parts(entry.get("spec", ""))
+    kind = (
+        "list" if each else kind or (type(entry.get("default")).__name__ if entry.get("default") is not None else None)
+    )
+    return isinstance(value, str) and text.strip()[:1] in "[{(" and kind not in ("str", "path")
 
 
 def check_run_parameters(name: str, pairs) -> dict:
@@ -172,12 +174,15 @@ def _running_cell(notebook_path: Path):
         cells = json.loads(notebook_path.read_text(encoding="utf-8"))["cells"]
     except (OSError, ValueError, KeyError):
         return None
-    for status in ("running", "failed"):
-        for index, cell in enumerate(cells):
-            if cell.get("metadata", {}).get("papermill", {}).get("status") == status:
-                source = "".join(cell.get("source", "")).strip().splitlines()
-                return index, (source[0] if source else "")
-    return None
+    marks = [cell.get("metadata", {}).get("papermill", {}) for cell in cells]
+    candidates = [i for i, mark in enumerate(marks) if mark.get("status") in ("running", "failed")]
+    # a dead kernel's cell is closed as "completed": it is the last one that started
+    candidates = candidates or [i for i, mark in enumerate(marks) if mark.get("start_time")][-1:]
+    if not candidates:
+        return None
+    lines = [line.strip() for line in "".join(cells[candidates[0]].get("source", "")).splitlines()]
+    code = [line for line in lines if line and not line.startswith("#")]
+    return candidates[0], (code[0] if code else "")
 
 
 def execute_notebook(
@@ -258,16 +263,17 @@ def _execute_locked(name, parameters, out_dir, timeout, build_first, log_output,
         raise
     except (DeadKernelError, CellTimeoutError) as error:
         cell = _running_cell(executed)
-        where = f"cell {cell[0]} ({cell[1][:60]})" if cell else "an unknown cell"
         what = (
-            f"the kernel died while running {where} (killed, or out of memory?)"
+            "the kernel died (killed, or out of memory?)"
             if isinstance(error, DeadKernelError)
-            else f"{where} ran longer than the {timeout} s cell timeout (--timeout)"
+            else f"it ran longer than the {timeout} s cell timeout (--timeout)"
         )
-        audiolens_finish_run(
-            out_dir, run_id, f"failed at cell {cell[0] if cell else '?'}: {what}", executed_notebook=str(executed)
-        )
-        raise NotebookRunFailed(f"{name}: {what}; the partly executed notebook is {executed}") from None
+        where = f"cell {cell[0]}" if cell else "cell ?"
+        audiolens_finish_run(out_dir, run_id, f"failed at {where}: {what}", executed_notebook=str(executed))
+        code = f" ({cell[1][:60]})" if cell and cell[1] else ""
+        raise NotebookRunFailed(
+            f"{name} failed at {where}{code}: {what}; the partly executed notebook is {executed}"
+        ) from None
     finally:
         for key, value in saved_env.items():
             if value is None:
@@ -352,6 +358,10 @@ def cmd_run(args) -> int:
             file=sys.stderr,
         )
         return 2
+    if not args.verbose:  # failures are summarised below; papermill's own log lines would repeat them
+        import logging
+
+        logging.getLogger("papermill").setLevel(logging.CRITICAL)
     try:
         parameters = check_run_parameters(args.name, args.param or [])
     except ParameterError as error:

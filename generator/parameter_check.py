@@ -59,23 +59,36 @@ def _param_check_one(name, value, default, spec):
         kind = type(default).__name__
     if kind == "tuple":
         kind = "list"
-    if isinstance(value, str) and kind in ("list", "dict") and value.strip()[:1] in "[{(":
+    shape = "list" if each else kind
+    if isinstance(value, str) and shape in ("list", "dict") and value.strip()[:1] in "[{(":
         return (
-            f"{value!r} looks like a {kind} but does not parse as one (the shell may have stripped "
+            f"{value!r} looks like a {shape} but does not parse as one (the shell may have stripped "
             f'its quotes); quote each item: -p {name} \'["a", "b"]\''
         )
+    if not each:
+        return _param_check_value(value, default, kind, rule)
+    for item in list(value) if isinstance(value, (list, tuple)) else [value]:  # a single item is fine too
+        problem = _param_check_value(item, None, kind, rule)
+        if problem:
+            return f"{problem} (in {value!r})"
+    return None
+
+
+def _param_check_value(value, default, kind, rule):
+    """The problem of ``value`` against a type ``kind`` and a rule (range or choices), or None."""
+    hint = f" (the default is {default!r})" if default is not None else ""
     if kind == "int" and (not isinstance(value, int) or isinstance(value, bool)):
-        return f"{value!r} is not a whole number (the default is {default!r})"
+        return f"{value!r} is not a whole number{hint}"
     if kind == "float" and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-        return f"{value!r} is not a number (the default is {default!r})"
+        return f"{value!r} is not a number{hint}"
     if kind == "bool" and not isinstance(value, bool):
         return f"{value!r} is not True or False"
     if kind == "str" and not isinstance(value, str):
-        return f"{value!r} is not a string (the default is {default!r})"
+        return f"{value!r} is not a string{hint}"
     if kind == "list" and not isinstance(value, (list, tuple)):
-        return f"{value!r} is not a list (the default is {default!r})"
+        return f"{value!r} is not a list{hint}"
     if kind == "dict" and not isinstance(value, dict):
-        return f"{value!r} is not a dict (the default is {default!r})"
+        return f"{value!r} is not a dict{hint}"
     if kind == "path":
         if not isinstance(value, (str, _os.PathLike)):
             return f"{value!r} is not a path"
@@ -84,12 +97,7 @@ def _param_check_one(name, value, default, spec):
         return None
     if not rule:
         return None
-    items = list(value) if each and isinstance(value, (list, tuple)) else [value]
-    for item in items:
-        problem = _param_check_rule(item, rule, kind if not each else None)
-        if problem:
-            return problem + ("" if not each else f" (in {value!r})")
-    return None
+    return _param_check_rule(value, rule, kind)
 
 
 def _param_check_rule(value, rule, kind):
