@@ -479,15 +479,8 @@ TOY_DIE = TOY_GOOD.replace(
 
 
 @pytest.fixture
-def toys(tmp_path, monkeypatch):
-    recipes, notebooks = tmp_path / "recipes", tmp_path / "notebooks"
-    recipes.mkdir()
-    notebooks.mkdir()
-    for name, text in (("toy_good", TOY_GOOD), ("toy_fail", TOY_FAIL), ("toy_die", TOY_DIE)):
-        (recipes / f"{name}.py").write_text(text)
-    monkeypatch.setattr(asm, "RECIPES_DIR", recipes)
-    monkeypatch.setattr(asm, "NOTEBOOKS_DIR", notebooks)
-    return tmp_path
+def toys(toy_recipes_at):
+    return toy_recipes_at({"toy_good": TOY_GOOD, "toy_fail": TOY_FAIL, "toy_die": TOY_DIE})
 
 
 BAD_PARAMETERS = {
