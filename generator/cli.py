@@ -89,7 +89,7 @@ def check_run_parameters(name: str, pairs) -> dict:
     values, problems = {}, []
     for key, text in pairs:
         if key not in schema and key not in renamed:
-            close = difflib.get_close_matches(key, list(schema) + list(renamed), n=1, cutoff=0.5)
+            close = difflib.get_close_matches(key, list(schema) + list(renamed), n=1)
             hint = f"; did you mean {renamed.get(close[0], close[0])!r}?" if close else ""
             problems.append(f"{key}: not a parameter of {name}{hint} (audiolens list shows them)")
             continue
