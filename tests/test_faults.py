@@ -652,3 +652,27 @@ def test_files_follow_the_umask(umask, file_mode, dir_mode, tmp_path, clips):
     assert (folder / "embeddings.npy").stat().st_mode & 0o777 == file_mode
     assert folder.stat().st_mode & 0o777 == dir_mode
     assert (tmp_path / "x.lock").stat().st_mode & 0o777 == file_mode
+
+
+def test_checkpointed_chunks_where_one_chunk_fails_entirely(clips, tmp_path):
+    broken = Path(clips[0]).with_name("9_broken_0.wav")
+    broken.write_bytes(b"RIFF0000WAVEjunk")
+
+    def compute(todo):  # real audio; an unreadable clip is a failure, not a crash
+        ok, rows, failures = [], [], []
+        for p in todo:
+            try:
+                wave = load_audio(p, sr=8000)
+            except Exception as error:  # noqa: BLE001
+                failures.append({"path": p, "error": str(error)})
+                continue
+            ok.append(p)
+            rows.append([wave.std(), len(wave)])
+        return np.array(rows, np.float32).reshape(len(ok), -1 if ok else 0), ok, failures
+
+    paths = [str(broken)] + clips[:3]
+    arrays, files, report = vector_cache_update(paths, compute, tmp_path / "c", CONFIG, checkpoint_every=1)
+    assert files == clips[:3] and arrays["embeddings"].shape == (3, 2) and report["n_failed"] == 1
+    assert report["failed"][0]["path"] == str(broken)
+    again, _, report = vector_cache_update(paths, compute, tmp_path / "c", CONFIG, verbose=False)
+    assert report["n_computed"] == 0 and np.array_equal(again["embeddings"], arrays["embeddings"])

@@ -415,9 +415,9 @@ def vector_cache_update(
 def _vector_cache_dim(state: dict, new_arrays: dict, name: str) -> int:
     if name in state["arrays"] and state["arrays"][name].ndim == 2:
         return int(state["arrays"][name].shape[1])
-    for array in new_arrays.get(name, {}).values():
-        return int(array.shape[1]) if array.ndim == 2 else 0
-    return 0
+    shaped = [a for a in new_arrays.get(name, {}).values() if a.ndim == 2]
+    with_rows = [a for a in shaped if a.shape[0] > 0]  # a chunk where every clip failed may carry no width
+    return int((with_rows or shaped)[0].shape[1]) if shaped else 0
 
 
 def _vector_cache_check_chunk(result: dict, ok_paths, state: dict, new_arrays: dict) -> None:
