@@ -249,11 +249,11 @@ def layer_cache_path(cache_dir, model: str, layers, pooling: str, config: dict |
 def _layer_cache_open(folder: Path, config: dict, fingerprints: dict, layers: list) -> dict:
     """The reusable part of a cache: done paths, rows per layer, earlier failures, prior timings."""
     cache = vector_cache_open(folder, config, label=f"Layer {config['model']} {config['pooling']}")
+    if cache["files"] and any(layer not in cache["arrays"] for layer in layers):
+        print(f"Layer cache {folder} lacks layer arrays {sorted(set(layers) - set(cache['arrays']))}; recomputing")
+        cache = dict(cache, arrays={}, files=[], fingerprints=[], failed=[])
     reusable, old_failed = vector_cache_reusable(cache, fingerprints)
     done = [p for p in fingerprints if p in reusable]
-    if cache["files"] and any(layer not in cache["arrays"] for layer in layers):
-        print(f"Layer cache {folder} lacks layer arrays; recomputing")
-        done, reusable, old_failed = [], {}, {}
     rows = {layer: [cache["arrays"][layer][reusable[p]] for p in done] for layer in layers}
     requested = set(fingerprints)
     others = [(f, fp, i) for i, (f, fp) in enumerate(zip(cache["files"], cache["fingerprints"])) if f not in requested]
