@@ -16,6 +16,7 @@ import re
 import shutil
 import struct
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -263,7 +264,7 @@ def test_corrupt_model_bin_is_refused(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     with pytest.raises(BundledWhisperError):
         bundled_whisper_folder(cache)
-    assert list(cache.iterdir()) == []
+    assert [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == []
 
 
 # --------------------------------------------------------------------------- cache
@@ -287,15 +288,27 @@ def test_cache_is_reused_and_a_corrupt_folder_rebuilt(bundled_cache, tmp_path, m
     stale = root / f".staging-{bundled_cache.name}-killed"  # left by a killed conversion two hours ago
     stale.mkdir()
     os.utime(stale, (time.time() - 7200, time.time() - 7200))
-    with pytest.warns(UserWarning, match=r"invalid \(model.safetensors does not match its sha256"):
-        rebuilt = bundled_whisper_folder(root)
-    assert rebuilt == root / bundled_cache.name
+    conversions, convert = [], bw.convert_bundled_whisper
+
+    def counted(*args, **kwargs):
+        conversions.append(args)
+        return convert(*args, **kwargs)
+
+    monkeypatch.setattr(bw, "convert_bundled_whisper", counted)
+    with (
+        pytest.warns(UserWarning, match=r"invalid \(model.safetensors does not match its sha256"),
+        ThreadPoolExecutor(2) as pool,
+    ):  # two users at once: one rebuilds, the other waits for it and reuses the result
+        folders = list(pool.map(lambda _: bundled_whisper_folder(root), range(2)))
+    rebuilt = folders[0]
+    assert folders == [root / bundled_cache.name] * 2 and len(conversions) == 1
     assert bw._bw_folder_problem(rebuilt, bw._bw_sha256(bundled_ct2_dir() / "model.bin")) is None
     assert (
         json.loads((rebuilt / BUNDLED_WHISPER_MANIFEST).read_text())["files"]["model.safetensors"]
         == (original["model.safetensors"])
     ), "the conversion is not deterministic"
-    assert sorted(p.name for p in root.iterdir()) == [bundled_cache.name]  # no staging or invalid folder left
+    left = sorted(p.name for p in root.iterdir() if not p.name.endswith(".lock"))
+    assert left == [bundled_cache.name]  # no staging or invalid folder left
     # a missing manifest is a miss too
     (rebuilt / BUNDLED_WHISPER_MANIFEST).unlink()
     assert bw._bw_folder_problem(rebuilt, "x") == f"no {BUNDLED_WHISPER_MANIFEST}"

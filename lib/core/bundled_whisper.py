@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.core.atomic_io import atomic_write_json, file_sha256
+from lib.core.atomic_io import atomic_write_json, file_lock, file_sha256
 
 BUNDLED_WHISPER_ID = "bundled/whisper-tiny.en"
 BUNDLED_WHISPER_SHORT_NAME = "whisper-tiny.en-bundled"
@@ -437,8 +437,8 @@ def convert_bundled_whisper(ct2_dir, out_dir) -> dict:
 # every hash are checked (hashes are remembered per process while a file's size and times do
 # not change); a folder that fails is named in a warning and rebuilt. The folder appears
 # only complete: it is written under a staging name and renamed into place, so an
-# interrupted conversion leaves no half folder, and two processes converting at once both end
-# with one valid folder.
+# interrupted conversion leaves no half folder; a lock file makes processes that start at the
+# same time convert once (the others wait, then reuse it).
 
 # %%
 _BW_HASHES = {}
@@ -514,53 +514,55 @@ def bundled_whisper_folder(cache_dir=None) -> Path:
 
     ``cache_dir``: where to keep it (default ``$AUDIOLENS_MODEL_CACHE`` or
     ``~/.cache/audiolens/models``). Load it with ``load_speech_model(BUNDLED_WHISPER_ID)`` or
-    ``transformers.WhisperForConditionalGeneration.from_pretrained(folder)``.
+    ``transformers.WhisperForConditionalGeneration.from_pretrained(folder)``. Processes that
+    need it at the same time convert it once: the others wait for the first (a lock file).
     """
     source_dir = bundled_ct2_dir()
     source_sha256 = _bw_sha256(source_dir / "model.bin")
     root = bundled_whisper_cache_root(cache_dir)
     folder = root / f"whisper-tiny.en-{source_sha256[:16]}-v{BUNDLED_WHISPER_CONVERTER_VERSION}"
-    if folder.exists():
-        problem = _bw_folder_problem(folder, source_sha256)
-        if problem is None:
-            return folder
-        warnings.warn(f"bundled Whisper cache {folder} is invalid ({problem}): rebuilding it", stacklevel=2)
+    if folder.exists() and _bw_folder_problem(folder, source_sha256) is None:
+        return folder
     try:
         root.mkdir(parents=True, exist_ok=True)
-        _bw_remove_stale(root, folder.name)
-        staging = Path(tempfile.mkdtemp(prefix=f".staging-{folder.name}-", dir=root))
     except OSError as error:
         raise BundledWhisperError(
             f"cannot write the converted Whisper under {root} ({error}): set AUDIOLENS_MODEL_CACHE to a writable folder"
         ) from None
-    try:
-        report = convert_bundled_whisper(source_dir, staging)
-        files = {path.name: file_sha256(path) for path in sorted(staging.iterdir()) if path.is_file()}
-        atomic_write_json(
-            staging / BUNDLED_WHISPER_MANIFEST,
-            {
-                "model_id": BUNDLED_WHISPER_ID,
-                "source": str(source_dir / "model.bin"),
-                "source_sha256": source_sha256,
-                "converter_version": BUNDLED_WHISPER_CONVERTER_VERSION,
-                "conversion": report,
-                "files": files,
-            },
-        )
-        if folder.exists():  # an invalid folder (or another process's fresh one): keep a valid one, replace the rest
-            if _bw_folder_problem(folder, source_sha256) is None:
-                shutil.rmtree(staging, ignore_errors=True)
+    with file_lock(root / f".{folder.name}.lock", timeout=1800, what=f"the bundled Whisper conversion in {root}"):
+        if folder.exists():  # checked again: another process may have converted it while this one waited
+            problem = _bw_folder_problem(folder, source_sha256)
+            if problem is None:
                 return folder
-            trash = folder.with_name(f".invalid-{folder.name}-{os.getpid()}-{time.time_ns()}")
-            os.rename(folder, trash)
-            shutil.rmtree(trash, ignore_errors=True)
+            warnings.warn(f"bundled Whisper cache {folder} is invalid ({problem}): rebuilding it", stacklevel=2)
+        _bw_remove_stale(root, folder.name)
         try:
+            staging = Path(tempfile.mkdtemp(prefix=f".staging-{folder.name}-", dir=root))
+        except OSError as error:
+            raise BundledWhisperError(
+                f"cannot write the converted Whisper under {root} ({error}): set AUDIOLENS_MODEL_CACHE to a "
+                "writable folder"
+            ) from None
+        try:
+            report = convert_bundled_whisper(source_dir, staging)
+            files = {path.name: file_sha256(path) for path in sorted(staging.iterdir()) if path.is_file()}
+            atomic_write_json(
+                staging / BUNDLED_WHISPER_MANIFEST,
+                {
+                    "model_id": BUNDLED_WHISPER_ID,
+                    "source": str(source_dir / "model.bin"),
+                    "source_sha256": source_sha256,
+                    "converter_version": BUNDLED_WHISPER_CONVERTER_VERSION,
+                    "conversion": report,
+                    "files": files,
+                },
+            )
+            if folder.exists():  # the invalid folder: moved aside, then deleted
+                trash = folder.with_name(f".invalid-{folder.name}-{os.getpid()}-{time.time_ns()}")
+                os.rename(folder, trash)
+                shutil.rmtree(trash, ignore_errors=True)
             os.rename(staging, folder)
-        except OSError:  # another process renamed its copy into place first
-            if _bw_folder_problem(folder, source_sha256) is not None:
-                raise
+        except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+            raise
     return folder
