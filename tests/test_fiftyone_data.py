@@ -15,7 +15,6 @@ from lib.core.datasets import (
     find_esc50,
     is_esc50_layout,
     load_esc50_folder,
-    stratified_subset,
 )
 from lib.core.iq_files import IqLoadError, load_iq_folder, read_iq, write_iq_npy, write_sigmf
 from lib.explorer.explorer_data import load_explorer_dataset
@@ -108,15 +107,6 @@ def test_labelled_folder_errors_name_the_columns(tmp_path, fsdd_dir, monkeypatch
         load_explorer_dataset("rf")  # the default notebook does not carry the IQ loader
     with pytest.raises(ValueError, match="unknown dataset 'esc-50'"):
         load_explorer_dataset("esc-50")
-
-
-def test_stratified_subset_balances_labels(fsdd_manifest):
-    subset = stratified_subset(fsdd_manifest, 100, by="label", seed=3)
-    assert len(subset) == 100 and subset.label.value_counts().tolist() == [10] * 10
-    assert subset.equals(stratified_subset(fsdd_manifest, 100, by="label", seed=3))
-    assert len(stratified_subset(fsdd_manifest, None)) == len(fsdd_manifest)
-    with pytest.raises(ValueError, match="at least 1"):
-        stratified_subset(fsdd_manifest, 0)
 
 
 # ----------------------------------------------------------------------------------------- IQ

@@ -79,9 +79,9 @@ import pandas as pd
 from IPython.display import HTML, Image, Markdown, Video, display
 
 from lib.core.audio import audio_info
-from lib.core.datasets import stratified_subset
 from lib.core.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
 from lib.core.runtime import limit_cpu_threads, pick_device, seed_everything
+from lib.core.subsets import stratified_subset
 from lib.explorer.audio_embedders import embed_audio_files_cached, embed_signal_files, make_audio_embedder
 from lib.explorer.embedding_quality import plot_embedding_quality, quality_comparison, quality_report
 from lib.explorer.explorer_batches import ExplorerAudioReader
@@ -129,7 +129,7 @@ timings = {}
 #
 # The data set's loader returns a manifest (one row per clip: `path`, the label and every
 # metadata column the data set has), which column groups clips that must not count as each
-# other's neighbours, and its folds; it is sampled to `max_clips` with the labels balanced.
+# other's neighbours, and its folds; it is sampled to `max_clips`, every label keeping its share.
 
 # %%
 data = load_explorer_dataset(dataset, data_path, labels_csv, label_column, iq_sample_rate, cache_dir)
@@ -137,7 +137,7 @@ label_col = data.label_column
 group_col = group_column or data.group_column
 if group_col is not None and group_col not in data.manifest.columns:
     raise ValueError(f"group_column {group_col!r} is not a column of {dataset}: {list(data.manifest.columns)}")
-manifest = stratified_subset(data.manifest, max_clips, by=label_col, seed=seed)
+manifest = stratified_subset(data.manifest, max_clips, seed=seed, column=label_col)
 dataset_key = f"{data.name}-{Path(data_path).name if data_path else 'default'}"
 print(
     f"{len(manifest)} of {len(data.manifest)} clips, {manifest[label_col].nunique()} labels ({label_col}); "
