@@ -46,9 +46,11 @@ RUN_ID = uuid.uuid4().hex[:8]
 
 @pytest.mark.notebook
 def test_notebook_on_200_fsdd_clips(run_notebook, tmp_path):
+    """The defaults: the bundled Whisper tiny.en (clip mode, layer 4) against the MFCC baseline."""
     results = run_notebook(
         "fiftyone_explorer",
         max_clips=200,
+        cpu_threads=1,
         map_methods=["tsne", "pca"],
         max_videos=12,
         fiftyone_db_dir=str(tmp_path / "fo-db"),
@@ -89,7 +91,13 @@ def test_notebook_on_200_fsdd_clips(run_notebook, tmp_path):
     app = results["app"]
     assert app["context"] == "papermill" and not app["launched"] and app["url"] is None, "never launch under papermill"
     assert os.path.exists(os.path.join(app["audio_plugin"], "fiftyone.yml"))
-    assert "MFCC" in results["encoder"]["description"] and "log-mel" in results["encoder"]["transform_description"]
+    encoder = results["encoder"]
+    assert encoder["weights"] == "pretrained" and encoder["config"]["whisper_mode"] == "clip"
+    assert "whisper layer 4" in encoder["description"] and "log-mel" in encoder["transform_description"]
+    whisper, mfcc = quality["reports"]["whisper-tiny.en-L4-mean"], quality["reports"]["baseline: mfcc20-d1-seg3"]
+    # a real pretrained model: words across voices, clearly better than MFCC statistics (issue 11)
+    assert whisper["precision_at_k_other_groups"] > mfcc["precision_at_k_other_groups"] + 0.1
+    assert whisper["knn"]["accuracy"] > 0.8 and quality["best_knn"] == "whisper-tiny.en-L4-mean"
     out = results["_out"]
     for figure in ("maps.png", "embedding_quality.png", "query_by_sample.png", "map_interactive.html", "geo_map.html"):
         assert os.path.getsize(os.path.join(out, figure)) > 1000
@@ -101,6 +109,7 @@ def test_notebook_on_the_esc50_subset(run_notebook, tmp_path):
     results = run_notebook(
         "fiftyone_explorer",
         dataset="esc50",
+        encoder="mfcc",
         max_clips=150,
         map_methods=["pca"],
         make_videos=False,

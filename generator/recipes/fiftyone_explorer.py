@@ -6,9 +6,10 @@
 # and the **Audio** panel plays it. The notebook
 #
 # 1. loads a data set through one registry of loaders (FSDD, LibriSpeech, any folder in ESC-50's
-#    layout, any labelled folder), embeds every clip with the chosen encoder (MFCC statistics, a
-#    layer of a transformers speech model such as the bundled Whisper tiny.en) through an
-#    incremental cache, reading and rendering clips in worker processes;
+#    layout, any labelled folder), embeds every clip with the chosen encoder (by default a layer
+#    of the bundled Whisper tiny.en, a real pretrained model that needs no download; or any
+#    transformers speech model, or MFCC statistics) through an incremental cache, reading and
+#    rendering clips in worker processes;
 # 2. builds a FiftyOne data set that never deletes your own tags, views or fields, a similarity
 #    index (query by clip, by vector, and by any audio file of yours), UMAP / t-SNE / PCA maps,
 #    saved views and a geographic map with a bounding-box filter;
@@ -30,9 +31,9 @@ group_column = None  # clips that never count as each other's neighbours; None: 
 max_clips = 600  # [int 1..] clips used, balanced by label (None: all)
 output_dir = "runs/fiftyone_explorer/latest"  # results.json, figures and the exported table go here
 seed = 0  # [int 0..] random seed (sampling, maps, locations)
-encoder = "mfcc"  # [mfcc|speech_model|audiomae|external|transform_stats] the last three: fiftyone_explorer_mae
-model_name = "microsoft/wavlm-base-plus"  # for speech_model: hub id or save_pretrained folder
-model_layer = 6  # for speech_model: hidden layer (0 is the transformer input; Whisper also "conv")
+encoder = "speech_model"  # [mfcc|speech_model|audiomae|external|transform_stats] the last three: fiftyone_explorer_mae
+model_name = "bundled/whisper-tiny.en"  # for speech_model: bundled/whisper-tiny.en (offline), a hub id or a folder
+model_layer = 4  # for speech_model: hidden layer (0 is the transformer input; Whisper also "conv")
 whisper_mode = "clip"  # [clip|padded] Whisper models: the clip alone (fast) or padded to 30 s (reference)
 pooling = "mean"  # [mean|max|mean+std|first|last] for speech_model: pooling over the clip's frames
 audiomae_checkpoint = None  # [path] for audiomae / external: the checkpoint file
