@@ -22,6 +22,7 @@ import re
 import sys
 import tempfile
 import time
+import types
 from collections import defaultdict
 from pathlib import Path
 
@@ -58,7 +59,9 @@ def measure(name: str, parameters: dict | None = None) -> dict:
     notebook = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
     shell = InteractiveShell.instance()
     transform = TransformerManager().transform_cell
-    namespace = {"__name__": "__main__", "get_ipython": lambda: shell}
+    module = types.ModuleType("__main__")  # what a kernel runs cells in: worker processes find functions here
+    namespace = module.__dict__
+    namespace["get_ipython"] = lambda: shell
     executable, executed = {}, defaultdict(set)
     owners = {}
 
@@ -70,7 +73,8 @@ def measure(name: str, parameters: dict | None = None) -> dict:
     def tracer(frame, event, arg):
         return local if frame.f_code.co_filename.startswith("<cell-") else None
 
-    cwd = os.getcwd()
+    cwd, real_main = os.getcwd(), sys.modules["__main__"]
+    sys.modules["__main__"] = module
     os.chdir(ROOT)
     start = time.perf_counter()
     try:
@@ -92,6 +96,7 @@ def measure(name: str, parameters: dict | None = None) -> dict:
                 sys.settrace(None)
     finally:
         os.chdir(cwd)
+        sys.modules["__main__"] = real_main
     per_owner = defaultdict(lambda: {"lines": 0, "run": 0})
     for filename, lines in executable.items():
         owner = owners[filename]

@@ -20,7 +20,8 @@
 # thousands of "audio failures"); `prepare(signal, rate)` is the per-clip work that needs no
 # model (run in worker processes); `embed_prepared(items)` runs the model on a batch under
 # `torch.inference_mode`; `config()` is what the embedding cache is keyed by; `describe()`
-# says in words what the encoder computes.
+# says in words what the encoder computes. An encoder holding a model also has `preparer()`:
+# the light object the worker processes receive instead of the encoder (and its weights).
 
 # %%
 import datetime as _dt
@@ -35,7 +36,7 @@ from lib.core.audio import report_audio_failures
 from lib.core.features import mfcc_features, pool_frames
 from lib.core.speech_models import load_speech_model
 from lib.core.vector_cache import embed_cache_update
-from lib.explorer.explorer_batches import ExplorerAudioReader, explorer_map_chunks
+from lib.explorer.explorer_batches import ExplorerAudioReader, ExplorerWaveformPreparer, explorer_map_chunks
 
 EXPLORER_ENCODERS = {}
 # encoders whose code lives in a notebook variant (the default notebook does not carry it)
@@ -292,6 +293,10 @@ class SpeechLayerEmbedder:
     def prepare(self, y: np.ndarray, sample_rate: int | None = None) -> np.ndarray:
         return np.asarray(y, dtype=np.float32)
 
+    def preparer(self):
+        """What worker processes run per clip: light to send, no model inside."""
+        return ExplorerWaveformPreparer()
+
     def embed_prepared(self, items) -> np.ndarray:
         import torch
 
@@ -340,7 +345,8 @@ def embed_signal_files(
     vectors, ok_paths, failures, encoder_failures = [], [], [], []
     desc = f"embedding ({embedder.name})"
     with tqdm(total=len(paths), desc=desc, unit="clip", disable=not progress) as bar:
-        for chunk in explorer_map_chunks(paths, reader, embedder.prepare, preview, batch_size, workers):
+        preparer = embedder.preparer() if hasattr(embedder, "preparer") else embedder.prepare
+        for chunk in explorer_map_chunks(paths, reader, preparer, preview, batch_size, workers):
             for key, value in chunk["seconds"].items():
                 stats[key] += value
             stats["previews"].update(chunk["previews"])

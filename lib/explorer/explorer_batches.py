@@ -14,6 +14,7 @@
 
 # %%
 import os
+import pickle
 import time
 from concurrent.futures import ProcessPoolExecutor
 
@@ -30,6 +31,15 @@ class ExplorerAudioReader:
 
     def __call__(self, path):
         return load_audio(path, sr=self.sample_rate), self.sample_rate
+
+
+class ExplorerWaveformPreparer:
+    """The per-clip input of encoders that take the waveform itself (speech models): a float32 copy."""
+
+    def __call__(self, signal, sample_rate=None):
+        import numpy as np
+
+        return np.asarray(signal, dtype=np.float32)
 
 
 def explorer_process_chunk(paths, reader, preparer=None, preview=None) -> dict:
@@ -76,6 +86,12 @@ def explorer_map_chunks(paths, reader, preparer=None, preview=None, batch_size: 
     paths = [str(p) for p in paths]
     chunks = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
     n_workers = explorer_workers(workers, len(paths))
+    if n_workers > 0 and len(chunks) > 1:
+        try:  # what the workers receive must be picklable (functions defined where a worker can find them)
+            pickle.dumps((explorer_process_chunk, reader, preparer, preview))
+        except (pickle.PicklingError, AttributeError, TypeError) as error:
+            print(f"worker processes cannot be used here ({type(error).__name__}: {error}); reading in this process")
+            n_workers = 0
     if n_workers <= 0 or len(chunks) <= 1:
         for chunk in chunks:
             yield explorer_process_chunk(chunk, reader, preparer, preview)

@@ -62,6 +62,10 @@ class MaeEncoderBase:
     def prepare(self, signal, sample_rate=None) -> np.ndarray:
         return self.transform(signal, int(sample_rate or self.sample_rate))
 
+    def preparer(self):
+        """The input transform alone (what worker processes run per clip; no model inside)."""
+        return self.transform
+
     def embed_prepared(self, items) -> np.ndarray:
         out = []
         with torch.inference_mode():
