@@ -175,8 +175,6 @@ def run_pipeline(clips, encoder_name, options, dirs, workers, maps_wanted, video
     from lib.explorer.spectrogram_media import (
         explorer_render_previews,
         make_explorer_transform,
-        spec_image_size,
-        spec_video_metadata,
         spectrogram_videos,
     )
 
@@ -215,15 +213,10 @@ def run_pipeline(clips, encoder_name, options, dirs, workers, maps_wanted, video
     vectors = embeddings[[files.index(p) for p in keep]].astype(np.float64)
     vectors = ((vectors - vectors.mean(0)) / (vectors.std(0) + 1e-8)).astype(np.float32)
     previews = [previews_of[p] for p in keep]
-    video_paths, video_meta = [None] * len(keep), [None] * len(keep)
+    video_paths = [None] * len(keep)
     if videos:
-        from lib.core.audio import audio_info
-
         made, _failed = spectrogram_videos(keep[:videos], previews[:videos], dirs["media"] / "mp4", progress=False)
-        for i, mp4 in enumerate(made):
-            if mp4:
-                video_paths[i] = mp4
-                video_meta[i] = spec_video_metadata(mp4, previews[i], audio_info(keep[i])["duration"])
+        video_paths[: len(made)] = made
         t = tick("videos (extra)", t)
     lonlat, geo_source = fo_geolocations(table, by="label", seed=seed)
     dataset = fo_build_audio_dataset(
@@ -232,8 +225,6 @@ def run_pipeline(clips, encoder_name, options, dirs, workers, maps_wanted, video
         vectors,
         previews,
         video_paths=video_paths,
-        video_metadata=video_meta,
-        preview_sizes=[spec_image_size(p) for p in previews],
         lonlat=lonlat,
         geo_source=geo_source,
         progress=False,

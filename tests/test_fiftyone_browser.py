@@ -62,12 +62,7 @@ def app(tmp_path_factory, fsdd_manifest):
     from lib.core.audio import audio_info
     from lib.explorer.fiftyone_audio import fo_build_audio_dataset, fo_connect, fo_geolocations
     from lib.explorer.fo_app import fo_audio_spaces, fo_install_audio_plugin, fo_launch_app, fo_stop_app
-    from lib.explorer.spectrogram_media import (
-        spec_image_size,
-        spec_video_metadata,
-        spectrogram_previews,
-        spectrogram_videos,
-    )
+    from lib.explorer.spectrogram_media import spectrogram_previews, spectrogram_videos
 
     root = tmp_path_factory.mktemp("browser")
     fo_connect(root / "db", root / "datasets")
@@ -76,7 +71,6 @@ def app(tmp_path_factory, fsdd_manifest):
     pngs, ok, _, _ = spectrogram_previews(manifest.path, root / "png", progress=False)
     videos, failed = spectrogram_videos(ok, pngs, root / "mp4", progress=False)
     assert not failed
-    metadata = [spec_video_metadata(v, p, d) for v, p, d in zip(videos, pngs, manifest.duration)]
     import numpy as np
 
     vectors = np.random.default_rng(0).normal(size=(len(manifest), 8)).astype(np.float32)
@@ -87,8 +81,6 @@ def app(tmp_path_factory, fsdd_manifest):
         vectors,
         pngs,
         video_paths=videos,
-        video_metadata=metadata,
-        preview_sizes=[spec_image_size(p) for p in pngs],
         lonlat=lonlat,
         geo_source=source,
         progress=False,

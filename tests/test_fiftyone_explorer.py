@@ -143,10 +143,6 @@ def small_dataset(tmp_path_factory, fsdd_manifest):
     assert files == list(manifest.path) and not failures
     pngs, ok, _, _ = spectrogram_previews(files, root / "png", progress=False)
     videos, _ = spectrogram_videos(files[:3], pngs[:3], root / "mp4", progress=False)
-    from lib.core.audio import audio_info
-    from lib.explorer.spectrogram_media import spec_video_metadata
-
-    metadata = [spec_video_metadata(v, p, audio_info(f)["duration"]) for v, p, f in zip(videos, pngs, files)]
     lonlat, source = fo_geolocations(manifest, seed=0)
     vectors = (embeddings - embeddings.mean(0)) / (embeddings.std(0) + 1e-8)
     ds = fo_build_audio_dataset(
@@ -155,7 +151,6 @@ def small_dataset(tmp_path_factory, fsdd_manifest):
         vectors,
         pngs,
         video_paths=videos + [None] * 57,
-        video_metadata=metadata + [None] * 57,
         lonlat=lonlat,
         geo_source=source,
         progress=False,

@@ -113,7 +113,6 @@ from lib.explorer.fo_app import fo_audio_spaces, fo_execution_context, fo_instal
 from lib.explorer.spectrogram_media import (
     explorer_render_previews,
     make_explorer_transform,
-    spec_image_size,
     spec_media_streams,
     spec_video_metadata,
     spectrogram_colorbar_figure,
@@ -269,16 +268,13 @@ if baseline == "mfcc" and encoder != "mfcc" and data.signal == "audio":
 # `ffprobe`.
 
 # %%
-videos, video_meta, video_check = [None] * len(clips), [None] * len(clips), {}
+videos, video_check = [None] * len(clips), {}
 if make_videos and data.signal == "audio":
     n_videos = len(clips) if max_videos is None else min(max_videos, len(clips))
     with Stopwatch() as sw:
         made, video_failed = spectrogram_videos(list(clips.path[:n_videos]), previews[:n_videos], media_root / "mp4")
     timings["videos"] = sw.seconds
     videos[:n_videos] = made
-    for i, mp4 in enumerate(made):
-        if mp4:
-            video_meta[i] = spec_video_metadata(mp4, previews[i], clips.duration[i])
     first = next(i for i, v in enumerate(videos) if v)
     streams = spec_media_streams(videos[first])
     video_check = {
@@ -289,7 +285,7 @@ if make_videos and data.signal == "audio":
         "video_codec": streams["video"],
         "container_seconds": streams["duration"],
         "clip_seconds": float(clips.duration[first]),
-        "metadata": video_meta[first],
+        "metadata": spec_video_metadata(videos[first], previews[first], clips.duration[first]),
     }
     print(
         f"{video_check['n_videos']} playable clips in {sw.seconds:.1f} s; example {Path(videos[first]).name}: {streams}"
@@ -323,8 +319,6 @@ with Stopwatch() as sw:
         vectors,
         previews,
         video_paths=videos,
-        video_metadata=video_meta,
-        preview_sizes=[spec_image_size(p) for p in previews],
         lonlat=lonlat,
         geo_source=geo_source,
         overwrite=overwrite,

@@ -401,6 +401,17 @@ def load_fsdd(path=None, download: bool = True) -> pd.DataFrame:
     return manifest.sort_values(["split", "label", "speaker", "index"]).reset_index(drop=True)
 
 
+def read_labels_csv(labels_csv, folder, path_column: str = "filename", label_column: str = "label") -> tuple:
+    """``(table, paths)`` of a labels CSV: ``path_column`` made absolute under ``folder``; a clear error naming
+    the columns found when ``path_column`` or ``label_column`` is not one of them."""
+    table = pd.read_csv(labels_csv)
+    for column in (path_column, label_column):
+        if column not in table.columns:
+            raise ValueError(f"{labels_csv}: no column {column!r}; the columns found are {list(table.columns)}")
+    folder = Path(folder)
+    return table, [Path(p) if Path(p).is_absolute() else folder / p for p in table[path_column].astype(str)]
+
+
 def load_labelled_folder(
     folder, labels_csv=None, path_column: str = "filename", label_column: str = "label", test_indices=range(5)
 ) -> pd.DataFrame:
@@ -415,11 +426,7 @@ def load_labelled_folder(
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: labelled folder not found")
     if labels_csv is not None:
-        table = pd.read_csv(labels_csv)
-        for column in (path_column, label_column):
-            if column not in table.columns:
-                raise ValueError(f"{labels_csv}: no column {column!r} (columns: {list(table.columns)})")
-        paths = [Path(p) if Path(p).is_absolute() else folder / p for p in table[path_column].astype(str)]
+        table, paths = read_labels_csv(labels_csv, folder, path_column, label_column)
         missing = [str(p) for p in paths if not p.exists()]
         if missing:
             raise FileNotFoundError(

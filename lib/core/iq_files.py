@@ -26,6 +26,7 @@ import pandas as pd
 
 from lib.core.atomic_io import atomic_save_npy, atomic_write_bytes, atomic_write_json
 from lib.core.audio import AudioLoadError
+from lib.core.datasets import read_labels_csv
 
 IQ_EXTENSIONS = (".sigmf-data", ".cfile", ".npy")
 IQ_SIGMF_DTYPES = {"cf32_le": "<c8", "cf32_be": ">c8", "ci16_le": "<i2", "ci8": "i1"}
@@ -210,11 +211,7 @@ def load_iq_folder(
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: IQ folder not found")
     if labels_csv is not None:
-        table = pd.read_csv(labels_csv)
-        for column in (path_column, label_column):
-            if column not in table.columns:
-                raise ValueError(f"{labels_csv}: no column {column!r}; the columns found are {list(table.columns)}")
-        files = [Path(p) if Path(p).is_absolute() else folder / p for p in table[path_column].astype(str)]
+        table, files = read_labels_csv(labels_csv, folder, path_column, label_column)
         extra = table.drop(columns=[path_column]).to_dict("records")
     else:
         files = iq_files(folder)

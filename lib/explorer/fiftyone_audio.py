@@ -35,6 +35,8 @@ import numpy as np
 import pandas as pd
 
 from lib.core.atomic_io import atomic_output, atomic_save_npy
+from lib.core.audio import audio_info
+from lib.explorer.spectrogram_media import spec_image_size, spec_video_metadata
 
 FO_SPECTROGRAM_SLICE = "spectrogram"
 FO_PLAYBACK_SLICE = "playback"
@@ -394,14 +396,13 @@ def fo_build_audio_dataset(
     persistent: bool = True,
     label_column: str = "label",
     progress: bool = True,
-    video_metadata=None,
-    preview_sizes=None,
 ):
     """Create (or reuse) the grouped FiftyOne data set (see the module notes); return it.
 
-    ``manifest`` rows, ``embeddings`` rows, ``preview_paths`` (and ``video_paths`` /
-    ``video_metadata`` dicts, entries may be ``None``) are aligned; ``manifest`` needs ``path``
-    and ``label_column``. Every preview must exist (checked first, with a clear error).
+    ``manifest`` rows, ``embeddings`` rows, ``preview_paths`` (and ``video_paths``, entries may
+    be ``None``) are aligned; ``manifest`` needs ``path`` and ``label_column`` (and may give the
+    clips' ``duration``). Every preview must exist (checked first, with a clear error). Image
+    and video metadata are computed here from what made the files, never by probing them.
     ``dataset.info["audiolens"]["action"]`` says whether it was made new, reused or replaced.
     """
     import fiftyone as fo
@@ -447,26 +448,25 @@ def fo_build_audio_dataset(
             if geo_source is not None:
                 common["geo_source"] = str(geo_source[i])
         video = video_paths[i] if video_paths is not None else None
-        image_metadata = None
-        if preview_sizes is not None and preview_sizes[i] is not None:
-            image_metadata = fo.ImageMetadata(width=int(preview_sizes[i][0]), height=int(preview_sizes[i][1]))
+        width, height = spec_image_size(preview_paths[i])
         samples.append(
             fo.Sample(
                 filepath=str(preview_paths[i]),
                 group=group.element(FO_SPECTROGRAM_SLICE),
                 embedding=embeddings[i],
                 video_filepath=video,
-                metadata=image_metadata,
+                metadata=fo.ImageMetadata(width=int(width), height=int(height)),
                 **common,
             )
         )
         if video:
-            meta = video_metadata[i] if video_metadata is not None else None
+            duration = row.get("duration") if "duration" in row else audio_info(row["path"])["duration"]
+            meta = spec_video_metadata(video, preview_paths[i], duration)
             samples.append(
                 fo.Sample(
                     filepath=str(video),
                     group=group.element(FO_PLAYBACK_SLICE),
-                    metadata=fo.VideoMetadata(**meta) if meta else None,
+                    metadata=fo.VideoMetadata(**meta),
                     **common,
                 )
             )

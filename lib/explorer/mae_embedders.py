@@ -30,7 +30,7 @@ from lib.explorer.audio_embedders import ExplorerEncoderError, register_explorer
 from lib.explorer.explorer_batches import ExplorerAudioReader
 from lib.explorer.explorer_rf import ExplorerIqReader
 from lib.mae.audiomae import AUDIOMAE_SIZES, audiomae_config, audiomae_model_from_config
-from lib.mae.mae_checkpoints import MAE_CHECKPOINT_FORMAT, MaeCheckpointError, load_mae_checkpoint
+from lib.mae.mae_checkpoints import MAE_CHECKPOINT_FORMAT, load_audiomae_model
 from lib.mae.mae_transforms import build_mae_transform
 
 
@@ -112,20 +112,7 @@ class AudioMaeCheckpointEmbedder(MaeEncoderBase):
         """Validate and load the checkpoint once (``MaeCheckpointError`` / ``FileNotFoundError`` say why not)."""
         if self.model is not None:
             return self
-        checkpoint = load_mae_checkpoint(self.checkpoint_path)
-        try:
-            model = audiomae_model_from_config(checkpoint["model_config"])
-        except (KeyError, ValueError, TypeError) as error:
-            raise MaeCheckpointError(
-                f"{checkpoint['path']}: its model config cannot be built ({error}); it comes from an incompatible "
-                "version"
-            ) from None
-        load_mae_checkpoint(checkpoint["path"], model=model)
-        transform_config = dict(checkpoint.get("transform_config") or {"name": "log_mel"})
-        if "input_size" in checkpoint["model_config"] and not checkpoint.get("transform_config"):
-            n_mels, frames = checkpoint["model_config"]["input_size"]
-            transform_config.update(n_mels=n_mels, frames=frames)
-        transform = build_mae_transform(transform_config.pop("name", "log_mel"), **transform_config)
+        model, transform, checkpoint = load_audiomae_model(self.checkpoint_path)
         self._setup(model, transform, self.device, self.batch_size)
         self.checkpoint_hash = checkpoint["file_sha256"]
         self.epoch = checkpoint.get("epoch")

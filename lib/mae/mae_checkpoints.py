@@ -291,10 +291,8 @@ class AudioMaeEmbedder:
         return np.concatenate(out).astype(np.float32)
 
 
-def load_audiomae_encoder(
-    checkpoint_path, device: str = "cpu", pooling=None, expected_sha256: str | None = None
-) -> AudioMaeEmbedder:
-    """Rebuild a model from a validated checkpoint and return an ``AudioMaeEmbedder``."""
+def load_audiomae_model(checkpoint_path, expected_sha256: str | None = None) -> tuple:
+    """``(model, input transform, checkpoint)`` of a validated checkpoint, for audio or IQ inputs alike."""
     checkpoint = load_mae_checkpoint(checkpoint_path, expected_sha256=expected_sha256)
     try:
         model = audiomae_model_from_config(checkpoint["model_config"])
@@ -309,6 +307,14 @@ def load_audiomae_encoder(
         n_mels, frames = checkpoint["model_config"]["input_size"]
         transform_config.update(n_mels=n_mels, frames=frames)
     transform = build_mae_transform(transform_config.pop("name", "log_mel"), **transform_config)
+    return model, transform, checkpoint
+
+
+def load_audiomae_encoder(
+    checkpoint_path, device: str = "cpu", pooling=None, expected_sha256: str | None = None
+) -> AudioMaeEmbedder:
+    """Rebuild a model from a validated checkpoint and return an ``AudioMaeEmbedder``."""
+    model, transform, checkpoint = load_audiomae_model(checkpoint_path, expected_sha256)
     if transform.input_kind != "audio":
         raise MaeCheckpointError(
             f"{checkpoint['path']}: the model was trained on {transform.input_kind} inputs, "
