@@ -126,7 +126,44 @@ def test_notebook_on_the_esc50_subset(run_notebook, tmp_path):
     assert (
         quality["precision_at_k"] > 2 * quality["chance"] and quality["knn"]["accuracy"] > 3 * quality["knn"]["chance"]
     )
-    assert "grouped" in quality["knn"]["scheme"], "the subset lacks folds 1: grouped CV by src_file instead"
+    assert "grouped" in quality["knn"]["scheme"], "the subset lacks fold 1: grouped CV by src_file instead"
+
+
+@pytest.mark.notebook
+def test_mae_variant_with_an_audiomae_checkpoint_on_esc50(run_notebook, tmp_path):
+    """`audiolens run fiftyone_explorer -p dataset esc50 -p encoder audiomae` runs this variant."""
+    import torch
+
+    from lib.mae.audiomae import build_audiomae_model
+    from lib.mae.mae_checkpoints import save_mae_checkpoint
+    from lib.mae.mae_transforms import build_mae_transform
+
+    torch.manual_seed(0)
+    tiny = dict(depth=2, embed_dim=64, num_heads=2, decoder_dim=64, decoder_depth=1, decoder_heads=2)
+    model = build_audiomae_model("audiomae++", "tiny", input_size=(80, 48), **tiny)
+    checkpoint = tmp_path / "mae.pt"
+    save_mae_checkpoint(checkpoint, model, transform_config=build_mae_transform("log_mel", frames=48).config)
+    results = run_notebook(
+        "fiftyone_explorer_mae",
+        dataset="esc50",
+        encoder="audiomae",
+        audiomae_checkpoint=str(checkpoint),
+        transform="log_mel",
+        max_clips=60,
+        map_methods=["pca"],
+        make_videos=False,
+        baseline="none",
+        fiftyone_db_dir=str(tmp_path / "fo-db"),
+        cache_dir=str(tmp_path / "cache"),
+        media_dir=str(tmp_path / "media"),
+        fo_dataset_name=f"smoke-mae-{RUN_ID}",
+    )
+    encoder = results["encoder"]
+    assert encoder["kind"] == "audiomae" and encoder["embedding_dim"] == 64 and encoder["weights"] == "pretrained"
+    assert encoder["config"]["checkpoint_hash"] and "AudioMAE++ checkpoint" in encoder["description"]
+    assert "frames 48" in encoder["description"], "the notebook says which input transform the checkpoint uses"
+    assert 40 <= results["dataset"]["n_samples"] <= 60 and results["dataset"]["label_column"] == "category"
+    assert results["quality"]["knn"]["n_folds"] >= 2 and list(results["quality"]["reports"]) == ["audiomae-mae"]
 
 
 # ---------------------------------------------------------------------- in-process FiftyOne

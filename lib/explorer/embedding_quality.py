@@ -196,7 +196,7 @@ def knn_accuracy_cv(
     """
     import warnings
 
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, StratifiedKFold
     from sklearn.neighbors import KNeighborsClassifier
 
     x = quality_prepare(embeddings, center)
@@ -209,10 +209,14 @@ def knn_accuracy_cv(
     elif groups is not None and len(np.unique(groups)) >= n_splits:
         groups = np.asarray(groups).astype(str)
         splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        scheme = f"{n_splits}-fold, grouped (no group in two folds)"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            splits = list(splitter.split(x, labels, groups))
-        scheme = f"{n_splits}-fold, grouped (no group in two folds)"
+            try:
+                splits = list(splitter.split(x, labels, groups))
+            except ValueError:  # every class smaller than the folds: group without stratifying
+                splits = list(GroupKFold(n_splits=n_splits).split(x, labels, groups))
+                scheme += ", not stratified (classes smaller than the folds)"
     else:
         n_splits = max(2, min(n_splits, int(pd.Series(labels).value_counts().max())))
         splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
