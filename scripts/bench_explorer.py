@@ -281,18 +281,21 @@ def _quality_summary(report: dict) -> dict:
 
 
 def esc50_baseline_quality(clips: pd.DataFrame, dirs: dict, workers) -> dict:
-    """Grouped-CV quality of MFCC statistics on the collection's ESC-50 clips (for comparison)."""
+    """The same figures for MFCC statistics, computed exactly as for the encoder: all the collection's clips
+    embedded and standardised together, then scored on the ESC-50 part."""
     from lib.explorer.audio_embedders import embed_audio_files_cached, make_audio_embedder
     from lib.explorer.embedding_quality import quality_report
 
-    esc = clips[clips.source == "esc50"]
     embedder = make_audio_embedder("mfcc").load()
     emb, files, _ = embed_audio_files_cached(
-        esc.path, embedder, dirs["cache"], "bench", progress=False, workers=workers
+        clips.path, embedder, dirs["cache"], "bench", progress=False, workers=workers
     )
-    table = esc.set_index("path").loc[files].reset_index()
-    x = (emb - emb.mean(0)) / (emb.std(0) + 1e-8)
-    report = quality_report(x, table.label.to_numpy(), table.group.to_numpy(), table.fold.to_numpy(), 20, 5)
+    table = clips.set_index("path").loc[files].reset_index()
+    x = ((emb - emb.mean(0)) / (emb.std(0) + 1e-8)).astype(np.float32)
+    esc = (table.source == "esc50").to_numpy()
+    report = quality_report(
+        x[esc], table.label[esc].to_numpy(), table.group[esc].to_numpy(), table.fold[esc].to_numpy(), 20, 5
+    )
     return _quality_summary(report) | {"encoder": embedder.name}
 
 
@@ -332,7 +335,10 @@ def main(argv=None) -> int:
     parser.add_argument("--videos", type=int, default=0, help="also make playable MP4s for the first N clips (extra)")
     parser.add_argument("--fo-db", default=None, help="FiftyOne database folder (default: DIR/fo-db)")
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch/BLAS threads in this process (1 is fastest on a busy machine)"
+        "--threads",
+        type=int,
+        default=1,
+        help="torch/BLAS threads of the encoder (default 1: the reader processes use the other cores)",
     )
     args = parser.parse_args(argv)
     if args.clips < 1:

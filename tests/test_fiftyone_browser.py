@@ -62,13 +62,14 @@ def app(tmp_path_factory, fsdd_manifest):
     from lib.core.audio import audio_info
     from lib.explorer.fiftyone_audio import fo_build_audio_dataset, fo_connect, fo_geolocations
     from lib.explorer.fo_app import fo_audio_spaces, fo_install_audio_plugin, fo_launch_app, fo_stop_app
-    from lib.explorer.spectrogram_media import spectrogram_previews, spectrogram_videos
+    from lib.explorer.spectrogram_media import spectrogram_videos
+    from tests.explorer_helpers import render_previews
 
     root = tmp_path_factory.mktemp("browser")
     fo_connect(root / "db", root / "datasets")
     manifest = fsdd_manifest.groupby("label").head(2).reset_index(drop=True)
     manifest["duration"] = [audio_info(p)["duration"] for p in manifest.path]
-    pngs, ok, _, _ = spectrogram_previews(manifest.path, root / "png", progress=False)
+    pngs, ok, _, _ = render_previews(manifest.path, root / "png")
     videos, failed = spectrogram_videos(ok, pngs, root / "mp4", progress=False)
     assert not failed
     import numpy as np

@@ -15,13 +15,11 @@ from lib.explorer.audio_embedders import (
     ExplorerEncoderError,
     MfccStatsEmbedder,
     SpeechLayerEmbedder,
-    embed_audio_files,
     embed_audio_files_cached,
     embed_signal_files,
     make_audio_embedder,
 )
 from lib.explorer.embedding_quality import (
-    embedding_quality_table,
     intra_inter_distances,
     knn_accuracy_cv,
     precision_at_k,
@@ -32,12 +30,11 @@ from lib.explorer.embedding_quality import (
 )
 from lib.explorer.spectrogram_media import (
     make_explorer_transform,
-    spec_decode_audio,
     spec_media_streams,
     spec_video_metadata,
-    spectrogram_previews,
     spectrogram_videos,
 )
+from tests.explorer_helpers import decode_soundtrack, embed_files, render_previews
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +53,7 @@ class CountingCompute:
 
     def __call__(self, paths):
         self.calls.append(list(paths))
-        return embed_audio_files(paths, self.embedder, batch_size=8, progress=False)
+        return embed_files(paths, self.embedder, batch_size=8)
 
     @property
     def computed(self):
@@ -97,7 +94,7 @@ def test_added_files_are_computed_alone_and_removed_files_dropped(tmp_path, clip
     full, files, report = embed_cache_update(clips, compute, tmp_path, "fsdd", embedder.config(), verbose=False)
     assert sorted(compute.computed) == sorted(clips[10:]), "only the added files may be computed"
     assert report["n_cached"] == 10 and report["n_computed"] == len(clips) - 10
-    reference = embed_audio_files(clips, embedder, progress=False)[0]
+    reference = embed_files(clips, embedder)[0]
     np.testing.assert_allclose(full, reference, rtol=1e-5, atol=1e-5)
     compute.calls.clear()
     fewer, files, report = embed_cache_update(clips[3:9], compute, tmp_path, "fsdd", embedder.config(), verbose=False)
@@ -253,7 +250,7 @@ def test_workers_give_the_same_embeddings_and_previews(tmp_path, clips):
 
 def test_previews_share_one_colour_scale_and_videos_play(tmp_path, clips):
     broken = _broken_wavs(tmp_path, clips[0])[:1]
-    pngs, ok, failures, scale = spectrogram_previews(clips[:3] + broken, tmp_path / "png", progress=False)
+    pngs, ok, failures, scale = render_previews(clips[:3] + broken, tmp_path / "png")
     assert ok == clips[:3] and [f["path"] for f in failures] == broken
     assert all(os.path.getsize(p) > 500 for p in pngs)
     assert scale["fmax"] == 4000.0 and scale["vmax_db"] > scale["vmin_db"]
@@ -261,7 +258,7 @@ def test_previews_share_one_colour_scale_and_videos_play(tmp_path, clips):
 
     assert {Image.open(p).size[1] for p in pngs} == {128}
     # fixed scale: a louder copy of a clip gets a brighter picture
-    again, _, _, fixed = spectrogram_previews(clips[:1], tmp_path / "png2", db_range=(-80, 0), progress=False)
+    again, _, _, fixed = render_previews(clips[:1], tmp_path / "png2", db_range=(-80, 0))
     assert fixed["vmin_db"] == -80 and os.path.exists(again[0])
 
     mp4s, video_failures = spectrogram_videos(ok, pngs, tmp_path / "mp4", progress=False)
@@ -274,7 +271,7 @@ def test_previews_share_one_colour_scale_and_videos_play(tmp_path, clips):
         assert meta["frame_height"] == 128 and meta["frame_width"] % 2 == 0 and meta["size_bytes"] > 1000
         assert meta["total_frame_count"] == _video_frames(mp4)
         original = load_audio(clip, sr=16000)
-        decoded = spec_decode_audio(mp4, sr=16000)
+        decoded = decode_soundtrack(mp4, sr=16000)
         assert abs(len(decoded) - len(original)) / 16000 < 0.08, "soundtrack must last as long as the clip"
         assert np.sqrt(np.mean(decoded**2)) > 0.2 * np.sqrt(np.mean(original**2)), "soundtrack is silent"
 
@@ -305,9 +302,9 @@ def test_quality_scores_on_known_structure():
     assert abs(precision_at_k(noise, labels, 20) - chance) < 0.1
     distances = intra_inter_distances(clustered, labels)
     assert distances["ratio"] < 0.3
-    table = embedding_quality_table(clustered, labels, ks=(1, 20))
-    values = dict(zip(table.metric, table.value))
-    assert values["silhouette"] > 0.5 and values["precision@1"] == 1.0
+    report = quality_report(clustered, labels, k=20)
+    assert report["silhouette"] > 0.5 and report["precision_at_k"] == pytest.approx(1.0)
+    assert report["distances"]["ratio"] == pytest.approx(distances["ratio"])
 
 
 def test_precision_across_groups_ignores_the_query_group():
@@ -348,7 +345,7 @@ def test_knn_accuracy_is_grouped_and_uses_predefined_folds():
 
 def test_quality_report_on_real_clips(fsdd_manifest):
     picked = fsdd_manifest.groupby(["label", "speaker"]).head(3).reset_index(drop=True)
-    x, ok, failed = embed_audio_files(picked.path, MfccStatsEmbedder(), progress=False, workers=2)
+    x, ok, failed = embed_files(picked.path, MfccStatsEmbedder(), workers=2)
     assert ok == list(picked.path) and not failed
     x = (x - x.mean(0)) / x.std(0)
     labels, speakers = picked.label.astype(str).to_numpy(), picked.speaker.to_numpy()

@@ -172,13 +172,14 @@ def small_dataset(tmp_path_factory, fsdd_manifest):
     """60 real clips (6 per digit) with MFCC embeddings and previews in a temporary FiftyOne DB."""
     root = tmp_path_factory.mktemp("fo")
     fo_connect(root / "db", root / "datasets")
-    from lib.explorer.audio_embedders import MfccStatsEmbedder, embed_audio_files
-    from lib.explorer.spectrogram_media import spectrogram_previews, spectrogram_videos
+    from lib.explorer.audio_embedders import MfccStatsEmbedder
+    from lib.explorer.spectrogram_media import spectrogram_videos
+    from tests.explorer_helpers import embed_files, render_previews
 
     manifest = fsdd_manifest.groupby("label").head(6).reset_index(drop=True)
-    embeddings, files, failures = embed_audio_files(manifest.path, MfccStatsEmbedder(), progress=False)
+    embeddings, files, failures = embed_files(manifest.path, MfccStatsEmbedder())
     assert files == list(manifest.path) and not failures
-    pngs, ok, _, _ = spectrogram_previews(files, root / "png", progress=False)
+    pngs, ok, _, _ = render_previews(files, root / "png")
     videos, _ = spectrogram_videos(files[:3], pngs[:3], root / "mp4", progress=False)
     lonlat, source = fo_geolocations(manifest, seed=0)
     vectors = (embeddings - embeddings.mean(0)) / (embeddings.std(0) + 1e-8)

@@ -389,14 +389,6 @@ def embed_signal_files(
     return embeddings, ok_paths, failures, encoder_failures
 
 
-def embed_audio_files(paths, embedder, batch_size: int = 32, progress: bool = True, workers=0):
-    """Embed ``paths``; return ``(embeddings [N, D], ok_paths, failures)`` (read and encoder failures together)."""
-    embeddings, ok_paths, failures, encoder_failures = embed_signal_files(
-        paths, embedder, batch_size=batch_size, progress=progress, workers=workers
-    )
-    return embeddings, ok_paths, failures + encoder_failures
-
-
 def embed_audio_files_cached(
     paths,
     embedder,

@@ -111,30 +111,6 @@ def intra_inter_distances(
     return {"intra": intra, "inter": inter, "ratio": intra / inter if inter else float("nan")}
 
 
-def embedding_quality_table(
-    embeddings, labels, ks=(1, 5, 10, 20), metric: str = "cosine", center: bool = True, seed: int = 0
-) -> pd.DataFrame:
-    """One-row-per-metric table: precision@k for each ``k``, chance, distances, silhouette."""
-    from sklearn.metrics import silhouette_score
-
-    labels = np.asarray(labels)
-    x = quality_prepare(embeddings, center)
-    rows = [{"metric": f"precision@{k}", "value": precision_at_k(x, labels, k, metric, center=False)} for k in ks]
-    rows.append({"metric": "precision chance level", "value": precision_chance(labels)})
-    distances = intra_inter_distances(x, labels, metric, center=False, seed=seed)
-    rows += [
-        {"metric": "mean intra-class distance", "value": distances["intra"]},
-        {"metric": "mean inter-class distance", "value": distances["inter"]},
-        {"metric": "intra / inter ratio", "value": distances["ratio"]},
-    ]
-    n_labels = len(np.unique(labels))
-    if 2 <= n_labels < len(x):
-        sample = min(len(x), 3000)
-        score = silhouette_score(x, labels, metric=metric, sample_size=sample, random_state=seed)
-        rows.append({"metric": "silhouette", "value": float(score)})
-    return pd.DataFrame(rows)
-
-
 def plot_embedding_quality(embeddings, labels, ks=(1, 2, 5, 10, 20, 50), metric: str = "cosine", title: str = ""):
     """Precision@k against k (with chance) and per-class precision at the largest ``k``."""
     import matplotlib.pyplot as plt
@@ -262,6 +238,7 @@ def quality_report(
         report["precision_at_k_other_groups"] = precision_at_k_across_groups(
             x, labels, np.asarray(groups).astype(str), k, metric, center=False
         )
+    report["distances"] = intra_inter_distances(x, labels, metric, center=False, seed=seed)
     if 2 <= len(np.unique(labels)) < len(x):
         report["silhouette"] = float(
             silhouette_score(x, labels, metric=metric, sample_size=min(len(x), 3000), random_state=seed)

@@ -265,18 +265,6 @@ def fo_geolocations(manifest: pd.DataFrame, coords_csv=None, by: str = "label", 
 
 
 # %%
-def fo_unique_dataset_name(name: str) -> str:
-    """``name`` itself when free, else ``name-2``, ``name-3``..."""
-    import fiftyone as fo
-
-    if not fo.dataset_exists(name):
-        return name
-    k = 2
-    while fo.dataset_exists(f"{name}-{k}"):
-        k += 1
-    return f"{name}-{k}"
-
-
 class FoUserContentError(RuntimeError):
     """A data set holds user content (tags, views, fields...) that rebuilding it would delete."""
 
@@ -419,7 +407,8 @@ def fo_build_audio_dataset(
     missing = [p for p in preview_paths if not Path(p).is_file()]
     if missing:
         raise FileNotFoundError(
-            f"{len(missing)} spectrogram preview(s) do not exist, e.g. {missing[:3]}; run spectrogram_previews first"
+            f"{len(missing)} spectrogram preview(s) do not exist, e.g. {missing[:3]}; "
+            "render them first (explorer_render_previews)"
         )
     if label_column not in manifest.columns or "path" not in manifest.columns:
         raise ValueError(f"manifest needs 'path' and {label_column!r} columns; has {list(manifest.columns)}")

@@ -31,7 +31,7 @@ import numpy as np
 
 from lib.core.atomic_io import atomic_output, atomic_write_json
 from lib.core.audio import AudioLoadError, audio_info, load_audio
-from lib.explorer.explorer_batches import ExplorerAudioReader, explorer_map_chunks
+from lib.explorer.explorer_batches import explorer_map_chunks
 
 
 def _spec_media_stem(path, extra: str = "") -> str:
@@ -172,41 +172,6 @@ def _spec_resample(y, sr_from, sr_to):
     import librosa
 
     return librosa.resample(np.asarray(y, dtype=np.float32), orig_sr=int(sr_from), target_sr=int(sr_to))
-
-
-def spectrogram_previews(
-    paths,
-    out_dir,
-    sr: int = 16000,
-    n_mels: int = 64,
-    db_range=None,
-    percentiles=(1.0, 99.5),
-    cmap: str = "magma",
-    height: int = 128,
-    px_per_second: int = 200,
-    progress: bool = True,
-    workers=0,
-    seed: int = 0,
-):
-    """Write one PNG log-mel preview per clip with a shared colour scale.
-
-    ``db_range=(vmin, vmax)`` fixes the scale; ``None`` takes ``percentiles`` of a sample of
-    the clips' dB values (``spec_preview_scale``). Returns ``(png_paths, ok_paths, failures,
-    scale)``: ``png_paths[i]`` belongs to ``ok_paths[i]``; unreadable clips are listed in
-    ``failures``. Existing PNGs made with the same scale are reused; missing ones are rendered
-    by ``workers`` processes.
-    """
-    paths = [str(p) for p in paths]
-    scale = spec_preview_scale(paths, sr, n_mels, percentiles, seed=seed)
-    if db_range is not None:
-        scale.update(vmin_db=float(db_range[0]), vmax_db=float(db_range[1]))
-    renderer = SpecPreviewRenderer(out_dir, scale, cmap=cmap, height=height, px_per_second=px_per_second)
-    done, failures = explorer_render_previews(paths, renderer, ExplorerAudioReader(sr), workers, progress)
-    if not done:
-        raise ValueError("spectrogram_previews: no clip could be read")
-    ok_paths = [p for p in paths if p in done]
-    atomic_write_json(Path(out_dir) / "colour_scale.json", renderer.scale)
-    return [done[p] for p in ok_paths], ok_paths, failures, renderer.scale
 
 
 def spectrogram_colorbar_figure(scale: dict):
@@ -448,29 +413,3 @@ def spec_media_streams(media_path) -> dict:
         "video": [c for kind, c in streams if kind == "Video"],
         "audio": [c for kind, c in streams if kind == "Audio"],
     }
-
-
-def spec_decode_audio(media_path, sr: int = 16000) -> np.ndarray:
-    """Decode the soundtrack of a media file to mono float32 at ``sr`` with ffmpeg."""
-    result = subprocess.run(
-        [
-            spec_ffmpeg_exe(),
-            "-v",
-            "error",
-            "-i",
-            str(media_path),
-            "-vn",
-            "-ac",
-            "1",
-            "-ar",
-            str(sr),
-            "-f",
-            "f32le",
-            "-",
-        ],
-        capture_output=True,
-        timeout=60,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"{media_path}: ffmpeg could not decode its audio: {result.stderr.decode()[-300:]}")
-    return np.frombuffer(result.stdout, dtype=np.float32)
