@@ -61,7 +61,7 @@ encoder_whisper_mode = "clip"  # [clip|padded] clip: positions cut to the clip (
 encoder_layers = [3]  # encoder layers the head mixes (Whisper tiny.en: conv, 0-4); see the per-layer curve
 encoder_pooling = "attention"  # [mean|mean+std|attention] how frames become one vector
 encoder_epochs = 40  # [int 1..] head training epochs
-encoder_cache_dir = None  # per-clip encoder features cache (None: ~/.cache/audiolens/digit-encoder)
+encoder_cache_dir = None  # [str] per-clip encoder features cache (None: ~/.cache/audiolens/digit-encoder)
 encoder_layer_curve = True  # score every encoder layer alone by leave-one-speaker-out
 zero_shot_max_clips = 120  # [int 1..] FSDD clips scored by the zero-shot Whisper, stratified by speaker and label
 zero_shot_compute_type = "int8"  # [int8|float32] CTranslate2 precision of the zero-shot Whisper
@@ -407,10 +407,10 @@ def fit_cnn(frame, epochs=None, progress=False):
 # %% [markdown]
 # ### The pretrained encoder: Whisper tiny.en frames, computed once per clip
 #
-# The bundled Whisper tiny.en encoder (frozen) turns every clip, trimmed and followed by
-# 0.5 s of silence, into 50 frames per second; `encoder_whisper_mode="clip"` slices the
-# positional embeddings to the clip instead of padding to Whisper's 30 s window (about 30x
-# faster; `"padded"` is the reference). The frames of every clip and every augmented copy are
+# The bundled Whisper tiny.en encoder (frozen) turns every clip, trimmed and placed at the
+# start of a 3 s window of silence, into 50 frames per second (only the clip's own frames are
+# kept); `encoder_whisper_mode="clip"` slices the positional embeddings to that window
+# instead of padding to Whisper's 30 s (about 10x faster; `"padded"` is the reference). The frames of every clip and every augmented copy are
 # cached on disk per clip, so reruns, LOSO folds and the layer curve reuse them.
 
 # %%
