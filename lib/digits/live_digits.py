@@ -366,7 +366,7 @@ def stream_audio_file(
 
 
 # %%
-def _frame_peak_rms(wave: np.ndarray, frame: int) -> float:
+def digit_frame_peak_rms(wave: np.ndarray, frame: int) -> float:
     n = max(1, len(wave) // frame)
     frames = np.asarray(wave[: n * frame], dtype=np.float64).reshape(n, -1) if len(wave) >= frame else wave[None, :]
     return float(np.sqrt(np.mean(frames**2, axis=1)).max()) + 1e-9
@@ -402,7 +402,7 @@ def digit_test_stream(
     for _ in range(n_digits):
         i = int(rng.integers(len(waves)))
         clip = np.asarray(waves[i], dtype=np.float32)
-        clip = clip * (10 ** (rng.uniform(*level_db) / 20) / _frame_peak_rms(clip, frame))
+        clip = clip * (10 ** (rng.uniform(*level_db) / 20) / digit_frame_peak_rms(clip, frame))
         truth.append({"digit": labels[i], "start_s": cursor / sample_rate, "end_s": (cursor + len(clip)) / sample_rate})
         pause = np.zeros(int(rng.uniform(*pause_seconds) * sample_rate), np.float32)
         pieces += [clip, pause]
