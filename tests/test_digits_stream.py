@@ -183,9 +183,16 @@ def test_continuous_mode_emits_one_digit_per_segment(recording, svm_model):
         StreamingDigitRecognizer(svm_model, mode="sliding")
 
 
-def test_realistic_stream_precision_and_recall(fsdd_manifest, librispeech_dir, svm_model):
+def test_realistic_stream_precision_and_recall(fsdd_manifest, librispeech_dir):
     """Digits at changing levels with pauses, LibriSpeech speech underneath: segment-level precision/recall."""
     from lib.core.datasets import load_librispeech
+    from lib.digits.digit_models import SklearnDigitModel, make_digit_pipeline
+
+    train = fsdd_manifest[fsdd_manifest.split == "train"].groupby(["label", "speaker"], group_keys=False).head(8)
+    train_waves, train, _ = load_digit_waves(train, SR, progress=False)
+    config = DigitFeatureConfig(cmvn=True)  # level-independent features: the stream's levels change by 16 dB
+    pipeline = make_digit_pipeline(pca_components=128).fit(digit_feature_vectors(train_waves, config), train.label)
+    svm_model = SklearnDigitModel(pipeline, config)
 
     test = fsdd_manifest[fsdd_manifest.split == "test"].groupby(["label", "speaker"]).head(1)
     waves, test, _ = load_digit_waves(test, SR, progress=False)

@@ -92,7 +92,8 @@ def digit_label_for_path(path, root=None):
 
 
 def digit_eval_manifest(folder) -> tuple:
-    """``(manifest, unlabelled)``: ``path, label`` rows for the folder's audio files, and the files with no label."""
+    """``(manifest, unlabelled)``: ``path, label, source`` rows (``source``: the top-level sub-folder, for
+    per-voice or per-session accuracy) for the folder's audio files, and the files with no label."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(
@@ -108,7 +109,8 @@ def digit_eval_manifest(folder) -> tuple:
         if label is None:
             unlabelled.append({"path": str(path), "error": "no digit label in its folder names or file-name prefix"})
         else:
-            rows.append({"path": str(path), "label": label, "source": str(path.parent.relative_to(folder))})
+            parts = path.parent.relative_to(folder).parts  # the top-level sub-folder: a voice, a session...
+            rows.append({"path": str(path), "label": label, "source": parts[0] if parts else "."})
     if not rows:
         raise ValueError(
             f"eval_folder {folder}: none of its {len(files)} audio files has a digit label. Put clips in "

@@ -61,7 +61,7 @@ class DigitEncoderConfig:
     dropout: float = 0.3
     labels: list = field(default_factory=lambda: list(range(10)))
     # training
-    epochs: int = 40
+    epochs: int = 20
     batch_size: int = 64
     learning_rate: float = 2e-3
     weight_decay: float = 1e-2
@@ -330,7 +330,7 @@ class DigitEncoderHead(nn.Module):
         self.layer_logits = nn.Parameter(torch.zeros(n_layers))
         self.norm = nn.LayerNorm(dims)
         if pooling == "attention":
-            self.attention = nn.Sequential(nn.Linear(dims, 128), nn.Tanh(), nn.Linear(128, 1))
+            self.attention = nn.Sequential(nn.Linear(dims, 32), nn.Tanh(), nn.Linear(32, 1))
         width = dims if pooling == "mean" else 2 * dims
         self.mlp = nn.Sequential(
             nn.Dropout(dropout), nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_classes)
@@ -412,11 +412,20 @@ def train_digit_encoder_head(
         raise ValueError(f"labels {unknown[:5]} are not in the model's label list {config.labels}")
     y = torch.tensor([index[v] for v in labels], dtype=torch.long)
     frames = list(frames)
-    pools = [[f] + (list(variants[i]) if variants is not None else []) for i, f in enumerate(frames)]
+    n_variants = 1 + (max(len(v) for v in variants) if variants is not None and len(variants) else 0)
+    # every clip and copy padded once into one tensor: [variants, clips, frames, layers, dims] + lengths
+    longest = max(len(f) for f in frames + [c for v in (variants or []) for c in v])
+    first = frames[0]
+    bank = torch.zeros((n_variants, len(frames), longest, first.shape[1], first.shape[2]), dtype=torch.float32)
+    lengths = torch.zeros((n_variants, len(frames)), dtype=torch.long)
+    available = torch.zeros((n_variants, len(frames)), dtype=torch.bool)
+    for i, f in enumerate(frames):
+        for k, item in enumerate([f] + (list(variants[i]) if variants is not None else [])):
+            bank[k, i, : len(item)] = torch.from_numpy(np.asarray(item, dtype=np.float32))
+            lengths[k, i], available[k, i] = len(item), True
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
-    first = frames[0]
     head = DigitEncoderHead(
         first.shape[1], first.shape[2], len(config.labels), config.pooling, config.hidden, config.dropout
     ).to(device)
@@ -426,15 +435,21 @@ def train_digit_encoder_head(
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     history = {"epoch": [], "train_loss": [], "train_accuracy": [], "n_train": len(frames)}
     start = time.perf_counter()
+    positions = torch.arange(longest)
     for epoch in tqdm(range(1, config.epochs + 1), desc="encoder head", disable=not progress, leave=False):
         head.train()
-        order = rng.permutation(len(frames))
+        order = torch.from_numpy(rng.permutation(len(frames)))
+        # each clip as itself or one of its copies, drawn at random
+        choice = torch.from_numpy(rng.integers(0, n_variants, len(frames)))
+        choice = torch.where(available[choice, torch.arange(len(frames))], choice, torch.zeros_like(choice))
         total, correct = 0.0, 0
         for i in range(0, len(order), config.batch_size):
             batch = order[i : i + config.batch_size]
-            chosen = [pools[j][int(rng.integers(len(pools[j])))] for j in batch]
-            x, m = digit_encoder_batch(chosen, device)
-            m = _digit_frame_mask(m, config.frame_mask_prob, gen)
+            k = choice[batch]
+            n = lengths[k, batch]
+            width = int(n.max())
+            x = bank[k, batch, :width].to(device)
+            m = _digit_frame_mask((positions[None, :width] < n[:, None]).to(device), config.frame_mask_prob, gen)
             logits = head(x, m)
             loss = loss_fn(logits, y[batch].to(device))
             optimiser.zero_grad(set_to_none=True)
