@@ -46,7 +46,7 @@ def test_digit_classification_notebook_small_run(run_notebook, tiny_model, fsdd_
     )
     for section in ("data", "models", "leave_one_speaker_out", "zero_shot", "eval_folder", "summary", "best_model"):
         assert section in results, section
-    for section in ("latency", "saved_models", "streaming", "run", "encoder_layers", "augmentation"):
+    for section in ("latency", "saved_models", "streaming", "timings", "encoder_layers", "augmentation"):
         assert section in results, section
     data = results["data"]
     assert data["n_train"] == 300 and data["n_test"] == 60 and data["n_loso"] == 240 and data["n_eval"] == 10

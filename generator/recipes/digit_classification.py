@@ -410,8 +410,9 @@ def fit_cnn(frame, epochs=None, progress=False):
 # The bundled Whisper tiny.en encoder (frozen) turns every clip, trimmed and placed at the
 # start of a 3 s window of silence, into 50 frames per second (only the clip's own frames are
 # kept); `encoder_whisper_mode="clip"` slices the positional embeddings to that window
-# instead of padding to Whisper's 30 s (about 10x faster; `"padded"` is the reference). The frames of every clip and every augmented copy are
-# cached on disk per clip, so reruns, LOSO folds and the layer curve reuse them.
+# instead of padding to Whisper's 30 s (about 10x faster; `"padded"` is the reference). The
+# frames of every clip and every augmented copy are cached on disk per clip, so reruns, LOSO
+# folds and the layer curve reuse them.
 
 # %%
 encoder_adapter, encoder_features_info = None, {}
@@ -1088,12 +1089,13 @@ if stream_name is not None:
 total_seconds = time.perf_counter() - notebook_start
 update_results(
     out,
-    run={
-        "seconds": total_seconds,
+    timings={
+        "total_seconds": total_seconds,
         "device": device,
-        "seed": seed,
         "threads": torch.get_num_threads(),
-        "timings": {**timings, **{f"{k}_train": v.get("train_seconds") for k, v in results_models.items()}},
+        **timings,
+        **{f"{k}_train": v.get("train_seconds") for k, v in results_models.items()},
+        **{f"loso_{k}": v.get("seconds") for k, v in loso_results.items() if isinstance(v, dict)},
     },
 )
 print(f"done in {total_seconds / 60:.1f} min; results in {out / 'results.json'}")
