@@ -297,19 +297,23 @@ update_results(out, augmentation={"copies": augment_copies, "config": augment_co
 feature_config = DigitFeatureConfig(
     sample_rate=sample_rate, n_mfcc=n_mfcc, delta_order=delta_order, n_frames=n_frames, pooling=pooling, cmvn=mfcc_cmvn
 )
-with Stopwatch() as feature_time:
-    paths = list(all_manifest["path"])
-    mfcc_of = dict(zip(paths, digit_feature_vectors([wave_of[p] for p in paths], feature_config, progress=True)))
-    flat_copies = [c for p in paths for c in copies_of[p]]
-    copy_vectors = digit_feature_vectors(flat_copies, feature_config, progress=True) if flat_copies else []
-    mfcc_copies_of = {p: list(copy_vectors[i * augment_copies : (i + 1) * augment_copies]) for i, p in enumerate(paths)}
-timings["mfcc_features"] = feature_time.seconds
-X_train = np.stack([mfcc_of[p] for p in train_manifest.path])
-X_test = np.stack([mfcc_of[p] for p in test_manifest.path]) if len(test_manifest) else np.zeros((0, X_train.shape[1]))
-print(
-    f"MFCC features of {len(paths)} clips and {len(flat_copies)} copies: {X_train.shape[1]} dims, "
-    f"{feature_time.seconds:.1f} s"
-)
+paths = list(all_manifest["path"])
+flat_copies = [c for p in paths for c in copies_of[p]]
+mfcc_of, mfcc_copies_of = {}, {}
+if "svm" in models:  # only the SVM uses these vectors (the CNN computes its own features)
+    with Stopwatch() as feature_time:
+        mfcc_of = dict(zip(paths, digit_feature_vectors([wave_of[p] for p in paths], feature_config, progress=True)))
+        copy_vectors = digit_feature_vectors(flat_copies, feature_config, progress=True) if flat_copies else []
+        mfcc_copies_of = {
+            p: list(copy_vectors[i * augment_copies : (i + 1) * augment_copies]) for i, p in enumerate(paths)
+        }
+    timings["mfcc_features"] = feature_time.seconds
+    X_train = np.stack([mfcc_of[p] for p in train_manifest.path])
+    X_test = np.stack([mfcc_of[p] for p in test_manifest.path]) if len(test_manifest) else X_train[:0]
+    print(
+        f"MFCC features of {len(paths)} clips and {len(flat_copies)} copies: {X_train.shape[1]} dims, "
+        f"{feature_time.seconds:.1f} s"
+    )
 
 
 def with_copies(frame, table, copies_table):
@@ -323,20 +327,23 @@ def with_copies(frame, table, copies_table):
     return rows, np.array(ys), np.array(groups)
 
 
-fig, axes = plt.subplots(1, min(5, len(labels)), figsize=(13, 2.6))
-for ax, label in zip(np.atleast_1d(axes), labels):
-    i = int(np.flatnonzero(y_train == label)[0])
-    ax.imshow(
-        X_train[i].reshape(feature_config.n_coefficients, -1)[1:n_mfcc] if pooling == "flat" else X_train[i][None, :],
-        aspect="auto",
-        origin="lower",
-        cmap="magma",
-    )
-    ax.set_title(f"digit {label}", fontsize=9)
-    ax.set_xlabel("frame")
-fig.suptitle(f"MFCCs 1-{n_mfcc - 1} after per-utterance CMVN, one training clip per class", y=1.04)
-save_figure(fig, out, "mfcc_examples")
-plt.show()
+if mfcc_of:
+    fig, axes = plt.subplots(1, min(5, len(labels)), figsize=(13, 2.6))
+    for ax, label in zip(np.atleast_1d(axes), labels):
+        i = int(np.flatnonzero(y_train == label)[0])
+        ax.imshow(
+            X_train[i].reshape(feature_config.n_coefficients, -1)[1:n_mfcc]
+            if pooling == "flat"
+            else X_train[i][None, :],
+            aspect="auto",
+            origin="lower",
+            cmap="magma",
+        )
+        ax.set_title(f"digit {label}", fontsize=9)
+        ax.set_xlabel("frame")
+    fig.suptitle(f"MFCCs 1-{n_mfcc - 1} after per-utterance CMVN, one training clip per class", y=1.04)
+    save_figure(fig, out, "mfcc_examples")
+    plt.show()
 
 # %% [markdown]
 # ## Models, and how each is trained on a set of clips
