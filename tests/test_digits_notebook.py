@@ -59,7 +59,7 @@ def test_digit_classification_notebook_small_run(run_notebook, tiny_model, fsdd_
     for name in ("svm", "cnn", "encoder", "wav2vec2"):
         assert len(loso[name]["per_speaker_accuracy"]) == 6, name
         assert models[name]["loso_mean_accuracy"] == loso[name]["mean_accuracy"]
-        assert models[name]["loso_min_accuracy"] <= models[name]["loso_mean_accuracy"]
+        assert models[name]["loso_min_accuracy"] <= models[name]["loso_mean_accuracy"] + 1e-9
         assert 0.0 <= models[name]["eval_folder_accuracy"] <= 1.0
         assert results["saved_models"][name]["agreement_with_in_memory"] == 1.0
         latency = models[name]["latency_ms"]
