@@ -802,7 +802,8 @@ if "zero_shot" in loso_models or eval_folder:
 if zero_shot is not None:
     zero_shot_results["model"] = zero_shot.info()
     if "zero_shot" in loso_models and has_speakers and len(loso_manifest):
-        zs_frame = stratified_subset(loso_manifest, zero_shot_max_clips, seed, ["speaker", "label"])
+        per_speaker = max(1, zero_shot_max_clips // loso_manifest["speaker"].nunique())  # every speaker, every digit
+        zs_frame = pd.concat([stratified_subset(g, per_speaker, seed) for _, g in loso_manifest.groupby("speaker")])
         with Stopwatch() as zs_time:
             zs_pred, zs_text = zero_shot.predict_with_text([wave_of[p] for p in zs_frame.path], progress=True)
         scores = held_out_scores(zs_frame["label"].to_numpy(), zs_pred, zs_frame["speaker"].to_numpy())
