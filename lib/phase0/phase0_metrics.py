@@ -399,6 +399,7 @@ def evaluate_phase0(
         "slices": slices,
         "train_mask": train,
         "codes": codes,
+        "code_centers": code_model.cluster_centers_,
         "targets": y,
         "counts": counts,
         "config": config,
