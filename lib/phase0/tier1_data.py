@@ -251,6 +251,7 @@ class Tier1WindowDataset(torch.utils.data.IterableDataset):
                 f"{max(self.horizons)}; use longer audio or smaller settings"
             )
         self.units = sorted(int(u) for u in usable["unit"].unique())
+        self.utterance_number = {name: i for i, name in enumerate(sorted(usable["utterance"]))}
         self.windows_per_epoch = int(
             sum(len(tier1_valid_steps(f, window, self.horizons, min_history)) for f in usable["frames"])
         )
@@ -261,16 +262,14 @@ class Tier1WindowDataset(torch.utils.data.IterableDataset):
             return self.units[shard::shards], None, shard, shards
         return self.units, (shard, shards), shard, shards
 
-    def _items(self, unit: int, utterance_filter, counter: list):
+    def _items(self, unit: int, utterance_filter):
         for item in self.source.load(unit):
-            if item["split"] != self.split:
+            if item["split"] != self.split or item["utterance"] not in self.utterance_number:
+                continue
+            number = self.utterance_number[item["utterance"]]
+            if utterance_filter is not None and number % utterance_filter[1] != utterance_filter[0]:
                 continue
             steps = tier1_valid_steps(len(item["latents"]), self.window, self.horizons, self.min_history)
-            if not len(steps):
-                continue
-            counter[0] += 1
-            if utterance_filter is not None and (counter[0] - 1) % utterance_filter[1] != utterance_filter[0]:
-                continue
             context, targets = tier1_windows(item["latents"], steps, self.window, self.horizons, self.scaling)
             extra = {}
             if self.cluster_fn is not None:
@@ -299,9 +298,9 @@ class Tier1WindowDataset(torch.utils.data.IterableDataset):
             skip = max(0, (self.skip_batches - info.id + info.num_workers - 1) // info.num_workers)
         while True:
             rng = np.random.default_rng([self.seed, epoch, shard])
-            pending, count, counter = [], 0, [0]
+            pending, count = [], 0
             for unit in rng.permutation(units):
-                for chunk in self._items(int(unit), utterance_filter, counter):
+                for chunk in self._items(int(unit), utterance_filter):
                     pending.append(chunk)
                     count += len(chunk["context"])
                     if count < self.shuffle_buffer:
@@ -317,6 +316,11 @@ class Tier1WindowDataset(torch.utils.data.IterableDataset):
                     produced += 1
                     if produced > skip:
                         yield batch
+            if produced == 0:
+                raise RuntimeError(
+                    f"shard {shard} of {shards} (rank x DataLoader worker) got no {self.split} windows: "
+                    "use fewer workers or ranks, or more utterances"
+                )
             epoch += 1
             if not self.infinite:
                 return

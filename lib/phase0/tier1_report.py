@@ -18,7 +18,10 @@ def _tier1_table_text(frame: pd.DataFrame, columns, digits: int = 3) -> str:
     shown = frame[columns].copy()
     for column in columns:
         if pd.api.types.is_float_dtype(shown[column]):
-            shown[column] = shown[column].map(lambda v: "nan" if pd.isna(v) else f"{v:.{digits}f}")
+            values = shown[column].dropna()
+            whole = len(values) > 0 and bool((values == values.round()).all()) and values.abs().max() >= 10
+            fmt = "{:.0f}" if whole else f"{{:.{digits}f}}"
+            shown[column] = shown[column].map(lambda v, f=fmt: "-" if pd.isna(v) else f.format(v))
     return shown.to_string(index=False)
 
 

@@ -82,7 +82,7 @@ def save_tier1_checkpoint(path, models: dict, optimizers: dict, step: int, paylo
         "model_fingerprints": {name: tier1_model_fingerprint(m) for name, m in models.items()},
         "weights_digests": {name: tier1_weights_digest(m) for name, m in models.items()},
         "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         **payload,
     }
     buffer = io.BytesIO()
