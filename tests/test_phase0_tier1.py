@@ -271,7 +271,9 @@ def test_store_source_streams_the_parts_of_a_phase0_store(tmp_path, librispeech_
     from lib.phase0.tier1_data import Tier1StoreSource
 
     manifest = split_phase0_speakers(load_librispeech(librispeech_dir, download=False), seed=0).head(5)
-    extract_latents_to_store(manifest, Phase0LogMelEncoder(), tmp_path, chunk_utterances=2, max_seconds=2.0, progress=False)
+    extract_latents_to_store(
+        manifest, Phase0LogMelEncoder(), tmp_path, chunk_utterances=2, max_seconds=2.0, progress=False
+    )
     source = Tier1StoreSource(tmp_path, dict(zip(manifest["utterance"], manifest["split"])))
     assert source.n_units == 3 and source.dim == 80 and (source.table["frames"] == 25).all()
     consolidate_latent_store(tmp_path)
@@ -315,7 +317,8 @@ def test_checkpoint_resumes_and_refuses_another_configuration(tmp_path):
         progress=False,
     )
     assert resumed["step"] == [2, 4, 6] and load_tier1_checkpoint(path)["step"] == 6
-    other = tier1_identity(tiny_config(context={"window": 3, "horizons_k": [1]}), source.fingerprint, ("vmf", "gaussian"))
+    other_config = tiny_config(context={"window": 3, "horizons_k": [1]})
+    other = tier1_identity(other_config, source.fingerprint, ("vmf", "gaussian"))
     with pytest.raises(Tier1CheckpointError, match=r"context\.window: checkpoint 2 vs this run 3"):
         load_tier1_checkpoint(path, other)
 
