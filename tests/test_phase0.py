@@ -463,7 +463,7 @@ def test_notebook_logmel_on_librispeech_sample(run_notebook, tmp_path):
     config = tmp_path / "phase0.yaml"
     config.write_text("encoder: logmel\nmax_utterances: 12\ncontrol_speakers: 20\ngate:\n  decision_rule: all\n")
     results = run_notebook(
-        "phase0_latent_structure", config_path=str(config), max_utterances=30, sweep_context_frames=None
+        "phase0_latent_structure", config_path=str(config), max_utterances=30, sweep_context_frames=[]
     )
     out = _check_complete_report(results)
     assert results["data"]["utterances"] == 30  # the explicit parameter wins over the file's 12
