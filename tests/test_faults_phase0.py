@@ -16,26 +16,14 @@ import pytest
 import torch
 
 from lib.phase0.phase0_latents import (
-    Phase0LogMelEncoder,
     consolidate_latent_store,
     extract_latents_to_store,
     open_latent_store,
     split_phase0_speakers,
 )
+from tests.test_phase0 import CountingEncoder
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class CountingEncoder(Phase0LogMelEncoder):
-    """Log-mel encoder that counts its calls."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.calls = 0
-
-    def latents(self, waveform):
-        self.calls += 1
-        return super().latents(waveform)
 
 
 @pytest.fixture(scope="module")

@@ -290,8 +290,8 @@ def test_librispeech_download_keeps_speakers_txt_and_auto_prefers_train_clean_10
 class CountingEncoder(Phase0LogMelEncoder):
     """Log-mel encoder that counts its calls and can simulate an interruption."""
 
-    def __init__(self, fail_after=None):
-        super().__init__()
+    def __init__(self, fail_after=None, **kwargs):
+        super().__init__(**kwargs)
         self.calls, self.fail_after = 0, fail_after
 
     def latents(self, waveform):

@@ -107,6 +107,30 @@ class Tier1ArraySource:
         return [{**u, "energy": u.get("energy", np.zeros(len(u["latents"]), np.float32))} for u in items]
 
 
+def tier1_source_arrays(source, splits=("train", "eval")) -> tuple:
+    """``(index, latents, energy)`` of ``splits``' utterances concatenated in memory (Phase 0's layout:
+    ``index`` has utterance, speaker, split, frames, offset)."""
+    records, blocks, energies, offset = [], [], [], 0
+    for unit in range(source.n_units):
+        for item in source.load(unit):
+            if item["split"] not in splits:
+                continue
+            n = len(item["latents"])
+            records.append(
+                {
+                    "utterance": item["utterance"],
+                    "speaker": item["speaker"],
+                    "split": item["split"],
+                    "frames": n,
+                    "offset": offset,
+                }
+            )
+            blocks.append(item["latents"])
+            energies.append(item["energy"])
+            offset += n
+    return pd.DataFrame(records), np.concatenate(blocks), np.concatenate(energies)
+
+
 # %% [markdown]
 # ## Scaling fitted on train speakers
 

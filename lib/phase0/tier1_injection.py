@@ -49,7 +49,7 @@ from lib.phase0.phase0_artifacts import (
 from lib.phase0.phase0_frames import build_frame_table
 from lib.phase0.phase0_metrics import evaluate_phase0, load_phase0_config
 from lib.phase0.phase0_report import write_phase0_report
-from lib.phase0.tier1_data import Tier1WindowDataset, tier1_sample_windows
+from lib.phase0.tier1_data import Tier1WindowDataset, tier1_sample_windows, tier1_source_arrays
 from lib.phase0.tier1_metrics import tier1_window_nll
 from lib.phase0.tier1_training import tier1_train
 
@@ -86,21 +86,7 @@ def tier1_fit_phase0(source, output_dir, context_frames: int, overrides: dict, s
     Used when no Phase 0 run folder is given: the cells are then fitted on this run's own
     train speakers, so they never saw the held-out speakers.
     """
-    records, blocks, energies, offset = [], [], [], 0
-    for unit in range(source.n_units):
-        for item in source.load(unit):
-            if item["split"] not in ("train", "eval"):
-                continue
-            n = len(item["latents"])
-            records.append(
-                {"utterance": item["utterance"], "speaker": item["speaker"], "split": item["split"], "frames": n}
-            )
-            records[-1]["offset"] = offset
-            blocks.append(item["latents"])
-            energies.append(item["energy"])
-            offset += n
-    index = pd.DataFrame(records)
-    latents, energy = np.concatenate(blocks), np.concatenate(energies)
+    index, latents, energy = tier1_source_arrays(source)
     frames = build_frame_table(index, int(context_frames), energy)
     config = load_phase0_config(overrides=overrides)
     result = evaluate_phase0(latents, frames, config, seed=seed, progress=False)

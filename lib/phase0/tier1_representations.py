@@ -46,6 +46,7 @@ from lib.phase0.tier1_data import (
     Tier1WindowDataset,
     fit_tier1_scaling,
     tier1_sample_windows,
+    tier1_source_arrays,
 )
 from lib.phase0.tier1_metrics import tier1_evaluate
 from lib.phase0.tier1_model import tier1_build_models
@@ -125,27 +126,10 @@ def tier1_slug(text: str) -> str:
 # %%
 def tier1_phase0_on_source(source, context_frames: int, max_fit_frames: int, seed: int = 0) -> dict:
     """The Phase 0 evaluation (all schemes) on a store source; ``{"rows", "decision", "frames"}``."""
-    records, blocks, energies, offset = [], [], [], 0
-    for unit in range(source.n_units):
-        for item in source.load(unit):
-            if item["split"] not in ("train", "eval"):
-                continue
-            n = len(item["latents"])
-            records.append(
-                {
-                    "utterance": item["utterance"],
-                    "speaker": item["speaker"],
-                    "split": item["split"],
-                    "frames": n,
-                    "offset": offset,
-                }
-            )
-            blocks.append(item["latents"])
-            energies.append(item["energy"])
-            offset += n
-    frames = build_frame_table(pd.DataFrame(records), int(context_frames), np.concatenate(energies))
+    index, latents, energy = tier1_source_arrays(source)
+    frames = build_frame_table(index, int(context_frames), energy)
     config = {"max_fit_frames": int(max_fit_frames), "linear_reference": False, "kmeans_n_init": 1}
-    result = evaluate_phase0(np.concatenate(blocks), frames, config, seed=seed, progress=False)
+    result = evaluate_phase0(latents, frames, config, seed=seed, progress=False)
     return {"rows": result["rows"], "decision": result["decision"], "frames": int(len(frames))}
 
 
