@@ -75,6 +75,11 @@ def _phase0_npz(path: Path, arrays: dict, config_hash: str) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+# %% [markdown]
+# ## Writing
+
+
+# %%
 def write_phase0_artifacts(result: dict, frames, output_dir, meta: dict, config_hash: str) -> dict:
     """Write the artefact files and their manifest; return ``{name: path}``."""
     out = Path(output_dir)
@@ -134,6 +139,11 @@ def write_phase0_artifacts(result: dict, frames, output_dir, meta: dict, config_
     return {k: str(v) for k, v in paths.items()}
 
 
+# %% [markdown]
+# ## Reading, verified
+
+
+# %%
 @dataclass
 class Phase0Artifacts:
     """Loaded Phase 0 artefacts: normaliser, conditioners per scheme, and the manifest."""
@@ -223,6 +233,11 @@ def load_phase0_artifacts(folder) -> Phase0Artifacts:
     return Phase0Artifacts(folder, manifest, normaliser, conditioners)
 
 
+# %% [markdown]
+# ## Cells of new windows
+
+
+# %%
 class Phase0CellAssigner:
     """``assigner(latents [T, D], steps [n]) -> cells [n]``: a Phase 0 scheme's cell of each step's context.
 

@@ -162,6 +162,7 @@ class Phase0CodecEncoder:
         }
 
 
+# %%
 class Phase0SpeechEncoder:
     """One layer of a speech model's hidden states (the Whisper encoder, WavLM, ...) as Phase 0 latents.
 
@@ -323,6 +324,7 @@ def phase0_audio_digests(paths, progress: bool = False) -> list:
     return digests
 
 
+# %%
 def _store_header(manifest, encoder_info, chunk_utterances, max_seconds) -> dict:
     header = {
         "version": PHASE0_STORE_VERSION,
@@ -387,6 +389,11 @@ def _check_store_header(store_dir: Path, header: dict) -> None:
         atomic_write_json(path, header)
 
 
+# %% [markdown]
+# ### Parts: complete, current, or to encode again
+
+
+# %%
 def _part_paths(store_dir: Path, part: int) -> dict:
     stem = store_dir / "parts" / f"part-{part:06d}"
     return {
@@ -438,6 +445,11 @@ def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+# %% [markdown]
+# ### Extraction
+
+
+# %%
 def extract_latents_to_store(
     manifest: pd.DataFrame,
     encoder,
@@ -535,6 +547,11 @@ def extract_latents_to_store(
     return stats
 
 
+# %% [markdown]
+# ### Reading: part by part, or consolidated
+
+
+# %%
 def phase0_store_header(store_dir) -> dict:
     """The ``store.json`` of a store folder; a clear error when it is missing or unreadable."""
     path = Path(store_dir) / "store.json"

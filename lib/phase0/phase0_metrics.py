@@ -169,6 +169,11 @@ def _labels_for(conditioner, latents, frames: Phase0FrameTable, normaliser, batc
     return labels
 
 
+# %% [markdown]
+# ## One scheme's measures and the verdict
+
+
+# %%
 def scheme_metrics(name, labels, y, train, slices, codes, n_cells, config, seed, speakers=None) -> dict:
     """All measures for one scheme's labels (train/eval masks, slice masks, quantised deltas)."""
     rng_seed = seed + 1

@@ -109,6 +109,7 @@ TIER1_DEFAULT_CONFIG = {
     },
 }
 
+# %%
 TIER1_CHOICES = {
     "model.kind": ("mlp", "transformer"),
     "model.target_scaling": ("per_dim", "global", "none"),
@@ -243,6 +244,7 @@ def _tier1_check(config: dict) -> None:
         raise Tier1ConfigError(f"diag.models must list vmf and/or gaussian, got {flat['diag.models']!r}")
 
 
+# %%
 def load_tier1_config(path=None, overrides: dict | None = None, flat: dict | None = None) -> dict:
     """The resolved config: defaults < YAML ``path`` < ``overrides`` < non-None ``flat`` parameters."""
     config = copy.deepcopy(TIER1_DEFAULT_CONFIG)

@@ -109,6 +109,11 @@ def tier1_fit_phase0(source, output_dir, context_frames: int, overrides: dict, s
     return load_phase0_artifacts(output_dir), result
 
 
+# %% [markdown]
+# ## The memory tables
+
+
+# %%
 def tier1_cell_means(targets, cells, n_cells: int) -> tuple:
     """``(table [n_cells + 1, K, D], counts)``: the mean target per cell; row ``n_cells`` (unseen) stays 0."""
     targets = np.asarray(targets, dtype=np.float64)
@@ -134,6 +139,11 @@ def tier1_permutation(n_cells: int, seed: int = 0) -> np.ndarray:
     return np.concatenate([perm, [n_cells]])
 
 
+# %% [markdown]
+# ## Fine-tuning with memory, and the four conditions
+
+
+# %%
 def tier1_injection(
     models: dict,
     source,
@@ -265,6 +275,7 @@ def tier1_injection(
     }
 
 
+# %%
 def plot_tier1_injection(table: pd.DataFrame):
     """Gain over zero memory (nats per frame) per horizon: real, shuffled and oracle memory, per model."""
     names = list(table["model"].unique())

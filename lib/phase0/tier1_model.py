@@ -159,6 +159,11 @@ class Tier1NextStepModel(nn.Module):
                 bias[i, self.dim :] = torch.as_tensor(np.log(np.maximum(t.std(axis=0), 1e-3)), dtype=bias.dtype)
 
 
+# %% [markdown]
+# ## Likelihood, fingerprints, construction
+
+
+# %%
 def tier1_nll(head: str, params: dict, targets: torch.Tensor) -> dict:
     """``{"nll": [B, K], ...}`` in nats per frame on the target space (see `lib.phase0.tier1_vmf`)."""
     if head == "vmf":

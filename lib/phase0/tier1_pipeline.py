@@ -80,6 +80,11 @@ def tier1_encode_store(manifest, config: dict, store_dir, device: str = "cpu", c
     return {"encoder": encoder.info(), "extraction": extraction}
 
 
+# %% [markdown]
+# ## Exp 1 training
+
+
+# %%
 def tier1_exp1(
     source: Tier1StoreSource,
     config: dict,

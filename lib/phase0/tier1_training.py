@@ -180,6 +180,7 @@ def _tier1_unwrap(model):
 
 
 # %%
+# %%
 def tier1_lr_at(step: int, total: int, warmup: int, base: float) -> float:
     if warmup > 0 and step < warmup:
         return base * (step + 1) / warmup
