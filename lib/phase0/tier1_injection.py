@@ -23,8 +23,10 @@
 #
 # Gains are NLL reductions against zero memory (nats per frame); **recovery** is
 # `gain(real) / gain(oracle)`: how much of what a perfect per-cell lookup would give the
-# real, train-estimated memory delivers. Shuffled memory must give no gain; evaluated on the
-# model fine-tuned with real memory it usually gives a *loss* (below 0: the model relies on
+# real, train-estimated memory delivers (reported only when the oracle gain exceeds twice its
+# standard error: when even the oracle does not help, there is nothing to recover). Shuffled
+# memory must give no gain; evaluated on the model fine-tuned with real memory it usually
+# gives a *loss* (below 0: the model relies on
 # its memory and is misled by another cell's delta). The **shuffled control**
 # (`diag.control`) is a copy of the Exp 1 model fine-tuned identically, but whose memory is
 # always another random train window's cell (no information about the window); its gain
@@ -256,9 +258,11 @@ def tier1_injection(
                 row[f"gain_{label}"] = float(diff.mean())
                 row[f"gain_{label}_se"] = float(diff.std() / np.sqrt(len(diff)))
             oracle_gain = row["gain_oracle"]
+            row["oracle_gain_significant"] = bool(oracle_gain > 2 * row["gain_oracle_se"])
             for label in ("real", "shuffled", "shuffled_control"):
-                if f"gain_{label}" in row:
-                    row[f"recovery_{label}"] = row[f"gain_{label}"] / oracle_gain if oracle_gain > 0 else float("nan")
+                if f"gain_{label}" in row:  # a ratio over an oracle gain within its noise says nothing: nan
+                    significant = row["oracle_gain_significant"]
+                    row[f"recovery_{label}"] = row[f"gain_{label}"] / oracle_gain if significant else float("nan")
             rows.append(row)
     return {
         "rows": rows,

@@ -46,6 +46,7 @@ TIER1_EXP2_COLUMNS = (
     "nll_oracle",
     "gain_real",
     "gain_oracle",
+    "gain_oracle_se",
     "recovery_real",
     "recovery_shuffled",
     "recovery_shuffled_control",
@@ -99,7 +100,8 @@ def tier1_report_text(meta: dict, tables: dict) -> str:
     if "exp2" in tables:
         lines += [
             "Exp 2: memory injection (cell-mean next-step delta of the Phase 0 scheme), held-out speakers",
-            "  gains are NLL reductions against zero memory; recovery = gain(real) / gain(oracle).",
+            "  gains are NLL reductions against zero memory; recovery = gain(real) / gain(oracle), shown only",
+            "  when the oracle gain exceeds 2 standard errors (otherwise no memory helps and '-' is printed).",
             "  shuffled: cell ids permuted, same model; shuffled control: a copy fine-tuned with uninformative",
             "  memory (its gain is the null level, about 0).",
             _tier1_table_text(tables["exp2"], TIER1_EXP2_COLUMNS),
