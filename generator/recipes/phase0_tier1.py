@@ -49,7 +49,7 @@ store_dir = None  # latent store folder for Exp 1 and 2 (None: output_dir/latent
 output_dir = "runs/phase0_tier1/latest"  # results.json, report.txt, tables, plots and checkpoints go here
 seed = None  # [int 0..] random seed (None: the config's seed)
 device = "auto"  # [auto|cpu|cuda|mps] where the models run
-cpu_threads = None  # [int 1..] cap torch and BLAS threads (None: library defaults)
+cpu_threads = None  # [int 1..] cap torch and BLAS threads (None: library defaults; 1 is much faster on a busy CPU)
 local_files_only = None  # [bool] never download model weights (None: the config's)
 
 # %%
