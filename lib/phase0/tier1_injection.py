@@ -27,10 +27,11 @@
 # standard error: when even the oracle does not help, there is nothing to recover). Shuffled
 # memory must give no gain; evaluated on the model fine-tuned with real memory it usually
 # gives a *loss* (below 0: the model relies on its memory and is misled by another cell's
-# delta). The **shuffled control** (`diag.control`) is a copy of the Exp 1 model fine-tuned identically, but whose memory is
-# always another random train window's cell (no information about the window); its gain
-# over its own zero memory is the null level, about 0. A real gain well above it, with a
-# recovery near 1, means the model can use a lookup memory.
+# delta). The **shuffled control** (`diag.control`) is a copy of the Exp 1 model fine-tuned
+# identically, but whose memory is always another random train window's cell (no
+# information about the window); its gain over its own zero memory is the null level, about
+# 0. A real gain well above it, with a recovery near 1, means the model can use a lookup
+# memory.
 
 # %%
 import copy

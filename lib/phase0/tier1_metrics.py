@@ -14,7 +14,8 @@
 #   cosine, with the frame-weighted error; plus the LogNormal 80% interval coverage.
 #
 # **Rollouts** (`rollout.enabled`): from real eval contexts, each model generates `steps`
-# frames autoregressively by sampling its `k = 1` distribution. Against the real continuation
+# frames autoregressively by sampling its `k = 1` distribution (and, as "<model> mean", by
+# taking its expected delta each step, which separates sampling noise from bias). Against the real continuation
 # we track, per generated step, the **energy** drift (dB: frame energy read from the latents by
 # a ridge probe fitted on train frames), the **norm** drift (relative, standardised latents) and
 # the **cosine** to the real frame (standardised latents). Repeating the last context frame
@@ -172,19 +173,26 @@ def tier1_rollout(
     rng = np.random.default_rng([seed, 53])
     for name, model in models.items():
         model = model.to(device).eval()
-        x = sequences["latents"][:, :window].astype(np.float64)
-        for _ in range(steps):
-            context = ((x[:, -window:] - scaling.latent_mean) / scaling.latent_std).astype(np.float32)
-            out = {
-                k: v[:, i1].double().cpu().numpy() for k, v in model(torch.as_tensor(context, device=device)).items()
-            }
-            if model.head_kind == "vmf":
-                delta = vmf_lognormal_sample(out["mu"], out["kappa"], out["m"], np.exp(out["log_s"]), rng)
-            else:
-                delta = out["mean"] + np.exp(out["log_sigma"]) * rng.normal(size=out["mean"].shape)
-            nxt = x[:, -1] + delta * scaling.delta_scale[i1]
-            x = np.concatenate([x, nxt[:, None]], axis=1)
-        generated[name] = x[:, window:]
+        for label, sample in ((name, True), (f"{name} mean", False)):
+            x = sequences["latents"][:, :window].astype(np.float64)
+            for _ in range(steps):
+                context = ((x[:, -window:] - scaling.latent_mean) / scaling.latent_std).astype(np.float32)
+                out = model(torch.as_tensor(context, device=device))
+                out = {k: v[:, i1].double().cpu().numpy() for k, v in out.items()}
+                if model.head_kind == "vmf":
+                    s = np.exp(out["log_s"])
+                    if sample:
+                        delta = vmf_lognormal_sample(out["mu"], out["kappa"], out["m"], s, rng)
+                    else:  # E[r u] = E[r] A_D(kappa) mu
+                        dim = out["mu"].shape[-1]
+                        scale = np.exp(out["m"] + s**2 / 2) * vmf_mean_resultant(dim, out["kappa"])
+                        delta = scale[:, None] * out["mu"]
+                else:
+                    noise = rng.normal(size=out["mean"].shape) if sample else 0.0
+                    delta = out["mean"] + np.exp(out["log_sigma"]) * noise
+                nxt = x[:, -1] + delta * scaling.delta_scale[i1]
+                x = np.concatenate([x, nxt[:, None]], axis=1)
+            generated[label] = x[:, window:]
     std_real = (real - scaling.latent_mean) / scaling.latent_std
     e_real = _tier1_energy(probe, real) if probe is not None else None
     curves, rows = {}, []
