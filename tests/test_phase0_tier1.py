@@ -283,6 +283,24 @@ def test_store_source_streams_the_parts_of_a_phase0_store(tmp_path, librispeech_
     assert source.table["split"].tolist() == manifest["split"].tolist()
 
 
+def test_pooling_to_12_5_hz_and_the_position_share():
+    from lib.phase0.tier1_representations import tier1_pool_frames, tier1_position_share
+
+    x = np.arange(40, dtype=np.float32)[:, None] * np.ones((1, 2), np.float32)  # 40 frames at 100 Hz
+    pooled = tier1_pool_frames(x, 100.0, 12.5)
+    assert pooled.shape == (5, 2) and np.allclose(pooled[:, 0], [3.5, 11.5, 19.5, 27.5, 35.5])
+    energy = tier1_pool_frames(np.array([0.0, -10.0, 0.0, -10.0]), 50.0, 25.0, power=True)
+    assert np.allclose(energy, 10 * np.log10(0.55))  # dB averaged as power
+    assert np.array_equal(tier1_pool_frames(x, 12.5, 12.5), x)
+    rng = np.random.default_rng(0)
+    position = rng.normal(size=(80, 4))
+    lengths = rng.integers(40, 80, size=30)
+    index = pd.DataFrame({"frames": lengths, "offset": np.r_[0, np.cumsum(lengths)[:-1]]})
+    positional = np.concatenate([position[:n] + 0.1 * rng.normal(size=(n, 4)) for n in lengths])
+    assert tier1_position_share(index, positional) > 0.95
+    assert abs(tier1_position_share(index, rng.normal(size=positional.shape))) < 0.03
+
+
 # ----------------------------------------------------------------------------- checkpoints
 def test_checkpoint_resumes_and_refuses_another_configuration(tmp_path):
     source, _ = tier1_planted_source("vmf_lognormal", speakers=10, utterances_per_speaker=2, frames=40, dim=4)
@@ -453,6 +471,8 @@ def test_notebook_runs_the_three_experiments_on_logmel(run_notebook, tiny_model)
     assert set(ok[ok["rate"] == "native"]["frame_rate"]) == {100.0, 50.0}  # log-mel and Whisper at their own rates
     assert (exp3[exp3["representation"] == "kyutai/mimi"]["status"] == "skipped").all()  # offline
     assert np.isfinite(ok["vr_eval"]).all() and np.isfinite(ok["nll_gain"]).all()
+    assert (ok["position_share"] < 1.0).all()
+    assert set(ok["weights"]) == {"none (signal processing)", "pretrained"}  # the tiny folder: its saved weights
     report = (out / "report.txt").read_text()
     for heading in ("Exp 1:", "Exp 2:", "Exp 3:"):
         assert heading in report

@@ -63,6 +63,7 @@ TIER1_EXP3_COLUMNS = (
     "degradation",
     "entropy_reduction_eval",
     "phase0_decision",
+    "position_share",
     "nll_gain",
     "nll_gain_per_dim",
 )
@@ -118,6 +119,14 @@ def tier1_report_text(meta: dict, tables: dict) -> str:
         ]
         for row in skipped.itertuples():
             lines.append(f"  skipped: {row.representation} ({row.reason})")
+        if "position_share" in frame:
+            positional = frame[(frame["status"] == "ok") & (frame["position_share"] > 0.5)]
+            for row in positional.itertuples():
+                lines.append(
+                    f"  note: {row.representation} @ {row.rate}: {row.position_share:.0%} of the variance is the "
+                    "frame's position in the utterance alone (positional embeddings): its Phase 0 structure may "
+                    "be positional."
+                )
         lines.append("")
     lines += [f"  - {note}" for note in meta.get("notes", [])]
     return "\n".join(lines) + "\n"

@@ -18,6 +18,12 @@
 # vMF x LogNormal model over the diagonal Gaussian at `k = 1`, both trained for
 # `exp3.max_steps` steps. Every row names the weights it used; a representation whose weights
 # do not load is listed as skipped, with the reason.
+#
+# **Position share**: the share of a representation's variance that the frame's position in
+# the utterance explains by itself (the mean over utterances at each frame index). Whisper's
+# encoder adds positional embeddings: with random weights its frames are almost only position
+# (share about 1), so their next step is predictable from the position and Phase 0 reports
+# "structure" that says nothing about the audio. Read a PASS next to a high share with care.
 
 # %%
 import copy
@@ -124,13 +130,49 @@ def tier1_slug(text: str) -> str:
 
 
 # %%
+def tier1_position_share(index: pd.DataFrame, latents, min_share: float = 0.1) -> float:
+    """Share of the frames' variance explained by their position in the utterance alone.
+
+    For each frame index ``t`` (0 = utterance start), the mean of the *other* utterances at ``t``
+    (leave-one-out, so noise is not fitted); ``1 - sum|z - mean_t|^2 / sum|z - mean|^2`` over the
+    indices that at least ``min_share`` of the utterances reach. About 0 for frames unrelated to
+    position; near 1 when frames are mostly a function of position (positional embeddings), in
+    which case "structure" found by Phase 0 may be positional, not acoustic.
+    """
+    latents = np.asarray(latents, dtype=np.float64)
+    frames = index["frames"].to_numpy()
+    if len(frames) < 3:
+        return float("nan")
+    limit = int(np.quantile(frames, 1.0 - min_share))
+    blocks = [latents[o : o + min(f, limit)] for o, f in zip(index["offset"], frames)]
+    sums = np.zeros((limit, latents.shape[1]))
+    counts = np.zeros(limit)
+    for block in blocks:
+        sums[: len(block)] += block
+        counts[: len(block)] += 1
+    stacked = np.concatenate(blocks)
+    positions = np.concatenate([np.arange(len(block)) for block in blocks])
+    keep = counts[positions] >= 2
+    others = (sums[positions] - stacked) / np.maximum(counts[positions] - 1, 1)[:, None]
+    total = ((stacked[keep] - stacked[keep].mean(axis=0)) ** 2).sum()
+    shrink = (counts[positions] - 1) / np.maximum(counts[positions], 1)  # E|z - other mean|^2 = var (n / (n-1))
+    residual = (((stacked[keep] - others[keep]) ** 2).sum(axis=1) * shrink[keep]).sum()
+    return float(1.0 - residual / total) if total > 0 else float("nan")
+
+
 def tier1_phase0_on_source(source, context_frames: int, max_fit_frames: int, seed: int = 0) -> dict:
-    """The Phase 0 evaluation (all schemes) on a store source; ``{"rows", "decision", "frames"}``."""
+    """The Phase 0 evaluation (all schemes) on a store source; ``{"rows", "decision", "frames", "position_share"}``."""
     index, latents, energy = tier1_source_arrays(source)
+    position_share = tier1_position_share(index, latents)
     frames = build_frame_table(index, int(context_frames), energy)
     config = {"max_fit_frames": int(max_fit_frames), "linear_reference": False, "kmeans_n_init": 1}
     result = evaluate_phase0(latents, frames, config, seed=seed, progress=False)
-    return {"rows": result["rows"], "decision": result["decision"], "frames": int(len(frames))}
+    return {
+        "rows": result["rows"],
+        "decision": result["decision"],
+        "frames": int(len(frames)),
+        "position_share": position_share,
+    }
 
 
 def tier1_predictability(source, config: dict, max_steps: int, device: str = "cpu", seed: int = 0) -> dict:
@@ -191,6 +233,7 @@ def tier1_measure_representation(source, rate_label: str, config: dict, device: 
         "vr_random_eval": float(best["vr_random_eval"]),
         "degradation": float(best["degradation"]),
         "entropy_reduction_eval": float(best["entropy_reduction_eval"]),
+        "position_share": phase0["position_share"],
         **predict,
         "seconds": time.perf_counter() - started,
     }
