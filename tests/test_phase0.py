@@ -411,6 +411,21 @@ def test_codec_encoders_give_pre_quantisation_latents(tiny_model, family, stage)
     assert energy.shape == (len(z),) and np.allclose(energy[: int(2 * encoder.frame_rate) - 1], -20.0, atol=0.01)
 
 
+def test_bundled_whisper_is_a_phase0_encoder():
+    from lib.core.bundled_whisper import BUNDLED_WHISPER_ID
+    from lib.phase0.phase0_latents import load_phase0_encoder
+
+    clip = load_phase0_encoder(BUNDLED_WHISPER_ID, whisper_mode="clip")
+    info = clip.info()
+    assert info["family"] == "whisper" and info["dim"] == 384 and info["frame_rate"] == 50.0
+    assert info["weights"] == "pretrained" and info["whisper_mode"] == "clip" and info["stage"] == "layer 4"
+    y = np.random.default_rng(0).normal(0, 0.05, 32000).astype(np.float32)
+    assert clip.latents(y).shape == (100, 384)  # 2 s at 50 Hz
+    random = load_phase0_encoder(BUNDLED_WHISPER_ID, whisper_mode="clip", weights="random", layer=2)
+    assert random.info()["weights"] == "random" and random.info()["stage"] == "layer 2"
+    assert random.info()["fingerprint"] != info["fingerprint"]  # a store never mixes them
+
+
 # ----------------------------------------------------------------------------- notebooks
 REPORT_FILES = (
     "phase0_frames.parquet",
