@@ -39,7 +39,7 @@ chunk_utterances = 16  # [int 1..] utterances per stored part (the unit of resum
 config_path = None  # [path] YAML with parameters and gate thresholds (configs/phase0.yaml); -p values win over it
 run_controls = True  # [bool] run the planted positive / negative controls first
 control_speakers = 30  # [int 5..] speakers in each planted control data set (a fifth held out)
-sweep_context_frames = [1, 2, 8]  # [each list 1..] extra context windows beside context_frames ([]: skip)
+sweep_context_frames = [1, 2, 8]  # [each int 1..] extra context windows beside context_frames ([]: skip)
 
 # %%
 import json
