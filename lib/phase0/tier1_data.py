@@ -59,10 +59,11 @@ class Tier1StoreSource:
             self.table["split"] = self.table["utterance"].map(split_of).fillna("unused")
         self.n_units = len(self.parts)
         self.fingerprint = f"{self.header.get('store_key')}:{self.encoder.get('fingerprint')}"
+        self.split_of = dict(zip(self.table["utterance"], self.table["split"]))
 
     def load(self, unit: int) -> list:
         index, latents, energy = read_phase0_part(self.parts[unit])
-        split_of = dict(zip(self.table["utterance"], self.table["split"]))
+        split_of = self.split_of
         out = []
         for record in index.itertuples(index=False):
             start, stop = int(record.offset), int(record.offset) + int(record.frames)
@@ -174,14 +175,16 @@ class Tier1Scaling:
 
 
 def fit_tier1_scaling(
-    source, horizons, mode: str = "per_dim", split: str = "train", max_frames: int = 500_000
+    source, horizons, mode: str = "per_dim", split: str = "train", max_frames: int = 500_000, seed: int = 0
 ) -> Tier1Scaling:
-    """Stream over ``split``'s utterances (part by part, up to ``max_frames``) for the statistics."""
+    """Stream over ``split``'s utterances (part by part in a seeded order, up to ``max_frames``) for the statistics."""
     horizons = list(horizons)
     dim = source.dim
     s1, s2, n = np.zeros(dim), np.zeros(dim), 0
     d2, dn = np.zeros((len(horizons), dim)), np.zeros(len(horizons))
-    units = sorted(source.table.loc[source.table["split"] == split, "unit"].unique())
+    units = np.random.default_rng([seed, 13]).permutation(
+        sorted(source.table.loc[source.table["split"] == split, "unit"].unique())
+    )
     if not len(units):
         raise ValueError(f"no utterance of split {split!r} to fit the scaling on")
     for unit in units:
