@@ -459,7 +459,7 @@ def test_notebook_runs_the_three_experiments_on_logmel(run_notebook, tiny_model)
     assert set(rows["model"]) == {"vmf", "gaussian"} and sorted(rows["k"].unique()) == [1, 2, 4]
     assert np.isfinite(rows["nll"]).all() and results["exp1"]["steps"] == 20
     rollout_models = {r["model"] for r in results["exp1"]["rollouts"]["rows"]}
-    assert rollout_models == {"hold", "vmf", "gaussian", "vmf mean", "gaussian mean"}
+    assert rollout_models == {"hold", "vmf", "gaussian", "vmf point", "gaussian point"}
     assert (out / "exp1" / "last.pt").exists()
     exp2 = pd.DataFrame(results["exp2"]["rows"])
     assert len(exp2) == 6 and np.isfinite(exp2[["nll_zero", "nll_real", "nll_shuffled", "nll_oracle"]]).all().all()

@@ -14,8 +14,10 @@
 #   cosine, with the frame-weighted error; plus the LogNormal 80% interval coverage.
 #
 # **Rollouts** (`rollout.enabled`): from real eval contexts, each model generates `steps`
-# frames autoregressively by sampling its `k = 1` distribution (and, as "<model> mean", by
-# taking its expected delta each step, which separates sampling noise from bias). Against the real continuation
+# frames autoregressively by sampling its `k = 1` distribution, and (as "<model> point") by
+# taking a point forecast each step (Gaussian: its mean; vMF: `A_D(kappa) exp(m) mu`, the mean
+# direction's expected cosine times the median magnitude), which separates sampling noise
+# from bias. Against the real continuation
 # we track, per generated step, the **energy** drift (dB: frame energy read from the latents by
 # a ridge probe fitted on train frames), the **norm** drift (relative, standardised latents) and
 # the **cosine** to the real frame (standardised latents). Repeating the last context frame
@@ -173,7 +175,7 @@ def tier1_rollout(
     rng = np.random.default_rng([seed, 53])
     for name, model in models.items():
         model = model.to(device).eval()
-        for label, sample in ((name, True), (f"{name} mean", False)):
+        for label, sample in ((name, True), (f"{name} point", False)):
             x = sequences["latents"][:, :window].astype(np.float64)
             for _ in range(steps):
                 context = ((x[:, -window:] - scaling.latent_mean) / scaling.latent_std).astype(np.float32)
@@ -183,9 +185,10 @@ def tier1_rollout(
                     s = np.exp(out["log_s"])
                     if sample:
                         delta = vmf_lognormal_sample(out["mu"], out["kappa"], out["m"], s, rng)
-                    else:  # E[r u] = E[r] A_D(kappa) mu
+                    else:  # median magnitude times the mean direction's expected cosine: A_D(kappa) exp(m) mu
+                        # (the LogNormal mean exp(m + s^2/2) is ruled by its tail where s is large)
                         dim = out["mu"].shape[-1]
-                        scale = np.exp(out["m"] + s**2 / 2) * vmf_mean_resultant(dim, out["kappa"])
+                        scale = np.exp(out["m"]) * vmf_mean_resultant(dim, out["kappa"])
                         delta = scale[:, None] * out["mu"]
                 else:
                     noise = rng.normal(size=out["mean"].shape) if sample else 0.0
