@@ -568,7 +568,8 @@ def test_notebook_reports_bundled_whisper_rows_with_their_labels(run_notebook, b
     out = Path(results["_out"])
     # figure titles name the mode and the weights; the random model's figure says so
     assert "Whisper clip mode" in (out / "separability_by_layer_interactive.html").read_text()
-    assert "whisper-tiny.en (clip mode)" in (out / "layer_grid.html").read_text()  # the pretrained model's grid
-    assert (out / "best_layer_whisper-tiny.en_clip-mode_random-weights.html").exists()
+    assert "whisper-tiny.en (clip mode), pretrained weights" in (out / "layer_grid.html").read_text()
+    control_map = (out / "best_layer_whisper-tiny.en_clip-mode_random-weights.html").read_text()
+    assert "whisper-tiny.en (clip mode, random weights): a control, not a trained model" in control_map
     notebook = (out / "layer_embeddings.ipynb").read_text()
     assert "[control: random weights]" in notebook
