@@ -61,11 +61,11 @@ cv_folds = 5  # [int 2..] cross-validation folds for kNN and the linear probe
 group_by_speaker = True  # [bool] hold speakers out of training in every fold
 n_neighbours = 5  # [int 1..] neighbours for the kNN accuracy
 mfcc_baseline = True  # [bool] add a model-free MFCC (+ deltas) reference row
-max_seconds = 10.0  # [float|None 0.1..] cap on clip length in seconds (None: no cap)
+max_seconds = 10.0  # [optional float 0.1..] cap on clip length in seconds (None: no cap)
 batch_size = 8  # [int 1..] clips per Whisper forward pass (other models run clip by clip)
 device = "auto"  # [auto|cpu|cuda|mps] where the models run
 local_files_only = False  # [bool] True: never download models (hub cache and local folders only)
-cache_dir = "~/.cache/audiolens/layers"  # [str|None] per-clip layer cache, shared by runs; None: no cache
+cache_dir = "~/.cache/audiolens/layers"  # [optional str] per-clip layer cache, shared by runs; None: no cache
 cpu_threads = None  # [int 1..] cap on CPU threads for torch and BLAS (None: defaults; 1-2 on a busy machine)
 
 # %%
