@@ -136,7 +136,7 @@ class LiveNeuronPipeline:
         """Any block source (``pending()``, ``exhausted``, ``close()``)."""
         self.close()
         if self.do_warm_up and self.warm_up_s is None:
-            self.warm_up_s = self.encoder.warm_up()
+            self.warm_up_s = self.warm_up()
         self.reset()
         self.source_name = name
         self.runner = FrameStreamRunner(
@@ -149,6 +149,17 @@ class LiveNeuronPipeline:
         )
         if self.keywords is not None:
             self.keywords.start()
+
+    def warm_up(self, seconds: float = 2.0) -> float:
+        """Throw-away updates through the whole path (encoder, analytics, payload), then reset; seconds spent."""
+        start = time.perf_counter()
+        spotter, self.keywords = self.keywords, None
+        noise = (0.01 * np.random.default_rng(0).standard_normal(int(seconds * self.sample_rate))).astype(np.float32)
+        for i in range(0, len(noise), self.block_size):
+            self._compute(noise[i : i + self.block_size], i)
+        self.keywords = spotter
+        self.reset()
+        return time.perf_counter() - start
 
     def close(self) -> None:
         if self.runner is not None:
