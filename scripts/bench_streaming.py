@@ -81,6 +81,8 @@ def _projector_from_reference(reference, speech, layer):
 
 
 def _live(adapter, info, speech, layers, args, context, reference, keywords: bool, seconds: float):
+    import numpy as np
+
     from lib.neurons.neuron_live import LiveNeuronPipeline
     from lib.neurons.stream_benchmark import run_live_benchmark
     from lib.neurons.whisper_keywords import BackgroundKeywordSpotter, load_keyword_transcriber
@@ -88,9 +90,15 @@ def _live(adapter, info, speech, layers, args, context, reference, keywords: boo
     spotter = None
     if keywords:
         spotter = BackgroundKeywordSpotter(loader=lambda: load_keyword_transcriber(cpu_threads=1))
+    pca_basis = {}
+    for layer in layers if reference else []:  # PCA traces on a basis fitted offline, as the notebook does
+        stacked = np.concatenate([ref[layer] for _, ref in reference]).astype(np.float64)
+        mean, std = stacked.mean(0), stacked.std(0) + 1e-8
+        pca_basis[layer] = (mean, std, np.linalg.svd((stacked - mean) / std, full_matrices=False)[2][:3])
     pipeline = LiveNeuronPipeline(
         adapter,
         layers,
+        pca_basis=pca_basis,
         update_s=args.update_s,
         left_context_s=context,
         projector=_projector_from_reference(reference, speech, layers[-1]) if reference else None,
@@ -255,7 +263,8 @@ def _summary_text(result: dict, layers) -> str:
     live = result["live"]
     lines = [
         "",
-        f"live pipeline, {result['model']['model']} [{result['model']['label']}], context {result['default_context_s']} s, "
+        f"live pipeline, {result['model']['model']} [{result['model']['label']}], "
+        f"context {result['default_context_s']} s, "
         f"{live['clock']}, {live['seconds']:.0f} s:",
         f"  latency p50 {live['latency_ms_p50']:.0f} / p95 {live['latency_ms_p95']:.0f} / p99 "
         f"{live['latency_ms_p99']:.0f} ms; stages (mean ms) encoder {live.get('encoder_ms_mean', 0):.1f}, "
@@ -266,25 +275,44 @@ def _summary_text(result: dict, layers) -> str:
     if "live_with_keywords" in result:
         kw = result["live_with_keywords"]
         lines.append(
+            f"  online speaker clustering: ARI {sc['ari']:.2f}, purity {sc['purity']:.2f} "
+            f"({sc['clusters']} clusters, {sc['speakers']} speakers)"
+        )
             f"  with the keyword thread: p95 {kw['latency_ms_p95']:.0f} ms ({kw['p95_added_ms']:+.0f} ms); "
             f"Whisper runs {kw['whisper'].get('runs')}, ready {kw['whisper'].get('whisper_ready')}"
         )
     if "speaker_clustering" in live:
         sc = live["speaker_clustering"]
         lines.append(
+            f"  online speaker clustering: ARI {sc['ari']:.2f}, purity {sc['purity']:.2f} "
+            f"({sc['clusters']} clusters, {sc['speakers']} speakers)"
+        )
             f"  online speaker clustering: ARI {sc['ari']:.2f}, purity {sc['purity']:.2f} ({sc['clusters']} clusters, {sc['speakers']} speakers)"
         )
     w = result.get("whisper") or {}
     if "live" in w:
         lines.append(
-            f"Whisper clip mode live: p50 {w['live']['latency_ms_p50']:.0f} / p95 {w['live']['latency_ms_p95']:.0f} ms; "
+            f"  online speaker clustering: ARI {sc['ari']:.2f}, purity {sc['purity']:.2f} "
+            f"({sc['clusters']} clusters, {sc['speakers']} speakers)"
+        )
+            f"Whisper clip mode live: p50 {w['live']['latency_ms_p50']:.0f} / "
+            f"p95 {w['live']['latency_ms_p95']:.0f} ms; "
             f"clip vs padded offline r: {', '.join(f'L{k} {v:.2f}' for k, v in w['clip_vs_padded_offline'].items())}"
         )
-    lines.append("\ntargets:")
+    lines.append(
+            f"  online speaker clustering: ARI {sc['ari']:.2f}, purity {sc['purity']:.2f} "
+            f"({sc['clusters']} clusters, {sc['speakers']} speakers)"
+        )"\ntargets:")
     for t in result["targets"]:
         value = "n/a" if t["value"] is None else f"{t['value']:.3g}"
-        lines.append(f"  {'MET ' if t['met'] else 'MISS'} {t['target']}: {value} (target {t['limit']})")
-    lines.append(f"machine: {result['machine_before']['uptime']} | after: {result['machine_after']['uptime']}")
+        lines.append(
+            f"  online speaker clustering: ARI {sc['ari']:.2f}, purity {sc['purity']:.2f} "
+            f"({sc['clusters']} clusters, {sc['speakers']} speakers)"
+        )f"  {'MET ' if t['met'] else 'MISS'} {t['target']}: {value} (target {t['limit']})")
+    lines.append(
+            f"  online speaker clustering: ARI {sc['ari']:.2f}, purity {sc['purity']:.2f} "
+            f"({sc['clusters']} clusters, {sc['speakers']} speakers)"
+        )f"machine: {result['machine_before']['uptime']} | after: {result['machine_after']['uptime']}")
     return "\n".join(lines)
 
 

@@ -29,7 +29,7 @@ import torch
 from lib.core.audio import load_audio
 from lib.core.datasets import load_librispeech
 from lib.neurons.frame_stream import FrameStreamRunner, SimulatedRealtimeSource
-from lib.neurons.stream_encoders import make_stream_encoder
+from lib.neurons.stream_encoders import WhisperStreamEncoder, make_stream_encoder
 from lib.neurons.streaming_activations import StreamingLayerActivations
 
 
@@ -219,10 +219,11 @@ def format_switch_table(rows, layers) -> str:
     head += "".join(f"{'r L' + str(la):>8}" for la in layers)
     lines = [head, "-" * len(head)]
     for r in rows:
+        enc, tr = r.get("encoder_ms_mean") or float("nan"), r.get("transformer_ms_mean") or float("nan")
         line = (
-            f"{r['name'][:33]:<34}{r['left_context_s'] or 0:>6.1f}{r['latency_ms_p50']:>7.0f}{r['latency_ms_p95']:>7.0f}"
-            f"{r['latency_ms_p99']:>7.0f}{r.get('encoder_ms_mean') or float('nan'):>6.0f}"
-            f"{r.get('transformer_ms_mean') or float('nan'):>6.0f}{r['real_time_factor']:>6.2f}{r['merged_updates']:>5d}"
+            f"{r['name'][:33]:<34}{r['left_context_s'] or 0:>6.1f}{r['latency_ms_p50']:>7.0f}"
+            f"{r['latency_ms_p95']:>7.0f}{r['latency_ms_p99']:>7.0f}{enc:>6.0f}{tr:>6.0f}"
+            f"{r['real_time_factor']:>6.2f}{r['merged_updates']:>5d}"
         )
         line += "".join(f"{r['fidelity'].get(str(la), float('nan')):>8.3f}" for la in layers)
         lines.append(line)
@@ -287,8 +288,6 @@ def speaker_truth(segments, speech: dict) -> list:
 
 def whisper_fidelity(adapter, speech: dict, layers, stream_rows, max_seconds: float) -> dict:
     """Whisper clip mode vs the padded reference, offline per layer, and the stream vs both."""
-    from lib.neurons.stream_encoders import WhisperStreamEncoder
-
     padded = offline_reference(adapter, speech, layers, max_seconds=max_seconds)
     clipper = WhisperStreamEncoder(adapter, layers)
     clip = []
@@ -304,3 +303,20 @@ def whisper_fidelity(adapter, speech: dict, layers, stream_rows, max_seconds: fl
         a, b = (a - a.mean(0)) / (a.std(0) + 1e-8), (b - b.mean(0)) / (b.std(0) + 1e-8)
         pairs[str(la)] = float(np.mean((a * b).mean(0)))
     return {"clip_vs_padded_offline": pairs, "padded": padded, "clip": clip}
+
+
+def speech_from_waves(waves, speakers, names=None, sample_rate: int = 16000, stride: int = 320) -> dict:
+    """The benchmark's speech dict from loaded clips (each padded to the 20 ms grid)."""
+    pieces, utterances, total = [], [], 0
+    names = names or [f"utt{i}" for i in range(len(waves))]
+    for y, speaker, name in zip(waves, speakers, names):
+        y = np.pad(np.asarray(y, np.float32), (0, (-len(y)) % stride))
+        utterances.append((total, len(y), str(speaker), str(name)))
+        pieces.append(y)
+        total += len(y)
+    return {
+        "waveform": np.concatenate(pieces),
+        "utterances": utterances,
+        "seconds": total / sample_rate,
+        "speakers": len(set(map(str, speakers))),
+    }

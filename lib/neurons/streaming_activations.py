@@ -48,10 +48,29 @@ def conv_frame_geometry(adapter) -> tuple:
 
 
 def model_frame_times(n_frames: int, adapter, first_frame: int = 0) -> np.ndarray:
-    """Centre time (s) of model frames ``first_frame .. first_frame + n_frames - 1``."""
-    field, stride = conv_frame_geometry(adapter)
+    """Centre time (s) of model frames ``first_frame .. first_frame + n_frames - 1``.
+
+    Whisper: frame ``j`` is centred on ``j / frame_rate`` (two stride-1/stride-2 convolutions
+    over centred 10 ms log-mel frames).
+    """
     k = np.arange(first_frame, first_frame + n_frames)
+    if adapter.family == "whisper":
+        return k / float(adapter.frame_rate)
+    field, stride = conv_frame_geometry(adapter)
     return (k * stride + field / 2.0) / adapter.sample_rate
+
+
+def analysis_layers(adapter, requested) -> list:
+    """The requested layers that exist; if some do not (a shallower model such as Whisper tiny's 4 layers),
+    as many layers spread evenly over the model's depth instead (said in a printed line)."""
+    requested = [int(x) for x in requested]
+    if not requested:
+        raise ValueError("layers is empty: give at least one layer to analyse")
+    if all(0 <= x <= adapter.num_layers for x in requested):
+        return requested
+    spread = sorted({int(round(v)) for v in np.linspace(1, adapter.num_layers, len(requested))})
+    print(f"{adapter.name} has layers 0..{adapter.num_layers}; analysing {spread} instead of {requested}")
+    return spread
 
 
 class StreamingLayerActivations:
