@@ -275,44 +275,26 @@ def _summary_text(result: dict, layers) -> str:
     if "live_with_keywords" in result:
         kw = result["live_with_keywords"]
         lines.append(
-            f"  online speaker clustering: ARI {sc['ari']:.2f}, purity {sc['purity']:.2f} "
-            f"({sc['clusters']} clusters, {sc['speakers']} speakers)"
-        )
             f"  with the keyword thread: p95 {kw['latency_ms_p95']:.0f} ms ({kw['p95_added_ms']:+.0f} ms); "
             f"Whisper runs {kw['whisper'].get('runs')}, ready {kw['whisper'].get('whisper_ready')}"
         )
     if "speaker_clustering" in live:
         sc = live["speaker_clustering"]
         lines.append(
-            f"  online speaker clustering: ARI {sc['ari']:.2f}, purity {sc['purity']:.2f} "
-            f"({sc['clusters']} clusters, {sc['speakers']} speakers)"
-        )
             f"  online speaker clustering: ARI {sc['ari']:.2f}, purity {sc['purity']:.2f} ({sc['clusters']} clusters, {sc['speakers']} speakers)"
         )
     w = result.get("whisper") or {}
     if "live" in w:
         lines.append(
-            f"  online speaker clustering: ARI {sc['ari']:.2f}, purity {sc['purity']:.2f} "
-            f"({sc['clusters']} clusters, {sc['speakers']} speakers)"
-        )
             f"Whisper clip mode live: p50 {w['live']['latency_ms_p50']:.0f} / "
             f"p95 {w['live']['latency_ms_p95']:.0f} ms; "
             f"clip vs padded offline r: {', '.join(f'L{k} {v:.2f}' for k, v in w['clip_vs_padded_offline'].items())}"
         )
-    lines.append(
-            f"  online speaker clustering: ARI {sc['ari']:.2f}, purity {sc['purity']:.2f} "
-            f"({sc['clusters']} clusters, {sc['speakers']} speakers)"
-        )"\ntargets:")
+    lines.append("\ntargets:")
     for t in result["targets"]:
         value = "n/a" if t["value"] is None else f"{t['value']:.3g}"
-        lines.append(
-            f"  online speaker clustering: ARI {sc['ari']:.2f}, purity {sc['purity']:.2f} "
-            f"({sc['clusters']} clusters, {sc['speakers']} speakers)"
-        )f"  {'MET ' if t['met'] else 'MISS'} {t['target']}: {value} (target {t['limit']})")
-    lines.append(
-            f"  online speaker clustering: ARI {sc['ari']:.2f}, purity {sc['purity']:.2f} "
-            f"({sc['clusters']} clusters, {sc['speakers']} speakers)"
-        )f"machine: {result['machine_before']['uptime']} | after: {result['machine_after']['uptime']}")
+        lines.append(f"  {'MET ' if t['met'] else 'MISS'} {t['target']}: {value} (target {t['limit']})")
+    lines.append(f"machine: {result['machine_before']['uptime']} | after: {result['machine_after']['uptime']}")
     return "\n".join(lines)
 
 
