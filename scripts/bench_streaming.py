@@ -281,7 +281,8 @@ def _summary_text(result: dict, layers) -> str:
     if "speaker_clustering" in live:
         sc = live["speaker_clustering"]
         lines.append(
-            f"  online speaker clustering: ARI {sc['ari']:.2f}, purity {sc['purity']:.2f} ({sc['clusters']} clusters, {sc['speakers']} speakers)"
+            f"  online speaker clustering: ARI {sc['ari']:.2f}, purity {sc['purity']:.2f} "
+            f"({sc['clusters']} clusters, {sc['speakers']} speakers)"
         )
     w = result.get("whisper") or {}
     if "live" in w:
