@@ -151,6 +151,11 @@ def load_projector(path) -> SemanticProjector:
             f"{path}: not a valid semantic projector file ({type(error).__name__}: {error}); "
             "refit it (fit_semantic_projector + save_projector) or pass another file"
         ) from None
+    except Exception as error:  # noqa: BLE001 -- numpy's header parser raises tokenize/syntax errors too
+        raise ProjectorFileError(
+            f"{path}: not a valid semantic projector file ({type(error).__name__}: {error}); "
+            "refit it (fit_semantic_projector + save_projector) or pass another file"
+        ) from None
     dims, k = len(projector.mean), projector.components.shape[-1] if projector.components.ndim == 2 else 0
     problems = []
     if projector.components.ndim != 2 or projector.components.shape[0] != dims or k not in (2, 3):
