@@ -80,7 +80,7 @@ def test_stable_layer_norm_model_and_truncated_depth(tmp_path, speech):
     tf.Wav2Vec2Model(config).save_pretrained(tmp_path)
     tf.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, do_normalize=True).save_pretrained(tmp_path)
     adapter = load_speech_model(str(tmp_path), local_files_only=True)
-    y = _trim_to_grid(speech[1][0], 325)
+    y = _trim_to_grid(speech[0][1], 325)
     offline = adapter.hidden_states(y, layers=[1, 3])
     for layers, depth in (([1, 3], 3), ([1], 1)):
         enc = Wav2Vec2StreamEncoder(adapter, layers, left_context_s=60, cache_conv=False)
@@ -157,7 +157,7 @@ def test_overload_merges_updates_and_latency_does_not_grow(fixed, per_second, me
     assert (s["batched_updates"] > 0) == merges and (s["dropped_blocks"] > 0) == drops
     assert s["max_blocks_waiting"] <= 20  # never a queue growing with the stream
     assert s["latency_ms_p95_last_third"] <= s["latency_ms_p95_first_third"] + 50
-    assert abs(s["latency_growth_ms_per_min"]) < 20
+    assert abs(s["latency_growth_ms_per_min"]) < 0.1 * s["latency_ms_p95"]
     starts = [first for first, _ in seen]
     assert starts == sorted(starts) and len(set(starts)) == len(starts)  # in order, never twice
     if not drops:
@@ -173,7 +173,7 @@ def test_queue_source_cuts_blocks_and_stays_bounded():
     blocks = source.pending(timeout=0.1)
     assert [b.index for b in blocks] == [0, 1, 2] and all(len(b.audio) == 3200 for b in blocks)
     source.put(np.zeros(16000 * 5, np.float32))  # a stalled consumer: older audio is dropped, not kept
-    assert len(source._buffer) <= 16000 and source.overflow_samples > 0
+    assert len(source._buffer) <= 16000 + 3200 and source.overflow_samples > 0
     source.finish()
     rest = source.pending(timeout=0.1)
     assert rest[-1].index > blocks[-1].index and source.exhausted
@@ -203,17 +203,18 @@ def test_online_pca_and_speaker_clustering():
     assert pca.update(rng.normal(size=(5, 8))).shape == (5, 3)
     centres = rng.normal(size=(3, 16)) * 3
     truth = [0, 0, 1, 1, 2, 2, 0, 1, 2, 0, 1, 2]
-    clustering = OnlineSpeakerClustering(segment_s=0.2, threshold=0.3, frame_rate=50)
-    for k, label in enumerate(truth):
-        frames = centres[label] + rng.normal(size=(10, 16)) * 0.3
-        clustering.add_frames(frames, np.arange(10) * 0.02 + k * 0.2)
-    score = clustering_agreement(clustering.segments, truth)
-    assert score["clusters"] == 3 and score["ari"] > 0.9
+    segments = [centres[label] + rng.normal(size=(10, 16)) * 0.3 for label in truth]
+    ref = (np.zeros(16), np.full(16, 3.0))
+    for reference in (ref, None):  # with reference statistics (the offline pass), and from the stream alone
+        clustering = OnlineSpeakerClustering(segment_s=0.2, threshold=0.3, frame_rate=50, ref=reference)
+        for k, frames in enumerate(segments):
+            clustering.add_frames(frames, np.arange(10) * 0.02 + k * 0.2)
+        score = clustering_agreement(clustering.segments, truth)
+        assert score["clusters"] == 3 and score["ari"] > 0.9, (reference is None, score)
     clustering.reset()
     assert clustering.n_clusters == 0 and clustering.segments == []
-    projector = fit_semantic_projector(np.concatenate([centres[i] + rng.normal(size=(8, 16)) for i in range(4 % 3)]
-                                                      + [centres[2] + 5 + rng.normal(size=(8, 16))] * 2),
-                                       ["a"] * 8 + ["b"] * 8 + ["c"] * 8)  # fmt: skip
+    x = np.concatenate([centres[i] + rng.normal(size=(8, 16)) for i in range(3)])
+    projector = fit_semantic_projector(x, np.repeat(["a", "b", "c"], 8))
     grid = projector_grid(projector, 5)
     assert grid["points"].shape == (25, 2) and set(grid["labels"]) <= {"a", "b", "c"}
 

@@ -137,33 +137,39 @@ class OnlineSpeakerClustering:
     def _standardise(self, e: np.ndarray) -> np.ndarray:
         if self.ref is not None:
             z = (e - self.ref[0]) / self.ref[1]
+        elif len(self._seen) < 5:  # too few segments for statistics: plain cosine of the raw embeddings
+            z = e
         else:
             seen = np.stack(self._seen)
-            z = (e - seen.mean(0)) / (seen.std(0) + 1e-8) if len(seen) > 1 else e - e.mean()
+            z = (e - seen.mean(0)) / (seen.std(0) + 1e-8)
         n = np.linalg.norm(z)
         return z / n if n > 0 else z
 
     def add_embedding(self, embedding, start: float, end: float) -> dict:
-        """Assign one segment embedding; returns the segment record."""
+        """Assign one segment embedding; returns the segment record.
+
+        Centroids are running means of the raw embeddings; the embedding and every centroid are
+        standardised with the same (current) statistics before the cosine comparison.
+        """
         e = np.asarray(embedding, dtype=np.float64).reshape(-1)
         self._seen.append(e)
         if len(self._seen) > 200:
             self._seen = self._seen[-200:]
         z = self._standardise(e)
         if self.centroids:
-            sims = np.array([float(z @ (c / (np.linalg.norm(c) + 1e-12))) for c in self.centroids])
+            sims = np.array([float(z @ self._standardise(c)) for c in self.centroids])
             best = int(np.argmax(sims))
             similarity = float(sims[best])
         else:
             best, similarity = -1, -1.0
         if best < 0 or (similarity < self.threshold and len(self.centroids) < self.max_clusters):
-            self.centroids.append(z.copy())
+            self.centroids.append(e.copy())
             self.counts.append(1)
             cluster = len(self.centroids) - 1
         else:
             cluster = best
             self.counts[best] += 1
-            self.centroids[best] += (z - self.centroids[best]) / self.counts[best]
+            self.centroids[best] += (e - self.centroids[best]) / self.counts[best]
         record = {"start": float(start), "end": float(end), "cluster": int(cluster), "similarity": similarity}
         self.segments.append(record)
         return record

@@ -387,9 +387,9 @@ class Wav2Vec2StreamEncoder:
         return x if self.stable else self.encoder_norm(x)
 
     def _collect(self, states: dict, index: int, x: torch.Tensor) -> None:
+        # transformers 5.x: hidden_states[L] of a stable-layer-norm model is the last layer's raw output
+        # (the final layer norm goes only into last_hidden_state); checked against the model in the tests
         if index in self.layers:
-            if self.stable and index == self.adapter.num_layers and index > 0:
-                x = self.encoder_norm(x)
             states[index] = x
 
     def _recompute(self, window: torch.Tensor, window_first: int, n_new: int) -> dict:
