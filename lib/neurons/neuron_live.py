@@ -135,6 +135,8 @@ class LiveNeuronPipeline:
     def open_source(self, source, name: str) -> None:
         """Any block source (``pending()``, ``exhausted``, ``close()``)."""
         self.close()
+        if self.keywords is not None:
+            self.keywords.start()  # Whisper loads before the stream starts, not during its first updates
         if self.do_warm_up and self.warm_up_s is None:
             self.warm_up_s = self.warm_up()
         self.reset()
@@ -147,8 +149,6 @@ class LiveNeuronPipeline:
             max_pending_blocks=self.max_pending_blocks,
             max_merge_blocks=self.max_merge_blocks,
         )
-        if self.keywords is not None:
-            self.keywords.start()
 
     def warm_up(self, seconds: float = 2.0) -> float:
         """Throw-away updates through the whole path (encoder, analytics, payload), then reset; seconds spent."""

@@ -318,6 +318,7 @@ class BackgroundKeywordSpotter:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._loaded = threading.Event()
         self._thread = None
         self.load_error = ""
         self.run_ms = []
@@ -376,11 +377,16 @@ class BackgroundKeywordSpotter:
         }
 
     # ------------------------------------------------------------------ the Whisper thread
-    def start(self) -> "BackgroundKeywordSpotter":
+    def start(self, wait_loaded: float | None = 120.0) -> "BackgroundKeywordSpotter":
+        """Start the thread; wait up to ``wait_loaded`` s for the model to load (loading is slow and
+        should not overlap the first updates of a stream). ``None``: do not wait."""
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
+            self._loaded.clear()
             self._thread = threading.Thread(target=self._loop, name="keyword-spotter", daemon=True)
             self._thread.start()
+        if wait_loaded:
+            self._loaded.wait(wait_loaded)
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -401,7 +407,7 @@ class BackgroundKeywordSpotter:
                 self.transcriber = self.loader()
             except Exception as error:  # noqa: BLE001 -- any load failure: degrade, say why
                 self.load_error = f"{type(error).__name__}: {error}"
-                return
+        self._loaded.set()
         if not getattr(self.transcriber, "available", False):
             return
         while not self._stop.is_set():
