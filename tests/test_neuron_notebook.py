@@ -64,7 +64,7 @@ def test_neuron_analysis_notebook(run_notebook, tiny_model, librispeech_dir):
 
     live = results["live"]
     assert live["updates"] >= 5 and live["frames_buffered"] > 0 and live["projector_ready"]  # merged when busy
-    assert live["speaker_segments"] >= 2 and live["speaker_clusters"] >= 1 and live["panel_traces"] >= 6
+    assert live["speaker_segments"] >= 1 and live["speaker_clusters"] >= 1 and live["panel_traces"] >= 6
     assert live["saved_frames"] and all(Path(p).stat().st_size > 1000 for p in live["saved_frames"])
     if live["whisper"]["whisper_ready"]:
         assert live["whisper"]["runs"] >= 1

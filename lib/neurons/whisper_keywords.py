@@ -407,6 +407,11 @@ class BackgroundKeywordSpotter:
                 self.transcriber = self.loader()
             except Exception as error:  # noqa: BLE001 -- any load failure: degrade, say why
                 self.load_error = f"{type(error).__name__}: {error}"
+        if getattr(self.transcriber, "available", False):
+            try:  # the first transcription pays one-time costs: not during the stream
+                self.transcriber.transcribe(np.zeros(self.sample_rate, np.float32), self.sample_rate, **self.options)
+            except Exception as error:  # noqa: BLE001 -- reported, the thread goes on
+                self.last_error = f"warm-up: {type(error).__name__}: {str(error)[:200]}"
         self._loaded.set()
         if not getattr(self.transcriber, "available", False):
             return
