@@ -10,12 +10,24 @@ Spec mini-language (the optional ``[...]`` at the start of a parameter's comment
 ``[a|b|c]`` choices; ``[1..]``, ``[0..1]``, ``[..10]`` numeric ranges (``int``/``float`` may
 come first: ``[int 1..]``); ``[path]`` an existing file or folder; ``[each a|b]`` /
 ``[each 1..]`` the same rule for every item of a list. ``None`` is accepted wherever the
-default is ``None``.
+default is ``None``. A choices spec decides alone: ``[True|False|force]`` accepts the string
+``"force"`` although the default is a bool.
+
+The run record: ``audiolens_start_run`` (called by the check cell after the parameters pass, and
+by ``audiolens run`` before the kernel starts) begins a fresh ``results.json`` in the output
+folder holding only ``{"run": {id, notebook, status "running", started, parameters}}``; an
+earlier run's file is kept as ``results.previous.json``. ``lib.core.outputs.update_results``
+adds sections only to the file of the current run (``$AUDIOLENS_RUN_ID``).
+``audiolens_finish_run`` sets the status (``complete`` or ``failed at cell N: ...``).
 """
 
 # --- copied into notebooks from here on ---
+import datetime as _datetime
 import difflib as _difflib
+import json as _json
 import os as _os
+import secrets as _secrets
+import socket as _socket
 
 
 class ParameterError(ValueError):
@@ -42,27 +54,41 @@ def _param_check_one(name, value, default, spec):
     if value is None and default is None:
         return None
     each, kind, rule = _param_spec_parts(spec)
-    if kind is None and default is not None and not each:
+    choices_only = bool(rule) and ".." not in rule
+    if kind is None and default is not None and not each and not choices_only:
         kind = type(default).__name__
     if kind == "tuple":
         kind = "list"
-    if isinstance(value, str) and kind in ("list", "dict") and value.strip()[:1] in "[{(":
+    shape = "list" if each else kind
+    if isinstance(value, str) and shape in ("list", "dict") and value.strip()[:1] in "[{(":
         return (
-            f"{value!r} looks like a {kind} but does not parse as one (the shell may have stripped "
+            f"{value!r} looks like a {shape} but does not parse as one (the shell may have stripped "
             f'its quotes); quote each item: -p {name} \'["a", "b"]\''
         )
+    if not each:
+        return _param_check_value(value, default, kind, rule)
+    for item in list(value) if isinstance(value, (list, tuple)) else [value]:  # a single item is fine too
+        problem = _param_check_value(item, None, kind, rule)
+        if problem:
+            return f"{problem} (in {value!r})"
+    return None
+
+
+def _param_check_value(value, default, kind, rule):
+    """The problem of ``value`` against a type ``kind`` and a rule (range or choices), or None."""
+    hint = f" (the default is {default!r})" if default is not None else ""
     if kind == "int" and (not isinstance(value, int) or isinstance(value, bool)):
-        return f"{value!r} is not a whole number (the default is {default!r})"
+        return f"{value!r} is not a whole number{hint}"
     if kind == "float" and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-        return f"{value!r} is not a number (the default is {default!r})"
+        return f"{value!r} is not a number{hint}"
     if kind == "bool" and not isinstance(value, bool):
         return f"{value!r} is not True or False"
     if kind == "str" and not isinstance(value, str):
-        return f"{value!r} is not a string (the default is {default!r})"
+        return f"{value!r} is not a string{hint}"
     if kind == "list" and not isinstance(value, (list, tuple)):
-        return f"{value!r} is not a list (the default is {default!r})"
+        return f"{value!r} is not a list{hint}"
     if kind == "dict" and not isinstance(value, dict):
-        return f"{value!r} is not a dict (the default is {default!r})"
+        return f"{value!r} is not a dict{hint}"
     if kind == "path":
         if not isinstance(value, (str, _os.PathLike)):
             return f"{value!r} is not a path"
@@ -71,12 +97,7 @@ def _param_check_one(name, value, default, spec):
         return None
     if not rule:
         return None
-    items = list(value) if each and isinstance(value, (list, tuple)) else [value]
-    for item in items:
-        problem = _param_check_rule(item, rule, kind if not each else None)
-        if problem:
-            return problem + ("" if not each else f" (in {value!r})")
-    return None
+    return _param_check_rule(value, rule, kind)
 
 
 def _param_check_rule(value, rule, kind):
@@ -133,3 +154,88 @@ def audiolens_check_parameters(namespace, schema, renamed=None, notebook="this n
             + "\nFix them in the parameters cell or with -p NAME VALUE, then run again."
         )
     return messages
+
+
+def audiolens_new_run_id():
+    """A unique run id: start time to the second plus 6 random hex digits."""
+    return _datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + _secrets.token_hex(3)
+
+
+def _audiolens_results_file(output_dir, name="results.json"):
+    return _os.path.join(_os.path.expanduser(str(output_dir)), name)
+
+
+def _audiolens_load_json(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = _json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _audiolens_save_json(path, data):
+    temporary = f"{path}.{_os.getpid()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(_json.dumps(data, indent=2, default=str) + "\n")
+        handle.flush()
+        _os.fsync(handle.fileno())
+    _os.replace(temporary, path)
+
+
+def audiolens_start_run(output_dir, notebook, parameters, run_id=None, export=True):
+    """Begin this run's ``results.json`` in ``output_dir``; return ``{"id", "output_dir"}``.
+
+    The run id is ``run_id``, else the one ``audiolens run`` chose (``$AUDIOLENS_CLI_RUN_ID``),
+    else a new one; it is exported as ``$AUDIOLENS_RUN_ID`` for ``update_results`` (unless
+    ``export`` is False: the CLI process records runs it does not belong to). A file of
+    the same run is kept (the CLI wrote it before the kernel started); a file of another run
+    is renamed ``results.previous.json``, so no section of an earlier run survives in this one.
+    """
+    run_id = run_id or _os.environ.get("AUDIOLENS_CLI_RUN_ID") or audiolens_new_run_id()
+    if export:
+        _os.environ["AUDIOLENS_RUN_ID"] = run_id
+    _os.makedirs(_os.path.expanduser(str(output_dir)), exist_ok=True)
+    path = _audiolens_results_file(output_dir)
+    current = _audiolens_load_json(path) if _os.path.exists(path) else None
+    run = dict(
+        id=run_id,
+        notebook=notebook,
+        status="running",
+        started=_datetime.datetime.now().isoformat(timespec="seconds"),
+        parameters={key: value for key, value in parameters.items() if not key.startswith("_")},
+        pid=_os.getpid(),
+        host=_socket.gethostname(),
+    )
+    if current is not None and (current.get("run") or {}).get("id") == run_id:
+        current["run"] = dict(current["run"], parameters=run["parameters"])
+        _audiolens_save_json(path, current)
+        return {"id": run_id, "output_dir": str(output_dir)}
+    if _os.path.exists(path):
+        previous = (current or {}).get("run") or {}
+        _os.replace(path, _audiolens_results_file(output_dir, "results.previous.json"))
+        run["previous_run"] = previous.get("id", "unknown")
+        print(
+            f"{path} held the results of an earlier run ({previous.get('id', 'no run id')}); "
+            "this run starts it afresh (the old file is now results.previous.json)"
+        )
+    _audiolens_save_json(path, {"run": run})
+    return {"id": run_id, "output_dir": str(output_dir)}
+
+
+def audiolens_finish_run(output_dir, run_id, status="complete", **details):
+    """Record ``status`` (and ``details``) in the run block of this run's ``results.json``.
+
+    Returns False and changes nothing when the file belongs to another run.
+    """
+    path = _audiolens_results_file(output_dir)
+    current = _audiolens_load_json(path)
+    if current is None:
+        current = {"run": {"id": run_id}}
+    if (current.get("run") or {}).get("id") != run_id:
+        return False
+    current["run"] = dict(
+        current["run"], status=status, finished=_datetime.datetime.now().isoformat(timespec="seconds"), **details
+    )
+    _audiolens_save_json(path, current)
+    return True

@@ -22,8 +22,9 @@ import json
 import torch.distributed as dist
 
 from lib.core.runtime import pick_device, seed_everything
+from lib.core.subsets import stratified_subset
 from lib.mae.audiomae import build_audiomae_model
-from lib.mae.mae_data import build_mae_data_source, mae_load_split, mae_subsample
+from lib.mae.mae_data import build_mae_data_source, mae_load_split
 from lib.mae.mae_training import mae_distributed_context, mae_pretrain
 from lib.mae.mae_transforms import build_mae_transform
 
@@ -47,7 +48,12 @@ def mae_torchrun_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup-epochs", type=float, default=1.0)
     parser.add_argument("--checkpoint-dir", required=True)
     parser.add_argument("--cache-dir", default=None, help="log-mel .npy cache (default: <checkpoint-dir>/cache)")
-    parser.add_argument("--no-resume", action="store_true")
+    parser.add_argument(
+        "--no-resume", action="store_true", help="start afresh (an existing last.pt is moved aside, not deleted)"
+    )
+    parser.add_argument(
+        "--force-resume", action="store_true", help="resume even if the checkpoint was trained on other data/settings"
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     return parser
@@ -61,7 +67,7 @@ def mae_torchrun_main(argv=None) -> dict:
     source = build_mae_data_source(
         args.dataset, path=args.data_path, labels_csv=args.labels_csv, test_fold=args.test_fold, seed=args.seed
     )
-    frame = mae_subsample(source.manifest().query("split == 'train'"), args.max_clips, args.seed)
+    frame = stratified_subset(source.manifest().query("split == 'train'"), args.max_clips, args.seed)
     transform = build_mae_transform("log_mel", sample_rate=args.sample_rate, n_mels=args.n_mels, frames=args.frames)
     cache_dir = args.cache_dir or f"{args.checkpoint_dir}/cache"
     if ctx["distributed"] and ctx["rank"] != 0:
@@ -81,7 +87,7 @@ def mae_torchrun_main(argv=None) -> dict:
         warmup_epochs=args.warmup_epochs,
         device=ctx["device"],
         checkpoint_dir=args.checkpoint_dir,
-        resume=not args.no_resume,
+        resume="force" if args.force_resume else not args.no_resume,
         seed=args.seed,
         transform_config=transform.config,
     )

@@ -90,6 +90,24 @@ def run_notebook(tmp_path):
     return run
 
 
+@pytest.fixture
+def toy_recipes_at(tmp_path, monkeypatch):
+    """Factory: ``toy_recipes_at({"name": recipe source, ...})`` points the generator at temp recipe
+    and notebook folders holding those recipes; returns the temp folder."""
+    from generator import assemble as asm
+
+    def make(recipes: dict) -> Path:
+        (tmp_path / "recipes").mkdir(exist_ok=True)
+        (tmp_path / "notebooks").mkdir(exist_ok=True)
+        for name, text in recipes.items():
+            (tmp_path / "recipes" / f"{name}.py").write_text(text)
+        monkeypatch.setattr(asm, "RECIPES_DIR", tmp_path / "recipes")
+        monkeypatch.setattr(asm, "NOTEBOOKS_DIR", tmp_path / "notebooks")
+        return tmp_path
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """Factory: ``tiny_model("wavlm")`` -> folder of a tiny random model saved with save_pretrained."""

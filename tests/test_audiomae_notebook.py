@@ -92,3 +92,18 @@ def test_smoke_run_then_resume(run_notebook, fsdd_dir):
     assert load_mae_checkpoint(checkpoint_path)["epoch"] == 4
     saved_results = json.loads((out / "results.json").read_text())
     assert saved_results["pretrain"]["checkpoint"] == str(checkpoint_path)
+
+
+@pytest.mark.notebook
+def test_zero_pretraining_epochs_runs_the_baseline_and_says_so(run_notebook, fsdd_dir):
+    """``pretrain_epochs 0`` without a checkpoint: no pretraining, said plainly, nothing reloaded."""
+    small = dict(SMOKE, pretrain_epochs=0, max_train_clips=20, max_test_clips=10, probe_epochs=2, frames=16)
+    results = run_notebook("audiomae_training", data_path=str(fsdd_dir), **small)
+    out = Path(results["_out"])
+    assert results["pretrain"]["epochs"] == 0 and results["pretrain"]["checkpoint"] is None
+    assert results["checkpoint"]["path"] is None and "nothing saved" in results["checkpoint"]["note"]
+    assert results["summary"]["pretrain_loss_first_last"] is None
+    assert results["run"]["status"] == "complete" and results["run"]["parameters"]["pretrain_epochs"] == 0
+    assert not (out / "checkpoints" / "last.pt").exists() and not (out / "pretrain_loss.png").exists()
+    # both encoders are the same random initialisation, probed with the same seed: identical results
+    assert results["linear_probe"]["pretrained"] == results["linear_probe"]["random_init"]

@@ -184,11 +184,12 @@ def test_log_mel_cache_and_broken_clips(fsdd_manifest, tmp_path):
     first = mae_load_split(frame, transform, cache_dir=tmp_path / "cache")
     assert first["x"].shape == (4, 1, 80, 48) and len(first["y"]) == 4
     assert [f["path"] for f in first["failures"]] == [str(broken)]
-    cached = sorted((tmp_path / "cache").glob("*.npy"))
-    assert len(cached) == 4
-    cached[0].write_bytes(b"corrupt")  # a damaged cache entry is recomputed
+    cached = sorted((tmp_path / "cache").glob("*/images.npy"))  # one vector-cache folder per transform config
+    assert len(cached) == 1 and np.load(cached[0]).shape == (4, 80 * 48)
+    cached[0].write_bytes(b"corrupt")  # a damaged cache is named and recomputed
     second = mae_load_split(frame, transform, cache_dir=tmp_path / "cache")
     assert np.array_equal(first["x"], second["x"])
+    assert [f["path"] for f in second["failures"]] == [str(broken)]
     # Another transform config never reuses these entries.
     other = mae_load_split(
         frame.head(2), build_mae_transform("log_mel", frames=48, n_mels=64), cache_dir=tmp_path / "cache"

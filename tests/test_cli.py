@@ -43,15 +43,8 @@ BAD = GOOD.replace(
 
 
 @pytest.fixture
-def toy_recipes(tmp_path, monkeypatch):
-    recipes, notebooks = tmp_path / "recipes", tmp_path / "notebooks"
-    recipes.mkdir()
-    notebooks.mkdir()
-    (recipes / "toy_good.py").write_text(GOOD)
-    (recipes / "toy_bad.py").write_text(BAD)
-    monkeypatch.setattr(asm, "RECIPES_DIR", recipes)
-    monkeypatch.setattr(asm, "NOTEBOOKS_DIR", notebooks)
-    return tmp_path
+def toy_recipes(toy_recipes_at):
+    return toy_recipes_at({"toy_good": GOOD, "toy_bad": BAD})
 
 
 @pytest.mark.notebook

@@ -58,8 +58,10 @@ def code_of(nb):
     return "\n".join(c.source for c in nb.cells if c.cell_type == "code")
 
 
-def test_modules_are_inlined_in_dependency_order(toy):
+def test_modules_are_inlined_in_dependency_order(toy, tmp_path, monkeypatch):
     lib, recipes = toy
+    monkeypatch.chdir(tmp_path)  # the notebook's run record goes to output_dir "out" under the cwd
+    monkeypatch.delenv("AUDIOLENS_RUN_ID", raising=False)
     nb = asm.assemble("toy", recipes_dir=recipes, lib_dir=lib, extra="digits")
     assert nb.metadata["audiolens"]["lib_modules"] == [
         "lib/fam/gamma.py",
@@ -82,6 +84,10 @@ def test_modules_are_inlined_in_dependency_order(toy):
         if cell.cell_type == "code" and "setup" not in cell.metadata.get("tags", []):
             exec(cell.source, namespace)  # noqa: S102
     assert namespace["result"] == (1 + 1 + 10) * 3
+    run = json.loads((tmp_path / "out" / "results.json").read_text())["run"]
+    assert (
+        run["status"] == "complete" and run["notebook"] == "toy" and run["parameters"] == {"output_dir": "out", "n": 3}
+    )
 
 
 def test_notebook_layout(toy):
@@ -107,7 +113,9 @@ def test_notebook_layout(toy):
         "#### Alpha (`lib/fam/alpha.py`)",
     ]
     # a dropped import leaves a comment naming the module and the symbols
-    assert "# inlined above: alpha_fn (lib/fam/alpha.py)" in nb.cells[-1].source
+    assert "# inlined above: alpha_fn (lib/fam/alpha.py)" in nb.cells[-2].source
+    # the last cell marks the run complete in results.json
+    assert kinds[-1] == ("code", ["run-record"]) and "audiolens_finish_run" in nb.cells[-1].source
     setup = nb.cells[1].source
     assert "'scikit-learn>=1.3'" in setup and "'transformers>=5.0,<6'" in setup  # pinned from pyproject
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
@@ -197,7 +205,7 @@ def test_magics_do_not_break_parsing(toy):
         RECIPE_HEAD + "# %%\n%matplotlib inline\nfrom lib.fam.gamma import gamma_fn\n!echo hi\nvalue = gamma_fn()\n",
     )
     nb = asm.assemble("toy", recipes_dir=recipes, lib_dir=lib)
-    last = nb.cells[-1].source
+    last = nb.cells[-2].source
     assert "%matplotlib inline" in last and "!echo hi" in last and "from lib" not in last
 
 

@@ -21,7 +21,7 @@ EXPECTED_LAYERS = {
     "wav2vec2": ["0", "1", "2", "conv"],
     "wavlm": ["0", "1", "2", "conv"],
     "hubert": ["0", "1", "2", "conv"],
-    "whisper": ["0", "1", "2"],
+    "whisper": ["0", "1", "2", "conv"],
     "mimi": ["encoder", "transformer", "latents", "quantized"],
     "dac": ["encoder", "latents", "quantized", "codebook_0", "codebook_1", "codebook_2", "codebook_3"],
 }

@@ -12,7 +12,9 @@
 # Models, data sources and transforms come from registries (`MAE_MODELS`, `MAE_DATA_SOURCES`,
 # `MAE_TRANSFORMS`): register your own with a decorator and name it here.
 # Checkpoints (`checkpoint_dir/last.pt`) are validated on load, and re-running the notebook
-# resumes pretraining from the last finished epoch.
+# resumes pretraining from the last finished epoch when the checkpoint was trained on the same
+# data with the same settings (it records them; a difference stops the run with the list,
+# `resume = "force"` continues anyway); `resume = False` moves an old checkpoint aside.
 #
 # The defaults (tiny: 12 layers, 4 x 384 decoder, 2-s inputs, 40 epochs) are sized for a GPU.
 # On a CPU, a few minutes of pretraining already show the effect with a smaller model, e.g.
@@ -20,41 +22,40 @@
 # `model_overrides={"depth": 4, "decoder_dim": 192, "decoder_depth": 2, "decoder_heads": 3}`.
 
 # %% tags=["parameters"]
-data_path = None  # data set folder; None: $AUDIOLENS_DATA, data/, then download
-dataset = "esc50"  # registered data source: "esc50", "fsdd" or "folder" (data_path + labels_csv)
-labels_csv = None  # folder data sets: CSV with filename and label columns, optionally split or fold
-test_fold = 1  # ESC-50 (or folder with a fold column): the fold held out for testing
-output_dir = "runs/audiomae_training/latest"  # results.json and figures go here
-seed = 0  # random seed (data subsets, initial weights, masks)
-model_name = "audiomae++"  # registered model: "audiomae++" or the plain "vit_mae" baseline
-size = "tiny"  # "tiny" (192 wide), "small" (384) or "base" (768); 12 layers each
-model_overrides = {}  # any model config key, e.g. {"depth": 4, "decoder_dim": 192}
-use_rope = True  # rotary position embeddings (False: fixed 2-D sine-cosine)
-mask_ratio = 0.8  # fraction of patches hidden during pretraining
-sample_rate = 16000  # audio is resampled to this rate
-n_mels = 80  # mel bins (multiple of 16)
-frames = 200  # 10 ms frames per clip, a multiple of 4 (200 frames: 2 s)
-max_train_clips = None  # cap on training clips, stratified (None: all)
-max_test_clips = None  # cap on test clips, stratified (None: all)
-pretrain_epochs = 40  # masked pretraining epochs (in all, counting resumed ones)
-batch_size = 32  # clips per step
-pretrain_lr = 1e-3  # peak learning rate (AdamW, warmup then cosine)
-warmup_epochs = 2  # linear warmup
-probe_epochs = 100  # linear-probe epochs (on cached embeddings: cheap)
-probe_lr = 1e-2  # linear-probe learning rate
-finetune_epochs = 10  # full fine-tuning epochs, for each of the two encoders
-finetune_lr = 5e-4  # fine-tuning learning rate (of the head and last layer)
-finetune_layer_decay = 0.75  # pretrained encoder: layer i of L learns at lr * decay ** (L + 1 - i)
-finetune_from_probe = True  # LP-FT: fine-tuning starts from the linear probe's head
-pooling = "mean"  # clip embedding: "mean" of patch tokens or "cls"
-checkpoint_dir = None  # None: <output_dir>/checkpoints
-resume = True  # continue pretraining from checkpoint_dir/last.pt when it exists
-cache_dir = None  # log-mel .npy cache; None: <output_dir>/cache
-device = "auto"  # "auto", "cpu", "cuda" or "mps"
-cpu_threads = None  # CPU threads for torch and BLAS (None: the defaults; 1 is fastest on a busy machine)
-amp = True  # mixed precision on CUDA
-n_reconstructions = 4  # test clips shown as input / masked / reconstruction
-
+data_path = None  # [path] data set folder; None: $AUDIOLENS_DATA, data/, then download
+dataset = "esc50"  # [str] registered data source: "esc50", "fsdd" or "folder" (data_path + labels_csv)
+labels_csv = None  # [path] folder data sets: CSV with filename and label columns, optionally split or fold
+test_fold = 1  # [int 1..] ESC-50 (folds 1-5, or a folder with a fold column): the fold held out for testing
+output_dir = "runs/audiomae_training/latest"  # [str] results.json, figures and (by default) checkpoints go here
+seed = 0  # [int 0..] random seed (data subsets, initial weights, masks)
+model_name = "audiomae++"  # [str] registered model: "audiomae++" or the plain "vit_mae" baseline
+size = "tiny"  # [tiny|small|base] 192, 384 or 768 wide; 12 layers each
+model_overrides = {}  # [dict] any model config key, e.g. {"depth": 4, "decoder_dim": 192}
+use_rope = True  # [bool] rotary position embeddings (False: fixed 2-D sine-cosine)
+mask_ratio = 0.8  # [float 0.05..0.95] fraction of patches hidden during pretraining
+sample_rate = 16000  # [int 1000..] audio is resampled to this rate
+n_mels = 80  # [int 16..] mel bins (multiple of 16)
+frames = 200  # [int 4..] 10 ms frames per clip, a multiple of 4 (200 frames: 2 s)
+max_train_clips = None  # [int 1..] cap on training clips, stratified (None: all)
+max_test_clips = None  # [int 1..] cap on test clips, stratified (None: all)
+pretrain_epochs = 40  # [int 0..] masked pretraining epochs in all, resumed ones included (0: none)
+batch_size = 32  # [int 1..] clips per step
+pretrain_lr = 1e-3  # [float 1e-8..1] peak learning rate (AdamW, warmup then cosine)
+warmup_epochs = 2  # [float 0..] linear warmup
+probe_epochs = 100  # [int 1..] linear-probe epochs (on cached embeddings: cheap)
+probe_lr = 1e-2  # [float 1e-8..10] linear-probe learning rate
+finetune_epochs = 10  # [int 1..] full fine-tuning epochs, for each of the two encoders
+finetune_lr = 5e-4  # [float 1e-8..1] fine-tuning learning rate (of the head and last layer)
+finetune_layer_decay = 0.75  # [float 0.01..1] pretrained encoder: layer i of L learns at lr * decay ** (L + 1 - i)
+finetune_from_probe = True  # [bool] LP-FT: fine-tuning starts from the linear probe's head
+pooling = "mean"  # [mean|cls] clip embedding: mean of patch tokens or the CLS token
+checkpoint_dir = None  # [str] None: <output_dir>/checkpoints
+resume = True  # [True|False|force] continue last.pt if trained alike; force: even if not; False: move it aside
+cache_dir = None  # [str] log-mel cache; None: <output_dir>/cache
+device = "auto"  # [auto|cpu|cuda|mps] where to train
+cpu_threads = None  # [int 1..] CPU threads for torch and BLAS (None: the defaults; 1 is fastest on a busy machine)
+amp = True  # [bool] mixed precision on CUDA
+n_reconstructions = 4  # [int 0..] test clips shown as input / masked / reconstruction
 # %%
 import copy
 from pathlib import Path
@@ -67,9 +68,10 @@ from sklearn.decomposition import PCA
 from lib.core.audio import audio_info, load_audio
 from lib.core.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
 from lib.core.runtime import limit_cpu_threads, pick_device, seed_everything
+from lib.core.subsets import stratified_subset
 from lib.mae.audiomae import AudioMaeClassifier, build_audiomae_model
 from lib.mae.mae_checkpoints import load_audiomae_encoder, load_mae_checkpoint
-from lib.mae.mae_data import build_mae_data_source, mae_load_split, mae_subsample
+from lib.mae.mae_data import build_mae_data_source, mae_load_split
 from lib.mae.mae_registry import MAE_DATA_SOURCES, MAE_MODELS, MAE_TRANSFORMS
 from lib.mae.mae_training import (
     mae_evaluate,
@@ -101,8 +103,8 @@ print(
 source = build_mae_data_source(dataset, path=data_path, labels_csv=labels_csv, test_fold=test_fold, seed=seed)
 manifest = source.manifest()
 class_names = source.class_names
-train_frame = mae_subsample(manifest[manifest.split == "train"], max_train_clips, seed)
-test_frame = mae_subsample(manifest[manifest.split == "test"], max_test_clips, seed)
+train_frame = stratified_subset(manifest[manifest.split == "train"], max_train_clips, seed)
+test_frame = stratified_subset(manifest[manifest.split == "test"], max_test_clips, seed)
 transform = build_mae_transform("log_mel", sample_rate=sample_rate, n_mels=n_mels, frames=frames)
 with Stopwatch() as feature_watch:
     train_data = mae_load_split(train_frame, transform, cache_dir=cache_dir, desc="log-mel train")
@@ -160,11 +162,16 @@ history = mae_pretrain(
     transform_config=transform.config,
 )
 epochs_this_run = len(history["clips_per_second"]) - history["start_epoch"]
-train_throughput = (
-    float(np.mean(history["clips_per_second"][history["start_epoch"] :]))
-    if epochs_this_run > 0
-    else float(np.mean(history["clips_per_second"]))
-)
+pretrained = len(history["loss"]) > 0
+if not pretrained:
+    print(
+        "No pretraining: pretrain_epochs is 0 and there is no checkpoint to resume, so the 'pretrained' "
+        "encoder below is the random initialisation."
+    )
+if epochs_this_run > 0:
+    train_throughput = float(np.mean(history["clips_per_second"][history["start_epoch"] :]))
+else:  # nothing trained now: the throughput recorded in the checkpoint, if any
+    train_throughput = float(np.mean(history["clips_per_second"])) if pretrained else float("nan")
 update_results(
     out,
     pretrain={
@@ -176,17 +183,21 @@ update_results(
         "lr_per_epoch": history["lr"],
         "start_epoch": history["start_epoch"],
         "epochs": len(history["loss"]),
+        "training_skipped": history["skipped"],
+        "resume": resume,
+        "old_checkpoint_moved_to": history["moved_aside"],
         "train_clips_per_second": train_throughput,
-        "checkpoint": str(checkpoint_dir / "last.pt"),
+        "checkpoint": str(checkpoint_dir / "last.pt") if pretrained else None,
     },
 )
 
-fig, ax = plt.subplots(figsize=(6, 3.5))
-ax.plot(range(1, len(history["loss"]) + 1), history["loss"], marker="o")
-ax.set(xlabel="epoch", ylabel="masked-patch MSE (normalised)", title=f"{model_name} {size} pretraining loss")
-ax.grid(alpha=0.3)
-save_figure(fig, out, "pretrain_loss")
-plt.show()
+if pretrained:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(range(1, len(history["loss"]) + 1), history["loss"], marker="o")
+    ax.set(xlabel="epoch", ylabel="masked-patch MSE (normalised)", title=f"{model_name} {size} pretraining loss")
+    ax.grid(alpha=0.3)
+    save_figure(fig, out, "pretrain_loss")
+    plt.show()
 
 # %% [markdown]
 # ## What the decoder reconstructs
@@ -402,27 +413,32 @@ plt.show()
 
 # %%
 checkpoint_path = checkpoint_dir / "last.pt"
-encoder = load_audiomae_encoder(checkpoint_path, device=device)
-checkpoint = load_mae_checkpoint(checkpoint_path)
-n_check = min(8, len(test_data["paths"]))
-waves = [load_audio(p, sr=None) for p in test_data["paths"][:n_check]]
-rates = [audio_info(p)["sample_rate"] for p in test_data["paths"][:n_check]]
-reloaded = np.concatenate([encoder.embed([w], r) for w, r in zip(waves, rates)]) if n_check else embeddings[:0]
-round_trip_error = float(np.abs(reloaded - embeddings[:n_check]).max()) if n_check else float("nan")
-print(
-    f"checkpoint {checkpoint_path} (sha256 {encoder.checkpoint_hash[:12]}..., epoch {checkpoint['epoch'] + 1}): "
-    f"embeddings {reloaded.shape}, max difference from the in-memory model {round_trip_error:.2e}"
-)
-update_results(
-    out,
-    checkpoint={
-        "path": str(checkpoint_path),
-        "sha256": encoder.checkpoint_hash,
-        "epoch": int(checkpoint["epoch"]),
-        "embedding_dim": encoder.embedding_dim,
-        "round_trip_max_abs_diff": round_trip_error,
-    },
-)
+if pretrained:
+    encoder = load_audiomae_encoder(checkpoint_path, device=device)
+    checkpoint = load_mae_checkpoint(checkpoint_path)
+    n_check = min(8, len(test_data["paths"]))
+    waves = [load_audio(p, sr=None) for p in test_data["paths"][:n_check]]
+    rates = [audio_info(p)["sample_rate"] for p in test_data["paths"][:n_check]]
+    reloaded = np.concatenate([encoder.embed([w], r) for w, r in zip(waves, rates)]) if n_check else embeddings[:0]
+    round_trip_error = float(np.abs(reloaded - embeddings[:n_check]).max()) if n_check else float("nan")
+    print(
+        f"checkpoint {checkpoint_path} (sha256 {encoder.checkpoint_hash[:12]}..., epoch {checkpoint['epoch'] + 1}): "
+        f"embeddings {reloaded.shape}, max difference from the in-memory model {round_trip_error:.2e}"
+    )
+    update_results(
+        out,
+        checkpoint={
+            "path": str(checkpoint_path),
+            "sha256": encoder.checkpoint_hash,
+            "epoch": int(checkpoint["epoch"]),
+            "embedding_dim": encoder.embedding_dim,
+            "round_trip_max_abs_diff": round_trip_error,
+        },
+    )
+else:
+    print(f"No checkpoint to reload: nothing was pretrained, so {checkpoint_path} was not written.")
+    update_results(out, checkpoint={"path": None, "note": "pretrain_epochs 0 and no checkpoint: nothing saved"})
+
 
 # %% [markdown]
 # ## Summary, and scaling out
@@ -440,7 +456,7 @@ update_results(
 summary = {
     "linear_probe": {k: v["accuracy"] for k, v in probe.items()},
     "finetune": {k: v["accuracy"] for k, v in finetune.items()},
-    "pretrain_loss_first_last": [history["loss"][0], history["loss"][-1]],
+    "pretrain_loss_first_last": [history["loss"][0], history["loss"][-1]] if pretrained else None,
     "chance": 1 / len(class_names),
 }
 update_results(out, summary=summary)

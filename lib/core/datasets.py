@@ -9,23 +9,31 @@
 # 4. a download from the data set's canonical URL, with a progress bar, a checksum check
 #    and an atomic extraction into `data/<folder>`.
 #
+# A download never deletes anything a user put in `data/`: an incomplete `data/<folder>` is
+# renamed `data/<folder>.incomplete-<time>` (printed) before the fresh copy is moved in, the
+# archive is kept in `data/.downloads/` for a later re-extraction, a failed download leaves no
+# partial file or empty folder, and one process at a time downloads a data set (a lock), so
+# staging folders a killed extraction left behind are removed by the next one.
+#
 # Offline, the error lists every place that was looked at and the URL to fetch by hand.
 # Each loader returns a pandas manifest (one row per clip, `path` and `label` columns plus
 # whatever metadata the data set has) that the notebooks filter, split and feed to models.
 
 # %%
+import datetime as _dt
 import os
 import re
 import shutil
 import tarfile
 import tempfile
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from lib.core.atomic_io import file_digest
+from lib.core.atomic_io import FileInUseError, file_digest, file_lock
 from lib.core.audio import AUDIO_EXTENSIONS
 
 
@@ -163,35 +171,45 @@ def _validate(spec: DatasetSpec, folder: Path) -> str | None:
 
 
 def _download(url: str, target: Path, checksum: str | None) -> Path:
-    """Download ``url`` to ``target`` with a progress bar and verify ``checksum``."""
+    """Download ``url`` to ``target`` with a progress bar and verify ``checksum``.
+
+    The bytes go to ``target.part``, which is removed when the download fails or the checksum
+    does not match; ``target`` appears only complete and verified.
+    """
     import urllib.request
 
     from tqdm.auto import tqdm
 
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
-    with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 - canonical https/http URLs
-        total = int(response.headers.get("Content-Length") or 0) or None
-        with open(partial, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, desc=target.name) as bar:
-            for block in iter(lambda: response.read(1 << 20), b""):
-                out.write(block)
-                bar.update(len(block))
-    if checksum:
-        algorithm, expected = checksum.split(":", 1)
-        actual = file_digest(partial, algorithm)
-        if actual != expected:
-            partial.unlink(missing_ok=True)
-            raise OSError(
-                f"{url}: {algorithm} checksum mismatch (expected {expected}, got {actual}). "
-                "The download is corrupt or the upstream file changed; retry, or fetch it by hand."
-            )
-    os.replace(partial, target)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 - canonical https/http URLs
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with open(partial, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, desc=target.name) as bar:
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    out.write(block)
+                    bar.update(len(block))
+        if checksum:
+            algorithm, expected = checksum.split(":", 1)
+            actual = file_digest(partial, algorithm)
+            if actual != expected:
+                raise OSError(
+                    f"{url}: {algorithm} checksum mismatch (expected {expected}, got {actual}). "
+                    "The download is corrupt or the upstream file changed; retry, or fetch it by hand."
+                )
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
     return target
 
 
 def _extract(archive: Path, spec: DatasetSpec, destination: Path) -> Path:
-    """Extract into a temporary folder beside ``destination`` then rename it into place."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    """Extract into a staging folder beside ``destination``, then rename it into place.
+
+    An existing ``destination`` (an incomplete copy, possibly holding files a user put there) is
+    never deleted: it is renamed ``<name>.incomplete-<time>`` first, and the new name printed.
+    """
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.extract-", dir=destination.parent))
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
@@ -202,12 +220,47 @@ def _extract(archive: Path, spec: DatasetSpec, destination: Path) -> Path:
         source = staging / spec.archive_root if spec.archive_root else staging
         if not source.is_dir():
             raise OSError(f"{archive}: expected folder {spec.archive_root!r} inside the archive")
-        if destination.exists():
-            shutil.rmtree(destination)
+        if source == staging:  # the archive's top level is the data set: move it out of the staging folder
+            source = staging.with_name(staging.name + "-root")
+            os.replace(staging, source)
+            staging = source
+        if destination.exists() or destination.is_symlink():
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            aside = destination.with_name(f"{destination.name}.incomplete-{stamp}")
+            os.replace(destination, aside)
+            print(f"{destination} was incomplete; kept it as {aside} (nothing deleted) and extracted a fresh copy")
         os.replace(source, destination)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return destination
+
+
+def _clean_download_leftovers(spec: DatasetSpec, data_dir: Path) -> None:
+    """Remove what a killed download or extraction left (call with the data set's lock held)."""
+    for leftover in data_dir.glob(f".{spec.folders[0]}.extract-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    downloads = data_dir / ".downloads"
+    for partial in downloads.glob("*.part") if downloads.is_dir() else []:
+        partial.unlink(missing_ok=True)
+
+
+@contextmanager
+def _dataset_download_lock(data_dir: Path, name: str):
+    """One download or extraction at a time in ``data_dir`` (a lock on the folder itself: no lock file)."""
+    try:
+        with file_lock(data_dir, timeout=0):
+            pass
+    except FileInUseError:  # only to say why we wait
+        print(f"{name}: another process is downloading into {data_dir}; waiting for it")
+    with file_lock(data_dir, what=f"{data_dir} (a download)"):
+        yield
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()  # only succeeds when empty
+    except OSError:
+        pass
 
 
 def find_dataset(name: str, path=None, download: bool = True, data_dir=None) -> Path:
@@ -241,12 +294,19 @@ def find_dataset(name: str, path=None, download: bool = True, data_dir=None) -> 
             looked.append(f"{candidate} ({problem})")
     target = (Path(data_dir) if data_dir else Path.cwd() / "data") / spec.folders[0]
     if download and spec.url:
-        archive = target.parent / ".downloads" / Path(spec.url).name
+        downloads = target.parent / ".downloads"
+        archive = downloads / Path(spec.url).name
+        created = not target.parent.exists()
         try:
-            if not archive.exists():
-                print(f"Downloading {name} from {spec.url}")
-                _download(spec.url, archive, spec.checksum)
-            _extract(archive, spec, target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with _dataset_download_lock(target.parent, name):
+                _clean_download_leftovers(spec, target.parent)
+                if _validate(spec, target) is None:  # another process finished it while we waited
+                    return target
+                if not archive.exists():
+                    print(f"Downloading {name} from {spec.url}")
+                    _download(spec.url, archive, spec.checksum)
+                _extract(archive, spec, target)
         except OSError as error:
             looked.append(f"download from {spec.url} failed: {error}")
         else:
@@ -259,6 +319,10 @@ def find_dataset(name: str, path=None, download: bool = True, data_dir=None) -> 
                     )
                 return target
             looked.append(f"{target} after download ({problem})")
+        finally:
+            _remove_if_empty(downloads)
+            if created:
+                _remove_if_empty(target.parent)
     how = (
         f"Download {spec.url} by hand and extract it to {target}"
         if spec.url

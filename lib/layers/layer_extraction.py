@@ -8,10 +8,11 @@
 # `{layer: [clips, dims]}` plus the clips that were used, the ones that failed and the time
 # it took.
 #
-# - **Cache.** Embeddings are cached per model, layer set and pooling in one `.npz` file,
-#   written atomically. On reuse the cache is validated against the model (id, a hash of
-#   its config and weights), the pooling, the layers and the clip list (paths, sizes,
-#   modification times); a stale cache is reported and rebuilt. Partial progress is
+# - **Cache.** Embeddings are cached per model (id and a hash of its config and weights),
+#   layer set and pooling in the core per-clip vector cache (`lib.core.vector_cache`): one
+#   row per clip, keyed by the clip's content, so a changed clip is recomputed alone and a
+#   different clip list reuses every clip it shares. Writes are atomic and locked (two runs can
+#   share a cache); an unreadable cache is named and rebuilt. Partial progress is
 #   checkpointed, so an interrupted extraction resumes where it stopped.
 # - **Memory.** `estimate_extraction_memory` predicts the bytes needed (weights, activations
 #   of the longest clip, the pooled outputs) before anything runs and, when that is more
@@ -25,8 +26,6 @@
 
 # %%
 import hashlib
-import io
-import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -36,13 +35,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lib.core.atomic_io import atomic_write_bytes
 from lib.core.audio import AudioLoadError, load_audio
 from lib.core.features import POOLING_MODES, mfcc_features, pool_frames
 from lib.core.speech_models import CODEC_FAMILIES, KNOWN_SPEECH_MODELS
+from lib.core.vector_cache import (
+    vector_cache_fingerprint,
+    vector_cache_key,
+    vector_cache_open,
+    vector_cache_reusable,
+    vector_cache_save,
+)
 
 LAYER_POOLINGS = tuple(m for m in POOLING_MODES if m != "flat")
-LAYER_CACHE_VERSION = 1
+LAYER_CACHE_VERSION = 2
 
 
 class ExtractionMemoryError(MemoryError):
@@ -110,19 +115,6 @@ def speech_model_table(adapters) -> pd.DataFrame:
 
 def _slug(text: str, limit: int = 60) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_")[-limit:] or "model"
-
-
-def clip_list_fingerprint(paths) -> str:
-    """Hash of the clip list: path, size and modification time of every file, in order."""
-    digest = hashlib.sha256()
-    for path in paths:
-        path = Path(path)
-        try:
-            stat = path.stat()
-            digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-        except OSError:
-            digest.update(f"{path}|missing\n".encode())
-    return digest.hexdigest()
 
 
 # %% [markdown]
@@ -239,41 +231,68 @@ def _is_out_of_memory(error: BaseException) -> bool:
 # %% [markdown]
 # ## The cache
 #
-# One file per model, layer set and pooling; the clip list, model hash and settings are
-# stored inside and compared on reuse. The arrays hold the clips done so far, so a
-# checkpoint written mid-run is also what a resumed run starts from.
+# One vector-cache folder per model (name and weights hash), layer set and pooling under
+# `cache_dir` (made absolute, and printed): one array per layer, one row per clip, with the
+# clip's content fingerprint. Rows are saved every `checkpoint_every` clips, so a checkpoint
+# written mid-run is also what a resumed run starts from; clips cached earlier but not asked for
+# now are kept for the next run.
 
 
 # %%
-def layer_cache_path(cache_dir, model: str, layers, pooling: str) -> Path:
+def layer_cache_path(cache_dir, model: str, layers, pooling: str, config: dict | None = None) -> Path:
+    """The cache folder of ``model`` x ``layers`` x ``pooling`` (x ``config``'s hash) under ``cache_dir``."""
     layer_key = hashlib.sha256("|".join(map(str, layers)).encode()).hexdigest()[:10]
-    return Path(cache_dir) / f"{_slug(model)}__{_slug(pooling)}__{layer_key}.npz"
+    suffix = f"-{vector_cache_key(config)}" if config is not None else ""
+    return Path(cache_dir).expanduser().absolute() / _slug(model) / f"{_slug(pooling)}__{layer_key}{suffix}"
 
 
-def _write_layer_cache(path: Path, meta: dict, done_paths: list, rows: dict) -> None:
-    buffer = io.BytesIO()
-    arrays = {f"layer_{i}": np.asarray(rows[layer], dtype=np.float32) for i, layer in enumerate(meta["layers"])}
-    meta = dict(meta, done_paths=list(done_paths))
-    np.savez(buffer, meta=np.array(json.dumps(meta)), **arrays)
-    atomic_write_bytes(path, buffer.getvalue())
+def _layer_cache_open(folder: Path, config: dict, fingerprints: dict, layers: list) -> dict:
+    """The reusable part of a cache: done paths, rows per layer, earlier failures, prior timings."""
+    cache = vector_cache_open(folder, config, label=f"Layer {config['model']} {config['pooling']}")
+    if cache["files"] and any(layer not in cache["arrays"] for layer in layers):
+        print(f"Layer cache {folder} lacks layer arrays {sorted(set(layers) - set(cache['arrays']))}; recomputing")
+        cache = dict(cache, arrays={}, files=[], fingerprints=[], failed=[])
+    reusable, old_failed = vector_cache_reusable(cache, fingerprints)
+    done = [p for p in fingerprints if p in reusable]
+    rows = {layer: [cache["arrays"][layer][reusable[p]] for p in done] for layer in layers}
+    requested = set(fingerprints)
+    others = [(f, fp, i) for i, (f, fp) in enumerate(zip(cache["files"], cache["fingerprints"])) if f not in requested]
+    return {
+        "done": done,
+        "rows": rows,
+        "failures": [{"path": p, "error": old_failed[p]["error"]} for p in fingerprints if p in old_failed],
+        "others": {
+            "files": [f for f, _, _ in others],
+            "fingerprints": [fp for _, fp, _ in others],
+            "rows": {layer: cache["arrays"][layer][[i for _, _, i in others]] for layer in layers} if others else {},
+            "failed": [item for item in cache["failed"] if item["path"] not in requested],
+        },
+        "meta": cache["metadata"],
+    }
 
 
-def _read_layer_cache(path: Path, expected: dict):
-    """``(done_paths, rows, failures)`` from a valid cache, else ``None`` (with the reason printed)."""
-    if not path.exists():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            rows = {layer: list(data[f"layer_{i}"]) for i, layer in enumerate(meta["layers"])}
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as error:
-        print(f"Cache {path.name} is unreadable ({type(error).__name__}: {error}); recomputing")
-        return None
-    for key in ("version", "model", "model_hash", "layers", "pooling", "max_seconds", "clips_hash", "n_clips"):
-        if meta.get(key) != expected.get(key):
-            print(f"Cache {path.name} is stale ({key} changed); recomputing")
-            return None
-    return meta["done_paths"], rows, meta.get("failures", []), meta
+def _layer_cache_write(folder: Path, config: dict, st: dict, fingerprints: dict, timings: dict) -> None:
+    """Save the clips done so far (plus the kept rows of clips not asked for this time)."""
+    others = st["others"]
+    arrays = {}
+    for layer in config["layers"]:
+        kept = others["rows"][layer] if others["files"] else None
+        rows = st["rows"][layer]
+        block = np.stack(rows).astype(np.float32) if rows else np.zeros((0, 0 if kept is None else kept.shape[1]))
+        arrays[layer] = block if kept is None else np.concatenate([block, kept]).astype(np.float32)
+    failed = [dict(item, fingerprint=fingerprints.get(item["path"])) for item in st["failures"]]
+    vector_cache_save(
+        folder,
+        arrays,
+        {
+            "dataset": "layer_embeddings",
+            "files": list(st["done"]) + others["files"],
+            "fingerprints": [fingerprints[p] for p in st["done"]] + others["fingerprints"],
+            "failed": failed + others["failed"],
+            **timings,
+        },
+        config,
+    )
 
 
 # %% [markdown]
@@ -337,48 +356,44 @@ def extract_layer_embeddings_pooled(
     layer_of = dict(zip(wanted, adapter_keys))
     wanted = [name for name in order if name in layer_of] + [n for n in wanted if n not in order]
     base = {
+        "kind": "layer_embeddings",
         "version": LAYER_CACHE_VERSION,
         "model": adapter.name,
         "model_hash": adapter.fingerprint(),
         "layers": wanted,
         "max_seconds": max_seconds,
-        "clips_hash": clip_list_fingerprint(paths),
-        "n_clips": len(paths),
     }
+    fingerprints = {p: vector_cache_fingerprint(p) for p in paths} if cache_dir else {}
+    if cache_dir:
+        print(f"{adapter.name}: layer cache in {Path(cache_dir).expanduser().absolute()}")
     state = {}
     for pooling in poolings:
-        expected = dict(base, pooling=pooling)
-        cache_path = layer_cache_path(cache_dir, adapter.name, wanted, pooling) if cache_dir else None
-        cached = _read_layer_cache(cache_path, expected) if cache_path else None
-        done, rows, failures, meta = cached if cached is not None else ([], {layer: [] for layer in wanted}, [], {})
-        rows = {layer: list(rows[layer]) for layer in wanted}
-        processed = set(done) | {f["path"] for f in failures}
-        if cached is not None:
-            print(f"{adapter.name}: {len(processed)} clip(s) from cache {cache_path.name}")
-        state[pooling] = {
-            "expected": expected,
-            "path": cache_path,
-            "done": list(done),
-            "rows": rows,
-            "failures": failures,
-            "processed": processed,
-            "cached": cached is not None,
-            "prior_seconds": float(meta.get("seconds", 0.0)),
-            "prior_audio": float(meta.get("audio_seconds", 0.0)),
-        }
+        config = dict(base, pooling=pooling)
+        folder = layer_cache_path(cache_dir, adapter.name, wanted, pooling, config) if cache_dir else None
+        if folder is not None:
+            st = _layer_cache_open(folder, config, fingerprints, wanted)
+        else:
+            st = {"done": [], "rows": {layer: [] for layer in wanted}, "failures": [], "others": {}, "meta": {}}
+        processed = set(st["done"]) | {f["path"] for f in st["failures"]}
+        if processed:
+            print(f"{adapter.name}: {len(processed)} clip(s) from cache {folder.name} ({pooling})")
+        state[pooling] = dict(
+            st,
+            config=config,
+            path=folder,
+            processed=processed,
+            cached=len(processed) == len(paths),
+            prior_seconds=float(st["meta"].get("seconds", 0.0)),
+            prior_audio=float(st["meta"].get("audio_seconds", 0.0)),
+        )
     todo = [p for p in paths if any(p not in st["processed"] for st in state.values())]
 
     def checkpoint():
         elapsed = time.perf_counter() - start
         for st in state.values():
             if st["path"] and (st["done"] or st["failures"]):
-                meta = dict(
-                    st["expected"],
-                    failures=st["failures"],
-                    seconds=st["prior_seconds"] + elapsed,
-                    audio_seconds=st["prior_audio"] + audio_seconds,
-                )
-                _write_layer_cache(st["path"], meta, st["done"], st["rows"])
+                timings = {"seconds": st["prior_seconds"] + elapsed, "audio_seconds": st["prior_audio"] + audio_seconds}
+                _layer_cache_write(st["path"], st["config"], st, fingerprints, timings)
 
     audio_seconds, since_checkpoint, waveform = 0.0, 0, None
     start = time.perf_counter()

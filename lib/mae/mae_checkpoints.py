@@ -12,13 +12,21 @@
 #   caller expects (`expected_sha256`);
 # - the checkpoint's config differs from the model it is loaded into -> the differing keys.
 #
+# Resuming checks more than the model: each checkpoint stores a training record (a fingerprint of
+# the training inputs, the seed and the optimisation settings), and `mae_training_differences`
+# lists what a resumed run would change, so resuming on other data or settings stops with the
+# differences instead of continuing silently. `mae_move_checkpoint_aside` keeps an old checkpoint
+# (renamed, never deleted) when a run starts afresh.
+#
 # `load_audiomae_encoder(path)` returns an embedder: `.embed(waveforms, sample_rate)` gives
 # `[N, D]` float32 clip embeddings (resampling, log-mel, padding/cropping done inside), with
 # `.checkpoint_hash`, `.config` and `.embedding_dim`.
 
 # %%
+import datetime as _dt
 import hashlib
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -195,6 +203,49 @@ def load_mae_checkpoint(
     checkpoint["path"] = str(path)
     checkpoint["file_sha256"] = actual_sha
     return checkpoint
+
+
+# %% [markdown]
+# ## Resuming safely: what the checkpoint was trained on
+
+
+# %%
+# Training settings that must match for a resumed run to continue the same experiment. The
+# number of epochs may grow (that is what resuming is for); the process count may change.
+MAE_TRAINING_KEYS = ("data", "n_clips", "input_shape", "seed", "lr", "min_lr", "batch_size", "weight_decay")
+MAE_TRAINING_KEYS += ("warmup_epochs", "clip_grad", "mask_ratio")
+
+
+def mae_data_fingerprint(x) -> str:
+    """SHA-256 (16 hex digits) of the training inputs ``[N, 1, F, T]``: their values, order and shape."""
+    array = np.ascontiguousarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x))
+    digest = hashlib.sha256(f"{array.shape}|{array.dtype}|".encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def mae_training_differences(saved: dict | None, current: dict) -> list:
+    """``"key: checkpoint A vs this run B"`` for every training setting that differs."""
+    if not saved:
+        return ["the checkpoint has no training record (saved by an older audiolens): its data and settings"]
+    return [
+        f"{key}: checkpoint {saved.get(key)!r} vs this run {current.get(key)!r}"
+        for key in MAE_TRAINING_KEYS
+        if _mae_jsonable(saved.get(key)) != _mae_jsonable(current.get(key))
+    ]
+
+
+def mae_move_checkpoint_aside(path) -> Path:
+    """Rename ``path`` to ``<stem>.replaced-<time>.pt`` beside it (never overwriting); return the new path."""
+    path = Path(path)
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.stem}.replaced-{stamp}{path.suffix}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.stem}.replaced-{stamp}-{n}{path.suffix}")
+    os.replace(path, target)
+    return target
 
 
 # %% [markdown]

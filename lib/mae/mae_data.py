@@ -12,14 +12,16 @@
 #   split comes from a `split` column, else a `fold` column and `test_fold`, else a
 #   stratified random split of `test_fraction`.
 #
-# `mae_load_split` subsamples (stratified), runs the input transform with its `.npy` cache
-# and returns arrays ready for training; clips that fail to load are skipped and listed.
+# Subsets are stratified by class (`lib.core.subsets.stratified_subset`); `mae_load_split` runs
+# the input transform through its per-clip cache and returns arrays ready for training; clips
+# that fail to load are skipped and listed.
 
 # %%
 import numpy as np
 import pandas as pd
 
 from lib.core.datasets import load_esc50, load_fsdd, load_labelled_folder
+from lib.core.subsets import stratified_split, stratified_subset
 from lib.mae.mae_registry import MAE_DATA_SOURCES, MaeDataSourceBase, register_mae_data_source
 from lib.mae.mae_transforms import mae_transform_cached
 
@@ -35,19 +37,9 @@ def _mae_index_labels(manifest: pd.DataFrame, names=None) -> tuple:
     return frame, [str(n) for n in names]
 
 
-def mae_stratified_split(labels, test_fraction: float = 0.2, seed: int = 0) -> np.ndarray:
-    """``"train"``/``"test"`` per item, ``test_fraction`` of every class in test (at least one when possible)."""
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    split = np.full(len(labels), "train", dtype=object)
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        rng.shuffle(members)
-        n_test = int(round(len(members) * test_fraction))
-        if len(members) > 1:
-            n_test = min(max(n_test, 1), len(members) - 1)
-        split[members[:n_test]] = "test"
-    return split
+# The stratified helpers live in lib.core.subsets; the names below keep older code working.
+mae_stratified_split = stratified_split
+mae_subsample = stratified_subset
 
 
 @register_mae_data_source("esc50")
@@ -133,7 +125,7 @@ class MaeFolderSource(MaeDataSourceBase):
             elif "fold" in table.columns and self.test_fold is not None:
                 table["split"] = np.where(table["fold"].astype(str) == str(self.test_fold), "test", "train")
             else:
-                table["split"] = mae_stratified_split(table["label"], self.test_fraction, self.seed)
+                table["split"] = stratified_split(table["label"], self.test_fraction, self.seed)
             self._manifest = table.reset_index(drop=True)
         return self._manifest
 
@@ -150,21 +142,6 @@ def build_mae_data_source(name: str, **kwargs) -> MaeDataSourceBase:
     cls = MAE_DATA_SOURCES.get(name)
     accepted = inspect.signature(cls.__init__).parameters
     return cls(**{k: v for k, v in kwargs.items() if k in accepted})
-
-
-def mae_subsample(frame: pd.DataFrame, max_clips, seed: int = 0) -> pd.DataFrame:
-    """At most ``max_clips`` rows, stratified by ``label`` (every class keeps a share)."""
-    if not max_clips or len(frame) <= max_clips:
-        return frame.reset_index(drop=True)
-    fraction = max_clips / len(frame)
-    parts = [
-        group.sample(n=max(1, int(round(len(group) * fraction))), random_state=seed)
-        for _, group in frame.groupby("label")
-    ]
-    picked = pd.concat(parts)
-    if len(picked) > max_clips:
-        picked = picked.sample(n=max_clips, random_state=seed)
-    return picked.sort_index().reset_index(drop=True)
 
 
 def mae_load_split(frame: pd.DataFrame, transform, cache_dir=None, desc: str = "clips") -> dict:

@@ -5,7 +5,11 @@
 #   cosine decay per step, gradient clipping, mixed precision on GPU (bfloat16 where
 #   supported, else float16 with a gradient scaler), a validated checkpoint after every epoch
 #   (`checkpoint_dir/last.pt`) and resume from it. Shuffling and masks are seeded per epoch,
-#   so a resumed run sees the same batches an uninterrupted one would.
+#   so a resumed run sees the same batches an uninterrupted one would. Resuming checks the
+#   checkpoint's training record (data fingerprint, seed, settings) and stops with the
+#   differences (`resume="force"` continues anyway); `resume=False` moves an existing
+#   checkpoint aside (printed) instead of overwriting it; asking for fewer epochs than the
+#   checkpoint holds says so and skips training.
 # - The same function runs under `torchrun` with DistributedDataParallel: it joins the
 #   process group from the environment torchrun sets, shards each epoch's permutation over the
 #   ranks, averages the loss over them, and only rank 0 writes checkpoints (see
@@ -27,7 +31,14 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from lib.mae.mae_checkpoints import load_mae_checkpoint, save_mae_checkpoint
+from lib.mae.mae_checkpoints import (
+    MaeCheckpointError,
+    load_mae_checkpoint,
+    mae_data_fingerprint,
+    mae_move_checkpoint_aside,
+    mae_training_differences,
+    save_mae_checkpoint,
+)
 
 
 def mae_distributed_context(device: str = "cpu") -> dict:
@@ -112,39 +123,90 @@ def mae_pretrain(
     device: str = "cpu",
     amp: bool = True,
     checkpoint_dir=None,
-    resume: bool = True,
+    resume: bool | str = True,
     seed: int = 0,
     transform_config: dict | None = None,
     progress: bool = True,
+    data_fingerprint: str | None = None,
 ) -> dict:
     """Masked-autoencoder pretraining of ``model`` on inputs ``x [N, 1, F, T]`` for ``epochs`` epochs in all.
 
-    With ``checkpoint_dir``, ``last.pt`` is written after every epoch and, when ``resume``, a
-    run continues from it (weights, optimiser, scaler, history, epoch). Returns the history:
-    ``loss``, ``lr``, ``clips_per_second``, ``seconds`` per epoch, plus ``start_epoch`` (where
-    this call began) and ``world_size``.
+    With ``checkpoint_dir``, ``last.pt`` is written after every epoch with a training record
+    (``data_fingerprint``, default a hash of ``x``; seed; optimisation settings). ``resume``:
+    True continues from ``last.pt`` (weights, optimiser, scaler, history, epoch) when its record
+    matches this run and raises ``MaeCheckpointError`` listing the differences otherwise;
+    ``"force"`` continues despite differences (printed); False moves an existing ``last.pt``
+    aside (printed) and starts afresh. Returns the history: ``loss``, ``lr``,
+    ``clips_per_second``, ``seconds`` per epoch, plus ``start_epoch`` (where this call began),
+    ``epochs_done``, ``skipped`` (True when the checkpoint already held ``epochs`` or more),
+    ``moved_aside`` (the renamed old checkpoint, or None) and ``world_size``.
     """
     from tqdm.auto import tqdm
 
+    if resume not in (True, False, "force"):
+        raise ValueError(f"resume must be True, False or 'force', not {resume!r}")
+    resume = resume if resume == "force" else bool(resume)
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"epochs must be a whole number >= 0, not {epochs!r}")
     ctx = mae_distributed_context(device)
     device, rank, world = ctx["device"], ctx["rank"], ctx["world_size"]
     x = _mae_as_tensor(x).float()
     if len(x) < world:
         raise ValueError(f"{len(x)} clips cannot be shared over {world} processes")
+    training = {
+        "data": data_fingerprint or mae_data_fingerprint(x),
+        "n_clips": len(x),
+        "input_shape": list(x.shape[1:]),
+        "seed": seed,
+        "lr": lr,
+        "min_lr": min_lr,
+        "batch_size": batch_size,
+        "weight_decay": weight_decay,
+        "warmup_epochs": warmup_epochs,
+        "clip_grad": clip_grad,
+        "mask_ratio": mask_ratio,
+    }
     model.to(device)
     optimizer = torch.optim.AdamW(mae_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.95))
     autocast, scaler = mae_amp_setup(device, amp)
     history = {"loss": [], "lr": [], "clips_per_second": [], "seconds": []}
-    start_epoch = 0
+    start_epoch, moved_aside = 0, None
     checkpoint_path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
-    if checkpoint_path is not None and resume and checkpoint_path.exists():
+    if checkpoint_path is not None and checkpoint_path.exists() and resume is False:
+        if ctx["distributed"]:
+            dist.barrier()  # every rank has seen the old file before rank 0 renames it
+        if rank == 0:
+            moved_aside = mae_move_checkpoint_aside(checkpoint_path)
+            print(f"resume=False: moved the existing checkpoint to {moved_aside}; pretraining starts from scratch")
+    elif checkpoint_path is not None and checkpoint_path.exists():
+        saved = load_mae_checkpoint(checkpoint_path, map_location="cpu")
+        differences = mae_training_differences((saved.get("extra") or {}).get("training"), training)
+        if differences and resume != "force":
+            raise MaeCheckpointError(
+                f"{checkpoint_path}: this run would resume a checkpoint trained differently:\n  - "
+                + "\n  - ".join(differences)
+                + "\nResume anyway with resume='force' (-p resume force), start afresh with resume=False "
+                "(the old checkpoint is moved aside, not deleted), or use another checkpoint_dir."
+            )
+        if differences and rank == 0:
+            print(f"resume='force': resuming {checkpoint_path} despite: " + "; ".join(differences))
         checkpoint = load_mae_checkpoint(
             checkpoint_path, model=model, optimizer=optimizer, scaler=scaler, map_location=device
         )
         start_epoch = int(checkpoint["epoch"]) + 1
         history = {k: list(v) for k, v in checkpoint["history"].items() if k in history}
-        if rank == 0:
+        if rank == 0 and start_epoch > epochs:
+            print(
+                f"{checkpoint_path} already holds {start_epoch} epochs; epochs={epochs} asks for fewer, so "
+                f"training is skipped and the model is the {start_epoch}-epoch checkpoint (resume=False "
+                "starts a new run and moves this checkpoint aside)."
+            )
+        elif rank == 0 and start_epoch == epochs:
+            print(f"{checkpoint_path} already holds all {epochs} epochs: nothing to train (raise epochs to continue).")
+        elif rank == 0:
             print(f"Resuming from {checkpoint_path} (epoch {start_epoch} of {epochs} done before)")
+    if epochs == 0 and start_epoch == 0 and rank == 0:
+        print("epochs=0 and no checkpoint to resume: no pretraining; the model keeps its initial (random) weights.")
     wrapped = model
     if ctx["distributed"]:
         from torch.nn.parallel import DistributedDataParallel
@@ -203,11 +265,21 @@ def mae_pretrain(
                     history=history,
                     transform_config=transform_config,
                     scaler=scaler,
-                    extra={"world_size": world, "batch_size": batch_size, "lr": lr, "epochs": epochs, "seed": seed},
+                    extra={
+                        "world_size": world,
+                        "batch_size": batch_size,
+                        "lr": lr,
+                        "epochs": epochs,
+                        "seed": seed,
+                        "training": training,
+                    },
                 )
         if ctx["distributed"]:
             dist.barrier()
     history["start_epoch"] = start_epoch
+    history["epochs_done"] = max(start_epoch, epochs)
+    history["skipped"] = start_epoch >= epochs and start_epoch > 0
+    history["moved_aside"] = str(moved_aside) if moved_aside else None
     history["world_size"] = world
     return history
 

@@ -13,20 +13,19 @@
 #   constellation diagram). They show that the same models, registries and training loop
 #   reach beyond audio.
 #
-# `mae_transform_cached` computes a transform for many files once and keeps the results as
-# `.npy` files keyed by the file (path, size, modification time) and the transform's config;
-# unreadable clips are skipped and listed, corrupt cache entries are recomputed.
+# `mae_transform_cached` computes a transform for many files once and keeps the results in the
+# core per-clip vector cache (`lib.core.vector_cache`): one folder per transform config, one row
+# per clip keyed by its content; unreadable clips are skipped and listed, and an unreadable
+# cache is named and rebuilt.
 
 # %%
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 
-from lib.core.atomic_io import atomic_save_npy
 from lib.core.audio import AudioLoadError, load_audio, report_audio_failures
 from lib.core.features import log_mel
+from lib.core.vector_cache import vector_cache_key, vector_cache_update
 from lib.mae.mae_registry import MAE_TRANSFORMS, MaeTransformBase, register_mae_transform
 
 
@@ -243,71 +242,77 @@ def mae_synthetic_iq(
 
 
 # %%
-def _mae_cache_key(path: Path, transform_config: dict) -> str:
-    stat = path.stat()
-    payload = json.dumps(
-        {
-            "path": str(path.resolve()),
-            "size": stat.st_size,
-            "mtime_ns": stat.st_mtime_ns,
-            "transform": transform_config,
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+def mae_transform_cache_folder(cache_dir, transform: MaeTransformBase) -> Path:
+    """The cache folder of ``transform``'s config under ``cache_dir`` (an absolute path)."""
+    config = dict(transform.config, output_shape=list(transform.output_shape))
+    name = str(config.get("name", type(transform).__name__))
+    return Path(cache_dir).expanduser().absolute() / f"{name}-{vector_cache_key(config)}"
 
 
 def mae_transform_cached(
-    paths, transform: MaeTransformBase, cache_dir=None, progress: bool = True, desc: str = "log-mel"
+    paths,
+    transform: MaeTransformBase,
+    cache_dir=None,
+    progress: bool = True,
+    desc: str = "log-mel",
+    checkpoint_every: int = 500,
 ):
     """Transform many audio files; return ``(images [N, 1, F, T], ok_paths, failures)``.
 
-    With ``cache_dir`` each result is kept as ``<key>.npy`` (key: file path, size, mtime and the
-    transform config) and reused; a cache file that cannot be read or has the wrong shape is
-    recomputed. Files that fail to load are skipped and listed in ``failures`` (path, error).
+    With ``cache_dir`` the results are kept in a vector cache (one folder per transform config,
+    rows keyed by each file's content, saved every ``checkpoint_every`` files) and reused; clips
+    cached earlier but not asked for now (another split) are kept. An unreadable cache is named
+    and rebuilt. Files that fail to load are skipped and listed in ``failures`` (path, error).
     """
     from tqdm.auto import tqdm
 
     if transform.input_kind != "audio":
         raise ValueError(f"{type(transform).__name__} transforms {transform.input_kind} signals, not audio files")
-    cache = Path(cache_dir) if cache_dir is not None else None
-    if cache is not None:
-        cache.mkdir(parents=True, exist_ok=True)
-    images, ok_paths, failures = [], [], []
-    hits = 0
-    for raw in tqdm(list(paths), desc=desc, disable=not progress, leave=False):
-        path = Path(raw)
-        try:
-            target = cache / f"{_mae_cache_key(path, transform.config)}.npy" if cache is not None else None
-        except OSError as error:
-            failures.append({"path": str(path), "error": f"cannot stat file: {error}"})
-            continue
-        image = None
-        if target is not None and target.exists():
-            try:
-                image = np.load(target, allow_pickle=False)
-                if image.shape != transform.output_shape or not np.all(np.isfinite(image)):
-                    image = None
-                else:
-                    hits += 1
-            except (OSError, ValueError):
-                image = None
-        if image is None:
+    paths = [str(p) for p in paths]
+    shape = tuple(transform.output_shape)
+
+    def compute(todo):
+        images, ok_paths, failures = [], [], []
+        for path in tqdm(todo, desc=desc, disable=not progress or not todo, leave=False):
             try:
                 rate = transform.sample_rate
-                image = transform(load_audio(path, sr=rate), rate)
+                image = np.asarray(transform(load_audio(path, sr=rate), rate), dtype=np.float32)
             except (AudioLoadError, ValueError) as error:
-                failures.append({"path": str(path), "error": getattr(error, "problem", str(error))})
+                failures.append({"path": path, "error": getattr(error, "problem", str(error))})
                 continue
-            if target is not None:
-                atomic_save_npy(target, image)
-        images.append(image)
-        ok_paths.append(str(path))
+            if image.shape != shape or not np.all(np.isfinite(image)):
+                failures.append({"path": path, "error": f"transform gave shape {image.shape} or non-finite values"})
+                continue
+            images.append(image.reshape(-1))
+            ok_paths.append(path)
+        flat = np.stack(images) if images else np.zeros((0, int(np.prod(shape))), np.float32)
+        return {"images": flat}, ok_paths, failures
+
+    if cache_dir is None:
+        arrays, ok_paths, failures = compute(list(dict.fromkeys(paths)))
+        hits = 0
+    else:
+        folder = mae_transform_cache_folder(cache_dir, transform)
+        config = dict(transform.config, output_shape=list(shape))
+        arrays, ok_paths, report = vector_cache_update(
+            list(dict.fromkeys(paths)),
+            compute,
+            folder,
+            config,
+            verbose=False,
+            keep_unrequested=True,
+            checkpoint_every=checkpoint_every,
+            label=desc,
+            dataset_name="mae-inputs",
+        )
+        failures, hits = report["failed"], report["n_cached"]
+        if report["rebuilt"]:
+            print(f"{desc}: cache rebuilt ({report['rebuilt']})")
     report_audio_failures(failures, noun="clip")
-    shape = (0, *transform.output_shape)
-    stacked = np.stack(images).astype(np.float32) if images else np.zeros(shape, dtype=np.float32)
-    if cache is not None and paths is not None:
-        print(f"{desc}: {len(images)} clips ({hits} from cache {cache})")
+    flat = arrays.get("images")
+    stacked = flat.reshape(-1, *shape).astype(np.float32) if flat is not None else np.zeros((0, *shape), np.float32)
+    if cache_dir is not None:
+        print(f"{desc}: {len(ok_paths)} clips ({hits} from cache {folder})")
     return stacked, ok_paths, failures
 
 

@@ -1,0 +1,52 @@
+# %% [markdown]
+# # Stratified subsets and splits
+#
+# Smoke runs and capped experiments take a part of a data set; taking it at random can drop or
+# over-represent classes. `stratified_subset(frame, max_items, seed)` keeps at most `max_items`
+# rows with every class keeping its share (at least one row each while the cap allows), and
+# `stratified_split(labels, test_fraction, seed)` marks `test_fraction` of every class as test.
+# Both are deterministic for a seed, and a cap of 0 or below is an error, never "all".
+
+# %%
+import numpy as np
+import pandas as pd
+
+
+def stratified_subset(frame: pd.DataFrame, max_items, seed: int = 0, column: str = "label") -> pd.DataFrame:
+    """At most ``max_items`` rows of ``frame``, stratified by ``column``; None keeps every row.
+
+    Each class keeps about the same fraction (at least one row while the cap allows); rows stay
+    in their original order. Raises ``ValueError`` for a cap that is not a whole number >= 1.
+    """
+    if max_items is None:
+        return frame.reset_index(drop=True)
+    if isinstance(max_items, bool) or not isinstance(max_items, (int, np.integer)) or max_items < 1:
+        raise ValueError(f"a subset size must be a whole number >= 1 (or None for all), not {max_items!r}")
+    if len(frame) <= max_items:
+        return frame.reset_index(drop=True)
+    fraction = max_items / len(frame)
+    parts = [
+        group.sample(n=max(1, int(round(len(group) * fraction))), random_state=seed)
+        for _, group in frame.groupby(column)
+    ]
+    picked = pd.concat(parts)
+    if len(picked) > max_items:
+        picked = picked.sample(n=int(max_items), random_state=seed)
+    return picked.sort_index().reset_index(drop=True)
+
+
+def stratified_split(labels, test_fraction: float = 0.2, seed: int = 0) -> np.ndarray:
+    """``"train"``/``"test"`` per item, ``test_fraction`` of every class in test (at least one when possible)."""
+    if not 0.0 <= float(test_fraction) < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), not {test_fraction!r}")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    split = np.full(len(labels), "train", dtype=object)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        rng.shuffle(members)
+        n_test = int(round(len(members) * test_fraction))
+        if len(members) > 1 and test_fraction > 0:
+            n_test = min(max(n_test, 1), len(members) - 1)
+        split[members[:n_test]] = "test"
+    return split
