@@ -58,7 +58,7 @@ def _load_model(name: str):
     if name == RANDOM_WAVLM:
         return load_model_for_analysis("microsoft/wavlm-base-plus", weights="random")
     adapter = load_speech_model(name)
-    return adapter, {"model": name, "weights": getattr(adapter, "weights", "pretrained"), **adapter.info()}
+    return adapter, {**adapter.info(), "model": name, "weights": getattr(adapter, "weights", "pretrained")}
 
 
 def _projector_from_reference(reference, speech, layer):
@@ -201,7 +201,7 @@ def _whisper_section(args, speech) -> dict:
     except Exception as error:  # noqa: BLE001 -- report why the Whisper part was skipped
         print(f"Whisper run skipped: cannot load {args.whisper_model!r}: {type(error).__name__}: {error}")
         return {"skipped": f"{type(error).__name__}: {error}"}
-    info = {"model": args.whisper_model, "weights": getattr(adapter, "weights", "pretrained"), **adapter.info()}
+    info = {**adapter.info(), "model": args.whisper_model, "weights": getattr(adapter, "weights", "pretrained")}
     layers = list(range(1, adapter.num_layers + 1))
     fid_s = min(args.whisper_seconds, args.fidelity_seconds or args.whisper_seconds)
     wf = whisper_fidelity(adapter, speech, layers, None, max_seconds=fid_s)

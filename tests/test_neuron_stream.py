@@ -263,3 +263,18 @@ def test_projector_from_labelled_manifest(adapter, fsdd_manifest, tmp_path):
     assert sorted(projector.labels) == ["0", "1", "7"] and projector.source["layer"] == 2
     with pytest.raises(ValueError, match="columns"):
         fit_projector_from_manifest(adapter, manifest.rename(columns={"label": "digit"}), layer=2)
+
+
+def test_offline_default_analyses_the_bundled_real_whisper(tmp_path):
+    from lib.core.bundled_whisper import bundled_whisper_available
+
+    ok, reason = bundled_whisper_available()
+    if not ok:
+        pytest.skip(f"bundled Whisper not available here: {reason}")
+    adapter, info = load_model_for_analysis("/nonexistent/wavlm-folder")  # the hub model cannot be loaded
+    assert info["model"] == "bundled/whisper-tiny.en" and info["weights"] == "pretrained"
+    assert info["requested_model"] == "/nonexistent/wavlm-folder" and "cannot load" in info["fallback_reason"]
+    assert adapter.family == "whisper" and adapter.whisper_mode == "padded"
+    random_adapter, random_info = load_model_for_analysis("bundled/whisper-tiny.en", weights="random")
+    assert random_info["weights"] == "random" and random_info["weights_label"] == "RANDOM"
+    assert random_adapter.fingerprint() != adapter.fingerprint()

@@ -237,12 +237,13 @@ def load_model_for_analysis(
         raise ValueError(f"weights must be one of {ANALYSIS_WEIGHTS}, not {weights!r}")
     if weights == "random":
         adapter, folder = _random_model_for(name_or_path, device, cache_dir, seed)
+        adapter.weights = "random"  # a saved random model loads "as saved": say what it is
         print(f"{name_or_path}: RANDOM weights (same architecture and size; timing only, not a trained model)")
-        info = {"model": str(name_or_path), "weights": "random", **adapter.info(), "weights_label": "RANDOM"}
+        info = {**adapter.info(), "model": str(name_or_path), "weights": "random", "weights_label": "RANDOM"}
         return adapter, info | ({"random_model_dir": str(folder)} if folder else {})
     try:
         adapter = _load_analysis_model(name_or_path, device, whisper_mode)
-        return adapter, {"model": str(name_or_path), "weights": "pretrained", **adapter.info()}
+        return adapter, {**adapter.info(), "model": str(name_or_path), "weights": "pretrained"}
     except ModelLoadError as error:
         reason = str(error).splitlines()[0]
         if not fallback_model or str(fallback_model) == str(name_or_path):
@@ -256,11 +257,11 @@ def load_model_for_analysis(
         ) from None
     print(f"{name_or_path} could not be loaded ({reason}); analysing {fallback_model} (pretrained weights) instead.")
     return adapter, {
+        **adapter.info(),
         "model": str(fallback_model),
         "requested_model": str(name_or_path),
         "weights": "pretrained",
         "fallback_reason": reason,
-        **adapter.info(),
     }
 
 
