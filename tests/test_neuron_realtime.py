@@ -273,3 +273,24 @@ def test_speech_from_waves_on_the_grid(speech):
     s = speech_from_waves(speech[0], speech[1])
     assert all(offset % 320 == 0 and length % 320 == 0 for offset, length, _, _ in s["utterances"])
     assert s["speakers"] == len(set(speech[1])) and len(s["waveform"]) == sum(u[1] for u in s["utterances"])
+
+
+def test_bench_streaming_command_writes_the_table_and_json(tiny_model, librispeech_dir, tmp_path, capsys):
+    import json
+
+    from generator.cli import main as cli_main
+
+    out = tmp_path / "bench"
+    argv = ["bench", "streaming", "--out", str(out), "--model", str(tiny_model("wavlm")), "--layers", "1", "2",
+            "--seconds", "2", "--sweep-seconds", "2", "--quick-sweep", "--keywords-seconds", "0",
+            "--whisper-model", "none", "--simulated", "--threads", "1", "--data", str(librispeech_dir)]  # fmt: skip
+    assert cli_main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "switch table" in printed and "targets:" in printed and "+ kv cache" in printed
+    bench = json.loads((out / "bench.json").read_text())
+    assert bench["audio"]["speakers"] >= 1 and bench["machine_before"]["uptime"]
+    assert len(bench["switch_table"]) == 5 and all(set(r["fidelity"]) == {"1", "2"} for r in bench["switch_table"])
+    live = bench["live"]
+    assert live["updates"] >= 5 and live["peak_rss_mb"] > 0 and live["clock"] == "simulated real time"
+    assert {"encoder_ms_mean", "transformer_ms_mean", "analytics_ms_mean", "payload_ms_mean"} <= set(live)
+    assert any(t["target"].startswith("fidelity L1") for t in bench["targets"])
