@@ -10,7 +10,8 @@ Spec mini-language (the optional ``[...]`` at the start of a parameter's comment
 ``[a|b|c]`` choices; ``[1..]``, ``[0..1]``, ``[..10]`` numeric ranges (``int``/``float`` may
 come first: ``[int 1..]``); ``[path]`` an existing file or folder; ``[each a|b]`` /
 ``[each 1..]`` the same rule for every item of a list. ``None`` is accepted wherever the
-default is ``None``. A choices spec decides alone: ``[True|False|force]`` accepts the string
+default is ``None``, and elsewhere when the spec starts with ``optional`` (``[optional list]``,
+``[optional each 1..]``: None then means "skip" or "all", as the comment says). A choices spec decides alone: ``[True|False|force]`` accepts the string
 ``"force"`` although the default is a bool.
 
 The run record: ``audiolens_start_run`` (called by the check cell after the parameters pass, and
@@ -38,6 +39,8 @@ def _param_spec_parts(spec):
     text = (spec or "").strip()
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1].strip()
+    if text == "optional" or text.startswith("optional "):
+        text = text[len("optional") :].strip()
     each = text.startswith("each ")
     if each:
         text = text[5:].strip()
@@ -51,7 +54,7 @@ def _param_spec_parts(spec):
 
 def _param_check_one(name, value, default, spec):
     """The problem with one value (a string), or None when it is fine."""
-    if value is None and default is None:
+    if value is None and (default is None or (spec or "").lstrip("[ ").startswith("optional")):
         return None
     each, kind, rule = _param_spec_parts(spec)
     choices_only = bool(rule) and ".." not in rule

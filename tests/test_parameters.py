@@ -22,6 +22,7 @@ SCHEMA = {
     "cap": {"default": None, "spec": "[int 1..]"},
     "name": {"default": "x", "spec": ""},
     "flag": {"default": False, "spec": ""},
+    "sweep": {"default": [1, 2], "spec": "[optional each int 1..]"},
 }
 
 
@@ -31,6 +32,8 @@ SCHEMA = {
         {"n": 5, "rate": 1, "mode": "slow", "resume": "force", "models": ["b", "c"], "layers": [0, 3]},
         {"resume": False, "layers": 2, "models": "single-id", "cap": None, "folder": None, "flag": True},
         {"rate": 0.0, "name": "anything", "cap": 1},
+        {"sweep": None},
+        {"sweep": [3]},
     ],
 )
 def test_valid_values_pass(values, tmp_path):
@@ -55,6 +58,8 @@ def test_valid_values_pass(values, tmp_path):
         ({"cap": 0}, "cap: 0 is below the smallest allowed value 1"),
         ({"flag": "yes"}, "flag: 'yes' is not True or False"),
         ({"name": 3}, "name: 3 is not a string"),
+        ({"sweep": [0]}, "sweep: 0 is below the smallest allowed value 1"),
+        ({"models": None}, "models: None is not a string"),
     ],
 )
 def test_invalid_values_are_named_with_the_problem(values, message):
