@@ -40,7 +40,9 @@ def test_selection_rejects_unknown_names():
         prefetch.select_items(["wavlm-large"])
 
 
-def test_offline_errors_name_each_item(no_network, capsys, tmp_path):
+def test_offline_errors_name_each_item(no_network, capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("AUDIOLENS_DATA", raising=False)  # no local copy anywhere: the data set must be fetched
+    monkeypatch.chdir(tmp_path)
     assert cli_main(["prefetch", "--only", "whisper-tiny", "--only", "fsdd", "--data-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "whisper-tiny (openai/whisper-tiny)" in err and "HF_HUB_OFFLINE" in err
