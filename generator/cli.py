@@ -67,7 +67,7 @@ def _bad_list_value(text: str, value, entry: dict) -> bool:
     kind = (
         "list" if each else kind or (type(entry.get("default")).__name__ if entry.get("default") is not None else None)
     )
-    return isinstance(value, str) and text.strip()[:1] in "[{(" and kind not in ("str", "path")
+    return isinstance(value, str) and text.strip()[:1] in "[{(" and "str" not in str(kind).split("|") and kind != "path"
 
 
 def check_run_parameters(name: str, pairs) -> dict:
