@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +47,7 @@ from lib.phase0.tier1_vmf import (
     vmf_mean_resultant,
     vmf_sample,
 )
+from tests.test_audiomae_ddp import _free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -383,12 +383,6 @@ def test_config_file_mirrors_the_defaults_and_layers_apply_in_order(tmp_path):
 
 
 # ----------------------------------------------------------------------------- torchrun
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_torchrun_two_processes_train_and_resume(tmp_path, data_root):
     command = [
