@@ -11,6 +11,7 @@ NOTEBOOKS = {
     "neuron_analysis": "neurons",
     "layer_embeddings": "layers",
     "phase0_latent_structure": "phase0",
+    "phase0_tier1": "phase0",
 }
 
 # Old parameter names that still work for one release (with a deprecation message).
