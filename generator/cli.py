@@ -67,7 +67,7 @@ def _bad_list_value(text: str, value, entry: dict) -> bool:
     kind = (
         "list" if each else kind or (type(entry.get("default")).__name__ if entry.get("default") is not None else None)
     )
-    return isinstance(value, str) and text.strip()[:1] in "[{(" and kind not in ("str", "path")
+    return isinstance(value, str) and text.strip()[:1] in "[{(" and "str" not in str(kind).split("|") and kind != "path"
 
 
 def check_run_parameters(name: str, pairs) -> dict:
@@ -457,6 +457,13 @@ def cmd_bench(args, extra) -> int:
     return int(module.main(extra) or 0)
 
 
+def cmd_prefetch(args, extra) -> int:
+    import importlib
+
+    module = importlib.import_module("scripts.prefetch")
+    return int(module.main(extra) or 0)
+
+
 def cmd_kernel(args) -> int:
     ensure_kernel(quiet=args.quiet)
     return 0
@@ -501,14 +508,21 @@ def main(argv=None) -> int:
     )
     p_bench.add_argument("name", help="benchmark name: " + ", ".join(available_benchmarks()))
     p_bench.set_defaults(func=cmd_bench)
+    p_prefetch = sub.add_parser(
+        "prefetch",
+        help="download the models and data sets the notebooks use (--dry-run, --skip-whisper, --skip-codecs, "
+        "--only NAME); 'audiolens prefetch --help' for its options",
+        add_help=False,
+    )
+    p_prefetch.set_defaults(func=cmd_prefetch)
     p_kernel = sub.add_parser("kernel", help="register the audiolens Jupyter kernel for this Python")
     p_kernel.add_argument("--quiet", action="store_true")
     p_kernel.set_defaults(func=cmd_kernel)
     args, extra = parser.parse_known_args(argv)
-    if args.command != "bench" and extra:
+    if args.command not in ("bench", "prefetch") and extra:
         parser.error("unrecognized arguments: " + " ".join(extra))
     try:
-        if args.command == "bench":
+        if args.command in ("bench", "prefetch"):
             return args.func(args, extra)
         return args.func(args)
     except asm.AssemblyError as error:

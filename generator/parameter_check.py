@@ -9,8 +9,11 @@ cell, is ``{"default": value, "spec": "[...]" or "", "type": "int" | "float" | .
 Spec mini-language (the optional ``[...]`` at the start of a parameter's comment):
 ``[a|b|c]`` choices; ``[1..]``, ``[0..1]``, ``[..10]`` numeric ranges (``int``/``float`` may
 come first: ``[int 1..]``); ``[path]`` an existing file or folder; ``[each a|b]`` /
-``[each 1..]`` the same rule for every item of a list. ``None`` is accepted wherever the
-default is ``None``. A choices spec decides alone: ``[True|False|force]`` accepts the string
+``[each 1..]`` the same rule for every item of a list; ``[list|dict]`` one of several types
+(then the rule). ``None`` is accepted wherever the default is ``None``, and elsewhere when the
+spec starts with ``optional`` (``[optional list]``, ``[optional each 1..]``,
+``[optional float 0.1..]``: None then means "skip" or "all", as the comment says). A choices
+spec decides alone: ``[True|False|force]`` accepts the string
 ``"force"`` although the default is a bool.
 
 The run record: ``audiolens_start_run`` (called by the check cell after the parameters pass, and
@@ -38,10 +41,15 @@ def _param_spec_parts(spec):
     text = (spec or "").strip()
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1].strip()
+    if text == "optional" or text.startswith("optional "):
+        text = text[len("optional") :].strip()
     each = text.startswith("each ")
     if each:
         text = text[5:].strip()
     kind = None
+    head, _, rest = text.partition(" ")
+    if "|" in head and all(k in _PARAM_UNION_KINDS for k in head.split("|")):  # a union of types: [list|dict]
+        return each, head, rest.strip()
     for word in ("int", "float", "str", "bool", "list", "dict", "path"):
         if text == word or text.startswith(word + " "):
             kind, text = word, text[len(word) :].strip()
@@ -49,9 +57,14 @@ def _param_spec_parts(spec):
     return each, kind, text
 
 
+_PARAM_UNION_KINDS = ("int", "float", "str", "bool", "list", "dict")
+_PARAM_KIND_WORDS = {"int": "a whole number", "float": "a number", "str": "a string", "bool": "True or False"}
+_PARAM_KIND_WORDS.update(list="a list", dict="a dict")
+
+
 def _param_check_one(name, value, default, spec):
     """The problem with one value (a string), or None when it is fine."""
-    if value is None and default is None:
+    if value is None and (default is None or (spec or "").lstrip("[ ").startswith("optional")):
         return None
     each, kind, rule = _param_spec_parts(spec)
     choices_only = bool(rule) and ".." not in rule
@@ -60,6 +73,8 @@ def _param_check_one(name, value, default, spec):
     if kind == "tuple":
         kind = "list"
     shape = "list" if each else kind
+    if shape and "|" in shape and "str" not in shape.split("|"):  # [list|dict]: a string that looks like one
+        shape = next((k for k in shape.split("|") if k in ("list", "dict")), shape)
     if isinstance(value, str) and shape in ("list", "dict") and value.strip()[:1] in "[{(":
         return (
             f"{value!r} looks like a {shape} but does not parse as one (the shell may have stripped "
@@ -77,6 +92,13 @@ def _param_check_one(name, value, default, spec):
 def _param_check_value(value, default, kind, rule):
     """The problem of ``value`` against a type ``kind`` and a rule (range or choices), or None."""
     hint = f" (the default is {default!r})" if default is not None else ""
+    if kind and "|" in kind:  # one of several types, then the rule
+        kinds = kind.split("|")
+        typed = [k for k in kinds if _param_check_value(value, None, k, "") is None]
+        if not typed:
+            return f"{value!r} is not {' or '.join(_PARAM_KIND_WORDS.get(k, k) for k in kinds)}{hint}"
+        problems = [_param_check_value(value, default, k, rule) for k in typed]
+        return None if None in problems else problems[0]
     if kind == "int" and (not isinstance(value, int) or isinstance(value, bool)):
         return f"{value!r} is not a whole number{hint}"
     if kind == "float" and (not isinstance(value, (int, float)) or isinstance(value, bool)):

@@ -134,6 +134,7 @@ def quick_cnn(small_fsdd):
 def test_cnn_keeps_best_checkpoint_and_train_statistics(quick_cnn, small_fsdd):
     import torch
 
+    from lib.digits.digit_features import trim_digit_clip
     from lib.digits.digit_models import fix_wave_length
 
     model, history = quick_cnn
@@ -143,9 +144,10 @@ def test_cnn_keeps_best_checkpoint_and_train_statistics(quick_cnn, small_fsdd):
     # the returned weights are the best epoch's: they reproduce its validation accuracy
     accuracy = float((model.predict(test_waves) == test.label.to_numpy()).mean())
     assert accuracy == pytest.approx(history["best_val_accuracy"])
-    # standardisation buffers hold the training clips' statistics
+    # standardisation buffers hold the training clips' statistics (after trimming and per-utterance CMVN)
+    trimmed = [trim_digit_clip(w, model.config) for w in train_waves]
     with torch.no_grad():
-        feats = model.network.frontend(torch.from_numpy(fix_wave_length(train_waves, model.config.n_samples)))
+        feats = model.network.raw_features(torch.from_numpy(fix_wave_length(trimmed, model.config.n_samples)))
     np.testing.assert_allclose(
         model.network.feat_mean[:, 0].numpy(), feats.mean(dim=(0, 2)).numpy(), rtol=1e-3, atol=1e-3
     )
@@ -168,7 +170,7 @@ def test_waveform_augmentation_changes_audio_but_keeps_shape():
 # ---------------------------------------------------------------- model files
 
 
-def test_model_files_round_trip_and_clear_errors(tmp_path, small_fsdd, quick_cnn):
+def test_model_files_round_trip_and_clear_errors(tmp_path, small_fsdd, quick_cnn, monkeypatch):
     from lib.digits.digit_models import SklearnDigitModel, make_digit_pipeline
     from lib.digits.model_files import (
         ModelFileError,
@@ -176,7 +178,10 @@ def test_model_files_round_trip_and_clear_errors(tmp_path, small_fsdd, quick_cnn
         predict_audio_files,
         save_cnn_digit_model,
         save_sklearn_digit_model,
+        sign_digit_model_file,
     )
+
+    monkeypatch.setenv("AUDIOLENS_SIGNING_KEY", str(tmp_path / "signing.key"))
 
     train_waves, train, test_waves, test = small_fsdd
     config = DigitFeatureConfig()
@@ -211,6 +216,9 @@ def test_model_files_round_trip_and_clear_errors(tmp_path, small_fsdd, quick_cnn
         load_digit_model(tmp_path / "nowhere.joblib")
     broken = tmp_path / "broken.joblib"
     broken.write_bytes(svm_path.read_bytes()[:200])  # truncated
+    with pytest.raises(ModelFileError, match="unsigned"):
+        load_digit_model(broken)
+    sign_digit_model_file(broken)  # signed but truncated: the unpickler's failure is reported
     with pytest.raises(ModelFileError, match="not a readable joblib"):
         load_digit_model(broken)
     garbage = tmp_path / "garbage.pt"
@@ -233,6 +241,7 @@ def test_model_files_round_trip_and_clear_errors(tmp_path, small_fsdd, quick_cnn
     import joblib
 
     joblib.dump({"something": 1}, tmp_path / "other.joblib")
+    sign_digit_model_file(tmp_path / "other.joblib")
     with pytest.raises(ModelFileError, match="not an audiolens digit model"):
         load_digit_model(tmp_path / "other.joblib")
     with pytest.raises(ModelFileError, match="unknown model file type"):
@@ -245,35 +254,59 @@ def test_model_files_round_trip_and_clear_errors(tmp_path, small_fsdd, quick_cnn
 # ---------------------------------------------------------------- Wav2Vec2
 
 
-def test_wav2vec2_finetunes_tiny_model_and_reloads(tiny_model, tmp_path, small_fsdd):
+def test_wav2vec2_learns_a_40_clip_set_and_reloads(tiny_model, tmp_path, small_fsdd):
+    """Real learning: a tiny Wav2Vec2 overfits 40 clips (4 per digit); the saved model predicts the same labels."""
     from lib.digits.model_files import load_digit_model, save_wav2vec2_digit_model
-    from lib.digits.wav2vec2_finetune import finetune_wav2vec2, load_wav2vec2_classifier
+    from lib.digits.wav2vec2_finetune import finetune_wav2vec2, finetune_wav2vec2_lr_grid, load_wav2vec2_classifier
 
     train_waves, train, test_waves, _ = small_fsdd
+    pick = train.groupby("label").head(4).index.to_numpy()
+    waves, labels = [train_waves[i] for i in pick], train.label.to_numpy()[pick]
+    assert len(waves) == 40
     folder = tiny_model("wav2vec2")  # base model: the head is added by from_pretrained
-    model, extractor = load_wav2vec2_classifier(str(folder), freeze_feature_encoder=True)
+    frozen, _ = load_wav2vec2_classifier(str(folder), freeze_feature_encoder=True)
+    assert not any(p.requires_grad for p in frozen.wav2vec2.feature_extractor.parameters())
+    # the tiny random model needs its convolutional front end trained too to fit 40 clips
+    model, extractor = load_wav2vec2_classifier(str(folder), freeze_feature_encoder=False)
     assert model.config.num_labels == 10
-    assert not any(p.requires_grad for p in model.wav2vec2.feature_extractor.parameters())
-    head_before = model.classifier.weight.detach().clone()
     wrapped, history = finetune_wav2vec2(
         model,
         extractor,
-        train_waves[::4],
-        train.label.to_numpy()[::4],
-        epochs=1,
+        waves,
+        labels,
+        epochs=40,
         batch_size=8,
-        learning_rate=1e-3,
-        max_steps=3,
+        learning_rate=3e-3,
+        val_fraction=0.0,
         progress=False,
     )
-    assert history["steps"] == 3
-    assert not np.allclose(head_before.numpy(), wrapped.model.classifier.weight.detach().numpy())
-    logits = wrapped.predict_logits(test_waves[:4])
-    assert logits.shape == (4, 10) and np.isfinite(logits).all()
+    assert history["steps"] == 40 * 5
+    train_accuracy = float(np.mean(wrapped.predict(waves) == labels))
+    assert train_accuracy >= 0.9, (train_accuracy, history["train_accuracy"][-5:])  # chance is 0.1
+    assert history["train_accuracy"][0] < 0.5  # it learned: the first epoch was far from it
     saved = save_wav2vec2_digit_model(wrapped, tmp_path / "w2v")
     reloaded = load_digit_model(saved)
     assert reloaded.labels == list(range(10)) and reloaded.sample_rate == 8000
-    np.testing.assert_allclose(reloaded.predict_logits(test_waves[:4]), logits, atol=1e-4)
+    np.testing.assert_array_equal(reloaded.predict(waves), wrapped.predict(waves))
+    np.testing.assert_allclose(
+        reloaded.predict_logits(test_waves[:4]), wrapped.predict_logits(test_waves[:4]), atol=1e-4
+    )
+    # the learning-rate grid keeps the rate with the best validation accuracy; noise augmentation runs
+    best, best_history, table = finetune_wav2vec2_lr_grid(
+        lambda: load_wav2vec2_classifier(str(folder), freeze_feature_encoder=False)[0],
+        extractor,
+        waves,
+        labels,
+        [1e-7, 3e-3],
+        epochs=3,
+        batch_size=8,
+        val_fraction=0.0,
+        max_seconds=1.0,
+        noise_prob=0.5,
+        progress=False,
+    )
+    assert [row["learning_rate"] for row in table] == [1e-7, 3e-3] and best_history["noise_prob"] == 0.5
+    assert best_history["learning_rate"] == max(table, key=lambda row: row["val_accuracy"])["learning_rate"]
     # a classification checkpoint with the right number of labels loads as is
     labelled, _ = load_wav2vec2_classifier(str(tiny_model("wav2vec2", num_labels=10)))
     assert labelled.config.num_labels == 10

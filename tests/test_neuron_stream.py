@@ -17,7 +17,8 @@ from lib.neurons.frame_stream import (
     frame_grid,
     microphone_status,
 )
-from lib.neurons.neuron_live import LiveNeuronPipeline, NeuronLivePanel
+from lib.neurons.neuron_live import LiveNeuronPipeline
+from lib.neurons.neuron_panel import NeuronLivePanel, live_figure
 from lib.neurons.semantic_projector import (
     fit_projector_from_manifest,
     fit_semantic_projector,
@@ -170,7 +171,9 @@ def test_streaming_gap_restarts_on_the_frame_grid(adapter, speech):
 
 def test_model_load_failure_is_explained():
     with pytest.raises(ModelLoadError, match="cannot load"):
-        load_model_for_analysis("/nonexistent/model-folder", random_weights_if_unavailable=False)
+        load_model_for_analysis("/nonexistent/model-folder", fallback_model=None)
+    with pytest.raises(ValueError, match="weights"):
+        load_model_for_analysis("/nonexistent/model-folder", weights="checkpoint")
 
 
 def test_projector_roundtrip_and_speaker_clustering(adapter, speech, tmp_path):
@@ -203,20 +206,28 @@ def test_live_pipeline_buffers_reset_and_panel(adapter, speech):
         update_s=0.2,
         left_context_s=0.5,
         history_s=1.0,
-        pca_basis={1: (np.zeros(32), np.ones(32), np.eye(32)[:2])},
+        pca_basis={1: (np.zeros(32), np.ones(32), np.eye(32)[:3])},
+        warm_up=False,
     )
     live.open_file(y, realtime=False)
-    live.run()
+    payloads = live.run()
     diag = live.diagnostics()
     assert diag["updates"] == 10 and diag["dropped_frames"] == 0
     assert len(live.frame_index) == 50  # 1 s history of 20 ms frames
     assert live.frame_index.latest()[-1] == (len(y) - 325) // 320
-    assert live.trace[1].latest().shape == (50, 2) and len(live.trace[2]) == 0
-    assert np.isfinite(live.energy_db.latest()).all()
-    fig = live.figure(performance=True)
-    assert len(fig.axes) == 3
+    assert live.trace[1].latest().shape == (50, 3)  # given basis: traced from the first frame
+    assert len(live.trace[2]) < 50  # fitted on the stream: only after its first 150 frames... of 2 s
+    assert np.isfinite(live.mel.latest()).all() and live.mel.latest().shape == (50, 64)
+    assert [p["seq"] for p in payloads] == list(range(1, 11))
+    frames = np.concatenate([p["frames"] for p in payloads])
+    np.testing.assert_array_equal(frames, np.arange(len(frames)))  # ordered, no gap, no repeat
+    assert all(set(p["timings"]) >= {"encoder_ms", "transformer_ms", "analytics_ms", "payload_ms"} for p in payloads)
+    assert diag["projector_ready"] is False and diag["whisper_ready"] is False
+    fig = live_figure(live, performance=True)
+    assert len(fig.axes) >= 2 + 2 + 2
     live.reset()
     assert len(live.frame_index) == 0 and len(live.activity[1]) == 0 and live.diagnostics()["updates"] == 0
+    assert live.speakers.n_clusters == 0 and len(live.mel) == 0
     panel = NeuronLivePanel(live, file_waveform=y)
     mic_ok, message = microphone_status()
     if not mic_ok:
@@ -225,11 +236,10 @@ def test_live_pipeline_buffers_reset_and_panel(adapter, speech):
         panel.source.value = "microphone"
         panel.start.value = True  # cannot open: the button springs back and the message says why
         assert panel.start.value is False and "No microphone" in panel.message
-        assert message.split(":")[0] in panel.status.value
-    panel.draw()
-    assert panel.plot.outputs[0]["data"]["image/png"]
+    panel.render()
+    assert panel.draws == 1 and "latency" in panel.sidebar.value or "no updates" in panel.sidebar.value
     panel.reset_button.click()
-    assert len(live.frame_index) == 0 and panel.plot.outputs == ()
+    assert len(live.frame_index) == 0
 
 
 @pytest.mark.parametrize("family", ["wav2vec2", "hubert"])
@@ -253,3 +263,18 @@ def test_projector_from_labelled_manifest(adapter, fsdd_manifest, tmp_path):
     assert sorted(projector.labels) == ["0", "1", "7"] and projector.source["layer"] == 2
     with pytest.raises(ValueError, match="columns"):
         fit_projector_from_manifest(adapter, manifest.rename(columns={"label": "digit"}), layer=2)
+
+
+def test_offline_default_analyses_the_bundled_real_whisper(tmp_path):
+    from lib.core.bundled_whisper import bundled_whisper_available
+
+    ok, reason = bundled_whisper_available()
+    if not ok:
+        pytest.skip(f"bundled Whisper not available here: {reason}")
+    adapter, info = load_model_for_analysis("/nonexistent/wavlm-folder")  # the hub model cannot be loaded
+    assert info["model"] == "bundled/whisper-tiny.en" and info["weights"] == "pretrained"
+    assert info["requested_model"] == "/nonexistent/wavlm-folder" and "cannot load" in info["fallback_reason"]
+    assert adapter.family == "whisper" and adapter.whisper_mode == "padded"
+    random_adapter, random_info = load_model_for_analysis("bundled/whisper-tiny.en", weights="random")
+    assert random_info["weights"] == "random" and random_info["weights_label"] == "RANDOM"
+    assert random_adapter.fingerprint() != adapter.fingerprint()

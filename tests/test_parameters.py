@@ -22,6 +22,7 @@ SCHEMA = {
     "cap": {"default": None, "spec": "[int 1..]"},
     "name": {"default": "x", "spec": ""},
     "flag": {"default": False, "spec": ""},
+    "sweep": {"default": [1, 2], "spec": "[optional each int 1..]"},
 }
 
 
@@ -31,6 +32,8 @@ SCHEMA = {
         {"n": 5, "rate": 1, "mode": "slow", "resume": "force", "models": ["b", "c"], "layers": [0, 3]},
         {"resume": False, "layers": 2, "models": "single-id", "cap": None, "folder": None, "flag": True},
         {"rate": 0.0, "name": "anything", "cap": 1},
+        {"sweep": None},
+        {"sweep": [3]},
     ],
 )
 def test_valid_values_pass(values, tmp_path):
@@ -55,6 +58,8 @@ def test_valid_values_pass(values, tmp_path):
         ({"cap": 0}, "cap: 0 is below the smallest allowed value 1"),
         ({"flag": "yes"}, "flag: 'yes' is not True or False"),
         ({"name": 3}, "name: 3 is not a string"),
+        ({"sweep": [0]}, "sweep: 0 is below the smallest allowed value 1"),
+        ({"models": None}, "models: None is not a string"),
     ],
 )
 def test_invalid_values_are_named_with_the_problem(values, message):
@@ -122,3 +127,28 @@ def test_the_generated_check_cell_stops_a_notebook_before_any_work(tmp_path):
     assert sorted(os.listdir(out)) == sorted(
         [".audiolens-run.lock", ".audiomae_training.input.ipynb", "audiomae_training.ipynb", "results.json"]
     )
+
+
+def test_type_unions_accept_each_type_and_name_the_rest():
+    schema = {
+        "layers": {"default": None, "spec": "[list|dict]"},
+        "cache": {"default": "~/x", "spec": "[optional str]"},
+        "cap": {"default": 10.0, "spec": "[optional float 0.1..]"},
+        "width": {"default": 3, "spec": "[int|float 1..]"},
+    }
+    for values in ({"layers": [0, "conv"]}, {"layers": {"m": [1]}}, {"width": 2.5}, {"width": 4}, {"cap": None}):
+        assert audiolens_check_parameters(dict(values), schema) == []
+    for values, message in (
+        ({"layers": 3}, "layers: 3 is not a list or a dict"),
+        ({"layers": "[0, 1"}, "looks like a list but does not parse"),
+        ({"cache": 5}, "cache: 5 is not a string (the default is '~/x')"),
+        ({"width": 0.5}, "width: 0.5 is below the smallest allowed value 1"),
+        ({"width": "wide"}, "width: 'wide' is not a whole number or a number (the default is 3)"),
+        ({"cap": 0.01}, "cap: 0.01 is below the smallest allowed value 0.1"),
+        ({"cap": "ten"}, "cap: 'ten' is not a number"),
+    ):
+        with pytest.raises(ParameterError) as error:
+            audiolens_check_parameters(dict(values), schema)
+        assert message in str(error.value)
+    assert not cli._bad_list_value("[not a list", "[not a list", schema["cache"])  # a string may start with [
+    assert cli._bad_list_value("[0, 1", "[0, 1", schema["layers"])

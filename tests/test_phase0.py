@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -173,6 +176,62 @@ def test_report_files(tmp_path, planted_results):
     assert stats["latent_mean"].shape == (8,) and (stats["delta_std"] > 0).all()
 
 
+def test_artefacts_round_trip_and_assign_the_fitted_cells(tmp_path):
+    from lib.phase0.phase0_artifacts import (
+        Phase0CellAssigner,
+        load_phase0_artifacts,
+        phase0_config_hash,
+        write_phase0_artifacts,
+    )
+
+    index, latents, energy = planted_phase0_data("clusters", speakers=20, eval_speakers=4, frames=60, seed=1)
+    frames = build_frame_table(index, 3, energy)
+    result = evaluate_phase0(latents, frames, FAST, seed=0, progress=False)
+    config_hash = phase0_config_hash(result["config"], {"encoder": "planted", "context_frames": 3})
+    paths = write_phase0_artifacts(result, frames, tmp_path, {"encoder_info": {"encoder": "planted"}}, config_hash)
+    for name in ("frames", "normalisation", "pca", "kmeans", "quartile_bins", "manifest"):
+        assert Path(paths[name]).exists()
+    artifacts = load_phase0_artifacts(tmp_path)
+    assert artifacts.manifest["config_hash"] == config_hash and artifacts.context_frames == 3
+    table = artifacts.frames()
+    assert len(table) == len(frames) and set(table["split"]) == {"train", "eval"}
+    for scheme in ("mean_vq64", "pca8_vq256", "pca8_quartile"):
+        assert (table[f"cell_{scheme}"].to_numpy() == result["labels"][scheme]).all()
+        assigner = Phase0CellAssigner(artifacts, scheme)
+        first = index.iloc[0]
+        rows = table[table["utterance"] == first["utterance"]]
+        block = latents[int(first["offset"]) : int(first["offset"]) + int(first["frames"])]
+        assert (assigner(block, rows["t"].to_numpy()) == rows[f"cell_{scheme}"].to_numpy()).all()
+    with np.load(tmp_path / "phase0_kmeans.npz") as data:
+        assert str(data["config_hash"]) == config_hash and data["mean_vq64.centers"].shape[0] <= 64
+    assert set(artifacts.manifest["train_speakers"]).isdisjoint(artifacts.manifest["eval_speakers"])
+
+
+def test_full_config_file_lists_every_notebook_parameter_and_threshold(tmp_path):
+    import yaml
+
+    from generator.assemble import parameter_schema
+    from lib.phase0.phase0_config import apply_phase0_run_config, read_phase0_run_config
+    from lib.phase0.phase0_metrics import PHASE0_DEFAULT_CONFIG
+
+    schema = parameter_schema("phase0_latent_structure")
+    path = Path(__file__).resolve().parent.parent / "configs" / "phase0.yaml"
+    loaded = yaml.safe_load(path.read_text())
+    assert loaded.pop("gate") == PHASE0_DEFAULT_CONFIG
+    assert set(loaded) == set(schema) - {"output_dir", "config_path"}
+    assert loaded == {k: schema[k]["default"] for k in loaded}  # the file documents the defaults
+    custom = tmp_path / "run.yaml"
+    custom.write_text("encoder: logmel\nmax_utterances: 30\ngate:\n  decision_rule: all\n")
+    defaults = {k: v["default"] for k, v in schema.items()}
+    namespace = {**defaults, "max_utterances": 12}  # given explicitly: wins over the file
+    gate, sources = apply_phase0_run_config(namespace, defaults, custom)
+    assert namespace["encoder"] == "logmel" and namespace["max_utterances"] == 12
+    assert gate == {"decision_rule": "all"} and sources["encoder"] == "config file"
+    old = tmp_path / "thresholds.yaml"
+    old.write_text("variance_ratio_max: 0.5\n")
+    assert read_phase0_run_config(old, list(schema)) == ({}, {"variance_ratio_max": 0.5})
+
+
 # ----------------------------------------------------------------------------- split and store
 def test_speaker_split_251_speakers(librispeech_dir):
     from lib.core.datasets import load_librispeech
@@ -187,13 +246,52 @@ def test_speaker_split_251_speakers(librispeech_dir):
     assert a["split"].tolist() != split_phase0_speakers(manifest, seed=1)["split"].tolist()
     capped = cap_phase0_utterances(a, 30, seed=0)
     assert len(capped) == 30 and set(capped.split) == {"train", "eval"}
+    # SPEAKERS.TXT gives every speaker's sex: the 51 held-out speakers are drawn proportionally within each
+    assert manifest["sex"].notna().all()
+    sexes = a.groupby("speaker")["sex"].first()
+    held_out = a[a.split == "eval"].groupby("speaker")["sex"].first().value_counts()
+    for sex, total in sexes.value_counts().items():
+        assert abs(held_out.get(sex, 0) - 51 * total / 251) < 1.0
+
+
+def test_librispeech_download_keeps_speakers_txt_and_auto_prefers_train_clean_100(tmp_path, monkeypatch):
+    import dataclasses
+    import tarfile
+
+    from lib.core import datasets
+    from lib.core.atomic_io import file_sha256
+
+    sample = sorted((Path(os.environ["AUDIOLENS_DATA"]) / "librispeech-sample").glob("*.flac"))[:100]
+    staging = tmp_path / "staging" / "LibriSpeech"
+    (staging / "train-clean-100").mkdir(parents=True)
+    (staging / "SPEAKERS.TXT").write_text("; header\n19   | F | train-clean-100  | 25.19 | Kara\n")
+    for flac in sample:
+        speaker, chapter, _ = flac.stem.split("-")
+        folder = staging / "train-clean-100" / speaker / chapter
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / flac.name).symlink_to(flac)
+    archive = tmp_path / "train-clean-100.tar.gz"
+    with tarfile.open(archive, "w:gz", dereference=True) as tf:
+        tf.add(staging, arcname="LibriSpeech")
+    spec = datasets.DATASETS["librispeech-train-clean-100"]
+    fake = dataclasses.replace(spec, url=archive.as_uri(), checksum=f"sha256:{file_sha256(archive)}")
+    monkeypatch.setitem(datasets.DATASETS, "librispeech-train-clean-100", fake)
+    monkeypatch.setenv("AUDIOLENS_DATA", str(tmp_path / "empty"))
+    monkeypatch.chdir(tmp_path)
+    assert datasets.resolve_librispeech_subset("auto") == "sample"  # no train-clean-100 copy yet
+    manifest = datasets.load_librispeech(subset="train-clean-100")
+    root = tmp_path / "data" / "librispeech-train-clean-100"
+    assert (root / "SPEAKERS.TXT").exists() and len(manifest) == 100
+    assert manifest.loc[manifest.speaker == "19", "sex"].eq("F").all()
+    assert datasets.resolve_librispeech_subset("auto") == "train-clean-100"  # present now: the default
+    assert datasets.resolve_librispeech_subset("sample") == "sample"
 
 
 class CountingEncoder(Phase0LogMelEncoder):
     """Log-mel encoder that counts its calls and can simulate an interruption."""
 
-    def __init__(self, fail_after=None):
-        super().__init__()
+    def __init__(self, fail_after=None, **kwargs):
+        super().__init__(**kwargs)
         self.calls, self.fail_after = 0, fail_after
 
     def latents(self, waveform):
@@ -313,8 +411,29 @@ def test_codec_encoders_give_pre_quantisation_latents(tiny_model, family, stage)
     assert energy.shape == (len(z),) and np.allclose(energy[: int(2 * encoder.frame_rate) - 1], -20.0, atol=0.01)
 
 
+def test_bundled_whisper_is_a_phase0_encoder():
+    from lib.core.bundled_whisper import BUNDLED_WHISPER_ID
+    from lib.phase0.phase0_latents import load_phase0_encoder
+
+    clip = load_phase0_encoder(BUNDLED_WHISPER_ID, whisper_mode="clip")
+    info = clip.info()
+    assert info["family"] == "whisper" and info["dim"] == 384 and info["frame_rate"] == 50.0
+    assert info["weights"] == "pretrained" and info["whisper_mode"] == "clip" and info["stage"] == "layer 4"
+    y = np.random.default_rng(0).normal(0, 0.05, 32000).astype(np.float32)
+    assert clip.latents(y).shape == (100, 384)  # 2 s at 50 Hz
+    random = load_phase0_encoder(BUNDLED_WHISPER_ID, whisper_mode="clip", weights="random", layer=2)
+    assert random.info()["weights"] == "random" and random.info()["stage"] == "layer 2"
+    assert random.info()["fingerprint"] != info["fingerprint"]  # a store never mixes them
+
+
 # ----------------------------------------------------------------------------- notebooks
 REPORT_FILES = (
+    "phase0_frames.parquet",
+    "phase0_normalisation.npz",
+    "phase0_pca.npz",
+    "phase0_kmeans.npz",
+    "phase0_quartile_bins.npz",
+    "phase0_artifacts.json",
     "report.txt",
     "decision.json",
     "metrics.json",
@@ -350,12 +469,26 @@ def _check_complete_report(results):
 
 
 @pytest.mark.notebook
-def test_notebook_logmel_on_librispeech_sample(run_notebook):
+def test_notebook_logmel_on_librispeech_sample(run_notebook, tmp_path):
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    config = tmp_path / "phase0.yaml"
+    config.write_text("encoder: logmel\nmax_utterances: 12\ncontrol_speakers: 20\ngate:\n  decision_rule: all\n")
     results = run_notebook(
-        "phase0_latent_structure", encoder="logmel", max_utterances=30, control_speakers=20, sweep_context_frames=None
+        "phase0_latent_structure", config_path=str(config), max_utterances=30, sweep_context_frames=[]
     )
-    _check_complete_report(results)
-    assert results["data"]["utterances"] == 30
+    out = _check_complete_report(results)
+    assert results["data"]["utterances"] == 30  # the explicit parameter wins over the file's 12
+    assert results["decision"]["rule"] == "all"  # the file's gate setting
+    written = yaml.safe_load((out / "phase0_config.yaml").read_text())
+    assert written["encoder"] == "logmel" and written["max_utterances"] == 30
+    assert written["gate"]["decision_rule"] == "all"
+    manifest = json.loads((out / "phase0_artifacts.json").read_text())
+    assert manifest["encoder"]["encoder"] == "logmel" and Path(out / manifest["files"]["kmeans"]["path"]).exists()
+    assert results["data"]["sex_stratified"]
     assert results["counts"]["latent_dim"] == 80
     assert results["extraction"]["utterances_encoded"] == 30 and results["extraction"]["realtime_factor"] > 0
     assert results["controls"]["clusters"]["decision"] == "PASS"

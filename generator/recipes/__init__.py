@@ -12,6 +12,7 @@ NOTEBOOKS = {
     "layer_embeddings": "layers",
     "phase0_latent_structure": "phase0",
     "fiftyone_explorer_mae": "fiftyone",
+    "phase0_tier1": "phase0",
 }
 
 # Old parameter names that still work for one release (with a deprecation message).

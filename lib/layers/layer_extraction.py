@@ -93,7 +93,8 @@ def ordered_layer_names(adapter) -> list:
 
 
 def speech_model_table(adapters) -> pd.DataFrame:
-    """One row per loaded model: family, layers, hidden size, parameters, sample and frame rate."""
+    """One row per loaded model: family, layers, hidden size, parameters, sample and frame rate,
+    weights (pretrained / random), Whisper mode and the label its results carry."""
     rows = []
     for adapter in adapters:
         info = adapter.info()
@@ -107,6 +108,9 @@ def speech_model_table(adapters) -> pd.DataFrame:
                 "parameters_m": round(info["num_parameters"] / 1e6, 2),
                 "sample_rate": info["sample_rate"],
                 "frame_rate": info["frame_rate"],
+                "weights": info.get("weights", "pretrained"),
+                "whisper_mode": info.get("whisper_mode"),
+                "label": info.get("label", info["name"]),
                 "layers": ", ".join(ordered_layer_names(adapter)),
             }
         )
@@ -146,12 +150,15 @@ def estimate_extraction_memory(
     family: str = "wav2vec2",
     bytes_per_value: int = 4,
     n_poolings: int = 1,
+    batch_size: int = 1,
 ) -> dict:
     """Bytes an extraction needs: weights, activations for the longest clip, pooled outputs.
 
     ``num_layers``: layers kept. Activations count every hidden state of the forward pass
     (all layers are computed even when few are kept) with a factor 8 for attention and
-    feed-forward intermediates; Whisper always runs 30 s windows (1,500 frames).
+    feed-forward intermediates, times ``batch_size`` clips run together; Whisper (``family``
+    ``"whisper"``, its padded mode) runs 30 s windows (1,500 frames); in clip mode pass
+    ``family="whisper-clip"`` (frames of the clip only).
     ``n_poolings``: extra pooled copies kept (``mean`` counts one, ``mean+std`` two).
     """
     frames = (
@@ -161,7 +168,7 @@ def estimate_extraction_memory(
     )
     depth = max(num_layers, 1) + 1
     weights = int(num_parameters) * bytes_per_value
-    activations = int(frames * hidden_size * depth * 8 * bytes_per_value)
+    activations = int(frames * hidden_size * depth * 8 * bytes_per_value) * max(1, int(batch_size))
     if family in CODEC_FAMILIES:  # convolutional encoders: wide early feature maps at audio rate
         activations = int(max_clip_seconds * 24000 * 64 * 4 * bytes_per_value)
     width = 2 if pooling == "mean+std" else 1
@@ -186,6 +193,13 @@ def memory_guidance(model: str, needed: int, available: int, n_clips: int, num_l
     return "\n".join(lines)
 
 
+def _memory_family(adapter) -> str:
+    """The ``family`` for the memory estimate: Whisper in clip mode runs the clip's frames only."""
+    if adapter.family == "whisper" and getattr(adapter, "whisper_mode", "padded") == "clip":
+        return "whisper-clip"
+    return adapter.family
+
+
 def check_extraction_memory(
     adapter,
     n_clips: int,
@@ -194,6 +208,7 @@ def check_extraction_memory(
     pooling: str = "mean",
     available: int | None = None,
     n_poolings: int = 1,
+    batch_size: int = 1,
 ) -> dict:
     """Estimate the memory of an extraction with ``adapter``; print guidance when it is short.
 
@@ -208,8 +223,9 @@ def check_extraction_memory(
         max_clip_seconds,
         adapter.frame_rate,
         pooling,
-        adapter.family,
+        _memory_family(adapter),
         n_poolings=n_poolings,
+        batch_size=batch_size if adapter.family == "whisper" else 1,
     )
     available = available_memory_bytes(adapter.device) if available is None else int(available)
     estimate["available"] = available
@@ -309,15 +325,17 @@ def extract_layer_embeddings(
     max_seconds: float | None = None,
     checkpoint_every: int = 100,
     progress: bool = True,
+    batch_size: int = 1,
 ) -> LayerEmbeddingSet:
     """Pooled embeddings of every clip in ``paths`` for the ``layers`` of ``adapter``.
 
     ``layers``: names as in ``adapter.layer_names`` (ints or strings; None: all). A clip that
     cannot be loaded is skipped and listed in ``failures``. With ``cache_dir`` the result is
     cached (and checkpointed every ``checkpoint_every`` clips) and validated on reuse.
+    ``batch_size``: clips per forward pass (Whisper batches them; other families run clip by clip).
     """
     return extract_layer_embeddings_pooled(
-        adapter, paths, layers, [pooling], cache_dir, max_seconds, checkpoint_every, progress
+        adapter, paths, layers, [pooling], cache_dir, max_seconds, checkpoint_every, progress, batch_size
     )[pooling]
 
 
@@ -338,15 +356,21 @@ def extract_layer_embeddings_pooled(
     max_seconds: float | None = None,
     checkpoint_every: int = 100,
     progress: bool = True,
+    batch_size: int = 1,
 ) -> dict:
     """``{pooling: LayerEmbeddingSet}`` for several poolings from one pass over the clips.
 
     Each pooling has its own cache file; a clip is run through the model only if some
-    pooling still lacks it.
+    pooling still lacks it. ``batch_size`` clips go through the model together (Whisper
+    batches them, each clip's frames trimmed to its own length; other families run clip by
+    clip); the pooled vectors do not depend on it.
     """
     from tqdm.auto import tqdm
 
     poolings = _check_poolings(poolings)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number of at least 1, not {batch_size!r}")
+    batch_size = int(batch_size)
     paths = [str(p) for p in paths]
     if not paths:
         raise ValueError("extract_layer_embeddings got no clips")
@@ -395,28 +419,40 @@ def extract_layer_embeddings_pooled(
                 timings = {"seconds": st["prior_seconds"] + elapsed, "audio_seconds": st["prior_audio"] + audio_seconds}
                 _layer_cache_write(st["path"], st["config"], st, fingerprints, timings)
 
-    audio_seconds, since_checkpoint, waveform = 0.0, 0, None
+    audio_seconds, since_checkpoint, longest = 0.0, 0, 0
+    keys = [layer_of[name] for name in wanted]
     start = time.perf_counter()
     label = "/".join(poolings)
-    bar = tqdm(todo, desc=f"{Path(adapter.name).name} ({label})", disable=not progress or not todo, leave=False)
+    bar = tqdm(
+        total=len(todo), desc=f"{Path(adapter.name).name} ({label})", disable=not progress or not todo, leave=False
+    )
     try:
-        for path in bar:
-            missing = [st for st in state.values() if path not in st["processed"]]
-            try:
-                waveform = load_audio(path, sr=adapter.sample_rate, max_seconds=max_seconds)
-            except AudioLoadError as error:
-                for st in missing:
-                    st["failures"].append({"path": path, "error": error.problem})
-                continue
-            states = adapter.hidden_states(waveform, [layer_of[name] for name in wanted])
-            audio_seconds += len(waveform) / adapter.sample_rate
-            for pooling, st in state.items():
-                if path in st["processed"]:
-                    continue
-                for name in wanted:
-                    st["rows"][name].append(pool_frames(states[layer_of[name]], pooling).astype(np.float32))
-                st["done"].append(path)
-            since_checkpoint += 1
+        for first in range(0, len(todo), batch_size):
+            group = todo[first : first + batch_size]
+            loaded = []
+            for path in group:
+                try:
+                    loaded.append((path, load_audio(path, sr=adapter.sample_rate, max_seconds=max_seconds)))
+                except AudioLoadError as error:
+                    for st in state.values():
+                        if path not in st["processed"]:
+                            st["failures"].append({"path": path, "error": error.problem})
+            if loaded:
+                longest = max([longest] + [len(waveform) for _, waveform in loaded])
+                if len(loaded) == 1:
+                    batch_states = [adapter.hidden_states(loaded[0][1], keys)]
+                else:  # Whisper runs the clips together; other families clip by clip
+                    batch_states = adapter.hidden_states_batch([w for _, w in loaded], keys, batch_size=batch_size)
+            for (path, waveform), states in zip(loaded, batch_states if loaded else []):
+                audio_seconds += len(waveform) / adapter.sample_rate
+                for pooling, st in state.items():
+                    if path in st["processed"]:
+                        continue
+                    for name in wanted:
+                        st["rows"][name].append(pool_frames(states[layer_of[name]], pooling).astype(np.float32))
+                    st["done"].append(path)
+                since_checkpoint += 1
+            bar.update(len(group))
             if cache_dir and since_checkpoint >= checkpoint_every:
                 checkpoint()
                 since_checkpoint = 0
@@ -424,16 +460,16 @@ def extract_layer_embeddings_pooled(
         if cache_dir:
             checkpoint()
         if _is_out_of_memory(error):
-            longest = max(len(waveform) / adapter.sample_rate if waveform is not None else 1.0, 1.0)
             needed = estimate_extraction_memory(
                 adapter.num_parameters,
                 adapter.hidden_size or 512,
                 len(wanted),
                 len(paths),
-                longest,
+                max(longest / adapter.sample_rate, 1.0),
                 adapter.frame_rate,
                 poolings[-1],
-                adapter.family,
+                _memory_family(adapter),
+                batch_size=batch_size,
             )["total"]
             raise ExtractionMemoryError(
                 f"out of memory while extracting {adapter.name} ({type(error).__name__}: {error}).\n"
@@ -516,6 +552,9 @@ def mfcc_baseline_embeddings(
         "sample_rate": sr,
         "frame_rate": sr / 160,
         "layers": ["mfcc"],
+        "weights": None,  # no model: nothing trained or random
+        "whisper_mode": None,
+        "label": "mfcc",
     }
     seconds = time.perf_counter() - start
     sets = {

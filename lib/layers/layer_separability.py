@@ -142,11 +142,97 @@ def best_layers(table: pd.DataFrame, metric: str = "linear_acc", include_concat:
     return best.sort_values(metric, ascending=False).reset_index(drop=True)
 
 
+def annotate_model_rows(table: pd.DataFrame, descriptions: dict) -> pd.DataFrame:
+    """Say on every row which model, weights and Whisper mode it comes from.
+
+    ``table``'s ``model`` column holds each variant's key (``adapter.label``, e.g.
+    ``"bundled/whisper-tiny.en (padded mode)"``); ``descriptions`` maps a key to that variant's
+    ``adapter.info()`` (or any dict with ``name``, ``weights``, ``whisper_mode``). Adds
+    ``model_id``, ``weights`` (``"pretrained"``, ``"random"``, or ``"none"`` for a model-free
+    baseline such as MFCC) and ``whisper_mode`` (``"padded"``, ``"clip"``, or ``"n/a"``) after
+    the ``model`` column. A key missing from ``descriptions`` is an error.
+    """
+    missing = sorted(set(table["model"]) - set(descriptions))
+    if missing:
+        raise KeyError(f"no description (weights, Whisper mode) for model row(s) {missing}")
+    out = table.copy()
+    described = {key: descriptions[key] for key in out["model"].unique()}
+    out.insert(1, "model_id", [str(described[m].get("name", m)) for m in out["model"]])
+    out.insert(2, "weights", [described[m].get("weights") or "none" for m in out["model"]])
+    out.insert(3, "whisper_mode", [described[m].get("whisper_mode") or "n/a" for m in out["model"]])
+    return out
+
+
+def separability_headline(
+    table: pd.DataFrame, metric: str = "linear_acc", baseline: str = "mfcc", speakers_held_out: bool = True
+) -> dict:
+    """What the table says about trained models: each pretrained model's best layer against the baseline.
+
+    Only rows with ``weights == "pretrained"`` count as findings (``annotate_model_rows`` first);
+    random-weight rows are listed apart as ``controls`` (how much the architecture and input
+    features give without training), never as a model's result. Returns ``{"metric",
+    "speakers_held_out", "baseline", "best" (the best pretrained model's row or None),
+    "models" (one entry per pretrained model, best first), "controls", "statement"}``, each
+    entry with ``model, model_id, weights, whisper_mode, layer``, the score and
+    ``margin_over_baseline``.
+    """
+    if "weights" not in table.columns:
+        raise ValueError("annotate the table with annotate_model_rows (weights, whisper_mode) first")
+    layers = table[(table["layer"] != "concat") & (table["model"] != baseline)]
+    base_rows = table[table["model"] == baseline]
+    base = float(base_rows[metric].max()) if len(base_rows) else None
+
+    def entries(rows):
+        found = []
+        for row in best_layers(rows, metric).itertuples():
+            value = float(getattr(row, metric))
+            found.append(
+                {
+                    "model": row.model,
+                    "model_id": row.model_id,
+                    "weights": row.weights,
+                    "whisper_mode": row.whisper_mode,
+                    "layer": row.layer,
+                    metric: round(value, 4),
+                    "margin_over_baseline": None if base is None else round(value - base, 4),
+                }
+            )
+        return found
+
+    models = entries(layers[layers["weights"] == "pretrained"]) if len(layers) else []
+    controls = entries(layers[layers["weights"] == "random"]) if (layers["weights"] == "random").any() else []
+    held = "speakers held out" if speakers_held_out else "speakers shared between training and test"
+    if models:
+        top = models[0]
+        mode = f", Whisper {top['whisper_mode']} mode" if top["whisper_mode"] not in (None, "n/a") else ""
+        statement = (
+            f"{top['model_id']} (pretrained weights{mode}): best layer {top['layer']}, {metric} {top[metric]:.3f} "
+            f"with {held}"
+            + (f", {top['margin_over_baseline']:+.3f} over the {baseline} row ({base:.3f})" if base is not None else "")
+        )
+    else:
+        statement = (
+            "no pretrained model was compared"
+            + (": the random-weight rows are controls, not findings about a trained model" if controls else "")
+            + (f"; {baseline} row {base:.3f}" if base is not None else "")
+        )
+    return {
+        "metric": metric,
+        "speakers_held_out": bool(speakers_held_out),
+        "baseline": None if base is None else {"model": baseline, metric: round(base, 4)},
+        "best": models[0] if models else None,
+        "models": models,
+        "controls": controls,
+        "statement": statement,
+    }
+
+
 def plot_layer_separability(table: pd.DataFrame, baseline_models=("mfcc",), title: str = ""):
     """Three panels (kNN, linear probe, silhouette) with one line per model across relative depth.
 
     Baseline models (one "layer"), each model's concatenation of all layers (dash-dot, in the
     model's colour) and the chance level are drawn as horizontal lines.
+    Models whose rows say ``weights == "random"`` (``annotate_model_rows``) are dashed.
     """
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     names = {
@@ -159,7 +245,14 @@ def plot_layer_separability(table: pd.DataFrame, baseline_models=("mfcc",), titl
     for ax, metric in zip(axes, SEPARABILITY_METRICS):
         for model in models:
             rows = table[(table["model"] == model) & (table["layer"] != "concat")]
-            line = ax.plot(rows["depth"], rows[metric], marker="o", label=str(model).rstrip("/").split("/")[-1])[0]
+            random = "weights" in rows.columns and (rows["weights"] == "random").any()
+            line = ax.plot(
+                rows["depth"],
+                rows[metric],
+                marker="o",
+                linestyle="--" if random else "-",  # random-weight controls: dashed
+                label=str(model).rstrip("/").split("/")[-1],
+            )[0]
             for _, row in rows.iterrows() if annotate else ():
                 ax.annotate(
                     row["layer"],

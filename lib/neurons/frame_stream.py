@@ -11,18 +11,21 @@
 #   `clear()` empties it (the live panel's Reset).
 # - `ExponentialSmoother`: exponential smoothing of a vector stream (`alpha` = weight of the
 #   newest value).
-# - `FileBlockSource` (real time or as fast as possible) and `MicrophoneBlockSource`
-#   (`sounddevice.InputStream`); `microphone_status()` says whether a microphone can be opened
-#   and, if not, why.
+# - `FileBlockSource` (real time or as fast as possible), `SimulatedRealtimeSource` (real-time
+#   queueing on a virtual clock), `MicrophoneBlockSource` (`sounddevice.InputStream`) and
+#   `QueueBlockSource` (audio pushed by a callback: the browser microphone in Colab);
+#   `microphone_status()` says whether a microphone can be opened and, if not, why.
 # - `FrameStreamRunner`: pulls pending blocks, and when compute lags behind the audio it
-#   either **batches** all pending blocks into one update or **skips** the stale ones
-#   (counted as dropped frames). Each update records its compute time and its latency: the
-#   time from the arrival of the oldest audio in the update to the end of the computation.
-#   `summary()` gives p50/p95 latency, the real-time factor (compute seconds per audio second)
-#   and the counts of batched updates and dropped frames.
+#   either **merges** the pending blocks into one update (policy `"batch"`) or **skips** the
+#   stale ones (counted as dropped frames); nothing ever queues. Each update records its
+#   compute time, its stage times and its latency: the time from the arrival of the oldest
+#   audio in the update to the end of the computation. `summary()` gives latency p50/p95/p99,
+#   stage times, the real-time factor (compute seconds per audio second), merged and dropped
+#   counts, and whether latency grows along the stream.
 
 # %%
 import queue
+import threading
 import time
 from dataclasses import dataclass
 
@@ -233,15 +236,130 @@ class MicrophoneBlockSource:
         self._stream.close()
 
 
+class QueueBlockSource:
+    """Blocks from audio pushed by another thread or a callback (``put(samples)``), cut to ``block_size``.
+
+    Used for the browser microphone in Colab (JavaScript sends chunks into the kernel) and for
+    tests. ``pending(timeout)`` waits up to ``timeout`` seconds for the first complete block.
+    ``close()`` (or ``finish()``) marks the end: the last partial block is delivered, then ``exhausted``.
+    """
+
+    def __init__(self, sample_rate: int, block_size: int, max_seconds_buffered: float = 30.0):
+        self.sample_rate = int(sample_rate)
+        self.block_size = int(block_size)
+        self._cond = threading.Condition()
+        self._buffer = np.zeros(0, dtype=np.float32)
+        self._count = 0
+        self._finished = False
+        self.max_samples = int(max_seconds_buffered * sample_rate)
+        self.overflow_samples = 0
+
+    def put(self, samples) -> None:
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        with self._cond:
+            self._buffer = np.concatenate([self._buffer, samples])
+            if len(self._buffer) > self.max_samples:  # a stalled consumer never makes the buffer grow
+                cut = len(self._buffer) - self.max_samples
+                cut -= cut % self.block_size
+                self.overflow_samples += cut
+                self._count += cut // self.block_size
+                self._buffer = self._buffer[cut:]
+            self._cond.notify_all()
+
+    def finish(self) -> None:
+        with self._cond:
+            self._finished = True
+            self._cond.notify_all()
+
+    @property
+    def exhausted(self) -> bool:
+        with self._cond:
+            return self._finished and len(self._buffer) == 0
+
+    def pending(self, timeout: float = 1.0) -> list:
+        with self._cond:
+            if len(self._buffer) < self.block_size and not self._finished:
+                self._cond.wait(timeout)
+            now = time.perf_counter()
+            n = len(self._buffer) // self.block_size
+            if self._finished and len(self._buffer) % self.block_size:
+                n += 1
+            blocks = []
+            for _ in range(n):
+                audio, self._buffer = self._buffer[: self.block_size], self._buffer[self.block_size :]
+                blocks.append(StreamBlock(audio, now, self._count))
+                self._count += 1
+            return blocks
+
+    def close(self) -> None:
+        self.finish()
+
+
+# %% [markdown]
+# ## Simulated real time
+#
+# `SimulatedRealtimeSource` replays a waveform on a virtual clock: block `i` arrives at
+# `(i + 1) * block / sr` virtual seconds, and the runner advances the clock by each update's
+# measured compute time. The queueing (what arrived while an update was computing, merged
+# or dropped) is then exactly that of a real-time run, without waiting in wall-clock time for
+# the idle part of every update: a 5-minute stream is measured in its compute time.
+
+
+# %%
+class SimulatedRealtimeSource:
+    """Blocks of a waveform on a virtual clock (``clock()``), advanced by the runner after each update."""
+
+    def __init__(self, waveform, sample_rate: int, block_size: int):
+        self.waveform = np.asarray(waveform, dtype=np.float32).reshape(-1)
+        self.sample_rate = int(sample_rate)
+        self.block_size = int(block_size)
+        self.n_blocks = int(np.ceil(len(self.waveform) / self.block_size))
+        self._next = 0
+        self.now = 0.0
+
+    @property
+    def exhausted(self) -> bool:
+        return self._next >= self.n_blocks
+
+    def clock(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += float(seconds)
+
+    def _due(self, i: int) -> float:
+        return (i + 1) * self.block_size / self.sample_rate
+
+    def pending(self) -> list:
+        if self.exhausted:
+            return []
+        self.now = max(self.now, self._due(self._next))  # idle until the next block arrives
+        blocks = []
+        while not self.exhausted and self._due(self._next) <= self.now + 1e-12:
+            i = self._next
+            audio = self.waveform[i * self.block_size : (i + 1) * self.block_size]
+            blocks.append(StreamBlock(audio, self._due(i), i))
+            self._next += 1
+        return blocks
+
+    def close(self) -> None:
+        pass
+
+
 # %% [markdown]
 # ## The runner
 #
-# `FrameStreamRunner(source, compute, policy="batch" | "skip", max_pending_blocks=...)`:
-# `step()` takes the pending blocks and runs one update. When more than `max_pending_blocks`
-# are waiting, compute is behind the audio: `"batch"` processes them all in one update
-# (counted in `batched_updates`), `"skip"` keeps only the newest block and counts the others'
-# frames in `dropped_frames`. `compute(audio, first_sample)` gets the update's audio and the
-# index of its first sample in the stream.
+# `FrameStreamRunner(source, compute, policy="batch" | "skip", max_pending_blocks=1,
+# max_merge_blocks=5)`: `step()` takes the pending blocks and runs one update. Blocks never
+# queue up: when more than `max_pending_blocks` are waiting, compute is behind the audio, and
+# `"batch"` **merges** them into one update (counted in `batched_updates`, `merged_blocks`),
+# `"skip"` keeps only the newest block (the others' frames count as `dropped_frames`). Either
+# way at most `max_merge_blocks` blocks go into one update; older ones are dropped, so the
+# work per update, and so the latency, stays bounded however long the stream runs.
+# `compute(audio, first_sample)` gets the update's audio and the index of its first sample in
+# the stream; when it returns a dict with `"timings"` (milliseconds per stage), those are
+# recorded per update. Latency is measured on the source's clock (`perf_counter`, or the
+# virtual clock of a simulated source).
 
 # %%
 THROTTLE_POLICIES = ("batch", "skip")
@@ -258,6 +376,7 @@ class FrameStreamRunner:
         hop_s: float = 0.020,
         window_s: float = 0.040,
         audio_seconds_kept: float = 10.0,
+        max_merge_blocks: int = 5,
     ):
         if policy not in THROTTLE_POLICIES:
             raise ValueError(f"throttling policy must be one of {THROTTLE_POLICIES}, not {policy!r}")
@@ -266,9 +385,11 @@ class FrameStreamRunner:
         self.sample_rate = int(sample_rate)
         self.policy = policy
         self.max_pending_blocks = max(1, int(max_pending_blocks))
+        self.max_merge_blocks = max(self.max_pending_blocks, int(max_merge_blocks))
         self.hop = int(round(hop_s * sample_rate))
         self.window = int(round(window_s * sample_rate))
         self.audio = StreamRingBuffer(int(audio_seconds_kept * sample_rate))
+        self.clock = getattr(source, "clock", time.perf_counter)
         self.reset_counters()
 
     def reset_counters(self) -> None:
@@ -276,13 +397,20 @@ class FrameStreamRunner:
         self.dropped_frames = 0
         self.dropped_blocks = 0
         self.batched_updates = 0
+        self.merged_blocks = 0
         self.samples_in = 0
         self.samples_processed = 0
+        self.max_blocks_waiting = 0
 
     def reset(self) -> None:
         """Clear the audio buffer and all counters (the stream position is kept)."""
         self.audio.clear()
         self.reset_counters()
+
+    def _drop(self, stale) -> None:
+        dropped = sum(len(b.audio) for b in stale)
+        self.dropped_blocks += len(stale)
+        self.dropped_frames += int(round(dropped / self.hop))
 
     def step(self):
         """Run one update on the pending audio; return ``compute``'s result (None if no audio came)."""
@@ -290,37 +418,48 @@ class FrameStreamRunner:
         if not blocks:
             return None
         self.samples_in += sum(len(b.audio) for b in blocks)
+        self.max_blocks_waiting = max(self.max_blocks_waiting, len(blocks))
         batched = False
         if len(blocks) > self.max_pending_blocks:
             if self.policy == "skip":
-                stale = blocks[:-1]
-                dropped = sum(len(b.audio) for b in stale)
-                self.dropped_blocks += len(stale)
-                self.dropped_frames += int(round(dropped / self.hop))
+                self._drop(blocks[:-1])
                 blocks = blocks[-1:]
             else:
-                batched = True
-                self.batched_updates += 1
+                if len(blocks) > self.max_merge_blocks:
+                    self._drop(blocks[: -self.max_merge_blocks])
+                    blocks = blocks[-self.max_merge_blocks :]
+                batched = len(blocks) > 1
+                if batched:
+                    self.batched_updates += 1
+                    self.merged_blocks += len(blocks) - 1
         audio = np.concatenate([b.audio for b in blocks])
         first_sample = blocks[0].index * getattr(self.source, "block_size", len(blocks[0].audio))
         self.audio.extend(audio)
         start = time.perf_counter()
         result = self.compute(audio, first_sample)
-        done = time.perf_counter()
+        compute_s = time.perf_counter() - start
+        if hasattr(self.source, "advance"):
+            self.source.advance(compute_s)
+        done = self.clock()
         self.samples_processed += len(audio)
-        self.records.append(
-            {
-                "latency_s": done - blocks[0].arrival,
-                "compute_s": done - start,
-                "audio_s": len(audio) / self.sample_rate,
-                "blocks": len(blocks),
-                "batched": batched,
-            }
-        )
+        record = {
+            "latency_s": done - blocks[0].arrival,
+            "compute_s": compute_s,
+            "audio_s": len(audio) / self.sample_rate,
+            "blocks": len(blocks),
+            "batched": batched,
+            "stream_s": (first_sample + len(audio)) / self.sample_rate,
+        }
+        if isinstance(result, dict) and isinstance(result.get("timings"), dict):
+            record.update({f"{k}": float(v) for k, v in result["timings"].items()})
+        self.records.append(record)
         return result
 
-    def run(self, max_updates: int | None = None, progress: bool = False):
-        """Step until the source is exhausted (or ``max_updates``); return the list of results."""
+    def run(self, max_updates: int | None = None, progress: bool = False, on_result=None):
+        """Step until the source is exhausted (or ``max_updates``); return the list of results.
+
+        ``on_result(result)`` is called after each update (instead of keeping the results, when given).
+        """
         from tqdm.auto import tqdm
 
         results = []
@@ -331,25 +470,60 @@ class FrameStreamRunner:
             disable=not progress,
             leave=False,
         )
-        while not self.source.exhausted and (max_updates is None or len(results) < max_updates):
+        updates = 0
+        while not self.source.exhausted and (max_updates is None or updates < max_updates):
             result = self.step()
             if result is not None:
-                results.append(result)
+                updates += 1
+                if on_result is not None:
+                    on_result(result)
+                else:
+                    results.append(result)
                 bar.update(self.records[-1]["blocks"])
         bar.close()
         return results
 
-    def summary(self) -> dict:
-        """p50/p95 latency, mean compute time, real-time factor and throttling counts."""
+    def summary(self, skip_updates: int = 0) -> dict:
+        """Latency percentiles, per-stage compute, real-time factor and throttling counts."""
         return stream_latency_summary(
-            self.records,
+            self.records[skip_updates:],
             dropped_frames=self.dropped_frames,
             dropped_blocks=self.dropped_blocks,
             batched_updates=self.batched_updates,
             samples_in=self.samples_in,
             sample_rate=self.sample_rate,
             policy=self.policy,
+            merged_blocks=self.merged_blocks,
+            max_blocks_waiting=self.max_blocks_waiting,
         )
+
+
+STREAM_STAGES = ("encoder_ms", "transformer_ms", "analytics_ms", "payload_ms")
+
+
+def _percentiles(values, prefix: str) -> dict:
+    values = np.asarray(values, dtype=float)
+    return {
+        f"{prefix}_p50": float(np.percentile(values, 50)),
+        f"{prefix}_p95": float(np.percentile(values, 95)),
+        f"{prefix}_p99": float(np.percentile(values, 99)),
+        f"{prefix}_max": float(values.max()),
+    }
+
+
+def latency_growth(records) -> dict:
+    """Does latency grow with stream length? p95 of the first and last third, and the fitted slope."""
+    if len(records) < 9:
+        return {"latency_growth_ms_per_min": None}
+    latency = np.array([r["latency_s"] for r in records]) * 1000.0
+    t = np.array([r.get("stream_s", i) for i, r in enumerate(records)], dtype=float)
+    third = len(latency) // 3
+    slope = float(np.polyfit(t / 60.0, latency, 1)[0]) if np.ptp(t) > 0 else 0.0
+    return {
+        "latency_ms_p95_first_third": float(np.percentile(latency[:third], 95)),
+        "latency_ms_p95_last_third": float(np.percentile(latency[-third:], 95)),
+        "latency_growth_ms_per_min": slope,
+    }
 
 
 def stream_latency_summary(
@@ -360,28 +534,36 @@ def stream_latency_summary(
     samples_in: int = 0,
     sample_rate: int = 16000,
     policy: str = "batch",
+    merged_blocks: int = 0,
+    max_blocks_waiting: int = 0,
 ) -> dict:
-    """Summarise per-update records (``latency_s``, ``compute_s``, ``audio_s``) into one dict."""
+    """Summarise per-update records (``latency_s``, ``compute_s``, ``audio_s``, stage ms) into one dict."""
     if not records:
         return {"updates": 0}
     latency = np.array([r["latency_s"] for r in records]) * 1000.0
     compute = np.array([r["compute_s"] for r in records]) * 1000.0
     audio_s = float(sum(r["audio_s"] for r in records))
-    return {
-        "updates": len(records),
-        "latency_ms_p50": float(np.percentile(latency, 50)),
-        "latency_ms_p95": float(np.percentile(latency, 95)),
-        "latency_ms_max": float(latency.max()),
-        "compute_ms_p50": float(np.percentile(compute, 50)),
-        "compute_ms_p95": float(np.percentile(compute, 95)),
-        "audio_seconds_processed": audio_s,
-        "audio_seconds_in": samples_in / sample_rate if samples_in else audio_s,
-        "real_time_factor": float(compute.sum() / 1000.0 / audio_s) if audio_s > 0 else float("nan"),
-        "throttle_policy": policy,
-        "batched_updates": int(batched_updates),
-        "dropped_blocks": int(dropped_blocks),
-        "dropped_frames": int(dropped_frames),
-    }
+    out = {"updates": len(records), **_percentiles(latency, "latency_ms"), **_percentiles(compute, "compute_ms")}
+    for stage in STREAM_STAGES:
+        values = [r[stage] for r in records if stage in r]
+        if values:
+            out[f"{stage[:-3]}_ms_mean"] = float(np.mean(values))
+            out[f"{stage[:-3]}_ms_p95"] = float(np.percentile(values, 95))
+    out.update(
+        {
+            "audio_seconds_processed": audio_s,
+            "audio_seconds_in": samples_in / sample_rate if samples_in else audio_s,
+            "real_time_factor": float(compute.sum() / 1000.0 / audio_s) if audio_s > 0 else float("nan"),
+            "throttle_policy": policy,
+            "batched_updates": int(batched_updates),
+            "merged_blocks": int(merged_blocks),
+            "dropped_blocks": int(dropped_blocks),
+            "dropped_frames": int(dropped_frames),
+            "max_blocks_waiting": int(max_blocks_waiting),
+            **latency_growth(records),
+        }
+    )
+    return out
 
 
 def frame_grid(n_samples: int, sample_rate: int, window_s: float = 0.040, hop_s: float = 0.020) -> np.ndarray:

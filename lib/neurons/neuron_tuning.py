@@ -76,6 +76,20 @@ def collect_layer_activity(
     }
 
 
+def check_enough_utterances(n_loaded: int, n_requested: int, n_frames: int | None = None, n_clusters: int = 1) -> None:
+    """Stop with a clear message before scikit-learn fails on too little data."""
+    if n_loaded < 2:
+        raise ValueError(
+            f"the neuron analysis needs at least 2 utterances (distinct speakers), but {n_loaded} of the "
+            f"{n_requested} requested could be loaded; set n_utterances to 2 or more and check data_path"
+        )
+    if n_frames is not None and n_frames < max(10, 2 * n_clusters):
+        raise ValueError(
+            f"only {n_frames} frames of activity: too few for {n_clusters} clusters and the correlations; "
+            "use longer utterances (max_seconds) or more of them (n_utterances)"
+        )
+
+
 def _zscore_columns(x: np.ndarray) -> tuple:
     mean = x.mean(axis=0)
     std = x.std(axis=0)

@@ -1,23 +1,28 @@
 # %% [markdown]
-# # Semantic projector: a 2-D map of layer features, saved and reloaded
+# # Semantic projector: a 2-D / 3-D map of layer features, saved and reloaded
 #
-# A fixed 2-D projection of one layer's features, fitted once on a labelled manifest
+# A fixed 2-D or 3-D projection of one layer's features, fitted once on a labelled manifest
 # (e.g. speakers) and reused to place live frames on the same map:
 #
 # - `fit_projector_from_manifest(adapter, manifest, layer)`: the same from a manifest of
 #   labelled audio files (`path` and `label` columns, e.g. `lib.core.datasets.load_fsdd()`): layer
 #   activity mean-pooled per clip (or per segment of long clips) becomes the fitting data.
 # - `fit_semantic_projector(features, labels)`: standardise, then linear discriminant analysis
-#   to 2-D when there are at least 3 labels (directions that separate the labels), else PCA.
+#   to 3-D (2-D with 3 labels) when there are at least 3 labels (directions that separate the
+#   labels), else PCA to 3-D; `transform` gives every dimension, the live view shows the first
+#   two or all three.
 # - `save_projector` / `load_projector`: a `.npz` with the standardisation, the projection,
 #   the label centroids and where it came from (model, layer); `projector_status` says whether
-#   one is loaded, for the pipeline's diagnostics.
+#   one is loaded, for the pipeline's diagnostics. A damaged or foreign file (not a zip,
+#   truncated, undecodable text, wrong shapes) raises `ProjectorFileError` naming it;
+#   `load_or_refit_projector` then refits and saves a new one elsewhere, leaving the file as it is.
 # - `segment_embeddings`: mean-pooled layer activity over fixed windows (e.g. 2 s), so one
 #   utterance per speaker still gives several labelled points.
 # - `speaker_clustering`: k-means on embeddings (full space and projected) scored against the
 #   true speakers by adjusted Rand index.
 
 # %%
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,22 +35,27 @@ from sklearn.metrics import adjusted_rand_score
 from lib.core.atomic_io import atomic_write_bytes
 from lib.core.audio import load_audio_batch
 
-PROJECTOR_FORMAT = 1
+PROJECTOR_FORMAT = 2  # 2: up to 3 dimensions; format 1 (2 dimensions) still loads
+PROJECTOR_FORMATS_READ = (1, 2)
+
+
+class ProjectorFileError(ValueError):
+    """A projector file is unreadable or not a projector; the message names it and says what to do."""
 
 
 @dataclass
 class SemanticProjector:
     mean: np.ndarray
     scale: np.ndarray
-    components: np.ndarray  # [dims, 2]
-    offset: np.ndarray  # [2]
+    components: np.ndarray  # [dims, k], k = 2 or 3
+    offset: np.ndarray  # [k]
     method: str
     labels: np.ndarray  # label names
     centroids: np.ndarray  # [labels, 2]
     source: dict
 
     def transform(self, features) -> np.ndarray:
-        """``[n, dims]`` -> ``[n, 2]``."""
+        """``[n, dims]`` -> ``[n, k]`` (k = 2 or 3 projected dimensions)."""
         x = np.atleast_2d(np.asarray(features, dtype=np.float64))
         if x.shape[1] != len(self.mean):
             raise ValueError(
@@ -60,7 +70,7 @@ class SemanticProjector:
 
 
 def fit_semantic_projector(features, labels, method: str = "auto", source: dict | None = None) -> SemanticProjector:
-    """Fit a 2-D projection of ``features [n, dims]``; ``method`` ``"lda"``, ``"pca"`` or ``"auto"``."""
+    """Fit a 2-D or 3-D projection of ``features [n, dims]``; ``method`` ``"lda"``, ``"pca"`` or ``"auto"``."""
     x = np.asarray(features, dtype=np.float64)
     labels = np.asarray(labels).astype(str)
     if len(x) != len(labels):
@@ -74,12 +84,13 @@ def fit_semantic_projector(features, labels, method: str = "auto", source: dict 
         if len(names) < 3:
             raise ValueError("an LDA projection to 2-D needs at least 3 labels; use method='pca'")
         # the SVD solver copes with fewer segments than dimensions (a singular within-class scatter)
-        lda = LinearDiscriminantAnalysis(n_components=2, solver="svd").fit(z, labels)
-        components = lda.scalings_[:, :2]
+        k = min(3, len(names) - 1)
+        lda = LinearDiscriminantAnalysis(n_components=k, solver="svd").fit(z, labels)
+        components = lda.scalings_[:, :k]
         if components.shape[1] < 2:
             raise ValueError("the labelled features span fewer than 2 discriminant directions; use method='pca'")
     elif method == "pca":
-        components = PCA(n_components=2, random_state=0).fit(z).components_.T
+        components = PCA(n_components=min(3, z.shape[1], len(z)), random_state=0).fit(z).components_.T
     else:
         raise ValueError(f"method must be 'auto', 'lda' or 'pca', not {method!r}")
     projected = z @ components
@@ -114,7 +125,7 @@ def save_projector(projector: SemanticProjector, path) -> Path:
 
 
 def load_projector(path) -> SemanticProjector:
-    """Read a projector written by ``save_projector``; a wrong or damaged file raises ValueError."""
+    """Read a projector written by ``save_projector``; a damaged or foreign file raises ``ProjectorFileError``."""
     import json
 
     path = Path(path)
@@ -122,8 +133,9 @@ def load_projector(path) -> SemanticProjector:
         raise FileNotFoundError(f"{path}: projector file not found; fit one with fit_semantic_projector and save it")
     try:
         with np.load(path, allow_pickle=False) as data:
-            if int(data["format"]) != PROJECTOR_FORMAT:
-                raise ValueError(f"format {int(data['format'])}, expected {PROJECTOR_FORMAT}")
+            version = int(data["format"])
+            if version not in PROJECTOR_FORMATS_READ:
+                raise ValueError(f"format {version}, this version reads {PROJECTOR_FORMATS_READ}")
             projector = SemanticProjector(
                 data["mean"],
                 data["scale"],
@@ -134,13 +146,45 @@ def load_projector(path) -> SemanticProjector:
                 data["centroids"],
                 json.loads(str(data["source"])),
             )
-    except (KeyError, ValueError, OSError) as error:
-        raise ValueError(f"{path}: not a valid semantic projector file ({error}); refit and save it again") from None
-    if projector.components.shape != (len(projector.mean), 2):
-        raise ValueError(
-            f"{path}: projector components have shape {projector.components.shape}, expected ({len(projector.mean)}, 2)"
-        )
+    except (KeyError, ValueError, OSError, EOFError, UnicodeDecodeError, zipfile.BadZipFile, TypeError) as error:
+        raise ProjectorFileError(
+            f"{path}: not a valid semantic projector file ({type(error).__name__}: {error}); "
+            "refit it (fit_semantic_projector + save_projector) or pass another file"
+        ) from None
+    except Exception as error:  # noqa: BLE001 -- numpy's header parser raises tokenize/syntax errors too
+        raise ProjectorFileError(
+            f"{path}: not a valid semantic projector file ({type(error).__name__}: {error}); "
+            "refit it (fit_semantic_projector + save_projector) or pass another file"
+        ) from None
+    dims, k = len(projector.mean), projector.components.shape[-1] if projector.components.ndim == 2 else 0
+    problems = []
+    if projector.components.ndim != 2 or projector.components.shape[0] != dims or k not in (2, 3):
+        problems.append(f"components have shape {projector.components.shape}, expected ({dims}, 2 or 3)")
+    if projector.scale.shape != (dims,):
+        problems.append(f"scale has shape {projector.scale.shape}, expected ({dims},)")
+    if projector.offset.shape != (k,) or projector.centroids.shape != (len(projector.labels), k):
+        problems.append(f"offset {projector.offset.shape} / centroids {projector.centroids.shape} do not match k={k}")
+    if problems:
+        raise ProjectorFileError(f"{path}: projector file is inconsistent: {'; '.join(problems)}; refit it")
     return projector
+
+
+def load_or_refit_projector(path, refit, save_to=None) -> tuple:
+    """``(projector, note)``: load ``path``; if it is damaged, say so and use ``refit()`` instead.
+
+    ``refit``: a function returning a fresh ``SemanticProjector``; it is saved to ``save_to``
+    (never over the damaged file, which stays for the user to inspect).
+    """
+    try:
+        return load_projector(path), f"loaded from {path}"
+    except ProjectorFileError as error:
+        print(f"{error}\nRefitting the projector on this run's data instead.")
+        projector = refit()
+        note = f"{path} is damaged ({str(error).split(': ', 1)[1][:160]}); refitted on this run's data"
+        if save_to is not None:
+            saved = save_projector(projector, save_to)
+            note += f" and saved to {saved}"
+        return projector, note
 
 
 def projector_status(projector: SemanticProjector | None, path=None) -> dict:

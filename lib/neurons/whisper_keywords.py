@@ -82,14 +82,10 @@ class KeywordTranscriber:
             waveform = librosa.resample(waveform, orig_sr=sample_rate, target_sr=16000)
         if self.backend == "faster-whisper":
             words, texts = [], []
+            kwargs = {"beam_size": 5, "condition_on_previous_text": False, **self.options, **options}
             with keep_torch_threads():
                 segments, _info = self.model.transcribe(
-                    waveform,
-                    word_timestamps=True,
-                    initial_prompt=initial_prompt,
-                    beam_size=5,
-                    condition_on_previous_text=False,
-                    **{**self.options, **options},
+                    waveform, word_timestamps=True, initial_prompt=initial_prompt, **kwargs
                 )
                 for segment in segments:  # a generator: decoding happens here
                     texts.append(segment.text.strip())
@@ -276,3 +272,196 @@ def keyword_frame_mask(markers: pd.DataFrame, n_frames: int) -> np.ndarray:
     for m in markers.itertuples(index=False):
         mask[int(m.start_frame) : int(m.end_frame) + 1] = True
     return mask
+
+
+# %% [markdown]
+# ## Keywords and a rolling transcript while streaming
+#
+# `BackgroundKeywordSpotter` runs Whisper in its own thread on the last `window_s` seconds of
+# the stream, each time `every_s` seconds of new audio have come. The streaming thread only
+# hands it audio (`feed`: a copy into a bounded buffer under a short lock) and reads results
+# (`poll`): it never waits for Whisper. The thread lowers its own scheduling priority
+# (`nice`) and loads the model itself (so CTranslate2's worker threads inherit that priority),
+# with one CPU thread: activation updates keep the cores. Words are placed on the stream's
+# clock; a word is committed once it ends `guard_s` before the window's end (later words may
+# still change), and committed words that match `keywords` (all words of 4+ letters when None)
+# become markers. Whisper unavailable or failing: `status()` says why, nothing else stops.
+
+# %%
+import os
+import threading
+import time
+
+
+class BackgroundKeywordSpotter:
+    def __init__(
+        self,
+        loader=None,
+        transcriber=None,
+        keywords=None,
+        window_s: float = 4.0,
+        every_s: float = 1.0,
+        sample_rate: int = 16000,
+        guard_s: float = 0.6,
+        nice: int = 10,
+        frame_rate: float = 50.0,
+        **transcribe_options,
+    ):
+        if loader is None and transcriber is None:
+            raise ValueError("give a transcriber or a loader (a function that returns one)")
+        self.loader, self.transcriber = loader, transcriber
+        self.keywords = None if keywords is None else {normalise_word(k) for k in keywords}
+        self.window = int(window_s * sample_rate)
+        self.every = int(every_s * sample_rate)
+        self.sample_rate, self.guard_s, self.nice, self.frame_rate = int(sample_rate), guard_s, nice, frame_rate
+        self.options = {"beam_size": 1, "temperature": 0.0, "without_timestamps": False, **transcribe_options}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._loaded = threading.Event()
+        self._thread = None
+        self.load_error = ""
+        self.run_ms = []
+        self.errors = 0
+        self.last_error = ""
+        self.reset()
+
+    def reset(self) -> None:
+        with getattr(self, "_lock", threading.Lock()):
+            self._audio = np.zeros(0, dtype=np.float32)
+            self._end = 0  # global sample index one past the newest sample
+            self._last_run_end = 0
+            self.words = []  # committed words: word, start, end (stream seconds)
+            self.tentative = []
+            self.markers = []
+            self._new_markers = []
+            self._committed_until = 0.0
+
+    # ------------------------------------------------------------------ streaming side (never blocks long)
+    def feed(self, audio, first_sample: int) -> None:
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        with self._lock:
+            if first_sample != self._end:  # a gap: the buffer restarts
+                self._audio = np.zeros(0, dtype=np.float32)
+            self._audio = np.concatenate([self._audio, audio])[-self.window :]
+            self._end = first_sample + len(audio)
+            due = self._end - self._last_run_end >= self.every
+        if due:
+            self._wake.set()
+
+    def poll(self) -> dict:
+        """New markers since the last poll, the rolling transcript and the tentative tail."""
+        with self._lock:
+            new, self._new_markers = self._new_markers, []
+            return {
+                "markers": new,
+                "transcript": " ".join(w["word"] for w in self.words[-40:]),
+                "tentative": " ".join(w["word"] for w in self.tentative),
+            }
+
+    @property
+    def ready(self) -> bool:
+        return self.transcriber is not None and getattr(self.transcriber, "available", False)
+
+    def status(self) -> dict:
+        t = self.transcriber
+        return {
+            "whisper_ready": self.ready,
+            "reason": self.load_error or (getattr(t, "reason", "") if t is not None else "loading"),
+            "runs": len(self.run_ms),
+            "last_run_ms": self.run_ms[-1] if self.run_ms else None,
+            "mean_run_ms": float(np.mean(self.run_ms)) if self.run_ms else None,
+            "errors": self.errors,
+            "last_error": self.last_error,
+            "words": len(self.words),
+        }
+
+    # ------------------------------------------------------------------ the Whisper thread
+    def start(self, wait_loaded: float | None = 120.0) -> "BackgroundKeywordSpotter":
+        """Start the thread; wait up to ``wait_loaded`` s for the model to load (loading is slow and
+        should not overlap the first updates of a stream). ``None``: do not wait."""
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._loaded.clear()
+            self._thread = threading.Thread(target=self._loop, name="keyword-spotter", daemon=True)
+            self._thread.start()
+        if wait_loaded:
+            self._loaded.wait(wait_loaded)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._thread = None
+
+    def _loop(self) -> None:
+        if self.nice and hasattr(os, "setpriority"):
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+            except OSError:
+                pass
+        if self.transcriber is None:
+            try:
+                self.transcriber = self.loader()
+            except Exception as error:  # noqa: BLE001 -- any load failure: degrade, say why
+                self.load_error = f"{type(error).__name__}: {error}"
+        if getattr(self.transcriber, "available", False):
+            try:  # the first transcription pays one-time costs: not during the stream
+                self.transcriber.transcribe(np.zeros(self.sample_rate, np.float32), self.sample_rate, **self.options)
+            except Exception as error:  # noqa: BLE001 -- reported, the thread goes on
+                self.last_error = f"warm-up: {type(error).__name__}: {str(error)[:200]}"
+        self._loaded.set()
+        if not getattr(self.transcriber, "available", False):
+            return
+        while not self._stop.is_set():
+            self._wake.wait(0.5)
+            self._wake.clear()
+            with self._lock:
+                if self._end - self._last_run_end < self.every or len(self._audio) < self.sample_rate // 2:
+                    continue
+                snapshot, end = self._audio.copy(), self._end
+                self._last_run_end = end
+            self.transcribe_snapshot(snapshot, end)
+
+    def transcribe_snapshot(self, snapshot, end: int) -> None:
+        """Transcribe one window ending at global sample ``end``; commit its settled words."""
+        start_s = (end - len(snapshot)) / self.sample_rate
+        end_s = end / self.sample_rate
+        t0 = time.perf_counter()
+        try:
+            out = self.transcriber.transcribe(snapshot, self.sample_rate, **self.options)
+        except Exception as error:  # noqa: BLE001 -- keep streaming, report it
+            self.errors += 1
+            self.last_error = f"{type(error).__name__}: {str(error)[:200]}"
+            return
+        self.run_ms.append((time.perf_counter() - t0) * 1000.0)
+        self.run_ms = self.run_ms[-200:]
+        committed, tentative = [], []
+        for w in out["words"].itertuples(index=False):
+            word = {"word": str(w.word).strip(), "start": start_s + float(w.start), "end": start_s + float(w.end)}
+            if not word["word"]:
+                continue
+            if word["end"] <= end_s - self.guard_s:
+                if word["start"] >= self._committed_until - 0.05:
+                    committed.append(word)
+            else:
+                tentative.append(word)
+        with self._lock:
+            for word in committed:
+                self.words.append(word)
+                self._committed_until = max(self._committed_until, word["end"])
+                key = normalise_word(word["word"])
+                if key and (key in self.keywords if self.keywords is not None else len(key) >= 4):
+                    marker = {
+                        **word,
+                        "keyword": key,
+                        "start_frame": int(np.floor(word["start"] * self.frame_rate)),
+                        "end_frame": int(np.ceil(word["end"] * self.frame_rate)),
+                    }
+                    self.markers.append(marker)
+                    self._new_markers.append(marker)
+            self.words = self.words[-500:]
+            self.markers = self.markers[-500:]
+            self.tentative = tentative

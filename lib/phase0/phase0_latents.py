@@ -7,7 +7,9 @@
 #   to the codec frame rate (12.5 Hz by default), the no-learning baseline;
 # - any codec that `lib.core.speech_models.load_speech_model` loads (`kyutai/mimi`,
 #   `facebook/encodec_24khz`, `descript/dac_16khz`, or a `save_pretrained` folder): its
-#   continuous latents *before quantisation* (`"latents"` stage; Mimi: 512-d at 12.5 Hz).
+#   continuous latents *before quantisation* (`"latents"` stage; Mimi: 512-d at 12.5 Hz);
+# - any other speech model it loads (the bundled Whisper tiny.en encoder, WavLM...): one
+#   layer's hidden states at the model's own frame rate (Whisper: 384-d at 50 Hz).
 #
 # Each encoder maps a mono waveform at `encoder.sample_rate` to `[frames, dims]` float32;
 # `frame_energy_db` gives the waveform's RMS energy on the same frame grid.
@@ -40,12 +42,18 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from lib.core.atomic_io import atomic_save_npy, atomic_write_bytes, atomic_write_json, atomic_write_text
+from lib.core.atomic_io import (
+    atomic_save_npy,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    file_sha256,
+)
 from lib.core.audio import AudioLoadError, load_audio
 from lib.core.features import log_mel
 from lib.core.speech_models import CODEC_FAMILIES, load_speech_model
 
-PHASE0_STORE_VERSION = 1
+PHASE0_STORE_VERSION = 2
 # The continuous latents right before quantisation, per codec family (adapter stage names):
 # Mimi and EnCodec call them "latents"; DAC's encoder output ("encoder") is what its
 # residual quantiser receives (its "latents" stage is the per-codebook projections).
@@ -91,15 +99,36 @@ class Phase0LogMelEncoder:
             "dim": self.dim,
             "n_mels": self.n_mels,
             "pool": self.pool,
+            "weights": "none (signal processing)",
             "fingerprint": f"logmel-{self.n_mels}-{self.pool}-{self.sample_rate}",
         }
+
+
+def _phase0_weights_label(adapter) -> str:
+    """``"pretrained"`` / ``"random"`` when the adapter says so, else where the weights came from."""
+    label = getattr(adapter, "weights", None)
+    if label:
+        return str(label)
+    return "local folder" if Path(str(adapter.name)).expanduser().exists() else "pretrained"
+
+
+def _phase0_load_adapter(name_or_path, device="cpu", local_files_only=False, whisper_mode=None, weights=None):
+    """`load_speech_model` with the bundled-Whisper options passed only when they are set."""
+    kwargs = {"device": device, "local_files_only": local_files_only}
+    if whisper_mode is not None:
+        kwargs["whisper_mode"] = whisper_mode
+    if weights is not None and weights != "pretrained":
+        kwargs["weights"] = weights
+    return load_speech_model(name_or_path, **kwargs)
 
 
 class Phase0CodecEncoder:
     """Continuous pre-quantisation latents of a codec loaded by `load_speech_model`."""
 
-    def __init__(self, name_or_path: str, device: str = "cpu", local_files_only: bool = False, stage=None):
-        self.adapter = load_speech_model(name_or_path, device=device, local_files_only=local_files_only)
+    def __init__(
+        self, name_or_path: str, device: str = "cpu", local_files_only: bool = False, stage=None, adapter=None
+    ):
+        self.adapter = adapter or _phase0_load_adapter(name_or_path, device, local_files_only)
         if self.adapter.family not in CODEC_FAMILIES:
             raise ValueError(
                 f"{name_or_path} is a {self.adapter.family} model; Phase 0 encoders are the codecs "
@@ -128,15 +157,69 @@ class Phase0CodecEncoder:
             "frame_rate": self.frame_rate,
             "dim": self.dim,
             "num_parameters": info["num_parameters"],
+            "weights": _phase0_weights_label(self.adapter),
             "fingerprint": self.adapter.fingerprint(),
         }
 
 
-def load_phase0_encoder(name: str = "logmel", device: str = "cpu", local_files_only: bool = False, **kwargs):
-    """``"logmel"`` (kwargs: ``n_mels``, ``frame_rate``) or a codec hub id / saved folder."""
+# %%
+class Phase0SpeechEncoder:
+    """One layer of a speech model's hidden states (the Whisper encoder, WavLM, ...) as Phase 0 latents.
+
+    ``layer`` defaults to the last transformer layer. Whisper's ``whisper_mode`` (``"padded"``:
+    the reference 30 s input; ``"clip"``: positional embeddings sliced to the clip) is part
+    of the adapter's fingerprint, so stores never mix the two.
+    """
+
+    def __init__(self, adapter, name: str, layer=None):
+        self.adapter = adapter
+        self.layer = adapter.num_layers if layer is None else (int(layer) if str(layer).isdigit() else layer)
+        if self.layer not in adapter.layer_names:
+            raise ValueError(f"{name} has no layer {layer!r}; available: {adapter.layer_names}")
+        self.sample_rate = adapter.sample_rate
+        self.frame_rate = float(adapter.layer_frame_rate(self.layer))
+        self.name = str(name)
+        self.stage = str(self.layer)
+        probe = self.latents(np.zeros(self.sample_rate, dtype=np.float32))
+        self.dim = int(probe.shape[1])
+
+    def latents(self, waveform) -> np.ndarray:
+        return self.adapter.hidden_states(np.asarray(waveform, dtype=np.float32), layers=[self.layer])[self.layer]
+
+    def info(self) -> dict:
+        info = self.adapter.info()
+        return {
+            "encoder": self.name,
+            "family": info["family"],
+            "stage": f"layer {self.layer}",
+            "sample_rate": self.sample_rate,
+            "frame_rate": self.frame_rate,
+            "dim": self.dim,
+            "num_parameters": info["num_parameters"],
+            "weights": _phase0_weights_label(self.adapter),
+            "whisper_mode": getattr(self.adapter, "whisper_mode", None),
+            "fingerprint": self.adapter.fingerprint(),
+        }
+
+
+def load_phase0_encoder(
+    name: str = "logmel",
+    device: str = "cpu",
+    local_files_only: bool = False,
+    layer=None,
+    whisper_mode=None,
+    weights=None,
+    **kwargs,
+):
+    """``"logmel"`` (kwargs: ``n_mels``, ``frame_rate``), a codec (its pre-quantisation latents),
+    or any other speech model `load_speech_model` knows (one ``layer`` of its hidden states;
+    ``whisper_mode`` and ``weights="random"`` for the bundled Whisper)."""
     if str(name).lower() in ("logmel", "log-mel", "log_mel", "mel"):
         return Phase0LogMelEncoder(**kwargs)
-    return Phase0CodecEncoder(name, device=device, local_files_only=local_files_only, **kwargs)
+    adapter = _phase0_load_adapter(name, device, local_files_only, whisper_mode, weights)
+    if adapter.family in CODEC_FAMILIES:
+        return Phase0CodecEncoder(name, device=device, local_files_only=local_files_only, adapter=adapter, **kwargs)
+    return Phase0SpeechEncoder(adapter, name, layer=layer)
 
 
 def frame_energy_db(waveform, sample_rate: int, frame_rate: float, n_frames: int, floor_db: float = -100.0):
@@ -226,8 +309,24 @@ def _utterance_digest(manifest: pd.DataFrame) -> str:
     return hashlib.sha256("\n".join(manifest["utterance"].astype(str)).encode()).hexdigest()[:20]
 
 
+def phase0_audio_digests(paths, progress: bool = False) -> list:
+    """SHA-256 of each audio file's bytes (``"unreadable: <why>"`` for a file that cannot be read).
+
+    Store parts record the digest of every utterance they encoded: changed audio (same name,
+    other content) makes its part stale, and only that part is encoded again.
+    """
+    digests = []
+    for path in tqdm(list(paths), desc="hashing audio", disable=not progress, leave=False):
+        try:
+            digests.append(file_sha256(path))
+        except OSError as error:
+            digests.append(f"unreadable: {error.strerror or error}")
+    return digests
+
+
+# %%
 def _store_header(manifest, encoder_info, chunk_utterances, max_seconds) -> dict:
-    return {
+    header = {
         "version": PHASE0_STORE_VERSION,
         "encoder": encoder_info,
         "utterances": len(manifest),
@@ -236,14 +335,46 @@ def _store_header(manifest, encoder_info, chunk_utterances, max_seconds) -> dict
         "max_seconds": max_seconds,
         "n_parts": int(math.ceil(len(manifest) / chunk_utterances)),
     }
+    key_fields = [header[k] for k in ("version", "utterance_digest", "chunk_utterances", "max_seconds")]
+    key_fields.append(encoder_info.get("fingerprint"))
+    header["store_key"] = hashlib.sha256(json.dumps(key_fields, default=str).encode()).hexdigest()[:20]
+    return header
+
+
+def _read_store_header(path: Path):
+    """``(header dict or None, problem or None)``: an unreadable or malformed file is a named problem."""
+    try:
+        header = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        return None, f"{type(error).__name__}: {error}"
+    required = ("version", "encoder", "utterance_digest", "chunk_utterances", "n_parts")
+    if not isinstance(header, dict) or not isinstance(header.get("encoder"), dict):
+        return None, f"expected a JSON object with an 'encoder' mapping, got {type(header).__name__}"
+    missing = [k for k in required if k not in header]
+    if missing:
+        return None, f"missing field(s) {missing}"
+    return header, None
 
 
 def _check_store_header(store_dir: Path, header: dict) -> None:
+    """Write ``store.json``, or check the existing one describes this configuration.
+
+    A corrupt or malformed header is named and rewritten (parts carry their own store key, so
+    parts of another configuration are never reused); a readable header of another
+    configuration is refused.
+    """
     path = store_dir / "store.json"
     if not path.exists():
         atomic_write_json(path, header)
         return
-    existing = json.loads(path.read_text())
+    existing, problem = _read_store_header(path)
+    if problem is not None:
+        print(
+            f"{path} is unreadable ({problem}): rewriting it. Each part is checked against this run's "
+            "configuration and audio; parts that do not match are encoded again."
+        )
+        atomic_write_json(path, header)
+        return
     keys = ("version", "utterance_digest", "chunk_utterances", "max_seconds", "utterances")
     mismatched = [k for k in keys if existing.get(k) != header.get(k)]
     if existing.get("encoder", {}).get("fingerprint") != header["encoder"].get("fingerprint"):
@@ -254,8 +385,15 @@ def _check_store_header(store_dir: Path, header: dict) -> None:
             f"stored encoder {existing.get('encoder', {}).get('encoder')!r}). Use another store folder, "
             "or delete this one to recompute."
         )
+    if existing != header:  # same configuration, header from an older run (e.g. without store_key)
+        atomic_write_json(path, header)
 
 
+# %% [markdown]
+# ### Parts: complete, current, or to encode again
+
+
+# %%
 def _part_paths(store_dir: Path, part: int) -> dict:
     stem = store_dir / "parts" / f"part-{part:06d}"
     return {
@@ -265,17 +403,38 @@ def _part_paths(store_dir: Path, part: int) -> dict:
     }
 
 
-def _part_complete(paths: dict, dim: int) -> bool:
+def _part_problem(paths: dict, dim: int, store_key: str | None = None, expected=None):
+    """Why a stored part cannot be reused (None: it is complete and current).
+
+    ``expected`` (the manifest rows of the part, with ``audio_sha256``) also checks that the
+    part holds these utterances and that their audio has not changed.
+    """
     if not all(p.exists() for p in paths.values()):
-        return False
+        return "missing"
     try:
         index = pd.read_parquet(paths["index"])
-        latents = np.load(paths["latents"], mmap_mode="r")
-        energy = np.load(paths["energy"], mmap_mode="r")
-    except (OSError, ValueError):
-        return False
-    total = int(index["frames"].sum())
-    return latents.shape == (total, dim) and energy.shape == (total,)
+        latents = np.load(paths["latents"], mmap_mode="r", allow_pickle=False)
+        energy = np.load(paths["energy"], mmap_mode="r", allow_pickle=False)
+        total = int(index["frames"].sum())
+    except Exception as error:  # noqa: BLE001 - any unreadable file (EOFError, ArrowInvalid, ...) is a miss
+        return f"corrupt ({type(error).__name__}: {str(error)[:120]})"
+    if latents.shape != (total, dim) or energy.shape != (total,):
+        return f"wrong shape (latents {latents.shape}, energy {energy.shape}; index says {total} frames of {dim})"
+    if store_key is not None and ("store_key" not in index.columns or (index["store_key"] != store_key).any()):
+        return "written for another configuration"
+    if expected is not None:
+        if index["utterance"].astype(str).tolist() != expected["utterance"].astype(str).tolist():
+            return "holds other utterances"
+        if "audio_sha256" not in index.columns:
+            return "has no audio hashes (written by an older version)"
+        changed = index["utterance"][index["audio_sha256"].to_numpy() != expected["audio_sha256"].to_numpy()]
+        if len(changed):
+            return f"audio changed for {len(changed)} utterance(s), e.g. {changed.iloc[0]}"
+    return None
+
+
+def _part_complete(paths: dict, dim: int, store_key: str | None = None, expected=None) -> bool:
+    return _part_problem(paths, dim, store_key, expected) is None
 
 
 def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
@@ -286,6 +445,11 @@ def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+# %% [markdown]
+# ### Extraction
+
+
+# %%
 def extract_latents_to_store(
     manifest: pd.DataFrame,
     encoder,
@@ -296,10 +460,12 @@ def extract_latents_to_store(
     max_seconds: float | None = None,
     progress: bool = True,
 ) -> dict:
-    """Encode this shard's missing parts into ``store_dir``; return counts and timings.
+    """Encode this shard's missing or stale parts into ``store_dir``; return counts and timings.
 
     ``manifest`` needs ``path, utterance, speaker`` (its order fixes the chunks: pass the same
-    manifest on every machine). Unreadable audio is skipped and reported, never fatal.
+    manifest on every machine). Every audio file is hashed: a part whose audio changed is
+    encoded again, as is a corrupt part (both are named). Unreadable audio is skipped and
+    reported, never fatal.
     """
     import time
 
@@ -307,21 +473,37 @@ def extract_latents_to_store(
         raise ValueError(f"shard_index must be in 0..{num_shards - 1}, got {shard_index}")
     store_dir = Path(store_dir)
     (store_dir / "parts").mkdir(parents=True, exist_ok=True)
-    manifest = manifest.reset_index(drop=True)
+    manifest = manifest.reset_index(drop=True).copy()
+    started = time.perf_counter()
+    manifest["audio_sha256"] = phase0_audio_digests(manifest["path"], progress=progress)
+    hash_seconds = time.perf_counter() - started
     header = _store_header(manifest, encoder.info(), chunk_utterances, max_seconds)
     _check_store_header(store_dir, header)
     mine = [j for j in range(header["n_parts"]) if j % num_shards == shard_index]
-    todo = [j for j in mine if not _part_complete(_part_paths(store_dir, j), encoder.dim)]
+    todo, stale = [], []
+    for j in mine:
+        rows = manifest.iloc[j * chunk_utterances : (j + 1) * chunk_utterances]
+        problem = _part_problem(_part_paths(store_dir, j), encoder.dim, header["store_key"], rows)
+        if problem is not None:
+            todo.append(j)
+            if problem != "missing":
+                stale.append(f"part {j} ({_part_paths(store_dir, j)['index'].name}): {problem}")
+    if stale:
+        print(f"Encoding {len(stale)} stored part(s) again:\n  " + "\n  ".join(stale[:10]))
     stats = {
         "parts_total": header["n_parts"],
         "parts_in_shard": len(mine),
         "parts_reused": len(mine) - len(todo),
+        "parts_stale": len(stale),
         "utterances_encoded": 0,
         "audio_seconds": 0.0,
         "encode_seconds": 0.0,
+        "hash_seconds": hash_seconds,
         "failures": [],
     }
-    keep = [c for c in ("utterance", "speaker", "chapter", "sex", "split", "path") if c in manifest.columns]
+    keep = [
+        c for c in ("utterance", "speaker", "chapter", "sex", "split", "path", "audio_sha256") if c in manifest.columns
+    ]
     bar = tqdm(
         total=sum(len(manifest.iloc[j * chunk_utterances : (j + 1) * chunk_utterances]) for j in todo),
         desc=f"encoding (shard {shard_index + 1} of {num_shards})",
@@ -345,6 +527,7 @@ def extract_latents_to_store(
             except AudioLoadError as error:
                 entry.update(frames=0, duration=0.0, error=error.problem)
                 stats["failures"].append({"path": str(record.path), "error": error.problem})
+            entry["store_key"] = header["store_key"]
             records.append(entry)
             bar.update(1)
         paths = _part_paths(store_dir, j)
@@ -352,7 +535,11 @@ def extract_latents_to_store(
         atomic_save_npy(paths["energy"], np.concatenate(energies) if energies else np.zeros(0, "f4"))
         _write_parquet(paths["index"], pd.DataFrame(records))  # written last: marks the part complete
     bar.close()
-    done = [j for j in range(header["n_parts"]) if _part_complete(_part_paths(store_dir, j), encoder.dim)]
+    done = [
+        j
+        for j in range(header["n_parts"])
+        if _part_complete(_part_paths(store_dir, j), encoder.dim, header["store_key"])
+    ]
     stats["parts_complete"] = len(done)
     stats["store_complete"] = len(done) == header["n_parts"]
     if stats["failures"]:
@@ -360,25 +547,66 @@ def extract_latents_to_store(
     return stats
 
 
+# %% [markdown]
+# ### Reading: part by part, or consolidated
+
+
+# %%
+def phase0_store_header(store_dir) -> dict:
+    """The ``store.json`` of a store folder; a clear error when it is missing or unreadable."""
+    path = Path(store_dir) / "store.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no latent store here (run the extraction into this folder first)")
+    header, problem = _read_store_header(path)
+    if problem is not None:
+        raise ValueError(f"{path} is unreadable ({problem}); run the extraction again to rebuild it")
+    return header
+
+
+def phase0_store_parts(store_dir) -> tuple:
+    """``(header, [part paths...])`` of a complete store; names the missing or stale parts otherwise.
+
+    Readers that stream the store part by part (Tier 1's datasets) use this instead of the
+    consolidated zarr, so no process holds the whole store in memory.
+    """
+    store_dir = Path(store_dir)
+    header = phase0_store_header(store_dir)
+    dim = int(header["encoder"]["dim"])
+    paths = [_part_paths(store_dir, j) for j in range(header["n_parts"])]
+    problems = {j: _part_problem(p, dim, header.get("store_key")) for j, p in enumerate(paths)}
+    missing = {j: why for j, why in problems.items() if why is not None}
+    if missing:
+        first = list(missing.items())[:5]
+        raise RuntimeError(
+            f"{store_dir}: {len(missing)} of {len(paths)} parts are not extracted yet or are stale "
+            f"(e.g. {', '.join(f'part {j}: {why}' for j, why in first)}). Run the remaining shards "
+            "(or num_shards=1) into this folder first."
+        )
+    return header, paths
+
+
+def read_phase0_part(paths: dict) -> tuple:
+    """``(index with a part-local 'offset', latents [frames, D], energy_db [frames])`` of one part (memory-mapped)."""
+    index = pd.read_parquet(paths["index"])
+    index = index[index["frames"] > 0].reset_index(drop=True)
+    index["offset"] = np.concatenate([[0], np.cumsum(index["frames"].to_numpy())[:-1]]).astype(np.int64)
+    latents = np.load(paths["latents"], mmap_mode="r", allow_pickle=False)
+    energy = np.load(paths["energy"], mmap_mode="r", allow_pickle=False)
+    return index, latents, energy
+
+
 def consolidate_latent_store(store_dir, chunk_frames: int = 8192) -> Path:
     """Merge all parts into ``latents.zarr`` + ``index.parquet`` (atomically); return the zarr path.
 
-    Reuses an existing consolidation made from the same parts. Fails, naming the missing
-    parts, when some shard has not finished.
+    Reuses an existing consolidation made from the same parts (and rebuilds one whose index
+    or arrays are unreadable). Fails, naming the missing parts, when some shard has not
+    finished.
     """
     import zarr
 
     store_dir = Path(store_dir)
-    header = json.loads((store_dir / "store.json").read_text())
+    header, paths = phase0_store_parts(store_dir)
     dim = int(header["encoder"]["dim"])
-    paths = [_part_paths(store_dir, j) for j in range(header["n_parts"])]
-    missing = [j for j, p in enumerate(paths) if not _part_complete(p, dim)]
-    if missing:
-        raise RuntimeError(
-            f"{store_dir}: {len(missing)} of {len(paths)} parts are not extracted yet "
-            f"(e.g. parts {missing[:5]}). Run the remaining shards "
-            "(or num_shards=1) into this folder first."
-        )
     digest = hashlib.sha256()
     for p in paths:
         digest.update(p["index"].read_bytes())
@@ -388,10 +616,13 @@ def consolidate_latent_store(store_dir, chunk_frames: int = 8192) -> Path:
     if target.exists() and index_path.exists():
         try:
             group = zarr.open_group(str(target), mode="r")
-            if group.attrs.get("parts_digest") == digest:
+            frames = int(pd.read_parquet(index_path)["frames"].sum())
+            if group.attrs.get("parts_digest") == digest and group["latents"].shape == (frames, dim):
                 return target
-        except Exception:  # noqa: BLE001 - a broken consolidation is rebuilt below
-            pass
+            reason = "its parts changed"
+        except Exception as error:  # noqa: BLE001 - a broken consolidation is rebuilt below
+            reason = f"unreadable: {type(error).__name__}: {str(error)[:100]}"
+        print(f"{target}: rebuilding the consolidated store ({reason})")
     indices = [pd.read_parquet(p["index"]) for p in paths]
     index = pd.concat(indices, ignore_index=True)
     index = index[index["frames"] > 0].reset_index(drop=True)
@@ -425,9 +656,16 @@ def open_latent_store(store_dir, in_memory: bool = True):
     store_dir = Path(store_dir)
     if not (store_dir / "latents.zarr").exists():
         raise FileNotFoundError(f"{store_dir}: no latents.zarr; run consolidate_latent_store first")
-    group = zarr.open_group(str(store_dir / "latents.zarr"), mode="r")
-    index = pd.read_parquet(store_dir / "index.parquet")
-    latents, energy = group["latents"], group["energy_db"]
-    if in_memory:
-        latents, energy = np.asarray(latents[:]), np.asarray(energy[:])
-    return index, latents, energy, dict(group.attrs["encoder"])
+    try:
+        group = zarr.open_group(str(store_dir / "latents.zarr"), mode="r")
+        index = pd.read_parquet(store_dir / "index.parquet")
+        latents, energy = group["latents"], group["energy_db"]
+        if in_memory:
+            latents, energy = np.asarray(latents[:]), np.asarray(energy[:])
+        encoder = dict(group.attrs["encoder"])
+    except Exception as error:  # noqa: BLE001 - name the folder and the fix
+        raise ValueError(
+            f"{store_dir}: the consolidated store is unreadable ({type(error).__name__}: {error}); "
+            "run consolidate_latent_store again (it rebuilds it from the parts)"
+        ) from error
+    return index, latents, energy, encoder

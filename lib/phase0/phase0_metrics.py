@@ -169,6 +169,11 @@ def _labels_for(conditioner, latents, frames: Phase0FrameTable, normaliser, batc
     return labels
 
 
+# %% [markdown]
+# ## One scheme's measures and the verdict
+
+
+# %%
 def scheme_metrics(name, labels, y, train, slices, codes, n_cells, config, seed, speakers=None) -> dict:
     """All measures for one scheme's labels (train/eval masks, slice masks, quantised deltas)."""
     rng_seed = seed + 1
@@ -399,6 +404,7 @@ def evaluate_phase0(
         "slices": slices,
         "train_mask": train,
         "codes": codes,
+        "code_centers": code_model.cluster_centers_,
         "targets": y,
         "counts": counts,
         "config": config,

@@ -117,6 +117,11 @@ def phase0_report_text(result: dict, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+# %% [markdown]
+# ## Plots
+
+
+# %%
 def plot_phase0_variance_ratios(result: dict):
     """Grouped bars: train / eval / slices / random variance ratio per scheme, with the threshold."""
     rows, config = result["rows"], result["config"]
@@ -196,6 +201,11 @@ def plot_phase0_context_sweep(sweep, config: dict):
     return fig
 
 
+# %% [markdown]
+# ## Writing the deliverables
+
+
+# %%
 def write_phase0_report(result: dict, output_dir, meta: dict | None = None) -> dict:
     """Write report.txt, decision.json, metrics.json, tables.csv, normalisation.npz and the plots."""
     output_dir = Path(output_dir)

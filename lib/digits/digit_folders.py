@@ -1,0 +1,137 @@
+# %% [markdown]
+# # Digit clips recorded elsewhere: the cross-dataset evaluation folder
+#
+# The honest test of a digit recogniser is audio it has never heard anything like: other
+# speakers, other microphones, other rooms. `load_digit_eval_folder(folder)` reads any
+# folder of labelled digit clips:
+#
+# - labels from a sub-folder name (`zero` .. `nine`, `0` .. `9`, any case, at any depth:
+#   `eval/seven/take1.wav`, `eval/speakerA/7/x.wav`) or, failing that, from a file-name
+#   prefix (`7_jackson_0.wav`, `seven-01.flac`, `7.wav`);
+# - any sample rate (resampled to the models' rate), mono or stereo (channels averaged);
+# - unreadable clips are skipped and reported (file and reason), and files whose label
+#   cannot be told are listed too, never guessed.
+#
+# `digit_label_from_text` maps a word or numeral to its digit (used for folder names and
+# for what a speech recogniser writes).
+
+# %%
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from lib.core.audio import AUDIO_EXTENSIONS, load_audio_batch
+from lib.core.subsets import stratified_subset
+
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+# what a speech recogniser may write for a spoken digit (homophones and spellings)
+DIGIT_WORD_VARIANTS = {
+    "zero": 0,
+    "oh": 0,
+    "o": 0,
+    "nought": 0,
+    "naught": 0,
+    "one": 1,
+    "won": 1,
+    "two": 2,
+    "to": 2,
+    "too": 2,
+    "three": 3,
+    "tree": 3,
+    "four": 4,
+    "for": 4,
+    "fore": 4,
+    "five": 5,
+    "six": 6,
+    "sicks": 6,
+    "seven": 7,
+    "eight": 8,
+    "ate": 8,
+    "nine": 9,
+    "nein": 9,
+}
+
+
+def digit_label_from_text(text, loose: bool = False):
+    """The digit (int 0-9) a word or numeral names, or None.
+
+    Strict (folder and file names): ``"7"``, ``"seven"``, ``"Seven"``. ``loose=True``
+    (recogniser output): the first digit word, homophone (``"to"``, ``"for"``, ``"ate"``)
+    or numeral anywhere in the text (``" Seven."``, ``"number 7"``).
+    """
+    if text is None:
+        return None
+    value = str(text).strip().lower()
+    if value in DIGIT_WORDS:
+        return DIGIT_WORDS.index(value)
+    if len(value) == 1 and value.isdigit():
+        return int(value)
+    if not loose:
+        return None
+    for token in re.findall(r"[a-z]+|\d", value):
+        if token.isdigit():
+            return int(token)
+        if token in DIGIT_WORD_VARIANTS:
+            return DIGIT_WORD_VARIANTS[token]
+    return None
+
+
+def digit_label_for_path(path, root=None):
+    """Label of one clip: the nearest enclosing folder named as a digit, else the file-name prefix, else None."""
+    path = Path(path)
+    parents = path.parents if root is None else [p for p in path.parents if Path(root) in p.parents or p == Path(root)]
+    for parent in parents:
+        if root is not None and parent == Path(root):
+            break
+        label = digit_label_from_text(parent.name)
+        if label is not None:
+            return label
+    prefix = re.split(r"[_\-. ]", path.stem, maxsplit=1)[0]
+    return digit_label_from_text(prefix)
+
+
+def digit_eval_manifest(folder) -> tuple:
+    """``(manifest, unlabelled)``: ``path, label, source`` rows (``source``: the top-level sub-folder, for
+    per-voice or per-session accuracy) for the folder's audio files, and the files with no label."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"eval_folder {folder}: no such folder. Give a folder of digit clips, with sub-folders zero..nine "
+            "or 0..9, or files named 7_....wav"
+        )
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+    if not files:
+        raise FileNotFoundError(f"eval_folder {folder}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in it")
+    rows, unlabelled = [], []
+    for path in files:
+        label = digit_label_for_path(path, root=folder)
+        if label is None:
+            unlabelled.append({"path": str(path), "error": "no digit label in its folder names or file-name prefix"})
+        else:
+            parts = path.parent.relative_to(folder).parts  # the top-level sub-folder: a voice, a session...
+            rows.append({"path": str(path), "label": label, "source": parts[0] if parts else "."})
+    if not rows:
+        raise ValueError(
+            f"eval_folder {folder}: none of its {len(files)} audio files has a digit label. Put clips in "
+            "sub-folders named zero..nine (or 0..9), or name them 7_anything.wav"
+        )
+    return pd.DataFrame(rows), unlabelled
+
+
+def load_digit_eval_folder(folder, sample_rate: int = 8000, max_clips: int | None = None, seed: int = 0):
+    """Load an evaluation folder at ``sample_rate``: ``(waves, manifest, skipped)``.
+
+    ``skipped`` lists every file not used, with the reason (unreadable audio, no label).
+    ``max_clips`` takes a label-stratified subset.
+    """
+    manifest, unlabelled = digit_eval_manifest(folder)
+    manifest = stratified_subset(manifest, max_clips, seed=seed).reset_index(drop=True)
+    waves, ok_paths, failures = load_audio_batch(manifest["path"].tolist(), sr=sample_rate, desc="eval audio")
+    ok = set(ok_paths)
+    kept = manifest[manifest["path"].isin(ok)].reset_index(drop=True)
+    order = {p: i for i, p in enumerate(ok_paths)}
+    waves = [waves[order[p]] for p in kept["path"]]
+    if unlabelled:
+        print(f"eval_folder: {len(unlabelled)} file(s) without a digit label skipped, e.g. {unlabelled[0]['path']}")
+    return waves, kept, failures + unlabelled

@@ -1,0 +1,216 @@
+"""Held-out evaluation of digit models: eval folders, zero-shot Whisper, the pretrained-encoder model, augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from lib.digits.digit_features import load_digit_waves
+from tests.digit_eval_fixture import build_digit_eval_folder
+
+# ---------------------------------------------------------------- labels and folders
+
+
+@pytest.mark.parametrize(
+    ("text", "loose", "digit"),
+    [
+        ("seven", False, 7),
+        ("Seven", False, 7),
+        ("7", False, 7),
+        ("zero", False, 0),
+        ("seventeen", False, None),
+        ("take7", False, None),
+        (" Seven.", True, 7),
+        ("Two,", True, 2),
+        ("to", True, 2),
+        ("for", True, 4),
+        ("oh", True, 0),
+        ("number 9", True, 9),
+        ("Lira.", True, None),
+        ("", True, None),
+    ],
+)
+def test_digit_words_and_numerals(text, loose, digit):
+    from lib.digits.digit_folders import digit_label_from_text
+
+    assert digit_label_from_text(text, loose=loose) == digit
+
+
+def test_eval_folder_reads_words_numerals_prefixes_stereo_and_reports_bad_files(fsdd_manifest, tmp_path):
+    from lib.digits.digit_folders import load_digit_eval_folder
+
+    built = build_digit_eval_folder(fsdd_manifest, tmp_path / "elsewhere", per_digit=2)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "elsewhere").rglob("*") if p.is_file()}
+    waves, manifest, skipped = load_digit_eval_folder(built["folder"], sample_rate=8000)
+    assert len(waves) == len(manifest) == len(built["labels"]) == 20
+    assert dict(zip(manifest.path, manifest.label)) == built["labels"]
+    assert sorted(manifest.label.value_counts().tolist()) == [2] * 10
+    assert {s["path"] for s in skipped} == {built["corrupt"], built["unlabelled"]}
+    assert any("no digit label" in s["error"] for s in skipped)
+    assert any("not a readable audio file" in s["error"] for s in skipped)
+    # 16 kHz files come back at 8 kHz; the stereo file is the mean of its channels
+    stereo = next(p for p in manifest.path if "seven" in p and sf.info(p).channels == 2)
+    data, rate = sf.read(stereo, dtype="float32")
+    wave = waves[list(manifest.path).index(stereo)]
+    assert rate == 16000 and abs(len(wave) - len(data) / 2) <= 2
+    assert np.isclose(np.abs(wave).max(), np.abs(data.mean(axis=1)).max(), rtol=0.1)
+    # a capped, stratified subset and no file touched
+    waves, manifest, skipped = load_digit_eval_folder(built["folder"], sample_rate=8000, max_clips=10)
+    picked_corrupt = any(s["path"] == built["corrupt"] for s in skipped)
+    assert len(manifest) + picked_corrupt == 10 and manifest.label.nunique() + picked_corrupt == 10
+    assert before == {p.name: p.read_bytes() for p in (tmp_path / "elsewhere").rglob("*") if p.is_file()}
+
+
+def test_eval_folder_errors_are_clear(tmp_path):
+    from lib.digits.digit_folders import load_digit_eval_folder
+
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        load_digit_eval_folder(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no audio files"):
+        load_digit_eval_folder(tmp_path / "empty")
+    (tmp_path / "unnamed").mkdir()
+    sf.write(tmp_path / "unnamed" / "a.wav", np.zeros(800, np.float32), 8000)
+    with pytest.raises(ValueError, match="none of its 1 audio files has a digit label"):
+        load_digit_eval_folder(tmp_path / "unnamed")
+
+
+# ---------------------------------------------------------------- augmentation
+
+
+def test_augmented_copies_are_reproducible_and_realistic(fsdd_manifest):
+    from lib.digits.digit_augment import (
+        DigitAugmentConfig,
+        digit_augmented_copies,
+        digit_coloured_noise,
+        digit_speed_perturb,
+        digit_synthetic_rir,
+    )
+
+    frame = fsdd_manifest.iloc[:4]
+    waves, frame, _ = load_digit_waves(frame, 8000, progress=False)
+    first = digit_augmented_copies(waves, 8000, copies=2, seed=3, keys=frame.path)
+    again = digit_augmented_copies(waves[::-1], 8000, copies=2, seed=3, keys=frame.path[::-1])
+    assert all(np.array_equal(a, b) for a, b in zip(first[0], again[-1]))  # keyed by clip, not position
+    other = digit_augmented_copies(waves, 8000, copies=2, seed=4, keys=frame.path)
+    assert not np.array_equal(first[0][0], other[0][0])
+    for wave, copies in zip(waves, first):
+        assert len(copies) == 2 and all(np.isfinite(c).all() and np.abs(c).max() <= 0.99 for c in copies)
+        assert not any(np.array_equal(c, wave) for c in copies)
+    assert len(digit_speed_perturb(waves[0], 8000, 1.25)) == pytest.approx(len(waves[0]) / 1.25, abs=3)
+    rng = np.random.default_rng(0)
+    rir = digit_synthetic_rir(8000, 0.4, rng)
+    assert np.isclose(np.sum(rir**2), 1.0) and np.argmax(np.abs(rir)) == 0
+    tail = np.abs(rir[int(0.3 * 8000) :]).mean() / np.abs(rir[1 : int(0.05 * 8000)]).mean()
+    assert tail < 0.1  # decays about 60 dB over RT60
+    for colour in ("white", "pink", "brown"):
+        noise = digit_coloured_noise(8000, colour, rng)
+        assert np.isclose(np.sqrt(np.mean(noise**2)), 1.0, rtol=1e-3)
+    low = np.abs(np.fft.rfft(digit_coloured_noise(8000, "pink", rng)))[1:400].mean()
+    high = np.abs(np.fft.rfft(digit_coloured_noise(8000, "pink", rng)))[3000:4000].mean()
+    assert low > 3 * high
+    quiet = DigitAugmentConfig(speed_prob=0, noise_prob=0, rir_prob=0, gain_db=0, pad_seconds=(0.0, 0.0))
+    assert np.allclose(digit_augmented_copies(waves[:1], 8000, 1, config=quiet)[0][0], waves[0])
+
+
+# ---------------------------------------------------------------- zero-shot Whisper
+
+
+def test_zero_shot_whisper_recognises_real_digits(fsdd_manifest):
+    from lib.digits.zero_shot_digits import WhisperZeroShotDigits
+
+    frame = fsdd_manifest[fsdd_manifest.split == "test"].groupby("label").head(1)  # one clip of each digit
+    waves, frame, _ = load_digit_waves(frame, 8000, progress=False)
+    recogniser = WhisperZeroShotDigits(sample_rate=8000, compute_type="int8", cpu_threads=1)
+    predictions, texts = recogniser.predict_with_text(waves)
+    hits = int(np.sum(predictions == frame.label.to_numpy()))
+    assert hits >= 7, list(zip(frame.label, texts))  # about 0.94 per clip here; chance is 0.1
+    words = WhisperZeroShotDigits(
+        sample_rate=8000,
+        labels=["eight", "five", "four", "nine", "one", "seven", "six", "three", "two", "zero"],
+        compute_type="int8",
+    )
+    assert words.label_of(" Seven.") == "seven" and words.label_of("hello") is None
+    assert recogniser.calls == 10 and recogniser.seconds > 0
+
+
+# ---------------------------------------------------------------- pretrained encoder
+
+
+@pytest.fixture(scope="module")
+def bundled_encoder():
+    from lib.digits.encoder_digits import load_digit_encoder_adapter
+
+    return load_digit_encoder_adapter("bundled/whisper-tiny.en", "clip")
+
+
+def test_encoder_model_learns_digits_of_an_unseen_speaker(bundled_encoder, fsdd_manifest, tmp_path):
+    """Real Whisper tiny.en frames + the head: trained on 3 speakers, tested on another one."""
+    from lib.digits.encoder_digits import (
+        DigitEncoderConfig,
+        EncoderDigitModel,
+        digit_encoder_features,
+        train_digit_encoder_head,
+    )
+    from lib.digits.model_files import ModelFileError, load_digit_model, save_encoder_digit_model
+
+    train = fsdd_manifest[fsdd_manifest.speaker.isin(["george", "jackson", "lucas"])].groupby(["label", "speaker"])
+    test = fsdd_manifest[fsdd_manifest.speaker == "nicolas"].groupby("label").head(2)
+    train_waves, train, _ = load_digit_waves(train.head(2), 8000, progress=False)
+    test_waves, test, _ = load_digit_waves(test, 8000, progress=False)
+    config = DigitEncoderConfig(layers=[3, 4], epochs=30, pooling="attention")
+    cache = tmp_path / "cache"
+    features = digit_encoder_features(bundled_encoder, train_waves, config, cache_dir=cache, progress=False)
+    assert features["pooled"].shape == (60, 6, 768) and features["frames"][0].shape[1:] == (2, 384)
+    assert features["cache"]["misses"] == 60
+    head, history = train_digit_encoder_head(features["frames"], list(train.label), config, progress=False)
+    model = EncoderDigitModel(bundled_encoder, head, config)
+    accuracy = float(np.mean(model.predict(test_waves) == test.label.to_numpy()))
+    assert accuracy >= 0.75, accuracy  # 6 training clips per digit; chance is 0.1
+    assert history["train_accuracy"][-1] > 0.9 and set(history["layer_weights"]) == {"3", "4"}
+    # cached frames equal recomputed ones; a corrupt cache file is named, rebuilt, and gives the same frames
+    again = digit_encoder_features(bundled_encoder, train_waves[:3], config, cache_dir=cache, progress=False)
+    assert again["cache"]["hits"] == 3
+    files = sorted(cache.rglob("*.npz"))
+    files[0].write_bytes(b"PK\x03\x04 truncated zip")
+    rebuilt = digit_encoder_features(bundled_encoder, train_waves, config, cache_dir=cache, progress=False)
+    assert rebuilt["cache"]["rebuilt"] == 1 and rebuilt["cache"]["misses"] == 1
+    for a, b in zip(rebuilt["frames"], features["frames"]):
+        np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), atol=1e-2)
+    # saved and reloaded: the same predictions; a different encoder is refused
+    path = save_encoder_digit_model(model, tmp_path / "encoder.pt")
+    reloaded = load_digit_model(path, adapter=bundled_encoder)
+    np.testing.assert_allclose(reloaded.predict_logits(test_waves[:4]), model.predict_logits(test_waves[:4]), atol=1e-4)
+    from lib.core.speech_models import load_speech_model
+
+    random_encoder = load_speech_model("bundled/whisper-tiny.en", whisper_mode="clip", weights="random")
+    with pytest.raises(ModelFileError, match="mismatched: the head was trained on encoder weights"):
+        load_digit_model(path, adapter=random_encoder)
+
+
+def test_encoder_layer_curve_scores_every_layer(bundled_encoder, fsdd_manifest):
+    from lib.digits.encoder_digits import DigitEncoderConfig, digit_encoder_features, digit_encoder_layer_curve
+
+    frame = fsdd_manifest[fsdd_manifest.speaker.isin(["theo", "yweweler", "jackson"])].groupby(["label", "speaker"])
+    waves, frame, _ = load_digit_waves(frame.head(1), 8000, progress=False)
+    features = digit_encoder_features(bundled_encoder, waves, DigitEncoderConfig(layers=[3]), progress=False)
+    curve = digit_encoder_layer_curve(features["pooled"], frame.label, frame.speaker, features["layer_names"])
+    assert list(curve) == ["0", "1", "2", "3", "4", "conv"]
+    for entry in curve.values():
+        assert 0.0 <= entry["min_accuracy"] <= entry["mean_accuracy"] <= 1.0 and len(entry["per_speaker_accuracy"]) == 3
+    assert max(curve[k]["mean_accuracy"] for k in ("3", "4")) > curve["conv"]["mean_accuracy"]
+
+
+def test_loso_plot_and_scores_handle_empty_and_missing_answers():
+    from lib.digits.classifier_eval import accuracy_interval, held_out_scores, plot_leave_one_speaker_out
+
+    assert plot_leave_one_speaker_out({}) is None and plot_leave_one_speaker_out({"svm": {}}) is None
+    figure = plot_leave_one_speaker_out({"svm": {"a": 0.9, "b": 0.8}, "zero-shot": {"a": 0.95, "b": 0.97}})
+    assert "mean 0.850, min 0.800" in figure.axes[0].get_legend().get_texts()[0].get_text()
+    scores = held_out_scores([1, 2, 3, 4], [1, None, 3, 5], groups=["x", "x", "y", "y"])
+    assert (
+        scores["accuracy"] == 0.5 and scores["no_answer"] == 1 and scores["per_group_accuracy"] == {"x": 0.5, "y": 0.5}
+    )
+    low, high = accuracy_interval(95, 100)
+    assert 0.88 < low < 0.95 < high < 0.99
