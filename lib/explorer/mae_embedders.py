@@ -43,6 +43,7 @@ class MaeEncoderBase:
 
     kind = "audiomae"
     weights = "pretrained"
+    config_in_key = False  # the external encoder's config is inferred, so it is part of the key
 
     def _setup(self, model, transform, device: str, batch_size: int):
         self.model = model.to(device).eval()
@@ -73,6 +74,20 @@ class MaeEncoderBase:
                 batch = torch.from_numpy(np.stack(items[start : start + self.batch_size])).to(self.device)
                 out.append(self.model.encode(batch, self.pooling).float().cpu().numpy())
         return np.concatenate(out).astype(np.float32)
+
+    def config(self) -> dict:
+        """What the embeddings depend on (the cache key): the checkpoint by hash, pooling, the transform;
+        encoders whose architecture is not fixed by the checkpoint's own config add ``model_config``."""
+        self.load()
+        config = {
+            "kind": self.kind,
+            "name": self.name,
+            "checkpoint": str(self.checkpoint_path),
+            "checkpoint_hash": self.checkpoint_hash,
+        }
+        if self.config_in_key:
+            config["model_config"] = self.model.config
+        return dict(config, pooling=self.pooling, transform=self.transform.config)
 
     def _describe_model(self) -> str:
         c, t = self.model.config, self.transform.config
@@ -117,17 +132,6 @@ class AudioMaeCheckpointEmbedder(MaeEncoderBase):
         self.checkpoint_hash = checkpoint["file_sha256"]
         self.epoch = checkpoint.get("epoch")
         return self
-
-    def config(self) -> dict:
-        self.load()
-        return {
-            "kind": self.kind,
-            "name": self.name,
-            "checkpoint": str(self.checkpoint_path),
-            "checkpoint_hash": self.checkpoint_hash,
-            "pooling": self.pooling,
-            "transform": self.transform.config,
-        }
 
     def info(self) -> dict:
         return dict(self.config(), embedding_dim=self.embedding_dim, model_config=self.model.config, epoch=self.epoch)
@@ -285,6 +289,7 @@ class ExternalCheckpointEmbedder(MaeEncoderBase):
     """An encoder ``state_dict`` (or full-model checkpoint) saved by another program (see the module notes)."""
 
     kind = "external"
+    config_in_key = True
 
     def __init__(
         self,
@@ -355,18 +360,6 @@ class ExternalCheckpointEmbedder(MaeEncoderBase):
         self._setup(model, transform, self.device, self.batch_size)
         self.checkpoint_hash = file_sha256(path)
         return self
-
-    def config(self) -> dict:
-        self.load()
-        return {
-            "kind": self.kind,
-            "name": self.name,
-            "checkpoint": str(self.checkpoint_path),
-            "checkpoint_hash": self.checkpoint_hash,
-            "model_config": self.model.config,
-            "pooling": self.pooling,
-            "transform": self.transform.config,
-        }
 
     def info(self) -> dict:
         return dict(self.config(), embedding_dim=self.embedding_dim, load_report=self.report)
