@@ -1,4 +1,4 @@
-"""Markdown table of one or more ``bench.json`` files, for the README: ``python -m scripts.markdown_table A.json B.json``.
+"""Markdown table of ``bench.json`` files, for the README: ``python -m scripts.markdown_table A.json B.json``.
 
 One column per run (its encoder, first and cached pass), one row per stage, then the totals, the
 checks against the targets, the ESC-50 quality figures where the benchmark computed them, and the
