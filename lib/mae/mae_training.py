@@ -21,16 +21,15 @@
 
 # %%
 import math
-import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
+from lib.core.distributed import distributed_all_reduce_sum, distributed_barrier, distributed_context
 from lib.mae.mae_checkpoints import (
     MaeCheckpointError,
     load_mae_checkpoint,
@@ -39,26 +38,6 @@ from lib.mae.mae_checkpoints import (
     mae_training_differences,
     save_mae_checkpoint,
 )
-
-
-def mae_distributed_context(device: str = "cpu") -> dict:
-    """Join the process group torchrun describes (``WORLD_SIZE`` > 1), or run alone.
-
-    Returns ``{"rank", "world_size", "local_rank", "distributed", "device"}``; under torchrun on
-    GPUs each rank gets ``cuda:<local_rank>``; on CPU the ``gloo`` backend is used.
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if str(device).startswith("cuda") and torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
-    if dist.is_initialized():
-        rank, world = dist.get_rank(), dist.get_world_size()
-        local_rank = int(os.environ.get("LOCAL_RANK", rank))
-        if str(device).startswith("cuda"):
-            device = f"cuda:{local_rank}"
-            torch.cuda.set_device(device)
-        return {"rank": rank, "world_size": world, "local_rank": local_rank, "distributed": True, "device": device}
-    return {"rank": 0, "world_size": 1, "local_rank": 0, "distributed": False, "device": device}
 
 
 def mae_optimizer_step(loss, optimizer, params, scaler=None, clip_grad=None) -> None:
@@ -148,7 +127,7 @@ def mae_pretrain(
     resume = resume if resume == "force" else bool(resume)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be a whole number >= 0, not {epochs!r}")
-    ctx = mae_distributed_context(device)
+    ctx = distributed_context(device)
     device, rank, world = ctx["device"], ctx["rank"], ctx["world_size"]
     x = _mae_as_tensor(x).float()
     if len(x) < world:
@@ -173,8 +152,7 @@ def mae_pretrain(
     start_epoch, moved_aside = 0, None
     checkpoint_path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
     if checkpoint_path is not None and checkpoint_path.exists() and resume is False:
-        if ctx["distributed"]:
-            dist.barrier()  # every rank has seen the old file before rank 0 renames it
+        distributed_barrier(ctx)  # every rank has seen the old file before rank 0 renames it
         if rank == 0:
             moved_aside = mae_move_checkpoint_aside(checkpoint_path)
             print(f"resume=False: moved the existing checkpoint to {moved_aside}; pretraining starts from scratch")
@@ -242,10 +220,7 @@ def mae_pretrain(
             mae_optimizer_step(loss, optimizer, model.parameters(), scaler, clip_grad)
             loss_sum += torch.tensor([loss.item() * len(index), len(index)], dtype=torch.float64)
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        if ctx["distributed"]:
-            reduced = loss_sum.to(device) if device.startswith("cuda") else loss_sum
-            dist.all_reduce(reduced)
-            loss_sum = reduced.cpu()
+        loss_sum = distributed_all_reduce_sum(loss_sum, ctx)
         seconds = time.perf_counter() - started
         history["loss"].append(float(loss_sum[0] / loss_sum[1]))
         history["lr"].append(float(lr_now))
@@ -274,8 +249,7 @@ def mae_pretrain(
                         "training": training,
                     },
                 )
-        if ctx["distributed"]:
-            dist.barrier()
+        distributed_barrier(ctx)
     history["start_epoch"] = start_epoch
     history["epochs_done"] = max(start_epoch, epochs)
     history["skipped"] = start_epoch >= epochs and start_epoch > 0
