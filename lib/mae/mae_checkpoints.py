@@ -92,6 +92,13 @@ def save_mae_checkpoint(
     return file_sha256(path)
 
 
+# %% [markdown]
+# ## Loading and validating a checkpoint
+#
+# Every problem becomes a `MaeCheckpointError` that names the file and says what to do.
+
+
+# %%
 def _mae_config_differences(saved: dict, current: dict) -> list:
     keys = sorted(set(saved) | set(current))
     norm = json_plain

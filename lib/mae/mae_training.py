@@ -259,7 +259,7 @@ def mae_pretrain(
 
 
 # %% [markdown]
-# ## Embeddings, fine-tuning, linear probing, evaluation
+# ## Embeddings, augmentation and layer-wise learning rates
 
 
 # %%
@@ -325,6 +325,11 @@ def mae_layer_decay_groups(classifier, weight_decay: float, layer_decay: float =
     return list(groups.values())
 
 
+# %% [markdown]
+# ## Fine-tuning and linear probing
+
+
+# %%
 def mae_train_classifier(
     classifier,
     x,
@@ -407,6 +412,11 @@ def mae_train_classifier(
     return history
 
 
+# %% [markdown]
+# ## Prediction and evaluation
+
+
+# %%
 @torch.no_grad()
 def mae_predict(classifier, x, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
     """Class probabilities ``[N, K]`` of a classifier in eval mode."""

@@ -119,6 +119,11 @@ class KeywordTranscriber:
         return {"text": text, "words": pd.DataFrame(words, columns=["word", "start", "end", "probability"])}
 
 
+# %% [markdown]
+# ## Loading Whisper and transcribing
+
+
+# %%
 def load_keyword_transcriber(
     model: str | None = None,
     backend: str = "faster-whisper",
@@ -219,6 +224,14 @@ def transcribe_utterances(
     return result
 
 
+# %% [markdown]
+# ## Keywords on the model's frame grid
+#
+# Word timestamps turned into start and end frames, the most frequent words, and a boolean mask of
+# the frames they cover.
+
+
+# %%
 def keyword_markers(
     words: pd.DataFrame,
     keywords=None,

@@ -87,6 +87,11 @@ def save_tier1_checkpoint(path, models: dict, optimizers: dict, step: int, paylo
     return atomic_torch_save(path, state)
 
 
+# %% [markdown]
+# ## Loading, rebuilding and moving checkpoints aside
+
+
+# %%
 def load_tier1_checkpoint(path, identity: dict | None = None) -> dict:
     """Read and validate a checkpoint; with ``identity``, refuse one from another configuration."""
     path = Path(path).expanduser()
@@ -171,7 +176,6 @@ def _tier1_unwrap(model):
 # ## The loop
 
 
-# %%
 # %%
 def tier1_lr_at(step: int, total: int, warmup: int, base: float) -> float:
     if warmup > 0 and step < warmup:
