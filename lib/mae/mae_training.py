@@ -88,6 +88,47 @@ def _mae_as_tensor(x) -> torch.Tensor:
     return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
 
 
+def _mae_resume(
+    checkpoint_path, resume, training: dict, model, optimizer, scaler, device, epochs: int, rank: int, history: dict
+):
+    """``(start_epoch, history)`` from ``checkpoint_path`` after checking its training record against ``training``."""
+    saved = load_mae_checkpoint(checkpoint_path, map_location="cpu")
+    differences = mae_training_differences((saved.get("extra") or {}).get("training"), training)
+    if differences and resume != "force":
+        raise MaeCheckpointError(
+            f"{checkpoint_path}: this run would resume a checkpoint trained differently:\n  - "
+            + "\n  - ".join(differences)
+            + "\nResume anyway with resume='force' (-p resume force), start afresh with resume=False "
+            "(the old checkpoint is moved aside, not deleted), or use another checkpoint_dir."
+        )
+    if differences and rank == 0:
+        print(f"resume='force': resuming {checkpoint_path} despite: " + "; ".join(differences))
+    checkpoint = load_mae_checkpoint(
+        checkpoint_path, model=model, optimizer=optimizer, scaler=scaler, map_location=device
+    )
+    start_epoch = int(checkpoint["epoch"]) + 1
+    history = {k: list(v) for k, v in checkpoint["history"].items() if k in history}
+    if rank == 0 and start_epoch > epochs:
+        print(
+            f"{checkpoint_path} already holds {start_epoch} epochs; epochs={epochs} asks for fewer, so "
+            f"training is skipped and the model is the {start_epoch}-epoch checkpoint (resume=False "
+            "starts a new run and moves this checkpoint aside)."
+        )
+    elif rank == 0 and start_epoch == epochs:
+        print(f"{checkpoint_path} already holds all {epochs} epochs: nothing to train (raise epochs to continue).")
+    elif rank == 0:
+        print(f"Resuming from {checkpoint_path} (epoch {start_epoch} of {epochs} done before)")
+    return start_epoch, history
+
+
+# %% [markdown]
+# ## Masked pretraining
+#
+# One loop for a notebook run and for `torchrun`: resume or move aside, shard each epoch's
+# permutation over the ranks, average the loss over them, and checkpoint on rank 0.
+
+
+# %%
 def mae_pretrain(
     model,
     x,
@@ -157,32 +198,9 @@ def mae_pretrain(
             moved_aside = mae_move_checkpoint_aside(checkpoint_path)
             print(f"resume=False: moved the existing checkpoint to {moved_aside}; pretraining starts from scratch")
     elif checkpoint_path is not None and checkpoint_path.exists():
-        saved = load_mae_checkpoint(checkpoint_path, map_location="cpu")
-        differences = mae_training_differences((saved.get("extra") or {}).get("training"), training)
-        if differences and resume != "force":
-            raise MaeCheckpointError(
-                f"{checkpoint_path}: this run would resume a checkpoint trained differently:\n  - "
-                + "\n  - ".join(differences)
-                + "\nResume anyway with resume='force' (-p resume force), start afresh with resume=False "
-                "(the old checkpoint is moved aside, not deleted), or use another checkpoint_dir."
-            )
-        if differences and rank == 0:
-            print(f"resume='force': resuming {checkpoint_path} despite: " + "; ".join(differences))
-        checkpoint = load_mae_checkpoint(
-            checkpoint_path, model=model, optimizer=optimizer, scaler=scaler, map_location=device
+        start_epoch, history = _mae_resume(
+            checkpoint_path, resume, training, model, optimizer, scaler, device, epochs, rank, history
         )
-        start_epoch = int(checkpoint["epoch"]) + 1
-        history = {k: list(v) for k, v in checkpoint["history"].items() if k in history}
-        if rank == 0 and start_epoch > epochs:
-            print(
-                f"{checkpoint_path} already holds {start_epoch} epochs; epochs={epochs} asks for fewer, so "
-                f"training is skipped and the model is the {start_epoch}-epoch checkpoint (resume=False "
-                "starts a new run and moves this checkpoint aside)."
-            )
-        elif rank == 0 and start_epoch == epochs:
-            print(f"{checkpoint_path} already holds all {epochs} epochs: nothing to train (raise epochs to continue).")
-        elif rank == 0:
-            print(f"Resuming from {checkpoint_path} (epoch {start_epoch} of {epochs} done before)")
     if epochs == 0 and start_epoch == 0 and rank == 0:
         print("epochs=0 and no checkpoint to resume: no pretraining; the model keeps its initial (random) weights.")
     wrapped = model
