@@ -40,7 +40,7 @@ LIVE_SOURCES = ("microphone", "file (real time)", "browser microphone (Colab)")
 
 
 # %% [markdown]
-# ## Sources and stepping
+# ## Sources, stepping and reset
 #
 # A pipeline reads from any block source: a file (in real time, as fast as possible, or on a
 # simulated clock), the microphone, or the browser microphone in Colab. `warm_up` runs throw-away
