@@ -59,6 +59,14 @@ class DatasetSpec:
     extra: dict = field(default_factory=dict)
 
 
+# %% [markdown]
+# ## The registry
+#
+# One `DatasetSpec` per data set: the folders it may sit in, the file that marks a complete copy,
+# the download URL and its checksum. Every LibriSpeech subset is an entry of its own.
+
+
+# %%
 LIBRISPEECH_SHA256 = {
     "dev-clean": "76f87d090650617fca0cac8f88b9416e0ebf80350acb97b343a85fa903728ab3",
     "dev-other": "12661c48e8c3fe1de2c1caa4c3e135193bfb1811584f11f569dd12645aa84365",
@@ -149,6 +157,14 @@ for _subset, _sha in LIBRISPEECH_SHA256.items():
     )
 
 
+# %% [markdown]
+# ## Where a data set is looked for
+#
+# The search roots (`$AUDIOLENS_DATA`, then `data/`) and the check that a folder holds a complete
+# copy: its marker file and at least the expected number of audio files.
+
+
+# %%
 def data_roots(explicit_root=None) -> list:
     """The folders searched for data sets, in order: ``$AUDIOLENS_DATA`` then ``data/``."""
     roots = []
@@ -184,6 +200,15 @@ def _validate(spec: DatasetSpec, folder: Path) -> str | None:
     return None
 
 
+# %% [markdown]
+# ## Download and extraction
+#
+# A download goes to a `.part` file and is checked before it takes its name; an extraction goes to a
+# staging folder renamed into place, and an incomplete copy already there is set aside, never deleted.
+# One process at a time downloads into a data folder (a lock on the folder).
+
+
+# %%
 def _download(url: str, target: Path, checksum: str | None) -> Path:
     """Download ``url`` to ``target`` with a progress bar and verify ``checksum``.
 
@@ -280,6 +305,14 @@ def _remove_if_empty(folder: Path) -> None:
         pass
 
 
+# %% [markdown]
+# ## Finding a data set
+#
+# `find_dataset` tries the explicit path, the search roots and then the download, and when all
+# fail its error lists every place it looked and the URL to fetch by hand.
+
+
+# %%
 def find_dataset(name: str, path=None, download: bool = True, data_dir=None) -> Path:
     """Locate data set ``name`` (a key of ``DATASETS``) and return its folder.
 
@@ -450,6 +483,15 @@ def load_labelled_folder(
     return parse_clip_names(files, test_indices=test_indices)
 
 
+# %% [markdown]
+# ## ESC-50, Speech Commands and LibriSpeech
+#
+# The manifests of the downloadable data sets, each from the data set's own metadata: ESC-50's
+# `meta/esc50.csv`, Speech Commands' official validation and test lists, LibriSpeech's
+# `speaker-chapter-utterance` file names and `SPEAKERS.TXT` (the sex of each speaker).
+
+
+# %%
 def load_esc50(path=None, download: bool = True) -> pd.DataFrame:
     """ESC-50 manifest: ``path, label (target 0-49), category, fold (1-5), esc10, src_file, take``."""
     root = find_dataset("esc50", path=path, download=download)

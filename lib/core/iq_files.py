@@ -87,6 +87,14 @@ def _iq_sigmf_meta(data_path: Path, meta_path: Path) -> dict:
     }
 
 
+# %% [markdown]
+# ## Reading one recording
+#
+# `read_iq` decodes each file form to `complex64`, takes the sample rate from the file, a sidecar or
+# the argument, and rejects truncated files, empty recordings and non-finite samples by name.
+
+
+# %%
 def read_iq(path, sample_rate: float | None = None, max_samples: int | None = None):
     """``(iq complex64 [n], sample_rate, info)`` of one recording (see the module notes).
 
@@ -156,6 +164,14 @@ def read_iq(path, sample_rate: float | None = None, max_samples: int | None = No
     return iq, float(rate), info
 
 
+# %% [markdown]
+# ## Writing recordings
+#
+# SigMF (`cf32_le` data + metadata with the label as an annotation) or `.npy` with a JSON sidecar
+# for the sample rate, both written atomically and both read back by `read_iq`.
+
+
+# %%
 def write_sigmf(base_path, iq, sample_rate: float, label: str | None = None, description: str = "") -> Path:
     """Write ``<base>.sigmf-data`` (cf32_le) and ``<base>.sigmf-meta``; return the data path."""
     base = Path(base_path)

@@ -95,6 +95,14 @@ def _explorer_first_column(manifest: pd.DataFrame, *names):
     return next((c for c in names if c in manifest.columns and manifest[c].nunique() > 1), None)
 
 
+# %% [markdown]
+# ## The built-in loaders
+#
+# FSDD, the LibriSpeech sample, anything in ESC-50's layout and any labelled folder, each saying
+# which column is the label, which groups clips and which gives the folds.
+
+
+# %%
 @register_explorer_dataset("fsdd")
 def explorer_fsdd(data_path=None, label_column=None, **_options) -> ExplorerData:
     manifest = load_fsdd(data_path)
@@ -153,6 +161,14 @@ def explorer_folder(data_path=None, labels_csv=None, label_column=None, **_optio
     )
 
 
+# %% [markdown]
+# ## Loading a data set by name
+#
+# The one entry point of the notebook: aliases resolved, a data set that lives in the AudioMAE/RF
+# variant named with the notebook to open, rows without a label dropped and counted.
+
+
+# %%
 def load_explorer_dataset(
     name: str, data_path=None, labels_csv=None, label_column=None, sample_rate=None, cache_dir=None
 ) -> ExplorerData:

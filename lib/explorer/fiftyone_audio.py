@@ -104,6 +104,15 @@ def fo_configure(database_dir=None, dataset_dir=None, do_not_track: bool = True)
         fo.config.do_not_track = do_not_track
 
 
+# %% [markdown]
+# ## Connecting, one process at a time
+#
+# `fo_connect` serialises the first connection to a database folder with a lock file, so two
+# explorers starting at once share one MongoDB instead of failing inside FiftyOne; when it cannot,
+# the error names the folder and the process that holds it.
+
+
+# %%
 class FoDatabaseInUseError(RuntimeError):
     """Another process holds the FiftyOne database folder; the message says which and what to do."""
 
@@ -261,7 +270,10 @@ def fo_geolocations(manifest: pd.DataFrame, coords_csv=None, by: str = "label", 
 
 
 # %% [markdown]
-# ## Building the data set
+# ## What the user made
+#
+# Tags, saved views, fields, runs and workspaces that the explorer did not record as its own: a
+# rebuild never deletes them silently.
 
 
 # %%
@@ -315,6 +327,14 @@ def fo_record_made(dataset, saved_views=(), brain_keys=()) -> None:
     dataset.save()
 
 
+# %% [markdown]
+# ## Reusing or replacing a data set
+#
+# A data set records the fingerprint of what it was built from: the same content is reused as it
+# is, other content replaces it only when it holds nothing of the user's (or with `overwrite`).
+
+
+# %%
 def fo_content_fingerprint(manifest: pd.DataFrame, embeddings, preview_paths, video_paths=None, lonlat=None) -> str:
     """SHA-256 of what a data set is built from (clips, labels, metadata, embeddings, media, locations)."""
     import hashlib
@@ -358,6 +378,14 @@ def fo_open_dataset(name: str, fingerprint: str, overwrite: bool = False):
     return None, "replace"
 
 
+# %% [markdown]
+# ## Building the data set
+#
+# One group per clip: a spectrogram slice (the PNG preview, carrying the embedding) and, when the
+# clip has a video, a playback slice; every manifest column becomes a field of both.
+
+
+# %%
 def _fo_value(value):
     if value is None:
         return None

@@ -138,6 +138,14 @@ def fo_audio_spaces(samples_share: float = 0.6):
     )
 
 
+# %% [markdown]
+# ## Interactive notebook or batch run
+#
+# `fo_execution_context` looks at the IPython shell, the environment and the command lines of the
+# kernel's parent processes; a kernel started by a driver it does not know counts as batch.
+
+
+# %%
 def _fo_parent_cmdlines(levels: int = 3) -> list:
     lines, pid = [], os.getppid()
     for _ in range(levels):
@@ -183,6 +191,14 @@ def fo_execution_context() -> str:
     return "papermill"  # a kernel started by an unknown driver: treat it as batch, never block it
 
 
+# %% [markdown]
+# ## Launching and stopping the App
+#
+# The App starts only where someone can look at it, and stopping it ends the service process and
+# every child it started.
+
+
+# %%
 def fo_launch_app(
     dataset_or_view,
     port: int = 5151,
@@ -261,6 +277,13 @@ def fo_stop_app(session=None, port: int | None = None, timeout: float = 10.0) ->
     return stopped
 
 
+# %% [markdown]
+# ## Listening in the notebook
+#
+# Audio players under the cell for the first clips of any view: a query result or the App's selection.
+
+
+# %%
 def fo_play_clips(view, max_clips: int = 5, field: str = "audio_filepath"):
     """Notebook audio players for the first ``max_clips`` clips of a view (e.g. a query result).
 

@@ -245,6 +245,14 @@ def mae_infer_config(tensors: dict, overrides: dict | None = None) -> dict:
     return config
 
 
+# %% [markdown]
+# ## What loaded and what did not
+#
+# Tensors load where name and shape match; the report counts matched, missing, unexpected and
+# wrong-shape tensors and the share of the encoder's parameters that loaded.
+
+
+# %%
 def mae_load_report(model, tensors: dict) -> dict:
     """Load ``tensors`` into ``model``'s encoder where names and shapes match; return what happened."""
     target = {k: v for k, v in model.state_dict().items() if not MAE_EXTERNAL_IGNORED.match(k)}
@@ -284,6 +292,15 @@ def mae_format_report(report: dict, limit: int = 8) -> str:
     )
 
 
+# %% [markdown]
+# ## The external encoder
+#
+# `ExternalCheckpointEmbedder` maps the checkpoint, infers the config (overridable with
+# `external_config`), prints the load report and refuses a checkpoint that loads less than
+# `min_loaded` of the encoder.
+
+
+# %%
 @register_explorer_encoder("external")
 class ExternalCheckpointEmbedder(MaeEncoderBase):
     """An encoder ``state_dict`` (or full-model checkpoint) saved by another program (see the module notes)."""

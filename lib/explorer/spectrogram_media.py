@@ -101,6 +101,14 @@ def spec_preview_scale(
     }
 
 
+# %% [markdown]
+# ## The preview renderer
+#
+# One PNG per clip on the shared colour scale, named by the file's path, size and time and the
+# scale, so an unchanged clip is never drawn twice; picklable, so worker processes can run it.
+
+
+# %%
 class SpecPreviewRenderer:
     """Renders one clip's PNG log-mel preview with a fixed colour ``scale`` (picklable: runs in workers).
 
