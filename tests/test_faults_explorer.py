@@ -98,7 +98,8 @@ def test_unreadable_clips_are_cached_as_audio_failures(tmp_path, clips):
 
 CONNECT = textwrap.dedent(
     """
-    import sys
+    import faulthandler, sys
+    faulthandler.dump_traceback_later(480, exit=True)  # a hang ends with where it hung, not a silent timeout
     sys.path.insert(0, {root!r})
     from lib.explorer.fiftyone_audio import FoDatabaseInUseError, fo_connect
     try:
@@ -138,7 +139,7 @@ def test_a_database_folder_in_use_says_so(tmp_path):
 def test_two_explorers_starting_on_one_folder_both_work_or_say_why(tmp_path):
     folder = tmp_path / "shared-db"
     procs = [_connect(folder) for _ in range(2)]
-    outputs = [p.communicate(timeout=900)[0] for p in procs]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
     for proc, out in zip(procs, outputs):
         assert proc.returncode in (0, 3, 4), out
         assert "CONNECTED" in out or "is in use" in out or "did not start within" in out, out

@@ -158,7 +158,7 @@ def fo_connect(database_dir=None, dataset_dir=None, timeout: float = 120.0) -> s
             import fiftyone as fo  # importing it takes seconds: only once the folder is ours
 
             try:
-                fo.list_datasets()
+                _fo_call_within(fo.list_datasets, max(timeout, 60.0), folder)
             except Exception as error:  # noqa: BLE001 - FiftyOne raises many kinds here
                 text = f"{type(error).__name__}: {error}"
                 others = [pid for pid, d in fo_running_database_dirs() if _fo_same_dir(d, folder)]
@@ -173,6 +173,32 @@ def fo_connect(database_dir=None, dataset_dir=None, timeout: float = 120.0) -> s
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return str(folder)
+
+
+def _fo_call_within(call, seconds: float, folder: Path):
+    """``call()`` in a daemon thread, waited for at most ``seconds``: a database that never answers
+    (seen on an overloaded machine) becomes a clear error instead of a notebook that hangs."""
+    import threading
+
+    box = {}
+
+    def work():
+        try:
+            box["value"] = call()
+        except BaseException as error:  # noqa: BLE001 - handed to the caller
+            box["error"] = error
+
+    thread = threading.Thread(target=work, name="fo-connect", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise RuntimeError(
+            f"FiftyOne's database on {folder} did not start within {seconds:.0f} s (no answer). On a busy machine "
+            "MongoDB can take longer: run again, or point fiftyone_db_dir at a fresh folder."
+        )
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
 
 
 def _fo_same_dir(a, b) -> bool:
