@@ -67,7 +67,7 @@ def bundled_cache(tmp_path_factory):
         yield folder
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def hf_model(bundled_cache):
     import transformers
 
@@ -75,7 +75,7 @@ def hf_model(bundled_cache):
     return model.eval()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ct2_model():
     return ctranslate2.models.Whisper(str(bundled_ct2_dir()), device="cpu", compute_type="float32", intra_threads=1)
 
@@ -129,7 +129,7 @@ def test_conversion_fills_every_parameter(bundled_cache, hf_model):
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def decoded(hf_model, ct2_model, fsdd_manifest):
     """50 FSDD clips (10 digits x 5 of the 6 speakers, rotating): both encoders, both greedy decoders."""
     import transformers
