@@ -230,6 +230,14 @@ class DigitCnnConfig:
         return cls(**known)
 
 
+# %% [markdown]
+# ## The CNN: front end and network
+#
+# Log-mel front end computed on the fly (so waveform augmentation and SpecAugment run on the
+# batch), then a small convolutional network with global pooling.
+
+
+# %%
 class DigitFrontend(nn.Module):
     """Waveform ``[batch, samples]`` -> MFCC or log-mel ``[batch, features, frames]`` (librosa's filters)."""
 
@@ -347,6 +355,14 @@ class DigitCnn(nn.Module):
         return self.head(torch.cat([x.mean(dim=-1), x.amax(dim=-1)], dim=1))
 
 
+# %% [markdown]
+# ## Training the CNN
+#
+# Fixed-length waves, waveform augmentation on the batch, early stopping on a validation split,
+# and a learning-rate grid that keeps the best run.
+
+
+# %%
 def fix_wave_length(waves, n_samples: int) -> np.ndarray:
     """Pad with zeros (at the end) or cut clips to ``n_samples``; ``[clips, n_samples]`` float32."""
     out = np.zeros((len(waves), n_samples), dtype=np.float32)
@@ -417,6 +433,7 @@ def _cnn_evaluate(network: DigitCnn, x: torch.Tensor, y: torch.Tensor, batch_siz
     return correct / max(1, len(x)), loss / max(1, len(x))
 
 
+# %%
 def train_digit_cnn(
     waves,
     labels,
@@ -548,6 +565,7 @@ def train_digit_cnn(
     return CnnDigitModel(network.eval(), device=device), history
 
 
+# %%
 def train_digit_cnn_lr_grid(
     waves, labels, config: DigitCnnConfig, lr_grid, device: str = "cpu", seed: int = 0, **kwargs
 ):

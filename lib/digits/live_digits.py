@@ -39,7 +39,14 @@ import numpy as np
 
 from lib.core.audio import load_audio
 
+# %% [markdown]
+# ## Energy VAD
+#
+# Speech segments from a stream of chunks: 20 ms frames above an absolute RMS threshold and a
+# margin above the tracked noise floor, bridged by a hangover, kept when long enough.
 
+
+# %%
 @dataclass
 class VadConfig:
     """Energy VAD settings (milliseconds and dBFS)."""
@@ -166,6 +173,13 @@ def vad_segments(wave: np.ndarray, sample_rate: int, config: VadConfig | None = 
         segments += vad.process(wave[i : i + chunk])
     segments += vad.flush()
     return [(s["start"] / sample_rate, s["end"] / sample_rate) for s in segments]
+
+
+# %% [markdown]
+# ## The streaming recogniser
+#
+# Any digit model behind the VAD: temperature, confidence threshold, early or forced emission,
+# and the three modes (toggle, push-to-talk, continuous sliding window).
 
 
 # %%
@@ -335,6 +349,7 @@ class StreamingDigitRecognizer:
         return [event] if event else []
 
 
+# %%
 def stream_audio_file(
     path_or_wave,
     recognizer: StreamingDigitRecognizer,
@@ -491,6 +506,7 @@ def check_microphone(device=None):
     return sd, info
 
 
+# %%
 class MicrophoneDigitStream:
     """Feed a `StreamingDigitRecognizer` from the microphone (sounddevice) on a worker thread."""
 
@@ -556,6 +572,7 @@ class MicrophoneDigitStream:
         return self.recognizer.finish()
 
 
+# %%
 def live_digit_widget(recognizer: StreamingDigitRecognizer, device=None):
     """ipywidgets panel: Listen (toggle, VAD) and Talk (push-to-talk: click to start, click to stop)."""
     import ipywidgets as widgets

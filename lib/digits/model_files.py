@@ -242,6 +242,14 @@ def save_wav2vec2_digit_model(model: Wav2Vec2DigitModel, folder) -> Path:
     return folder
 
 
+# %% [markdown]
+# ## Loading a model file
+#
+# Each format is checked before it is used (signature, metadata, shapes), and a bad file is one
+# `ModelFileError` naming the file and what to do.
+
+
+# %%
 def _load_sklearn(path: Path) -> SklearnDigitModel:
     verify_digit_model_file(path)  # before any unpickling
     try:
@@ -370,6 +378,7 @@ def _load_encoder(weights: Path, meta: dict, device: str = "cpu", adapter=None) 
     return EncoderDigitModel(adapter, head, config, device=device)
 
 
+# %%
 def _load_pretrained_folder(folder: Path, device: str = "cpu", input_sample_rate: int = 8000):
     meta_path = folder / "audiolens.json"
     try:

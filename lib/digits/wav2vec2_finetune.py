@@ -24,7 +24,14 @@ from sklearn.model_selection import train_test_split
 
 from lib.digits.digit_models import DigitClassifierBase
 
+# %% [markdown]
+# ## Loading the model
+#
+# A hub id or a local folder through `from_pretrained`; a model that cannot be loaded is one
+# `Wav2Vec2Unavailable` error with the reason, which the notebook records before going on.
 
+
+# %%
 class Wav2Vec2Unavailable(RuntimeError):
     """The Wav2Vec2 checkpoint could not be loaded; the message says why and what to do."""
 
@@ -82,6 +89,14 @@ def load_wav2vec2_classifier(
     return model, extractor
 
 
+# %% [markdown]
+# ## The fine-tuned model as a digit classifier
+#
+# The same interface as the SVM, CNN and encoder models: logits for a batch of waves, `save` to
+# a `save_pretrained` folder.
+
+
+# %%
 class Wav2Vec2DigitModel(DigitClassifierBase):
     """A fine-tuned audio-classification model behind the common digit-model interface."""
 
@@ -143,6 +158,15 @@ def wav2vec2_batch(extractor, waves, device: str = "cpu") -> dict:
     return {k: v.to(device) for k, v in batch.items() if k in ("input_values", "attention_mask")}
 
 
+# %% [markdown]
+# ## Fine-tuning
+#
+# AdamW with linear warm-up and decay, padding with attention masks, optional additive noise
+# (`noise_prob`), the best validation checkpoint kept; `finetune_wav2vec2_lr_grid` runs it once
+# per learning rate and keeps the best.
+
+
+# %%
 def finetune_wav2vec2(
     model,
     extractor,
@@ -283,6 +307,7 @@ def finetune_wav2vec2(
     return wrapped, history
 
 
+# %%
 def finetune_wav2vec2_lr_grid(model_factory, extractor, waves, labels, lr_grid, **kwargs):
     """Fine-tune a fresh model (``model_factory()``) per learning rate; keep the best on validation accuracy.
 
