@@ -47,3 +47,17 @@ def test_list_modules_names_each_notebooks_modules(capsys):
     for name in asm.available_recipes():
         assert f"{name} (" in out
     assert "lib/core/audio.py" in out and "lib/digits/digit_models.py" in out
+
+
+MAX_CELL_LINES = 180  # CLAUDE.md asks for about 150; past this a module arrives in the notebook as one wall of code
+
+
+def test_no_lib_module_arrives_as_one_giant_cell():
+    too_long = []
+    for module in MODULES:
+        script = asm.parse_script(asm.LIB_DIR / (module.replace(".", "/") + ".py"), module)
+        for number, cell in enumerate(script.cells, start=1):
+            lines = len(cell.source.strip().splitlines())
+            if cell.kind == "code" and lines > MAX_CELL_LINES:
+                too_long.append(f"lib/{module.replace('.', '/')}.py cell {number}: {lines} lines")
+    assert not too_long, "split these cells at a natural seam (a '# %% [markdown]' heading): " + "; ".join(too_long)
