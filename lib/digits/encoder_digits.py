@@ -6,7 +6,7 @@
 # encoder (the real bundled weights) frozen and trains only a small head on its frames:
 #
 # 1. each clip is trimmed of leading/trailing silence, resampled to 16 kHz and placed at the
-#    start of a `window_seconds` (3 s) window of silence; the encoder runs in `whisper_mode`
+#    start of a `window_seconds` (1.5 s) window of silence; the encoder runs in `whisper_mode`
 #    (`"clip"`: positional embeddings sliced to that window, about 10x cheaper than
 #    `"padded"`, the 30-second reference) and only the frames that cover the clip are kept
 #    (50 per second);
@@ -55,7 +55,7 @@ class DigitEncoderConfig:
     layers: list = field(default_factory=lambda: [3])
     input_sample_rate: int = 8000  # rate of the waves given to predict_*
     trim_db: float | None = 35.0  # trim leading/trailing audio this far below the peak (None: keep all)
-    window_seconds: float = 3.0  # the clip starts a window of silence this long (clip mode: the encoder's input)
+    window_seconds: float = 1.5  # the clip starts a window of silence this long (clip mode: the encoder's input)
     max_seconds: float = 3.0  # longer clips are cut
     pooling: str = "attention"  # mean | mean+std | attention
     combine: str = "mix"  # mix: softmax-weighted sum of the layers | concat: layers side by side
@@ -116,7 +116,8 @@ def digit_encoder_input(wave, config: DigitEncoderConfig) -> tuple:
     The clip is placed at the start of ``window_seconds`` of silence (at least 0.2 s of it):
     Whisper was trained on speech followed by silence in a 30 s window, and in clip mode a
     longer window of silence brings its frames closer to that reference (held-out-speaker
-    accuracy of layer 3 rose from 0.96 with no padding to 0.98 with a 3 s window here).
+    accuracy of layer 3 rose from 0.96 with no padding to 0.98 with a 3 s window here; a 1.5 s
+    window scores the same, 0.985 with a linear probe and 0.987 with the head, at half the cost).
     """
     import librosa
 
