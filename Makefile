@@ -18,7 +18,7 @@ ifeq ($(origin AUDIOLENS_DATA), undefined)
 endif
 export HF_HUB_DISABLE_TELEMETRY = 1
 
-.PHONY: setup demo test lint build check clean
+.PHONY: setup demo test test-browser lint build check clean
 
 setup: $(STAMP)
 
@@ -53,6 +53,13 @@ test: $(STAMP)
 	$(VENV)/bin/ruff format --check lib generator tests scripts
 	$(PY) -m generator.cli check
 	$(PY) -m pytest -n $(JOBS) --dist loadgroup -p no:cacheprovider tests
+
+# The FiftyOne App in a real browser: Debian's Chromium (apt-get install -y chromium) driven by
+# Playwright for Python (never `playwright install`); screenshots in runs/test-browser/<time>/.
+test-browser: $(STAMP)
+	@command -v chromium >/dev/null 2>&1 || { echo "make test-browser needs Chromium: apt-get install -y chromium"; exit 1; }
+	AUDIOLENS_BROWSER_TESTS=1 AUDIOLENS_BROWSER_OUT=$(CURDIR)/runs/test-browser/$(shell date +%Y%m%d-%H%M%S) \
+	  $(PY) -m pytest -p no:cacheprovider -m browser tests/test_fiftyone_browser.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -361,16 +361,71 @@ def _first_line(script: Script) -> str:
     return script.name
 
 
+def recipe_script(name: str, recipes_dir: Path | None = None, lib_dir: Path | None = None) -> Script:
+    """The parsed recipe of notebook ``name``: its recipe file, or for a variant (``RECIPE_VARIANTS``) its
+    base recipe with the variant's title, extra lib modules and parameter defaults."""
+    from generator.recipes import NOTEBOOKS, RECIPE_VARIANTS
+
+    recipes_dir = Path(recipes_dir or RECIPES_DIR)
+    variant = RECIPE_VARIANTS.get(name) if not (recipes_dir / f"{name}.py").exists() else None
+    recipe_path = recipes_dir / f"{variant['recipe'] if variant else name}.py"
+    if not recipe_path.exists():
+        raise AssemblyError(f"no recipe {recipe_path}; notebooks: {', '.join(sorted(NOTEBOOKS))}")
+    recipe = parse_script(recipe_path, name, lib_dir)
+    if variant is None:
+        return recipe
+    for module in variant["modules"]:
+        if module not in recipe.lib_imports:
+            recipe.lib_imports.append(module)
+    title = next(c for c in recipe.cells if c.kind == "markdown")
+    title.source = re.sub(r"^# .*$", f"# {variant['title']}", title.source, count=1, flags=re.M)
+    title.source += "\n\n" + variant["intro"]
+    params = next(c for c in recipe.cells if c.kind == "code")
+    for key, value in variant["defaults"].items():
+        params.source, found = re.subn(
+            rf"^{re.escape(key)} = .*?(  #.*)?$",
+            lambda m, key=key, value=value: f"{key} = {value!r}{m.group(1) or ''}",
+            params.source,
+            count=1,
+            flags=re.M,
+        )
+        if not found:
+            raise AssemblyError(f"RECIPE_VARIANTS[{name!r}] sets {key!r}, which is not a parameter of {recipe_path}")
+    return recipe
+
+
+def variant_for(name: str, parameters: dict) -> tuple:
+    """``(notebook, parameters, note)``: the variant of ``name`` that ``parameters`` select (see ``RECIPE_VARIANTS``),
+    with the base's defaults for the parameters the variant changes and the user did not set."""
+    from generator.recipes import RECIPE_VARIANTS
+
+    for variant_name, variant in RECIPE_VARIANTS.items():
+        if variant["recipe"] != name:
+            continue
+        hits = [
+            (key.strip(), rule["defaults"])
+            for key, rule in variant["selects"].items()
+            if parameters.get(key.strip()) in rule["values"]
+        ]
+        if hits:
+            merged = {}
+            if all(defaults == "base" for _key, defaults in hits):
+                base = {p: d for p, d, _c in parameters_of(name)}
+                merged = {k: ast.literal_eval(base[k]) for k in variant["defaults"] if k in base}
+            merged.update(parameters)
+            said = ", ".join(f"{key}={parameters[key]!r}" for key, _defaults in hits)
+            return variant_name, merged, f"{said}: running {variant_name} (it carries that code)"
+    return name, parameters, ""
+
+
 def assemble(name: str, recipes_dir: Path | None = None, lib_dir: Path | None = None, extra: str | None = None):
     """Build the notebook ``name`` and return it (an nbformat NotebookNode)."""
     from generator.recipes import NOTEBOOKS
 
     recipes_dir = Path(recipes_dir or RECIPES_DIR)
-    recipe_path = recipes_dir / f"{name}.py"
-    if not recipe_path.exists():
-        raise AssemblyError(f"no recipe {recipe_path}; notebooks: {', '.join(sorted(NOTEBOOKS))}")
     extra = extra or NOTEBOOKS.get(name)
-    recipe = parse_script(recipe_path, name, lib_dir)
+    recipe = recipe_script(name, recipes_dir, lib_dir)
+    recipe_path = recipe.path
     modules = resolve_modules(recipe, lib_dir)
     check_name_clashes(modules, recipe)
 
@@ -383,7 +438,7 @@ def assemble(name: str, recipes_dir: Path | None = None, lib_dir: Path | None = 
     v4 = nbformat.v4
     cells = []
     first_code = recipe.cells.index(code_cells[0])
-    sources = [f"`generator/recipes/{name}.py`"] + [f"`{module_label(m)}`" for m in modules]
+    sources = [f"`generator/recipes/{recipe_path.name}`"] + [f"`{module_label(m)}`" for m in modules]
     provenance = (
         "> **Generated file.** This notebook is built from "
         + ", ".join(sources)
@@ -464,7 +519,7 @@ def assemble(name: str, recipes_dir: Path | None = None, lib_dir: Path | None = 
         "language_info": {"name": "python"},
         "colab": {"provenance": []},
         "audiolens": {
-            "recipe": f"generator/recipes/{name}.py",
+            "recipe": f"generator/recipes/{recipe_path.name}",
             "lib_modules": [module_label(m) for m in modules],
             "extra": extra,
         },
@@ -485,7 +540,7 @@ def build(names=None, out_dir: Path | None = None) -> list:
     out_dir = Path(out_dir or NOTEBOOKS_DIR)
     written = []
     for name in names or available_recipes():
-        if not (RECIPES_DIR / f"{name}.py").exists():
+        if name not in available_recipes():
             raise AssemblyError(f"unknown notebook {name!r}; notebooks: {', '.join(available_recipes())}")
         text = notebook_text(assemble(name))
         path = out_dir / f"{name}.ipynb"
@@ -496,7 +551,11 @@ def build(names=None, out_dir: Path | None = None) -> list:
 
 
 def available_recipes(recipes_dir: Path | None = None) -> list:
-    return sorted(p.stem for p in Path(recipes_dir or RECIPES_DIR).glob("*.py") if not p.name.startswith("_"))
+    """Notebook names: one per recipe file, plus the variants (``RECIPE_VARIANTS``) of those recipes."""
+    from generator.recipes import RECIPE_VARIANTS
+
+    stems = {p.stem for p in Path(recipes_dir or RECIPES_DIR).glob("*.py") if not p.name.startswith("_")}
+    return sorted(stems | {name for name, v in RECIPE_VARIANTS.items() if v["recipe"] in stems})
 
 
 def internal_imports_in_notebook(notebook) -> list:
@@ -547,7 +606,7 @@ def check(out_dir: Path | None = None) -> list:
 def parameters_of(name: str, source: str | None = None) -> list:
     """``(name, default source, comment)`` for each assignment in a recipe's parameters cell."""
     if source is None:
-        recipe = parse_script(RECIPES_DIR / f"{name}.py", name)
+        recipe = recipe_script(name)
         source = next(c for c in recipe.cells if c.kind == "code").source
     out = []
     lines = source.splitlines()

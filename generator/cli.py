@@ -311,15 +311,15 @@ def cmd_list(args) -> int:
 
     if args.modules:
         for name in asm.available_recipes():
-            recipe = asm.parse_script(asm.RECIPES_DIR / f"{name}.py", name)
+            recipe = asm.recipe_script(name)
             modules = asm.resolve_modules(recipe)
-            print(f"{name} ({len(modules)} modules, generator/recipes/{name}.py)")
+            print(f"{name} ({len(modules)} modules, generator/recipes/{recipe.path.name})")
             for module in modules:
                 lines = sum(len(c.source.splitlines()) for c in module.cells if c.kind == "code")
                 print(f"    {asm.module_label(module):<44} {lines:>5} lines  {asm._first_line(module)}")
         return 0
     for name in asm.available_recipes():
-        title = asm._first_line(asm.parse_script(asm.RECIPES_DIR / f"{name}.py", name))
+        title = asm._first_line(asm.recipe_script(name))
         print(f"{name:<26} {title}  [extra: {NOTEBOOKS.get(name, '-')}]")
         for param, default, comment in asm.parameters_of(name):
             note = f"  # {comment}" if comment else ""
@@ -367,6 +367,9 @@ def cmd_run(args) -> int:
     except ParameterError as error:
         print(f"audiolens run: {error}", file=sys.stderr)
         return 2
+    args.name, parameters, note = asm.variant_for(args.name, parameters)  # a variant carries the code asked for
+    if note:
+        print(note)
     run_id = audiolens_new_run_id()
     if args.out:
         out_dir = Path(args.out).expanduser().resolve()

@@ -19,13 +19,12 @@
 import argparse
 import json
 
-import torch.distributed as dist
-
+from lib.core.distributed import distributed_barrier, distributed_context, distributed_teardown
 from lib.core.runtime import pick_device, seed_everything
 from lib.core.subsets import stratified_subset
 from lib.mae.audiomae import build_audiomae_model
 from lib.mae.mae_data import build_mae_data_source, mae_load_split
-from lib.mae.mae_training import mae_distributed_context, mae_pretrain
+from lib.mae.mae_training import mae_pretrain
 from lib.mae.mae_transforms import build_mae_transform
 
 
@@ -62,7 +61,7 @@ def mae_torchrun_parser() -> argparse.ArgumentParser:
 def mae_torchrun_main(argv=None) -> dict:
     """Parse ``argv``, load the training split, pretrain, return the history (on every rank)."""
     args = mae_torchrun_parser().parse_args(argv)
-    ctx = mae_distributed_context(pick_device(args.device))
+    ctx = distributed_context(pick_device(args.device))
     seed_everything(args.seed)  # same seed on every rank: identical initial weights
     source = build_mae_data_source(
         args.dataset, path=args.data_path, labels_csv=args.labels_csv, test_fold=args.test_fold, seed=args.seed
@@ -70,11 +69,11 @@ def mae_torchrun_main(argv=None) -> dict:
     frame = stratified_subset(source.manifest().query("split == 'train'"), args.max_clips, args.seed)
     transform = build_mae_transform("log_mel", sample_rate=args.sample_rate, n_mels=args.n_mels, frames=args.frames)
     cache_dir = args.cache_dir or f"{args.checkpoint_dir}/cache"
-    if ctx["distributed"] and ctx["rank"] != 0:
-        dist.barrier()  # wait for rank 0 to fill the cache
+    if ctx["rank"] != 0:
+        distributed_barrier(ctx)  # wait for rank 0 to fill the cache
     data = mae_load_split(frame, transform, cache_dir=cache_dir, desc=f"log-mel (rank {ctx['rank']})")
-    if ctx["distributed"] and ctx["rank"] == 0:
-        dist.barrier()
+    if ctx["rank"] == 0:
+        distributed_barrier(ctx)
     model = build_audiomae_model(
         args.model, args.size, input_size=(args.n_mels, args.frames), **json.loads(args.overrides)
     )
@@ -102,8 +101,7 @@ def mae_torchrun_main(argv=None) -> dict:
                 }
             )
         )
-    if ctx["distributed"]:
-        dist.destroy_process_group()
+    distributed_teardown()
     return history
 
 

@@ -9,29 +9,32 @@ import shutil
 import numpy as np
 import pytest
 
-from lib.core.audio import load_audio
+from lib.core.audio import audio_info, load_audio
 from lib.core.vector_cache import embed_cache_dir, embed_cache_load, embed_cache_update
 from lib.explorer.audio_embedders import (
-    AudioMaeCheckpointEmbedder,
+    ExplorerEncoderError,
     MfccStatsEmbedder,
     SpeechLayerEmbedder,
-    embed_audio_files,
     embed_audio_files_cached,
+    embed_signal_files,
     make_audio_embedder,
 )
 from lib.explorer.embedding_quality import (
-    embedding_quality_table,
     intra_inter_distances,
+    knn_accuracy_cv,
     precision_at_k,
     precision_at_k_across_groups,
     precision_chance,
+    quality_comparison,
+    quality_report,
 )
 from lib.explorer.spectrogram_media import (
-    spec_decode_audio,
+    make_explorer_transform,
     spec_media_streams,
-    spectrogram_previews,
+    spec_video_metadata,
     spectrogram_videos,
 )
+from tests.explorer_helpers import decode_soundtrack, embed_files, render_previews
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +53,7 @@ class CountingCompute:
 
     def __call__(self, paths):
         self.calls.append(list(paths))
-        return embed_audio_files(paths, self.embedder, batch_size=8, progress=False)
+        return embed_files(paths, self.embedder, batch_size=8)
 
     @property
     def computed(self):
@@ -91,7 +94,7 @@ def test_added_files_are_computed_alone_and_removed_files_dropped(tmp_path, clip
     full, files, report = embed_cache_update(clips, compute, tmp_path, "fsdd", embedder.config(), verbose=False)
     assert sorted(compute.computed) == sorted(clips[10:]), "only the added files may be computed"
     assert report["n_cached"] == 10 and report["n_computed"] == len(clips) - 10
-    reference = embed_audio_files(clips, embedder, progress=False)[0]
+    reference = embed_files(clips, embedder)[0]
     np.testing.assert_allclose(full, reference, rtol=1e-5, atol=1e-5)
     compute.calls.clear()
     fewer, files, report = embed_cache_update(clips[3:9], compute, tmp_path, "fsdd", embedder.config(), verbose=False)
@@ -192,47 +195,62 @@ def test_cached_embedding_metadata(tmp_path, clips):
 def test_speech_model_layer_embedder(tiny_model, clips, tmp_path):
     folder = tiny_model("wavlm")
     embedder = SpeechLayerEmbedder(str(folder), layer=1, local_files_only=True)
-    assert embedder._adapter is None and embedder.model_hash  # keyed by content, model not loaded yet
-    assert embedder.sample_rate == 16000 and embedder._adapter is None
+    assert embedder._adapter is None and embedder.model_hash  # keyed by content; loaded by load(), before any clip
     embeddings, files, meta = embed_audio_files_cached(clips[:3], embedder, tmp_path, "fsdd", progress=False)
     assert embeddings.shape == (3, 32) and np.isfinite(embeddings).all()
-    assert embedder.config()["layer"] == "1"
+    assert embedder.config()["layer"] == "1" and embedder.config()["fingerprint"]
     other = SpeechLayerEmbedder(str(folder), layer=2, local_files_only=True)
     assert embed_cache_dir(tmp_path, "fsdd", other.config()) != embed_cache_dir(tmp_path, "fsdd", embedder.config())
     fresh = SpeechLayerEmbedder(str(folder), layer=1, local_files_only=True)
     again, _, meta2 = embed_audio_files_cached(clips[:3], fresh, tmp_path, "fsdd", progress=False)
-    assert meta2["cache"]["n_computed"] == 0 and fresh._adapter is None, "a cached run must not load the model"
+    assert meta2["cache"]["n_computed"] == 0, "a second run with the same model computes nothing"
     np.testing.assert_array_equal(again, embeddings)
-    with pytest.raises(ValueError, match="no layer"):
-        SpeechLayerEmbedder(str(folder), layer=7, local_files_only=True).embed([np.zeros(16000, np.float32)])
+    assert "layer 1" in embedder.describe() and "wavlm" in embedder.describe()
+    with pytest.raises(ExplorerEncoderError, match="no layer"):
+        SpeechLayerEmbedder(str(folder), layer=7, local_files_only=True).load()
+    with pytest.raises(ExplorerEncoderError, match="cannot use"):
+        SpeechLayerEmbedder(str(tmp_path / "no-such-model"), local_files_only=True).load()
 
 
-def test_audiomae_checkpoint_embedder(tmp_path, clips):
-    import torch
+def test_encoder_registry_names_the_variant_for_its_encoders(monkeypatch):
+    from lib.explorer.audio_embedders import EXPLORER_ENCODERS
+    from lib.explorer.spectrogram_media import EXPLORER_TRANSFORMS
 
-    from lib.mae.audiomae import build_audiomae_model
-    from lib.mae.mae_checkpoints import save_mae_checkpoint
-    from lib.mae.mae_transforms import build_mae_transform
+    for name in ("audiomae", "external", "transform_stats"):  # as in the default notebook, whatever was imported
+        monkeypatch.delitem(EXPLORER_ENCODERS, name, raising=False)
+    monkeypatch.delitem(EXPLORER_TRANSFORMS, "iq_spectrogram", raising=False)
+    assert isinstance(make_audio_embedder("mfcc", model_name="ignored", n_mfcc=13), MfccStatsEmbedder)
+    assert make_audio_embedder("mfcc", n_mfcc=13).embedding_dim == 13 * 2 * 4
+    for name in ("audiomae", "external", "transform_stats"):
+        with pytest.raises(ExplorerEncoderError, match="fiftyone_explorer_mae"):
+            make_audio_embedder(name)
+    with pytest.raises(ExplorerEncoderError, match="unknown encoder 'wav2vec'"):
+        make_audio_embedder("wav2vec")
+    with pytest.raises(ValueError, match="fiftyone_explorer_mae"):
+        make_explorer_transform("iq_spectrogram", "/tmp", [])
 
-    with pytest.raises(ValueError, match="checkpoint"):
-        make_audio_embedder("audiomae")
-    with pytest.raises(FileNotFoundError, match="not found"):
-        make_audio_embedder("audiomae", checkpoint=tmp_path / "nope.pt")
-    torch.manual_seed(0)
-    tiny = dict(depth=2, embed_dim=64, num_heads=2, decoder_dim=64, decoder_depth=1, decoder_heads=2)
-    model = build_audiomae_model("audiomae++", "tiny", input_size=(80, 48), **tiny)
-    path = tmp_path / "mae.pt"
-    save_mae_checkpoint(path, model, transform_config=build_mae_transform("log_mel", frames=48).config)
-    embedder = make_audio_embedder("audiomae", checkpoint=path)
-    assert isinstance(embedder, AudioMaeCheckpointEmbedder) and len(embedder.checkpoint_hash) == 64
-    embeddings, files, meta = embed_audio_files_cached(clips[:4], embedder, tmp_path / "c", "fsdd", progress=False)
-    assert embeddings.shape == (4, 64) and np.isfinite(embeddings).all()
-    assert meta["model"]["checkpoint_hash"] == embedder.checkpoint_hash
+
+def test_workers_give_the_same_embeddings_and_previews(tmp_path, clips):
+    embedder = MfccStatsEmbedder()
+    renderer = make_explorer_transform("log_mel", tmp_path / "png", clips, seed=0)
+    stats = {}
+    with_workers, ok_w, failed_w, rejected_w = embed_signal_files(
+        clips, embedder, batch_size=4, progress=False, workers=2, preview=renderer, stats=stats
+    )
+    alone, ok_a, _, _ = embed_signal_files(clips, embedder, batch_size=5, progress=False, workers=0)
+    assert ok_w == ok_a == clips and not failed_w and not rejected_w
+    np.testing.assert_allclose(with_workers, alone, rtol=1e-5, atol=1e-6)
+    assert set(stats["previews"]) == set(clips) and all(os.path.exists(p) for p in stats["previews"].values())
+    assert stats["decode"] > 0 and stats["transform"] > 0 and stats["media"] > 0
+    assert "log-mel" in renderer.describe() and "dB" in renderer.describe()
+    # the colour scale is kept: a second renderer on the same clips reads it instead of decoding them again
+    again = make_explorer_transform("log_mel", tmp_path / "png", clips, seed=0)
+    assert again.scale == renderer.scale and len(list((tmp_path / "png").glob("scale-*.json"))) == 1
 
 
 def test_previews_share_one_colour_scale_and_videos_play(tmp_path, clips):
     broken = _broken_wavs(tmp_path, clips[0])[:1]
-    pngs, ok, failures, scale = spectrogram_previews(clips[:3] + broken, tmp_path / "png", progress=False)
+    pngs, ok, failures, scale = render_previews(clips[:3] + broken, tmp_path / "png")
     assert ok == clips[:3] and [f["path"] for f in failures] == broken
     assert all(os.path.getsize(p) > 500 for p in pngs)
     assert scale["fmax"] == 4000.0 and scale["vmax_db"] > scale["vmin_db"]
@@ -240,18 +258,36 @@ def test_previews_share_one_colour_scale_and_videos_play(tmp_path, clips):
 
     assert {Image.open(p).size[1] for p in pngs} == {128}
     # fixed scale: a louder copy of a clip gets a brighter picture
-    again, _, _, fixed = spectrogram_previews(clips[:1], tmp_path / "png2", db_range=(-80, 0), progress=False)
+    again, _, _, fixed = render_previews(clips[:1], tmp_path / "png2", db_range=(-80, 0))
     assert fixed["vmin_db"] == -80 and os.path.exists(again[0])
 
     mp4s, video_failures = spectrogram_videos(ok, pngs, tmp_path / "mp4", progress=False)
     assert video_failures == [] and all(os.path.exists(p) for p in mp4s)
-    for clip, mp4 in zip(ok, mp4s):
+    for clip, mp4, png in zip(ok, mp4s, pngs):
         streams = spec_media_streams(mp4)
         assert streams["audio"] == ["aac"] and streams["video"] == ["h264"]
+        meta = spec_video_metadata(mp4, png, audio_info(clip)["duration"])
+        assert abs(meta["duration"] - streams["duration"]) < 0.05 and meta["frame_rate"] == 10
+        assert meta["frame_height"] == 128 and meta["frame_width"] % 2 == 0 and meta["size_bytes"] > 1000
+        assert meta["total_frame_count"] == _video_frames(mp4)
         original = load_audio(clip, sr=16000)
-        decoded = spec_decode_audio(mp4, sr=16000)
+        decoded = decode_soundtrack(mp4, sr=16000)
         assert abs(len(decoded) - len(original)) / 16000 < 0.08, "soundtrack must last as long as the clip"
         assert np.sqrt(np.mean(decoded**2)) > 0.2 * np.sqrt(np.mean(original**2)), "soundtrack is silent"
+
+
+def _video_frames(mp4) -> int:
+    import re
+    import subprocess
+
+    from lib.explorer.spectrogram_media import spec_ffmpeg_exe
+
+    result = subprocess.run(
+        [spec_ffmpeg_exe(), "-i", str(mp4), "-map", "0:v", "-c", "copy", "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+    )
+    return int(re.findall(r"frame=\s*(\d+)", result.stderr)[-1])
 
 
 def test_quality_scores_on_known_structure():
@@ -266,9 +302,9 @@ def test_quality_scores_on_known_structure():
     assert abs(precision_at_k(noise, labels, 20) - chance) < 0.1
     distances = intra_inter_distances(clustered, labels)
     assert distances["ratio"] < 0.3
-    table = embedding_quality_table(clustered, labels, ks=(1, 20))
-    values = dict(zip(table.metric, table.value))
-    assert values["silhouette"] > 0.5 and values["precision@1"] == 1.0
+    report = quality_report(clustered, labels, k=20)
+    assert report["silhouette"] > 0.5 and report["precision_at_k"] == pytest.approx(1.0)
+    assert report["distances"]["ratio"] == pytest.approx(distances["ratio"])
 
 
 def test_precision_across_groups_ignores_the_query_group():
@@ -284,3 +320,44 @@ def test_precision_across_groups_ignores_the_query_group():
     assert across > 0.5  # the word signal survives across voices (chance: 10 of 40 other-speaker clips)
     voice_only = voice[speakers] + rng.normal(size=(60, 8)) * 0.3
     assert abs(precision_at_k_across_groups(voice_only, words, speakers, 5) - 0.25) < 0.12
+
+
+def test_knn_accuracy_is_grouped_and_uses_predefined_folds():
+    rng = np.random.default_rng(2)
+    # 5 classes; each source recording (group) has a strong private offset: splitting a group between train and
+    # test would let k-NN recognise the recording instead of the class
+    groups = np.repeat(np.arange(50), 4)
+    labels = groups % 5
+    recording = rng.normal(size=(50, 12)) * 6
+    x = recording[groups] + rng.normal(size=(5, 12))[labels] * 1.0 + rng.normal(size=(200, 12)) * 0.3
+    leaky = knn_accuracy_cv(x, labels, None, None, k=3)
+    grouped = knn_accuracy_cv(x, labels, groups, None, k=3)
+    assert leaky["scheme"].startswith("5-fold, stratified") and grouped["scheme"].startswith("5-fold, grouped")
+    assert leaky["accuracy"] > grouped["accuracy"] + 0.2, (leaky, grouped)
+    folds = (groups // 5) % 5 + 1  # ESC-50 style: five predefined folds, each holding every class
+    predefined = knn_accuracy_cv(x, labels, groups, folds, k=3)
+    assert predefined["scheme"].startswith("predefined folds (5") and predefined["n_folds"] == 5
+    only_two = knn_accuracy_cv(x, labels, groups, np.where(folds > 2, 1, 2), k=3)
+    assert only_two["scheme"].startswith("5-fold, grouped"), "fewer than five folds: grouped CV instead"
+    clean = rng.normal(size=(5, 12))[labels] * 5 + rng.normal(size=(200, 12))
+    assert knn_accuracy_cv(clean, labels, groups, folds)["accuracy"] > 0.9
+
+
+def test_quality_report_on_real_clips(fsdd_manifest):
+    picked = fsdd_manifest.groupby(["label", "speaker"]).head(3).reset_index(drop=True)
+    x, ok, failed = embed_files(picked.path, MfccStatsEmbedder(), workers=2)
+    assert ok == list(picked.path) and not failed
+    x = (x - x.mean(0)) / x.std(0)
+    labels, speakers = picked.label.astype(str).to_numpy(), picked.speaker.to_numpy()
+    report = quality_report(x, labels, speakers, None, k=10, knn_k=5)
+    assert report["precision_at_k"] > 2 * report["chance"]
+    assert report["precision_at_k_other_groups"] > 1.5 * report["chance"]
+    assert report["knn"]["scheme"].startswith("5-fold, grouped") and report["knn"]["accuracy"] > 0.3
+    assert set(report["per_class_precision"]) == set(labels) and -1 < report["silhouette"] < 1
+    table = quality_comparison(
+        {
+            "mfcc": report,
+            "noise": quality_report(np.random.default_rng(0).normal(size=x.shape), labels, speakers, None, 10, 5),
+        }
+    )
+    assert table.loc["mfcc", "k-NN accuracy (k=5)"] > table.loc["noise", "k-NN accuracy (k=5)"] + 0.2

@@ -1,144 +1,158 @@
 # %% [markdown]
 # # FiftyOne explorer: audio embeddings, similarity search, maps and playback
 #
-# Browse a labelled audio collection in the FiftyOne App: every clip is a log-mel spectrogram
-# thumbnail (one shared colour scale) with its label, metadata, embedding and a map location;
-# open a clip and pick its `playback` slice to hear it. The notebook
+# Browse a labelled audio collection in the FiftyOne App: every clip is a spectrogram thumbnail
+# (one shared colour scale) with its label, metadata, embedding and a map location; open a clip
+# and the **Audio** panel plays it. The notebook
 #
-# 1. embeds every clip with the chosen encoder (MFCC statistics without a model, a layer of a
-#    transformers speech model, or an AudioMAE++ checkpoint) through an incremental cache, and
-#    measures the cache by embedding a second time;
-# 2. makes PNG previews and playable MP4s (spectrogram picture + the clip as soundtrack);
-# 3. builds a persistent FiftyOne data set, a similarity index (query by clip and by vector),
-#    UMAP / t-SNE / PCA maps and saved views (label, split, speaker, a map box, combinations);
-# 4. scores the embedding space (precision@k of same-label neighbours, intra/inter-class
-#    distances, silhouette), exports a table, and launches the App when run interactively.
+# 1. loads a data set through one registry of loaders (FSDD, LibriSpeech, any folder in ESC-50's
+#    layout, any labelled folder), embeds every clip with the chosen encoder (by default a layer
+#    of the bundled Whisper tiny.en, a real pretrained model that needs no download; or any
+#    transformers speech model, or MFCC statistics) through an incremental cache, reading and
+#    rendering clips in worker processes;
+# 2. builds a FiftyOne data set that never deletes your own tags, views or fields, a similarity
+#    index (query by clip, by vector, and by any audio file of yours), UMAP / t-SNE / PCA maps,
+#    saved views and a geographic map with a bounding-box filter;
+# 3. scores the embedding space honestly: precision@k with the query's own speaker (or source
+#    recording) excluded next to the plain figure, silhouette, per-class precision and a k-NN
+#    accuracy cross-validated by source, against an MFCC baseline;
+# 4. exports a table and launches the App when run interactively.
+#
+# AudioMAE++ checkpoints, encoders saved by other programs and radio IQ recordings are handled
+# by the variant `fiftyone_explorer_mae`, which carries that code (`audiolens run
+# fiftyone_explorer -p encoder audiomae` picks it).
 
 # %% tags=["parameters"]
-data_path = None  # data folder; None: $AUDIOLENS_DATA, data/, then download (FSDD)
-dataset = "fsdd"  # "fsdd", "librispeech" (sample) or "folder" (data_path is then any labelled folder)
-labels_csv = (
-    None  # for dataset "folder": CSV with filename,label(,more columns); None: sub-folders or label_speaker_index names
-)
-label_column = None  # manifest column used as the label; None: "label" ("sex" for librispeech)
-max_clips = 600  # clips used, stratified by label (None: all)
+data_path = None  # [path] data folder; None: $AUDIOLENS_DATA, data/, then download
+dataset = "fsdd"  # [fsdd|librispeech|esc50|folder|custom|rf|iq] loader: ESC-50 layout (full or subset), any folder...
+labels_csv = None  # [path] for dataset folder: CSV with filename and label columns (every column becomes a field)
+label_column = None  # column used as the label; None: the data set's own (digit, sex, category)
+group_column = None  # clips that never count as each other's neighbours; None: the data set's own (speaker, src_file)
+max_clips = 600  # [int 1..] clips used, balanced by label (None: all)
 output_dir = "runs/fiftyone_explorer/latest"  # results.json, figures and the exported table go here
-seed = 0  # random seed (sampling, maps)
-encoder = "mfcc"  # "mfcc" (no model, offline), "speech_model" or "audiomae"
-model_name = "microsoft/wavlm-base-plus"  # for encoder "speech_model": hub id or save_pretrained folder
-model_layer = 6  # for encoder "speech_model": hidden layer (0 is the transformer input)
-pooling = "mean"  # for encoder "speech_model": pooling over frames (mean, max, mean+std...)
-audiomae_checkpoint = None  # for encoder "audiomae": path of an AudioMAE++ checkpoint (audiomae_training notebook)
+seed = 0  # [int 0..] random seed (sampling, maps, locations)
+encoder = "speech_model"  # [mfcc|speech_model|audiomae|external|transform_stats] the last three: fiftyone_explorer_mae
+model_name = "bundled/whisper-tiny.en"  # for speech_model: bundled/whisper-tiny.en (offline), a hub id or a folder
+model_layer = 4  # for speech_model: hidden layer (0 is the transformer input; Whisper also "conv")
+whisper_mode = "clip"  # [clip|padded] Whisper models: the clip alone (fast) or padded to 30 s (reference)
+pooling = "mean"  # [mean|max|mean+std|first|last] for speech_model: pooling over the clip's frames
+audiomae_checkpoint = None  # [path] for audiomae / external: the checkpoint file
+external_config = {}  # for external: what tensor shapes cannot tell (num_heads, use_rope, input_size, sample_rate)
+external_min_loaded = 0.9  # [0..1] for external: refuse below this fraction of the encoder's parameters loaded
+transform = "log_mel"  # [log_mel|iq_spectrogram|iq_constellation] picture of each clip (iq_*: fiftyone_explorer_mae)
+iq_sample_rate = None  # [1..] for rf: the sample rate of IQ files that carry none (their sidecars win)
+baseline = "mfcc"  # [mfcc|none] also embed with this no-model baseline and compare in the quality table
 local_files_only = False  # True: never try to download the model
-device = "auto"  # "auto", "cpu", "cuda" or "mps"
-batch_size = 32  # clips per embedding batch
+device = "auto"  # [auto|cpu|cuda|mps] where the encoder runs
+cpu_threads = None  # [int 1..] CPU threads for torch and BLAS (None: the defaults)
+batch_size = 32  # [int 1..] clips per batch (reading, encoder)
+workers = "auto"  # processes that read clips and render previews: "auto" (one per core) or a number (0: none)
 standardize = True  # z-score each embedding dimension before similarity, maps and scores
-cache_dir = "~/.cache/audiolens/embeddings"  # embedding cache (per data set and encoder)
+cache_dir = "~/.cache/audiolens/embeddings"  # embedding and map cache (per data set and encoder)
 media_dir = "~/.cache/audiolens/media"  # PNG previews and MP4 clips (per data set)
 make_videos = True  # make playable MP4s (spectrogram + soundtrack) for the App's playback slice
-max_videos = None  # cap on MP4s (None: one per clip)
-fo_dataset_name = None  # FiftyOne data set name; None: audiolens-<dataset>-<encoder>
-overwrite = True  # replace a data set of the same name (False: pick a unique new name)
+max_videos = None  # [int 1..] cap on MP4s (None: one per clip)
+fo_dataset_name = None  # FiftyOne data set; None: audiolens-<dataset>-<encoder> (kept if it holds your content)
+overwrite = False  # True: replace a data set of that name even if it holds your tags, views or fields
 fiftyone_db_dir = None  # FiftyOne database folder; None: FiftyOne's default (~/.fiftyone)
-coords_csv = None  # CSV of lon,lat per file (path/filename column) or per class (label column)
-geo_by = "label"  # column whose categories get clustered synthetic coordinates when no CSV covers a clip
-n_neighbours = 20  # neighbours per similarity query and for precision@k
-map_methods = ["umap", "tsne", "pca"]  # 2-D maps to compute
-umap_n_neighbours = 15  # UMAP neighbourhood size
-umap_min_dist = 0.1  # UMAP minimum distance
-tsne_perplexity = 30.0  # t-SNE perplexity
-quality_group_column = "speaker"  # also score precision@k with the query's own speaker excluded (None: skip)
+coords_csv = None  # [path] CSV of lon,lat per file (path/filename column) or per class (label column)
+geo_by = "label"  # column whose categories get clustered synthetic coordinates where no CSV covers a clip
+query_audio = None  # audio file(s) to search for (path or list; any format/rate); None: a clip not in the data set
+n_neighbours = 20  # [int 1..] neighbours per similarity query and for precision@k
+knn_neighbours = 5  # [int 1..] neighbours voting in the cross-validated k-NN accuracy
+map_methods = ["umap", "tsne", "pca"]  # [each umap|tsne|pca] 2-D maps to compute
+umap_n_neighbours = 15  # [int 2..] UMAP neighbourhood size
+umap_min_dist = 0.1  # [0..1] UMAP minimum distance
+tsne_perplexity = 30.0  # [1..] t-SNE perplexity
 map_color_column = "speaker"  # a second row of maps coloured by this column (None or a missing column: skip)
-map_threads = (
-    "auto"  # OpenMP threads for the maps: "auto" (1 up to 2,000 clips: avoids spin-wait stalls), None or a number
-)
-export_format = "parquet"  # table of metadata + embeddings + map coordinates: "parquet" or "csv"
-launch_app = "auto"  # "auto" (only in an interactive notebook), "always" or "never"
-app_port = 5151  # App port
-remote = False  # True: print the URL to open through an SSH tunnel instead of opening the App inline
+map_threads = "auto"  # OpenMP threads for the maps: "auto" (1 up to 2,000 clips), None or a number
+export_format = "parquet"  # [parquet|csv] table of metadata + embeddings + map coordinates
+launch_app = "auto"  # [auto|always|never] auto: only in an interactive notebook
+app_port = 5151  # [int 1..65535] App port
+bench_json = None  # [path] bench.json of `audiolens bench explorer` to show (None: skip)
 
 # %%
-import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from IPython.display import HTML, Image, Markdown, Video, display
 
 from lib.core.audio import audio_info
-from lib.core.datasets import load_fsdd, load_labelled_folder, load_librispeech
 from lib.core.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
-from lib.core.runtime import pick_device, seed_everything
-from lib.explorer.audio_embedders import embed_audio_files_cached, make_audio_embedder
-from lib.explorer.embedding_quality import (
-    embedding_quality_table,
-    plot_embedding_quality,
-    precision_at_k,
-    precision_at_k_across_groups,
-    precision_chance,
+from lib.core.runtime import limit_cpu_threads, pick_device, seed_everything
+from lib.core.subsets import stratified_subset
+from lib.explorer.audio_embedders import embed_audio_files_cached, embed_signal_files, make_audio_embedder
+from lib.explorer.embedding_quality import plot_embedding_quality, quality_comparison, quality_report
+from lib.explorer.explorer_batches import ExplorerAudioReader
+from lib.explorer.explorer_data import load_explorer_dataset
+from lib.explorer.explorer_report import (
+    explorer_bench_table,
+    explorer_contact_sheet,
+    explorer_geo_box,
+    explorer_geo_figure,
+    explorer_query_table,
+    write_query_demo,
 )
 from lib.explorer.fiftyone_audio import (
+    FO_PLAYBACK_SLICE,
     fo_build_audio_dataset,
     fo_clips_view,
     fo_compute_maps,
     fo_compute_similarity,
-    fo_configure,
-    fo_execution_context,
+    fo_connect,
     fo_export_table,
     fo_geolocations,
-    fo_launch_app,
-    fo_play_clips,
     fo_query_by_sample,
     fo_query_by_vector,
+    fo_record_made,
     fo_standard_views,
 )
+from lib.explorer.fo_app import fo_audio_spaces, fo_execution_context, fo_install_audio_plugin, fo_launch_app
 from lib.explorer.spectrogram_media import (
+    explorer_render_previews,
+    make_explorer_transform,
     spec_media_streams,
+    spec_video_metadata,
     spectrogram_colorbar_figure,
-    spectrogram_previews,
     spectrogram_videos,
 )
 
 seed_everything(seed)
+limit_cpu_threads(cpu_threads)
 out = prepare_output_dir(output_dir)
 timings = {}
 
 # %% [markdown]
 # ## The clips
 #
-# A manifest (one row per clip: `path`, the label, and every metadata column the data set
-# has), sampled to `max_clips` with the labels balanced.
+# The data set's loader returns a manifest (one row per clip: `path`, the label and every
+# metadata column the data set has), which column groups clips that must not count as each
+# other's neighbours, and its folds; it is sampled to `max_clips`, every label keeping its share.
 
 # %%
-if dataset == "fsdd":
-    manifest = load_fsdd(data_path)
-elif dataset == "librispeech":
-    manifest = load_librispeech(data_path)
-elif dataset == "folder":
-    if data_path is None:
-        raise ValueError("dataset='folder' needs data_path = the folder of clips")
-    manifest = load_labelled_folder(data_path, labels_csv=labels_csv)
-else:
-    raise ValueError(f"dataset must be 'fsdd', 'librispeech' or 'folder', not {dataset!r}")
-label_col = label_column or ("sex" if dataset == "librispeech" else "label")
-if label_col not in manifest.columns:
-    raise ValueError(f"label_column {label_col!r} is not a manifest column: {list(manifest.columns)}")
-manifest = manifest.dropna(subset=[label_col]).reset_index(drop=True)
-if max_clips and len(manifest) > max_clips:
-    n_labels = manifest[label_col].nunique()
-    per_label = math.ceil(max_clips / n_labels)
-    shuffled = manifest.sample(frac=1.0, random_state=seed)
-    manifest = shuffled.groupby(label_col, group_keys=False).head(per_label).head(max_clips)
-    manifest = manifest.sort_values([label_col, "path"]).reset_index(drop=True)
-dataset_key = f"{dataset}-{Path(data_path).name if data_path else 'default'}"
-print(f"{len(manifest)} clips, {manifest[label_col].nunique()} labels ({label_col}); columns: {list(manifest.columns)}")
+data = load_explorer_dataset(dataset, data_path, labels_csv, label_column, iq_sample_rate, cache_dir)
+label_col = data.label_column
+group_col = group_column or data.group_column
+if group_col is not None and group_col not in data.manifest.columns:
+    raise ValueError(f"group_column {group_col!r} is not a column of {dataset}: {list(data.manifest.columns)}")
+manifest = stratified_subset(data.manifest, max_clips, seed=seed, column=label_col)
+dataset_key = f"{data.name}-{Path(data_path).name if data_path else 'default'}"
+print(
+    f"{len(manifest)} of {len(data.manifest)} clips, {manifest[label_col].nunique()} labels ({label_col}); "
+    f"group: {group_col}; folds: {data.fold_column}; columns: {list(manifest.columns)}"
+)
+if data.skipped:
+    print("skipped while loading:", data.skipped)
 manifest.head()
 
 # %% [markdown]
-# ## Embeddings, through the cache
+# ## What this run computes
 #
-# The first call computes what the cache lacks; the second call, with nothing changed,
-# must compute nothing: its time is the cost of reading the cache back.
+# The encoder is loaded once, here, before any clip is read: a model or checkpoint that cannot
+# be used stops the run with its own error. The two paragraphs below are written by the
+# encoder and the transform themselves, so they say what this run actually does.
 
 # %%
 embedder = make_audio_embedder(
@@ -146,22 +160,59 @@ embedder = make_audio_embedder(
     model_name=model_name,
     layer=model_layer,
     pooling=pooling,
+    whisper_mode=whisper_mode,
     checkpoint=audiomae_checkpoint,
+    external_config=external_config,
+    min_loaded=external_min_loaded,
+    transform=transform,
+    iq_sample_rate=iq_sample_rate,
+    batch_size=batch_size,
     device=pick_device(device),
     local_files_only=local_files_only,
+).load()
+media_root = Path(media_dir).expanduser() / dataset_key
+renderer = make_explorer_transform(
+    transform, media_root / transform, manifest.path, seed=seed, sample_rate=embedder.sample_rate
 )
+if renderer.signal != data.signal:
+    raise ValueError(
+        f"transform {transform!r} draws {renderer.signal} signals but dataset {dataset!r} holds {data.signal}"
+    )
+reader = embedder.reader() if hasattr(embedder, "reader") else ExplorerAudioReader(embedder.sample_rate)
+display(Markdown(f"**Encoder.** {embedder.describe()}\n\n**Pictures.** {renderer.describe()}"))
+
+# %% [markdown]
+# ## Embeddings and previews, through the cache
+#
+# Worker processes read each clip once, compute the encoder's input (for MFCC, the whole
+# embedding) and render its preview, while this process runs the model on finished batches. A
+# second pass, with nothing changed, must compute nothing: its time is the cost of reading the
+# cache back.
+
+# %%
+stats = {}
 with Stopwatch() as sw_first:
     embeddings, files, embed_meta = embed_audio_files_cached(
-        manifest.path, embedder, cache_dir, dataset_key, batch_size=batch_size
+        manifest.path,
+        embedder,
+        cache_dir,
+        dataset_key,
+        batch_size,
+        workers=workers,
+        reader=reader,
+        preview=renderer,
+        stats=stats,
     )
 with Stopwatch() as sw_second:
     embeddings_again, files_again, embed_meta_again = embed_audio_files_cached(
-        manifest.path, embedder, cache_dir, dataset_key, batch_size=batch_size
+        manifest.path, embedder, cache_dir, dataset_key, batch_size, workers=workers, reader=reader
     )
 assert files_again == files and np.array_equal(embeddings_again, embeddings), "cache returned different embeddings"
 assert embed_meta_again["cache"]["n_computed"] == 0, "second run recomputed embeddings"
-timings["embeddings"] = sw_first.seconds
-timings["embeddings_cached"] = sw_second.seconds
+with Stopwatch() as sw_previews:
+    previews_of, preview_failed = explorer_render_previews(files, renderer, reader, workers)
+timings.update(embeddings=sw_first.seconds, embeddings_cached=sw_second.seconds, previews=sw_previews.seconds)
+stage_seconds = {k: round(v, 3) for k, v in embed_meta["stats"].items()}
 cache_report = {
     "first_run_seconds": sw_first.seconds,
     "first_run_computed": embed_meta["cache"]["n_computed"],
@@ -170,35 +221,55 @@ cache_report = {
     "second_run_computed": embed_meta_again["cache"]["n_computed"],
     "speedup": sw_first.seconds / max(sw_second.seconds, 1e-9),
     "cache_dir": embed_meta["cache"]["cache_dir"],
+    "stage_seconds": stage_seconds,
 }
 print(
-    f"embeddings {embeddings.shape} in {sw_first.seconds:.2f} s; again from the cache in {sw_second.seconds:.3f} s "
-    f"({cache_report['speedup']:.0f}x faster)"
+    f"embeddings {embeddings.shape} in {sw_first.seconds:.2f} s (worker seconds {stage_seconds}); again from the "
+    f"cache in {sw_second.seconds:.3f} s ({cache_report['speedup']:.0f}x faster)"
 )
-if embed_meta["failed"]:
-    print("Skipped clips:", pd.DataFrame(embed_meta["failed"]).to_string(index=False))
+failed = embed_meta["failed"] + embed_meta["encoder_failed"] + preview_failed
+if failed:
+    print(f"{len(failed)} clip(s) skipped:\n" + pd.DataFrame(failed).head(20).to_string(index=False))
+clips = manifest.set_index("path").loc[[f for f in files if f in previews_of]].reset_index()
+vectors_raw = embeddings[[files.index(p) for p in clips.path]]
+previews = [previews_of[p] for p in clips.path]
+if data.signal == "audio":
+    clips["duration"] = [audio_info(p)["duration"] for p in clips.path]
+save_figure(spectrogram_colorbar_figure(renderer.scale), out, "colour_scale") if hasattr(renderer, "scale") else None
+display(Image(filename=previews[0]))
 
 # %% [markdown]
-# ## Spectrogram previews and playable clips
+# ## The baseline
+#
+# The same clips embedded with MFCC statistics (no model), for the quality table below: a
+# model's embedding is only worth its cost if it beats this.
 
 # %%
-media_root = Path(media_dir).expanduser() / dataset_key
-with Stopwatch() as sw:
-    png_paths, png_ok, png_failed, colour_scale = spectrogram_previews(files, media_root / "png")
-timings["previews"] = sw.seconds
-keep = set(png_ok)
-clips = manifest.set_index("path").loc[[f for f in files if f in keep]].reset_index()
-row_of = {f: i for i, f in enumerate(files)}
-embeddings = embeddings[[row_of[f] for f in clips.path]]
-png_of = dict(zip(png_ok, png_paths))
-previews = [png_of[p] for p in clips.path]
-clips["duration"] = [audio_info(p)["duration"] for p in clips.path]
-print(f"{len(previews)} previews, colour scale {colour_scale['vmin_db']:.1f} .. {colour_scale['vmax_db']:.1f} dB")
-save_figure(spectrogram_colorbar_figure(colour_scale), out, "colour_scale")
+baseline_vectors = None
+if baseline == "mfcc" and encoder != "mfcc" and data.signal == "audio":
+    baseline_embedder = make_audio_embedder("mfcc").load()
+    with Stopwatch() as sw:
+        base_emb, base_files, _ = embed_audio_files_cached(
+            clips.path, baseline_embedder, cache_dir, dataset_key, batch_size, workers=workers
+        )
+    timings["baseline"] = sw.seconds
+    row_of_base = {p: i for i, p in enumerate(base_files)}
+    keep = [p in row_of_base for p in clips.path]
+    baseline_vectors = np.full((len(clips), base_emb.shape[1]), np.nan, np.float32)
+    baseline_vectors[keep] = base_emb[[row_of_base[p] for p in clips.path if p in row_of_base]]
+    print(f"baseline {baseline_embedder.name}: {base_emb.shape} in {sw.seconds:.1f} s")
 
-videos = [None] * len(clips)
-video_check = {}
-if make_videos:
+# %% [markdown]
+# ## Playable clips
+#
+# An MP4 per clip: its spectrogram as the picture, a moving play-head, the clip as soundtrack
+# (made by the ffmpeg that `imageio-ffmpeg` ships; several at once). Their video metadata (size,
+# frame rate, duration, frame count) is stored with each sample, so the App never has to run
+# `ffprobe`.
+
+# %%
+videos, video_check = [None] * len(clips), {}
+if make_videos and data.signal == "audio":
     n_videos = len(clips) if max_videos is None else min(max_videos, len(clips))
     with Stopwatch() as sw:
         made, video_failed = spectrogram_videos(list(clips.path[:n_videos]), previews[:n_videos], media_root / "mp4")
@@ -214,38 +285,36 @@ if make_videos:
         "video_codec": streams["video"],
         "container_seconds": streams["duration"],
         "clip_seconds": float(clips.duration[first]),
+        "metadata": spec_video_metadata(videos[first], previews[first], clips.duration[first]),
     }
-    print(f"{video_check['n_videos']} playable clips; example {Path(videos[first]).name}: {streams}")
-
-# %% [markdown]
-# An example preview and its playable clip (the soundtrack is the clip itself):
-
-# %%
-from IPython.display import Image, Video, display  # noqa: E402
-
-display(Image(filename=previews[0]))
-if make_videos and videos[0]:
-    display(Video(videos[0], embed=True, mimetype="video/mp4"))
+    print(
+        f"{video_check['n_videos']} playable clips in {sw.seconds:.1f} s; example {Path(videos[first]).name}: {streams}"
+    )
+    display(Video(videos[first], embed=True, mimetype="video/mp4"))
 
 # %% [markdown]
 # ## The FiftyOne data set
+#
+# Each clip is one **group** holding its spectrogram image and (when made) its playback video:
+# the App's grid shows one tile per clip, and counts the samples of the slice it shows. A data
+# set of this name made by an earlier run is reused when it holds exactly this content (your
+# tags, views and fields stay), replaced when it holds nothing of yours, and otherwise left
+# alone with an error that says why (`overwrite=True` replaces it anyway).
 
 # %%
-if fiftyone_db_dir is not None:
-    fo_configure(database_dir=fiftyone_db_dir, dataset_dir=Path(fiftyone_db_dir) / "datasets")
-else:
-    fo_configure()
-vectors = embeddings.astype(np.float64)
+fo_connect(fiftyone_db_dir, Path(fiftyone_db_dir) / "datasets" if fiftyone_db_dir else None)
+vectors = vectors_raw.astype(np.float64)
+vector_mean, vector_std = vectors.mean(axis=0), vectors.std(axis=0) + 1e-8
 if standardize:
-    vectors = (vectors - vectors.mean(axis=0)) / (vectors.std(axis=0) + 1e-8)
+    vectors = (vectors - vector_mean) / vector_std
 vectors = vectors.astype(np.float32)
 lonlat, geo_source = fo_geolocations(
     clips, coords_csv=coords_csv, by=geo_by if geo_by in clips else label_col, seed=seed
 )
-name = fo_dataset_name or f"audiolens-{dataset}-{encoder}"
+fo_name = fo_dataset_name or f"audiolens-{dataset}-{encoder}"
 with Stopwatch() as sw:
     ds = fo_build_audio_dataset(
-        name,
+        fo_name,
         clips,
         vectors,
         previews,
@@ -257,7 +326,16 @@ with Stopwatch() as sw:
     )
 timings["dataset"] = sw.seconds
 clip_view = fo_clips_view(ds)
-print(ds)
+n_playback = len(ds.select_group_slices(FO_PLAYBACK_SLICE)) if FO_PLAYBACK_SLICE in (ds.group_slices or []) else 0
+print(
+    f"{ds.name}: {len(clip_view)} clips = {len(clip_view)} groups; each group holds its spectrogram"
+    + (
+        f" and, for {n_playback} clips, a playback video: {len(clip_view) + n_playback} samples in all"
+        if n_playback
+        else ""
+    )
+    + f" ({ds.info['audiolens']['action']})"
+)
 
 # %% [markdown]
 # ## Similarity search
@@ -295,34 +373,73 @@ queries = {
     "by_label_centroid": describe_query(by_centroid, None, centroid_label),
 }
 queries["query_label"], queries["centroid_label"] = str(query_label), str(centroid_label)
-pd.DataFrame({q: v for q, v in queries.items() if isinstance(v, dict)}).T
-
-
-# %%
-def contact_sheet(view, title, columns=5):
-    paths, found = view.values("filepath"), view.values("ground_truth.label")
-    rows = math.ceil(len(paths) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 1.6 * rows), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, path, label in zip(axes.ravel(), paths, found):
-        ax.imshow(plt.imread(path), aspect="auto")
-        ax.set_title(str(label), fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-fig = contact_sheet(by_sample, f"{n_neighbours} nearest clips to a '{query_label}' clip (first: the clip itself)")
+fig = explorer_contact_sheet(
+    by_sample.values("filepath"),
+    by_sample.values("ground_truth.label"),
+    f"{n_neighbours} nearest clips to a '{query_label}' clip (first: the clip itself)",
+)
 save_figure(fig, out, "query_by_sample")
 plt.show()
-fo_play_clips(by_sample, max_clips=3)
+pd.DataFrame({q: v for q, v in queries.items() if isinstance(v, dict)}).T
+
+# %% [markdown]
+# ## Query by any audio file
+#
+# `query_audio` (a path or a list; any format and sample rate the audio loader reads) is
+# embedded with the same encoder and transform as the data set, standardised with the data
+# set's statistics and searched with k = `n_neighbours`. The result is saved as a FiftyOne view
+# (`query-<file>`) and shown here with a player per clip. Without `query_audio`, the notebook
+# writes a clip the data set does not contain (or, if it contains them all, one of its own
+# clips) as 44.1 kHz FLAC and searches with that.
+
+# %%
+if query_audio is None:
+    unused = data.manifest[~data.manifest.path.isin(set(clips.path))]
+    source_clip = (unused if len(unused) else clips).sample(1, random_state=seed).iloc[0]
+    query_truth = str(source_clip[label_col])
+    query_files = [write_query_demo(source_clip.path, out / "query", reader)]
+    print(f"query: {Path(query_files[0]).name} ({'not in' if len(unused) else 'in'} the data set), label {query_truth}")
+else:
+    query_files = [query_audio] if isinstance(query_audio, (str, Path)) else list(query_audio)
+    query_truth = None
+query_vectors, query_ok, query_failed, query_rejected = embed_signal_files(
+    query_files, embedder, batch_size, progress=False, workers=0, reader=reader
+)
+if not query_ok:
+    raise ValueError(f"no query file could be embedded: {query_failed + query_rejected}")
+query_results = {}
+for path, vector in zip(query_ok, query_vectors):
+    vector = (vector - vector_mean) / vector_std if standardize else vector
+    view = fo_query_by_vector(ds, vector, k=n_neighbours)
+    view_name = f"query-{Path(path).stem}".lower().replace("_", "-")[:60]
+    ds.save_view(view_name, view, overwrite=True)
+    fo_record_made(ds, saved_views=[view_name])
+    found = pd.DataFrame(
+        {"path": view.values("audio_filepath"), label_col: view.values("ground_truth.label")}
+        | {c: view.values(c) for c in ("speaker", "src_file", "fold") if c in clips.columns}
+    )
+    index_vectors = vectors[[clips.path.tolist().index(p) for p in found.path]].astype(np.float64)
+    q = vector - vectors.mean(axis=0)
+    centred = index_vectors - vectors.mean(axis=0)
+    found["distance"] = 1 - centred @ q / (np.linalg.norm(centred, axis=1) * np.linalg.norm(q) + 1e-12)
+    query_results[Path(path).name] = {
+        "view": view_name,
+        "n_results": len(found),
+        "top_labels": found[label_col].astype(str).head(5).tolist(),
+        "same_label_fraction": float((found[label_col].astype(str) == query_truth).mean()) if query_truth else None,
+        "truth": query_truth,
+    }
+    display(Markdown(f"**{n_neighbours} nearest clips to `{Path(path).name}`** (saved view `{view_name}`)"))
+    display(HTML(explorer_query_table(found, label_col)))
+if query_failed or query_rejected:
+    print("query files skipped:", query_failed + query_rejected)
 
 # %% [markdown]
 # ## Maps: UMAP, t-SNE, PCA
 #
 # Stored as brain runs (the App's Embeddings panel shows them, linked to the grid), and
-# plotted here coloured by label.
+# plotted here coloured by label. The points are cached beside the embeddings: a rerun on the
+# same embeddings only stores them again.
 
 # %%
 maps = fo_compute_maps(
@@ -334,6 +451,7 @@ maps = fo_compute_maps(
     umap_min_dist=umap_min_dist,
     tsne_perplexity=tsne_perplexity,
     threads=map_threads,
+    cache_dir=Path(cache_dir).expanduser() / "maps" / dataset_key,
 )
 for method, item in maps.items():
     timings[method] = item["seconds"]
@@ -363,16 +481,15 @@ if maps:
     plt.show()
 
 # %% [markdown]
-# An interactive version of the first map (hover for the file, label and speaker; click the
-# legend to hide labels), saved as `map_interactive.html` beside the results. Plotly comes with
-# FiftyOne.
+# An interactive version of the first map (hover for the file, label and metadata; click the
+# legend to hide labels), saved as `map_interactive.html` beside the results.
 
 # %%
 if maps:
     import plotly.express as px
 
     method, item = next(iter(maps.items()))
-    hover = [c for c in ("speaker", "split", "fold", "category", "duration") if c in clips.columns]
+    hover = [c for c in ("speaker", "split", "fold", "category", "src_file", "duration") if c in clips.columns]
     frame = clips.assign(
         x=item["points"][:, 0],
         y=item["points"][:, 1],
@@ -396,37 +513,65 @@ if maps:
     interactive.show()
 
 # %% [markdown]
+# ## Where the clips are
+#
+# Each clip has a location: from `coords_csv` when it gives one (per file or per class), else
+# synthetic coordinates clustered by `geo_by` (one centre per category, as a proof of concept
+# for data that has real ones). The map needs no token. The black box is a **geographic
+# filter**: FiftyOne's `geo_within` keeps the clips inside it (saved as the view `geo-box`), and
+# the table counts their labels. The App's Map panel shows the same field, `location`.
+
+# %%
+geo_frame = clips.assign(lon=lonlat[:, 0], lat=lonlat[:, 1], file=clips.path.map(lambda p: Path(p).name))
+geo_mask = (clips[label_col].astype(str) == str(query_label)).to_numpy()
+geo_box = explorer_geo_box(lonlat, geo_mask)
+x0, y0, x1, y1 = geo_box
+inside = clip_view.geo_within([[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]])
+geo_counts = pd.Series(inside.values("ground_truth.label")).value_counts()
+geo_figure = explorer_geo_figure(
+    geo_frame, label_col, geo_box, f"Clip locations ({pd.Series(geo_source).value_counts().to_dict()})", hover=["file"]
+)
+save_figure(geo_figure, out, "geo_map")
+geo_figure.show()
+print(f"the box {tuple(round(v, 1) for v in geo_box)} holds {len(inside)} clips:")
+geo_counts.to_frame("clips in the box")
+
+# %% [markdown]
 # ## Views
 
 # %%
-views = fo_standard_views(ds, label=query_label)
+views = fo_standard_views(ds, label=query_label, geo_box=geo_box)
 view_sizes = {view_name: len(view) for view_name, view in views.items()}
 pd.Series(view_sizes, name="clips").to_frame()
 
 # %% [markdown]
 # ## Embedding quality
 #
-# Computed with the metric of the similarity index (cosine on centred vectors).
+# Computed with the metric of the similarity index (cosine on centred vectors). precision@k
+# counts same-label clips among each clip's k nearest neighbours; with the query's own group
+# excluded (its speaker, or the recording it was cut from) it asks whether the embedding groups
+# the *label* rather than the voice or the recording. The k-NN accuracy is cross-validated with
+# no group in two folds (ESC-50's own folds when all five are present).
 
 # %%
+groups = clips[group_col].astype(str).to_numpy() if group_col else None
+folds = clips[data.fold_column].to_numpy() if data.fold_column else None
 with Stopwatch() as sw:
-    quality = embedding_quality_table(vectors, labels, ks=(1, 5, 10, n_neighbours), seed=seed)
+    reports = {embedder.name: quality_report(vectors, labels, groups, folds, n_neighbours, knn_neighbours, seed=seed)}
+    if baseline_vectors is not None and np.isfinite(baseline_vectors).all():
+        base = baseline_vectors.astype(np.float64)
+        base = ((base - base.mean(axis=0)) / (base.std(axis=0) + 1e-8)) if standardize else base
+        reports[f"baseline: {baseline_embedder.name}"] = quality_report(
+            base, labels, groups, folds, n_neighbours, knn_neighbours, seed=seed
+        )
 timings["quality"] = sw.seconds
-p_at_k = precision_at_k(vectors, labels, n_neighbours)
-chance = precision_chance(labels)
-p_other_group = None
-if quality_group_column in clips.columns and clips[quality_group_column].nunique() > 1 and len(clips) <= 6000:
-    p_other_group = precision_at_k_across_groups(vectors, labels, clips[quality_group_column].astype(str), n_neighbours)
-    print(
-        f"precision@{n_neighbours} = {p_at_k:.3f}; "
-        f"with the query's own {quality_group_column} excluded: {p_other_group:.3f}"
-    )
-fig = plot_embedding_quality(
-    vectors, labels, ks=(1, 2, 5, 10, n_neighbours, 50), title=f"{embedder.name}: neighbour precision"
-)
+comparison = quality_comparison(reports)
+best = comparison[f"k-NN accuracy (k={knn_neighbours})"].idxmax()
+fig = plot_embedding_quality(vectors, labels, ks=(1, 2, 5, 10, n_neighbours, 50), title=f"{embedder.name}")
 save_figure(fig, out, "embedding_quality")
 plt.show()
-quality
+print(f"best k-NN accuracy: {best}")
+comparison
 
 # %% [markdown]
 # ## Export and results
@@ -442,41 +587,56 @@ table = fo_export_table(
     fmt=export_format,
 )
 print(f"exported {table.shape[0]} rows x {table.shape[1]} columns to {export_path}")
+main_report = reports[embedder.name]
 results = update_results(
     out,
     dataset={
         "name": ds.name,
         "source": dataset,
+        "action": ds.info["audiolens"]["action"],
+        "summary": data.summary(),
         "n_samples": len(clip_view),
         "n_groups": len(clip_view),
-        "n_playback": int(len(ds.select_group_slices("playback"))) if make_videos else 0,
+        "n_playback": n_playback,
         "n_labels": int(len(set(labels))),
         "label_column": label_col,
-        "n_failed": len(embed_meta["failed"]) + len(png_failed),
-        "failed": embed_meta["failed"] + png_failed,
+        "group_column": group_col,
+        "n_failed": len(failed),
+        "failed": failed,
         "non_null_embeddings": int(clip_view.exists("embedding").count()),
         "n_with_location": int(clip_view.exists("location").count()),
     },
     encoder={
         "name": embedder.name,
+        "kind": encoder,
         "config": embedder.config(),
+        "weights": embedder.weights,
         "embedding_dim": int(vectors.shape[1]),
         "standardized": bool(standardize),
+        "description": embedder.describe(),
+        "transform": transform,
+        "transform_description": renderer.describe(),
     },
     timings=timings,
     cache=cache_report,
     queries=queries,
+    query_by_file=query_results,
     quality={
         "k": n_neighbours,
-        "precision_at_k": p_at_k,
-        "chance": chance,
-        "group_column": quality_group_column,
-        "precision_at_k_other_groups": p_other_group,
-        "table": dict(zip(quality.metric, quality.value)),
+        "precision_at_k": main_report["precision_at_k"],
+        "chance": main_report["chance"],
+        "group_column": group_col,
+        "precision_at_k_other_groups": main_report["precision_at_k_other_groups"],
+        "silhouette": main_report.get("silhouette"),
+        "knn": main_report["knn"],
+        "per_class_precision": main_report["per_class_precision"],
+        "reports": reports,
+        "best_knn": best,
     },
     maps={
         method: {
             "seconds": item["seconds"],
+            "cached": item["cached"],
             "options": item["options"],
             "brain_key": item["brain_key"],
             "finite": bool(np.isfinite(item["points"]).all()),
@@ -484,41 +644,62 @@ results = update_results(
         }
         for method, item in maps.items()
     },
+    geo={
+        "box": geo_box,
+        "n_inside": len(inside),
+        "labels_inside": geo_counts.to_dict(),
+        "sources": list(set(geo_source)),
+    },
     views=view_sizes,
     playback=video_check,
-    preview_scale=colour_scale,
+    preview_scale=getattr(renderer, "scale", None),
     export={"path": str(export_path), "rows": int(table.shape[0]), "columns": int(table.shape[1])},
 )
 print(
-    f"precision@{n_neighbours} = {p_at_k:.3f} (chance {chance:.3f}); timings: "
+    f"precision@{n_neighbours} = {main_report['precision_at_k']:.3f} (chance {main_report['chance']:.3f}); timings: "
     + ", ".join(f"{key} {value:.2f}s" for key, value in timings.items())
 )
 
 # %% [markdown]
+# ## Scale: the benchmark
+#
+# `audiolens bench explorer --clips 2000 --encoder mfcc` (or `audiomae` with a checkpoint) runs
+# this pipeline on 2,000 clips and times every stage, then runs it again from the caches. Point
+# `bench_json` at its `bench.json` to show the table here.
+
+# %%
+if bench_json is not None:
+    bench_table = explorer_bench_table(bench_json)
+    update_results(out, bench=bench_table.reset_index().to_dict("records"))
+    display(bench_table)
+
+# %% [markdown]
 # ## The App
 #
-# Interactively this opens the App on the data set (in remote mode it prints the URL to
-# forward through SSH). In the App:
+# Interactively this installs the **Audio** panel plugin and opens the App beside it. In the App:
 #
-# - **hear a clip**: click a thumbnail, then the `playback` slice in the group carousel (a video
-#   of the spectrogram with a play-head, whose soundtrack is the clip);
+# - **hear a clip**: click a thumbnail's checkbox (grid) or open the clip (modal, tab *Audio*):
+#   the Audio panel shows its label, file and duration and plays it, with a volume control. The
+#   `playback` slice of a group is a video of the spectrogram with a play-head; FiftyOne's video
+#   player starts muted (press `m` to unmute);
 # - **similar clips / maps**: load the saved view `all-clips` (one sample per clip, the view the
 #   brain runs were computed on), select a clip and use the similarity button, or open the
 #   Embeddings panel and pick `map_umap`, `map_tsne` or `map_pca`; lasso a region to filter;
-# - **filters and views**: the sidebar filters by label, speaker, split...; the saved views
-#   (by label, split, speaker, a map box and combinations) are in the view menu; the Map panel
-#   shows `location`.
+# - **filters and views**: the sidebar filters by label, speaker, fold...; the saved views (by
+#   label, split, speaker, the geo box, your queries) are in the view menu.
 #
-# `fo_play_clips(fo_clips_view(ds).select(session.selected))` plays the clips selected in the App
-# right here in the notebook. Under papermill / `audiolens run` the App is not launched.
+# Under papermill / `audiolens run` the App is not launched. To serve the App from a remote
+# machine, launch it from a Python script (`fo_launch_app(ds, remote=True)`), not a notebook.
 
 # %%
-session = fo_launch_app(ds, port=app_port, remote=remote, when=launch_app)
+plugin_folder = fo_install_audio_plugin(Path(fiftyone_db_dir) / "plugins" if fiftyone_db_dir else None)
+session = fo_launch_app(ds, port=app_port, when=launch_app, spaces=fo_audio_spaces())
 update_results(
     out,
     app={
         "context": fo_execution_context(),
         "launched": session is not None,
         "url": session.url if session is not None else None,
+        "audio_plugin": str(plugin_folder),
     },
 )

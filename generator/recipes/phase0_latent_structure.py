@@ -69,6 +69,7 @@ from lib.phase0.phase0_metrics import (
     evaluate_phase0,
     load_phase0_config,
     phase0_context_sweep,
+    phase0_scheme_figures,
     planted_phase0_data,
 )
 from lib.phase0.phase0_report import (
@@ -252,23 +253,7 @@ if ready:
         )
     )
     decision = result["decision"]
-    scheme_figures = {
-        row["scheme"]: {
-            k: row[k]
-            for k in (
-                "vr_train",
-                "vr_eval",
-                "vr_random_eval",
-                "degradation",
-                "vr_eval_high_energy",
-                "vr_eval_medial",
-                "entropy_reduction_eval",
-                "entropy_reduction_random_eval",
-                "cells",
-            )
-        }
-        for row in result["rows"]
-    }
+    scheme_figures = {row["scheme"]: {**phase0_scheme_figures(row), "cells": row["cells"]} for row in result["rows"]}
     update_results(
         out,
         decision={

@@ -73,14 +73,27 @@ def atomic_write_text(path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _json_default(value):
+def json_plain(value):
+    """``value`` in plain JSON types: numpy scalars and arrays, paths and tuples converted, dict keys
+    made strings, recursively; anything else is returned as it is."""
+    if isinstance(value, dict):
+        return {str(k): json_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_plain(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, Path):
         return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+    return value
+
+
+def _json_default(value):
+    plain = json_plain(value)
+    if plain is value:
+        raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+    return plain
 
 
 def atomic_write_json(path, obj, indent: int = 2) -> Path:

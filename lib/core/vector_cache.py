@@ -284,6 +284,14 @@ def _vector_cache_as_arrays(result) -> dict:
     return dict(result) if isinstance(result, dict) else {"embeddings": result}
 
 
+# %% [markdown]
+# ## Updating a cache: only new or changed files are computed
+#
+# `vector_cache_update` reuses the rows of unchanged files, computes the rest in chunks and
+# checkpoints after each chunk, so an interrupted run resumes where it stopped.
+
+
+# %%
 def vector_cache_update(
     paths,
     compute_fn,

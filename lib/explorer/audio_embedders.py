@@ -1,36 +1,90 @@
 # %% [markdown]
 # # Audio embedders: one vector per clip from any encoder
 #
-# Three interchangeable encoders, each with `sample_rate`, `config()` (what the cache is keyed
-# by), `info()` and `embed(waveforms) -> [n, D]`:
+# Encoders are looked up by name in `EXPLORER_ENCODERS` (`make_audio_embedder(name, ...)`).
+# This module registers the two that need no training:
 #
-# - `MfccStatsEmbedder`: the no-model baseline, mean and standard deviation over time of MFCCs
-#   and their deltas. Runs anywhere, offline, in milliseconds per clip.
-# - `SpeechLayerEmbedder`: one layer of a transformers speech model (WavLM, Wav2Vec2, HuBERT,
-#   Whisper's encoder...) through `lib.core.speech_models`, frames pooled with `pool_frames`.
-#   The model is loaded lazily, so a run served entirely from the cache never loads it.
-# - `AudioMaeCheckpointEmbedder`: the encoder of an AudioMAE++ checkpoint trained by this repository,
-#   keyed by the checkpoint's content hash.
+# - `mfcc` (`MfccStatsEmbedder`): the no-model baseline, MFCCs and their deltas averaged over
+#   three time segments, plus their standard deviation. Offline, milliseconds per clip.
+# - `speech_model` (`SpeechLayerEmbedder`): one layer of a transformers speech model through
+#   `lib.core.speech_models`, frames pooled over the clip: the bundled Whisper tiny.en
+#   (`bundled/whisper-tiny.en`, a real pretrained model on every machine, no download; in clip
+#   mode 2,000 clips cost about a minute on a CPU), or WavLM, Wav2Vec2, HuBERT, any Whisper.
 #
-# `embed_audio_files` runs any of them over a list of files in batches with a progress bar,
-# skipping (and listing, with the reason) files that cannot be read or embedded;
-# `embed_audio_files_cached` does the same through the incremental cache of
-# `lib.core.vector_cache`.
+# `audiomae` (an AudioMAE++ checkpoint from `audiomae_training`), `external` (an encoder
+# state dict saved by another program) and `transform_stats` (IQ recordings) are registered by
+# the AudioMAE/RF variant of this notebook, which carries their code.
+#
+# Every embedder has the same interface: `load()` loads the model **once, before any clip is
+# touched**, and raises the model's own error (a bad checkpoint is one clear error, never
+# thousands of "audio failures"); `prepare(signal, rate)` is the per-clip work that needs no
+# model (run in worker processes); `embed_prepared(items)` runs the model on a batch under
+# `torch.inference_mode`; `config()` is what the embedding cache is keyed by; `describe()`
+# says in words what the encoder computes. An encoder holding a model also has `preparer()`:
+# the light object the worker processes receive instead of the encoder (and its weights).
 
 # %%
 import datetime as _dt
+import hashlib
+import time
 from pathlib import Path
 
 import numpy as np
 
 from lib.core.atomic_io import file_sha256
-from lib.core.audio import load_audio_batch
+from lib.core.audio import report_audio_failures
 from lib.core.features import mfcc_features, pool_frames
 from lib.core.speech_models import load_speech_model
 from lib.core.vector_cache import embed_cache_update
-from lib.mae.mae_checkpoints import load_audiomae_encoder
+from lib.explorer.explorer_batches import ExplorerAudioReader, ExplorerWaveformPreparer, explorer_map_chunks
+
+EXPLORER_ENCODERS = {}
+# encoders whose code lives in a notebook variant (the default notebook does not carry it)
+EXPLORER_VARIANT_ENCODERS = {
+    "audiomae": "fiftyone_explorer_mae",
+    "external": "fiftyone_explorer_mae",
+    "transform_stats": "fiftyone_explorer_mae",
+}
 
 
+class ExplorerEncoderError(RuntimeError):
+    """The encoder cannot be used (model, checkpoint, configuration); raised before any clip is embedded."""
+
+
+def register_explorer_encoder(name: str):
+    """Decorator: ``@register_explorer_encoder("name")`` adds ``factory(**options) -> embedder``."""
+
+    def decorate(factory):
+        EXPLORER_ENCODERS[name] = factory
+        return factory
+
+    return decorate
+
+
+def make_audio_embedder(encoder: str = "mfcc", **options):
+    """Build a registered embedder by name; options it does not take are ignored."""
+    import inspect
+
+    if encoder not in EXPLORER_ENCODERS:
+        if encoder in EXPLORER_VARIANT_ENCODERS:
+            variant = EXPLORER_VARIANT_ENCODERS[encoder]
+            raise ExplorerEncoderError(
+                f"encoder {encoder!r} needs the AudioMAE/RF code, which this notebook does not carry: open "
+                f"notebooks/{variant}.ipynb (same parameters), or run `audiolens run fiftyone_explorer -p encoder "
+                f"{encoder}` (it picks that notebook)"
+            )
+        raise ExplorerEncoderError(f"unknown encoder {encoder!r}; available: {', '.join(sorted(EXPLORER_ENCODERS))}")
+    factory = EXPLORER_ENCODERS[encoder]
+    accepted = inspect.signature(factory).parameters
+    return factory(**{k: v for k, v in options.items() if k in accepted})
+
+
+# %% [markdown]
+# ## MFCC statistics (no model)
+
+
+# %%
+@register_explorer_encoder("mfcc")
 class MfccStatsEmbedder:
     """MFCC (+ deltas) statistics: the mean over each of ``segments`` equal time segments, plus the std.
 
@@ -41,6 +95,8 @@ class MfccStatsEmbedder:
     """
 
     kind = "mfcc"
+    signal = "audio"
+    weights = "none"
 
     def __init__(
         self,
@@ -80,9 +136,23 @@ class MfccStatsEmbedder:
         }
 
     def info(self) -> dict:
-        return dict(self.config(), embedding_dim=self.embedding_dim)
+        return dict(self.config(), embedding_dim=self.embedding_dim, weights=self.weights)
 
-    def embed_one(self, y: np.ndarray) -> np.ndarray:
+    def describe(self) -> str:
+        trim = f"silence below {self.trim_db:g} dB of the peak trimmed, " if self.trim_db is not None else ""
+        return (
+            f"**MFCC statistics** (no model): {self.n_mfcc} MFCCs from a {self.n_mels}-band mel spectrogram "
+            f"({self.n_fft}-sample window, {1000 * self.hop_length / self.sample_rate:g} ms hop) at "
+            f"{self.sample_rate} Hz, with {'deltas' if self.delta_order == 1 else f'{self.delta_order} delta orders'}; "
+            f"{trim}averaged over {self.segments} equal time segments plus the standard deviation over the "
+            f"clip: {self.embedding_dim} numbers per clip."
+        )
+
+    def load(self):
+        return self
+
+    def prepare(self, y: np.ndarray, sample_rate: int | None = None) -> np.ndarray:
+        """The embedding of one waveform at ``self.sample_rate`` (all the work happens here)."""
         import librosa
 
         if self.trim_db is not None:
@@ -99,16 +169,25 @@ class MfccStatsEmbedder:
         ).T
         parts = [idx for idx in np.array_split(np.arange(len(frames)), self.segments)]
         means = [pool_frames(frames[idx] if len(idx) else frames, "mean") for idx in parts]
-        return np.concatenate(means + [frames.std(axis=0)])
+        return np.concatenate(means + [frames.std(axis=0)]).astype(np.float32)
+
+    def embed_prepared(self, items) -> np.ndarray:
+        return np.stack(items).astype(np.float32)
 
     def embed(self, waveforms) -> np.ndarray:
-        return np.stack([self.embed_one(y) for y in waveforms]).astype(np.float32)
+        return self.embed_prepared([self.prepare(y) for y in waveforms])
 
 
+# %% [markdown]
+# ## A layer of a speech model
+#
+# Hub ids are keyed by name (and revision); a local folder, and the bundled Whisper, by a
+# fingerprint of their weights. The model is loaded by `load()` (once, before the loop).
+
+
+# %%
 def _model_folder_hash(path: Path) -> str:
     """Content hash of a local model folder (weights + configs), for cache keys."""
-    import hashlib
-
     digest = hashlib.sha256()
     for f in sorted(path.iterdir()):
         if f.is_file() and f.suffix in (".safetensors", ".bin", ".json", ".pt", ".pth"):
@@ -117,70 +196,75 @@ def _model_folder_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
+@register_explorer_encoder("speech_model")
 class SpeechLayerEmbedder:
     """One hidden layer of a transformers speech model, pooled over frames (``mean`` by default)."""
 
     kind = "speech_model"
+    signal = "audio"
 
     def __init__(
         self,
-        name_or_path: str = "microsoft/wavlm-base-plus",
-        layer=6,
+        model_name: str = "bundled/whisper-tiny.en",
+        layer=4,
         pooling: str = "mean",
         device: str = "cpu",
         local_files_only: bool = False,
         revision: str | None = None,
+        whisper_mode: str = "clip",
     ):
-        self.name_or_path = str(name_or_path)
+        self.name_or_path = str(model_name)
         self.layer = layer
         self.pooling = pooling
         self.device = device
         self.local_files_only = local_files_only
         self.revision = revision
+        self.whisper_mode = whisper_mode
         self._adapter = None
         local = Path(self.name_or_path).expanduser()
-        # Local folders are keyed by their content; hub ids by name (+ revision).
         self.model_hash = _model_folder_hash(local) if local.is_dir() else None
         self.name = f"{Path(self.name_or_path).name}-L{layer}-{pooling}"
+        self.sample_rate = 16000
+
+    def load(self):
+        """Load the model once (``ExplorerEncoderError`` with the loader's reason when it cannot)."""
+        if self._adapter is None:
+            try:
+                self._adapter = load_speech_model(
+                    self.name_or_path,
+                    device=self.device,
+                    local_files_only=self.local_files_only,
+                    whisper_mode=self.whisper_mode,
+                )
+                self._adapter._check_layers([self.layer])
+            except (OSError, ValueError, RuntimeError) as error:
+                raise ExplorerEncoderError(
+                    f"encoder 'speech_model' cannot use {self.name_or_path!r} layer {self.layer!r}: {error}"
+                ) from None
+            self.sample_rate = int(self._adapter.sample_rate)
+        return self
 
     @property
     def adapter(self):
-        if self._adapter is None:
-            self._adapter = load_speech_model(
-                self.name_or_path, device=self.device, local_files_only=self.local_files_only
-            )
-            self._adapter._check_layers([self.layer])
-        return self._adapter
+        return self.load()._adapter
 
     @property
-    def sample_rate(self) -> int:
-        return self.adapter.sample_rate if self._adapter is not None else self._guess_sample_rate()
-
-    def _guess_sample_rate(self) -> int:
-        import json
-
-        local = Path(self.name_or_path).expanduser() / "preprocessor_config.json"
-        if not local.exists():  # a hub id: read the cached preprocessor config without loading the model
-            try:
-                from huggingface_hub import try_to_load_from_cache
-
-                found = try_to_load_from_cache(self.name_or_path, "preprocessor_config.json")
-                local = Path(found) if isinstance(found, str) else local
-            except Exception:  # noqa: BLE001 - fall back to loading the model
-                pass
-        if local.exists():
-            return int(json.loads(local.read_text()).get("sampling_rate", 16000))
-        return self.adapter.sample_rate
+    def weights(self) -> str:
+        return getattr(self._adapter, "weights", "pretrained") if self._adapter is not None else "pretrained"
 
     def config(self) -> dict:
+        adapter = self.adapter
         return {
             "kind": self.kind,
             "name": self.name,
             "model": self.name_or_path,
             "model_hash": self.model_hash,
+            "fingerprint": adapter.fingerprint(),
             "revision": self.revision,
             "layer": str(self.layer),
             "pooling": self.pooling,
+            "whisper_mode": getattr(adapter, "whisper_mode", None),
+            "weights": self.weights,
             "sample_rate": self.sample_rate,
         }
 
@@ -190,128 +274,119 @@ class SpeechLayerEmbedder:
             info["model_info"] = self._adapter.info()
         return info
 
-    def embed(self, waveforms) -> np.ndarray:
-        rows = []
-        for y in waveforms:
-            states = self.adapter.hidden_states(y, layers=[self.layer])
-            rows.append(pool_frames(next(iter(states.values())), self.pooling))
+    def describe(self) -> str:
+        adapter = self.adapter
+        mode = getattr(adapter, "whisper_mode", None)
+        how = ""
+        if adapter.family == "whisper":
+            how = " Whisper's own 80-band log-mel of the clip; " + (
+                "clip mode: the encoder runs on the clip alone (positional embeddings sliced to its length)."
+                if mode == "clip"
+                else "padded to 30 s as in training; only the frames covering the clip are pooled."
+            )
+        return (
+            f"**{adapter.family} layer {self.layer}** of `{self.name_or_path}` ({self.weights} weights, "
+            f"{adapter.num_parameters / 1e6:.1f} M parameters), {self.pooling}-pooled over the clip's "
+            f"{adapter.frame_rate:g} Hz frames at {self.sample_rate} Hz.{how}"
+        )
+
+    def prepare(self, y: np.ndarray, sample_rate: int | None = None) -> np.ndarray:
+        return np.asarray(y, dtype=np.float32)
+
+    def preparer(self):
+        """What worker processes run per clip: light to send, no model inside."""
+        return ExplorerWaveformPreparer()
+
+    def embed_prepared(self, items) -> np.ndarray:
+        import torch
+
+        adapter = self.adapter
+        with torch.inference_mode():
+            states = adapter.hidden_states_batch(list(items), layers=[self.layer], batch_size=len(items))
+        rows = [pool_frames(next(iter(state.values())), self.pooling) for state in states]
         return np.stack(rows).astype(np.float32)
 
-
-class AudioMaeCheckpointEmbedder:
-    """The encoder of an AudioMAE++ checkpoint (mean-pooled patch tokens), keyed by its content hash."""
-
-    kind = "audiomae"
-
-    def __init__(self, checkpoint_path, device: str = "cpu", batch_size: int = 32, sample_rate: int = 16000):
-        self.checkpoint_path = Path(checkpoint_path).expanduser()
-        if not self.checkpoint_path.is_file():
-            raise FileNotFoundError(
-                f"{self.checkpoint_path}: AudioMAE++ checkpoint not found. Train one with the "
-                "audiomae_training notebook, or pass the path of its checkpoint file."
-            )
-        self.device = device
-        self.batch_size = int(batch_size)
-        self.checkpoint_hash = file_sha256(self.checkpoint_path)
-        self.sample_rate = int(sample_rate)  # clips are loaded at this rate; the encoder resamples to its own
-        self.name = f"audiomae-{self.checkpoint_path.stem}"
-        self._encoder = None
-
-    @property
-    def encoder(self):
-        if self._encoder is None:
-            self._encoder = load_audiomae_encoder(self.checkpoint_path, device=self.device)
-        return self._encoder
-
-    def config(self) -> dict:
-        return {
-            "kind": self.kind,
-            "name": self.name,
-            "checkpoint": str(self.checkpoint_path),
-            "checkpoint_hash": self.checkpoint_hash,
-            "sample_rate": self.sample_rate,
-        }
-
-    def info(self) -> dict:
-        info = dict(self.config())
-        if self._encoder is not None:
-            info.update(embedding_dim=int(self._encoder.embedding_dim), model_config=self._encoder.config)
-        return info
-
     def embed(self, waveforms) -> np.ndarray:
-        return np.asarray(
-            self.encoder.embed(list(waveforms), self.sample_rate, batch_size=self.batch_size), dtype=np.float32
-        )
-
-
-def make_audio_embedder(
-    encoder: str = "mfcc",
-    model_name: str = "microsoft/wavlm-base-plus",
-    layer=6,
-    pooling: str = "mean",
-    checkpoint=None,
-    device: str = "cpu",
-    local_files_only: bool = False,
-    sample_rate: int = 16000,
-):
-    """Build an embedder by name: ``"mfcc"``, ``"speech_model"`` (``model_name`` + ``layer``) or ``"audiomae"``."""
-    if encoder == "mfcc":
-        return MfccStatsEmbedder(sample_rate=sample_rate)
-    if encoder == "speech_model":
-        return SpeechLayerEmbedder(
-            model_name, layer=layer, pooling=pooling, device=device, local_files_only=local_files_only
-        )
-    if encoder == "audiomae":
-        if checkpoint is None:
-            raise ValueError("encoder='audiomae' needs checkpoint=<path of an AudioMAE++ checkpoint>")
-        return AudioMaeCheckpointEmbedder(checkpoint, device=device)
-    raise ValueError(f"unknown encoder {encoder!r}: choose 'mfcc', 'speech_model' or 'audiomae'")
+        return self.embed_prepared(list(waveforms))
 
 
 # %% [markdown]
 # ## Running an embedder over files
 #
-# Files are loaded (at the embedder's sample rate) and embedded one batch at a time, so memory
-# stays bounded on large collections. A file that cannot be decoded is skipped with the reason
-# from `load_audio_batch`; a clip the encoder rejects (too short for its convolutions, say) is
-# retried alone so only that clip is lost, and listed with the encoder's error message.
+# `lib/explorer/explorer_batches.py` reads, prepares and (optionally) renders the previews of
+# the clips in worker processes while this process runs the model. A file that cannot be read
+# is skipped with its reason (an audio failure, remembered by the cache); a clip the encoder
+# rejects is retried alone and listed as an *encoder* failure, which is never cached (a fixed
+# encoder will embed it next time). An encoder that fails on every clip of the first batch
+# stops the run with its own error instead of failing clip by clip.
 
 
 # %%
-def embed_audio_files(paths, embedder, batch_size: int = 32, progress: bool = True):
-    """Embed ``paths``; return ``(embeddings [N, D], ok_paths, failures)`` (``failures``: path + error)."""
+def embed_signal_files(
+    paths, embedder, batch_size: int = 32, progress: bool = True, workers=0, reader=None, preview=None, stats=None
+):
+    """Embed ``paths``; return ``(embeddings [N, D], ok_paths, failures, encoder_failures)``.
+
+    ``failures``: files that could not be read; ``encoder_failures``: clips the encoder
+    rejected. ``preview``: also render each clip's preview in the same pass. ``stats`` (a
+    dict) receives the seconds spent decoding, preparing, rendering (summed over workers) and
+    embedding, and the previews made.
+    """
+    import torch
     from tqdm.auto import tqdm
 
-    paths = [str(p) for p in paths]
-    vectors, ok_paths, failures = [], [], []
-    with tqdm(total=len(paths), desc=f"embedding ({embedder.name})", unit="clip", disable=not progress) as bar:
-        for start in range(0, len(paths), batch_size):
-            chunk = paths[start : start + batch_size]
-            waves, loaded, bad = load_audio_batch(chunk, sr=embedder.sample_rate, progress=False)
-            failures.extend(bad)
-            if waves:
+    embedder.load()
+    reader = reader or ExplorerAudioReader(embedder.sample_rate)
+    stats = stats if stats is not None else {}
+    for key in ("decode", "transform", "media", "embed"):
+        stats.setdefault(key, 0.0)
+    stats.setdefault("previews", {})
+    stats.setdefault("preview_failures", [])
+    vectors, ok_paths, failures, encoder_failures = [], [], [], []
+    desc = f"embedding ({embedder.name})"
+    with tqdm(total=len(paths), desc=desc, unit="clip", disable=not progress) as bar:
+        preparer = embedder.preparer() if hasattr(embedder, "preparer") else embedder.prepare
+        for chunk in explorer_map_chunks(paths, reader, preparer, preview, batch_size, workers):
+            for key, value in chunk["seconds"].items():
+                stats[key] += value
+            stats["previews"].update(chunk["previews"])
+            stats["preview_failures"].extend(chunk["preview_failures"])
+            failures.extend(chunk["failures"])
+            encoder_failures.extend(chunk["prepare_failures"])
+            items, loaded = chunk["items"], chunk["ok"]
+            start = time.perf_counter()
+            if items:
                 try:
-                    batch = embedder.embed(waves)
+                    with torch.inference_mode():
+                        batch = embedder.embed_prepared(items)
                     vectors.extend(batch)
                     ok_paths.extend(loaded)
-                except Exception:  # noqa: BLE001 - find the clip(s) the encoder rejects
-                    for wave, path in zip(waves, loaded):
+                except Exception as batch_error:  # noqa: BLE001 - find the clip(s) the encoder rejects
+                    for item, path in zip(items, loaded):
                         try:
-                            vectors.append(embedder.embed([wave])[0])
+                            with torch.inference_mode():
+                                vectors.append(embedder.embed_prepared([item])[0])
                             ok_paths.append(path)
                         except Exception as error:  # noqa: BLE001
-                            failures.append({"path": path, "error": f"encoder failed: {type(error).__name__}: {error}"})
-            bar.update(len(chunk))
+                            encoder_failures.append(
+                                {"path": path, "error": f"encoder failed: {type(error).__name__}: {error}"}
+                            )
+                    if not ok_paths:
+                        raise ExplorerEncoderError(
+                            f"encoder {embedder.name} failed on every clip of the first batch "
+                            f"({type(batch_error).__name__}: {batch_error}); stopping instead of failing clip by clip"
+                        ) from batch_error
+            stats["embed"] += time.perf_counter() - start
+            bar.update(len(chunk["ok"]) + len(chunk["failures"]) + len(chunk["prepare_failures"]))
     dim = len(vectors[0]) if vectors else 0
     embeddings = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, dim), np.float32)
-    if not np.all(np.isfinite(embeddings)):
-        bad_rows = np.where(~np.isfinite(embeddings).all(axis=1))[0]
-        for i in bad_rows:
-            failures.append({"path": ok_paths[i], "error": "encoder returned NaN or infinite values"})
+    if len(embeddings) and not np.all(np.isfinite(embeddings)):
         keep = np.isfinite(embeddings).all(axis=1)
+        for i in np.where(~keep)[0]:
+            encoder_failures.append({"path": ok_paths[i], "error": "encoder returned NaN or infinite values"})
         embeddings = embeddings[keep]
         ok_paths = [p for p, k in zip(ok_paths, keep) if k]
-    return embeddings, ok_paths, failures
+    return embeddings, ok_paths, failures, encoder_failures
 
 
 def embed_audio_files_cached(
@@ -322,15 +397,27 @@ def embed_audio_files_cached(
     batch_size: int = 32,
     progress: bool = True,
     retry_failed: bool = False,
+    workers=0,
+    reader=None,
+    preview=None,
+    stats=None,
 ):
-    """``embed_audio_files`` through the incremental cache; return ``(embeddings, files, metadata)``.
+    """``embed_signal_files`` through the incremental cache; return ``(embeddings, files, metadata)``.
 
-    ``metadata``: files, failed files with reasons, timestamp, encoder description, and the
-    cache report (how many rows were reused, computed, dropped).
+    Only unreadable files are remembered as failures by the cache; encoder failures are
+    reported (``metadata["encoder_failed"]``) and retried by the next run. ``metadata``:
+    files, failures, timestamp, encoder description, the cache report and the stage ``stats``.
     """
+    embedder.load()
+    stats = stats if stats is not None else {}
+    encoder_failed = []
 
     def compute(todo):
-        return embed_audio_files(todo, embedder, batch_size=batch_size, progress=progress)
+        embeddings, ok_paths, failures, rejected = embed_signal_files(
+            todo, embedder, batch_size, progress, workers, reader, preview, stats
+        )
+        encoder_failed.extend(rejected)
+        return embeddings, ok_paths, failures
 
     embeddings, files, report = embed_cache_update(
         paths,
@@ -341,13 +428,17 @@ def embed_audio_files_cached(
         model_info=embedder.info(),
         retry_failed=retry_failed,
     )
+    if encoder_failed:
+        report_audio_failures(encoder_failed, noun="clip the encoder rejected")
     metadata = {
         "files": files,
         "failed": report["failed"],
+        "encoder_failed": encoder_failed,
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": embedder.config(),
         "model_info": embedder.info(),
         "embedding_dim": int(embeddings.shape[1]) if embeddings.ndim == 2 else 0,
         "cache": report,
+        "stats": {k: v for k, v in stats.items() if k not in ("previews", "preview_failures")},
     }
     return embeddings, files, metadata

@@ -111,30 +111,6 @@ def intra_inter_distances(
     return {"intra": intra, "inter": inter, "ratio": intra / inter if inter else float("nan")}
 
 
-def embedding_quality_table(
-    embeddings, labels, ks=(1, 5, 10, 20), metric: str = "cosine", center: bool = True, seed: int = 0
-) -> pd.DataFrame:
-    """One-row-per-metric table: precision@k for each ``k``, chance, distances, silhouette."""
-    from sklearn.metrics import silhouette_score
-
-    labels = np.asarray(labels)
-    x = quality_prepare(embeddings, center)
-    rows = [{"metric": f"precision@{k}", "value": precision_at_k(x, labels, k, metric, center=False)} for k in ks]
-    rows.append({"metric": "precision chance level", "value": precision_chance(labels)})
-    distances = intra_inter_distances(x, labels, metric, center=False, seed=seed)
-    rows += [
-        {"metric": "mean intra-class distance", "value": distances["intra"]},
-        {"metric": "mean inter-class distance", "value": distances["inter"]},
-        {"metric": "intra / inter ratio", "value": distances["ratio"]},
-    ]
-    n_labels = len(np.unique(labels))
-    if 2 <= n_labels < len(x):
-        sample = min(len(x), 3000)
-        score = silhouette_score(x, labels, metric=metric, sample_size=sample, random_state=seed)
-        rows.append({"metric": "silhouette", "value": float(score)})
-    return pd.DataFrame(rows)
-
-
 def plot_embedding_quality(embeddings, labels, ks=(1, 2, 5, 10, 20, 50), metric: str = "cosine", title: str = ""):
     """Precision@k against k (with chance) and per-class precision at the largest ``k``."""
     import matplotlib.pyplot as plt
@@ -162,3 +138,129 @@ def plot_embedding_quality(embeddings, labels, ks=(1, 2, 5, 10, 20, 50), metric:
     ax2.set_title(f"per label, k={ks[-1]}")
     fig.tight_layout()
     return fig
+
+
+# %% [markdown]
+# ## A report that means something
+#
+# precision@k with every neighbour counted flatters data sets with many takes per speaker or
+# many clips cut from one recording (FSDD's 50 takes per speaker, ESC-50's clips sharing a
+# `src_file`): a clip's nearest neighbours are often its own siblings. The report puts next to
+# it precision@k with the query's own group (speaker, source file) excluded, the silhouette,
+# per-class precision, and a **k-NN classification accuracy under cross-validation grouped by
+# source** (a group's clips are never split between training and test folds; ESC-50's own five
+# folds are used when all five are present, as the data set prescribes).
+
+
+# %%
+def knn_accuracy_cv(
+    embeddings,
+    labels,
+    groups=None,
+    folds=None,
+    k: int = 5,
+    n_splits: int = 5,
+    metric: str = "cosine",
+    center: bool = True,
+    seed: int = 0,
+) -> dict:
+    """Cross-validated k-NN accuracy; return ``{"accuracy", "std", "per_fold", "scheme", "k", "n_folds"}``.
+
+    ``folds``: predefined fold ids (used when they hold at least ``n_splits`` distinct values);
+    else ``groups`` (``StratifiedGroupKFold``: no group in two folds); else ``StratifiedKFold``.
+    Labels with fewer members than folds still take part (scikit-learn warns and copes).
+    """
+    import warnings
+
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, StratifiedKFold
+    from sklearn.neighbors import KNeighborsClassifier
+
+    x = quality_prepare(embeddings, center)
+    labels = np.asarray(labels).astype(str)
+    splits, scheme = None, ""
+    if folds is not None and len(np.unique(folds)) >= n_splits:
+        folds = np.asarray(folds)
+        splits = [(np.where(folds != f)[0], np.where(folds == f)[0]) for f in np.unique(folds)]
+        scheme = f"predefined folds ({len(splits)}, leave one fold out)"
+    elif groups is not None and len(np.unique(groups)) >= n_splits:
+        groups = np.asarray(groups).astype(str)
+        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        scheme = f"{n_splits}-fold, grouped (no group in two folds)"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            try:
+                splits = list(splitter.split(x, labels, groups))
+            except ValueError:  # every class smaller than the folds: group without stratifying
+                splits = list(GroupKFold(n_splits=n_splits).split(x, labels, groups))
+                scheme += ", not stratified (classes smaller than the folds)"
+    else:
+        n_splits = max(2, min(n_splits, int(pd.Series(labels).value_counts().max())))
+        splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            splits = list(splitter.split(x, labels))
+        scheme = f"{n_splits}-fold, stratified (no groups)"
+    per_fold = []
+    for train, test in splits:
+        if len(train) == 0 or len(test) == 0:
+            continue
+        model = KNeighborsClassifier(n_neighbors=min(int(k), len(train)), metric=metric).fit(x[train], labels[train])
+        per_fold.append(float((model.predict(x[test]) == labels[test]).mean()))
+    return {
+        "accuracy": float(np.mean(per_fold)),
+        "std": float(np.std(per_fold)),
+        "per_fold": per_fold,
+        "scheme": scheme,
+        "k": int(k),
+        "n_folds": len(per_fold),
+        "chance": float(pd.Series(labels).value_counts(normalize=True).max()),
+    }
+
+
+def quality_report(
+    embeddings, labels, groups=None, folds=None, k: int = 20, knn_k: int = 5, metric: str = "cosine", seed: int = 0
+) -> dict:
+    """The figures of the section above for one embedding space (plain numbers, ready for ``results.json``)."""
+    from sklearn.metrics import silhouette_score
+
+    labels = np.asarray(labels).astype(str)
+    x = quality_prepare(embeddings)
+    overall, per_class = precision_at_k(x, labels, k, metric, center=False, per_class=True)
+    report = {
+        "k": int(k),
+        "precision_at_k": overall,
+        "chance": precision_chance(labels),
+        "per_class_precision": {str(c): float(v) for c, v in per_class.items()},
+        "group_column_used": groups is not None,
+        "precision_at_k_other_groups": None,
+    }
+    if groups is not None and len(np.unique(groups)) > 1 and len(x) <= 6000:
+        report["precision_at_k_other_groups"] = precision_at_k_across_groups(
+            x, labels, np.asarray(groups).astype(str), k, metric, center=False
+        )
+    report["distances"] = intra_inter_distances(x, labels, metric, center=False, seed=seed)
+    if 2 <= len(np.unique(labels)) < len(x):
+        report["silhouette"] = float(
+            silhouette_score(x, labels, metric=metric, sample_size=min(len(x), 3000), random_state=seed)
+        )
+    report["knn"] = knn_accuracy_cv(x, labels, groups, folds, k=knn_k, metric=metric, center=False, seed=seed)
+    return report
+
+
+def quality_comparison(reports: dict) -> pd.DataFrame:
+    """One row per encoder (``{name: quality_report(...)}``), the headline figures side by side."""
+    rows = []
+    for name, r in reports.items():
+        rows.append(
+            {
+                "encoder": name,
+                f"precision@{r['k']}": r["precision_at_k"],
+                f"precision@{r['k']}, own group excluded": r["precision_at_k_other_groups"],
+                "chance": r["chance"],
+                "silhouette": r.get("silhouette"),
+                f"k-NN accuracy (k={r['knn']['k']})": r["knn"]["accuracy"],
+                "k-NN chance": r["knn"]["chance"],
+                "CV": r["knn"]["scheme"],
+            }
+        )
+    return pd.DataFrame(rows).set_index("encoder")

@@ -1,21 +1,28 @@
 # %% [markdown]
-# # FiftyOne for audio: data sets, similarity, maps, views and the App
+# # FiftyOne for audio: data sets, similarity, maps and views
 #
-# FiftyOne has no audio media type, so each clip becomes a **group** with two slices:
+# FiftyOne has no audio media type, so each clip becomes a **group** of two samples:
 #
 # - `spectrogram` (the default slice, an image): the PNG log-mel preview, with the clip's
 #   `audio_filepath`, its embedding, an `fo.Classification` label, every metadata column of
 #   the manifest and an `fo.GeoLocation`;
-# - `playback` (a video): the spectrogram with a moving play-head and the clip as soundtrack.
-#   In the App, open a sample and pick the `playback` slice in the group carousel to hear it.
+# - `playback` (a video): the spectrogram with a moving play-head and the clip as soundtrack,
+#   stored with its `fo.VideoMetadata` so the App never needs `ffprobe`.
 #
-# Brain runs and views use the flattened spectrogram slice (`fo_clips_view`). Similarity uses
-# the sklearn backend with explicit embeddings; that backend centres its index but not query
-# vectors, so `fo_query_by_vector` centres (and normalises) the query itself, and a clip's own
-# embedding returns that clip first. Maps (UMAP, t-SNE, PCA) are always computed from explicit
-# embeddings: without them FiftyOne would try to download an image model.
+# A data set of N clips with playback videos therefore holds N groups and 2N samples; the App's
+# grid shows one tile per group. Brain runs and views use the flattened spectrogram slice
+# (`fo_clips_view`). Similarity uses the sklearn backend with explicit embeddings; that backend
+# centres its index but not query vectors, so `fo_query_by_vector` centres (and normalises) the
+# query itself. Maps (UMAP, t-SNE, PCA) are always computed from explicit embeddings (without
+# them FiftyOne would try to download an image model), or stored from points computed before.
 #
-# `fiftyone` is imported inside the functions: call `fo_configure` first to choose where its
+# **Your data sets are safe.** A data set records what the notebook made (fields, views, brain
+# runs) and a fingerprint of its content. A rerun with the same content reuses it as it is (your
+# tags, views and fields stay); a rerun with other content replaces it only when it holds
+# nothing of yours; otherwise it stops and says what it would lose (`overwrite=True` replaces it
+# anyway, explicitly).
+#
+# `fiftyone` is imported inside the functions: call `fo_connect` first to choose where its
 # MongoDB keeps its files (tests point it at a temporary folder).
 
 # %%
@@ -27,7 +34,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lib.core.atomic_io import atomic_output
+from lib.core.atomic_io import atomic_output, atomic_save_npy
+from lib.core.audio import audio_info
+from lib.explorer.spectrogram_media import spec_image_size, spec_video_metadata
 
 FO_SPECTROGRAM_SLICE = "spectrogram"
 FO_PLAYBACK_SLICE = "playback"
@@ -51,17 +60,17 @@ FO_RESERVED_FIELDS = {
 
 
 def fo_running_database_dirs() -> list:
-    """The ``--dbpath`` of every FiftyOne MongoDB (``mongod`` started by FiftyOne) running now."""
+    """``(pid, --dbpath)`` of every MongoDB (``mongod``) this machine runs that FiftyOne could attach to."""
     import psutil
 
-    dirs = []
-    for proc in psutil.process_iter(["cmdline"]):
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
         cmdline = proc.info.get("cmdline") or []
         if cmdline and os.path.basename(cmdline[0]) == "mongod" and "--dbpath" in cmdline:
             position = cmdline.index("--dbpath") + 1
             if position < len(cmdline):
-                dirs.append(cmdline[position])
-    return dirs
+                found.append((proc.info["pid"], cmdline[position]))
+    return found
 
 
 def fo_configure(database_dir=None, dataset_dir=None, do_not_track: bool = True):
@@ -69,7 +78,7 @@ def fo_configure(database_dir=None, dataset_dir=None, do_not_track: bool = True)
 
     Caveat (checked with fiftyone 1.22): a new FiftyOne process attaches to a FiftyOne database
     service that is already running for the same user, *whatever* ``database_dir`` says; the
-    folder only applies when this process starts the database. A warning is printed then.
+    folder only applies when this process starts the database. A note is printed then.
     """
     if do_not_track:
         os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
@@ -79,8 +88,8 @@ def fo_configure(database_dir=None, dataset_dir=None, do_not_track: bool = True)
             os.environ[variable] = str(Path(value).expanduser())
     if database_dir is not None:
         wanted = os.path.realpath(os.environ["FIFTYONE_DATABASE_DIR"])
-        others = [d for d in fo_running_database_dirs() if os.path.realpath(d) != wanted]
-        if others:
+        others = [d for _, d in fo_running_database_dirs() if os.path.realpath(d) != wanted]
+        if others and "FIFTYONE_PRIVATE_DATABASE_PORT" not in os.environ:
             print(
                 f"Note: a FiftyOne database is already running on {others[0]}; FiftyOne will use it "
                 f"rather than {wanted}. Use unique data set names (or stop it) to keep runs apart."
@@ -93,6 +102,121 @@ def fo_configure(database_dir=None, dataset_dir=None, do_not_track: bool = True)
         if dataset_dir is not None:
             fo.config.default_dataset_dir = os.environ["FIFTYONE_DEFAULT_DATASET_DIR"]
         fo.config.do_not_track = do_not_track
+
+
+# %% [markdown]
+# ## Connecting, one process at a time
+#
+# `fo_connect` serialises the first connection to a database folder with a lock file, so two
+# explorers starting at once share one MongoDB instead of failing inside FiftyOne; when it cannot,
+# the error names the folder and the process that holds it.
+
+
+# %%
+class FoDatabaseInUseError(RuntimeError):
+    """Another process holds the FiftyOne database folder; the message says which and what to do."""
+
+
+def fo_connect(database_dir=None, dataset_dir=None, timeout: float = 120.0) -> str:
+    """``fo_configure`` then connect to the database, one process at a time per database folder.
+
+    Two explorers starting on one database folder at once would both start a MongoDB on it and
+    the second would fail deep inside FiftyOne ("failed to bind", "DBPathInUse"). Here the first
+    connection is serialised by a lock file in the folder: the second process waits (up to
+    ``timeout`` s) and then attaches to the database the first one started. If it cannot, it
+    raises ``FoDatabaseInUseError`` naming the folder and the process that holds it.
+    Returns the database folder in use.
+    """
+    import fcntl
+
+    fo_configure(database_dir, dataset_dir)
+    if os.environ.get("FIFTYONE_DATABASE_DIR"):
+        folder = Path(os.environ["FIFTYONE_DATABASE_DIR"]).expanduser()
+    else:
+        import fiftyone as fo
+
+        folder = Path(fo.config.database_dir).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    lock_path = folder / ".audiolens-connect.lock"
+    deadline = time.monotonic() + timeout
+    with open(lock_path, "a+") as lock:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise FoDatabaseInUseError(
+                        _fo_in_use_message(folder, lock_path, f"waited {timeout:.0f} s")
+                    ) from None
+                time.sleep(0.5)
+        try:
+            lock.seek(0)
+            lock.truncate()
+            lock.write(f"{os.getpid()} {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+            lock.flush()
+            import fiftyone as fo  # importing it takes seconds: only once the folder is ours
+
+            try:
+                _fo_call_within(fo.list_datasets, max(timeout, 60.0), folder)
+            except Exception as error:  # noqa: BLE001 - FiftyOne raises many kinds here
+                text = f"{type(error).__name__}: {error}"
+                others = [pid for pid, d in fo_running_database_dirs() if _fo_same_dir(d, folder)]
+                if "DBPathInUse" in text or (others and "ServiceListenTimeout" in text):
+                    raise FoDatabaseInUseError(_fo_in_use_message(folder, lock_path, text)) from None
+                if "ServiceListenTimeout" in text:
+                    raise RuntimeError(
+                        f"FiftyOne's database on {folder} did not start within FiftyOne's 60 s ({text}). On a busy "
+                        "machine MongoDB can take longer: run again, or point fiftyone_db_dir at a fresh folder."
+                    ) from None
+                raise
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return str(folder)
+
+
+def _fo_call_within(call, seconds: float, folder: Path):
+    """``call()`` in a daemon thread, waited for at most ``seconds``: a database that never answers
+    (seen on an overloaded machine) becomes a clear error instead of a notebook that hangs."""
+    import threading
+
+    box = {}
+
+    def work():
+        try:
+            box["value"] = call()
+        except BaseException as error:  # noqa: BLE001 - handed to the caller
+            box["error"] = error
+
+    thread = threading.Thread(target=work, name="fo-connect", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise RuntimeError(
+            f"FiftyOne's database on {folder} did not start within {seconds:.0f} s (no answer). On a busy machine "
+            "MongoDB can take longer: run again, or point fiftyone_db_dir at a fresh folder."
+        )
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def _fo_same_dir(a, b) -> bool:
+    return os.path.realpath(str(a)) == os.path.realpath(str(b))
+
+
+def _fo_in_use_message(folder: Path, lock_path: Path, detail: str) -> str:
+    holders = [f"mongod pid {pid}" for pid, d in fo_running_database_dirs() if _fo_same_dir(d, folder)]
+    try:
+        starter = lock_path.read_text().strip()
+    except OSError:
+        starter = ""
+    who = ", ".join(holders + ([f"started by pid {starter}"] if starter else [])) or "another process"
+    return (
+        f"FiftyOne database folder {folder} is in use ({who}; {detail}). Another explorer or FiftyOne session is "
+        "starting or using its database. Wait for it to finish, or give this run its own folder "
+        "(fiftyone_db_dir), or stop the other process."
+    )
 
 
 # %% [markdown]
@@ -172,23 +296,122 @@ def fo_geolocations(manifest: pd.DataFrame, coords_csv=None, by: str = "label", 
 
 
 # %% [markdown]
-# ## Building the data set
+# ## What the user made
+#
+# Tags, saved views, fields, runs and workspaces that the explorer did not record as its own: a
+# rebuild never deletes them silently.
 
 
 # %%
-def fo_unique_dataset_name(name: str, overwrite: bool = False) -> str:
-    """``name`` itself when free (or when ``overwrite``), else ``name-2``, ``name-3``..."""
+class FoUserContentError(RuntimeError):
+    """A data set holds user content (tags, views, fields...) that rebuilding it would delete."""
+
+
+def fo_user_content(dataset) -> dict:
+    """What in ``dataset`` the explorer did not make: ``{kind: [names or counts]}`` (empty: nothing).
+
+    Sample and label tags, saved views, fields, brain/evaluation/annotation runs and workspaces
+    not recorded in ``dataset.info["audiolens"]``, and data set tags.
+    """
+    made = (dataset.info or {}).get("audiolens")
+    if made is None:
+        return {"not made by audiolens": [dataset.name]}
+    every = dataset.select_group_slices(_allow_mixed=True) if dataset.media_type == "group" else dataset
+    found = {}
+    sample_tags = every.count_sample_tags()
+    if sample_tags:
+        found["sample tags"] = [f"{tag} ({n})" for tag, n in sample_tags.items()]
+    try:
+        label_tags = every.count_label_tags()
+    except Exception:  # noqa: BLE001 - no label fields
+        label_tags = {}
+    if label_tags:
+        found["label tags"] = [f"{tag} ({n})" for tag, n in label_tags.items()]
+    for kind, names, ours in (
+        ("saved views", dataset.list_saved_views(), made.get("saved_views", [])),
+        ("fields", list(dataset.get_field_schema(flat=False)), made.get("fields", [])),
+        ("brain runs", dataset.list_brain_runs(), made.get("brain_keys", [])),
+        ("evaluations", dataset.list_evaluations(), []),
+        ("annotation runs", dataset.list_annotation_runs(), []),
+        ("workspaces", dataset.list_workspaces(), []),
+        ("data set tags", list(dataset.tags), []),
+    ):
+        extra = [n for n in names if n not in set(ours)]
+        if extra:
+            found[kind] = extra
+    return found
+
+
+def fo_record_made(dataset, saved_views=(), brain_keys=()) -> None:
+    """Add views / brain runs to what ``fo_user_content`` counts as the explorer's own."""
+    info = dict(dataset.info or {})
+    made = dict(info.get("audiolens") or {})
+    made["saved_views"] = sorted(set(made.get("saved_views", [])) | set(saved_views))
+    made["brain_keys"] = sorted(set(made.get("brain_keys", [])) | set(brain_keys))
+    info["audiolens"] = made
+    dataset.info = info
+    dataset.save()
+
+
+# %% [markdown]
+# ## Reusing or replacing a data set
+#
+# A data set records the fingerprint of what it was built from: the same content is reused as it
+# is, other content replaces it only when it holds nothing of the user's (or with `overwrite`).
+
+
+# %%
+def fo_content_fingerprint(manifest: pd.DataFrame, embeddings, preview_paths, video_paths=None, lonlat=None) -> str:
+    """SHA-256 of what a data set is built from (clips, labels, metadata, embeddings, media, locations)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    digest.update(pd.util.hash_pandas_object(manifest.astype(str), index=False).values.tobytes())
+    digest.update(np.ascontiguousarray(embeddings, dtype=np.float32).tobytes())
+    digest.update("\0".join(map(str, preview_paths)).encode())
+    digest.update("\0".join(map(str, video_paths or [])).encode())
+    if lonlat is not None:
+        digest.update(np.ascontiguousarray(lonlat, dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def fo_open_dataset(name: str, fingerprint: str, overwrite: bool = False):
+    """``(dataset or None, action)`` for building data set ``name`` with content ``fingerprint``.
+
+    ``action``: ``"new"`` (no such data set: ``None`` returned), ``"reuse"`` (same content:
+    returned as it is), ``"replace"`` (deleted: it held nothing of the user's, or
+    ``overwrite``). Raises ``FoUserContentError`` instead of deleting user content.
+    """
     import fiftyone as fo
 
-    if overwrite or not fo.dataset_exists(name):
-        return name
-    k = 2
-    while fo.dataset_exists(f"{name}-{k}"):
-        k += 1
-    print(f"A data set named {name!r} exists; using {name}-{k!r} (pass overwrite=True to replace it)")
-    return f"{name}-{k}"
+    if not fo.dataset_exists(name):
+        return None, "new"
+    existing = fo.load_dataset(name)
+    made = (existing.info or {}).get("audiolens") or {}
+    if made.get("fingerprint") == fingerprint and not overwrite:
+        return existing, "reuse"
+    user = fo_user_content(existing)
+    if user and not overwrite:
+        listing = "; ".join(f"{kind}: {', '.join(map(str, names[:5]))}" for kind, names in user.items())
+        raise FoUserContentError(
+            f"FiftyOne data set {name!r} exists with other content and holds things this notebook did not make "
+            f"({listing}). Nothing was changed. Pick another fo_dataset_name (None: a new name), or set "
+            "overwrite=True to replace it and lose them."
+        )
+    if user:
+        print(f"overwrite=True: replacing data set {name!r} and its {', '.join(user)}")
+    existing.delete()
+    return None, "replace"
 
 
+# %% [markdown]
+# ## Building the data set
+#
+# One group per clip: a spectrogram slice (the PNG preview, carrying the embedding) and, when the
+# clip has a video, a playback slice; every manifest column becomes a field of both.
+
+
+# %%
 def _fo_value(value):
     if value is None:
         return None
@@ -216,11 +439,13 @@ def fo_build_audio_dataset(
     label_column: str = "label",
     progress: bool = True,
 ):
-    """Create the grouped FiftyOne data set (see the module notes); return it.
+    """Create (or reuse) the grouped FiftyOne data set (see the module notes); return it.
 
     ``manifest`` rows, ``embeddings`` rows, ``preview_paths`` (and ``video_paths``, entries may
-    be ``None``) are aligned; ``manifest`` needs ``path`` and ``label_column``. Every preview
-    must exist (checked first, with a clear error). The name is made unique unless ``overwrite``.
+    be ``None``) are aligned; ``manifest`` needs ``path`` and ``label_column`` (and may give the
+    clips' ``duration``). Every preview must exist (checked first, with a clear error). Image
+    and video metadata are computed here from what made the files, never by probing them.
+    ``dataset.info["audiolens"]["action"]`` says whether it was made new, reused or replaced.
     """
     import fiftyone as fo
 
@@ -236,12 +461,19 @@ def fo_build_audio_dataset(
     missing = [p for p in preview_paths if not Path(p).is_file()]
     if missing:
         raise FileNotFoundError(
-            f"{len(missing)} spectrogram preview(s) do not exist, e.g. {missing[:3]}; run spectrogram_previews first"
+            f"{len(missing)} spectrogram preview(s) do not exist, e.g. {missing[:3]}; "
+            "render them first (explorer_render_previews)"
         )
     if label_column not in manifest.columns or "path" not in manifest.columns:
         raise ValueError(f"manifest needs 'path' and {label_column!r} columns; has {list(manifest.columns)}")
-    name = fo_unique_dataset_name(name, overwrite)
-    dataset = fo.Dataset(name, overwrite=overwrite)
+    fingerprint = fo_content_fingerprint(
+        manifest.assign(_label=manifest[label_column]), embeddings, preview_paths, video_paths, lonlat
+    )
+    existing, action = fo_open_dataset(name, fingerprint, overwrite)
+    if existing is not None:
+        print(f"FiftyOne data set {name!r} already holds exactly this content: reused as it is")
+        return existing
+    dataset = fo.Dataset(name)
     dataset.persistent = persistent
     dataset.add_group_field("group", default=FO_SPECTROGRAM_SLICE)
     extra_columns = [c for c in manifest.columns if c not in ("path", label_column)]
@@ -259,23 +491,43 @@ def fo_build_audio_dataset(
             if geo_source is not None:
                 common["geo_source"] = str(geo_source[i])
         video = video_paths[i] if video_paths is not None else None
+        width, height = spec_image_size(preview_paths[i])
         samples.append(
             fo.Sample(
                 filepath=str(preview_paths[i]),
                 group=group.element(FO_SPECTROGRAM_SLICE),
-                embedding=embeddings[i].tolist(),
+                embedding=embeddings[i],
                 video_filepath=video,
+                metadata=fo.ImageMetadata(width=int(width), height=int(height)),
                 **common,
             )
         )
         if video:
-            samples.append(fo.Sample(filepath=str(video), group=group.element(FO_PLAYBACK_SLICE), **common))
+            duration = row.get("duration") if "duration" in row else audio_info(row["path"])["duration"]
+            meta = spec_video_metadata(video, preview_paths[i], duration)
+            samples.append(
+                fo.Sample(
+                    filepath=str(video),
+                    group=group.element(FO_PLAYBACK_SLICE),
+                    metadata=fo.VideoMetadata(**meta),
+                    **common,
+                )
+            )
     dataset.add_samples(samples, progress=progress)
+    n_videos = sum(1 for v in (video_paths or []) if v)
     dataset.info = {
         "source": "audiolens fiftyone_explorer",
         "n_clips": n,
+        "n_samples": n + n_videos,
         "embedding_dim": int(embeddings.shape[1]),
-        "how_to_listen": "open a sample, choose the 'playback' slice in the group carousel",
+        "how_to_listen": "open a clip: the Audio panel plays it (or choose the 'playback' slice in the group carousel)",
+        "audiolens": {
+            "fingerprint": fingerprint,
+            "action": action,
+            "fields": sorted(dataset.get_field_schema(flat=False)),
+            "saved_views": [],
+            "brain_keys": [],
+        },
     }
     dataset.save()
     return dataset
@@ -298,9 +550,11 @@ def fo_compute_similarity(dataset, embeddings, brain_key: str = "audio_sim", met
     view = fo_clips_view(dataset)
     if dataset.has_brain_run(brain_key):
         dataset.delete_brain_run(brain_key)
-    return fob.compute_similarity(
+    results = fob.compute_similarity(
         view, embeddings=np.asarray(embeddings, dtype=np.float32), backend="sklearn", brain_key=brain_key, metric=metric
     )
+    fo_record_made(dataset, brain_keys=[brain_key])
+    return results
 
 
 def fo_query_by_sample(dataset, sample_id: str, brain_key: str = "audio_sim", k: int = 20):
@@ -330,21 +584,29 @@ def fo_compute_maps(
     tsne_perplexity: float = 30.0,
     metric: str = "cosine",
     threads="auto",
+    cache_dir=None,
 ):
-    """2-D maps of the clips with ``compute_visualization``; return ``{method: {points, seconds, brain_key}}``.
+    """2-D maps of the clips with ``compute_visualization``; return ``{method: {points, seconds, brain_key, cached}}``.
 
     ``threads``: OpenMP/BLAS threads while mapping. ``"auto"`` uses one thread up to 2,000
     clips: on a busy machine scikit-learn's multi-threaded t-SNE can spin-wait for tens of
     seconds on a few hundred points (measured: 200 points, 2 shared cores, 33-52 s with 2
     threads, 1.6 s with one). ``None`` leaves the libraries' defaults.
+    ``cache_dir``: keep each map's points in ``<cache_dir>/<key>.npy`` (key: a hash of the
+    embeddings, the method, its options and the seed) and reuse them; a brain run already
+    stored from the same points is kept as it is.
     """
     import contextlib
+    import hashlib
+    import json
 
     import fiftyone.brain as fob
     from threadpoolctl import threadpool_limits
 
     view = fo_clips_view(dataset)
     embeddings = np.asarray(embeddings, dtype=np.float32)
+    made = dict((dataset.info or {}).get("audiolens") or {})
+    stored = dict(made.get("maps") or {})
     maps = {}
     for method in methods:
         options = {
@@ -361,28 +623,49 @@ def fo_compute_maps(
         if options is None:
             raise ValueError(f"unknown map method {method!r}; choose umap, tsne or pca")
         brain_key = f"map_{method}"
-        if dataset.has_brain_run(brain_key):
-            dataset.delete_brain_run(brain_key)
-        limit = 1 if threads == "auto" and len(embeddings) <= 2000 else (None if threads == "auto" else threads)
+        digest = hashlib.sha256(embeddings.tobytes())
+        digest.update(json.dumps([method, options, seed], sort_keys=True, default=str).encode())
+        key = digest.hexdigest()[:24]
         start = time.perf_counter()
-        with threadpool_limits(limit) if limit else contextlib.nullcontext():
-            results = fob.compute_visualization(
-                view,
-                embeddings=embeddings,
-                method=method,
-                num_dims=2,
-                seed=seed,
-                brain_key=brain_key,
-                verbose=False,
-                **options,
-            )
-        points = np.asarray(results.points, dtype=np.float64)
+        cache_file = Path(cache_dir).expanduser() / f"{method}-{key}.npy" if cache_dir is not None else None
+        from_cache = None
+        if cache_file is not None and cache_file.exists():
+            try:
+                from_cache = np.load(cache_file, allow_pickle=False)
+                if from_cache.shape != (len(embeddings), 2) or not np.isfinite(from_cache).all():
+                    print(f"map cache {cache_file} has the wrong shape or values: recomputing")
+                    from_cache = None
+            except (OSError, ValueError, EOFError) as error:
+                print(f"map cache {cache_file} is unreadable ({type(error).__name__}): recomputing")
+                from_cache = None
+        if from_cache is not None and stored.get(brain_key) == key and dataset.has_brain_run(brain_key):
+            points = from_cache
+        else:
+            if dataset.has_brain_run(brain_key):
+                dataset.delete_brain_run(brain_key)
+            limit = 1 if threads == "auto" and len(embeddings) <= 2000 else (None if threads == "auto" else threads)
+            extra = {"points": from_cache} if from_cache is not None else {"embeddings": embeddings, **options}
+            with threadpool_limits(limit) if limit else contextlib.nullcontext():
+                results = fob.compute_visualization(
+                    view, method=method, num_dims=2, seed=seed, brain_key=brain_key, verbose=False, **extra
+                )
+            points = np.asarray(results.points, dtype=np.float64)
+            if cache_file is not None and from_cache is None:
+                atomic_save_npy(cache_file, points)
+            stored[brain_key] = key
         maps[method] = {
-            "points": points,
+            "points": np.asarray(points, dtype=np.float64),
             "seconds": time.perf_counter() - start,
             "brain_key": brain_key,
             "options": options,
+            "cached": from_cache is not None,
         }
+    made["maps"] = stored
+    info = dict(dataset.info or {})
+    info["audiolens"] = made
+    dataset.info = info
+    dataset.save()
+    fo_record_made(dataset, brain_keys=[m["brain_key"] for m in maps.values()])
     return maps
 
 
@@ -447,8 +730,14 @@ def fo_standard_views(
             views["geo-box"] = clips.geo_within(polygon)
             views[f"geo-box-and-label-{label}"] = clips.geo_within(polygon).match(F("ground_truth.label") == label)
     if save:
+        ours = set(((dataset.info or {}).get("audiolens") or {}).get("saved_views", []))
+        theirs = [name for name in dataset.list_saved_views() if name not in ours and name in views]
         for name, view in views.items():
+            if name in theirs:
+                print(f"saved view {name!r} exists and is not the notebook's: kept as it is")
+                continue
             dataset.save_view(name, view, overwrite=True)
+        fo_record_made(dataset, saved_views=[name for name in views if name not in theirs])
     return views
 
 
@@ -484,142 +773,3 @@ def fo_export_table(
             else:
                 table.to_csv(tmp, index=False)
     return table
-
-
-# %% [markdown]
-# ## The App
-#
-# The App is launched only in an interactive notebook (Jupyter, VS Code, Colab), never under
-# papermill or `audiolens run` (a batch run would hang or leave a server behind).
-# `fo_execution_context` tells them apart: papermill/nbclient kernels are children of a process
-# that is not a notebook server. In remote mode (a notebook on a server you reach over SSH) the
-# App's URL is printed for port forwarding. `fo_stop_app` stops the App's service process
-# *and* its web-server child (killing only the first can leave the second running).
-
-
-# %%
-def _fo_parent_cmdlines(levels: int = 3) -> list:
-    lines, pid = [], os.getppid()
-    for _ in range(levels):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                lines.append(handle.read().replace(b"\0", b" ").decode(errors="replace"))
-            with open(f"/proc/{pid}/stat") as handle:
-                pid = int(handle.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
-    return lines
-
-
-def fo_execution_context() -> str:
-    """``"papermill"`` (batch: papermill, nbclient, nbconvert, pytest, audiolens run), ``"notebook"``
-    (an interactive notebook front end), or ``"script"`` (plain Python)."""
-    if os.environ.get("AUDIOLENS_BATCH") or os.environ.get("PAPERMILL_EXECUTION"):
-        return "papermill"
-    try:
-        from IPython import get_ipython
-
-        shell = get_ipython()
-    except ImportError:
-        shell = None
-    if shell is None or type(shell).__name__ != "ZMQInteractiveShell":
-        return "script"
-    if "google.colab" in sys.modules or os.environ.get("COLAB_RELEASE_TAG"):
-        return "notebook"
-    parent_lines = _fo_parent_cmdlines()
-    parents = " ".join(parent_lines)
-    batch_markers = ("papermill", "nbconvert", "nbclient", "pytest", "audiolens run", "bin/audiolens")
-    if any(marker in parents for marker in batch_markers):
-        return "papermill"
-    if parent_lines and "ipykernel" in parent_lines[0]:  # started from another kernel (papermill in a notebook)
-        return "papermill"
-    if (
-        os.environ.get("JPY_SESSION_NAME")
-        or os.environ.get("VSCODE_PID")
-        or os.environ.get("VSCODE_CWD")
-        or any(m in parents for m in ("jupyter", "vscode", "code-server", "spyder", "nteract"))
-    ):
-        return "notebook"
-    return "papermill"  # a kernel started by an unknown driver: treat it as batch, never block it
-
-
-def fo_launch_app(
-    dataset_or_view, port: int = 5151, remote: bool = False, address: str | None = None, when: str = "auto"
-):
-    """Launch the App (``when``: ``"auto"`` = only interactively, ``"always"``, ``"never"``).
-
-    Returns the session, or ``None`` when not launched (and says why).
-    """
-    import fiftyone as fo
-
-    context = fo_execution_context()
-    if when == "never" or (when == "auto" and context != "notebook"):
-        print(
-            f"FiftyOne App not launched ({'disabled' if when == 'never' else context + ' run'}). "
-            f"Interactively: fo.launch_app(fo.load_dataset({dataset_or_view._dataset.name!r}))"
-        )
-        return None
-    session = fo.launch_app(
-        dataset_or_view, port=port, remote=remote, address=address, auto=context == "notebook" and not remote
-    )
-    if remote:
-        print(
-            f"The App is served at {session.url}. From your computer: ssh -N -L {port}:localhost:{port} <server>, "
-            f"then open http://localhost:{port}"
-        )
-    return session
-
-
-def fo_stop_app(session=None, port: int | None = None, timeout: float = 10.0) -> list:
-    """Close ``session`` and stop the App server on ``port``: the service process and its children."""
-    import psutil
-    from fiftyone.core.session import session as fos
-
-    port = port or (session.server_port if session is not None else None)
-    service = fos._server_services.pop(port, None) if port is not None else None
-    procs = []
-    if service is not None and getattr(service, "child", None) is not None:
-        try:
-            procs = [psutil.Process(service.child.pid)] + psutil.Process(service.child.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            procs = []
-    if session is not None:
-        try:
-            session.plots.disconnect()
-        except Exception:  # noqa: BLE001 - best effort
-            pass
-        if fos._session is session:
-            fos._session = None
-    if service is not None:
-        try:
-            service.stop()
-        except Exception:  # noqa: BLE001 - we terminate below anyway
-            pass
-    stopped = []
-    for proc in procs:
-        try:
-            if proc.is_running():
-                proc.terminate()
-            stopped.append(proc.pid)
-        except psutil.NoSuchProcess:
-            stopped.append(proc.pid)
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
-    for proc in alive:
-        proc.kill()
-    return stopped
-
-
-def fo_play_clips(view, max_clips: int = 5, field: str = "audio_filepath"):
-    """Notebook audio players for the first ``max_clips`` clips of a view (e.g. a query result).
-
-    With an App session: ``fo_play_clips(fo_clips_view(ds).select(session.selected))`` plays
-    the clips selected in the App.
-    """
-    from IPython.display import HTML, Audio, display
-
-    paths = view.limit(max_clips).values(field)
-    labels = view.limit(max_clips).values("ground_truth.label")
-    for path, label in zip(paths, labels):
-        display(HTML(f"<b>{label}</b> <code>{Path(path).name}</code>"))
-        display(Audio(filename=path))
-    return paths

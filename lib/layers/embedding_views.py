@@ -90,6 +90,14 @@ def embedding_scatter(
     return fig
 
 
+# %% [markdown]
+# ## One panel per layer
+#
+# The same reduction for every layer's view, drawn as a grid of interactive panels or as one
+# static figure.
+
+
+# %%
 def reduce_layer_grid(
     views: dict, method: str = "pca", n_components: int = 2, seed: int = 0, progress: bool = True
 ) -> dict:

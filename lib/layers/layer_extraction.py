@@ -244,6 +244,28 @@ def _is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
 
 
+def _extraction_memory_error(
+    adapter, error, n_layers: int, n_clips: int, longest: int, pooling: str, batch_size: int, cache_dir
+):
+    """The ``ExtractionMemoryError`` for an out-of-memory ``error``: what the run needs and what to change."""
+    needed = estimate_extraction_memory(
+        adapter.num_parameters,
+        adapter.hidden_size or 512,
+        n_layers,
+        n_clips,
+        max(longest / adapter.sample_rate, 1.0),
+        adapter.frame_rate,
+        pooling,
+        _memory_family(adapter),
+        batch_size=batch_size,
+    )["total"]
+    return ExtractionMemoryError(
+        f"out of memory while extracting {adapter.name} ({type(error).__name__}: {error}).\n"
+        + memory_guidance(adapter.name, needed, available_memory_bytes(adapter.device), n_clips, n_layers)
+        + ("\nProgress so far is cached; rerun to resume." if cache_dir else "")
+    )
+
+
 # %% [markdown]
 # ## The cache
 #
@@ -311,6 +333,31 @@ def _layer_cache_write(folder: Path, config: dict, st: dict, fingerprints: dict,
     )
 
 
+def _layer_cache_states(model: str, paths, wanted, poolings, base: dict, cache_dir, fingerprints: dict) -> dict:
+    """Per pooling: what its cache already holds (rows, failures, timings) and where it is written."""
+    state = {}
+    for pooling in poolings:
+        config = dict(base, pooling=pooling)
+        folder = layer_cache_path(cache_dir, model, wanted, pooling, config) if cache_dir else None
+        if folder is not None:
+            st = _layer_cache_open(folder, config, fingerprints, wanted)
+        else:
+            st = {"done": [], "rows": {layer: [] for layer in wanted}, "failures": [], "others": {}, "meta": {}}
+        processed = set(st["done"]) | {f["path"] for f in st["failures"]}
+        if processed:
+            print(f"{model}: {len(processed)} clip(s) from cache {folder.name} ({pooling})")
+        state[pooling] = dict(
+            st,
+            config=config,
+            path=folder,
+            processed=processed,
+            cached=len(processed) == len(paths),
+            prior_seconds=float(st["meta"].get("seconds", 0.0)),
+            prior_audio=float(st["meta"].get("audio_seconds", 0.0)),
+        )
+    return state
+
+
 # %% [markdown]
 # ## Extraction
 
@@ -347,6 +394,15 @@ def _check_poolings(poolings) -> list:
     return poolings
 
 
+# %% [markdown]
+# ## One pass over the clips for several poolings
+#
+# Clips are loaded, run through the model in batches and pooled once per pooling; each pooling's
+# cache is checkpointed along the way, and an out-of-memory error stops with advice instead of a
+# traceback.
+
+
+# %%
 def extract_layer_embeddings_pooled(
     adapter,
     paths,
@@ -390,26 +446,7 @@ def extract_layer_embeddings_pooled(
     fingerprints = {p: vector_cache_fingerprint(p) for p in paths} if cache_dir else {}
     if cache_dir:
         print(f"{adapter.name}: layer cache in {Path(cache_dir).expanduser().absolute()}")
-    state = {}
-    for pooling in poolings:
-        config = dict(base, pooling=pooling)
-        folder = layer_cache_path(cache_dir, adapter.name, wanted, pooling, config) if cache_dir else None
-        if folder is not None:
-            st = _layer_cache_open(folder, config, fingerprints, wanted)
-        else:
-            st = {"done": [], "rows": {layer: [] for layer in wanted}, "failures": [], "others": {}, "meta": {}}
-        processed = set(st["done"]) | {f["path"] for f in st["failures"]}
-        if processed:
-            print(f"{adapter.name}: {len(processed)} clip(s) from cache {folder.name} ({pooling})")
-        state[pooling] = dict(
-            st,
-            config=config,
-            path=folder,
-            processed=processed,
-            cached=len(processed) == len(paths),
-            prior_seconds=float(st["meta"].get("seconds", 0.0)),
-            prior_audio=float(st["meta"].get("audio_seconds", 0.0)),
-        )
+    state = _layer_cache_states(adapter.name, paths, wanted, poolings, base, cache_dir, fingerprints)
     todo = [p for p in paths if any(p not in st["processed"] for st in state.values())]
 
     def checkpoint():
@@ -460,21 +497,8 @@ def extract_layer_embeddings_pooled(
         if cache_dir:
             checkpoint()
         if _is_out_of_memory(error):
-            needed = estimate_extraction_memory(
-                adapter.num_parameters,
-                adapter.hidden_size or 512,
-                len(wanted),
-                len(paths),
-                max(longest / adapter.sample_rate, 1.0),
-                adapter.frame_rate,
-                poolings[-1],
-                _memory_family(adapter),
-                batch_size=batch_size,
-            )["total"]
-            raise ExtractionMemoryError(
-                f"out of memory while extracting {adapter.name} ({type(error).__name__}: {error}).\n"
-                + memory_guidance(adapter.name, needed, available_memory_bytes(adapter.device), len(paths), len(wanted))
-                + ("\nProgress so far is cached; rerun to resume." if cache_dir else "")
+            raise _extraction_memory_error(
+                adapter, error, len(wanted), len(paths), longest, poolings[-1], batch_size, cache_dir
             ) from error
         raise
     finally:
@@ -513,6 +537,14 @@ def extract_layer_embeddings_pooled(
     return results
 
 
+# %% [markdown]
+# ## A baseline without a model
+#
+# MFCC statistics of the same clips, pooled the same way, so every layer is compared against what
+# plain acoustic features already separate.
+
+
+# %%
 def mfcc_baseline_embeddings(
     paths,
     pooling="mean",

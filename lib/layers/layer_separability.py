@@ -129,6 +129,14 @@ def layer_separability_table(
     return table
 
 
+# %% [markdown]
+# ## Reading the table: best layers and the headline
+#
+# Which layer of each model separates the labels best, which model and weights each row comes
+# from, and the sentence the notebook prints about trained models against the baseline.
+
+
+# %%
 def best_layers(table: pd.DataFrame, metric: str = "linear_acc", include_concat: bool = False) -> pd.DataFrame:
     """The best layer of each model by ``metric`` (ties: the earlier layer), best model first.
 
@@ -227,6 +235,14 @@ def separability_headline(
     }
 
 
+# %% [markdown]
+# ## Plots
+#
+# Scores across relative depth, one line per model: a static three-panel figure and an interactive
+# Plotly view.
+
+
+# %%
 def plot_layer_separability(table: pd.DataFrame, baseline_models=("mfcc",), title: str = ""):
     """Three panels (kNN, linear probe, silhouette) with one line per model across relative depth.
 

@@ -234,12 +234,87 @@ class AudioMaeBlock(nn.Module):
 
 
 # %% [markdown]
+# ## Spectrogram patches
+#
+# The patch grid over a log-mel image, (un)patchify, token positions, the normalised
+# reconstruction target and reconstructed images for plots.
+
+
+# %%
+class _AudioMaePatches:
+    """Spectrogram images <-> patches, positions and reconstructions (part of ``AudioMaePlusPlus``)."""
+
+    # -- patches -------------------------------------------------------------------------
+    def _check_input(self, specs):
+        if specs.ndim != 4 or specs.shape[1] != self.config["in_chans"]:
+            raise ValueError(
+                f"expected input [N, {self.config['in_chans']}, mel bins, frames], got {tuple(specs.shape)}"
+            )
+        pf, pt = self.patch_size
+        if specs.shape[2] % pf or specs.shape[3] % pt:
+            raise ValueError(
+                f"input of {specs.shape[2]} mel bins x {specs.shape[3]} frames is not a multiple of "
+                f"the {pf} x {pt} patch; pad or crop it (the transforms do)"
+            )
+
+    def grid(self, freq_bins: int, frames: int) -> tuple:
+        return freq_bins // self.patch_size[0], frames // self.patch_size[1]
+
+    def patchify(self, specs):
+        n, c, f, t = specs.shape
+        pf, pt = self.patch_size
+        x = specs.reshape(n, c, f // pf, pf, t // pt, pt)
+        return x.permute(0, 2, 4, 3, 5, 1).reshape(n, (f // pf) * (t // pt), pf * pt * c)
+
+    def unpatchify(self, patches, freq_bins, frames):
+        n = patches.shape[0]
+        pf, pt = self.patch_size
+        c = self.config["in_chans"]
+        gf, gt = self.grid(freq_bins, frames)
+        x = patches.reshape(n, gf, gt, pf, pt, c).permute(0, 5, 1, 3, 2, 4)
+        return x.reshape(n, c, gf * pf, gt * pt)
+
+    def _positions(self, n, gf, gt, device):
+        f_idx, t_idx = torch.meshgrid(torch.arange(gf, device=device), torch.arange(gt, device=device), indexing="ij")
+        return torch.stack([f_idx.reshape(-1), t_idx.reshape(-1)], dim=-1).float().unsqueeze(0).expand(n, -1, -1)
+
+    def reconstruction_target(self, specs):
+        target = self.patchify(specs)
+        if self.config["norm_pix_loss"]:
+            mean = target.mean(dim=-1, keepdim=True)
+            var = target.var(dim=-1, keepdim=True)
+            target = (target - mean) / (var + 1e-6) ** 0.5
+        return target
+
+    def reconstruct(self, specs, mask_ratio=None):
+        """``(masked input, reconstruction, mask)`` as ``[N, 1, F, T]`` images in input units.
+
+        The prediction is in per-patch normalised units when ``norm_pix_loss``; it is mapped
+        back with each patch's own mean and std so it can be compared with the input.
+        """
+        out = self.forward(specs, mask_ratio)
+        f, t = specs.shape[2], specs.shape[3]
+        patches = self.patchify(specs)
+        pred = out["pred"].float()
+        if self.config["norm_pix_loss"]:
+            pred = pred * (patches.var(dim=-1, keepdim=True) + 1e-6) ** 0.5 + patches.mean(dim=-1, keepdim=True)
+        mask = out["mask"].unsqueeze(-1)
+        masked = self.unpatchify(patches * (1 - mask) + mask * patches.min(), f, t)
+        recon = self.unpatchify(pred * mask + patches * (1 - mask), f, t)
+        return masked, recon, self.unpatchify(mask.expand_as(patches), f, t)
+
+
+# %% [markdown]
 # ## The masked autoencoder
+#
+# `AudioMaePlusPlus` masks patches, encodes the visible ones with a `[CLS]` token, decodes all of
+# them with a light decoder and scores the reconstruction of the masked patches; `encode` gives
+# clip embeddings.
 
 
 # %%
 @register_mae_model("audiomae++")
-class AudioMaePlusPlus(MaeModelBase):
+class AudioMaePlusPlus(_AudioMaePatches, MaeModelBase):
     """AudioMAE++ (Macaron blocks, SwiGLU, 2-D RoPE, CLS, masking, light decoder).
 
     ``AudioMaePlusPlus(size="tiny")`` or with any key of ``AUDIOMAE_DEFAULTS`` overridden.
@@ -288,40 +363,6 @@ class AudioMaePlusPlus(MaeModelBase):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
-    # -- patches -------------------------------------------------------------------------
-    def _check_input(self, specs):
-        if specs.ndim != 4 or specs.shape[1] != self.config["in_chans"]:
-            raise ValueError(
-                f"expected input [N, {self.config['in_chans']}, mel bins, frames], got {tuple(specs.shape)}"
-            )
-        pf, pt = self.patch_size
-        if specs.shape[2] % pf or specs.shape[3] % pt:
-            raise ValueError(
-                f"input of {specs.shape[2]} mel bins x {specs.shape[3]} frames is not a multiple of "
-                f"the {pf} x {pt} patch; pad or crop it (the transforms do)"
-            )
-
-    def grid(self, freq_bins: int, frames: int) -> tuple:
-        return freq_bins // self.patch_size[0], frames // self.patch_size[1]
-
-    def patchify(self, specs):
-        n, c, f, t = specs.shape
-        pf, pt = self.patch_size
-        x = specs.reshape(n, c, f // pf, pf, t // pt, pt)
-        return x.permute(0, 2, 4, 3, 5, 1).reshape(n, (f // pf) * (t // pt), pf * pt * c)
-
-    def unpatchify(self, patches, freq_bins, frames):
-        n = patches.shape[0]
-        pf, pt = self.patch_size
-        c = self.config["in_chans"]
-        gf, gt = self.grid(freq_bins, frames)
-        x = patches.reshape(n, gf, gt, pf, pt, c).permute(0, 5, 1, 3, 2, 4)
-        return x.reshape(n, c, gf * pf, gt * pt)
-
-    def _positions(self, n, gf, gt, device):
-        f_idx, t_idx = torch.meshgrid(torch.arange(gf, device=device), torch.arange(gt, device=device), indexing="ij")
-        return torch.stack([f_idx.reshape(-1), t_idx.reshape(-1)], dim=-1).float().unsqueeze(0).expand(n, -1, -1)
-
     def _run(self, blocks, tokens, positions, head_dim):
         """Add sine-cosine positions or build RoPE tables; run ``blocks`` over ``[CLS] + tokens``."""
         if self.config["use_rope"]:
@@ -368,14 +409,6 @@ class AudioMaePlusPlus(MaeModelBase):
         tokens = self.decoder_norm(self._run(self.decoder_blocks, tokens, positions, head_dim))
         return self.decoder_pred(tokens[:, 1:])
 
-    def reconstruction_target(self, specs):
-        target = self.patchify(specs)
-        if self.config["norm_pix_loss"]:
-            mean = target.mean(dim=-1, keepdim=True)
-            var = target.var(dim=-1, keepdim=True)
-            target = (target - mean) / (var + 1e-6) ** 0.5
-        return target
-
     def forward(self, specs, mask_ratio=None):
         """Pretraining step: mask, encode, decode; loss = MSE on the masked patches."""
         mask_ratio = self.config["mask_ratio"] if mask_ratio is None else mask_ratio
@@ -406,24 +439,15 @@ class AudioMaePlusPlus(MaeModelBase):
             return tokens[:, 1:].mean(dim=1)
         raise ValueError(f"pooling must be 'mean' or 'cls', not {pooling!r}")
 
-    def reconstruct(self, specs, mask_ratio=None):
-        """``(masked input, reconstruction, mask)`` as ``[N, 1, F, T]`` images in input units.
 
-        The prediction is in per-patch normalised units when ``norm_pix_loss``; it is mapped
-        back with each patch's own mean and std so it can be compared with the input.
-        """
-        out = self.forward(specs, mask_ratio)
-        f, t = specs.shape[2], specs.shape[3]
-        patches = self.patchify(specs)
-        pred = out["pred"].float()
-        if self.config["norm_pix_loss"]:
-            pred = pred * (patches.var(dim=-1, keepdim=True) + 1e-6) ** 0.5 + patches.mean(dim=-1, keepdim=True)
-        mask = out["mask"].unsqueeze(-1)
-        masked = self.unpatchify(patches * (1 - mask) + mask * patches.min(), f, t)
-        recon = self.unpatchify(pred * mask + patches * (1 - mask), f, t)
-        return masked, recon, self.unpatchify(mask.expand_as(patches), f, t)
+# %% [markdown]
+# ## The ViT baseline, and building a model by name
+#
+# The same model with plain pre-norm GELU blocks and fixed sine-cosine positions;
+# `build_audiomae_model` and `audiomae_model_from_config` build any registered model.
 
 
+# %%
 @register_mae_model("vit_mae")
 class AudioMaeVitBaseline(AudioMaePlusPlus):
     """Plain ViT masked autoencoder (pre-norm GELU blocks, fixed sine-cosine positions)."""

@@ -25,14 +25,14 @@
 # %%
 import datetime as _dt
 import hashlib
-import io
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from lib.core.atomic_io import atomic_write_bytes, file_sha256
+from lib.core.atomic_io import file_sha256, json_plain
+from lib.core.torch_files import atomic_torch_save, load_marked_torch_file
 from lib.mae.audiomae import audiomae_model_from_config
 from lib.mae.mae_transforms import build_mae_transform
 
@@ -58,21 +58,6 @@ def mae_state_dict_sha256(state_dict: dict) -> str:
     return digest.hexdigest()
 
 
-def _mae_jsonable(value):
-    """Checkpoints are loaded with ``weights_only=True``: keep metadata to plain Python types."""
-    if isinstance(value, dict):
-        return {str(k): _mae_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_mae_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def save_mae_checkpoint(
     path,
     model,
@@ -93,26 +78,30 @@ def save_mae_checkpoint(
     payload = {
         "format": MAE_CHECKPOINT_FORMAT,
         "version": MAE_CHECKPOINT_VERSION,
-        "model_config": _mae_jsonable(model.config),
-        "transform_config": _mae_jsonable(transform_config or {}),
+        "model_config": json_plain(model.config),
+        "transform_config": json_plain(transform_config or {}),
         "state_dict": state,
         "weights_sha256": mae_state_dict_sha256(state),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scaler": scaler.state_dict() if scaler is not None else None,
         "epoch": epoch,
-        "history": _mae_jsonable(history or {}),
-        "extra": _mae_jsonable(extra or {}),
+        "history": json_plain(history or {}),
+        "extra": json_plain(extra or {}),
     }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    data = buffer.getvalue()
-    atomic_write_bytes(path, data)
-    return hashlib.sha256(data).hexdigest()
+    atomic_torch_save(path, payload)
+    return file_sha256(path)
 
 
+# %% [markdown]
+# ## Loading and validating a checkpoint
+#
+# Every problem becomes a `MaeCheckpointError` that names the file and says what to do.
+
+
+# %%
 def _mae_config_differences(saved: dict, current: dict) -> list:
     keys = sorted(set(saved) | set(current))
-    norm = _mae_jsonable
+    norm = json_plain
     return [
         f"{k}: checkpoint {saved.get(k)!r} vs model {current.get(k)!r}"
         for k in keys
@@ -151,19 +140,16 @@ def load_mae_checkpoint(
             f"{expected_sha256[:16]}...: this is a different or modified checkpoint. Use the "
             "checkpoint the hash belongs to, or drop expected_sha256."
         )
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any failure here means an unreadable file
-        raise MaeCheckpointError(
-            f"{path}: not a readable checkpoint ({type(error).__name__}: "
-            f"{str(error).splitlines()[0][:200]}). The file is corrupt or truncated, or not a "
-            "torch checkpoint; re-copy it, or delete it and retrain."
-        ) from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != MAE_CHECKPOINT_FORMAT:
-        raise MaeCheckpointError(
-            f"{path}: not an audiolens MAE checkpoint (no '{MAE_CHECKPOINT_FORMAT}' marker); "
-            "save checkpoints with save_mae_checkpoint()."
-        )
+    checkpoint = load_marked_torch_file(
+        path,
+        MAE_CHECKPOINT_FORMAT,
+        "an audiolens MAE checkpoint",
+        error=MaeCheckpointError,
+        unreadable_advice="The file is corrupt or truncated, or not a torch checkpoint; re-copy it, or delete it and "
+        "retrain.",
+        wrong_format_advice="Save checkpoints with save_mae_checkpoint().",
+        map_location=map_location,
+    )
     missing = [k for k in ("model_config", "state_dict", "weights_sha256") if k not in checkpoint]
     if missing:
         raise MaeCheckpointError(f"{path}: checkpoint lacks {missing}; it is incomplete, re-save it")
@@ -231,7 +217,7 @@ def mae_training_differences(saved: dict | None, current: dict) -> list:
     return [
         f"{key}: checkpoint {saved.get(key)!r} vs this run {current.get(key)!r}"
         for key in MAE_TRAINING_KEYS
-        if _mae_jsonable(saved.get(key)) != _mae_jsonable(current.get(key))
+        if json_plain(saved.get(key)) != json_plain(current.get(key))
     ]
 
 
@@ -291,10 +277,8 @@ class AudioMaeEmbedder:
         return np.concatenate(out).astype(np.float32)
 
 
-def load_audiomae_encoder(
-    checkpoint_path, device: str = "cpu", pooling=None, expected_sha256: str | None = None
-) -> AudioMaeEmbedder:
-    """Rebuild a model from a validated checkpoint and return an ``AudioMaeEmbedder``."""
+def load_audiomae_model(checkpoint_path, expected_sha256: str | None = None) -> tuple:
+    """``(model, input transform, checkpoint)`` of a validated checkpoint, for audio or IQ inputs alike."""
     checkpoint = load_mae_checkpoint(checkpoint_path, expected_sha256=expected_sha256)
     try:
         model = audiomae_model_from_config(checkpoint["model_config"])
@@ -309,6 +293,14 @@ def load_audiomae_encoder(
         n_mels, frames = checkpoint["model_config"]["input_size"]
         transform_config.update(n_mels=n_mels, frames=frames)
     transform = build_mae_transform(transform_config.pop("name", "log_mel"), **transform_config)
+    return model, transform, checkpoint
+
+
+def load_audiomae_encoder(
+    checkpoint_path, device: str = "cpu", pooling=None, expected_sha256: str | None = None
+) -> AudioMaeEmbedder:
+    """Rebuild a model from a validated checkpoint and return an ``AudioMaeEmbedder``."""
+    model, transform, checkpoint = load_audiomae_model(checkpoint_path, expected_sha256)
     if transform.input_kind != "audio":
         raise MaeCheckpointError(
             f"{checkpoint['path']}: the model was trained on {transform.input_kind} inputs, "

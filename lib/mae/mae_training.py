@@ -21,16 +21,15 @@
 
 # %%
 import math
-import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
+from lib.core.distributed import distributed_all_reduce_sum, distributed_barrier, distributed_context
 from lib.mae.mae_checkpoints import (
     MaeCheckpointError,
     load_mae_checkpoint,
@@ -39,26 +38,6 @@ from lib.mae.mae_checkpoints import (
     mae_training_differences,
     save_mae_checkpoint,
 )
-
-
-def mae_distributed_context(device: str = "cpu") -> dict:
-    """Join the process group torchrun describes (``WORLD_SIZE`` > 1), or run alone.
-
-    Returns ``{"rank", "world_size", "local_rank", "distributed", "device"}``; under torchrun on
-    GPUs each rank gets ``cuda:<local_rank>``; on CPU the ``gloo`` backend is used.
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if str(device).startswith("cuda") and torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
-    if dist.is_initialized():
-        rank, world = dist.get_rank(), dist.get_world_size()
-        local_rank = int(os.environ.get("LOCAL_RANK", rank))
-        if str(device).startswith("cuda"):
-            device = f"cuda:{local_rank}"
-            torch.cuda.set_device(device)
-        return {"rank": rank, "world_size": world, "local_rank": local_rank, "distributed": True, "device": device}
-    return {"rank": 0, "world_size": 1, "local_rank": 0, "distributed": False, "device": device}
 
 
 def mae_optimizer_step(loss, optimizer, params, scaler=None, clip_grad=None) -> None:
@@ -109,6 +88,47 @@ def _mae_as_tensor(x) -> torch.Tensor:
     return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
 
 
+def _mae_resume(
+    checkpoint_path, resume, training: dict, model, optimizer, scaler, device, epochs: int, rank: int, history: dict
+):
+    """``(start_epoch, history)`` from ``checkpoint_path`` after checking its training record against ``training``."""
+    saved = load_mae_checkpoint(checkpoint_path, map_location="cpu")
+    differences = mae_training_differences((saved.get("extra") or {}).get("training"), training)
+    if differences and resume != "force":
+        raise MaeCheckpointError(
+            f"{checkpoint_path}: this run would resume a checkpoint trained differently:\n  - "
+            + "\n  - ".join(differences)
+            + "\nResume anyway with resume='force' (-p resume force), start afresh with resume=False "
+            "(the old checkpoint is moved aside, not deleted), or use another checkpoint_dir."
+        )
+    if differences and rank == 0:
+        print(f"resume='force': resuming {checkpoint_path} despite: " + "; ".join(differences))
+    checkpoint = load_mae_checkpoint(
+        checkpoint_path, model=model, optimizer=optimizer, scaler=scaler, map_location=device
+    )
+    start_epoch = int(checkpoint["epoch"]) + 1
+    history = {k: list(v) for k, v in checkpoint["history"].items() if k in history}
+    if rank == 0 and start_epoch > epochs:
+        print(
+            f"{checkpoint_path} already holds {start_epoch} epochs; epochs={epochs} asks for fewer, so "
+            f"training is skipped and the model is the {start_epoch}-epoch checkpoint (resume=False "
+            "starts a new run and moves this checkpoint aside)."
+        )
+    elif rank == 0 and start_epoch == epochs:
+        print(f"{checkpoint_path} already holds all {epochs} epochs: nothing to train (raise epochs to continue).")
+    elif rank == 0:
+        print(f"Resuming from {checkpoint_path} (epoch {start_epoch} of {epochs} done before)")
+    return start_epoch, history
+
+
+# %% [markdown]
+# ## Masked pretraining
+#
+# One loop for a notebook run and for `torchrun`: resume or move aside, shard each epoch's
+# permutation over the ranks, average the loss over them, and checkpoint on rank 0.
+
+
+# %%
 def mae_pretrain(
     model,
     x,
@@ -148,7 +168,7 @@ def mae_pretrain(
     resume = resume if resume == "force" else bool(resume)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be a whole number >= 0, not {epochs!r}")
-    ctx = mae_distributed_context(device)
+    ctx = distributed_context(device)
     device, rank, world = ctx["device"], ctx["rank"], ctx["world_size"]
     x = _mae_as_tensor(x).float()
     if len(x) < world:
@@ -173,38 +193,14 @@ def mae_pretrain(
     start_epoch, moved_aside = 0, None
     checkpoint_path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
     if checkpoint_path is not None and checkpoint_path.exists() and resume is False:
-        if ctx["distributed"]:
-            dist.barrier()  # every rank has seen the old file before rank 0 renames it
+        distributed_barrier(ctx)  # every rank has seen the old file before rank 0 renames it
         if rank == 0:
             moved_aside = mae_move_checkpoint_aside(checkpoint_path)
             print(f"resume=False: moved the existing checkpoint to {moved_aside}; pretraining starts from scratch")
     elif checkpoint_path is not None and checkpoint_path.exists():
-        saved = load_mae_checkpoint(checkpoint_path, map_location="cpu")
-        differences = mae_training_differences((saved.get("extra") or {}).get("training"), training)
-        if differences and resume != "force":
-            raise MaeCheckpointError(
-                f"{checkpoint_path}: this run would resume a checkpoint trained differently:\n  - "
-                + "\n  - ".join(differences)
-                + "\nResume anyway with resume='force' (-p resume force), start afresh with resume=False "
-                "(the old checkpoint is moved aside, not deleted), or use another checkpoint_dir."
-            )
-        if differences and rank == 0:
-            print(f"resume='force': resuming {checkpoint_path} despite: " + "; ".join(differences))
-        checkpoint = load_mae_checkpoint(
-            checkpoint_path, model=model, optimizer=optimizer, scaler=scaler, map_location=device
+        start_epoch, history = _mae_resume(
+            checkpoint_path, resume, training, model, optimizer, scaler, device, epochs, rank, history
         )
-        start_epoch = int(checkpoint["epoch"]) + 1
-        history = {k: list(v) for k, v in checkpoint["history"].items() if k in history}
-        if rank == 0 and start_epoch > epochs:
-            print(
-                f"{checkpoint_path} already holds {start_epoch} epochs; epochs={epochs} asks for fewer, so "
-                f"training is skipped and the model is the {start_epoch}-epoch checkpoint (resume=False "
-                "starts a new run and moves this checkpoint aside)."
-            )
-        elif rank == 0 and start_epoch == epochs:
-            print(f"{checkpoint_path} already holds all {epochs} epochs: nothing to train (raise epochs to continue).")
-        elif rank == 0:
-            print(f"Resuming from {checkpoint_path} (epoch {start_epoch} of {epochs} done before)")
     if epochs == 0 and start_epoch == 0 and rank == 0:
         print("epochs=0 and no checkpoint to resume: no pretraining; the model keeps its initial (random) weights.")
     wrapped = model
@@ -242,10 +238,7 @@ def mae_pretrain(
             mae_optimizer_step(loss, optimizer, model.parameters(), scaler, clip_grad)
             loss_sum += torch.tensor([loss.item() * len(index), len(index)], dtype=torch.float64)
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        if ctx["distributed"]:
-            reduced = loss_sum.to(device) if device.startswith("cuda") else loss_sum
-            dist.all_reduce(reduced)
-            loss_sum = reduced.cpu()
+        loss_sum = distributed_all_reduce_sum(loss_sum, ctx)
         seconds = time.perf_counter() - started
         history["loss"].append(float(loss_sum[0] / loss_sum[1]))
         history["lr"].append(float(lr_now))
@@ -274,8 +267,7 @@ def mae_pretrain(
                         "training": training,
                     },
                 )
-        if ctx["distributed"]:
-            dist.barrier()
+        distributed_barrier(ctx)
     history["start_epoch"] = start_epoch
     history["epochs_done"] = max(start_epoch, epochs)
     history["skipped"] = start_epoch >= epochs and start_epoch > 0
@@ -285,7 +277,7 @@ def mae_pretrain(
 
 
 # %% [markdown]
-# ## Embeddings, fine-tuning, linear probing, evaluation
+# ## Embeddings, augmentation and layer-wise learning rates
 
 
 # %%
@@ -351,6 +343,11 @@ def mae_layer_decay_groups(classifier, weight_decay: float, layer_decay: float =
     return list(groups.values())
 
 
+# %% [markdown]
+# ## Fine-tuning and linear probing
+
+
+# %%
 def mae_train_classifier(
     classifier,
     x,
@@ -433,6 +430,11 @@ def mae_train_classifier(
     return history
 
 
+# %% [markdown]
+# ## Prediction and evaluation
+
+
+# %%
 @torch.no_grad()
 def mae_predict(classifier, x, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
     """Class probabilities ``[N, K]`` of a classifier in eval mode."""

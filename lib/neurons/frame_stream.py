@@ -170,6 +170,14 @@ class FileBlockSource:
         pass
 
 
+# %% [markdown]
+# ## Live sources: microphone and pushed audio
+#
+# A microphone through `sounddevice` (when one can be opened here) and a queue that another thread
+# or a browser callback fills.
+
+
+# %%
 def microphone_status(sample_rate: int = 16000) -> tuple:
     """``(available, message)``: whether a microphone input can be opened here, and why not."""
     try:
@@ -498,6 +506,14 @@ class FrameStreamRunner:
         )
 
 
+# %% [markdown]
+# ## Latency summaries and the frame grid
+#
+# What the runner's per-update records say: latency percentiles, whether latency grows over the
+# stream, drops and merges; and the global 20 ms frame grid.
+
+
+# %%
 STREAM_STAGES = ("encoder_ms", "transformer_ms", "analytics_ms", "payload_ms")
 
 

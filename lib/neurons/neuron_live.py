@@ -39,84 +39,17 @@ from lib.neurons.stream_encoders import make_stream_encoder
 LIVE_SOURCES = ("microphone", "file (real time)", "browser microphone (Colab)")
 
 
-class LiveNeuronPipeline:
-    """Streaming layer activity, analytics and diagnostics; one payload per update."""
+# %% [markdown]
+# ## Sources, stepping and reset
+#
+# A pipeline reads from any block source: a file (in real time, as fast as possible, or on a
+# simulated clock), the microphone, or the browser microphone in Colab. `warm_up` runs throw-away
+# updates through the whole path before the first real one.
 
-    def __init__(
-        self,
-        adapter,
-        layers=(2, 6, 10),
-        update_s: float = 0.2,
-        left_context_s: float = 1.0,
-        attention: str = "kv",
-        cache_conv: bool = True,
-        truncate_depth: bool = True,
-        quantize: str | None = None,
-        smoothing_alpha: float = 0.5,
-        policy: str = "batch",
-        max_pending_blocks: int = 1,
-        max_merge_blocks: int = 5,
-        history_s: float = 5.0,
-        neuron_order: dict | None = None,
-        max_neurons: int = 64,
-        pca_basis: dict | None = None,
-        projector=None,
-        projector_layer=None,
-        speaker_layer=None,
-        speaker_segment_s: float = 1.5,
-        speaker_threshold: float = 0.35,
-        speaker_ref=None,
-        keyword_spotter=None,
-        model_info: dict | None = None,
-        n_mels: int = 64,
-        warm_up: bool = True,
-    ):
-        self.adapter = adapter
-        self.layers = [int(x) for x in layers]
-        self.sample_rate = adapter.sample_rate
-        self.block_size = int(round(update_s * self.sample_rate))
-        self.policy, self.max_pending_blocks, self.max_merge_blocks = policy, max_pending_blocks, max_merge_blocks
-        self.encoder = make_stream_encoder(
-            adapter,
-            self.layers,
-            left_context_s=left_context_s,
-            attention=attention,
-            cache_conv=cache_conv,
-            truncate_depth=truncate_depth,
-            quantize=quantize,
-        )
-        self.frame_rate = float(adapter.frame_rate)
-        self.history = max(10, int(round(history_s * self.frame_rate)))
-        self.max_neurons = int(max_neurons)
-        self.neuron_order = {
-            la: np.asarray((neuron_order or {}).get(la, np.arange(adapter.hidden_size)))[: self.max_neurons]
-            for la in self.layers
-        }
-        self.activity = {la: StreamRingBuffer(self.history, len(self.neuron_order[la])) for la in self.layers}
-        self.mel = StreamRingBuffer(self.history, n_mels)
-        self.n_mels = n_mels
-        self.frame_index = StreamRingBuffer(self.history)
-        self.trace = {la: StreamRingBuffer(self.history, 3) for la in self.layers}
-        self.projected = StreamRingBuffer(self.history, 3)
-        self.smoothers = {la: ExponentialSmoother(smoothing_alpha) for la in self.layers}
-        self.pca = {la: OnlinePCA(3, basis=(pca_basis or {}).get(la)) for la in self.layers}
-        self.projector = projector
-        self.projector_layer = int(projector_layer) if projector_layer is not None else self.layers[-1]
-        self.speaker_layer = int(speaker_layer) if speaker_layer is not None else self.layers[len(self.layers) // 2]
-        ref = speaker_ref if speaker_ref is not None else (pca_basis or {}).get(self.speaker_layer, (None,) * 3)[:2]
-        self.speakers = OnlineSpeakerClustering(
-            speaker_segment_s, speaker_threshold, frame_rate=self.frame_rate, ref=None if ref[0] is None else ref
-        )
-        self.keywords = keyword_spotter
-        self.markers, self.transcript, self.tentative = [], "", ""
-        self.model_info = model_info or {"model": adapter.name, "weights": getattr(adapter, "weights", "pretrained")}
-        self.audio = StreamRingBuffer(self.sample_rate)  # the last second: log-mel windows
-        self._audio_end = 0
-        self.do_warm_up = warm_up
-        self.warm_up_s = None
-        self.runner = None
-        self.source_name = None
-        self.seq = 0
+
+# %%
+class _LiveSourceControl:
+    """Opening sources, warming up and stepping the stream (part of ``LiveNeuronPipeline``)."""
 
     # ---------------------------------------------------------------- sources
     def open_file(self, waveform, realtime: bool = True, simulated: bool = False) -> None:
@@ -198,59 +131,27 @@ class LiveNeuronPipeline:
         if self.runner is not None:
             self.runner.reset()
 
-    # ---------------------------------------------------------------- one update
-    def _feed_audio(self, audio, first_sample: int) -> None:
-        if first_sample != self._audio_end:
-            self.audio.clear()
-        self.audio.extend(audio)
-        self._audio_end = first_sample + len(audio)
-        if self.keywords is not None:
-            self.keywords.feed(audio, first_sample)
 
-    def _compute(self, audio, first_sample):
-        out = self.encoder.push(audio, first_sample)
-        t0 = time.perf_counter()
-        self._feed_audio(audio, first_sample)
-        n = len(out["frames"])
-        new = {"pca": {}, "speaker_segments": [], "projector": None, "heatmaps": {}}
-        if n:
-            for layer in self.layers:
-                smoothed = self.smoothers[layer].update_many(out["states"][layer])
-                shown = smoothed[:, self.neuron_order[layer]]
-                self.activity[layer].extend(shown)
-                new["heatmaps"][layer] = shown.astype(np.float32)
-                traced = self.pca[layer].update(smoothed)
-                if len(traced):
-                    self.trace[layer].extend(traced)
-                    new["pca"][layer] = traced.astype(np.float32)
-                if self.projector is not None and layer == self.projector_layer:
-                    points = self.projector.transform(smoothed)
-                    points = np.pad(points, ((0, 0), (0, max(0, 3 - points.shape[1]))))[:, :3]
-                    self.projected.extend(points)
-                    new["projector"] = points.astype(np.float32)
-                if layer == self.speaker_layer:
-                    new["speaker_segments"] = self.speakers.add_frames(out["states"][layer], out["times"])
-            centres = np.round(out["times"] * self.sample_rate).astype(np.int64)
-            mel = log_mel_columns(
-                self.audio.latest(), self._audio_end - len(self.audio), centres, self.sample_rate, n_mels=self.n_mels
-            )
-            self.mel.extend(mel)
-            self.frame_index.extend(out["frames"].astype(np.float32))
-            new["mel"] = mel
-        if self.keywords is not None:
-            polled = self.keywords.poll()
-            self.markers = (self.markers + polled["markers"])[-200:]
-            self.transcript, self.tentative = polled["transcript"], polled["tentative"]
-            new["markers"] = polled["markers"]
-        t1 = time.perf_counter()
-        payload = self._payload(out, new)
-        t2 = time.perf_counter()
-        payload["timings"] = {
-            **out["timings"],
-            "analytics_ms": (t1 - t0) * 1000.0,
-            "payload_ms": (t2 - t1) * 1000.0,
-        }
-        return payload
+# %% [markdown]
+# ## What an update hands to the view
+#
+# The payload of new columns, the diagnostics (latency, real-time factor, dropped and merged
+# updates, readiness of the projector and of Whisper) and the ring-buffer state the panel draws.
+
+
+# %%
+def _latest_summary(runner, records) -> dict:
+    """Latency percentiles of the most recent updates (the live numbers), beside the whole-run ones."""
+    latency = np.array([r["latency_s"] for r in records]) * 1000.0
+    return {
+        "recent_updates": len(records),
+        "recent_latency_ms_p50": float(np.percentile(latency, 50)),
+        "recent_latency_ms_p95": float(np.percentile(latency, 95)),
+    }
+
+
+class _LiveReadout:
+    """The payload, diagnostics and drawable state of a pipeline (part of ``LiveNeuronPipeline``)."""
 
     def _payload(self, out, new) -> dict:
         self.seq += 1
@@ -322,11 +223,143 @@ class LiveNeuronPipeline:
         return (frames * self.encoder.stride + self.encoder.field / 2.0) / self.sample_rate
 
 
-def _latest_summary(runner, records) -> dict:
-    """Latency percentiles of the most recent updates (the live numbers), beside the whole-run ones."""
-    latency = np.array([r["latency_s"] for r in records]) * 1000.0
-    return {
-        "recent_updates": len(records),
-        "recent_latency_ms_p50": float(np.percentile(latency, 50)),
-        "recent_latency_ms_p95": float(np.percentile(latency, 95)),
-    }
+# %% [markdown]
+# ## The pipeline
+#
+# `LiveNeuronPipeline` wires the streaming encoder, the analytics and the keyword thread together;
+# each update feeds the new audio, computes every panel's new columns and returns the payload.
+
+
+# %%
+class LiveNeuronPipeline(_LiveSourceControl, _LiveReadout):
+    """Streaming layer activity, analytics and diagnostics; one payload per update."""
+
+    def __init__(
+        self,
+        adapter,
+        layers=(2, 6, 10),
+        update_s: float = 0.2,
+        left_context_s: float = 1.0,
+        attention: str = "kv",
+        cache_conv: bool = True,
+        truncate_depth: bool = True,
+        quantize: str | None = None,
+        smoothing_alpha: float = 0.5,
+        policy: str = "batch",
+        max_pending_blocks: int = 1,
+        max_merge_blocks: int = 5,
+        history_s: float = 5.0,
+        neuron_order: dict | None = None,
+        max_neurons: int = 64,
+        pca_basis: dict | None = None,
+        projector=None,
+        projector_layer=None,
+        speaker_layer=None,
+        speaker_segment_s: float = 1.5,
+        speaker_threshold: float = 0.35,
+        speaker_ref=None,
+        keyword_spotter=None,
+        model_info: dict | None = None,
+        n_mels: int = 64,
+        warm_up: bool = True,
+    ):
+        self.adapter = adapter
+        self.layers = [int(x) for x in layers]
+        self.sample_rate = adapter.sample_rate
+        self.block_size = int(round(update_s * self.sample_rate))
+        self.policy, self.max_pending_blocks, self.max_merge_blocks = policy, max_pending_blocks, max_merge_blocks
+        self.encoder = make_stream_encoder(
+            adapter,
+            self.layers,
+            left_context_s=left_context_s,
+            attention=attention,
+            cache_conv=cache_conv,
+            truncate_depth=truncate_depth,
+            quantize=quantize,
+        )
+        self.frame_rate = float(adapter.frame_rate)
+        self.history = max(10, int(round(history_s * self.frame_rate)))
+        self.max_neurons = int(max_neurons)
+        self.neuron_order = {
+            la: np.asarray((neuron_order or {}).get(la, np.arange(adapter.hidden_size)))[: self.max_neurons]
+            for la in self.layers
+        }
+        self.activity = {la: StreamRingBuffer(self.history, len(self.neuron_order[la])) for la in self.layers}
+        self.mel = StreamRingBuffer(self.history, n_mels)
+        self.n_mels = n_mels
+        self.frame_index = StreamRingBuffer(self.history)
+        self.trace = {la: StreamRingBuffer(self.history, 3) for la in self.layers}
+        self.projected = StreamRingBuffer(self.history, 3)
+        self.smoothers = {la: ExponentialSmoother(smoothing_alpha) for la in self.layers}
+        self.pca = {la: OnlinePCA(3, basis=(pca_basis or {}).get(la)) for la in self.layers}
+        self.projector = projector
+        self.projector_layer = int(projector_layer) if projector_layer is not None else self.layers[-1]
+        self.speaker_layer = int(speaker_layer) if speaker_layer is not None else self.layers[len(self.layers) // 2]
+        ref = speaker_ref if speaker_ref is not None else (pca_basis or {}).get(self.speaker_layer, (None,) * 3)[:2]
+        self.speakers = OnlineSpeakerClustering(
+            speaker_segment_s, speaker_threshold, frame_rate=self.frame_rate, ref=None if ref[0] is None else ref
+        )
+        self.keywords = keyword_spotter
+        self.markers, self.transcript, self.tentative = [], "", ""
+        self.model_info = model_info or {"model": adapter.name, "weights": getattr(adapter, "weights", "pretrained")}
+        self.audio = StreamRingBuffer(self.sample_rate)  # the last second: log-mel windows
+        self._audio_end = 0
+        self.do_warm_up = warm_up
+        self.warm_up_s = None
+        self.runner = None
+        self.source_name = None
+        self.seq = 0
+
+    # ---------------------------------------------------------------- one update
+    def _feed_audio(self, audio, first_sample: int) -> None:
+        if first_sample != self._audio_end:
+            self.audio.clear()
+        self.audio.extend(audio)
+        self._audio_end = first_sample + len(audio)
+        if self.keywords is not None:
+            self.keywords.feed(audio, first_sample)
+
+    def _compute(self, audio, first_sample):
+        out = self.encoder.push(audio, first_sample)
+        t0 = time.perf_counter()
+        self._feed_audio(audio, first_sample)
+        n = len(out["frames"])
+        new = {"pca": {}, "speaker_segments": [], "projector": None, "heatmaps": {}}
+        if n:
+            for layer in self.layers:
+                smoothed = self.smoothers[layer].update_many(out["states"][layer])
+                shown = smoothed[:, self.neuron_order[layer]]
+                self.activity[layer].extend(shown)
+                new["heatmaps"][layer] = shown.astype(np.float32)
+                traced = self.pca[layer].update(smoothed)
+                if len(traced):
+                    self.trace[layer].extend(traced)
+                    new["pca"][layer] = traced.astype(np.float32)
+                if self.projector is not None and layer == self.projector_layer:
+                    points = self.projector.transform(smoothed)
+                    points = np.pad(points, ((0, 0), (0, max(0, 3 - points.shape[1]))))[:, :3]
+                    self.projected.extend(points)
+                    new["projector"] = points.astype(np.float32)
+                if layer == self.speaker_layer:
+                    new["speaker_segments"] = self.speakers.add_frames(out["states"][layer], out["times"])
+            centres = np.round(out["times"] * self.sample_rate).astype(np.int64)
+            mel = log_mel_columns(
+                self.audio.latest(), self._audio_end - len(self.audio), centres, self.sample_rate, n_mels=self.n_mels
+            )
+            self.mel.extend(mel)
+            self.frame_index.extend(out["frames"].astype(np.float32))
+            new["mel"] = mel
+        if self.keywords is not None:
+            polled = self.keywords.poll()
+            self.markers = (self.markers + polled["markers"])[-200:]
+            self.transcript, self.tentative = polled["transcript"], polled["tentative"]
+            new["markers"] = polled["markers"]
+        t1 = time.perf_counter()
+        payload = self._payload(out, new)
+        t2 = time.perf_counter()
+        payload["timings"] = {
+            **out["timings"],
+            "analytics_ms": (t1 - t0) * 1000.0,
+            "payload_ms": (t2 - t1) * 1000.0,
+        }
+        return payload

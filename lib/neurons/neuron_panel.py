@@ -239,12 +239,92 @@ def colab_browser_microphone(sample_rate: int, block_size: int, chunk_s: float =
 
 
 # %% [markdown]
-# ## The notebook panel
+# ## The panel's controls
+#
+# The chosen source opens, Start/Stop toggles two background loops (one computes updates, one
+# redraws), and Reset clears the pipeline.
 
 # %%
 
 
-class NeuronLivePanel:
+class _NeuronPanelControls:
+    """Opening the chosen source, start/stop, the compute and draw loops, reset (part of ``NeuronLivePanel``)."""
+
+    # ---------------------------------------------------------------- controls
+    def open_selected_source(self) -> bool:
+        """Open the chosen source; False (with the message shown) when it cannot be opened."""
+        choice = self.source.value
+        try:
+            if choice == "microphone":
+                self.pipeline.open_microphone()
+            elif choice == LIVE_SOURCES[2]:
+                p = self.pipeline
+                p.open_source(colab_browser_microphone(p.sample_rate, p.block_size), choice)
+            else:
+                self.pipeline.open_file(self.file_waveform, realtime=True)
+        except MicrophoneUnavailable as error:
+            self.message = f"No microphone: {error}" + (
+                " Choose 'file (real time)' to stream a recording instead." if self.file_waveform is not None else ""
+            )
+            self._show_status()
+            return False
+        self.message = ""
+        return True
+
+    def _toggle(self, change) -> None:
+        if change["new"]:
+            if not self.open_selected_source():
+                self.start.value = False
+                return
+            self.start.description = "Stop"
+            self._stop.clear()
+            self._threads = [
+                threading.Thread(target=self._compute_loop, daemon=True),
+                threading.Thread(target=self._draw_loop, daemon=True),
+            ]
+            for thread in self._threads:
+                thread.start()
+        else:
+            self.stop()
+
+    def _compute_loop(self) -> None:
+        runner = self.pipeline.runner
+        while not self._stop.is_set() and not runner.source.exhausted:
+            self.pipeline.step()
+        self.pipeline.close()
+        self._stop.set()
+
+    def _draw_loop(self) -> None:
+        while not self._stop.is_set():
+            self.render()
+            time.sleep(self.refresh_s * (4 if self.performance.value else 1))
+        self.render()
+        self.start.value = False
+        self.start.description = "Start listening"
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=5)
+        self._threads = []
+        self.pipeline.close()
+        self.start.description = "Start listening"
+
+    def reset(self) -> None:
+        self.pipeline.reset()
+        self.render()
+
+
+# %% [markdown]
+# ## The notebook panel
+#
+# `NeuronLivePanel(pipeline)` builds the figures and the sidebar and redraws them from the
+# pipeline's state every `refresh_s` seconds.
+
+
+# %%
+class NeuronLivePanel(_NeuronPanelControls):
     """ipywidgets + Plotly live view over a ``LiveNeuronPipeline``."""
 
     def __init__(self, pipeline, file_waveform=None, refresh_s: float = 0.3):
@@ -376,68 +456,3 @@ class NeuronLivePanel:
         d = self.pipeline.diagnostics(window=50)
         self.status.value = f"<b style='color:#b00'>{self.message}</b>" if self.message else ""
         self.sidebar.value = "<pre style='font-size:11px'>" + diagnostics_text(d) + "</pre>"
-
-    # ---------------------------------------------------------------- controls
-    def open_selected_source(self) -> bool:
-        """Open the chosen source; False (with the message shown) when it cannot be opened."""
-        choice = self.source.value
-        try:
-            if choice == "microphone":
-                self.pipeline.open_microphone()
-            elif choice == LIVE_SOURCES[2]:
-                p = self.pipeline
-                p.open_source(colab_browser_microphone(p.sample_rate, p.block_size), choice)
-            else:
-                self.pipeline.open_file(self.file_waveform, realtime=True)
-        except MicrophoneUnavailable as error:
-            self.message = f"No microphone: {error}" + (
-                " Choose 'file (real time)' to stream a recording instead." if self.file_waveform is not None else ""
-            )
-            self._show_status()
-            return False
-        self.message = ""
-        return True
-
-    def _toggle(self, change) -> None:
-        if change["new"]:
-            if not self.open_selected_source():
-                self.start.value = False
-                return
-            self.start.description = "Stop"
-            self._stop.clear()
-            self._threads = [
-                threading.Thread(target=self._compute_loop, daemon=True),
-                threading.Thread(target=self._draw_loop, daemon=True),
-            ]
-            for thread in self._threads:
-                thread.start()
-        else:
-            self.stop()
-
-    def _compute_loop(self) -> None:
-        runner = self.pipeline.runner
-        while not self._stop.is_set() and not runner.source.exhausted:
-            self.pipeline.step()
-        self.pipeline.close()
-        self._stop.set()
-
-    def _draw_loop(self) -> None:
-        while not self._stop.is_set():
-            self.render()
-            time.sleep(self.refresh_s * (4 if self.performance.value else 1))
-        self.render()
-        self.start.value = False
-        self.start.description = "Start listening"
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            if thread is not threading.current_thread():
-                thread.join(timeout=5)
-        self._threads = []
-        self.pipeline.close()
-        self.start.description = "Start listening"
-
-    def reset(self) -> None:
-        self.pipeline.reset()
-        self.render()

@@ -90,6 +90,14 @@ def check_enough_utterances(n_loaded: int, n_requested: int, n_frames: int | Non
         )
 
 
+# %% [markdown]
+# ## Tuning: correlation of each neuron with each acoustic feature
+#
+# Pearson and Spearman correlations with two-sided p-values, corrected over all neuron x feature
+# pairs by Benjamini-Hochberg.
+
+
+# %%
 def _zscore_columns(x: np.ndarray) -> tuple:
     mean = x.mean(axis=0)
     std = x.std(axis=0)
@@ -185,6 +193,14 @@ def tuning_table(tuning: dict, k: int = 5, method: str = "spearman", alpha: floa
     return pd.concat([top_tuned_neurons(tuning, f, k, method, alpha) for f in tuning["features"]], ignore_index=True)
 
 
+# %% [markdown]
+# ## Groups of neurons, trajectories and selectivity
+#
+# Clusters of neurons with similar tuning, the PCA trajectory of the layer's activity, the neuron
+# order of the heatmaps and the neurons that respond to marked frames (keywords).
+
+
+# %%
 def cluster_tuning_profiles(tuning: dict, n_clusters: int = 6, method: str = "spearman") -> tuple:
     """Ward clustering of neurons by their correlation profile over features.
 
@@ -278,6 +294,11 @@ def marked_frame_selectivity(activity_per_utterance, masks, k: int = 10) -> pd.D
     )
 
 
+# %% [markdown]
+# ## One layer's whole analysis
+
+
+# %%
 def layer_tuning_summary(activity, tuning: dict, alpha: float = 0.05, method: str = "spearman") -> dict:
     """Summary statistics of one layer's activity and tuning."""
     x = np.asarray(activity, dtype=np.float64)

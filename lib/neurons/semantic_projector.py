@@ -100,6 +100,14 @@ def fit_semantic_projector(features, labels, method: str = "auto", source: dict 
     return SemanticProjector(mean, scale, components, offset, method, names, centroids, dict(source or {}))
 
 
+# %% [markdown]
+# ## Saving and loading a projector
+#
+# A projector file is validated on load; a damaged file is named and, where the notebook can,
+# refitted.
+
+
+# %%
 def save_projector(projector: SemanticProjector, path) -> Path:
     """Write the projector to ``path`` (.npz) atomically."""
     import io
@@ -201,6 +209,11 @@ def projector_status(projector: SemanticProjector | None, path=None) -> dict:
     }
 
 
+# %% [markdown]
+# ## Speaker structure and fitting from a manifest
+
+
+# %%
 def segment_embeddings(activity_per_utterance, labels, segment_frames: int = 100, min_frames: int = 25) -> tuple:
     """Mean-pool each utterance's ``[T, D]`` activity over windows of ``segment_frames``.
 

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lib.neurons.streaming_activations import conv_frame_geometry
+
 STREAM_ATTENTION_MODES = ("kv", "recompute")
 
 
@@ -55,6 +57,17 @@ def _check_stream_layers(adapter, layers) -> list:
     if not out:
         raise ValueError("no layer requested: pass at least one layer to stream")
     return out
+
+
+def _warm_up_encoder(encoder, seconds: float, block_s: float) -> float:
+    start = time.perf_counter()
+    rng = np.random.default_rng(0)
+    noise = (0.01 * rng.standard_normal(int(seconds * encoder.sample_rate))).astype(np.float32)
+    block = max(1, int(block_s * encoder.sample_rate))
+    for i in range(0, len(noise), block):
+        encoder.push(noise[i : i + block], i)
+    encoder.reset()
+    return time.perf_counter() - start
 
 
 class _RunningChannelStats:
@@ -160,96 +173,22 @@ def _quantized_layers(layers):
 # %% [markdown]
 # ## Wav2Vec2-style models (WavLM, Wav2Vec2, HuBERT)
 
+
 # %%
+def _check_wav2vec2_stream_settings(adapter, attention: str, quantize, left_context_s: float) -> None:
+    """A clear ``ValueError`` for a model or a setting that ``Wav2Vec2StreamEncoder`` cannot stream."""
+    if adapter.family in ("whisper", "mimi", "encodec", "dac"):
+        raise ValueError(f"Wav2Vec2StreamEncoder needs WavLM, Wav2Vec2 or HuBERT, not {adapter.family}")
+    if attention not in STREAM_ATTENTION_MODES:
+        raise ValueError(f"attention must be one of {STREAM_ATTENTION_MODES}, not {attention!r}")
+    if quantize not in (None, "int8"):
+        raise ValueError(f"quantize must be None or 'int8', not {quantize!r}")
+    if left_context_s < 0:
+        raise ValueError(f"left_context_s must be >= 0, not {left_context_s}")
 
 
-class Wav2Vec2StreamEncoder:
-    """Incremental hidden states of chosen layers of a Wav2Vec2-style model, on the global 20 ms grid."""
-
-    def __init__(
-        self,
-        adapter,
-        layers=(2, 6, 10),
-        left_context_s: float = 1.0,
-        attention: str = "kv",
-        cache_conv: bool = True,
-        truncate_depth: bool = True,
-        quantize: str | None = None,
-        norm_horizon_s: float = 10.0,
-    ):
-        if adapter.family in ("whisper", "mimi", "encodec", "dac"):
-            raise ValueError(f"Wav2Vec2StreamEncoder needs WavLM, Wav2Vec2 or HuBERT, not {adapter.family}")
-        if attention not in STREAM_ATTENTION_MODES:
-            raise ValueError(f"attention must be one of {STREAM_ATTENTION_MODES}, not {attention!r}")
-        if quantize not in (None, "int8"):
-            raise ValueError(f"quantize must be None or 'int8', not {quantize!r}")
-        if left_context_s < 0:
-            raise ValueError(f"left_context_s must be >= 0, not {left_context_s}")
-        self.adapter = adapter
-        self.layers = _check_stream_layers(adapter, layers)
-        self.sample_rate = adapter.sample_rate
-        model = adapter.model
-        config = model.config
-        self.settings = {
-            "left_context_s": float(left_context_s),
-            "attention": attention,
-            "cache_conv": bool(cache_conv),
-            "truncate_depth": bool(truncate_depth),
-            "quantize": quantize,
-            "norm_horizon_s": float(norm_horizon_s),
-        }
-        kernels, strides = list(config.conv_kernel), list(config.conv_stride)
-        field, jump = 1, 1
-        for kernel, stride in zip(kernels, strides):
-            field += (kernel - 1) * jump
-            jump *= stride
-        self.field, self.stride = int(field), int(jump)
-        self.context_frames = int(round(left_context_s * self.sample_rate / self.stride))
-        numeric = [x for x in self.layers if x != "conv"]
-        self.depth = (max(numeric) if numeric else 0) if truncate_depth else adapter.num_layers
-        self.conv_layers = list(model.feature_extractor.conv_layers)
-        self.group_norm = isinstance(getattr(self.conv_layers[0], "layer_norm", None), torch.nn.GroupNorm)
-        self.normalize_waveform = bool(getattr(adapter.feature_extractor, "do_normalize", False))
-        self.projection = model.feature_projection
-        encoder = model.encoder
-        self.stable = type(encoder).__name__.endswith("StableLayerNorm")
-        self.encoder_norm = encoder.layer_norm
-        pos = encoder.pos_conv_embed
-        self.pos_conv_weight = pos.conv.weight.detach().clone()  # weight norm evaluated once
-        self.pos_conv_bias = pos.conv.bias.detach().clone()
-        self.pos_conv_groups, self.pos_kernel = pos.conv.groups, pos.conv.kernel_size[0]
-        self.pos_activation = pos.activation
-        self.wavlm = adapter.family == "wavlm"
-        self.transformer_layers = list(encoder.layers[: self.depth])
-        if quantize == "int8" and self.transformer_layers:
-            self.transformer_layers = _quantized_layers(self.transformer_layers)
-        self.rel_attn = encoder.layers[0].attention if self.wavlm else None
-        self.hidden_size = adapter.hidden_size
-        self.conv_dim = int(config.conv_dim[-1])
-        # one conv-0 output per conv_stride[0] samples: the GroupNorm statistics' horizon in those units
-        self._wave_stats = _RunningChannelStats(norm_horizon_s * self.sample_rate)
-        self._gn_stats = _RunningChannelStats(norm_horizon_s * self.sample_rate / strides[0])
-        self.reset()
-
-    # ------------------------------------------------------------------ state
-    def reset(self) -> None:
-        self._audio = np.zeros(0, dtype=np.float32)
-        self._audio_start = 0  # global index of _audio[0]; a multiple of the stride
-        self.received = 0
-        self.emitted = 0
-        self.start_frame = 0  # first frame of the current contiguous stretch
-        self.gaps = 0
-        self.updates = 0
-        self._proj = torch.zeros(0, self.hidden_size)  # projected features of frames _proj_start..
-        self._proj_start = 0
-        self._conv = torch.zeros(0, self.conv_dim)
-        self._kv = [(None, None) for _ in self.transformer_layers]
-        self._kv_start = 0
-        self._wave_stats.reset()
-        self._gn_stats.reset()
-
-    def info(self) -> dict:
-        return {"encoder": type(self).__name__, "depth_run": self.depth, **self.settings}
+class _Wav2Vec2StreamFrontEnd:
+    """Convolution features, projection and positions of the streamed window (part of ``Wav2Vec2StreamEncoder``)."""
 
     # ------------------------------------------------------------------ convolutional front end
     def _conv_frames(self, audio: np.ndarray, fresh_from: int) -> torch.Tensor:
@@ -315,6 +254,148 @@ class Wav2Vec2StreamEncoder:
         values = self.adapter.feature_extractor(audio, sampling_rate=self.sample_rate, return_tensors="pt")
         conv = self.adapter.model.feature_extractor(values["input_values"])[0].transpose(0, 1)
         return first, conv, self._project(conv)
+
+
+# %% [markdown]
+# ## Transformer layers: recompute or key/value cache
+#
+# `attention="recompute"` runs the layers over the whole left-context window at every update;
+# `"kv"` keeps each layer's keys and values and runs only the new frames, attending to the cached
+# context.
+
+
+# %%
+class _Wav2Vec2StreamLayers:
+    """Layers over the left context: recomputed, or one key/value-cached step (part of ``Wav2Vec2StreamEncoder``)."""
+
+    def _input_states(self, proj: torch.Tensor, n_out: int) -> torch.Tensor:
+        x = proj[-n_out:] + self._pos_embed(proj, n_out)
+        return x if self.stable else self.encoder_norm(x)
+
+    def _collect(self, states: dict, index: int, x: torch.Tensor) -> None:
+        # transformers 5.x: hidden_states[L] of a stable-layer-norm model is the last layer's raw output
+        # (the final layer norm goes only into last_hidden_state); checked against the model in the tests
+        if index in self.layers:
+            states[index] = x
+
+    def _recompute(self, window: torch.Tensor, window_first: int, n_new: int) -> dict:
+        x = self._input_states(window, len(window))
+        bias = None
+        if self.wavlm:
+            pos = torch.arange(window_first, window_first + len(window))
+            bias = _wavlm_relative_bias(self.rel_attn, pos, pos)
+        states = {}
+        self._collect(states, 0, x[-n_new:])
+        for i, layer in enumerate(self.transformer_layers):
+            x, _, _ = _stream_layer_forward(layer, x, None, None, bias, self.stable, self.wavlm)
+            self._collect(states, i + 1, x[-n_new:])
+        return states
+
+    def _kv_step(self, proj_new: torch.Tensor, before: torch.Tensor, n_new: int) -> dict:
+        x = self._input_states(before, n_new)
+        past = 0 if self._kv[0][0] is None else len(self._kv[0][0])
+        bias = None
+        if self.wavlm:
+            query = torch.arange(self.emitted, self.emitted + n_new)
+            keys = torch.arange(self.emitted - past, self.emitted + n_new)
+            bias = _wavlm_relative_bias(self.rel_attn, query, keys)
+        states = {}
+        self._collect(states, 0, x)
+        ctx = self.context_frames
+        for i, layer in enumerate(self.transformer_layers):
+            k_past, v_past = self._kv[i]
+            x, k_new, v_new = _stream_layer_forward(layer, x, k_past, v_past, bias, self.stable, self.wavlm)
+            keys = torch.cat([k_past, k_new]) if k_past is not None else k_new
+            values = torch.cat([v_past, v_new]) if v_past is not None else v_new
+            self._kv[i] = (keys[-ctx:], values[-ctx:]) if ctx > 0 else (None, None)
+            self._collect(states, i + 1, x)
+        return states
+
+
+# %% [markdown]
+# ## The encoder
+#
+# `Wav2Vec2StreamEncoder.push(audio, start)` adds audio and returns the hidden states of the
+# frames that became complete, on the global 20 ms grid, with each stage's time.
+
+
+# %%
+class Wav2Vec2StreamEncoder(_Wav2Vec2StreamFrontEnd, _Wav2Vec2StreamLayers):
+    """Incremental hidden states of chosen layers of a Wav2Vec2-style model, on the global 20 ms grid."""
+
+    def __init__(
+        self,
+        adapter,
+        layers=(2, 6, 10),
+        left_context_s: float = 1.0,
+        attention: str = "kv",
+        cache_conv: bool = True,
+        truncate_depth: bool = True,
+        quantize: str | None = None,
+        norm_horizon_s: float = 10.0,
+    ):
+        _check_wav2vec2_stream_settings(adapter, attention, quantize, left_context_s)
+        self.adapter = adapter
+        self.layers = _check_stream_layers(adapter, layers)
+        self.sample_rate = adapter.sample_rate
+        model = adapter.model
+        config = model.config
+        self.settings = {
+            "left_context_s": float(left_context_s),
+            "attention": attention,
+            "cache_conv": bool(cache_conv),
+            "truncate_depth": bool(truncate_depth),
+            "quantize": quantize,
+            "norm_horizon_s": float(norm_horizon_s),
+        }
+        strides = list(config.conv_stride)
+        self.field, self.stride = conv_frame_geometry(adapter)
+        self.context_frames = int(round(left_context_s * self.sample_rate / self.stride))
+        numeric = [x for x in self.layers if x != "conv"]
+        self.depth = (max(numeric) if numeric else 0) if truncate_depth else adapter.num_layers
+        self.conv_layers = list(model.feature_extractor.conv_layers)
+        self.group_norm = isinstance(getattr(self.conv_layers[0], "layer_norm", None), torch.nn.GroupNorm)
+        self.normalize_waveform = bool(getattr(adapter.feature_extractor, "do_normalize", False))
+        self.projection = model.feature_projection
+        encoder = model.encoder
+        self.stable = type(encoder).__name__.endswith("StableLayerNorm")
+        self.encoder_norm = encoder.layer_norm
+        pos = encoder.pos_conv_embed
+        self.pos_conv_weight = pos.conv.weight.detach().clone()  # weight norm evaluated once
+        self.pos_conv_bias = pos.conv.bias.detach().clone()
+        self.pos_conv_groups, self.pos_kernel = pos.conv.groups, pos.conv.kernel_size[0]
+        self.pos_activation = pos.activation
+        self.wavlm = adapter.family == "wavlm"
+        self.transformer_layers = list(encoder.layers[: self.depth])
+        if quantize == "int8" and self.transformer_layers:
+            self.transformer_layers = _quantized_layers(self.transformer_layers)
+        self.rel_attn = encoder.layers[0].attention if self.wavlm else None
+        self.hidden_size = adapter.hidden_size
+        self.conv_dim = int(config.conv_dim[-1])
+        # one conv-0 output per conv_stride[0] samples: the GroupNorm statistics' horizon in those units
+        self._wave_stats = _RunningChannelStats(norm_horizon_s * self.sample_rate)
+        self._gn_stats = _RunningChannelStats(norm_horizon_s * self.sample_rate / strides[0])
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+    def reset(self) -> None:
+        self._audio = np.zeros(0, dtype=np.float32)
+        self._audio_start = 0  # global index of _audio[0]; a multiple of the stride
+        self.received = 0
+        self.emitted = 0
+        self.start_frame = 0  # first frame of the current contiguous stretch
+        self.gaps = 0
+        self.updates = 0
+        self._proj = torch.zeros(0, self.hidden_size)  # projected features of frames _proj_start..
+        self._proj_start = 0
+        self._conv = torch.zeros(0, self.conv_dim)
+        self._kv = [(None, None) for _ in self.transformer_layers]
+        self._kv_start = 0
+        self._wave_stats.reset()
+        self._gn_stats.reset()
+
+    def info(self) -> dict:
+        return {"encoder": type(self).__name__, "depth_run": self.depth, **self.settings}
 
     @torch.inference_mode()
     def push(self, chunk, first_sample: int | None = None) -> dict:
@@ -382,64 +463,10 @@ class Wav2Vec2StreamEncoder:
             "timings": {"encoder_ms": (t1 - t0) * 1000.0, "transformer_ms": (t2 - t1) * 1000.0},
         }
 
-    def _input_states(self, proj: torch.Tensor, n_out: int) -> torch.Tensor:
-        x = proj[-n_out:] + self._pos_embed(proj, n_out)
-        return x if self.stable else self.encoder_norm(x)
-
-    def _collect(self, states: dict, index: int, x: torch.Tensor) -> None:
-        # transformers 5.x: hidden_states[L] of a stable-layer-norm model is the last layer's raw output
-        # (the final layer norm goes only into last_hidden_state); checked against the model in the tests
-        if index in self.layers:
-            states[index] = x
-
-    def _recompute(self, window: torch.Tensor, window_first: int, n_new: int) -> dict:
-        x = self._input_states(window, len(window))
-        bias = None
-        if self.wavlm:
-            pos = torch.arange(window_first, window_first + len(window))
-            bias = _wavlm_relative_bias(self.rel_attn, pos, pos)
-        states = {}
-        self._collect(states, 0, x[-n_new:])
-        for i, layer in enumerate(self.transformer_layers):
-            x, _, _ = _stream_layer_forward(layer, x, None, None, bias, self.stable, self.wavlm)
-            self._collect(states, i + 1, x[-n_new:])
-        return states
-
-    def _kv_step(self, proj_new: torch.Tensor, before: torch.Tensor, n_new: int) -> dict:
-        x = self._input_states(before, n_new)
-        past = 0 if self._kv[0][0] is None else len(self._kv[0][0])
-        bias = None
-        if self.wavlm:
-            query = torch.arange(self.emitted, self.emitted + n_new)
-            keys = torch.arange(self.emitted - past, self.emitted + n_new)
-            bias = _wavlm_relative_bias(self.rel_attn, query, keys)
-        states = {}
-        self._collect(states, 0, x)
-        ctx = self.context_frames
-        for i, layer in enumerate(self.transformer_layers):
-            k_past, v_past = self._kv[i]
-            x, k_new, v_new = _stream_layer_forward(layer, x, k_past, v_past, bias, self.stable, self.wavlm)
-            keys = torch.cat([k_past, k_new]) if k_past is not None else k_new
-            values = torch.cat([v_past, v_new]) if v_past is not None else v_new
-            self._kv[i] = (keys[-ctx:], values[-ctx:]) if ctx > 0 else (None, None)
-            self._collect(states, i + 1, x)
-        return states
-
     @torch.inference_mode()
     def warm_up(self, seconds: float = 2.0, block_s: float = 0.2) -> float:
         """Run throw-away updates on quiet noise (allocations, kernel choice), then reset; returns seconds spent."""
         return _warm_up_encoder(self, seconds, block_s)
-
-
-def _warm_up_encoder(encoder, seconds: float, block_s: float) -> float:
-    start = time.perf_counter()
-    rng = np.random.default_rng(0)
-    noise = (0.01 * rng.standard_normal(int(seconds * encoder.sample_rate))).astype(np.float32)
-    block = max(1, int(block_s * encoder.sample_rate))
-    for i in range(0, len(noise), block):
-        encoder.push(noise[i : i + block], i)
-    encoder.reset()
-    return time.perf_counter() - start
 
 
 # %% [markdown]

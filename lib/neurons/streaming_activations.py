@@ -146,6 +146,14 @@ class StreamingLayerActivations:
         return concat_stream_outputs(outputs, self.layers)
 
 
+# %% [markdown]
+# ## Streamed against offline activity
+#
+# Joining the streamed chunks and measuring how closely they agree with one offline pass over the
+# whole clip.
+
+
+# %%
 def concat_stream_outputs(outputs, layers) -> dict:
     """Concatenate a list of ``push`` results into one."""
     outputs = [o for o in outputs if o is not None and len(o["frames"])]
@@ -176,6 +184,14 @@ def streaming_agreement(streamed: dict, offline: dict) -> dict:
     return result
 
 
+# %% [markdown]
+# ## Loading the model to analyse
+#
+# Pretrained or random weights (an explicit, labelled choice), with a fallback model when the
+# requested one cannot be loaded.
+
+
+# %%
 def build_random_speech_model(folder, family: str = "wavlm", seed: int = 0) -> Path:
     """Save a full-size (transformers default config = base size) randomly initialised model."""
     import torch

@@ -119,6 +119,11 @@ class KeywordTranscriber:
         return {"text": text, "words": pd.DataFrame(words, columns=["word", "start", "end", "probability"])}
 
 
+# %% [markdown]
+# ## Loading Whisper and transcribing
+
+
+# %%
 def load_keyword_transcriber(
     model: str | None = None,
     backend: str = "faster-whisper",
@@ -219,6 +224,14 @@ def transcribe_utterances(
     return result
 
 
+# %% [markdown]
+# ## Keywords on the model's frame grid
+#
+# Word timestamps turned into start and end frames, the most frequent words, and a boolean mask of
+# the frames they cover.
+
+
+# %%
 def keyword_markers(
     words: pd.DataFrame,
     keywords=None,
@@ -293,7 +306,89 @@ import threading
 import time
 
 
-class BackgroundKeywordSpotter:
+class _KeywordSpotterWork:
+    """The spotter's thread: transcribe the latest window, commit its settled words (``BackgroundKeywordSpotter``)."""
+
+    def _loop(self) -> None:
+        if self.nice and hasattr(os, "setpriority"):
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+            except OSError:
+                pass
+        if self.transcriber is None:
+            try:
+                self.transcriber = self.loader()
+            except Exception as error:  # noqa: BLE001 -- any load failure: degrade, say why
+                self.load_error = f"{type(error).__name__}: {error}"
+        if getattr(self.transcriber, "available", False):
+            try:  # the first transcription pays one-time costs: not during the stream
+                self.transcriber.transcribe(np.zeros(self.sample_rate, np.float32), self.sample_rate, **self.options)
+            except Exception as error:  # noqa: BLE001 -- reported, the thread goes on
+                self.last_error = f"warm-up: {type(error).__name__}: {str(error)[:200]}"
+        self._loaded.set()
+        if not getattr(self.transcriber, "available", False):
+            return
+        while not self._stop.is_set():
+            self._wake.wait(0.5)
+            self._wake.clear()
+            with self._lock:
+                if self._end - self._last_run_end < self.every or len(self._audio) < self.sample_rate // 2:
+                    continue
+                snapshot, end = self._audio.copy(), self._end
+                self._last_run_end = end
+            self.transcribe_snapshot(snapshot, end)
+
+    def transcribe_snapshot(self, snapshot, end: int) -> None:
+        """Transcribe one window ending at global sample ``end``; commit its settled words."""
+        start_s = (end - len(snapshot)) / self.sample_rate
+        end_s = end / self.sample_rate
+        t0 = time.perf_counter()
+        try:
+            out = self.transcriber.transcribe(snapshot, self.sample_rate, **self.options)
+        except Exception as error:  # noqa: BLE001 -- keep streaming, report it
+            self.errors += 1
+            self.last_error = f"{type(error).__name__}: {str(error)[:200]}"
+            return
+        self.run_ms.append((time.perf_counter() - t0) * 1000.0)
+        self.run_ms = self.run_ms[-200:]
+        committed, tentative = [], []
+        for w in out["words"].itertuples(index=False):
+            word = {"word": str(w.word).strip(), "start": start_s + float(w.start), "end": start_s + float(w.end)}
+            if not word["word"]:
+                continue
+            if word["end"] <= end_s - self.guard_s:
+                if word["start"] >= self._committed_until - 0.05:
+                    committed.append(word)
+            else:
+                tentative.append(word)
+        with self._lock:
+            for word in committed:
+                self.words.append(word)
+                self._committed_until = max(self._committed_until, word["end"])
+                key = normalise_word(word["word"])
+                if key and (key in self.keywords if self.keywords is not None else len(key) >= 4):
+                    marker = {
+                        **word,
+                        "keyword": key,
+                        "start_frame": int(np.floor(word["start"] * self.frame_rate)),
+                        "end_frame": int(np.ceil(word["end"] * self.frame_rate)),
+                    }
+                    self.markers.append(marker)
+                    self._new_markers.append(marker)
+            self.words = self.words[-500:]
+            self.markers = self.markers[-500:]
+            self.tentative = tentative
+
+
+# %% [markdown]
+# ## The spotter: feed, poll, start and stop
+#
+# The streaming side of `BackgroundKeywordSpotter`: it hands audio over and reads results without
+# ever waiting for Whisper.
+
+
+# %%
+class BackgroundKeywordSpotter(_KeywordSpotterWork):
     def __init__(
         self,
         loader=None,
@@ -395,73 +490,3 @@ class BackgroundKeywordSpotter:
         if self._thread is not None:
             self._thread.join(timeout)
         self._thread = None
-
-    def _loop(self) -> None:
-        if self.nice and hasattr(os, "setpriority"):
-            try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
-            except OSError:
-                pass
-        if self.transcriber is None:
-            try:
-                self.transcriber = self.loader()
-            except Exception as error:  # noqa: BLE001 -- any load failure: degrade, say why
-                self.load_error = f"{type(error).__name__}: {error}"
-        if getattr(self.transcriber, "available", False):
-            try:  # the first transcription pays one-time costs: not during the stream
-                self.transcriber.transcribe(np.zeros(self.sample_rate, np.float32), self.sample_rate, **self.options)
-            except Exception as error:  # noqa: BLE001 -- reported, the thread goes on
-                self.last_error = f"warm-up: {type(error).__name__}: {str(error)[:200]}"
-        self._loaded.set()
-        if not getattr(self.transcriber, "available", False):
-            return
-        while not self._stop.is_set():
-            self._wake.wait(0.5)
-            self._wake.clear()
-            with self._lock:
-                if self._end - self._last_run_end < self.every or len(self._audio) < self.sample_rate // 2:
-                    continue
-                snapshot, end = self._audio.copy(), self._end
-                self._last_run_end = end
-            self.transcribe_snapshot(snapshot, end)
-
-    def transcribe_snapshot(self, snapshot, end: int) -> None:
-        """Transcribe one window ending at global sample ``end``; commit its settled words."""
-        start_s = (end - len(snapshot)) / self.sample_rate
-        end_s = end / self.sample_rate
-        t0 = time.perf_counter()
-        try:
-            out = self.transcriber.transcribe(snapshot, self.sample_rate, **self.options)
-        except Exception as error:  # noqa: BLE001 -- keep streaming, report it
-            self.errors += 1
-            self.last_error = f"{type(error).__name__}: {str(error)[:200]}"
-            return
-        self.run_ms.append((time.perf_counter() - t0) * 1000.0)
-        self.run_ms = self.run_ms[-200:]
-        committed, tentative = [], []
-        for w in out["words"].itertuples(index=False):
-            word = {"word": str(w.word).strip(), "start": start_s + float(w.start), "end": start_s + float(w.end)}
-            if not word["word"]:
-                continue
-            if word["end"] <= end_s - self.guard_s:
-                if word["start"] >= self._committed_until - 0.05:
-                    committed.append(word)
-            else:
-                tentative.append(word)
-        with self._lock:
-            for word in committed:
-                self.words.append(word)
-                self._committed_until = max(self._committed_until, word["end"])
-                key = normalise_word(word["word"])
-                if key and (key in self.keywords if self.keywords is not None else len(key) >= 4):
-                    marker = {
-                        **word,
-                        "keyword": key,
-                        "start_frame": int(np.floor(word["start"] * self.frame_rate)),
-                        "end_frame": int(np.ceil(word["end"] * self.frame_rate)),
-                    }
-                    self.markers.append(marker)
-                    self._new_markers.append(marker)
-            self.words = self.words[-500:]
-            self.markers = self.markers[-500:]
-            self.tentative = tentative

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from lib.core.atomic_io import atomic_write_text
-from lib.phase0.phase0_metrics import PHASE0_DEFAULT_CONFIG
+from lib.phase0.phase0_metrics import PHASE0_DEFAULT_CONFIG, phase0_read_yaml
 
 PHASE0_NOT_IN_CONFIG = ("output_dir", "config_path")
 
@@ -24,14 +24,7 @@ PHASE0_NOT_IN_CONFIG = ("output_dir", "config_path")
 def read_phase0_run_config(path, parameter_names) -> tuple:
     """``(parameters, gate)`` from a YAML file; unknown keys are errors naming the closest known key."""
     path = Path(path).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: Phase 0 config not found")
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not a readable YAML file ({error})") from None
-    if not isinstance(loaded, dict):
-        raise ValueError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
+    loaded = phase0_read_yaml(path)
     gate = dict(loaded.pop("gate", None) or {})
     parameters = {}
     known = sorted(set(parameter_names) - set(PHASE0_NOT_IN_CONFIG)) + ["gate"] + sorted(PHASE0_DEFAULT_CONFIG)

@@ -122,7 +122,36 @@ def _phase0_load_adapter(name_or_path, device="cpu", local_files_only=False, whi
     return load_speech_model(name_or_path, **kwargs)
 
 
-class Phase0CodecEncoder:
+class _Phase0AdapterEncoder:
+    """One layer or stage of a loaded adapter as Phase 0 latents (the codec and speech encoders)."""
+
+    def _probe_dim(self) -> int:
+        return int(self.latents(np.zeros(self.sample_rate, dtype=np.float32)).shape[1])
+
+    def latents(self, waveform) -> np.ndarray:
+        key = self._layer_key
+        return self.adapter.hidden_states(np.asarray(waveform, dtype=np.float32), layers=[key])[key]
+
+    def _info_extra(self) -> dict:
+        return {}
+
+    def info(self) -> dict:
+        info = self.adapter.info()
+        return {
+            "encoder": self.name,
+            "family": info["family"],
+            "stage": self._stage_label,
+            "sample_rate": self.sample_rate,
+            "frame_rate": self.frame_rate,
+            "dim": self.dim,
+            "num_parameters": info["num_parameters"],
+            "weights": _phase0_weights_label(self.adapter),
+            **self._info_extra(),
+            "fingerprint": self.adapter.fingerprint(),
+        }
+
+
+class Phase0CodecEncoder(_Phase0AdapterEncoder):
     """Continuous pre-quantisation latents of a codec loaded by `load_speech_model`."""
 
     def __init__(
@@ -137,33 +166,15 @@ class Phase0CodecEncoder:
         stage = stage or PHASE0_CODEC_STAGES[self.adapter.family]
         if stage not in self.adapter.layer_names:
             raise ValueError(f"{name_or_path} has no stage {stage!r}; available: {self.adapter.layer_names}")
-        self.stage = stage
+        self.stage = self._layer_key = self._stage_label = stage
         self.sample_rate = self.adapter.sample_rate
         self.frame_rate = float(self.adapter.frame_rate)
         self.name = str(name_or_path)
-        probe = self.latents(np.zeros(self.sample_rate, dtype=np.float32))
-        self.dim = int(probe.shape[1])
-
-    def latents(self, waveform) -> np.ndarray:
-        return self.adapter.hidden_states(np.asarray(waveform, dtype=np.float32), layers=[self.stage])[self.stage]
-
-    def info(self) -> dict:
-        info = self.adapter.info()
-        return {
-            "encoder": self.name,
-            "family": info["family"],
-            "stage": self.stage,
-            "sample_rate": self.sample_rate,
-            "frame_rate": self.frame_rate,
-            "dim": self.dim,
-            "num_parameters": info["num_parameters"],
-            "weights": _phase0_weights_label(self.adapter),
-            "fingerprint": self.adapter.fingerprint(),
-        }
+        self.dim = self._probe_dim()
 
 
 # %%
-class Phase0SpeechEncoder:
+class Phase0SpeechEncoder(_Phase0AdapterEncoder):
     """One layer of a speech model's hidden states (the Whisper encoder, WavLM, ...) as Phase 0 latents.
 
     ``layer`` defaults to the last transformer layer. Whisper's ``whisper_mode`` (``"padded"``:
@@ -180,26 +191,11 @@ class Phase0SpeechEncoder:
         self.frame_rate = float(adapter.layer_frame_rate(self.layer))
         self.name = str(name)
         self.stage = str(self.layer)
-        probe = self.latents(np.zeros(self.sample_rate, dtype=np.float32))
-        self.dim = int(probe.shape[1])
+        self._layer_key, self._stage_label = self.layer, f"layer {self.layer}"
+        self.dim = self._probe_dim()
 
-    def latents(self, waveform) -> np.ndarray:
-        return self.adapter.hidden_states(np.asarray(waveform, dtype=np.float32), layers=[self.layer])[self.layer]
-
-    def info(self) -> dict:
-        info = self.adapter.info()
-        return {
-            "encoder": self.name,
-            "family": info["family"],
-            "stage": f"layer {self.layer}",
-            "sample_rate": self.sample_rate,
-            "frame_rate": self.frame_rate,
-            "dim": self.dim,
-            "num_parameters": info["num_parameters"],
-            "weights": _phase0_weights_label(self.adapter),
-            "whisper_mode": getattr(self.adapter, "whisper_mode", None),
-            "fingerprint": self.adapter.fingerprint(),
-        }
+    def _info_extra(self) -> dict:
+        return {"whisper_mode": getattr(self.adapter, "whisper_mode", None)}
 
 
 def load_phase0_encoder(

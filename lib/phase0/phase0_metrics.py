@@ -70,18 +70,26 @@ PHASE0_DEFAULT_CONFIG = {
 }
 
 
+def phase0_read_yaml(path, what: str = "Phase 0 config", error=ValueError) -> dict:
+    """The mapping in the YAML file ``path``; a missing, unreadable or non-mapping file is an error naming it."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: {what} not found")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as failure:
+        raise error(f"{path}: not a readable YAML file ({failure})") from None
+    if not isinstance(loaded, dict):
+        raise error(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
+    return loaded
+
+
 def load_phase0_config(path=None, overrides: dict | None = None) -> dict:
     """The defaults, updated by a YAML file (``path``) and then ``overrides``; unknown keys are errors."""
     config = copy.deepcopy(PHASE0_DEFAULT_CONFIG)
     layers = []
     if path is not None:
-        path = Path(path).expanduser()
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: Phase 0 config not found")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
-        layers.append((str(path), loaded))
+        layers.append((str(Path(path).expanduser()), phase0_read_yaml(path)))
     if overrides:
         layers.append(("overrides", overrides))
     for source, layer in layers:
@@ -412,6 +420,15 @@ def evaluate_phase0(
     }
 
 
+def phase0_scheme_figures(row: dict, slices: bool = True) -> dict:
+    """The headline figures of one scheme's row of ``evaluate_phase0`` (``slices``: with the
+    high-energy and medial eval variance ratios)."""
+    keys = ["vr_train", "vr_eval", "vr_random_eval", "degradation"]
+    keys += ["vr_eval_high_energy", "vr_eval_medial"] if slices else []
+    keys += ["entropy_reduction_eval", "entropy_reduction_random_eval"]
+    return {k: row[k] for k in keys}
+
+
 def phase0_context_sweep(
     latents,
     index: pd.DataFrame,
@@ -434,19 +451,8 @@ def phase0_context_sweep(
                     "context_frames": int(window),
                     "frames": len(frames),
                     "pass": result["decision"]["schemes"][row["scheme"]]["pass"],
-                    **{
-                        k: row[k]
-                        for k in (
-                            "scheme",
-                            "vr_train",
-                            "vr_eval",
-                            "vr_random_eval",
-                            "degradation",
-                            "vr_eval_high_energy",
-                            "vr_eval_medial",
-                            "entropy_reduction_eval",
-                        )
-                    },
+                    "scheme": row["scheme"],
+                    **phase0_scheme_figures(row),
                 }
             )
     return pd.DataFrame(rows)

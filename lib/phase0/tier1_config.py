@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from lib.core.atomic_io import atomic_write_text
+from lib.phase0.phase0_metrics import phase0_read_yaml
 
 TIER1_DEFAULT_CONFIG = {
     "seed": 0,
@@ -250,13 +251,7 @@ def load_tier1_config(path=None, overrides: dict | None = None, flat: dict | Non
     config = copy.deepcopy(TIER1_DEFAULT_CONFIG)
     if path is not None:
         path = Path(path).expanduser()
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: Tier 1 config not found")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as error:
-            raise Tier1ConfigError(f"{path}: not a readable YAML file ({error})") from None
-        _tier1_apply(config, loaded, str(path))
+        _tier1_apply(config, phase0_read_yaml(path, "Tier 1 config", Tier1ConfigError), str(path))
     if overrides:
         _tier1_apply(config, dict(overrides), "overrides")
     for name, value in (flat or {}).items():

@@ -46,7 +46,7 @@ from lib.phase0.phase0_latents import (
     phase0_store_parts,
     read_phase0_part,
 )
-from lib.phase0.phase0_metrics import evaluate_phase0
+from lib.phase0.phase0_metrics import evaluate_phase0, phase0_scheme_figures
 from lib.phase0.tier1_data import (
     Tier1StoreSource,
     Tier1WindowDataset,
@@ -240,18 +240,8 @@ def tier1_measure_representation(source, rate_label: str, config: dict, device: 
     schemes = [
         {
             "rate": rate_label,
-            **{
-                k: row[k]
-                for k in (
-                    "scheme",
-                    "vr_train",
-                    "vr_eval",
-                    "vr_random_eval",
-                    "degradation",
-                    "entropy_reduction_eval",
-                    "entropy_reduction_random_eval",
-                )
-            },
+            "scheme": row["scheme"],
+            **phase0_scheme_figures(row, slices=False),
         }
         for row in phase0["rows"]
     ]

@@ -19,7 +19,6 @@
 # says so and trains nothing; `resume=False` moves an existing checkpoint aside (printed).
 
 # %%
-import io
 import math
 import time
 from contextlib import nullcontext
@@ -29,8 +28,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from lib.core.atomic_io import atomic_write_bytes
 from lib.core.distributed import distributed_all_reduce_sum, distributed_barrier
+from lib.core.torch_files import atomic_torch_save, load_marked_torch_file
 from lib.phase0.tier1_config import tier1_config_hash, tier1_flatten
 from lib.phase0.tier1_model import (
     Tier1NextStepModel,
@@ -85,11 +84,14 @@ def save_tier1_checkpoint(path, models: dict, optimizers: dict, step: int, paylo
         "torch_version": str(torch.__version__),
         **payload,
     }
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return atomic_write_bytes(Path(path), buffer.getvalue())
+    return atomic_torch_save(path, state)
 
 
+# %% [markdown]
+# ## Loading, rebuilding and moving checkpoints aside
+
+
+# %%
 def load_tier1_checkpoint(path, identity: dict | None = None) -> dict:
     """Read and validate a checkpoint; with ``identity``, refuse one from another configuration."""
     path = Path(path).expanduser()
@@ -98,18 +100,13 @@ def load_tier1_checkpoint(path, identity: dict | None = None) -> dict:
             f"{path}: no such Tier 1 checkpoint. Run Exp 1 first (-p experiment exp1, it writes "
             "<output_dir>/exp1/last.pt) or pass the path of one with -p checkpoint PATH."
         )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable file: name it
-        raise Tier1CheckpointError(
-            f"{path}: not a readable checkpoint ({type(error).__name__}: {str(error)[:200]}). The file is "
-            "truncated or corrupt: delete it and run Exp 1 again."
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != TIER1_CHECKPOINT_FORMAT:
-        raise Tier1CheckpointError(
-            f"{path}: not a Phase 0 Tier 1 checkpoint (format "
-            f"{state.get('format') if isinstance(state, dict) else type(state).__name__!r})."
-        )
+    state = load_marked_torch_file(
+        path,
+        TIER1_CHECKPOINT_FORMAT,
+        "a Phase 0 Tier 1 checkpoint",
+        error=Tier1CheckpointError,
+        unreadable_advice="The file is truncated or corrupt: delete it and run Exp 1 again.",
+    )
     if state.get("version") != TIER1_CHECKPOINT_VERSION:
         raise Tier1CheckpointError(
             f"{path}: checkpoint version {state.get('version')}, expected {TIER1_CHECKPOINT_VERSION}"
@@ -179,7 +176,6 @@ def _tier1_unwrap(model):
 # ## The loop
 
 
-# %%
 # %%
 def tier1_lr_at(step: int, total: int, warmup: int, base: float) -> float:
     if warmup > 0 and step < warmup:

@@ -1,0 +1,155 @@
+"""How much of a generated notebook's code runs: executable lines per inlined module, run or not.
+
+Runs every code cell of ``notebooks/NAME.ipynb`` in one namespace, in this process (no kernel,
+so the FiftyOne App is never launched), with a line tracer on the notebook's own cells only,
+and prints, for each inlined ``lib/`` module and for the recipe, the executable lines it
+carries and how many of them ran. "Carried but not run" is what a reader scrolls past and
+what issue 17 asks to shrink.
+
+    python -m scripts.notebook_coverage fiftyone_explorer [-p KEY VALUE ...] [--json OUT]
+
+Parameters default to the notebook's own (``-p`` overrides them, e.g. a temporary
+``output_dir``); the code paths do not depend on how many clips are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+import types
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _code_lines(code) -> set:
+    lines = {line for _, _, line in code.co_lines() if line is not None}
+    for const in code.co_consts:
+        if hasattr(const, "co_lines"):
+            lines |= _code_lines(const)
+    return lines
+
+
+def _cell_owner(cell) -> str:
+    first = cell["source"].splitlines()[0] if cell["source"] else ""
+    match = re.match(r"# @title (lib/[\w/]+\.py):", first)
+    if match:
+        return match.group(1)
+    tags = cell.get("metadata", {}).get("tags", [])
+    if "setup" in tags:
+        return "(setup cell)"
+    if "parameter-check" in tags:
+        return "(parameter check)"
+    return "(recipe)"
+
+
+def measure(name: str, parameters: dict | None = None) -> dict:
+    """Run notebook ``name`` with a line tracer; return ``{owner: {"lines", "run"}}`` and totals."""
+    import nbformat
+    from IPython.core.inputtransformer2 import TransformerManager
+    from IPython.core.interactiveshell import InteractiveShell
+
+    notebook = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    shell = InteractiveShell.instance()
+    transform = TransformerManager().transform_cell
+    module = types.ModuleType("__main__")  # what a kernel runs cells in: worker processes find functions here
+    namespace = module.__dict__
+    namespace["get_ipython"] = lambda: shell
+    executable, executed = {}, defaultdict(set)
+    owners = {}
+
+    def local(frame, event, arg):
+        if event == "line":
+            executed[frame.f_code.co_filename].add(frame.f_lineno)
+        return local
+
+    def tracer(frame, event, arg):
+        return local if frame.f_code.co_filename.startswith("<cell-") else None
+
+    cwd, real_main = os.getcwd(), sys.modules["__main__"]
+    sys.modules["__main__"] = module
+    os.chdir(ROOT)
+    start = time.perf_counter()
+    try:
+        for index, cell in enumerate(notebook.cells):
+            if cell.cell_type != "code":
+                continue
+            filename = f"<cell-{index:03d}>"
+            source = transform(cell.source)
+            code = compile(source, filename, "exec")
+            executable[filename] = _code_lines(code)
+            owners[filename] = _cell_owner(cell)
+            if "parameters" in cell.get("metadata", {}).get("tags", []):
+                source = source + "\n" + "\n".join(f"{k} = {v!r}" for k, v in (parameters or {}).items())
+                code = compile(source, filename, "exec")
+            sys.settrace(tracer)
+            try:
+                exec(code, namespace)  # noqa: S102 - the notebook's own code, as a kernel would run it
+            finally:
+                sys.settrace(None)
+    finally:
+        os.chdir(cwd)
+        sys.modules["__main__"] = real_main
+    per_owner = defaultdict(lambda: {"lines": 0, "run": 0})
+    for filename, lines in executable.items():
+        owner = owners[filename]
+        per_owner[owner]["lines"] += len(lines)
+        per_owner[owner]["run"] += len(lines & executed[filename])
+    lib = {k: v for k, v in per_owner.items() if k.startswith("lib/")}
+    totals = {
+        "lines": sum(v["lines"] for v in per_owner.values()),
+        "run": sum(v["run"] for v in per_owner.values()),
+        "lib_lines": sum(v["lines"] for v in lib.values()),
+        "lib_run": sum(v["run"] for v in lib.values()),
+    }
+    totals["not_run"] = totals["lines"] - totals["run"]
+    totals["lib_not_run"] = totals["lib_lines"] - totals["lib_run"]
+    size = (ROOT / "notebooks" / f"{name}.ipynb").stat().st_size
+    return {
+        "notebook": name,
+        "bytes": size,
+        "seconds": time.perf_counter() - start,
+        "parameters": parameters or {},
+        "modules": dict(sorted(per_owner.items())),
+        "totals": totals,
+    }
+
+
+def _value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("name")
+    parser.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), default=[])
+    parser.add_argument("--json", help="write the report here too")
+    args = parser.parse_args(argv)
+    parameters = {k: _value(v) for k, v in args.param}
+    parameters.setdefault("output_dir", tempfile.mkdtemp(prefix=f"coverage-{args.name}-"))
+    report = measure(args.name, parameters)
+    print(f"{'module':<44} {'lines':>6} {'run':>6} {'not run':>8}")
+    for owner, item in report["modules"].items():
+        print(f"{owner:<44} {item['lines']:>6} {item['run']:>6} {item['lines'] - item['run']:>8}")
+    t = report["totals"]
+    print(
+        f"{'total':<44} {t['lines']:>6} {t['run']:>6} {t['not_run']:>8}   "
+        f"(lib: {t['lib_lines']} carried, {t['lib_not_run']} not run; notebook {report['bytes'] / 1024:.0f} KiB)"
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
