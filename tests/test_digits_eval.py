@@ -110,8 +110,42 @@ def test_augmented_copies_are_reproducible_and_realistic(fsdd_manifest):
     low = np.abs(np.fft.rfft(digit_coloured_noise(8000, "pink", rng)))[1:400].mean()
     high = np.abs(np.fft.rfft(digit_coloured_noise(8000, "pink", rng)))[3000:4000].mean()
     assert low > 3 * high
-    quiet = DigitAugmentConfig(speed_prob=0, noise_prob=0, rir_prob=0, gain_db=0, pad_seconds=(0.0, 0.0))
+    quiet = DigitAugmentConfig(speed_prob=0, noise_prob=0, rir_prob=0, gain_db=0, pad_seconds=(0.0, 0.0), eq_prob=0)
     assert np.allclose(digit_augmented_copies(waves[:1], 8000, 1, config=quiet)[0][0], waves[0])
+
+
+def test_microphone_colouring_and_real_background_noise(fsdd_manifest, librispeech_dir):
+    from lib.core.datasets import load_librispeech
+    from lib.digits.digit_augment import (
+        DigitAugmentConfig,
+        digit_augmented_copies,
+        digit_background_noise,
+        digit_microphone_colouring,
+    )
+
+    waves, frame, _ = load_digit_waves(fsdd_manifest.iloc[:3], 8000, progress=False)
+    rng = np.random.default_rng(0)
+    white = rng.standard_normal(16000).astype(np.float32)
+    coloured = digit_microphone_colouring(white, 8000, rng)
+    spectrum = np.abs(np.fft.rfft(coloured)) / np.abs(np.fft.rfft(white))
+    hz = np.fft.rfftfreq(16000, 1 / 8000)
+    assert np.isfinite(coloured).all() and len(coloured) == len(white)
+    assert spectrum[hz < 40].mean() < 0.3 * spectrum[(hz > 500) & (hz < 2000)].mean()  # high-pass: no rumble
+    assert spectrum[hz > 3900].mean() < spectrum[(hz > 500) & (hz < 2000)].mean()  # low-pass: band-limited
+    speech, _, _ = load_digit_waves(load_librispeech(librispeech_dir, download=False).head(2), 8000, progress=False)
+    stretch = digit_background_noise(6000, speech, rng)
+    assert len(stretch) == 6000 and np.isclose(np.sqrt(np.mean(stretch**2)), 1.0, rtol=1e-3)
+    # noise always on and always from the background clips (here a 440 Hz tone, to be recognisable)
+    only_noise = DigitAugmentConfig(
+        speed_prob=0, rir_prob=0, eq_prob=0, gain_db=0, pad_seconds=(0.0, 0.0), noise_prob=1, background_prob=1
+    )
+    tone = [np.sin(2 * np.pi * 440 * np.arange(8000) / 8000).astype(np.float32)]
+    copy = digit_augmented_copies(waves[:1], 8000, 1, config=only_noise, background=tone)[0][0]
+    residual = copy - waves[0]
+    assert len(copy) == len(waves[0]) and np.abs(residual).max() > 0
+    power = np.abs(np.fft.rfft(residual)) ** 2
+    peak = np.fft.rfftfreq(len(residual), 1 / 8000)[np.argmax(power)]
+    assert abs(peak - 440) < 5 and power.max() > 0.3 * power.sum()
 
 
 # ---------------------------------------------------------------- zero-shot Whisper
@@ -187,6 +221,49 @@ def test_encoder_model_learns_digits_of_an_unseen_speaker(bundled_encoder, fsdd_
     random_encoder = load_speech_model("bundled/whisper-tiny.en", whisper_mode="clip", weights="random")
     with pytest.raises(ModelFileError, match="mismatched: the head was trained on encoder weights"):
         load_digit_model(path, adapter=random_encoder)
+
+
+def test_head_trainer_concat_uneven_copies_and_batched_logits():
+    """The vectorised head trainer on synthetic frames: concat/mix, clips with and without copies, order kept."""
+    import torch
+
+    from lib.digits.encoder_digits import (
+        DigitEncoderConfig,
+        DigitFrameBank,
+        digit_head_logits,
+        train_digit_encoder_head,
+    )
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((3, 2, 8)).astype(np.float32)
+
+    def clip(label, length):
+        return (centres[label][None] + 0.3 * rng.standard_normal((length, 2, 8))).astype(np.float16)
+
+    labels = [i % 3 for i in range(60)]
+    frames = [clip(y, int(rng.integers(3, 30))) for y in labels]
+    variants = [[clip(y, 12)] * (i % 3) for i, y in enumerate(labels)]  # 0, 1 or 2 copies per clip
+    bank = DigitFrameBank(frames)
+    x, mask = bank.batch(torch.tensor([4, 0]))
+    assert x.shape == (2, max(len(frames[4]), len(frames[0])), 2, 8) and mask.sum().item() == len(frames[4]) + len(
+        frames[0]
+    )
+    np.testing.assert_allclose(x[1, : len(frames[0])].numpy(), frames[0].astype(np.float32))
+    assert not x[1, len(frames[0]) :].any()
+    for combine in ("mix", "concat"):
+        config = DigitEncoderConfig(
+            layers=[3, 4], labels=[0, 1, 2], epochs=25, batch_size=8, combine=combine, hidden=32, dropout=0.1
+        )
+        head, history = train_digit_encoder_head(frames, labels, config, variants=variants, progress=False)
+        assert history["n_items"] == 60 + 60 and history["train_accuracy"][-1] > 0.9, history
+        logits = digit_head_logits(head, frames)
+        assert logits.shape == (60, 3) and np.mean(logits.argmax(1) == np.array(labels)) > 0.95
+        one = digit_head_logits(head, [frames[7]])  # batching by length keeps each clip's own logits
+        np.testing.assert_allclose(one[0], logits[7], atol=1e-4)
+    with pytest.raises(ValueError, match="combine must be one of"):
+        DigitEncoderConfig(combine="sum")
+    with pytest.raises(ValueError, match="variants has 2 entries"):
+        train_digit_encoder_head(frames, labels, config, variants=variants[:2], progress=False)
 
 
 def test_encoder_layer_curve_scores_every_layer(bundled_encoder, fsdd_manifest):

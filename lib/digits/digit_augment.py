@@ -11,7 +11,12 @@
 # - **synthetic room impulse responses**: exponentially decaying noise with a random
 #   reverberation time (RT60), an early direct path, convolved and level-matched;
 # - **gain** and **silence/noise padding** before and after the word, so a model does not
-#   rely on the clip being cut tightly around the word (recordings from elsewhere are not).
+#   rely on the clip being cut tightly around the word (recordings from elsewhere are not);
+# - **microphone colouring**: a random high-pass (80-300 Hz), low-pass (2.4-3.8 kHz at 8 kHz)
+#   and one peaking band (+-6 dB), the response differences between microphones and sound cards;
+# - **real background noise** when clips of it are given (`background`: ESC-50 environmental
+#   sounds, LibriSpeech speech as babble): a random stretch mixed in at a random SNR instead
+#   of the synthetic noise.
 #
 # `augment_digit_wave` draws one altered copy; `digit_augmented_copies` makes `copies`
 # copies of every clip, reproducibly (the random stream of copy *k* of clip *i* depends only
@@ -39,6 +44,8 @@ class DigitAugmentConfig:
     rt60_range: tuple = (0.15, 0.7)  # seconds
     gain_db: float = 10.0  # uniform in +-gain_db
     pad_seconds: tuple = (0.0, 0.35)  # silence (with the noise, if any) added before and after
+    eq_prob: float = 0.5  # chance of a random microphone colouring (high-pass, low-pass, one peaking band)
+    background_prob: float = 0.5  # with background clips given: chance the noise is real background, not synthetic
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -89,10 +96,54 @@ def digit_synthetic_rir(sample_rate: int, rt60: float, rng: np.random.Generator)
     return (rir / np.sqrt(np.sum(rir**2))).astype(np.float32)
 
 
+def digit_microphone_colouring(wave: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """``wave`` through a random microphone-like response: high-pass, low-pass and one peaking band."""
+    from scipy.signal import butter, sosfilt
+
+    y = np.asarray(wave, dtype=np.float64)
+    nyquist = sample_rate / 2
+    sos = [butter(2, float(rng.uniform(80, 300)) / nyquist, "highpass", output="sos")]
+    low = float(rng.uniform(0.6, 0.95)) * min(nyquist, 4000.0)
+    if low < 0.98 * nyquist:
+        sos.append(butter(2, low / nyquist, "lowpass", output="sos"))
+    for section in sos:
+        y = sosfilt(section, y)
+    # one peaking band (RBJ biquad) at 300-3000 Hz, +-6 dB
+    f0 = float(rng.uniform(300, min(3000, 0.8 * nyquist)))
+    gain = 10 ** (float(rng.uniform(-6, 6)) / 40)
+    w0 = 2 * np.pi * f0 / sample_rate
+    alpha = np.sin(w0) / (2 * float(rng.uniform(0.7, 2.0)))
+    b = np.array([1 + alpha * gain, -2 * np.cos(w0), 1 - alpha * gain])
+    a = np.array([1 + alpha / gain, -2 * np.cos(w0), 1 - alpha / gain])
+    y = sosfilt(np.concatenate([b / a[0], a / a[0]])[None, :], y)
+    return y.astype(np.float32)
+
+
+def digit_background_noise(n: int, background, rng: np.random.Generator) -> np.ndarray:
+    """Unit-RMS stretch of ``n`` samples from a random clip of ``background`` (looped when shorter)."""
+    clip = np.asarray(background[int(rng.integers(len(background)))], dtype=np.float32)
+    if len(clip) < 2:
+        return digit_coloured_noise(n, "pink", rng)
+    if len(clip) < n:
+        clip = np.tile(clip, n // len(clip) + 1)
+    start = int(rng.integers(0, len(clip) - n + 1))
+    piece = clip[start : start + n]
+    rms = float(np.sqrt(np.mean(piece**2)))
+    return piece / rms if rms > 1e-6 else digit_coloured_noise(n, "pink", rng)
+
+
 def augment_digit_wave(
-    wave: np.ndarray, sample_rate: int, rng: np.random.Generator, config: DigitAugmentConfig | None = None
+    wave: np.ndarray,
+    sample_rate: int,
+    rng: np.random.Generator,
+    config: DigitAugmentConfig | None = None,
+    background=None,
 ) -> np.ndarray:
-    """One randomly altered copy of ``wave`` (speed, room, padding, noise, gain, in that order)."""
+    """One randomly altered copy of ``wave`` (speed, room, colouring, padding, noise, gain, in that order).
+
+    ``background``: optional clips of real noise at ``sample_rate`` (a stretch of one is the
+    noise in ``config.background_prob`` of the noisy copies).
+    """
     from scipy.signal import fftconvolve
 
     config = config or DigitAugmentConfig()
@@ -104,13 +155,18 @@ def augment_digit_wave(
         rir = digit_synthetic_rir(sample_rate, float(rng.uniform(*config.rt60_range)), rng)
         y = fftconvolve(y, rir)[: len(y) + len(rir) // 4].astype(np.float32)
         y *= level / (np.sqrt(np.mean(y**2)) + 1e-9)
+    if config.eq_prob > 0 and rng.random() < config.eq_prob:
+        y = digit_microphone_colouring(y, sample_rate, rng)
+        y *= level / (np.sqrt(np.mean(y**2)) + 1e-9)
     if config.pad_seconds and config.pad_seconds[1] > 0:
         before, after = (int(rng.uniform(*config.pad_seconds) * sample_rate) for _ in range(2))
         y = np.concatenate([np.zeros(before, np.float32), y, np.zeros(after, np.float32)])
     if config.noise_snr_db and rng.random() < config.noise_prob:
         snr = float(rng.uniform(*config.noise_snr_db))
         colour = DIGIT_NOISE_COLOURS[int(rng.integers(len(DIGIT_NOISE_COLOURS)))]
-        y = y + digit_coloured_noise(len(y), colour, rng) * level / (10 ** (snr / 20))
+        real = background is not None and len(background) and rng.random() < config.background_prob
+        noise = digit_background_noise(len(y), background, rng) if real else digit_coloured_noise(len(y), colour, rng)
+        y = y + noise * level / (10 ** (snr / 20))
     if config.gain_db:
         y = y * 10 ** (float(rng.uniform(-config.gain_db, config.gain_db)) / 20)
     peak = float(np.max(np.abs(y))) if len(y) else 0.0
@@ -120,13 +176,20 @@ def augment_digit_wave(
 
 
 def digit_augmented_copies(
-    waves, sample_rate: int, copies: int = 2, seed: int = 0, config: DigitAugmentConfig | None = None, keys=None
+    waves,
+    sample_rate: int,
+    copies: int = 2,
+    seed: int = 0,
+    config: DigitAugmentConfig | None = None,
+    keys=None,
+    background=None,
 ) -> list:
     """``copies`` altered versions of every clip: a list (one per clip) of lists (one per copy).
 
     Copy *k* of a clip is drawn from a generator seeded by ``(seed, key, k)``, where ``key``
     is the clip's entry in ``keys`` (e.g. its file path) or its position: the same clip always
-    gets the same copies, whatever else is in the batch.
+    gets the same copies, whatever else is in the batch. ``background``: optional real noise
+    clips at ``sample_rate`` (see `augment_digit_wave`).
     """
     import zlib
 
@@ -141,7 +204,7 @@ def digit_augmented_copies(
         base = zlib.crc32(str(key).encode())
         out.append(
             [
-                augment_digit_wave(wave, sample_rate, np.random.default_rng([seed, base, k]), config)
+                augment_digit_wave(wave, sample_rate, np.random.default_rng([seed, base, k]), config, background)
                 for k in range(copies)
             ]
         )

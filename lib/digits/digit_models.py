@@ -22,6 +22,7 @@
 # %%
 import copy
 import math
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -130,7 +131,12 @@ def grid_search_digit_pipeline(
         refit=True,
         verbose=verbose,
     )
-    search.fit(X, y, groups=groups)
+    # the scaler and PCA of a fold do not depend on C or gamma: cache them (fitted once per fold, not per grid point)
+    with tempfile.TemporaryDirectory(prefix="audiolens-grid-") as cache:
+        search.estimator.set_params(memory=cache)
+        search.fit(X, y, groups=groups)
+        search.estimator.set_params(memory=None)
+        search.best_estimator_.set_params(memory=None)
     search.audiolens_info = {"cv_folds": folds, "pca_components": pca_components, "pca_requested": requested_pca}
     return search
 

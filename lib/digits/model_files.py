@@ -369,7 +369,13 @@ def _load_encoder(weights: Path, meta: dict, device: str = "cpu", adapter=None) 
     except Exception as error:  # noqa: BLE001 - torch raises many types for a damaged file
         raise ModelFileError(weights, f"not a readable PyTorch state dict ({type(error).__name__})") from None
     head = DigitEncoderHead(
-        head_meta["layers"], head_meta["dims"], len(config.labels), config.pooling, config.hidden, config.dropout
+        head_meta["layers"],
+        head_meta["dims"],
+        len(config.labels),
+        config.pooling,
+        config.hidden,
+        config.dropout,
+        config.combine,
     )
     try:
         head.load_state_dict(state)
