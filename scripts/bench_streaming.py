@@ -40,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads, pinned (default 2)")
     p.add_argument("--layers", type=int, nargs="+", default=[2, 6, 10], help="layers streamed (default 2 6 10)")
     p.add_argument("--context", type=float, default=None, help="left context s of the live run (default: chosen)")
+    p.add_argument(
+        "--quantize",
+        choices=("auto", "none", "int8"),
+        default="auto",
+        help="live run: float or int8 transformer (auto: the fastest switch-table row whose fidelity holds)",
+    )
     p.add_argument("--sweep-seconds", type=float, default=20.0, help="seconds per switch-table row (0: no table)")
     p.add_argument("--quick-sweep", action="store_true", help="only the switch rows, not the context lengths")
     p.add_argument("--fidelity-seconds", type=float, default=None, help="offline reference span (default sweep)")
@@ -80,7 +86,7 @@ def _projector_from_reference(reference, speech, layer):
     )
 
 
-def _live(adapter, info, speech, layers, args, context, reference, keywords: bool, seconds: float):
+def _live(adapter, info, speech, layers, args, context, reference, keywords: bool, seconds: float, quantize=None):
     import numpy as np
 
     from lib.neurons.neuron_live import LiveNeuronPipeline
@@ -101,6 +107,7 @@ def _live(adapter, info, speech, layers, args, context, reference, keywords: boo
         pca_basis=pca_basis,
         update_s=args.update_s,
         left_context_s=context,
+        quantize=quantize,
         projector=_projector_from_reference(reference, speech, layers[-1]) if reference else None,
         keyword_spotter=spotter,
         model_info=info,
@@ -161,24 +168,20 @@ def main(argv=None) -> int:
             + format_switch_table(rows, layers)
         )
     result["switch_table"] = rows
-    context = args.context
-    if context is None:  # the shortest kv context whose fidelity holds (>= 0.85 at every layer), else 1 s
-        ok = [r for r in rows if r["attention"] == "kv" and not r.get("quantize") and r["left_context_s"]]
-        ok = [r for r in ok if min(r["fidelity"].values()) >= 0.85]
-        context = min((r["left_context_s"] for r in ok), default=1.0)
-    result["default_context_s"] = context
-    live, pipeline = _live(adapter, info, speech, layers, args, context, reference, False, args.seconds)
+    context, quantize = _live_settings(rows, args)
+    result["default_context_s"], result["default_quantize"] = context, quantize
+    live, pipeline = _live(adapter, info, speech, layers, args, context, reference, False, args.seconds, quantize)
     truth = speaker_truth(pipeline.speakers.segments, speech)
     if len(set(truth)) > 1:
         live["speaker_clustering"] = clustering_agreement(pipeline.speakers.segments, truth)
     result["live"] = live
     kw_s = args.seconds if args.keywords_seconds is None else args.keywords_seconds
     if kw_s > 0:
-        with_kw, _ = _live(adapter, info, speech, layers, args, context, reference, True, kw_s)
+        with_kw, _ = _live(adapter, info, speech, layers, args, context, reference, True, kw_s, quantize)
         no_kw = (
             live
             if kw_s == args.seconds
-            else _live(adapter, info, speech, layers, args, context, reference, False, kw_s)[0]
+            else _live(adapter, info, speech, layers, args, context, reference, False, kw_s, quantize)[0]
         )
         with_kw["p95_added_ms"] = with_kw["latency_ms_p95"] - no_kw["latency_ms_p95"]
         result["live_with_keywords"] = with_kw
@@ -190,6 +193,26 @@ def main(argv=None) -> int:
     print(_summary_text(result, layers))
     print(f"\nwrote {out / 'bench.json'}")
     return 0 if np.isfinite(live.get("latency_ms_p95", float("nan"))) else 1
+
+
+def _live_settings(rows, args) -> tuple:
+    """``(left context s, quantize)`` of the live run. Only key/value-cache rows whose fidelity holds
+    (>= 0.85 at every layer) qualify; ``--quantize auto`` takes the one with the lowest p95, ``none``
+    / ``int8`` the shortest qualifying context of that kind; ``--context`` fixes the context."""
+    ok = [r for r in rows if r["attention"] == "kv" and r["left_context_s"]]
+    ok = [r for r in ok if min(r["fidelity"].values()) >= 0.85]
+    if args.context is not None:
+        ok = [r for r in ok if r["left_context_s"] == args.context]
+    if args.quantize != "auto":
+        ok = [r for r in ok if (r.get("quantize") or "none") == args.quantize]
+    wanted = None if args.quantize in ("auto", "none") else args.quantize
+    if not ok:
+        return (args.context if args.context is not None else 1.0), wanted
+    if args.quantize == "auto":
+        best = min(ok, key=lambda r: r["latency_ms_p95"])
+    else:
+        best = min(ok, key=lambda r: r["left_context_s"])
+    return best["left_context_s"], best.get("quantize")
 
 
 def _whisper_section(args, speech) -> dict:
@@ -244,7 +267,8 @@ def _targets(result: dict, layers) -> list:
     growth = live.get("latency_growth_ms_per_min")
     out.append(row("latency growth along the stream (ms/min)", growth, "< 5 (no growth)", (growth or 0) < 5))
     ctx = result.get("default_context_s")
-    default = [r for r in result.get("switch_table", []) if r["attention"] == "kv" and not r.get("quantize")]
+    quantize = result.get("default_quantize")
+    default = [r for r in result.get("switch_table", []) if r["attention"] == "kv" and r.get("quantize") == quantize]
     default = [r for r in default if r["left_context_s"] == ctx]
     if default:
         for la in layers:
@@ -264,7 +288,7 @@ def _summary_text(result: dict, layers) -> str:
     lines = [
         "",
         f"live pipeline, {result['model']['model']} [{result['model']['label']}], "
-        f"context {result['default_context_s']} s, "
+        f"context {result['default_context_s']} s, {result.get('default_quantize') or 'float'}, "
         f"{live['clock']}, {live['seconds']:.0f} s:",
         f"  latency p50 {live['latency_ms_p50']:.0f} / p95 {live['latency_ms_p95']:.0f} / p99 "
         f"{live['latency_ms_p99']:.0f} ms; stages (mean ms) encoder {live.get('encoder_ms_mean', 0):.1f}, "

@@ -132,6 +132,14 @@ def digit_background_noise(n: int, background, rng: np.random.Generator) -> np.n
     return piece / rms if rms > 1e-6 else digit_coloured_noise(n, "pink", rng)
 
 
+# %% [markdown]
+# ## One augmented copy, and copies of a whole set
+#
+# The perturbations above chained with the probabilities of `DigitAugmentConfig`, seeded per clip
+# and copy so that a rerun makes the same copies.
+
+
+# %%
 def augment_digit_wave(
     wave: np.ndarray,
     sample_rate: int,

@@ -101,6 +101,14 @@ class DigitEncoderConfig:
         }
 
 
+# %% [markdown]
+# ## The encoder's input and states
+#
+# Each clip starts a window of silence of `window_seconds` (clip mode: the encoder sees only
+# that window); the states of the chosen layers are trimmed to the frames that cover the clip.
+
+
+# %%
 def load_digit_encoder_adapter(model: str, whisper_mode: str = "clip", device: str = "cpu", local_files_only=True):
     """The frozen encoder: `load_speech_model` with the Whisper mode (``clip`` or ``padded``).
 
@@ -214,6 +222,7 @@ class DigitEncoderCache:
             np.savez(handle, pooled=pooled.astype(np.float16), frames=frames.astype(np.float16))
 
 
+# %%
 def digit_encoder_features(
     adapter,
     waves,
@@ -394,6 +403,14 @@ class DigitEncoderHead(nn.Module):
         return self.mlp(torch.cat([mean, std], dim=1))
 
 
+# %% [markdown]
+# ### Training the head on cached frames
+#
+# Every clip and augmented copy in one flat tensor (`DigitFrameBank`); batches are gathered
+# from it, padded and masked, with frame dropout as the only augmentation at this stage.
+
+
+# %%
 class DigitFrameBank:
     """Many ``[T, layers, dims]`` frame arrays in one flat float16 tensor; `batch` gathers padded batches."""
 
@@ -464,6 +481,7 @@ def digit_head_logits(head: DigitEncoderHead, frames_list, device: str = "cpu", 
     return out.numpy()
 
 
+# %%
 def train_digit_encoder_head(
     frames, labels, config: DigitEncoderConfig, variants=None, device: str = "cpu", seed: int = 0, progress: bool = True
 ):
@@ -551,6 +569,11 @@ def train_digit_encoder_head(
     return head.eval(), history
 
 
+# %% [markdown]
+# ### The frozen encoder and its head as one digit model
+
+
+# %%
 class EncoderDigitModel(DigitClassifierBase):
     """Frozen speech encoder + trained head behind the common digit-model interface."""
 
