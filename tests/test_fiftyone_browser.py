@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import time
 import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.process_helpers import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group(name="fiftyone")]
 
@@ -32,6 +33,7 @@ CHROMIUM = next(
     ),
     None,
 )
+
 if os.environ.get("AUDIOLENS_BROWSER_TESTS") != "1":
     pytest.skip("browser tests run with make test-browser (AUDIOLENS_BROWSER_TESTS=1)", allow_module_level=True)
 if CHROMIUM is None:
@@ -48,12 +50,6 @@ MEDIA_STATE = """(scope) => Array.from(scope === 'created video'
         ? window.__audiolensMedia.filter(e => e.tagName === 'VIDEO') : document.querySelectorAll(scope)).map(e => ({
     tag: e.tagName.toLowerCase(), src: e.currentSrc || e.src, readyState: e.readyState,
     duration: e.duration, muted: e.muted, volume: e.volume, controls: e.controls}))"""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +83,7 @@ def app(tmp_path_factory, fsdd_manifest):
         progress=False,
     )
     fo_install_audio_plugin(root / "plugins")
-    port = _free_port()
+    port = free_port()
     session = fo_launch_app(ds, port=port, when="always", spaces=fo_audio_spaces())
     out = Path(os.environ.get("AUDIOLENS_BROWSER_OUT") or root / "screenshots")
     out.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,6 @@ Every FiftyOne database used here lives in a temporary folder (never ~/.fiftyone
 from __future__ import annotations
 
 import os
-import socket
 import time
 import urllib.parse
 import urllib.request
@@ -35,6 +34,7 @@ from lib.explorer.fo_app import (
     fo_launch_app,
     fo_stop_app,
 )
+from tests.process_helpers import free_port
 
 pytestmark = pytest.mark.xdist_group(name="fiftyone")
 
@@ -330,18 +330,12 @@ def test_umap_map_with_exposed_parameters_and_its_cache(small_dataset, tmp_path)
     assert not third["umap"]["cached"] and np.load(cached_file).shape == (60, 2)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_app_serves_its_page_and_stops_completely(small_dataset, capsys):
     import psutil
 
     ds, _, _ = small_dataset
     assert fo_execution_context() == "script"
-    port = _free_port()
+    port = free_port()
     assert fo_launch_app(ds, port=port, when="auto") is None  # not interactive: never launched
     session = fo_launch_app(ds, port=port, remote=True, when="always")
     assert f"localhost:{port}" in capsys.readouterr().out or str(port) in session.url

@@ -25,8 +25,7 @@ from lib.explorer.spectrogram_media import make_explorer_transform
 from lib.mae.audiomae import build_audiomae_model
 from lib.mae.mae_checkpoints import MaeCheckpointError, save_mae_checkpoint
 from lib.mae.mae_transforms import build_mae_transform
-
-TINY = dict(depth=2, embed_dim=64, num_heads=2, decoder_dim=64, decoder_depth=1, decoder_heads=2)
+from tests.test_audiomae_checkpoints import TINY  # the same tiny AudioMAE++ as the checkpoint tests
 
 
 @pytest.fixture(scope="module")

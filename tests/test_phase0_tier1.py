@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +44,7 @@ from lib.phase0.tier1_vmf import (
     vmf_mean_resultant,
     vmf_sample,
 )
-from tests.test_audiomae_ddp import _free_port
+from tests.process_helpers import run_torchrun
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -385,33 +382,23 @@ def test_config_file_mirrors_the_defaults_and_layers_apply_in_order(tmp_path):
 # ----------------------------------------------------------------------------- torchrun
 @pytest.mark.slow
 def test_torchrun_two_processes_train_and_resume(tmp_path, data_root):
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}",
-        "-m",
-        "scripts.phase0_tier1_torchrun",
+    args = [
         "--output-dir",
         str(tmp_path),
         "--device",
         "cpu",
     ]
     for item in ("data.max_utterances=16", "data.max_seconds=2.0", "train.max_steps=4", "train.batch_size=16"):
-        command += ["-o", item]
-    command += ["-o", "train.log_every=2", "-o", "model.hidden=16", "-o", "data.chunk_utterances=4"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        args += ["-o", item]
+    args += ["-o", "train.log_every=2", "-o", "model.hidden=16", "-o", "data.chunk_utterances=4"]
+    result = run_torchrun("scripts.phase0_tier1_torchrun", args)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     summary = json.loads([line for line in result.stdout.splitlines() if line.startswith("{")][-1])
     assert summary["world_size"] == 2 and summary["steps"] == 4 and len(summary["loss"]["vmf"]) == 2
     state = load_tier1_checkpoint(tmp_path / "exp1" / "last.pt")
     assert state["step"] == 4 and state["world_size"] == 2
-    command[command.index("train.max_steps=4")] = "train.max_steps=6"
-    command[5] = f"--master_port={_free_port()}"
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    args[args.index("train.max_steps=4")] = "train.max_steps=6"
+    result = run_torchrun("scripts.phase0_tier1_torchrun", args)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads([line for line in result.stdout.splitlines() if line.startswith("{")][-1])
     assert summary["start_step"] == 4 and summary["steps"] == 6
