@@ -541,7 +541,7 @@ w2v_extractor = None
 if "wav2vec2" in models:
     try:
         probe_model, w2v_extractor = load_wav2vec2_classifier(
-            wav2vec2_model, labels=labels, freeze_feature_encoder=wav2vec2_freeze_feature_encoder
+            wav2vec2_model, labels=labels, freeze_feature_encoder=wav2vec2_freeze_feature_encoder, seed=seed
         )
     except Wav2Vec2Unavailable as error:
         skipped["wav2vec2"] = str(error)
@@ -560,7 +560,7 @@ w2v_lr = float(wav2vec2_lr_grid[0])
 
 def w2v_factory():
     return load_wav2vec2_classifier(
-        wav2vec2_model, labels=labels, freeze_feature_encoder=wav2vec2_freeze_feature_encoder
+        wav2vec2_model, labels=labels, freeze_feature_encoder=wav2vec2_freeze_feature_encoder, seed=seed
     )[0]
 
 

@@ -41,10 +41,12 @@ def load_wav2vec2_classifier(
     labels=tuple(range(10)),
     freeze_feature_encoder: bool = True,
     local_files_only: bool | None = None,
+    seed: int | None = None,
 ):
     """``(model, feature_extractor)``: a Wav2Vec2 with a fresh ``len(labels)``-way head.
 
-    ``local_files_only`` defaults to True when ``HF_HUB_OFFLINE`` is set. Raises
+    ``seed``: the new head's initialisation (else it draws from torch's global generator, so it
+    depends on whatever ran before). ``local_files_only`` defaults to True when ``HF_HUB_OFFLINE`` is set. Raises
     `Wav2Vec2Unavailable` naming the model and the cause when loading fails.
     """
     import os
@@ -58,6 +60,8 @@ def load_wav2vec2_classifier(
     id2label = {i: str(label) for i, label in enumerate(labels)}
     previous = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialized head" warnings are expected here
+    if seed is not None:
+        torch.manual_seed(seed)
     try:
         extractor = AutoFeatureExtractor.from_pretrained(model_name_or_path, local_files_only=local_files_only)
         model = AutoModelForAudioClassification.from_pretrained(
