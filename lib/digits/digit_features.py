@@ -9,7 +9,11 @@
 # - `digit_clip_mfcc`: the clip's own frames, with optional per-utterance CMVN.
 # - `digit_mfcc_matrix`: one clip -> `[n_mfcc * (1 + delta_order), n_frames]`, padded or cut.
 # - `digit_feature_vectors`: many clips -> `[clips, dims]` for scikit-learn, pooled
-#   `flat` (all frames concatenated), `mean`, `max` or `mean+std`.
+#   `flat` (all frames concatenated), `segments` (time-normalised: the clip's frames averaged
+#   in `n_frames` equal segments, whatever its length), `mean`, `max` or `mean+std`.
+#   `warp` (vocal-tract length perturbation, VTLP) scales the frequency axis of the spectrum
+#   before the mel filters: a training clip at warps 0.9 and 1.1 sounds like a speaker with a
+#   longer or shorter vocal tract.
 # - `fit_standardizer` / `apply_standardizer`: per-coefficient mean and standard deviation
 #   fitted on the training clips only, then applied unchanged to validation and test clips.
 # - `load_digit_waves`: audio of a manifest at the features' sample rate; broken files are
@@ -25,7 +29,8 @@ import pandas as pd
 from lib.core.audio import load_audio_batch
 from lib.core.features import mfcc_features, pad_frames, pool_frames
 
-DIGIT_POOLINGS = ("flat", "mean", "max", "mean+std")
+DIGIT_POOLINGS = ("flat", "segments", "mean", "max", "mean+std")
+DIGIT_CMVN_MODES = (False, True, "mean", "mean+var")
 
 
 @dataclass
@@ -38,14 +43,17 @@ class DigitFeatureConfig:
     n_fft: int = 512
     hop_length: int = 128
     n_mels: int = 64
-    n_frames: int = 40  # frames kept (padded with zeros or cut); 40 x 128 samples = 0.64 s at 8 kHz
-    pooling: str = "flat"  # flat | mean | max | mean+std
+    n_frames: int = 40  # flat: frames kept (zero-padded or cut; 40 x 128 samples = 0.64 s); segments: time steps
+    pooling: str = "flat"  # flat | segments | mean | max | mean+std
     trim_db: float | None = 20.0  # trim leading/trailing audio this far below the peak (None: keep all)
-    cmvn: bool = False  # per-utterance mean/variance normalisation of every coefficient over the clip's frames
+    cmvn: bool | str = False  # per-utterance normalisation over the clip's frames: True/"mean+var", "mean" (CMN)
+    fmin: float = 0.0  # lowest frequency of the mel filters (Hz)
 
     def __post_init__(self):
         if self.pooling not in DIGIT_POOLINGS:
             raise ValueError(f"pooling must be one of {DIGIT_POOLINGS}, not {self.pooling!r}")
+        if self.cmvn not in DIGIT_CMVN_MODES:
+            raise ValueError(f"cmvn must be one of {DIGIT_CMVN_MODES}, not {self.cmvn!r}")
         if self.delta_order not in (0, 1, 2):
             raise ValueError(f"delta_order must be 0, 1 or 2, not {self.delta_order}")
 
@@ -63,7 +71,7 @@ class DigitFeatureConfig:
 
     @property
     def vector_size(self) -> int:
-        if self.pooling == "flat":
+        if self.pooling in ("flat", "segments"):
             return self.n_coefficients * self.n_frames
         return self.n_coefficients * (2 if self.pooling == "mean+std" else 1)
 
@@ -81,25 +89,83 @@ def trim_digit_clip(wave: np.ndarray, config: DigitFeatureConfig) -> np.ndarray:
     return trimmed if len(trimmed) >= 64 else wave
 
 
-def digit_clip_mfcc(wave: np.ndarray, config: DigitFeatureConfig) -> np.ndarray:
+def _digit_warped_power(wave: np.ndarray, n_fft: int, hop_length: int, warp: float) -> np.ndarray:
+    """Power spectrogram ``[bins, frames]`` whose frequency axis is scaled by ``warp`` (VTLP).
+
+    Bin ``f`` of the result takes the (interpolated) power at ``f / warp``: ``warp > 1`` moves
+    every formant up (a shorter vocal tract), ``warp < 1`` down.
+    """
+    power = np.abs(librosa.stft(wave, n_fft=n_fft, hop_length=hop_length)) ** 2
+    if abs(warp - 1.0) < 1e-6:
+        return power
+    bins = power.shape[0]
+    source = np.clip(np.arange(bins, dtype=np.float64) / warp, 0, bins - 1)
+    low = np.floor(source).astype(int)
+    high = np.minimum(low + 1, bins - 1)
+    frac = (source - low)[:, None]
+    return power[low] * (1 - frac) + power[high] * frac
+
+
+def digit_clip_mfcc(wave: np.ndarray, config: DigitFeatureConfig, warp: float = 1.0) -> np.ndarray:
     """MFCCs (+ deltas) of the clip's real frames (trimmed), with per-utterance CMVN when ``config.cmvn``.
 
     CMVN removes what is constant over one utterance (the microphone's and the vocal
     tract's overall colouring, the level), a large part of what differs between speakers
-    and recordings; the padding added later is then the clip's mean (zero).
+    and recordings; the padding added later is then the clip's mean (zero). ``cmvn="mean"``
+    only subtracts the mean (cepstral mean normalisation): scaling every coefficient to unit
+    variance over a short clip also scales up the near-silent ones, which held-out speakers
+    showed to hurt. ``warp`` != 1 scales the spectrum's frequency axis first (VTLP).
     """
-    m = mfcc_features(
-        trim_digit_clip(wave, config),
-        config.sample_rate,
-        n_mfcc=config.n_mfcc,
-        delta_order=config.delta_order,
-        n_fft=config.n_fft,
-        hop_length=config.hop_length,
-        n_mels=config.n_mels,
-    )
+    wave = trim_digit_clip(wave, config)
+    if config.fmin == 0.0 and abs(warp - 1.0) < 1e-6:
+        m = mfcc_features(
+            wave,
+            config.sample_rate,
+            n_mfcc=config.n_mfcc,
+            delta_order=config.delta_order,
+            n_fft=config.n_fft,
+            hop_length=config.hop_length,
+            n_mels=config.n_mels,
+        )
+    else:  # as `mfcc_features`, on a (warped) power spectrum and with the mel filters from fmin
+        n_fft = min(config.n_fft, max(16, len(wave)))
+        power = _digit_warped_power(wave, n_fft, config.hop_length, warp)
+        mel = librosa.filters.mel(sr=config.sample_rate, n_fft=n_fft, n_mels=config.n_mels, fmin=config.fmin)
+        static = librosa.feature.mfcc(S=librosa.power_to_db(mel @ power, top_db=80.0), n_mfcc=config.n_mfcc)
+        blocks, frames = [static], static.shape[1]
+        width = min(9, frames if frames % 2 == 1 else frames - 1)
+        for order in range(1, config.delta_order + 1):
+            blocks.append(
+                librosa.feature.delta(static, order=order, width=width, mode="nearest")
+                if width >= 3
+                else np.zeros_like(static)
+            )
+        m = np.concatenate(blocks, axis=0)
     if config.cmvn and m.shape[1] > 1:
-        m = (m - m.mean(axis=1, keepdims=True)) / (m.std(axis=1, keepdims=True) + 1e-5)
+        m = m - m.mean(axis=1, keepdims=True)
+        if config.cmvn != "mean":
+            m = m / (m.std(axis=1, keepdims=True) + 1e-5)
     return m.astype(np.float32)
+
+
+def digit_time_segments(matrix: np.ndarray, n_segments: int) -> np.ndarray:
+    """``[dims, frames]`` -> ``[dims, n_segments]``: the mean of each of ``n_segments`` equal time segments.
+
+    Time normalisation: a digit said fast or slowly gives the same sequence of segment
+    means (a clip with fewer frames than segments repeats frames). Speaking rate is one of
+    the largest differences between speakers.
+    """
+    m = np.asarray(matrix, dtype=np.float32)
+    frames = m.shape[1]
+    if frames == 0:
+        return np.zeros((m.shape[0], n_segments), dtype=np.float32)
+    edges = np.linspace(0, frames, n_segments + 1)
+    out = np.empty((m.shape[0], n_segments), dtype=np.float32)
+    for k in range(n_segments):
+        first = int(np.floor(edges[k]))
+        last = max(first + 1, int(np.ceil(edges[k + 1])))
+        out[:, k] = m[:, first:last].mean(axis=1)
+    return out
 
 
 def digit_mfcc_matrix(wave: np.ndarray, config: DigitFeatureConfig) -> np.ndarray:
@@ -107,16 +173,18 @@ def digit_mfcc_matrix(wave: np.ndarray, config: DigitFeatureConfig) -> np.ndarra
     return pad_frames(digit_clip_mfcc(wave, config), config.n_frames)
 
 
-def digit_feature_vectors(waves, config: DigitFeatureConfig, progress: bool = False) -> np.ndarray:
-    """Feature vectors ``[clips, config.vector_size]`` for scikit-learn models."""
+def digit_feature_vectors(waves, config: DigitFeatureConfig, progress: bool = False, warp: float = 1.0) -> np.ndarray:
+    """Feature vectors ``[clips, config.vector_size]`` for scikit-learn models (``warp``: VTLP, training only)."""
     from tqdm.auto import tqdm
 
     rows = []
     for wave in tqdm(waves, desc="MFCC features", disable=not progress, leave=False):
         if config.pooling == "flat":
-            rows.append(digit_mfcc_matrix(wave, config).ravel())
+            rows.append(pad_frames(digit_clip_mfcc(wave, config, warp), config.n_frames).ravel())
+        elif config.pooling == "segments":
+            rows.append(digit_time_segments(digit_clip_mfcc(wave, config, warp), config.n_frames).ravel())
         else:  # pool over the clip's real frames only (no padding)
-            rows.append(pool_frames(digit_clip_mfcc(wave, config).T, config.pooling))
+            rows.append(pool_frames(digit_clip_mfcc(wave, config, warp).T, config.pooling))
     if not rows:
         return np.zeros((0, config.vector_size), dtype=np.float32)
     return np.stack(rows).astype(np.float32)

@@ -194,6 +194,7 @@ class DigitCnnConfig:
     labels: list = field(default_factory=lambda: list(range(10)))
     trim_db: float | None = 20.0  # trim leading/trailing audio this far below the peak before cutting/padding
     cmvn: bool = True  # per-utterance mean/variance normalisation of each feature over the clip's frames
+    time_steps: int | None = None  # resample the clip's own frames to this many steps (time normalisation); None: off
     # training
     epochs: int = 25
     batch_size: int = 64
@@ -282,6 +283,24 @@ class DigitFrontend(nn.Module):
         return logmel
 
 
+def _digit_time_resample(x: torch.Tensor, mask: torch.Tensor, steps: int) -> torch.Tensor:
+    """``x [batch, features, frames]`` between each row's first and last frame where ``mask [batch, frames]``
+    is set, linearly resampled to ``[batch, features, steps]``."""
+    b, f, t = x.shape
+    idx = torch.arange(t, device=x.device, dtype=x.dtype)[None, :].expand(b, t)
+    has = mask > 0
+    first = torch.where(has, idx, torch.full_like(idx, float(t))).amin(dim=1).clamp(max=t - 1)
+    last = torch.where(has, idx, torch.full_like(idx, -1.0)).amax(dim=1).clamp(min=0)
+    last = torch.maximum(last, first)
+    frac = torch.linspace(0.0, 1.0, steps, device=x.device, dtype=x.dtype)[None, :]
+    pos = first[:, None] + frac * (last - first)[:, None]  # [batch, steps]
+    low = pos.floor().long().clamp(0, t - 1)
+    high = (low + 1).clamp(max=t - 1)
+    w = (pos - low.to(x.dtype))[:, None, :]
+    gather = lambda i: torch.gather(x, 2, i[:, None, :].expand(b, f, steps))  # noqa: E731
+    return gather(low) * (1 - w) + gather(high) * w
+
+
 class DigitCnn(nn.Module):
     """Front end -> train-fitted standardisation -> [SpecAugment] -> 3 conv blocks -> linear."""
 
@@ -317,19 +336,29 @@ class DigitCnn(nn.Module):
         self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(2 * width, len(config.labels)))
 
     def raw_features(self, wave: torch.Tensor) -> torch.Tensor:
-        """Front-end features, with per-utterance CMVN over the frames that hold audio (not the zero padding)."""
+        """Front-end features, with per-utterance CMVN over the frames that hold audio (not the zero padding).
+
+        With ``config.time_steps`` the frames from the first to the last that hold audio are
+        resampled (linear interpolation) to that many steps: every clip spans the same input
+        whatever its speaking rate.
+        """
         x = self.frontend(wave)
-        if not getattr(self.config, "cmvn", False):
-            return x
         cfg = self.config
+        steps = getattr(cfg, "time_steps", None)
+        if not getattr(cfg, "cmvn", False) and not steps:
+            return x
         energy = nn.functional.avg_pool1d(
             wave[:, None].pow(2), cfg.n_fft, cfg.hop_length, padding=cfg.n_fft // 2, count_include_pad=True
         )[:, :, : x.shape[-1]]
         mask = (energy > 1e-10).float()  # [batch, 1, frames]
-        count = mask.sum(dim=-1, keepdim=True).clamp(min=1.0)
-        mean = (x * mask).sum(dim=-1, keepdim=True) / count
-        std = (((x - mean) ** 2 * mask).sum(dim=-1, keepdim=True) / count).clamp(min=1e-6).sqrt()
-        return (x - mean) / std * mask
+        if getattr(cfg, "cmvn", False):
+            count = mask.sum(dim=-1, keepdim=True).clamp(min=1.0)
+            mean = (x * mask).sum(dim=-1, keepdim=True) / count
+            std = (((x - mean) ** 2 * mask).sum(dim=-1, keepdim=True) / count).clamp(min=1e-6).sqrt()
+            x = (x - mean) / std * mask
+        if steps:
+            x = _digit_time_resample(x, mask[:, 0], int(steps))
+        return x
 
     def features(self, wave: torch.Tensor) -> torch.Tensor:
         return (self.raw_features(wave) - self.feat_mean) / self.feat_std
@@ -400,6 +429,9 @@ def augment_waves(batch: torch.Tensor, config: DigitCnnConfig, generator: torch.
         snr = lo + rand(b, 1) * (hi - lo)
         power = batch.pow(2).mean(dim=1, keepdim=True).clamp(min=1e-10)
         noise = torch.randn(b, n, generator=generator).to(dev) * torch.sqrt(power / torch.pow(10.0, snr / 10))
+        if getattr(config, "time_steps", None):  # noise only over the clip, so its span stays that of the audio
+            audio = (batch != 0).float()
+            noise = noise * (torch.cummax(audio, dim=1).values * torch.cummax(audio.flip(1), dim=1).values.flip(1))
         apply = (rand(b, 1) < config.noise_prob).float()
         batch = batch + apply * noise
     return batch
