@@ -94,3 +94,27 @@ def test_cnn_time_steps_resample_the_clip_span_and_old_configs_keep_frames():
     plain = DigitCnn(DigitCnnConfig.from_dict(old)).eval()
     with torch.no_grad():
         assert plain.raw_features(early).shape[-1] == 1 + config.n_samples // config.hop_length
+
+
+def test_robust_svm_and_cnn_save_and_reload(tmp_path, fsdd_manifest, monkeypatch):
+    from lib.digits.digit_models import DigitCnnConfig, SklearnDigitModel, make_digit_pipeline, train_digit_cnn
+    from lib.digits.model_files import load_digit_model, save_cnn_digit_model, save_sklearn_digit_model
+
+    monkeypatch.setenv("AUDIOLENS_SIGNING_KEY", str(tmp_path / "signing.key"))
+    frame = fsdd_manifest[fsdd_manifest.split == "train"].sort_values("path").groupby("label").head(4)
+    waves, frame, _ = load_digit_waves(frame, 8000, progress=False)
+    y = frame["label"].to_numpy()
+    config = DigitFeatureConfig(n_mfcc=13, n_frames=12, pooling="segments", cmvn="mean")
+    X = np.concatenate([digit_feature_vectors(waves, config, warp=w) for w in (1.0, 0.9, 1.1)])
+    pipeline = make_digit_pipeline(pca_components=None).fit(X, np.tile(y, 3))
+    svm = SklearnDigitModel(pipeline, config)
+    reloaded = load_digit_model(save_sklearn_digit_model(svm, tmp_path / "svm.joblib"))
+    assert reloaded.feature_config == config
+    np.testing.assert_array_equal(reloaded.predict(waves), svm.predict(waves))
+    assert (svm.predict(waves) == y).mean() >= 0.9  # it fits its own training clips
+
+    cnn_config = DigitCnnConfig(n_mfcc=20, time_steps=32, epochs=1, channels=(8, 8, 8), convs_per_block=1)
+    cnn, _ = train_digit_cnn(waves, y, cnn_config, val_waves=waves[:10], val_labels=y[:10], progress=False)
+    loaded = load_digit_model(save_cnn_digit_model(cnn, tmp_path / "cnn.pt"))
+    assert loaded.config.time_steps == 32
+    np.testing.assert_allclose(loaded.predict_logits(waves[:5]), cnn.predict_logits(waves[:5]), atol=1e-5)
