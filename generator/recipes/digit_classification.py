@@ -407,6 +407,12 @@ if mfcc_of:
 # whose folds are grouped by speaker (`StratifiedGroupKFold`), so the chosen values are the
 # ones that generalise to a voice the fold did not train on; it is then refitted on those
 # clips, their augmented copies and their VTLP vectors.
+#
+# The CNN sees 20 MFCCs (`cnn_n_mfcc`) with per-utterance CMVN, and with `cnn_time_steps`
+# (32) the frames from the clip's first to its last sound are resampled to 32 steps (time
+# normalisation, as the SVM's segments; waveform noise is then added only over the clip).
+# Leave-one-speaker-out on FSDD, 12 epochs per fold: 40 MFCCs 0.77, 20 MFCCs 0.81, 20 MFCCs
+# time-normalised 0.83.
 
 # %%
 results_models, fitted, loso_results, skipped = {}, {}, {}, {}
