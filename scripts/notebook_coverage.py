@@ -6,7 +6,10 @@ and prints, for each inlined ``lib/`` module and for the recipe, the executable 
 carries and how many of them ran. "Carried but not run" is what a reader scrolls past and
 what issue 17 asks to shrink.
 
-    python -m scripts.notebook_coverage fiftyone_explorer [-p KEY VALUE ...] [--json OUT]
+    python -m scripts.notebook_coverage fiftyone_explorer [-p KEY VALUE ...] [--json OUT] [--missed OUT]
+
+``--missed OUT`` writes the lines that did not run, with their cell and module, to read what a
+notebook carries for other parameters (or never uses).
 
 Parameters default to the notebook's own (``-p`` overrides them, e.g. a temporary
 ``output_dir``); the code paths do not depend on how many clips are used.
@@ -63,7 +66,7 @@ def measure(name: str, parameters: dict | None = None) -> dict:
     namespace = module.__dict__
     namespace["get_ipython"] = lambda: shell
     executable, executed = {}, defaultdict(set)
-    owners = {}
+    owners, sources = {}, {}
 
     def local(frame, event, arg):
         if event == "line":
@@ -85,6 +88,7 @@ def measure(name: str, parameters: dict | None = None) -> dict:
             source = transform(cell.source)
             code = compile(source, filename, "exec")
             executable[filename] = _code_lines(code)
+            sources[filename] = source
             owners[filename] = _cell_owner(cell)
             if "parameters" in cell.get("metadata", {}).get("tags", []):
                 source = source + "\n" + "\n".join(f"{k} = {v!r}" for k, v in (parameters or {}).items())
@@ -102,6 +106,11 @@ def measure(name: str, parameters: dict | None = None) -> dict:
         owner = owners[filename]
         per_owner[owner]["lines"] += len(lines)
         per_owner[owner]["run"] += len(lines & executed[filename])
+    missed = {
+        filename: {"owner": owners[filename], "lines": sorted(lines - executed[filename])}
+        for filename, lines in executable.items()
+        if lines - executed[filename]
+    }
     lib = {k: v for k, v in per_owner.items() if k.startswith("lib/")}
     totals = {
         "lines": sum(v["lines"] for v in per_owner.values()),
@@ -119,7 +128,19 @@ def measure(name: str, parameters: dict | None = None) -> dict:
         "parameters": parameters or {},
         "modules": dict(sorted(per_owner.items())),
         "totals": totals,
+        "missed": missed,
+        "sources": {filename: sources[filename] for filename in missed},
     }
+
+
+def missed_text(report: dict) -> str:
+    """The lines that did not run, cell by cell: ``<cell-012> lib/core/audio.py`` then ``  42  source``."""
+    out = []
+    for filename, item in report["missed"].items():
+        lines = report["sources"][filename].splitlines()
+        out.append(f"{filename} {item['owner']} ({len(item['lines'])} not run)")
+        out.extend(f"{n:5d}  {lines[n - 1] if n <= len(lines) else ''}" for n in item["lines"])
+    return "\n".join(out) + "\n"
 
 
 def _value(text: str):
@@ -134,6 +155,7 @@ def main(argv=None) -> int:
     parser.add_argument("name")
     parser.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), default=[])
     parser.add_argument("--json", help="write the report here too")
+    parser.add_argument("--missed", help="write the lines that did not run here, with their source, cell by cell")
     args = parser.parse_args(argv)
     parameters = {k: _value(v) for k, v in args.param}
     parameters.setdefault("output_dir", tempfile.mkdtemp(prefix=f"coverage-{args.name}-"))
@@ -146,6 +168,9 @@ def main(argv=None) -> int:
         f"{'total':<44} {t['lines']:>6} {t['run']:>6} {t['not_run']:>8}   "
         f"(lib: {t['lib_lines']} carried, {t['lib_not_run']} not run; notebook {report['bytes'] / 1024:.0f} KiB)"
     )
+    if args.missed:
+        Path(args.missed).write_text(missed_text(report))
+    report = {k: v for k, v in report.items() if k not in ("missed", "sources")}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0
