@@ -1,7 +1,8 @@
 """How much of a generated notebook's code runs: executable lines per inlined module, run or not.
 
 Runs every code cell of ``notebooks/NAME.ipynb`` in one namespace, in this process (no kernel,
-so the FiftyOne App is never launched), with a line tracer on the notebook's own cells only,
+so the FiftyOne App is never launched), with a line tracer on the notebook's own cells only (in
+threads the cells start and in forked worker processes too),
 and prints, for each inlined ``lib/`` module and for the recipe, the executable lines it
 carries and how many of them ran. "Carried but not run" is what a reader scrolls past and
 what issue 17 asks to shrink.
@@ -22,8 +23,10 @@ import ast
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
+import threading
 import time
 import types
 from collections import defaultdict
@@ -33,7 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _code_lines(code) -> set:
-    lines = {line for _, _, line in code.co_lines() if line is not None}
+    # line 0 is no source line: CPython 3.11 gives a module's RESUME instruction line 0
+    lines = {line for _, _, line in code.co_lines() if line}
     for const in code.co_consts:
         if hasattr(const, "co_lines"):
             lines |= _code_lines(const)
@@ -68,9 +72,17 @@ def measure(name: str, parameters: dict | None = None) -> dict:
     executable, executed = {}, defaultdict(set)
     owners, sources = {}, {}
 
+    main_pid = os.getpid()
+    child_logs = Path(tempfile.mkdtemp(prefix="coverage-workers-"))
+
     def local(frame, event, arg):
         if event == "line":
-            executed[frame.f_code.co_filename].add(frame.f_lineno)
+            filename, line = frame.f_code.co_filename, frame.f_lineno
+            if line not in executed[filename]:
+                executed[filename].add(line)
+                if os.getpid() != main_pid:  # a forked worker: its lines come back through a file
+                    with open(child_logs / f"{os.getpid()}.tsv", "a") as log:
+                        log.write(f"{filename}\t{line}\n")
         return local
 
     def tracer(frame, event, arg):
@@ -94,13 +106,20 @@ def measure(name: str, parameters: dict | None = None) -> dict:
                 source = source + "\n" + "\n".join(f"{k} = {v!r}" for k, v in (parameters or {}).items())
                 code = compile(source, filename, "exec")
             sys.settrace(tracer)
+            threading.settrace(tracer)  # threads the cell starts (thread pools) are traced too
             try:
                 exec(code, namespace)  # noqa: S102 - the notebook's own code, as a kernel would run it
             finally:
                 sys.settrace(None)
+                threading.settrace(None)
     finally:
         os.chdir(cwd)
         sys.modules["__main__"] = real_main
+    for log in sorted(child_logs.glob("*.tsv")):  # lines run only in forked worker processes
+        for row in log.read_text().splitlines():
+            filename, line = row.rsplit("\t", 1)
+            executed[filename].add(int(line))
+    shutil.rmtree(child_logs, ignore_errors=True)
     per_owner = defaultdict(lambda: {"lines": 0, "run": 0})
     for filename, lines in executable.items():
         owner = owners[filename]
