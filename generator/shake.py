@@ -93,8 +93,8 @@ def _statements(modules: list) -> list:
     return out
 
 
-def reachable_statements(modules: list, root_sources: list) -> list:
-    """For each module, the set of ``(cell index, first line)`` of the top-level definitions to leave out."""
+def unreachable_definitions(modules: list, root_sources: list) -> list:
+    """The top-level definitions (``_Statement``) of the modules that nothing reachable from ``root_sources`` names."""
     statements = _statements(modules)
     lib_defined = set()
     for statement in statements:
@@ -160,10 +160,27 @@ def _remove_lines(source: str, spans: list) -> str:
     return text.strip("\n")
 
 
+def _without_emptied_sections(cells: list) -> list:
+    """Drop the code cells left empty, and a markdown cell (not the module's first) whose code cells all went."""
+    keep = [c.kind != "code" or bool(c.source.strip()) for c in cells]
+    for index, cell in enumerate(cells):
+        if cell.kind != "markdown" or index == 0:
+            continue
+        section = []
+        for following in cells[index + 1 :]:
+            if following.kind != "code":
+                break
+            section.append(following)
+        if section and not any(c.source.strip() for c in section):
+            keep[index] = False
+    return [cell for cell, kept in zip(cells, keep) if kept]
+
+
 def shake(modules: list, root_sources: list) -> dict:
     """Leave out unreachable top-level definitions: rewrite the modules' cells in place and return
-    ``{module index: [names left out, in source order]}``. Cells left empty are removed."""
-    dropped = reachable_statements(modules, root_sources)
+    ``{module index: [names left out, in source order]}``. Cells left empty are removed, and so
+    is the markdown cell that introduced only them."""
+    dropped = unreachable_definitions(modules, root_sources)
     by_cell, names = {}, {}
     for statement in dropped:
         source = modules[statement.module].cells[statement.cell].source
@@ -174,5 +191,5 @@ def shake(modules: list, root_sources: list) -> dict:
         cell = modules[m_index].cells[c_index]
         cell.source = _remove_lines(cell.source, spans)
     for module in modules:
-        module.cells = [c for c in module.cells if c.kind != "code" or c.source.strip()]
+        module.cells = _without_emptied_sections(module.cells)
     return {index: list(dict.fromkeys(found)) for index, found in sorted(names.items())}

@@ -189,6 +189,13 @@ def dead(x):
 
 DEAD_TABLE = {"a": dead}
 WITH_SIDE_EFFECT = register("side")(lambda x: x)
+
+# %% [markdown]
+# ## A section with dead code only
+
+# %%
+def dead_section_fn():
+    return 0
 """
 
 
@@ -210,8 +217,9 @@ def test_unreachable_definitions_are_left_out_and_named(tmp_path, monkeypatch):
     assert "WITH_SIDE_EFFECT = register" in code  # its value calls a lib function: it stays
     for gone in ("def dead", "DEAD_TABLE", "UNUSED_CONST", "a comment that belongs"):
         assert gone not in code, gone
+    assert not any("A section with dead code only" in c.source for c in nb.cells)  # its heading went with it
     heading = next(c.source for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("#### Tree"))
-    assert "`UNUSED_CONST`, `dead`, `DEAD_TABLE`" in heading and "`lib/fam/tree.py`" in heading
+    assert "`UNUSED_CONST`, `dead`, `DEAD_TABLE`, `dead_section_fn`" in heading and "`lib/fam/tree.py`" in heading
     namespace = {}
     for cell in nb.cells:
         if cell.cell_type == "code" and "setup" not in cell.metadata.get("tags", []):
