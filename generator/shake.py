@@ -9,7 +9,8 @@ cells, or by any statement that is kept. The rules are conservative; a definitio
   f-string), or a string constant equal to its name appears in kept code (``globals()[...]``,
   ``getattr``, ``__all__``);
 - it is decorated with a lib function (a registry such as ``@register_explorer_encoder("x")``:
-  decorating registers it, so every registered choice stays selectable by parameter);
+  decorating registers it, so every registered choice stays selectable by parameter), or it is a
+  class with a metaclass or class keywords, or a subclass of a lib class with ``__init_subclass__``;
 - it is not a plain definition: imports, expressions, ``if``/``try``/``for`` blocks, augmented
   assignments and assignments to attributes or items always stay, and so does an assignment whose
   value calls a lib function;
@@ -93,6 +94,22 @@ def _statements(modules: list) -> list:
     return out
 
 
+def _classes_that_see_subclasses(nodes: list) -> set:
+    """Lib classes whose subclasses run code when defined (``__init_subclass__``), and their subclasses."""
+    classes = {n.name: n for n in nodes if isinstance(n, ast.ClassDef)}
+    found = {
+        name
+        for name, node in classes.items()
+        if any(isinstance(item, ast.FunctionDef) and item.name == "__init_subclass__" for item in node.body)
+    }
+    grown = True
+    while grown:
+        more = {name for name, node in classes.items() if any(referenced_names(b) & found for b in node.bases)}
+        grown = bool(more - found)
+        found |= more
+    return found
+
+
 def unreachable_definitions(modules: list, root_sources: list) -> list:
     """The top-level definitions (``_Statement``) of the modules that nothing reachable from ``root_sources`` names."""
     statements = _statements(modules)
@@ -103,11 +120,15 @@ def unreachable_definitions(modules: list, root_sources: list) -> list:
             lib_defined.add(node.name)
         else:
             lib_defined.update(_assigned_names(node) or [])
+    registering_classes = _classes_that_see_subclasses([s.node for s in statements])
     for statement in statements:
         node = statement.node
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             decorated_by_lib = any(referenced_names(d) & lib_defined for d in node.decorator_list)
-            statement.defines, statement.droppable = [node.name], not decorated_by_lib
+            seen_by_base = isinstance(node, ast.ClassDef) and (
+                bool(node.keywords) or any(referenced_names(b) & registering_classes for b in node.bases)
+            )
+            statement.defines, statement.droppable = [node.name], not (decorated_by_lib or seen_by_base)
         elif isinstance(node, (ast.Assign, ast.AnnAssign)) and _assigned_names(node) is not None:
             calls_lib = any(
                 isinstance(n, ast.Call) and referenced_names(n.func) & lib_defined for n in ast.walk(node.value)

@@ -174,6 +174,17 @@ class Child(Base):
     kind: str = "child"
 
 
+class Plugin:
+    registered = []
+
+    def __init_subclass__(cls):
+        Plugin.registered.append(cls.__name__)
+
+
+class UnnamedPlugin(Plugin):
+    pass
+
+
 def via_string():
     return globals()["hidden_target"]()
 
@@ -212,7 +223,8 @@ def test_unreachable_definitions_are_left_out_and_named(tmp_path, monkeypatch):
     nb = asm.assemble("toy", recipes_dir=recipes, lib_dir=lib)
     code = code_of(nb)
     # reachable through the recipe, a registry decorator, a default argument, a base class, a string
-    for kept in ("def double", "def _helper_default", "class Base", "def hidden_target", "SCALE = 2"):
+    kept_names = ("def double", "def _helper_default", "class Base", "def hidden_target", "SCALE = 2")
+    for kept in kept_names + ("class UnnamedPlugin(Plugin)",):  # defining a subclass runs Plugin's code
         assert kept in code, kept
     assert "WITH_SIDE_EFFECT = register" in code  # its value calls a lib function: it stays
     for gone in ("def dead", "DEAD_TABLE", "UNUSED_CONST", "a comment that belongs"):
