@@ -20,6 +20,8 @@ from pathlib import Path
 import jupytext
 import nbformat
 
+from generator.shake import shake
+
 ROOT = Path(__file__).resolve().parent.parent
 LIB_DIR = ROOT / "lib"
 RECIPES_DIR = ROOT / "generator" / "recipes"
@@ -351,6 +353,15 @@ def _cell_summary(source: str) -> str:
     return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
 
 
+def _left_out_note(label: str, names: list) -> str:
+    """The line in a module's section that names the definitions this notebook does not carry."""
+    if not names:
+        return ""
+    listed = ", ".join(f"`{n}`" for n in names)
+    them = "it" if len(names) == 1 else "them"
+    return f"*Not carried here (nothing in this notebook uses {them}; read {them} in `{label}`):* {listed}."
+
+
 def _first_line(script: Script) -> str:
     for cell in script.cells:
         if cell.kind == "markdown":
@@ -463,6 +474,7 @@ def assemble(name: str, recipes_dir: Path | None = None, lib_dir: Path | None = 
     check = parameter_check_source(name, params.source)
     if check:
         cells.append(v4.new_code_cell(check, metadata={"tags": ["parameter-check"]}))
+    left_out = shake(modules, [c.source for c in recipe.cells if c.kind == "code"] + [check or "", RUN_COMPLETE_CELL])
 
     if modules:
         listing = "\n".join(f"- `{module_label(m)}`: {_first_line(m)}" for m in modules)
@@ -473,14 +485,15 @@ def assemble(name: str, recipes_dir: Path | None = None, lib_dir: Path | None = 
                 "a cell to read it).\n\n" + listing
             )
         )
-    for module in modules:
+    for index, module in enumerate(modules):
         label = module_label(module)
         title = _first_line(module)
         intro_done = False
+        note = _left_out_note(label, left_out.get(index, []))
         for cell in module.cells:
             if cell.kind == "markdown" and not intro_done:
                 intro_done = True
-                body = _without_title(cell.source)
+                body = "\n\n".join(part for part in (_without_title(cell.source), note) if part)
                 cells.append(
                     v4.new_markdown_cell(
                         f"#### {title} (`{label}`)" + (f"\n\n{body}" if body else ""), metadata={"tags": ["lib"]}
@@ -493,7 +506,8 @@ def assemble(name: str, recipes_dir: Path | None = None, lib_dir: Path | None = 
             else:
                 if not intro_done:
                     intro_done = True
-                    cells.append(v4.new_markdown_cell(f"#### {title} (`{label}`)", metadata={"tags": ["lib"]}))
+                    heading = f"#### {title} (`{label}`)" + (f"\n\n{note}" if note else "")
+                    cells.append(v4.new_markdown_cell(heading, metadata={"tags": ["lib"]}))
                 cells.append(
                     v4.new_code_cell(
                         f"# @title {label}: {_cell_summary(cell.source)}\n" + cell.source,

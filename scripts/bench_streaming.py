@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quick-sweep", action="store_true", help="only the switch rows, not the context lengths")
     p.add_argument("--fidelity-seconds", type=float, default=None, help="offline reference span (default sweep)")
     p.add_argument("--keywords-seconds", type=float, default=None, help="real-time run with Whisper keywords (0: skip)")
+    p.add_argument(
+        "--keywords-in",
+        choices=["process", "thread"],
+        default="process",
+        help="where Whisper runs: an idle-class child process (default, as in the notebook) or a thread of this one",
+    )
     p.add_argument("--whisper-model", default="bundled/whisper-tiny.en", help="Whisper for the clip-mode run ('none')")
     p.add_argument("--whisper-seconds", type=float, default=30.0, help="seconds of the Whisper run")
     p.add_argument("--simulated", action="store_true", help="live runs on a simulated clock instead of wall time")
@@ -95,7 +101,8 @@ def _live(adapter, info, speech, layers, args, context, reference, keywords: boo
 
     spotter = None
     if keywords:
-        spotter = BackgroundKeywordSpotter(loader=lambda: load_keyword_transcriber(cpu_threads=1))
+        in_child = args.keywords_in == "process"
+        spotter = BackgroundKeywordSpotter(loader=lambda: load_keyword_transcriber(cpu_threads=1, process=in_child))
     pca_basis = {}
     for layer in layers if reference else []:  # PCA traces on a basis fitted offline, as the notebook does
         stacked = np.concatenate([ref[layer] for _, ref in reference]).astype(np.float64)
@@ -184,6 +191,7 @@ def main(argv=None) -> int:
             else _live(adapter, info, speech, layers, args, context, reference, False, kw_s, quantize)[0]
         )
         with_kw["p95_added_ms"] = with_kw["latency_ms_p95"] - no_kw["latency_ms_p95"]
+        with_kw["keywords_in"] = args.keywords_in
         result["live_with_keywords"] = with_kw
     if args.whisper_model.lower() != "none":
         result["whisper"] = _whisper_section(args, speech)
@@ -299,8 +307,10 @@ def _summary_text(result: dict, layers) -> str:
     if "live_with_keywords" in result:
         kw = result["live_with_keywords"]
         lines.append(
-            f"  with the keyword thread: p95 {kw['latency_ms_p95']:.0f} ms ({kw['p95_added_ms']:+.0f} ms); "
-            f"Whisper runs {kw['whisper'].get('runs')}, ready {kw['whisper'].get('whisper_ready')}"
+            f"  with the keyword thread (Whisper in a {kw.get('keywords_in', 'thread')}): p95 "
+            f"{kw['latency_ms_p95']:.0f} ms ({kw['p95_added_ms']:+.0f} ms); Whisper runs {kw['whisper'].get('runs')}"
+            f" (mean {kw['whisper'].get('mean_run_ms') or float('nan'):.0f} ms), "
+            f"ready {kw['whisper'].get('whisper_ready')}"
         )
     if "speaker_clustering" in live:
         sc = live["speaker_clustering"]

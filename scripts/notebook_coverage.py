@@ -1,12 +1,16 @@
 """How much of a generated notebook's code runs: executable lines per inlined module, run or not.
 
 Runs every code cell of ``notebooks/NAME.ipynb`` in one namespace, in this process (no kernel,
-so the FiftyOne App is never launched), with a line tracer on the notebook's own cells only,
+so the FiftyOne App is never launched), with a line tracer on the notebook's own cells only (in
+threads the cells start and in forked worker processes too),
 and prints, for each inlined ``lib/`` module and for the recipe, the executable lines it
 carries and how many of them ran. "Carried but not run" is what a reader scrolls past and
 what issue 17 asks to shrink.
 
-    python -m scripts.notebook_coverage fiftyone_explorer [-p KEY VALUE ...] [--json OUT]
+    python -m scripts.notebook_coverage fiftyone_explorer [-p KEY VALUE ...] [--json OUT] [--missed OUT]
+
+``--missed OUT`` writes the lines that did not run, with their cell and module, to read what a
+notebook carries for other parameters (or never uses).
 
 Parameters default to the notebook's own (``-p`` overrides them, e.g. a temporary
 ``output_dir``); the code paths do not depend on how many clips are used.
@@ -19,8 +23,10 @@ import ast
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
+import threading
 import time
 import types
 from collections import defaultdict
@@ -30,7 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _code_lines(code) -> set:
-    lines = {line for _, _, line in code.co_lines() if line is not None}
+    # line 0 is no source line: CPython 3.11 gives a module's RESUME instruction line 0
+    lines = {line for _, _, line in code.co_lines() if line}
     for const in code.co_consts:
         if hasattr(const, "co_lines"):
             lines |= _code_lines(const)
@@ -63,11 +70,19 @@ def measure(name: str, parameters: dict | None = None) -> dict:
     namespace = module.__dict__
     namespace["get_ipython"] = lambda: shell
     executable, executed = {}, defaultdict(set)
-    owners = {}
+    owners, sources = {}, {}
+
+    main_pid = os.getpid()
+    child_logs = Path(tempfile.mkdtemp(prefix="coverage-workers-"))
 
     def local(frame, event, arg):
         if event == "line":
-            executed[frame.f_code.co_filename].add(frame.f_lineno)
+            filename, line = frame.f_code.co_filename, frame.f_lineno
+            if line not in executed[filename]:
+                executed[filename].add(line)
+                if os.getpid() != main_pid:  # a forked worker: its lines come back through a file
+                    with open(child_logs / f"{os.getpid()}.tsv", "a") as log:
+                        log.write(f"{filename}\t{line}\n")
         return local
 
     def tracer(frame, event, arg):
@@ -85,23 +100,36 @@ def measure(name: str, parameters: dict | None = None) -> dict:
             source = transform(cell.source)
             code = compile(source, filename, "exec")
             executable[filename] = _code_lines(code)
+            sources[filename] = source
             owners[filename] = _cell_owner(cell)
             if "parameters" in cell.get("metadata", {}).get("tags", []):
                 source = source + "\n" + "\n".join(f"{k} = {v!r}" for k, v in (parameters or {}).items())
                 code = compile(source, filename, "exec")
             sys.settrace(tracer)
+            threading.settrace(tracer)  # threads the cell starts (thread pools) are traced too
             try:
                 exec(code, namespace)  # noqa: S102 - the notebook's own code, as a kernel would run it
             finally:
                 sys.settrace(None)
+                threading.settrace(None)
     finally:
         os.chdir(cwd)
         sys.modules["__main__"] = real_main
+    for log in sorted(child_logs.glob("*.tsv")):  # lines run only in forked worker processes
+        for row in log.read_text().splitlines():
+            filename, line = row.rsplit("\t", 1)
+            executed[filename].add(int(line))
+    shutil.rmtree(child_logs, ignore_errors=True)
     per_owner = defaultdict(lambda: {"lines": 0, "run": 0})
     for filename, lines in executable.items():
         owner = owners[filename]
         per_owner[owner]["lines"] += len(lines)
         per_owner[owner]["run"] += len(lines & executed[filename])
+    missed = {
+        filename: {"owner": owners[filename], "lines": sorted(lines - executed[filename])}
+        for filename, lines in executable.items()
+        if lines - executed[filename]
+    }
     lib = {k: v for k, v in per_owner.items() if k.startswith("lib/")}
     totals = {
         "lines": sum(v["lines"] for v in per_owner.values()),
@@ -119,7 +147,19 @@ def measure(name: str, parameters: dict | None = None) -> dict:
         "parameters": parameters or {},
         "modules": dict(sorted(per_owner.items())),
         "totals": totals,
+        "missed": missed,
+        "sources": {filename: sources[filename] for filename in missed},
     }
+
+
+def missed_text(report: dict) -> str:
+    """The lines that did not run, cell by cell: ``<cell-012> lib/core/audio.py`` then ``  42  source``."""
+    out = []
+    for filename, item in report["missed"].items():
+        lines = report["sources"][filename].splitlines()
+        out.append(f"{filename} {item['owner']} ({len(item['lines'])} not run)")
+        out.extend(f"{n:5d}  {lines[n - 1] if n <= len(lines) else ''}" for n in item["lines"])
+    return "\n".join(out) + "\n"
 
 
 def _value(text: str):
@@ -134,6 +174,7 @@ def main(argv=None) -> int:
     parser.add_argument("name")
     parser.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), default=[])
     parser.add_argument("--json", help="write the report here too")
+    parser.add_argument("--missed", help="write the lines that did not run here, with their source, cell by cell")
     args = parser.parse_args(argv)
     parameters = {k: _value(v) for k, v in args.param}
     parameters.setdefault("output_dir", tempfile.mkdtemp(prefix=f"coverage-{args.name}-"))
@@ -146,6 +187,9 @@ def main(argv=None) -> int:
         f"{'total':<44} {t['lines']:>6} {t['run']:>6} {t['not_run']:>8}   "
         f"(lib: {t['lib_lines']} carried, {t['lib_not_run']} not run; notebook {report['bytes'] / 1024:.0f} KiB)"
     )
+    if args.missed:
+        Path(args.missed).write_text(missed_text(report))
+    report = {k: v for k, v in report.items() if k not in ("missed", "sources")}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0

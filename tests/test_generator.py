@@ -129,6 +129,130 @@ def test_assembly_is_deterministic(toy):
     nbformat.validate(nbformat.reads(first, as_version=4))
 
 
+TREE_MODULE = """\
+# %% [markdown]
+# # Tree
+
+# %%
+import math
+
+_REGISTRY = {}
+UNUSED_CONST = 7
+SCALE = 2
+
+
+def register(name):
+    def wrap(fn):
+        _REGISTRY[name] = fn
+        return fn
+
+    return wrap
+
+
+@register("double")
+def double(x):
+    return x * SCALE
+
+
+def by_name(name, x):
+    return _REGISTRY[name](x)
+
+
+def _helper_default():
+    return 1
+
+
+def used(x, step=_helper_default()):
+    return x + step
+
+
+class Base:
+    pass
+
+
+class Child(Base):
+    kind: str = "child"
+
+
+class Plugin:
+    registered = []
+
+    def __init_subclass__(cls):
+        Plugin.registered.append(cls.__name__)
+
+
+class UnnamedPlugin(Plugin):
+    pass
+
+
+def via_string():
+    return globals()["hidden_target"]()
+
+
+def hidden_target():
+    return 3
+
+
+# a comment that belongs to the dead function
+def dead(x):
+    return math.sqrt(x) + UNUSED_CONST
+
+
+DEAD_TABLE = {"a": dead}
+WITH_SIDE_EFFECT = register("side")(lambda x: x)
+
+# %% [markdown]
+# ## A section with dead code only
+
+# %%
+def dead_section_fn():
+    return 0
+"""
+
+
+def test_unreachable_definitions_are_left_out_and_named(tmp_path, monkeypatch):
+    lib, recipes = tmp_path / "lib", tmp_path / "recipes"
+    write(lib, "fam/tree.py", TREE_MODULE)
+    write(
+        recipes,
+        "toy.py",
+        RECIPE_HEAD + "# %%\nfrom lib.fam.tree import by_name, used, Child, via_string\n\n"
+        'result = by_name("double", 2) + used(1) + via_string() + by_name("side", 1) + len(Child.kind)\n',
+    )
+    monkeypatch.chdir(tmp_path)
+    nb = asm.assemble("toy", recipes_dir=recipes, lib_dir=lib)
+    code = code_of(nb)
+    # reachable through the recipe, a registry decorator, a default argument, a base class, a string
+    kept_names = ("def double", "def _helper_default", "class Base", "def hidden_target", "SCALE = 2")
+    for kept in kept_names + ("class UnnamedPlugin(Plugin)",):  # defining a subclass runs Plugin's code
+        assert kept in code, kept
+    assert "WITH_SIDE_EFFECT = register" in code  # its value calls a lib function: it stays
+    for gone in ("def dead", "DEAD_TABLE", "UNUSED_CONST", "a comment that belongs"):
+        assert gone not in code, gone
+    assert not any("A section with dead code only" in c.source for c in nb.cells)  # its heading went with it
+    heading = next(c.source for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("#### Tree"))
+    assert "`UNUSED_CONST`, `dead`, `DEAD_TABLE`, `dead_section_fn`" in heading and "`lib/fam/tree.py`" in heading
+    namespace = {}
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "setup" not in cell.metadata.get("tags", []):
+            exec(cell.source, namespace)  # noqa: S102
+    assert namespace["result"] == 4 + 2 + 3 + 1 + 5
+
+
+def test_cells_with_magics_are_kept_whole(tmp_path):
+    lib, recipes = tmp_path / "lib", tmp_path / "recipes"
+    write(
+        lib,
+        "fam/tree.py",
+        "# %% [markdown]\n# # Tree\n\n# %%\ndef kept_fn():\n    return 1\n\n\ndef dead_fn():\n    return 2\n\n"
+        "# %%\n%load_ext autoreload\n\n\ndef dead_in_magics_cell():\n    return 3\n",
+    )
+    write(recipes, "toy.py", RECIPE_HEAD + "# %%\nfrom lib.fam.tree import kept_fn\n\nprint(kept_fn())\n")
+    code = code_of(asm.assemble("toy", recipes_dir=recipes, lib_dir=lib))
+    assert "def kept_fn" in code and "def dead_fn" not in code
+    assert "%load_ext autoreload" in code and "def dead_in_magics_cell" in code
+
+
 def test_name_defined_in_two_modules_is_rejected(toy):
     lib, recipes = toy
     write(

@@ -66,8 +66,10 @@ def test_neuron_analysis_notebook(run_notebook, tiny_model, librispeech_dir):
     assert live["updates"] >= 5 and live["frames_buffered"] > 0 and live["projector_ready"]  # merged when busy
     assert live["speaker_segments"] >= 1 and live["speaker_clusters"] >= 1 and live["panel_traces"] >= 6
     assert live["saved_frames"] and all(Path(p).stat().st_size > 1000 for p in live["saved_frames"])
+    # the live view's Whisper runs in a child process: it loads wherever the in-process one does
+    assert live["whisper"]["whisper_ready"] == keywords["whisper"]["available"], live["whisper"]
     if live["whisper"]["whisper_ready"]:
-        assert live["whisper"]["runs"] >= 1
+        assert live["whisper"]["runs"] >= 1 and live["whisper"]["errors"] == 0
     for name in (
         "tuning_correlations.png",
         "utterance_heatmaps.png",

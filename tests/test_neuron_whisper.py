@@ -102,3 +102,26 @@ def test_failing_backend_is_reported_not_raised(tiny_model):
     assert all(result["errors"].values())
     missing = transcribe_utterances(load_keyword_transcriber("/nonexistent/whisper"), waves[:1], ["a"], progress=False)
     assert "cannot load" in missing["errors"]["a"]
+
+
+def test_whisper_in_a_child_process_matches_in_process(whisper, librispeech_dir):
+    """process=True: the same words from an idle-class child process; a dead child is a clear error."""
+    import os
+
+    y = load_audio(librispeech_dir / "103-1240-0000.flac", sr=16000, max_seconds=3.6)
+    child = load_keyword_transcriber(whisper.model_name, cpu_threads=1, process=True, **whisper.options)
+    assert child.available, child.reason
+    worker = child.model
+    try:
+        policy = os.sched_getscheduler(worker.process.pid)
+        assert policy == os.SCHED_IDLE or os.getpriority(os.PRIO_PROCESS, worker.process.pid) == 19
+        here, there = whisper.transcribe(y), child.transcribe(y)
+        assert there["text"] == here["text"] and "rachel" in there["text"].lower()
+        pd.testing.assert_frame_equal(there["words"], here["words"], atol=1e-6)
+    finally:
+        worker.close()
+    assert not worker.alive
+    with pytest.raises(RuntimeError, match="exited"):
+        child.transcribe(y)
+    missing = load_keyword_transcriber("/nonexistent/whisper-folder", process=True)
+    assert not missing.available and "could not load" in missing.reason

@@ -644,7 +644,7 @@ print("microphone:", mic_message)
 spotter = None
 if live_keywords:
     spotter = BackgroundKeywordSpotter(
-        loader=lambda: load_keyword_transcriber(whisper_model, backend=whisper_backend, cpu_threads=1),
+        loader=lambda: load_keyword_transcriber(whisper_model, backend=whisper_backend, cpu_threads=1, process=True),
         keywords=keyword_list or None,
     )
 live = make_pipeline(spotter)
