@@ -52,7 +52,7 @@ class DigitEncoderConfig:
 
     model: str = BUNDLED_WHISPER_ID
     whisper_mode: str = "clip"  # clip | padded
-    layers: list = field(default_factory=lambda: [3])
+    layers: list = field(default_factory=lambda: [2, 3, 4])  # was [3] alone (same LOSO, better on noisy/other voices)
     input_sample_rate: int = 8000  # rate of the waves given to predict_*
     trim_db: float | None = 35.0  # trim leading/trailing audio this far below the peak (None: keep all)
     window_seconds: float = 1.5  # the clip starts a window of silence this long (clip mode: the encoder's input)
@@ -67,8 +67,8 @@ class DigitEncoderConfig:
     batch_size: int = 64
     learning_rate: float = 2e-3
     weight_decay: float = 1e-2
-    frame_mask_prob: float = 0.15  # fraction of frames masked (in spans) during training
-    label_smoothing: float = 0.1
+    frame_mask_prob: float = 0.25  # fraction of frames masked (in spans) during training (was 0.15)
+    label_smoothing: float = 0.2  # (was 0.1)
 
     def __post_init__(self):
         if self.pooling not in DIGIT_ENCODER_POOLINGS:
