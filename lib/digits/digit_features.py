@@ -76,6 +76,14 @@ class DigitFeatureConfig:
         return self.n_coefficients * (2 if self.pooling == "mean+std" else 1)
 
 
+# %% [markdown]
+# ## From a clip to MFCCs: trimming, vocal-tract warping, normalisation
+#
+# The clip is trimmed to its sound, optionally warped along the frequency axis (VTLP: a
+# different vocal-tract length), turned into MFCCs (+ deltas) and normalised per utterance.
+
+
+# %%
 def trim_digit_clip(wave: np.ndarray, config: DigitFeatureConfig) -> np.ndarray:
     """Cut leading and trailing audio quieter than ``config.trim_db`` below the clip's peak.
 
@@ -148,6 +156,14 @@ def digit_clip_mfcc(wave: np.ndarray, config: DigitFeatureConfig, warp: float = 
     return m.astype(np.float32)
 
 
+# %% [markdown]
+# ## From MFCCs to one vector per clip
+#
+# Fixed time segments (speaking rate drops out), padded frames or pooled statistics, for the SVM;
+# standardisation statistics for the CNN; loading the clips.
+
+
+# %%
 def digit_time_segments(matrix: np.ndarray, n_segments: int) -> np.ndarray:
     """``[dims, frames]`` -> ``[dims, n_segments]``: the mean of each of ``n_segments`` equal time segments.
 
