@@ -336,9 +336,13 @@ class WhisperWorker:
 
     def _receive(self, timeout_s: float) -> dict:
         import json
+        import os
         import select
 
-        ready = select.select([self.process.stdout], [], [], timeout_s)[0]
+        if os.name == "nt":  # select() takes sockets only there: a blocking read, without the timeout
+            ready = True
+        else:
+            ready = select.select([self.process.stdout], [], [], timeout_s)[0]
         line = self.process.stdout.readline() if ready else b""
         if not line:
             self._stderr.seek(0)
