@@ -55,12 +55,12 @@ def test_segments_pooling_mean_normalisation_and_vtlp(few_waves):
 
 
 def test_vtlp_warp_scales_the_frequency_axis():
-    from lib.digits.digit_features import _digit_warped_power
+    from lib.core.features import warped_power_spectrogram
 
     sr = 8000
     t = np.arange(sr // 2) / sr
     tone = np.sin(2 * np.pi * 1000 * t).astype(np.float32)
-    peaks = {w: int(_digit_warped_power(tone, 256, 64, w).mean(axis=1).argmax()) for w in (0.9, 1.0, 1.2)}
+    peaks = {w: int(warped_power_spectrogram(tone, 256, 64, w).mean(axis=1).argmax()) for w in (0.9, 1.0, 1.2)}
     assert peaks[1.0] == 32  # 1000 Hz at 31.25 Hz per bin
     assert peaks[1.2] == pytest.approx(32 * 1.2, abs=1) and peaks[0.9] == pytest.approx(32 * 0.9, abs=1)
 

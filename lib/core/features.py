@@ -36,6 +36,23 @@ def log_mel(
     return librosa.power_to_db(mel, ref=np.max, top_db=top_db).astype(np.float32)
 
 
+def warped_power_spectrogram(y: np.ndarray, n_fft: int, hop_length: int, warp: float = 1.0) -> np.ndarray:
+    """Power spectrogram ``[bins, frames]`` whose frequency axis is scaled by ``warp`` (VTLP).
+
+    Bin ``f`` of the result takes the (interpolated) power at ``f / warp``: ``warp > 1`` moves
+    every formant up (a shorter vocal tract), ``warp < 1`` down.
+    """
+    power = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop_length)) ** 2
+    if abs(warp - 1.0) < 1e-6:
+        return power
+    bins = power.shape[0]
+    source = np.clip(np.arange(bins, dtype=np.float64) / warp, 0, bins - 1)
+    low = np.floor(source).astype(int)
+    high = np.minimum(low + 1, bins - 1)
+    frac = (source - low)[:, None]
+    return power[low] * (1 - frac) + power[high] * frac
+
+
 def mfcc_features(
     y: np.ndarray,
     sr: int,
@@ -44,17 +61,25 @@ def mfcc_features(
     n_fft: int = 512,
     hop_length: int | None = None,
     n_mels: int = 64,
+    fmin: float = 0.0,
+    warp: float = 1.0,
 ) -> np.ndarray:
     """MFCCs, optionally stacked with deltas (``delta_order=1``) and delta-deltas (``2``).
 
     Shape ``[n_mfcc * (1 + delta_order), frames]``. Short clips get deltas too: the delta
-    window shrinks to the clip's length.
+    window shrinks to the clip's length. ``fmin``: lowest frequency of the mel filters;
+    ``warp`` != 1: vocal-tract length perturbation (``warped_power_spectrogram``) first.
     """
     if delta_order not in (0, 1, 2):
         raise ValueError(f"delta_order must be 0, 1 or 2, not {delta_order}")
     hop_length = hop_length or max(1, n_fft // 4)
     n_fft_eff = min(n_fft, max(16, len(y)))
-    m = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=n_mfcc, n_fft=n_fft_eff, hop_length=hop_length, n_mels=n_mels)
+    if fmin == 0.0 and abs(warp - 1.0) < 1e-6:
+        m = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=n_mfcc, n_fft=n_fft_eff, hop_length=hop_length, n_mels=n_mels)
+    else:  # what librosa.feature.mfcc does, on a warped power spectrum and mel filters from fmin
+        power = warped_power_spectrogram(y, n_fft_eff, hop_length, warp)
+        mel = librosa.filters.mel(sr=sr, n_fft=n_fft_eff, n_mels=n_mels, fmin=fmin)
+        m = librosa.feature.mfcc(S=librosa.power_to_db(mel @ power, top_db=80.0), n_mfcc=n_mfcc)
     blocks = [m]
     frames = m.shape[1]
     width = min(9, frames if frames % 2 == 1 else frames - 1)

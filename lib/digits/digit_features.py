@@ -97,23 +97,6 @@ def trim_digit_clip(wave: np.ndarray, config: DigitFeatureConfig) -> np.ndarray:
     return trimmed if len(trimmed) >= 64 else wave
 
 
-def _digit_warped_power(wave: np.ndarray, n_fft: int, hop_length: int, warp: float) -> np.ndarray:
-    """Power spectrogram ``[bins, frames]`` whose frequency axis is scaled by ``warp`` (VTLP).
-
-    Bin ``f`` of the result takes the (interpolated) power at ``f / warp``: ``warp > 1`` moves
-    every formant up (a shorter vocal tract), ``warp < 1`` down.
-    """
-    power = np.abs(librosa.stft(wave, n_fft=n_fft, hop_length=hop_length)) ** 2
-    if abs(warp - 1.0) < 1e-6:
-        return power
-    bins = power.shape[0]
-    source = np.clip(np.arange(bins, dtype=np.float64) / warp, 0, bins - 1)
-    low = np.floor(source).astype(int)
-    high = np.minimum(low + 1, bins - 1)
-    frac = (source - low)[:, None]
-    return power[low] * (1 - frac) + power[high] * frac
-
-
 def digit_clip_mfcc(wave: np.ndarray, config: DigitFeatureConfig, warp: float = 1.0) -> np.ndarray:
     """MFCCs (+ deltas) of the clip's real frames (trimmed), with per-utterance CMVN when ``config.cmvn``.
 
@@ -124,31 +107,17 @@ def digit_clip_mfcc(wave: np.ndarray, config: DigitFeatureConfig, warp: float = 
     variance over a short clip also scales up the near-silent ones, which held-out speakers
     showed to hurt. ``warp`` != 1 scales the spectrum's frequency axis first (VTLP).
     """
-    wave = trim_digit_clip(wave, config)
-    if config.fmin == 0.0 and abs(warp - 1.0) < 1e-6:
-        m = mfcc_features(
-            wave,
-            config.sample_rate,
-            n_mfcc=config.n_mfcc,
-            delta_order=config.delta_order,
-            n_fft=config.n_fft,
-            hop_length=config.hop_length,
-            n_mels=config.n_mels,
-        )
-    else:  # as `mfcc_features`, on a (warped) power spectrum and with the mel filters from fmin
-        n_fft = min(config.n_fft, max(16, len(wave)))
-        power = _digit_warped_power(wave, n_fft, config.hop_length, warp)
-        mel = librosa.filters.mel(sr=config.sample_rate, n_fft=n_fft, n_mels=config.n_mels, fmin=config.fmin)
-        static = librosa.feature.mfcc(S=librosa.power_to_db(mel @ power, top_db=80.0), n_mfcc=config.n_mfcc)
-        blocks, frames = [static], static.shape[1]
-        width = min(9, frames if frames % 2 == 1 else frames - 1)
-        for order in range(1, config.delta_order + 1):
-            blocks.append(
-                librosa.feature.delta(static, order=order, width=width, mode="nearest")
-                if width >= 3
-                else np.zeros_like(static)
-            )
-        m = np.concatenate(blocks, axis=0)
+    m = mfcc_features(
+        trim_digit_clip(wave, config),
+        config.sample_rate,
+        n_mfcc=config.n_mfcc,
+        delta_order=config.delta_order,
+        n_fft=config.n_fft,
+        hop_length=config.hop_length,
+        n_mels=config.n_mels,
+        fmin=config.fmin,
+        warp=warp,
+    )
     if config.cmvn and m.shape[1] > 1:
         m = m - m.mean(axis=1, keepdims=True)
         if config.cmvn != "mean":
