@@ -187,7 +187,6 @@ class DigitCnnConfig:
     n_mfcc: int = 40
     n_fft: int = 512
     hop_length: int = 128
-    fmin: float = 0.0  # lowest frequency of the mel filters (Hz)
     architecture: str = "temporal"  # temporal: 1-D convolutions over time (features as channels) | 2d
     channels: tuple = (64, 96, 128)
     convs_per_block: int = 2
@@ -255,9 +254,7 @@ class DigitFrontend(nn.Module):
     def __init__(self, config: DigitCnnConfig):
         super().__init__()
         self.n_fft, self.hop_length, self.kind = config.n_fft, config.hop_length, config.features
-        mel = librosa.filters.mel(
-            sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels, fmin=getattr(config, "fmin", 0.0)
-        )
+        mel = librosa.filters.mel(sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels)
         self.register_buffer("mel_basis", torch.tensor(mel, dtype=torch.float32), persistent=False)
         self.register_buffer("window", torch.hann_window(config.n_fft), persistent=False)
         if config.features == "mfcc":
