@@ -479,13 +479,11 @@ class CnnDigitModel(DigitClassifierBase):
             if not warps:
                 outs.append(self.network(batch).float().cpu())
                 continue
-            # softmax averaged over spectrum warps (a longer or shorter vocal tract), as log-probabilities
-            probs = torch.stack(
-                [
-                    self.network(batch, warp=torch.full((len(batch),), float(w), device=self.device)).softmax(dim=1)
-                    for w in warps
-                ]
-            ).mean(dim=0)
+            # softmax averaged over spectrum warps (a longer or shorter vocal tract), as log-probabilities;
+            # one forward pass over the batch repeated once per warp
+            factors = torch.tensor([float(w) for w in warps], device=self.device).repeat_interleave(len(batch))
+            probs = self.network(batch.repeat(len(warps), 1), warp=factors).softmax(dim=1)
+            probs = probs.reshape(len(warps), len(batch), -1).mean(dim=0)
             outs.append(probs.clamp(min=1e-9).log().float().cpu())
         return torch.cat(outs).numpy() if outs else np.zeros((0, len(self.labels)))
 
