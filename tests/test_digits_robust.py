@@ -118,3 +118,38 @@ def test_robust_svm_and_cnn_save_and_reload(tmp_path, fsdd_manifest, monkeypatch
     loaded = load_digit_model(save_cnn_digit_model(cnn, tmp_path / "cnn.pt"))
     assert loaded.config.time_steps == 32
     np.testing.assert_allclose(loaded.predict_logits(waves[:5]), cnn.predict_logits(waves[:5]), atol=1e-5)
+
+
+def test_cnn_test_warps_average_the_softmax_over_warped_spectra(tmp_path, monkeypatch):
+    import torch
+
+    from lib.digits.digit_models import CnnDigitModel, DigitCnn, DigitCnnConfig, fix_wave_length
+    from lib.digits.model_files import load_digit_model, save_cnn_digit_model
+
+    config = DigitCnnConfig(features="logmel", n_mels=64, channels=(8, 8, 8), convs_per_block=1, trim_db=None)
+    net = DigitCnn(config).eval()
+    t = np.arange(config.n_samples) / 8000
+    tone = torch.from_numpy(np.sin(2 * np.pi * 1000 * t).astype(np.float32))[None]
+    with torch.no_grad():
+        plain = net.frontend(tone)
+        assert torch.equal(net.frontend(tone, warp=torch.ones(1)), plain)
+        peak = {w: int(net.frontend(tone, warp=torch.tensor([w])).mean(dim=-1).argmax()) for w in (0.8, 1.0, 1.2)}
+    assert peak[0.8] < peak[1.0] < peak[1.2]  # warp > 1 moves the formants (here: the tone) up
+
+    rng = np.random.default_rng(0)
+    waves = [rng.standard_normal(5000).astype(np.float32) * 0.1 for _ in range(4)]
+    model = CnnDigitModel(net)
+    warped = CnnDigitModel(DigitCnn(DigitCnnConfig.from_dict({**config.to_dict(), "test_warps": [0.9, 1.0, 1.1]})))
+    warped.network.load_state_dict(net.state_dict())
+    x = torch.from_numpy(fix_wave_length(waves, config.n_samples))
+    with torch.no_grad():
+        expected = torch.stack([net(x, warp=torch.full((4,), w)).softmax(dim=1) for w in (0.9, 1.0, 1.1)]).mean(0)
+    np.testing.assert_allclose(warped.predict_proba(waves), expected.numpy(), atol=1e-5)
+    assert not np.allclose(warped.predict_proba(waves), model.predict_proba(waves), atol=1e-4)
+    # saved and reloaded with its warps; a config saved before test_warps existed loads without them
+    monkeypatch.setenv("AUDIOLENS_SIGNING_KEY", str(tmp_path / "signing.key"))
+    loaded = load_digit_model(save_cnn_digit_model(warped, tmp_path / "cnn.pt"))
+    assert loaded.config.test_warps == (0.9, 1.0, 1.1)
+    np.testing.assert_allclose(loaded.predict_logits(waves), warped.predict_logits(waves), atol=1e-5)
+    old = {k: v for k, v in config.to_dict().items() if k != "test_warps"}
+    assert DigitCnnConfig.from_dict(old).test_warps is None

@@ -195,6 +195,7 @@ class DigitCnnConfig:
     trim_db: float | None = 20.0  # trim leading/trailing audio this far below the peak before cutting/padding
     cmvn: bool = True  # per-utterance mean/variance normalisation of each feature over the clip's frames
     time_steps: int | None = None  # resample the clip's own frames to this many steps (time normalisation); None: off
+    test_warps: tuple | None = None  # prediction: softmax averaged over these spectrum warps (VTLP); None: as is
     # training
     epochs: int = 25
     batch_size: int = 64
@@ -225,6 +226,7 @@ class DigitCnnConfig:
         d = asdict(self)
         d["channels"] = list(self.channels)
         d["noise_snr_db"] = list(self.noise_snr_db) if self.noise_snr_db else None
+        d["test_warps"] = list(self.test_warps) if self.test_warps else None
         return d
 
     @classmethod
@@ -232,8 +234,9 @@ class DigitCnnConfig:
         known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
         if "channels" in known:
             known["channels"] = tuple(known["channels"])
-        if known.get("noise_snr_db"):
-            known["noise_snr_db"] = tuple(known["noise_snr_db"])
+        for key in ("noise_snr_db", "test_warps"):
+            if known.get(key):
+                known[key] = tuple(known[key])
         return cls(**known)
 
 
@@ -263,7 +266,9 @@ class DigitFrontend(nn.Module):
         elif config.features != "logmel":
             raise ValueError(f"features must be 'mfcc' or 'logmel', not {config.features!r}")
 
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+    def forward(self, wave: torch.Tensor, warp: torch.Tensor | None = None) -> torch.Tensor:
+        """``warp`` (optional, ``[batch]``): scale each example's frequency axis (VTLP): bin ``f`` takes the
+        power at ``f / warp``."""
         spec = (
             torch.stft(
                 wave,
@@ -277,6 +282,19 @@ class DigitFrontend(nn.Module):
             .abs()
             .pow(2)
         )  # zero padding at the edges, as librosa does
+        if warp is not None:
+            bins = spec.shape[1]
+            source = (torch.arange(bins, device=spec.device, dtype=spec.dtype)[None, :] / warp[:, None]).clamp(
+                0, bins - 1
+            )
+            low = source.floor().long()
+            high = (low + 1).clamp(max=bins - 1)
+            frac = (source - low.to(spec.dtype))[:, :, None]
+            t = spec.shape[2]
+            spec = (
+                torch.gather(spec, 1, low[:, :, None].expand(-1, -1, t)) * (1 - frac)
+                + torch.gather(spec, 1, high[:, :, None].expand(-1, -1, t)) * frac
+            )
         logmel = 10.0 * torch.log10(torch.clamp(self.mel_basis @ spec, min=1e-10))
         if self.kind == "mfcc":
             return self.dct @ logmel
@@ -335,14 +353,14 @@ class DigitCnn(nn.Module):
         width = c_in if config.architecture == "temporal" else c_in * (config.n_features // 2 ** len(config.channels))
         self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(2 * width, len(config.labels)))
 
-    def raw_features(self, wave: torch.Tensor) -> torch.Tensor:
+    def raw_features(self, wave: torch.Tensor, warp: torch.Tensor | None = None) -> torch.Tensor:
         """Front-end features, with per-utterance CMVN over the frames that hold audio (not the zero padding).
 
         With ``config.time_steps`` the frames from the first to the last that hold audio are
         resampled (linear interpolation) to that many steps: every clip spans the same input
         whatever its speaking rate.
         """
-        x = self.frontend(wave)
+        x = self.frontend(wave, warp)
         cfg = self.config
         steps = getattr(cfg, "time_steps", None)
         if not getattr(cfg, "cmvn", False) and not steps:
@@ -360,8 +378,8 @@ class DigitCnn(nn.Module):
             x = _digit_time_resample(x, mask[:, 0], int(steps))
         return x
 
-    def features(self, wave: torch.Tensor) -> torch.Tensor:
-        return (self.raw_features(wave) - self.feat_mean) / self.feat_std
+    def features(self, wave: torch.Tensor, warp: torch.Tensor | None = None) -> torch.Tensor:
+        return (self.raw_features(wave, warp) - self.feat_mean) / self.feat_std
 
     def spec_augment(self, feats: torch.Tensor) -> torch.Tensor:
         cfg = self.config
@@ -379,8 +397,9 @@ class DigitCnn(nn.Module):
             mask = mask * (~((idx >= start[:, None]) & (idx < (start + width)[:, None]))).float()[:, None, :]
         return feats * mask  # standardised features: 0 is the mean
 
-    def forward(self, wave: torch.Tensor, augment: bool = False) -> torch.Tensor:
-        x = self.features(wave)
+    def forward(self, wave: torch.Tensor, augment: bool = False, warp: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits; ``warp`` (optional, ``[batch]``): every example's spectrum warped by its factor first (VTLP)."""
+        x = self.features(wave, warp)
         if augment:
             x = self.spec_augment(x)
         if self.config.architecture == "temporal":
@@ -453,9 +472,19 @@ class CnnDigitModel(DigitClassifierBase):
     @torch.no_grad()
     def predict_logits(self, waves) -> np.ndarray:
         x = fix_wave_length([trim_digit_clip(w, self.config) for w in waves], self.config.n_samples)
+        warps = getattr(self.config, "test_warps", None)
         outs = []
         for i in range(0, len(x), self.batch_size):
-            outs.append(self.network(torch.from_numpy(x[i : i + self.batch_size]).to(self.device)).float().cpu())
+            batch = torch.from_numpy(x[i : i + self.batch_size]).to(self.device)
+            if not warps:
+                outs.append(self.network(batch).float().cpu())
+                continue
+            # softmax averaged over spectrum warps (a longer or shorter vocal tract), as log-probabilities;
+            # one forward pass over the batch repeated once per warp
+            factors = torch.tensor([float(w) for w in warps], device=self.device).repeat_interleave(len(batch))
+            probs = self.network(batch.repeat(len(warps), 1), warp=factors).softmax(dim=1)
+            probs = probs.reshape(len(warps), len(batch), -1).mean(dim=0)
+            outs.append(probs.clamp(min=1e-9).log().float().cpu())
         return torch.cat(outs).numpy() if outs else np.zeros((0, len(self.labels)))
 
 
