@@ -500,6 +500,18 @@ def fit_cnn(frame, epochs=None, progress=False):
 # `encoder_frame_mask_prob=0.15`, `encoder_label_smoothing=0.1` is the earlier setting). The
 # frames of every clip and every augmented copy are cached on disk per clip, so reruns, LOSO
 # folds and the layer curve reuse them.
+#
+# **Whisper's own decoder as a prior** (`encoder_whisper_prior`): the decoder already knows the
+# ten digit words. It reads the encoder's final layer (layer 4: the frames the head already
+# uses), after the prefix `<|startofprev|> zero one ... nine <|startoftranscript|><|notimestamps|>`,
+# and the log-probability of each digit's spellings as the first word (" seven", "Seven", " 7",
+# "oh" for zero...) gives ten scores per clip: a forced choice, nothing trained, about 10 ms per
+# clip. The model's scores are `log_softmax(head) + weight * log_softmax(Whisper)`. The weight
+# is fitted by log loss on held-out logits (`encoder_prior_weight=None`): in each LOSO fold on
+# the other speakers' held-out logits (never the held-out speaker's own clips), and for the
+# saved model on every speaker's. Measured here (FSDD LOSO mean / worst speaker, 300 espeak-ng
+# clips): forced choice alone 0.968 / 0.904 / 0.927, head alone 0.986 / 0.958 / 0.947, fused
+# 0.988 / 0.964 / 0.957 (weight about 0.25).
 
 # %%
 encoder_adapter, encoder_features_info = None, {}
@@ -815,7 +827,9 @@ if summaries:
 # ## Leave one speaker out: the headline
 #
 # For each speaker: train on the other speakers (their clips and augmented copies), test on
-# every clip of the held-out speaker. Each model is retrained per fold exactly as above
+# every clip of the held-out speaker (the encoder model: its head, then the Whisper prior fused
+# with the fold's weight; the head alone and Whisper's forced choice alone are listed beside it).
+# Each model is retrained per fold exactly as above
 # (the SVM keeps the C and gamma of the grid search, the CNN the learning rate the grid
 # chose, with `loso_cnn_epochs`). The zero-shot Whisper needs no training: it is scored on
 # `zero_shot_max_clips` clips of the same held-out speakers.
