@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+import lib.core.codec_models  # noqa: F401 - plugs the codecs into the adapter
 from lib.core.audio import load_audio
 from lib.core.speech_models import (
+    CODEC_SUPPORT,
     KNOWN_SPEECH_MODELS,
     ModelLoadError,
     load_speech_model,
@@ -86,6 +88,14 @@ def test_layer_selection_and_bad_layers(tiny_model, fsdd_clip):
     codec = load_speech_model(str(tiny_model("dac")), local_files_only=True)
     with pytest.raises(ValueError, match="available"):
         codec.hidden_states(waveform, [3])
+
+
+def test_codec_without_its_module_is_a_clear_error(monkeypatch, tiny_model):
+    # a notebook that does not carry lib/core/codec_models.py has no codec support: say where it is
+    monkeypatch.setattr("lib.core.speech_models.CODEC_SUPPORT", {})
+    with pytest.raises(ModelLoadError, match="(?s)dac is a neural codec.*codec_models.*layer_embeddings"):
+        load_speech_model(str(tiny_model("dac")), local_files_only=True)
+    assert set(CODEC_SUPPORT) == {"mimi", "encodec", "dac"}
 
 
 def test_load_errors_are_clear(tmp_path, tiny_model):

@@ -1,4 +1,4 @@
-"""The shared core: audio I/O, data sets, features, speech models, runtime, atomic writes,
+"""The shared core: audio I/O, data sets, features, speech models (codecs in codec_models), runtime, atomic writes,
 outputs and the per-clip vector cache.
 
 Every notebook uses it. Core modules import only other core modules.

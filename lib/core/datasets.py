@@ -450,31 +450,72 @@ def read_labels_csv(labels_csv, folder, path_column: str = "filename", label_col
     return table, [Path(p) if Path(p).is_absolute() else folder / p for p in table[path_column].astype(str)]
 
 
+def _labels_csv_manifest(labels_csv, folder: Path, path_column: str, label_column: str, skip_missing: bool):
+    """The manifest of a labels CSV: missing files an error, or (``skip_missing``) skipped with a
+    ``DatasetWarning`` each for missing rows and for audio files without a row; counts in ``attrs``."""
+    import warnings
+
+    table, paths = read_labels_csv(labels_csv, folder, path_column, label_column)
+    present = [p.is_file() for p in paths]
+    missing = [str(p) for p, ok in zip(paths, present) if not ok]
+    extra = []
+    if missing and not skip_missing:
+        raise FileNotFoundError(
+            f"{labels_csv}: {len(missing)} listed file(s) do not exist under {folder}, e.g. {missing[:3]}"
+        )
+    if skip_missing:
+        listed = {p.name for p in paths}
+        extra = sorted(p.name for p in _audio_files(folder) if p.name not in listed)
+        if missing:
+            names = [Path(m).name for m in missing[:3]]
+            warnings.warn(
+                f"{labels_csv}: {len(missing)} row(s) name files missing from {folder} (skipped), e.g. {names}",
+                DatasetWarning,
+                stacklevel=3,
+            )
+        if extra:
+            warnings.warn(
+                f"{folder}: {len(extra)} audio file(s) have no row in {Path(labels_csv).name} (skipped), "
+                f"e.g. {extra[:3]}",
+                DatasetWarning,
+                stacklevel=3,
+            )
+    manifest = table[present].copy()
+    manifest.insert(0, "path", [str(p) for p, ok in zip(paths, present) if ok])
+    if label_column != "label":
+        manifest["label"] = manifest[label_column]
+    manifest = manifest.reset_index(drop=True)
+    manifest.attrs.update(missing_files=len(missing), extra_files=len(extra), source=str(folder))
+    if manifest.empty:
+        raise FileNotFoundError(f"{labels_csv}: none of its {len(table)} rows names a file present in {folder}")
+    return manifest
+
+
+class DatasetWarning(UserWarning):
+    """A data set loaded, but some of it was skipped (missing files, files without metadata)."""
+
+
 def load_labelled_folder(
-    folder, labels_csv=None, path_column: str = "filename", label_column: str = "label", test_indices=range(5)
+    folder,
+    labels_csv=None,
+    path_column: str = "filename",
+    label_column: str = "label",
+    test_indices=range(5),
+    skip_missing: bool = False,
 ) -> pd.DataFrame:
     """Manifest of any labelled folder of clips.
 
     With ``labels_csv``: one row per file, ``path_column`` relative to ``folder`` (or absolute),
     ``label_column`` the label, every other column kept. Without it: labels from sub-folder
     names when clips sit in sub-folders, else from ``{label}_{speaker}_{index}`` names.
-    Missing files listed in the CSV raise an error naming them.
+    Missing files listed in the CSV raise an error naming them, or with ``skip_missing`` are
+    skipped and reported (with the folder's audio files that have no row) in a ``DatasetWarning``.
     """
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: labelled folder not found")
     if labels_csv is not None:
-        table, paths = read_labels_csv(labels_csv, folder, path_column, label_column)
-        missing = [str(p) for p in paths if not p.exists()]
-        if missing:
-            raise FileNotFoundError(
-                f"{labels_csv}: {len(missing)} listed file(s) do not exist under {folder}, e.g. {missing[:3]}"
-            )
-        manifest = table.copy()
-        manifest.insert(0, "path", [str(p) for p in paths])
-        if label_column != "label":
-            manifest["label"] = manifest[label_column]
-        return manifest.reset_index(drop=True)
+        return _labels_csv_manifest(labels_csv, folder, path_column, label_column, skip_missing)
     files = _audio_files(folder)
     if not files:
         raise FileNotFoundError(f"{folder}: no audio files ({', '.join(AUDIO_EXTENSIONS)})")
@@ -494,9 +535,7 @@ def load_labelled_folder(
 # %%
 def load_esc50(path=None, download: bool = True) -> pd.DataFrame:
     """ESC-50 manifest: ``path, label (target 0-49), category, fold (1-5), esc10, src_file, take``."""
-    root = find_dataset("esc50", path=path, download=download)
-    table = pd.read_csv(root / "meta" / "esc50.csv")
-    table.insert(0, "path", [str(root / "audio" / f) for f in table["filename"]])
+    table = load_esc50_folder(find_dataset("esc50", path=path, download=download), label_column="target")
     table["label"] = table["target"]
     return table
 
@@ -595,10 +634,6 @@ def load_librispeech(path=None, subset: str = "sample", download: bool = True) -
 
 
 # %%
-class DatasetWarning(UserWarning):
-    """A data set loaded, but some of it was skipped (missing files, files without metadata)."""
-
-
 def is_esc50_layout(folder) -> bool:
     """True when ``folder`` holds ``meta/esc50.csv`` and an ``audio/`` folder."""
     folder = Path(folder).expanduser()
@@ -610,45 +645,17 @@ def load_esc50_folder(folder, label_column: str = "category") -> pd.DataFrame:
 
     The counts of skipped rows/files are in ``manifest.attrs`` (``missing_files``, ``extra_files``).
     """
-    import warnings
-
     folder = Path(folder).expanduser()
-    csv_path = folder / "meta" / "esc50.csv"
     if not is_esc50_layout(folder):
         raise FileNotFoundError(f"{folder}: not in ESC-50's layout (needs meta/esc50.csv and an audio/ folder)")
-    table = pd.read_csv(csv_path)
-    for column in ("filename", label_column):
-        if column not in table.columns:
-            raise ValueError(
-                f"{csv_path}: no column {column!r}; the columns found are {list(table.columns)}. "
-                "Pick the label with label_column."
-            )
-    paths = [folder / "audio" / str(name) for name in table["filename"]]
-    present = [p.is_file() for p in paths]
-    missing = [str(p.name) for p, ok in zip(paths, present) if not ok]
-    listed = {p.name for p in paths}
-    extra = sorted(p.name for p in _audio_files(folder / "audio") if p.name not in listed)
-    if missing:
-        warnings.warn(
-            f"{csv_path}: {len(missing)} row(s) name files missing from {folder / 'audio'} (skipped), "
-            f"e.g. {missing[:3]}",
-            DatasetWarning,
-            stacklevel=2,
+    try:
+        manifest = load_labelled_folder(
+            folder / "audio", folder / "meta" / "esc50.csv", "filename", label_column, skip_missing=True
         )
-    if extra:
-        warnings.warn(
-            f"{folder / 'audio'}: {len(extra)} audio file(s) have no row in {csv_path.name} (skipped), "
-            f"e.g. {extra[:3]}",
-            DatasetWarning,
-            stacklevel=2,
-        )
-    manifest = table[present].copy()
-    manifest.insert(0, "path", [str(p) for p, ok in zip(paths, present) if ok])
+    except ValueError as error:
+        raise ValueError(f"{error}. Pick the label with label_column.") from None
     manifest["label"] = manifest[label_column].astype(str)
-    manifest = manifest.reset_index(drop=True)
-    manifest.attrs.update(missing_files=len(missing), extra_files=len(extra), source=str(folder))
-    if manifest.empty:
-        raise FileNotFoundError(f"{csv_path}: none of its {len(table)} rows names a file present in {folder}/audio")
+    manifest.attrs["source"] = str(folder)
     return manifest
 
 

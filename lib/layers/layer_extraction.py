@@ -36,8 +36,9 @@ import pandas as pd
 import torch
 
 from lib.core.audio import AudioLoadError, load_audio
+from lib.core.codec_models import CODEC_FAMILIES
 from lib.core.features import POOLING_MODES, mfcc_features, pool_frames
-from lib.core.speech_models import CODEC_FAMILIES, KNOWN_SPEECH_MODELS
+from lib.core.speech_models import KNOWN_SPEECH_MODELS
 from lib.core.vector_cache import (
     vector_cache_fingerprint,
     vector_cache_key,

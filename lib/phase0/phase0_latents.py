@@ -50,8 +50,9 @@ from lib.core.atomic_io import (
     file_sha256,
 )
 from lib.core.audio import AudioLoadError, load_audio
+from lib.core.codec_models import CODEC_FAMILIES
 from lib.core.features import log_mel
-from lib.core.speech_models import CODEC_FAMILIES, load_speech_model
+from lib.core.speech_models import load_speech_model
 
 PHASE0_STORE_VERSION = 2
 # The continuous latents right before quantisation, per codec family (adapter stage names):
