@@ -895,9 +895,9 @@ else:
 
         with Stopwatch() as loso_time:
             loso_results[name] = leave_one_speaker_out(fold, loso_manifest)
-        loso_results[name]["seconds"] = loso_time.seconds
         if name == "encoder" and enc_prior_of:
             loso_results[name] = encoder_prior_loso(loso_results[name])
+        loso_results[name]["seconds"] = loso_time.seconds
         loso_per_speaker[name] = loso_results[name]["per_speaker_accuracy"]
         results_models[name].update(
             loso_mean_accuracy=loso_results[name]["mean_accuracy"],
