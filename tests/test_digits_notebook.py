@@ -66,6 +66,13 @@ def test_digit_classification_notebook_small_run(run_notebook, tiny_model, fsdd_
         latency = models[name]["latency_ms"]
         assert 0 < latency["p50_ms"] <= latency["p95_ms"]
     assert loso["svm"]["mean_accuracy"] > 0.3  # 200 training clips; chance is 0.1
+    # the encoder's LOSO is the head fused with Whisper's decoder scores; both parts are reported on their own
+    prior = models["encoder"]["whisper_prior"]
+    assert prior["used"] and prior["scorer"]["multi_token_spellings"] > 0 and prior["weight"] >= 0
+    assert set(loso["encoder"]["weights"]) == set(loso["encoder"]["per_speaker_accuracy"])
+    assert len(loso["encoder"]["head_alone"]["per_speaker_accuracy"]) == 6
+    assert len(loso["encoder"]["prior_alone"]["per_speaker_accuracy"]) == 6
+    assert 0.0 <= results["eval_folder"]["encoder"]["prior_alone_accuracy"] <= 1.0
     zero_shot = results["zero_shot"]
     assert zero_shot["loso"]["n"] == 6 and len(zero_shot["loso"]["per_speaker_accuracy"]) == 6
     assert zero_shot["loso"]["pooled_accuracy"] >= 0.5  # the real Whisper tiny.en: about 0.94 per clip

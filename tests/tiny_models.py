@@ -135,4 +135,46 @@ def build_tiny_model(family: str, folder, num_labels: int | None = None, seed: i
         raise ValueError(f"unknown family {family!r}; one of {FAMILIES}")
     model.save_pretrained(folder)
     extractor.save_pretrained(folder)
+    if family == "whisper":
+        tiny_whisper_tokenizer(folder)
     return folder
+
+
+WHISPER_SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|startoftranscript|>",
+    "<|en|>",
+    "<|transcribe|>",
+    "<|startofprev|>",
+    "<|notimestamps|>",
+)
+
+
+def tiny_whisper_tokenizer(folder):
+    """A ``WhisperTokenizer`` of single characters (no merges) + Whisper's special tokens, saved to ``folder``.
+
+    71 tokens, within the tiny Whisper's vocabulary of 100; every word is several tokens (" zero" is 5).
+    """
+    import json
+    import string
+    import tempfile
+
+    import transformers as tf
+
+    chars = ["\u0120", *string.ascii_lowercase, *string.ascii_uppercase, *string.digits, ".", ","]  # \u0120: space
+    vocab = {token: i for i, token in enumerate(chars + list(WHISPER_SPECIAL_TOKENS))}
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "vocab.json").write_text(json.dumps(vocab))
+        (Path(tmp) / "merges.txt").write_text("#version: 0.2\n")
+        end = WHISPER_SPECIAL_TOKENS[0]
+        tokenizer = tf.WhisperTokenizer(
+            str(Path(tmp) / "vocab.json"),
+            str(Path(tmp) / "merges.txt"),
+            unk_token=end,
+            bos_token=end,
+            eos_token=end,
+            pad_token=end,
+        )
+    tokenizer.add_special_tokens({"additional_special_tokens": list(WHISPER_SPECIAL_TOKENS[1:])})
+    tokenizer.save_pretrained(folder)
+    return tokenizer

@@ -39,6 +39,14 @@ from lib.core.atomic_io import atomic_output
 from lib.core.bundled_whisper import BUNDLED_WHISPER_ID
 from lib.core.speech_models import load_speech_model
 from lib.digits.digit_models import DigitClassifierBase
+from lib.digits.whisper_digit_scores import (
+    DIGIT_PRIOR_DEFAULT_WEIGHT,
+    WHISPER_DIGIT_PROMPT,
+    WhisperDigitScorer,
+    digit_prior_columns,
+    fuse_digit_prior,
+    load_whisper_digit_tokenizer,
+)
 
 DIGIT_ENCODER_POOLINGS = ("mean", "mean+std", "attention")
 DIGIT_ENCODER_COMBINES = ("mix", "concat")
@@ -69,6 +77,10 @@ class DigitEncoderConfig:
     weight_decay: float = 1e-2
     frame_mask_prob: float = 0.25  # fraction of frames masked (in spans) during training (was 0.15)
     label_smoothing: float = 0.2  # (was 0.1)
+    # Whisper's own decoder as a prior (forced choice over the digit words); older models: off
+    whisper_prior: bool = False
+    prior_weight: float = DIGIT_PRIOR_DEFAULT_WEIGHT  # fused = log_softmax(head) + weight * log_softmax(whisper)
+    prior_prompt: str | None = WHISPER_DIGIT_PROMPT
 
     def __post_init__(self):
         if self.pooling not in DIGIT_ENCODER_POOLINGS:
@@ -574,31 +586,103 @@ def train_digit_encoder_head(
 
 
 # %%
+def digit_final_layer_position(adapter, config: DigitEncoderConfig):
+    """Where the encoder's final layer (what Whisper's decoder reads) is in ``config.layers``; None if absent."""
+    for i, v in enumerate(config.layers):
+        if str(v) in (str(adapter.num_layers), "-1"):
+            return i
+    return None
+
+
+def load_digit_prior_scorer(adapter, config: DigitEncoderConfig) -> WhisperDigitScorer:
+    """The forced-choice scorer on the encoder's own Whisper decoder (tokenizer of ``config.model``)."""
+    if getattr(adapter, "family", "whisper") != "whisper":
+        raise ValueError(f"whisper_prior needs a Whisper encoder, not {adapter.name}")
+    return WhisperDigitScorer(adapter.model, load_whisper_digit_tokenizer(config.model), config.prior_prompt)
+
+
 class EncoderDigitModel(DigitClassifierBase):
-    """Frozen speech encoder + trained head behind the common digit-model interface."""
+    """Frozen speech encoder + trained head behind the common digit-model interface.
+
+    With ``config.whisper_prior`` the logits are ``log_softmax(head) + prior_weight *
+    log_softmax(Whisper digit scores)``: the decoder reads the encoder's final states, the
+    last of the layers the forward already computes (``whisper_digit_scores``).
+    """
 
     kind = "encoder"
 
-    def __init__(self, adapter, head: DigitEncoderHead, config: DigitEncoderConfig, device: str = "cpu"):
+    def __init__(self, adapter, head: DigitEncoderHead, config: DigitEncoderConfig, device: str = "cpu", scorer=None):
         self.adapter = adapter
         self.head = head.to(device).eval()
         self.config = config
         self.device = device
         self.sample_rate = config.input_sample_rate
         self.labels = list(config.labels)
+        self._scorer = scorer
+
+    @property
+    def uses_prior(self) -> bool:
+        return bool(self.config.whisper_prior) and bool(self.config.prior_weight)
+
+    def prior_scorer(self) -> WhisperDigitScorer:
+        """The forced-choice scorer (built, and its tokenizer loaded, on first use)."""
+        if self._scorer is None:
+            self._scorer = load_digit_prior_scorer(self.adapter, self.config)
+        return self._scorer
+
+    def encoder_outputs(self, waves) -> tuple:
+        """``(head frames [T, layers, dims] per clip, final-layer states [T, dims] per clip or None)``."""
+        position = digit_final_layer_position(self.adapter, self.config)
+        extra = [self.adapter.num_layers] if self.uses_prior and position is None else []
+        states = digit_encoder_states_batch(self.adapter, list(waves), self.config, layers=self.config.layers + extra)
+        frames = [np.stack([state[v] for v in self.config.layers], axis=1) for state in states]
+        if not self.uses_prior:
+            return frames, None
+        finals = [state[extra[0]] for state in states] if extra else [f[:, position] for f in frames]
+        return frames, finals
 
     def frames(self, waves) -> list:
-        states = digit_encoder_states_batch(self.adapter, list(waves), self.config, layers=self.config.layers)
-        return [np.stack([state[v] for v in self.config.layers], axis=1) for state in states]
+        return self.encoder_outputs(waves)[0]
 
-    def logits_from_frames(self, frames_list) -> np.ndarray:
+    def prior_log_probs(self, final_states) -> np.ndarray:
+        """``(n, labels)`` Whisper digit log-probabilities from the encoder's final states, in label order."""
+        columns = digit_prior_columns(self.labels)
+        if columns is None:
+            raise ValueError(f"whisper_prior needs digit labels (0-9 or zero..nine), not {self.labels}")
+        return self.prior_scorer().log_probs(final_states)[:, columns]
+
+    def head_logits(self, frames_list) -> np.ndarray:
+        """The trained head's own logits (no prior)."""
         return digit_head_logits(self.head, list(frames_list), self.device)
+
+    def logits_from_frames(self, frames_list, final_states=None, prior=None) -> np.ndarray:
+        """Head logits, fused with the Whisper prior when it is on.
+
+        ``prior``: precomputed ``(n, 10)`` Whisper digit scores; else they are computed from
+        ``final_states``, by default the final layer's frames among ``frames_list`` (when the
+        head uses that layer).
+        """
+        frames_list = list(frames_list)
+        logits = self.head_logits(frames_list)
+        if not self.uses_prior or not frames_list:
+            return logits
+        if prior is None and final_states is None:
+            position = digit_final_layer_position(self.adapter, self.config)
+            if position is None:
+                raise ValueError(
+                    f"whisper_prior: the head's layers {self.config.layers} do not include the final layer "
+                    f"{self.adapter.num_layers}; pass final_states or prior"
+                )
+            final_states = [np.asarray(f)[:, position] for f in frames_list]
+        prior = self.prior_log_probs(final_states) if prior is None else prior
+        return fuse_digit_prior(logits, prior, self.config.prior_weight)
 
     def predict_logits(self, waves) -> np.ndarray:
         waves = list(waves)
         if not waves:
             return np.zeros((0, len(self.labels)))
-        return self.logits_from_frames(self.frames(waves))
+        frames, finals = self.encoder_outputs(waves)
+        return self.logits_from_frames(frames, finals)
 
     def layer_weights(self) -> dict:
         return dict(zip([str(v) for v in self.config.layers], self.head.layer_weights().detach().cpu().tolist()))
