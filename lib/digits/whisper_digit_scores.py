@@ -26,6 +26,7 @@ import torch
 
 from lib.core.bundled_whisper import BUNDLED_WHISPER_ID, bundled_whisper_folder
 from lib.core.speech_models import resolve_speech_model_id
+from lib.digits.classifier_eval import loso_summary
 
 WHISPER_DIGIT_PROMPT = "zero one two three four five six seven eight nine"
 WHISPER_DIGIT_WORDS = (
@@ -253,13 +254,8 @@ def digit_prior_loso(head_logits, whisper_log_probs, targets, speakers, weight: 
         hits = fuse_digit_prior(head_logits[test], whisper_log_probs[test], w).argmax(1) == targets[test]
         per_speaker[str(speaker)], weights[str(speaker)] = float(hits.mean()), float(w)
         correct += int(hits.sum())
-    values = np.array(list(per_speaker.values()))
     return {
-        "per_speaker_accuracy": per_speaker,
-        "mean_accuracy": float(values.mean()),
-        "std_accuracy": float(values.std()),
-        "min_accuracy": float(values.min()),
-        "pooled_accuracy": correct / len(targets),
+        **loso_summary(per_speaker, correct, len(targets)),
         "weights": weights,
         "weight_source": "fixed" if weight is not None else "fitted per fold on the other speakers' held-out logits",
     }
