@@ -121,6 +121,7 @@ from lib.digits.classifier_eval import (
     classification_summary,
     held_out_scores,
     leave_one_speaker_out,
+    loso_summary,
     measure_latency,
     plot_confusion,
     plot_leave_one_speaker_out,
@@ -858,12 +859,7 @@ def encoder_prior_loso(head_alone):
     speakers = loso_manifest["speaker"].to_numpy()
     fused = digit_prior_loso(encoder_loso_logits, prior, targets, speakers, weight=encoder_prior_weight)
     alone = held_out_scores(targets, prior.argmax(1), speakers)  # Whisper's forced choice alone, nothing trained
-    alone = {
-        "mean_accuracy": alone["mean_group_accuracy"],
-        "min_accuracy": alone["min_group_accuracy"],
-        "per_speaker_accuracy": alone["per_group_accuracy"],
-        "pooled_accuracy": alone["accuracy"],
-    }
+    alone = loso_summary(alone["per_group_accuracy"], alone["correct"], alone["n"])
     final = pick_digit_prior_weight(encoder_loso_logits, prior, targets)
     if encoder_prior_weight is None:  # the saved model: the weight fitted on every held-out speaker
         encoder_config.prior_weight = final["weight"]

@@ -283,40 +283,42 @@ class DigitFrontend(nn.Module):
             .pow(2)
         )  # zero padding at the edges, as librosa does
         if warp is not None:
-            bins = spec.shape[1]
-            source = (torch.arange(bins, device=spec.device, dtype=spec.dtype)[None, :] / warp[:, None]).clamp(
-                0, bins - 1
-            )
-            low = source.floor().long()
-            high = (low + 1).clamp(max=bins - 1)
-            frac = (source - low.to(spec.dtype))[:, :, None]
-            t = spec.shape[2]
-            spec = (
-                torch.gather(spec, 1, low[:, :, None].expand(-1, -1, t)) * (1 - frac)
-                + torch.gather(spec, 1, high[:, :, None].expand(-1, -1, t)) * frac
-            )
+            bins = torch.arange(spec.shape[1], device=spec.device, dtype=spec.dtype)
+            spec = _digit_interpolate(spec, bins[None, :] / warp[:, None], dim=1)
         logmel = 10.0 * torch.log10(torch.clamp(self.mel_basis @ spec, min=1e-10))
         if self.kind == "mfcc":
             return self.dct @ logmel
         return logmel
 
 
+def _digit_interpolate(x: torch.Tensor, positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """``x [batch, a, b]`` read at fractional ``positions [batch, k]`` along ``dim`` (1 or 2), linearly
+    interpolated between the two nearest entries (positions clamped to the axis)."""
+    n = x.shape[dim]
+    positions = positions.clamp(0, n - 1)
+    low = positions.floor().long()
+    high = (low + 1).clamp(max=n - 1)
+    frac = (positions - low.to(x.dtype)).unsqueeze(3 - dim)
+    shape = list(x.shape)
+    shape[dim] = positions.shape[1]
+
+    def take(index):
+        return torch.gather(x, dim, index.unsqueeze(3 - dim).expand(shape))
+
+    return take(low) * (1 - frac) + take(high) * frac
+
+
 def _digit_time_resample(x: torch.Tensor, mask: torch.Tensor, steps: int) -> torch.Tensor:
     """``x [batch, features, frames]`` between each row's first and last frame where ``mask [batch, frames]``
     is set, linearly resampled to ``[batch, features, steps]``."""
-    b, f, t = x.shape
+    b, _, t = x.shape
     idx = torch.arange(t, device=x.device, dtype=x.dtype)[None, :].expand(b, t)
     has = mask > 0
     first = torch.where(has, idx, torch.full_like(idx, float(t))).amin(dim=1).clamp(max=t - 1)
     last = torch.where(has, idx, torch.full_like(idx, -1.0)).amax(dim=1).clamp(min=0)
     last = torch.maximum(last, first)
     frac = torch.linspace(0.0, 1.0, steps, device=x.device, dtype=x.dtype)[None, :]
-    pos = first[:, None] + frac * (last - first)[:, None]  # [batch, steps]
-    low = pos.floor().long().clamp(0, t - 1)
-    high = (low + 1).clamp(max=t - 1)
-    w = (pos - low.to(x.dtype))[:, None, :]
-    gather = lambda i: torch.gather(x, 2, i[:, None, :].expand(b, f, steps))  # noqa: E731
-    return gather(low) * (1 - w) + gather(high) * w
+    return _digit_interpolate(x, first[:, None] + frac * (last - first)[:, None], dim=2)
 
 
 class DigitCnn(nn.Module):

@@ -23,24 +23,15 @@
 # %%
 import numpy as np
 import torch
+from scipy.special import log_softmax
 
 from lib.core.bundled_whisper import BUNDLED_WHISPER_ID, bundled_whisper_folder
 from lib.core.speech_models import resolve_speech_model_id
 from lib.digits.classifier_eval import loso_summary
+from lib.digits.digit_folders import DIGIT_WORDS, digit_label_from_text
 
-WHISPER_DIGIT_PROMPT = "zero one two three four five six seven eight nine"
-WHISPER_DIGIT_WORDS = (
-    ("zero", "oh"),
-    ("one",),
-    ("two",),
-    ("three",),
-    ("four",),
-    ("five",),
-    ("six",),
-    ("seven",),
-    ("eight",),
-    ("nine",),
-)
+WHISPER_DIGIT_PROMPT = " ".join(DIGIT_WORDS)
+WHISPER_DIGIT_WORDS = (("zero", "oh"), *((word,) for word in DIGIT_WORDS[1:]))  # the spoken forms of each digit
 DIGIT_PRIOR_DEFAULT_WEIGHT = 0.25  # fitted on FSDD leave-one-speaker-out logits (0.18-0.46 per fold)
 
 
@@ -173,23 +164,12 @@ def digit_prior_columns(labels) -> list | None:
 
     Labels may be ints 0-9, digit strings or the words zero..nine (any order).
     """
-    words = [forms[0] for forms in WHISPER_DIGIT_WORDS]
-    columns = []
-    for label in labels:
-        text = str(label).strip().lower()
-        if text.isdigit() and int(text) < 10:
-            columns.append(int(text))
-        elif text in words:
-            columns.append(words.index(text))
-        else:
-            return None
-    return columns
+    columns = [digit_label_from_text(label) for label in labels]
+    return None if None in columns else columns
 
 
 def _digit_log_softmax(x) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    x = x - x.max(axis=1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=1, keepdims=True))
+    return log_softmax(np.asarray(x, dtype=np.float64), axis=1)
 
 
 def fuse_digit_prior(head_logits, whisper_log_probs, weight: float) -> np.ndarray:
