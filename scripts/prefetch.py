@@ -124,43 +124,20 @@ def _fetch_model(item: PrefetchItem) -> str:
 
 
 def download_resumable(url: str, target: Path, checksum: str | None = None, timeout: float = 60.0) -> Path:
-    """Download ``url`` to ``target``; a ``.part`` left by an interrupted run is continued (HTTP range)."""
-    import urllib.error
-    import urllib.request
+    """Download ``url`` to ``target``; a ``.part`` left by an interrupted run is continued (HTTP range).
 
-    from tqdm.auto import tqdm
+    The notebooks' own ``download_file``, with the prefetch command's error and hint.
+    """
+    from lib.core.datasets import download_file
 
-    from lib.core.atomic_io import file_digest
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".part")
-    done = partial.stat().st_size if partial.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 -- the registry's https URLs
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
+        return download_file(url, target, checksum, timeout)
+    except OSError as error:
+        if "checksum" in str(error):
+            raise PrefetchError(f"{error}") from None
         raise PrefetchError(
-            f"cannot download {url}: {reason}. Offline? Run `audiolens prefetch` where there is internet, "
-            f"or download it by hand to {target}"
+            f"{error}. Offline? Run `audiolens prefetch` where there is internet, or download it by hand to {target}"
         ) from None
-    with response:
-        resumed = response.status == 206
-        total = int(response.headers.get("Content-Length") or 0) + (done if resumed else 0)
-        mode = "ab" if resumed else "wb"
-        with open(partial, mode) as out, tqdm(total=total or None, initial=done if resumed else 0, unit="B",
-                                              unit_scale=True, desc=target.name) as bar:  # fmt: skip
-            for block in iter(lambda: response.read(1 << 20), b""):
-                out.write(block)
-                bar.update(len(block))
-    if checksum:
-        algorithm, expected = checksum.split(":", 1)
-        actual = file_digest(partial, algorithm)
-        if actual != expected:
-            partial.unlink(missing_ok=True)
-            raise PrefetchError(f"{url}: {algorithm} checksum mismatch (expected {expected}, got {actual}); retry")
-    os.replace(partial, target)
-    return target
 
 
 def _fetch_dataset(item: PrefetchItem, data_dir=None) -> str:

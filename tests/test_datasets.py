@@ -8,6 +8,7 @@ import http.server
 import io
 import tarfile
 import threading
+import urllib.request
 from dataclasses import replace
 
 import pandas as pd
@@ -160,3 +161,46 @@ def test_registry_has_the_data_sets_with_checksums():
         if spec.url and name != "fsdd":
             algorithm, digest = spec.checksum.split(":")
             assert algorithm in ("md5", "sha256") and len(digest) in (32, 64), name
+
+
+class _RangeHandler(http.server.BaseHTTPRequestHandler):
+    """Serves one payload and honours ``Range: bytes=N-`` (as GitHub and openslr do); records the ranges asked."""
+
+    payload, ranges = b"", []
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        asked = self.headers.get("Range")
+        type(self).ranges.append(asked)
+        start = int(asked.split("=")[1].rstrip("-")) if asked else 0
+        body = self.payload[start:]
+        self.send_response(206 if asked else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("ranges", [True, False])
+def test_an_interrupted_download_is_continued(isolated, monkeypatch, served_archive, ranges):
+    """The `.part` a killed run left is kept and continued from where it stopped; a server that ignores
+    range requests sends the whole file again, which replaces the partial bytes."""
+    url, sha = served_archive
+    if ranges:
+        payload = urllib.request.urlopen(url).read()
+        handler = type("Handler", (_RangeHandler,), {"payload": payload, "ranges": []})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/mini.tar.gz"
+    spec = replace(ds.DATASETS["fsdd"], url=url, checksum=f"sha256:{sha}", min_files=12, archive_root="mini-fsdd-1.0")
+    monkeypatch.setitem(ds.DATASETS, "fsdd", spec)
+    partial = isolated / "data" / ".downloads" / "mini.tar.gz.part"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(payload[:1000] if ranges else b"first bytes of a killed download")
+    assert ds.find_dataset("fsdd") == isolated / "data" / "fsdd"
+    assert ds.file_digest(partial.with_name("mini.tar.gz"), "sha256") == sha and not partial.exists()
+    if ranges:
+        assert handler.ranges == ["bytes=1000-"]  # only the missing bytes were fetched
+        server.shutdown()
+    assert len(ds.load_fsdd(download=False)) == 12

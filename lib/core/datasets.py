@@ -11,9 +11,10 @@
 #
 # A download never deletes anything a user put in `data/`: an incomplete `data/<folder>` is
 # renamed `data/<folder>.incomplete-<time>` (printed) before the fresh copy is moved in, the
-# archive is kept in `data/.downloads/` for a later re-extraction, a failed download leaves no
-# partial file or empty folder, and one process at a time downloads a data set (a lock), so
-# staging folders a killed extraction left behind are removed by the next one.
+# archive is kept in `data/.downloads/` for a later re-extraction, an interrupted download is
+# continued by the next run (from its `.part` file), a refused connection or a bad checksum leaves
+# no file or empty folder, and one process at a time downloads a data set (a lock), so staging
+# folders a killed extraction left behind are removed by the next one.
 #
 # Offline, the error lists every place that was looked at and the URL to fetch by hand.
 # Each loader returns a pandas manifest (one row per clip, `path` and `label` columns plus
@@ -203,42 +204,55 @@ def _validate(spec: DatasetSpec, folder: Path) -> str | None:
 # %% [markdown]
 # ## Download and extraction
 #
-# A download goes to a `.part` file and is checked before it takes its name; an extraction goes to a
-# staging folder renamed into place, and an incomplete copy already there is set aside, never deleted.
+# A download goes to a `.part` file (continued if a run was interrupted) and is checked before it
+# takes its name; an extraction goes to a staging folder renamed into place, and an incomplete copy
+# already there is set aside, never deleted.
 # One process at a time downloads into a data folder (a lock on the folder).
 
 
 # %%
-def _download(url: str, target: Path, checksum: str | None) -> Path:
-    """Download ``url`` to ``target`` with a progress bar and verify ``checksum``.
+def download_file(url: str, target: Path, checksum: str | None = None, timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``target`` with a progress bar and verify ``checksum`` (``"sha256:..."``).
 
-    The bytes go to ``target.part``, which is removed when the download fails or the checksum
-    does not match; ``target`` appears only complete and verified.
+    The bytes go to ``target.part``; a ``.part`` left by an interrupted run is continued (an HTTP
+    range request; a server that ignores it sends the whole file again). ``target`` appears only
+    complete and verified; a checksum mismatch removes the partial file. Raises ``OSError``.
     """
+    import urllib.error
     import urllib.request
 
     from tqdm.auto import tqdm
 
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
+    done = partial.stat().st_size if partial.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
     try:
-        with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 - canonical https/http URLs
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with open(partial, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, desc=target.name) as bar:
-                for block in iter(lambda: response.read(1 << 20), b""):
-                    out.write(block)
-                    bar.update(len(block))
-        if checksum:
-            algorithm, expected = checksum.split(":", 1)
-            actual = file_digest(partial, algorithm)
-            if actual != expected:
-                raise OSError(
-                    f"{url}: {algorithm} checksum mismatch (expected {expected}, got {actual}). "
-                    "The download is corrupt or the upstream file changed; retry, or fetch it by hand."
-                )
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
+        response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - the registry's https/http URLs
+    except (urllib.error.URLError, OSError) as error:
+        raise OSError(f"cannot download {url}: {getattr(error, 'reason', error)}") from None
+    with response:
+        resumed = response.status == 206
+        total = int(response.headers.get("Content-Length") or 0) + (done if resumed else 0)
+        with (
+            open(partial, "ab" if resumed else "wb") as out,
+            tqdm(
+                total=total or None, initial=done if resumed else 0, unit="B", unit_scale=True, desc=target.name
+            ) as bar,
+        ):
+            for block in iter(lambda: response.read(1 << 20), b""):
+                out.write(block)
+                bar.update(len(block))
+    if checksum:
+        algorithm, expected = checksum.split(":", 1)
+        actual = file_digest(partial, algorithm)
+        if actual != expected:
+            partial.unlink(missing_ok=True)
+            raise OSError(
+                f"{url}: {algorithm} checksum mismatch (expected {expected}, got {actual}). "
+                "The download is corrupt or the upstream file changed; retry, or fetch it by hand."
+            )
+    os.replace(partial, target)
     return target
 
 
@@ -278,12 +292,10 @@ def _extract(archive: Path, spec: DatasetSpec, destination: Path) -> Path:
 
 
 def _clean_download_leftovers(spec: DatasetSpec, data_dir: Path) -> None:
-    """Remove what a killed download or extraction left (call with the data set's lock held)."""
+    """Remove what a killed extraction left (call with the data set's lock held); a partial download is kept:
+    ``download_file`` continues it."""
     for leftover in data_dir.glob(f".{spec.folders[0]}.extract-*"):
         shutil.rmtree(leftover, ignore_errors=True)
-    downloads = data_dir / ".downloads"
-    for partial in downloads.glob("*.part") if downloads.is_dir() else []:
-        partial.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -355,7 +367,7 @@ def find_dataset(name: str, path=None, download: bool = True, data_dir=None) -> 
                     return target
                 if not archive.exists():
                     print(f"Downloading {name} from {spec.url}")
-                    _download(spec.url, archive, spec.checksum)
+                    download_file(spec.url, archive, spec.checksum)
                 _extract(archive, spec, target)
         except OSError as error:
             looked.append(f"download from {spec.url} failed: {error}")
