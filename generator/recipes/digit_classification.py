@@ -39,6 +39,7 @@ max_eval_clips = None  # [int 1..] cap on eval_folder clips, stratified by label
 sample_rate = 8000  # [int 4000..48000] Hz every model works at (FSDD is 8 kHz; eval_folder clips are resampled to it)
 augment_copies = 2  # [int 0..] augmented copies of every training clip (speed, noise, room, gain, padding); 0 for none
 augment_background = True  # real background noise in the copies: LibriSpeech speech (when found) as babble
+augment_crop_prob = 0.0  # [0..1] chance a copy is an onset crop: the first 0.2-0.45 s of the word only (cut short)
 n_mfcc = 13  # [int 2..] SVM: MFCCs per frame (the low ones: the higher ones carry voice and pitch detail)
 delta_order = 1  # [0|1|2] 0: MFCC, 1: + deltas, 2: + delta-deltas
 n_frames = 12  # [int 1..] SVM: segments pooling, equal time segments per clip; flat, frames kept (16 ms hop)
@@ -276,13 +277,15 @@ pd.crosstab(
 # formants together, the effect of a longer or shorter vocal tract), a random microphone
 # colouring (high-pass, low-pass, one peaking band), noise at 5-30 dB SNR (white, pink, brown,
 # or with `augment_background` a stretch of real speech from the LibriSpeech sample: babble),
-# a synthetic room (RT60 0.15-0.7 s), +-10 dB gain and up to 0.35 s of padding. Each copy is
+# a synthetic room (RT60 0.15-0.7 s), +-10 dB gain and up to 0.35 s of padding; with
+# `augment_crop_prob` a copy keeps only the first 0.2-0.45 s of the word, as a voice-activity
+# detector or a recorder cuts a word short (FSDD itself has such clips). Each copy is
 # fixed per clip and seed, so every model and every fold sees the same copies. Only training
 # folds use them; test clips are never altered. The LibriSpeech files used here are not the
 # ones under the streaming test below.
 
 # %%
-augment_config = DigitAugmentConfig()
+augment_config = DigitAugmentConfig(crop_prob=float(augment_crop_prob))
 libri_manifest, augment_background_waves, stream_background_paths = None, None, []
 try:
     libri_manifest = load_librispeech(download=False)
