@@ -180,6 +180,26 @@ def test_onset_crops_keep_the_start_of_the_word_and_leave_other_copies_alone(fsd
     )
 
 
+def test_encoder_input_keeps_the_weak_fricative_at_a_word_edge():
+    from lib.digits.encoder_digits import DigitEncoderConfig, digit_encoder_input
+
+    sr, rng = 8000, np.random.default_rng(0)
+    vowel = 0.5 * np.sin(2 * np.pi * 300 * np.arange(int(0.25 * sr)) / sr)
+    fricative = rng.standard_normal(int(0.12 * sr)) * np.sqrt(np.mean(vowel**2)) * 10 ** (-40 / 20)  # 40 dB down
+    silence = rng.standard_normal(int(0.2 * sr)) * 1e-5
+    wave = np.concatenate([silence, vowel, fricative, silence]).astype(np.float32)
+    config = DigitEncoderConfig(input_sample_rate=sr)
+    assert config.trim_db == 50.0
+    _, keep = digit_encoder_input(wave, config)
+    _, keep_35 = digit_encoder_input(wave, DigitEncoderConfig(input_sample_rate=sr, trim_db=35.0))
+    _, keep_all = digit_encoder_input(wave, DigitEncoderConfig(input_sample_rate=sr, trim_db=None))
+    assert abs(keep - 0.37 * 50) <= 2  # vowel + fricative, the silence around them dropped
+    assert abs(keep_35 - 0.25 * 50) <= 2  # a 35 dB trim cuts the fricative off
+    assert keep_all == int(np.ceil(len(wave) / sr * 50))
+    # a saved model keeps the trim it was trained with
+    assert DigitEncoderConfig.from_dict({**config.to_dict(), "trim_db": 35.0}).trim_db == 35.0
+
+
 # ---------------------------------------------------------------- zero-shot Whisper
 
 
