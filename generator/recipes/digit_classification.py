@@ -535,7 +535,7 @@ def fit_cnn(frame, epochs=None, progress=False):
 # voice-activity detector cuts a word short: FSDD has such clips (nicolas's "th-" of a three).
 # The other copies are the ones every model trains on. Fused LOSO mean / worst speaker /
 # espeak-ng, three head seeds each: 35 dB, no crops 0.988 / 0.964-0.968 / 0.953-0.960; crops
-# alone 0.988-0.989 / 0.968-0.974 / 0.947-0.957; 50 dB alone 0.986-0.988 / 0.948-0.958 (more
+# alone 0.988-0.989 / 0.968-0.974 / 0.947-0.957; 50 dB alone 0.986-0.989 / 0.948-0.966 (more
 # of nicolas's cut words missed); both 0.988-0.991 / 0.964-0.970 / 0.947-0.967 (yweweler 6-9
 # errors instead of 10).
 
