@@ -148,6 +148,58 @@ def test_microphone_colouring_and_real_background_noise(fsdd_manifest, librispee
     assert abs(peak - 440) < 5 and power.max() > 0.3 * power.sum()
 
 
+def test_onset_crops_keep_the_start_of_the_word_and_leave_other_copies_alone(fsdd_manifest):
+    import librosa
+
+    from lib.digits.digit_augment import DigitAugmentConfig, digit_augmented_copies, digit_onset_crop
+
+    waves, frame, _ = load_digit_waves(fsdd_manifest.iloc[:6], 8000, progress=False)
+    wave = np.concatenate([np.zeros(2000, np.float32), waves[0], np.zeros(1000, np.float32)])
+    _, (start, end) = librosa.effects.trim(wave, top_db=35, frame_length=256, hop_length=64)
+    crop = digit_onset_crop(wave, 8000, 0.2)
+    assert len(crop) == min(1600, end - start)  # 0.2 s from the onset, the leading silence dropped
+    np.testing.assert_allclose(crop[:-80], wave[start : start + len(crop) - 80])
+    assert abs(crop[-1]) < 1e-6 < np.abs(crop).max()  # faded out, not cut with a click
+    assert len(digit_onset_crop(wave, 8000, 10.0)) == end - start  # a word shorter than asked: kept whole
+    # no colouring at all: a cropped copy is exactly the crop; with crop_prob 0 the copies do not change
+    quiet = dict(speed_prob=0, noise_prob=0, rir_prob=0, gain_db=0, pad_seconds=(0.0, 0.0), eq_prob=0)
+    cropped = digit_augmented_copies(waves, 8000, 2, config=DigitAugmentConfig(crop_prob=1.0, **quiet), keys=frame.path)
+    for original, copies in zip(waves, cropped):
+        assert all(len(c) <= min(int(0.45 * 8000), len(original)) for c in copies)
+    plain = digit_augmented_copies(waves, 8000, 3, seed=5, keys=frame.path)
+    some = digit_augmented_copies(waves, 8000, 3, seed=5, keys=frame.path, config=DigitAugmentConfig(crop_prob=0.5))
+    same = [np.array_equal(a, b) for p, s in zip(plain, some) for a, b in zip(p, s)]
+    assert 0 < sum(same) < len(same)  # about half cropped; the others are exactly the uncropped copies
+    for p, s in zip(plain, some):
+        for a, b in zip(p, s):
+            assert np.array_equal(a, b) or len(b) <= len(a)
+    assert DigitAugmentConfig.from_dict({"speed_prob": 0.5}).crop_prob == 0.0  # older saved configs: no crops
+    assert DigitAugmentConfig.from_dict(DigitAugmentConfig(crop_seconds=(0.1, 0.3)).to_dict()).crop_seconds == (
+        0.1,
+        0.3,
+    )
+
+
+def test_encoder_input_keeps_the_weak_fricative_at_a_word_edge():
+    from lib.digits.encoder_digits import DigitEncoderConfig, digit_encoder_input
+
+    sr, rng = 8000, np.random.default_rng(0)
+    vowel = 0.5 * np.sin(2 * np.pi * 300 * np.arange(int(0.25 * sr)) / sr)
+    fricative = rng.standard_normal(int(0.12 * sr)) * np.sqrt(np.mean(vowel**2)) * 10 ** (-40 / 20)  # 40 dB down
+    silence = rng.standard_normal(int(0.2 * sr)) * 1e-5
+    wave = np.concatenate([silence, vowel, fricative, silence]).astype(np.float32)
+    config = DigitEncoderConfig(input_sample_rate=sr)
+    assert config.trim_db == 50.0
+    _, keep = digit_encoder_input(wave, config)
+    _, keep_35 = digit_encoder_input(wave, DigitEncoderConfig(input_sample_rate=sr, trim_db=35.0))
+    _, keep_all = digit_encoder_input(wave, DigitEncoderConfig(input_sample_rate=sr, trim_db=None))
+    assert abs(keep - 0.37 * 50) <= 2  # vowel + fricative, the silence around them dropped
+    assert abs(keep_35 - 0.25 * 50) <= 2  # a 35 dB trim cuts the fricative off
+    assert keep_all == int(np.ceil(len(wave) / sr * 50))
+    # a saved model keeps the trim it was trained with
+    assert DigitEncoderConfig.from_dict({**config.to_dict(), "trim_db": 35.0}).trim_db == 35.0
+
+
 # ---------------------------------------------------------------- zero-shot Whisper
 
 

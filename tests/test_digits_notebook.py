@@ -67,6 +67,9 @@ def test_digit_classification_notebook_small_run(run_notebook, tiny_model, fsdd_
         assert 0 < latency["p50_ms"] <= latency["p95_ms"]
     assert loso["svm"]["mean_accuracy"] > 0.3  # 200 training clips; chance is 0.1
     # the encoder's LOSO is the head fused with Whisper's decoder scores; both parts are reported on their own
+    encoder_info = models["encoder"]["encoder"]  # 50 dB trim; about 30% of the encoder's copies are onset crops
+    assert encoder_info["trim_db"] == models["encoder"]["config"]["trim_db"] == 50.0
+    assert encoder_info["crop_prob"] == 0.3 and 0 < encoder_info["cropped_copies"] < encoder_info["clips"] / 2
     prior = models["encoder"]["whisper_prior"]
     assert prior["used"] and prior["scorer"]["multi_token_spellings"] > 0 and prior["weight"] >= 0
     assert set(loso["encoder"]["weights"]) == set(loso["encoder"]["per_speaker_accuracy"])

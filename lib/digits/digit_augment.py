@@ -16,7 +16,9 @@
 #   and one peaking band (+-6 dB), the response differences between microphones and sound cards;
 # - **real background noise** when clips of it are given (`background`: ESC-50 environmental
 #   sounds, LibriSpeech speech as babble): a random stretch mixed in at a random SNR instead
-#   of the synthetic noise.
+#   of the synthetic noise;
+# - **onset crops**: a copy keeps only the first 0.2-0.45 s of the word, as a voice-activity
+#   detector or a recorder cuts a word short (FSDD has such clips: "th-" of a three, "fo-" of a four).
 #
 # `augment_digit_wave` draws one altered copy; `digit_augmented_copies` makes `copies`
 # copies of every clip, reproducibly (the random stream of copy *k* of clip *i* depends only
@@ -46,6 +48,8 @@ class DigitAugmentConfig:
     pad_seconds: tuple = (0.0, 0.35)  # silence (with the noise, if any) added before and after
     eq_prob: float = 0.5  # chance of a random microphone colouring (high-pass, low-pass, one peaking band)
     background_prob: float = 0.5  # with background clips given: chance the noise is real background, not synthetic
+    crop_prob: float = 0.0  # chance a copy keeps only the start of the word (onset crop); 0: off
+    crop_seconds: tuple = (0.2, 0.45)  # how much of the word an onset crop keeps, from its onset
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -117,6 +121,24 @@ def digit_microphone_colouring(wave: np.ndarray, sample_rate: int, rng: np.rando
     a = np.array([1 + alpha / gain, -2 * np.cos(w0), 1 - alpha / gain])
     y = sosfilt(np.concatenate([b / a[0], a / a[0]])[None, :], y)
     return y.astype(np.float32)
+
+
+def digit_onset_crop(wave: np.ndarray, sample_rate: int, seconds: float, top_db: float = 35.0) -> np.ndarray:
+    """The first ``seconds`` of the word in ``wave`` (from its onset, found as in trimming), with a 10 ms fade-out.
+
+    A word shorter than ``seconds`` is returned whole (trimmed of silence).
+    """
+    import librosa
+
+    y = np.asarray(wave, dtype=np.float32)
+    if len(y) < 256:
+        return y.copy()
+    _, (start, end) = librosa.effects.trim(y, top_db=top_db, frame_length=256, hop_length=64)
+    y = y[start : min(end, start + max(1, int(seconds * sample_rate)))].copy()
+    fade = min(int(0.01 * sample_rate), len(y) // 4)
+    if fade:
+        y[-fade:] *= np.linspace(1, 0, fade, dtype=np.float32)
+    return y
 
 
 def digit_background_noise(n: int, background, rng: np.random.Generator) -> np.ndarray:
@@ -197,7 +219,10 @@ def digit_augmented_copies(
     Copy *k* of a clip is drawn from a generator seeded by ``(seed, key, k)``, where ``key``
     is the clip's entry in ``keys`` (e.g. its file path) or its position: the same clip always
     gets the same copies, whatever else is in the batch. ``background``: optional real noise
-    clips at ``sample_rate`` (see `augment_digit_wave`).
+    clips at ``sample_rate`` (see `augment_digit_wave`). With ``config.crop_prob`` a copy is an
+    onset crop (`digit_onset_crop`) of the clip, then altered as usual; whether and how much to
+    crop is drawn from its own generator ``(seed, key, k, 7)``, so the copies that are not
+    cropped are exactly those made without cropping (cached features stay valid).
     """
     import zlib
 
@@ -207,12 +232,24 @@ def digit_augmented_copies(
         raise ValueError(f"copies must be >= 0, not {copies}")
     waves = list(waves)
     keys = list(keys) if keys is not None else list(range(len(waves)))
+    config = config or DigitAugmentConfig()
+
+    def source(wave, base: int, k: int):
+        if config.crop_prob <= 0:
+            return wave
+        crop_rng = np.random.default_rng([seed, base, k, 7])
+        if crop_rng.random() >= config.crop_prob:
+            return wave
+        return digit_onset_crop(wave, sample_rate, float(crop_rng.uniform(*config.crop_seconds)))
+
     out = []
     for key, wave in tqdm(list(zip(keys, waves)), desc="augmented copies", disable=len(waves) < 200, leave=False):
         base = zlib.crc32(str(key).encode())
         out.append(
             [
-                augment_digit_wave(wave, sample_rate, np.random.default_rng([seed, base, k]), config, background)
+                augment_digit_wave(
+                    source(wave, base, k), sample_rate, np.random.default_rng([seed, base, k]), config, background
+                )
                 for k in range(copies)
             ]
         )

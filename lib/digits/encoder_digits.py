@@ -5,8 +5,10 @@
 # a speech encoder trained on 680,000 hours already knows. This model keeps Whisper tiny.en's
 # encoder (the real bundled weights) frozen and trains only a small head on its frames:
 #
-# 1. each clip is trimmed of leading/trailing silence, resampled to 16 kHz and placed at the
-#    start of a `window_seconds` (1.5 s) window of silence; the encoder runs in `whisper_mode`
+# 1. each clip is trimmed of leading/trailing silence (`trim_db`: audio 50 dB below the peak; a
+#    35 dB trim cut the weak fricatives at a word's edges, the /ks/ of "six"), resampled to
+#    16 kHz and placed at the start of a `window_seconds` (1.5 s) window of silence; the
+#    encoder runs in `whisper_mode`
 #    (`"clip"`: positional embeddings sliced to that window, about 10x cheaper than
 #    `"padded"`, the 30-second reference) and only the frames that cover the clip are kept
 #    (50 per second);
@@ -62,7 +64,9 @@ class DigitEncoderConfig:
     whisper_mode: str = "clip"  # clip | padded
     layers: list = field(default_factory=lambda: [2, 3, 4])  # was [3] alone (same LOSO, better on noisy/other voices)
     input_sample_rate: int = 8000  # rate of the waves given to predict_*
-    trim_db: float | None = 35.0  # trim leading/trailing audio this far below the peak (None: keep all)
+    # trim leading/trailing audio this far below the peak (None: keep all); was 35, which cut the weak
+    # fricatives at a word's edges (the /s/, /ks/ of "six", /f/, /th/): 8 kHz fricatives lie 35-45 dB down
+    trim_db: float | None = 50.0
     window_seconds: float = 1.5  # the clip starts a window of silence this long (clip mode: the encoder's input)
     max_seconds: float = 3.0  # longer clips are cut
     pooling: str = "attention"  # mean | mean+std | attention
