@@ -30,6 +30,7 @@ def test_digit_classification_notebook_small_run(run_notebook, tiny_model, fsdd_
         encoder_model=str(tiny_model("whisper")),
         encoder_layers=[1, 2],
         encoder_epochs=4,
+        encoder_finetune_top=True,  # the fine-tuned top block goes through training, LOSO, saving and reloading
         encoder_cache_dir=str(tmp_path / "encoder-cache"),
         zero_shot_max_clips=6,
         wav2vec2_model=str(tiny_model("wav2vec2")),
@@ -76,6 +77,8 @@ def test_digit_classification_notebook_small_run(run_notebook, tiny_model, fsdd_
     assert len(loso["encoder"]["head_alone"]["per_speaker_accuracy"]) == 6
     assert len(loso["encoder"]["prior_alone"]["per_speaker_accuracy"]) == 6
     assert 0.0 <= results["eval_folder"]["encoder"]["prior_alone_accuracy"] <= 1.0
+    top = models["encoder"]["finetune_top"]
+    assert top["used"] and top["trainable_parameters"] > 0 and models["encoder"]["config"]["finetune_top"]
     zero_shot = results["zero_shot"]
     assert zero_shot["loso"]["n"] == 6 and len(zero_shot["loso"]["per_speaker_accuracy"]) == 6
     assert zero_shot["loso"]["pooled_accuracy"] >= 0.5  # the real Whisper tiny.en: about 0.94 per clip

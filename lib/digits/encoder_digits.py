@@ -41,6 +41,7 @@ from lib.core.atomic_io import atomic_output
 from lib.core.bundled_whisper import BUNDLED_WHISPER_ID
 from lib.core.speech_models import load_speech_model
 from lib.digits.digit_models import DigitClassifierBase
+from lib.digits.encoder_finetune import DigitFinetunedHead, digit_top_positions
 from lib.digits.whisper_digit_scores import (
     DIGIT_PRIOR_DEFAULT_WEIGHT,
     WHISPER_DIGIT_PROMPT,
@@ -85,6 +86,10 @@ class DigitEncoderConfig:
     whisper_prior: bool = False
     prior_weight: float = DIGIT_PRIOR_DEFAULT_WEIGHT  # fused = log_softmax(head) + weight * log_softmax(whisper)
     prior_prompt: str | None = WHISPER_DIGIT_PROMPT
+    # a trainable copy of the encoder's top block on the cached frames below it (encoder_finetune); older models: off
+    finetune_top: bool = False
+    top_learning_rate: float = 2e-4
+    top_context: bool = False  # the block also attends to the layer-below states of a silent window
 
     def __post_init__(self):
         if self.pooling not in DIGIT_ENCODER_POOLINGS:
@@ -499,7 +504,14 @@ def digit_head_logits(head: DigitEncoderHead, frames_list, device: str = "cpu", 
 
 # %%
 def train_digit_encoder_head(
-    frames, labels, config: DigitEncoderConfig, variants=None, device: str = "cpu", seed: int = 0, progress: bool = True
+    frames,
+    labels,
+    config: DigitEncoderConfig,
+    variants=None,
+    device: str = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+    top_block=None,
 ):
     """Train the head on cached frames; return ``(DigitEncoderHead, history)``.
 
@@ -509,7 +521,9 @@ def train_digit_encoder_head(
     fixed number of epochs with a one-cycle learning rate (no early stopping: there is no
     held-out speaker to stop on without leaking the test speaker into training); the final
     epoch's weights are kept. ``history`` has the per-epoch loss and accuracy (on the drawn,
-    masked training clips), the layer weights and the seconds spent.
+    masked training clips), the layer weights and the seconds spent. ``top_block``: a
+    `DigitTopBlock` (``config.finetune_top``) trained with the head at ``config.top_learning_rate``
+    (no weight decay); the result is then a `DigitFinetunedHead`.
     """
     from tqdm.auto import tqdm
 
@@ -546,10 +560,14 @@ def train_digit_encoder_head(
         config.dropout,
         config.combine,
     ).to(device)
-    optimiser = torch.optim.AdamW(head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    groups = [{"params": list(head.parameters()), "lr": config.learning_rate, "weight_decay": config.weight_decay}]
+    if top_block is not None:
+        head = DigitFinetunedHead(top_block, head, *digit_top_positions(config.layers, top_block)).to(device)
+        groups.append({"params": list(head.top.parameters()), "lr": config.top_learning_rate, "weight_decay": 0.0})
+    optimiser = torch.optim.AdamW(groups)
     steps = max(1, config.epochs * math.ceil(len(frames) / config.batch_size))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=config.learning_rate, total_steps=steps, pct_start=0.2
+        optimiser, max_lr=[g["lr"] for g in groups], total_steps=steps, pct_start=0.2
     )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     history = {"epoch": [], "train_loss": [], "train_accuracy": [], "n_train": len(frames), "n_items": len(bank)}

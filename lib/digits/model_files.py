@@ -47,6 +47,7 @@ from lib.digits.encoder_digits import (
     EncoderDigitModel,
     load_digit_encoder_adapter,
 )
+from lib.digits.encoder_finetune import DigitFinetunedHead, digit_top_block, digit_top_positions
 from lib.digits.wav2vec2_finetune import Wav2Vec2DigitModel, Wav2Vec2Unavailable
 
 SKLEARN_FORMAT = "audiolens-digit-sklearn/1"
@@ -209,7 +210,8 @@ def save_encoder_digit_model(model: EncoderDigitModel, path) -> Path:
     buffer = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in model.head.state_dict().items()}, buffer)
     atomic_write_bytes(path, buffer.getvalue())
-    first = model.head.layer_logits.shape[0]
+    inner = model.head.head if isinstance(model.head, DigitFinetunedHead) else model.head  # finetune_top: block + head
+    first = inner.layer_logits.shape[0]
     atomic_write_json(
         path.with_suffix(".json"),
         {
@@ -220,7 +222,7 @@ def save_encoder_digit_model(model: EncoderDigitModel, path) -> Path:
                 "fingerprint": model.adapter.fingerprint(),
                 "whisper_mode": getattr(model.adapter, "whisper_mode", model.config.whisper_mode),
             },
-            "head": {"layers": int(first), "dims": int(model.head.norm.normalized_shape[0])},
+            "head": {"layers": int(first), "dims": int(inner.norm.normalized_shape[0])},
         },
     )
     return path
@@ -378,8 +380,11 @@ def _load_encoder(weights: Path, meta: dict, device: str = "cpu", adapter=None) 
         config.combine,
     )
     try:
+        if config.finetune_top:  # the fine-tuned copy of the encoder's top block is in the state dict
+            top = digit_top_block(adapter, config.top_context, config.window_seconds, config.max_seconds)
+            head = DigitFinetunedHead(top, head, *digit_top_positions(config.layers, top))
         head.load_state_dict(state)
-    except RuntimeError as error:
+    except (RuntimeError, ValueError) as error:
         raise ModelFileError(weights, f"mismatched: {str(error).splitlines()[0][:200]}") from None
     return EncoderDigitModel(adapter, head, config, device=device)
 
