@@ -180,6 +180,22 @@ def test_onset_crops_keep_the_start_of_the_word_and_leave_other_copies_alone(fsd
     )
 
 
+def test_onset_crops_reuse_the_uncropped_copies_already_made(fsdd_manifest):
+    from lib.digits.digit_augment import DigitAugmentConfig, digit_augmented_copies
+
+    waves, frame, _ = load_digit_waves(fsdd_manifest.iloc[:6], 8000, progress=False)
+    plain = digit_augmented_copies(waves, 8000, 3, seed=5, keys=frame.path)
+    crops = DigitAugmentConfig(crop_prob=0.5)
+    fresh = digit_augmented_copies(waves, 8000, 3, seed=5, keys=frame.path, config=crops)
+    reused = digit_augmented_copies(waves, 8000, 3, seed=5, keys=frame.path, config=crops, uncropped=plain)
+    for p, f, r in zip(plain, fresh, reused):
+        for a, b, c in zip(p, f, r):
+            assert np.array_equal(b, c)  # the same copies as drawing them all again
+            assert (c is a) == np.array_equal(a, b)  # an uncropped copy is the one given, not a new draw
+    with pytest.raises(ValueError, match="uncropped has 5 entries"):
+        digit_augmented_copies(waves, 8000, 3, config=crops, uncropped=plain[:5])
+
+
 def test_encoder_input_keeps_the_weak_fricative_at_a_word_edge():
     from lib.digits.encoder_digits import DigitEncoderConfig, digit_encoder_input
 

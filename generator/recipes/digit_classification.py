@@ -588,7 +588,7 @@ if encoder_adapter is not None:
             encoder_adapter, [wave_of[p] for p in paths], encoder_config, cache_dir=cache_root
         )
         encoder_flat_copies = flat_copies
-        if encoder_crop_prob and augment_copies:  # the same copies, some of them onset crops (the rest identical)
+        if encoder_crop_prob and augment_copies:  # the same copies, some replaced by onset crops (only those drawn)
             crop_config = DigitAugmentConfig.from_dict({**augment_config.to_dict(), "crop_prob": encoder_crop_prob})
             encoder_flat_copies = [
                 c
@@ -600,6 +600,7 @@ if encoder_adapter is not None:
                     config=crop_config,
                     keys=paths,
                     background=augment_background_waves,
+                    uncropped=[copies_of[p] for p in paths],
                 )
                 for c in cs
             ]

@@ -213,6 +213,7 @@ def digit_augmented_copies(
     config: DigitAugmentConfig | None = None,
     keys=None,
     background=None,
+    uncropped=None,
 ) -> list:
     """``copies`` altered versions of every clip: a list (one per clip) of lists (one per copy).
 
@@ -223,6 +224,8 @@ def digit_augmented_copies(
     onset crop (`digit_onset_crop`) of the clip, then altered as usual; whether and how much to
     crop is drawn from its own generator ``(seed, key, k, 7)``, so the copies that are not
     cropped are exactly those made without cropping (cached features stay valid).
+    ``uncropped``: those copies, already made (the same arguments with ``crop_prob`` 0): they
+    are reused where a copy is not cropped, and only the crops are drawn.
     """
     import zlib
 
@@ -234,23 +237,20 @@ def digit_augmented_copies(
     keys = list(keys) if keys is not None else list(range(len(waves)))
     config = config or DigitAugmentConfig()
 
-    def source(wave, base: int, k: int):
-        if config.crop_prob <= 0:
-            return wave
-        crop_rng = np.random.default_rng([seed, base, k, 7])
-        if crop_rng.random() >= config.crop_prob:
-            return wave
-        return digit_onset_crop(wave, sample_rate, float(crop_rng.uniform(*config.crop_seconds)))
+    if uncropped is not None and len(uncropped) != len(waves):
+        raise ValueError(f"uncropped has {len(uncropped)} entries but there are {len(waves)} clips")
+
+    def copy(i: int, wave, base: int, k: int):
+        crop_rng = np.random.default_rng([seed, base, k, 7]) if config.crop_prob > 0 else None
+        if crop_rng is not None and crop_rng.random() < config.crop_prob:
+            wave = digit_onset_crop(wave, sample_rate, float(crop_rng.uniform(*config.crop_seconds)))
+        elif uncropped is not None:
+            return uncropped[i][k]
+        return augment_digit_wave(wave, sample_rate, np.random.default_rng([seed, base, k]), config, background)
 
     out = []
-    for key, wave in tqdm(list(zip(keys, waves)), desc="augmented copies", disable=len(waves) < 200, leave=False):
+    items = list(enumerate(zip(keys, waves)))
+    for i, (key, wave) in tqdm(items, desc="augmented copies", disable=len(waves) < 200, leave=False):
         base = zlib.crc32(str(key).encode())
-        out.append(
-            [
-                augment_digit_wave(
-                    source(wave, base, k), sample_rate, np.random.default_rng([seed, base, k]), config, background
-                )
-                for k in range(copies)
-            ]
-        )
+        out.append([copy(i, wave, base, k) for k in range(copies)])
     return out
