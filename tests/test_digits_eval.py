@@ -180,20 +180,87 @@ def test_onset_crops_keep_the_start_of_the_word_and_leave_other_copies_alone(fsd
     )
 
 
-def test_onset_crops_reuse_the_uncropped_copies_already_made(fsdd_manifest):
+@pytest.mark.parametrize("extra", [{"crop_prob": 0.5}, {"crop_prob": 0.3, "voice_prob": 0.5}])
+def test_crops_and_revoiced_copies_reuse_the_plain_copies_already_made(fsdd_manifest, extra):
     from lib.digits.digit_augment import DigitAugmentConfig, digit_augmented_copies
 
     waves, frame, _ = load_digit_waves(fsdd_manifest.iloc[:6], 8000, progress=False)
     plain = digit_augmented_copies(waves, 8000, 3, seed=5, keys=frame.path)
-    crops = DigitAugmentConfig(crop_prob=0.5)
-    fresh = digit_augmented_copies(waves, 8000, 3, seed=5, keys=frame.path, config=crops)
-    reused = digit_augmented_copies(waves, 8000, 3, seed=5, keys=frame.path, config=crops, uncropped=plain)
+    config = DigitAugmentConfig(**extra)
+    fresh = digit_augmented_copies(waves, 8000, 3, seed=5, keys=frame.path, config=config)
+    reused = digit_augmented_copies(waves, 8000, 3, seed=5, keys=frame.path, config=config, plain=plain)
+    changed = 0
     for p, f, r in zip(plain, fresh, reused):
         for a, b, c in zip(p, f, r):
             assert np.array_equal(b, c)  # the same copies as drawing them all again
-            assert (c is a) == np.array_equal(a, b)  # an uncropped copy is the one given, not a new draw
-    with pytest.raises(ValueError, match="uncropped has 5 entries"):
-        digit_augmented_copies(waves, 8000, 3, config=crops, uncropped=plain[:5])
+            assert (c is a) == np.array_equal(a, b)  # a plain copy is the one given, not a new draw
+            changed += not np.array_equal(a, b)
+    assert 0 < changed < 18
+    with pytest.raises(ValueError, match="plain has 5 entries"):
+        digit_augmented_copies(waves, 8000, 3, config=config, plain=plain[:5])
+
+
+def _median_f0(wave, sample_rate=8000):
+    import librosa
+
+    f0, voiced, _ = librosa.pyin(wave, fmin=60, fmax=600, sr=sample_rate, frame_length=512)
+    return float(np.median(f0[voiced]))
+
+
+def _band_levels(wave, sample_rate=8000):
+    """Mean spectrum of the word's loud frames in 16 bands of 250 Hz, dB."""
+    import librosa
+
+    mag = np.abs(librosa.stft(wave, n_fft=256, hop_length=64))
+    energy = mag.sum(axis=0)
+    spectrum = mag[:, energy > 0.1 * energy.max()].mean(axis=1)[:128]
+    return 20 * np.log10(spectrum.reshape(16, 8).mean(axis=1) + 1e-9)
+
+
+def test_revoicing_moves_pitch_and_formants_by_their_own_factors(fsdd_manifest):
+    from lib.digits.digit_augment import DigitAugmentConfig, digit_augmented_copies, digit_voice_shift
+
+    frame = fsdd_manifest[fsdd_manifest.path.str.contains("/3_jackson_1.wav")]
+    (wave,), frame, _ = load_digit_waves(frame, 8000, progress=False)
+    f0 = _median_f0(wave)
+    assert 80 < f0 < 170  # a man's voice
+    pitch_only = digit_voice_shift(wave, 8000, 1.8, 1.0)
+    assert len(pitch_only) == len(wave)  # same duration
+    assert abs(np.sqrt(np.mean(pitch_only**2)) / np.sqrt(np.mean(wave**2)) - 1) < 0.01  # same level
+    assert abs(_median_f0(pitch_only) / f0 - 1.8) < 0.15  # F0 up by the pitch factor
+    # ... while the envelope stays where it was: a plain pitch shift moves it up with the pitch
+    import librosa
+
+    moved = librosa.effects.pitch_shift(wave, sr=8000, n_steps=12 * np.log2(1.8))
+    levels, kept, shifted = _band_levels(wave), _band_levels(pitch_only), _band_levels(moved)
+    assert (
+        np.abs((kept - kept.mean()) - (levels - levels.mean())).mean()
+        < 0.5 * np.abs((shifted - shifted.mean()) - (levels - levels.mean())).mean()
+    )
+    formants_only = digit_voice_shift(wave, 8000, 1.0, 1.2)
+    assert abs(_median_f0(formants_only) / f0 - 1) < 0.08  # the pitch stays
+
+    def best_stretch(a, b):  # the factor that best maps a's mean log envelope (loud frames) onto b's
+        from scipy.ndimage import uniform_filter1d
+
+        spectra = []
+        for w in (a, b):
+            mag = np.abs(librosa.stft(w, n_fft=256, hop_length=64))
+            mean = np.log(mag[:, mag.sum(axis=0) > 0.1 * mag.sum(axis=0).max()].mean(axis=1) + 1e-9)
+            spectra.append(uniform_filter1d(mean, 9))  # ~280 Hz: the envelope, not the harmonics
+        bins = np.arange(len(spectra[0]))
+        factors = np.arange(0.9, 1.5, 0.02)
+        fits = [np.corrcoef(np.interp(bins[10:100] / f, bins, spectra[0]), spectra[1][10:100])[0, 1] for f in factors]
+        return float(factors[int(np.argmax(fits))])
+
+    assert best_stretch(wave, wave) == pytest.approx(1.0, abs=0.011)
+    assert 1.12 <= best_stretch(wave, formants_only) <= 1.28  # the envelope stretched by about 1.2
+    assert np.array_equal(digit_voice_shift(wave, 8000, 1.0, 1.0), wave)
+    assert DigitAugmentConfig.from_dict({"crop_prob": 0.3}).voice_prob == 0.0  # older saved configs: no re-voicing
+    quiet = dict(speed_prob=0, noise_prob=0, rir_prob=0, gain_db=0, pad_seconds=(0.0, 0.0), eq_prob=0)
+    (copies,) = digit_augmented_copies([wave], 8000, 4, config=DigitAugmentConfig(voice_prob=1.0, **quiet))
+    for copy in copies:  # every copy re-voiced within the configured range
+        assert 1.2 < _median_f0(copy) / f0 < 2.15
 
 
 def test_encoder_input_keeps_the_weak_fricative_at_a_word_edge():

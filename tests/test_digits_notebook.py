@@ -31,6 +31,7 @@ def test_digit_classification_notebook_small_run(run_notebook, tiny_model, fsdd_
         encoder_layers=[1, 2],
         encoder_epochs=4,
         encoder_finetune_top=True,  # the fine-tuned top block goes through training, LOSO, saving and reloading
+        encoder_voice_prob=0.4,  # re-voiced copies (off by default) go through the encoder's copies
         encoder_cache_dir=str(tmp_path / "encoder-cache"),
         zero_shot_max_clips=6,
         wav2vec2_model=str(tiny_model("wav2vec2")),
@@ -71,6 +72,7 @@ def test_digit_classification_notebook_small_run(run_notebook, tiny_model, fsdd_
     encoder_info = models["encoder"]["encoder"]  # 50 dB trim; about 30% of the encoder's copies are onset crops
     assert encoder_info["trim_db"] == models["encoder"]["config"]["trim_db"] == 50.0
     assert encoder_info["crop_prob"] == 0.3 and 0 < encoder_info["cropped_copies"] < encoder_info["clips"] / 2
+    assert encoder_info["voice_prob"] == 0.4 and 0 < encoder_info["revoiced_copies"] < encoder_info["clips"] / 2
     prior = models["encoder"]["whisper_prior"]
     assert prior["used"] and prior["scorer"]["multi_token_spellings"] > 0 and prior["weight"] >= 0
     assert set(loso["encoder"]["weights"]) == set(loso["encoder"]["per_speaker_accuracy"])

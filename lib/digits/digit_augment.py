@@ -18,7 +18,12 @@
 #   sounds, LibriSpeech speech as babble): a random stretch mixed in at a random SNR instead
 #   of the synthetic noise;
 # - **onset crops**: a copy keeps only the first 0.2-0.45 s of the word, as a voice-activity
-#   detector or a recorder cuts a word short (FSDD has such clips: "th-" of a three, "fo-" of a four).
+#   detector or a recorder cuts a word short (FSDD has such clips: "th-" of a three, "fo-" of a four);
+# - **re-voicing** (`voice_prob`): FSDD's six speakers are all men. A copy's pitch is raised
+#   1.3-2x and, separately, its formants 1.05-1.25x (`digit_voice_shift`), the ranges that
+#   separate women's and children's voices from men's. Speed perturbation cannot do this: it
+#   moves pitch and formants by the same factor, and a woman's F0 is about twice a man's while
+#   her formants are only 15-20% higher.
 #
 # `augment_digit_wave` draws one altered copy; `digit_augmented_copies` makes `copies`
 # copies of every clip, reproducibly (the random stream of copy *k* of clip *i* depends only
@@ -50,6 +55,9 @@ class DigitAugmentConfig:
     background_prob: float = 0.5  # with background clips given: chance the noise is real background, not synthetic
     crop_prob: float = 0.0  # chance a copy keeps only the start of the word (onset crop); 0: off
     crop_seconds: tuple = (0.2, 0.45)  # how much of the word an onset crop keeps, from its onset
+    voice_prob: float = 0.0  # chance a copy (not an onset crop) is re-voiced (`digit_voice_shift`); 0: off
+    voice_pitch: tuple = (1.3, 2.0)  # re-voicing: F0 factor (FSDD's men at 100-160 Hz -> 130-320 Hz)
+    voice_formant: tuple = (1.05, 1.25)  # re-voicing: formant factor (women's formants ~15-20% above men's)
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -141,6 +149,53 @@ def digit_onset_crop(wave: np.ndarray, sample_rate: int, seconds: float, top_db:
     return y
 
 
+def _digit_log_envelope(magnitude: np.ndarray, lifter: int, width: int) -> np.ndarray:
+    """Smooth log spectral envelope per frame: a max filter over the harmonics, then cepstral liftering."""
+    from scipy.ndimage import maximum_filter1d
+
+    log_mag = np.log(np.maximum(maximum_filter1d(magnitude, width, axis=0), 1e-7))
+    n = 2 * (magnitude.shape[0] - 1)
+    cepstrum = np.fft.irfft(log_mag, n=n, axis=0)
+    cepstrum[lifter : n - lifter + 1] = 0.0
+    return np.fft.rfft(cepstrum, n=n, axis=0).real
+
+
+def digit_voice_shift(wave: np.ndarray, sample_rate: int, pitch_factor: float, formant_factor: float) -> np.ndarray:
+    """``wave`` re-voiced: F0 times ``pitch_factor``, formants times ``formant_factor``, same duration and level.
+
+    librosa's pitch shift (phase vocoder, then resampling) moves the whole spectrum, formants
+    included, by ``pitch_factor``; each frame is then re-filtered from that shifted envelope to
+    the original envelope stretched by ``formant_factor`` (envelopes: max filter over ~400 Hz,
+    so the harmonics and not the gaps between them set it, then a 2 ms cepstral lifter).
+    Gains are limited to +-24 dB.
+    """
+    import librosa
+
+    y = np.asarray(wave, dtype=np.float32)
+    if (abs(pitch_factor - 1) < 1e-3 and abs(formant_factor - 1) < 1e-3) or len(y) < 64:
+        return y.copy()
+    n_fft = int(2 ** np.ceil(np.log2(0.032 * sample_rate)))  # 32 ms: 256 at 8 kHz, 512 at 16 kHz
+    hop = n_fft // 4
+    shifted = librosa.effects.pitch_shift(
+        y, sr=sample_rate, n_steps=12 * np.log2(pitch_factor), n_fft=n_fft, hop_length=hop, res_type="soxr_mq"
+    )
+    lifter = max(8, int(round(0.002 * sample_rate)))
+    width = max(3, int(np.ceil(400.0 * n_fft / sample_rate)) | 1)
+    source = _digit_log_envelope(np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop)), lifter, width)
+    spectrum = librosa.stft(shifted, n_fft=n_fft, hop_length=hop)
+    current = _digit_log_envelope(np.abs(spectrum), lifter, width)
+    bins = np.arange(source.shape[0], dtype=np.float64)
+    position = np.minimum(bins / formant_factor, bins[-1])  # the envelope stretched by formant_factor
+    low = np.floor(position).astype(int)
+    high = np.minimum(low + 1, len(bins) - 1)
+    frac = (position - low)[:, None]
+    target = source[low] * (1 - frac) + source[high] * frac
+    gain = np.exp(np.clip(target - current, -np.log(16.0), np.log(16.0)))
+    out = librosa.istft(spectrum * gain, hop_length=hop, n_fft=n_fft, length=len(y))
+    level = float(np.sqrt(np.mean(y**2)))
+    return (out * (level / (float(np.sqrt(np.mean(out**2))) + 1e-9))).astype(np.float32)
+
+
 def digit_background_noise(n: int, background, rng: np.random.Generator) -> np.ndarray:
     """Unit-RMS stretch of ``n`` samples from a random clip of ``background`` (looped when shorter)."""
     clip = np.asarray(background[int(rng.integers(len(background)))], dtype=np.float32)
@@ -213,7 +268,7 @@ def digit_augmented_copies(
     config: DigitAugmentConfig | None = None,
     keys=None,
     background=None,
-    uncropped=None,
+    plain=None,
 ) -> list:
     """``copies`` altered versions of every clip: a list (one per clip) of lists (one per copy).
 
@@ -222,10 +277,11 @@ def digit_augmented_copies(
     gets the same copies, whatever else is in the batch. ``background``: optional real noise
     clips at ``sample_rate`` (see `augment_digit_wave`). With ``config.crop_prob`` a copy is an
     onset crop (`digit_onset_crop`) of the clip, then altered as usual; whether and how much to
-    crop is drawn from its own generator ``(seed, key, k, 7)``, so the copies that are not
-    cropped are exactly those made without cropping (cached features stay valid).
-    ``uncropped``: those copies, already made (the same arguments with ``crop_prob`` 0): they
-    are reused where a copy is not cropped, and only the crops are drawn.
+    crop is drawn from its own generator ``(seed, key, k, 7)``. With ``config.voice_prob`` a copy
+    that is not a crop is re-voiced (`digit_voice_shift`) first, drawn from ``(seed, key, k, 11)``.
+    So the copies that are neither are exactly those made without either (cached features stay
+    valid). ``plain``: those copies, already made (the same arguments with ``crop_prob`` and
+    ``voice_prob`` 0): they are reused where a copy is neither, and only the others are drawn.
     """
     import zlib
 
@@ -237,20 +293,43 @@ def digit_augmented_copies(
     keys = list(keys) if keys is not None else list(range(len(waves)))
     config = config or DigitAugmentConfig()
 
-    if uncropped is not None and len(uncropped) != len(waves):
-        raise ValueError(f"uncropped has {len(uncropped)} entries but there are {len(waves)} clips")
+    if plain is not None and len(plain) != len(waves):
+        raise ValueError(f"plain has {len(plain)} entries but there are {len(waves)} clips")
 
-    def copy(i: int, wave, base: int, k: int):
-        crop_rng = np.random.default_rng([seed, base, k, 7]) if config.crop_prob > 0 else None
-        if crop_rng is not None and crop_rng.random() < config.crop_prob:
-            wave = digit_onset_crop(wave, sample_rate, float(crop_rng.uniform(*config.crop_seconds)))
-        elif uncropped is not None:
-            return uncropped[i][k]
+    def copy(i: int, wave, key, k: int):
+        kind, values = digit_copy_plan(key, k, seed, config)
+        if kind == "crop":
+            wave = digit_onset_crop(wave, sample_rate, values[0])
+        elif kind == "voice":
+            wave = digit_voice_shift(wave, sample_rate, *values)
+        elif plain is not None:
+            return plain[i][k]
+        base = zlib.crc32(str(key).encode())
         return augment_digit_wave(wave, sample_rate, np.random.default_rng([seed, base, k]), config, background)
 
-    out = []
     items = list(enumerate(zip(keys, waves)))
-    for i, (key, wave) in tqdm(items, desc="augmented copies", disable=len(waves) < 200, leave=False):
-        base = zlib.crc32(str(key).encode())
-        out.append([copy(i, wave, base, k) for k in range(copies)])
-    return out
+    return [
+        [copy(i, wave, key, k) for k in range(copies)]
+        for i, (key, wave) in tqdm(items, desc="augmented copies", disable=len(waves) < 200, leave=False)
+    ]
+
+
+def digit_copy_plan(key, k: int, seed: int = 0, config: DigitAugmentConfig | None = None) -> tuple:
+    """What copy ``k`` of clip ``key`` is: ``("crop", (seconds,))``, ``("voice", (pitch, formant))``, ``("plain", ())``.
+
+    Drawn from generators of their own, ``(seed, key, k, 7)`` for crops and ``(seed, key, k, 11)``
+    for re-voicing, so turning either on leaves the plain copies as they were.
+    """
+    import zlib
+
+    config = config or DigitAugmentConfig()
+    base = zlib.crc32(str(key).encode())
+    if config.crop_prob > 0:
+        crop_rng = np.random.default_rng([seed, base, k, 7])
+        if crop_rng.random() < config.crop_prob:
+            return "crop", (float(crop_rng.uniform(*config.crop_seconds)),)
+    if config.voice_prob > 0:
+        voice_rng = np.random.default_rng([seed, base, k, 11])
+        if voice_rng.random() < config.voice_prob:
+            return "voice", tuple(float(voice_rng.uniform(*r)) for r in (config.voice_pitch, config.voice_formant))
+    return "plain", ()
