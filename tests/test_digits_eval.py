@@ -62,6 +62,41 @@ def test_eval_folder_reads_words_numerals_prefixes_stereo_and_reports_bad_files(
     assert before == {p.name: p.read_bytes() for p in (tmp_path / "elsewhere").rglob("*") if p.is_file()}
 
 
+def test_eval_folder_reads_the_layouts_of_public_digit_corpora(tmp_path):
+    """AudioMNIST (speaker folders 01..60, label in the file name) and Speech Commands (word folders,
+    other words and background noise beside them): labels right, never a speaker number or a hash."""
+    from lib.digits.digit_folders import DIGIT_WORDS, digit_eval_manifest
+
+    tone = np.sin(2 * np.pi * 220 * np.arange(4000) / 8000).astype(np.float32) * 0.3
+    audiomnist = tmp_path / "AudioMNIST" / "data"
+    expected = {}
+    for speaker in ("01", "07", "10", "60"):
+        for digit in range(10):
+            path = audiomnist / speaker / f"{digit}_{speaker}_{digit % 3}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, tone, 8000)
+            expected[str(path)] = digit
+    manifest, unlabelled = digit_eval_manifest(audiomnist)
+    assert dict(zip(manifest.path, manifest.label)) == expected and not unlabelled
+    assert sorted(manifest.source.unique()) == ["01", "07", "10", "60"]  # per-speaker accuracy
+
+    commands = tmp_path / "speech_commands"
+    expected = {}
+    for digit, word in enumerate(DIGIT_WORDS):
+        path = commands / word / f"{digit:x}a7c2a8d_nohash_{digit}.wav"  # hashes may start with a digit
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, tone, 16000)
+        expected[str(path)] = digit
+    others = [commands / "yes" / "7d7b5b1a_nohash_0.wav", commands / "no" / "12345678_nohash_1.wav"]
+    others.append(commands / "_background_noise_" / "white_noise.wav")
+    for path in others:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, tone, 16000)
+    manifest, unlabelled = digit_eval_manifest(commands)
+    assert dict(zip(manifest.path, manifest.label)) == expected
+    assert sorted(u["path"] for u in unlabelled) == sorted(map(str, others))  # listed, not guessed
+
+
 def test_eval_folder_errors_are_clear(tmp_path):
     from lib.digits.digit_folders import load_digit_eval_folder
 
