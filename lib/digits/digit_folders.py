@@ -92,8 +92,9 @@ def digit_label_for_path(path, root=None):
 
 
 def digit_eval_manifest(folder) -> tuple:
-    """``(manifest, unlabelled)``: ``path, label, source`` rows (``source``: the top-level sub-folder, for
-    per-voice or per-session accuracy) for the folder's audio files, and the files with no label."""
+    """``(manifest, unlabelled)``: ``path, label, source`` rows (``source``: the first sub-folder level
+    that tells clips apart, for per-voice, per-speaker or per-session accuracy) for the folder's audio
+    files, and the files with no label."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(
@@ -109,13 +110,22 @@ def digit_eval_manifest(folder) -> tuple:
         if label is None:
             unlabelled.append({"path": str(path), "error": "no digit label in its folder names or file-name prefix"})
         else:
-            parts = path.parent.relative_to(folder).parts  # the top-level sub-folder: a voice, a session...
-            rows.append({"path": str(path), "label": label, "source": parts[0] if parts else "."})
+            rows.append({"path": str(path), "label": label, "parts": path.parent.relative_to(folder).parts})
     if not rows:
         raise ValueError(
             f"eval_folder {folder}: none of its {len(files)} audio files has a digit label. Put clips in "
             "sub-folders named zero..nine (or 0..9), or name them 7_anything.wav"
         )
+    # the source (a voice, a speaker, a session) is the first folder level that tells clips apart:
+    # the top-level sub-folder, or below a single shared one (AudioMNIST's data/01, data/02, ...)
+    depth = 0
+    while len({r["parts"][depth] if len(r["parts"]) > depth else "." for r in rows}) == 1 and any(
+        len(r["parts"]) > depth + 1 for r in rows
+    ):
+        depth += 1
+    for row in rows:
+        parts = row.pop("parts")
+        row["source"] = parts[depth] if len(parts) > depth else "."
     return pd.DataFrame(rows), unlabelled
 
 
