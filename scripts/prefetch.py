@@ -128,13 +128,13 @@ def download_resumable(url: str, target: Path, checksum: str | None = None, time
 
     The notebooks' own ``download_file``, with the prefetch command's error and hint.
     """
-    from lib.core.datasets import download_file
+    from lib.core.datasets import DownloadChecksumError, download_file
 
     try:
         return download_file(url, target, checksum, timeout)
+    except DownloadChecksumError as error:
+        raise PrefetchError(str(error)) from None
     except OSError as error:
-        if "checksum" in str(error):
-            raise PrefetchError(f"{error}") from None
         raise PrefetchError(
             f"{error}. Offline? Run `audiolens prefetch` where there is internet, or download it by hand to {target}"
         ) from None

@@ -204,3 +204,33 @@ def test_an_interrupted_download_is_continued(isolated, monkeypatch, served_arch
         assert handler.ranges == ["bytes=1000-"]  # only the missing bytes were fetched
         server.shutdown()
     assert len(ds.load_fsdd(download=False)) == 12
+
+
+class _BrokenOffHandler(_RangeHandler):
+    """Announces the whole payload, sends its first 1,000 bytes, then drops the connection."""
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.payload)))
+        self.end_headers()
+        self.wfile.write(self.payload[:1000])
+        self.wfile.flush()
+        self.close_connection = True
+
+
+def test_a_download_that_breaks_off_says_so_and_keeps_what_it_got(isolated, monkeypatch, served_archive):
+    url, sha = served_archive
+    payload = urllib.request.urlopen(url).read()
+    handler = type("Handler", (_BrokenOffHandler,), {"payload": payload, "ranges": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    cut = f"http://127.0.0.1:{server.server_address[1]}/mini.tar.gz"
+    spec = replace(ds.DATASETS["fsdd"], url=cut, checksum=f"sha256:{sha}", min_files=12, archive_root="mini-fsdd-1.0")
+    monkeypatch.setitem(ds.DATASETS, "fsdd", spec)
+    with pytest.raises(ds.DatasetNotFoundError, match="broke off"):
+        ds.find_dataset("fsdd")
+    server.shutdown()
+    partial = isolated / "data" / ".downloads" / "mini.tar.gz.part"
+    assert partial.read_bytes() == payload[:1000]  # kept for the next run to continue
+    monkeypatch.setitem(ds.DATASETS, "fsdd", replace(spec, url=url))  # the next run, connection fine
+    assert ds.find_dataset("fsdd") == isolated / "data" / "fsdd" and not partial.exists()

@@ -42,6 +42,10 @@ class DatasetNotFoundError(FileNotFoundError):
     """A data set is neither on disk nor downloadable; the message says where we looked."""
 
 
+class DownloadChecksumError(OSError):
+    """A downloaded file does not match its published checksum (corrupt, or the upstream file changed)."""
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """How to find, validate and download one data set."""
@@ -216,8 +220,10 @@ def download_file(url: str, target: Path, checksum: str | None = None, timeout: 
 
     The bytes go to ``target.part``; a ``.part`` left by an interrupted run is continued (an HTTP
     range request; a server that ignores it sends the whole file again). ``target`` appears only
-    complete and verified; a checksum mismatch removes the partial file. Raises ``OSError``.
+    complete and verified; a checksum mismatch removes the partial file (`DownloadChecksumError`).
+    Raises ``OSError``; a connection that breaks off keeps the ``.part`` for the next run.
     """
+    import http.client
     import urllib.error
     import urllib.request
 
@@ -233,22 +239,32 @@ def download_file(url: str, target: Path, checksum: str | None = None, timeout: 
         raise OSError(f"cannot download {url}: {getattr(error, 'reason', error)}") from None
     with response:
         resumed = response.status == 206
-        total = int(response.headers.get("Content-Length") or 0) + (done if resumed else 0)
+        announced = int(response.headers.get("Content-Length") or 0)
+        total = announced + (done if resumed else 0)
+        received = 0
         with (
             open(partial, "ab" if resumed else "wb") as out,
             tqdm(
                 total=total or None, initial=done if resumed else 0, unit="B", unit_scale=True, desc=target.name
             ) as bar,
         ):
-            for block in iter(lambda: response.read(1 << 20), b""):
-                out.write(block)
-                bar.update(len(block))
+            broken = False
+            try:
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    out.write(block)
+                    bar.update(len(block))
+                    received += len(block)
+            except http.client.HTTPException:  # a chunked response cut short (IncompleteRead)
+                broken = True
+    if broken or received < announced:  # the connection dropped: keep the part for the next run, do not verify it
+        of = f" of {announced}" if announced else ""
+        raise OSError(f"download of {url} broke off after {received}{of} bytes; the next run continues {partial}")
     if checksum:
         algorithm, expected = checksum.split(":", 1)
         actual = file_digest(partial, algorithm)
         if actual != expected:
             partial.unlink(missing_ok=True)
-            raise OSError(
+            raise DownloadChecksumError(
                 f"{url}: {algorithm} checksum mismatch (expected {expected}, got {actual}). "
                 "The download is corrupt or the upstream file changed; retry, or fetch it by hand."
             )
