@@ -625,6 +625,7 @@ if encoder_adapter is not None:
             else None
         )
     timings["encoder_features"] = encoder_time.seconds
+    copy_kinds = [digit_copy_plan(p, k, seed, encoder_augment_config)[0] for p in paths for k in range(augment_copies)]
     enc_frames_of = dict(zip(paths, clean["frames"]))
     enc_pooled_of = dict(zip(paths, clean["pooled"]))
     enc_copy_frames_of = {
@@ -641,14 +642,8 @@ if encoder_adapter is not None:
         "trim_db": encoder_config.trim_db,
         "crop_prob": float(encoder_crop_prob) if augment_copies else 0.0,
         "voice_prob": float(encoder_voice_prob) if augment_copies else 0.0,
-        **{
-            f"{name}_copies": sum(
-                digit_copy_plan(p, k, seed, encoder_augment_config)[0] == kind
-                for p in paths
-                for k in range(augment_copies)
-            )
-            for kind, name in (("crop", "cropped"), ("voice", "revoiced"))
-        },
+        "cropped_copies": copy_kinds.count("crop"),
+        "revoiced_copies": copy_kinds.count("voice"),
         "cache": {"clean": clean["cache"], "copies": copies["cache"]},
     }
     print(
