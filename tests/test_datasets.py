@@ -73,9 +73,8 @@ def test_offline_error_names_every_place_and_the_url(isolated, monkeypatch, data
     assert not (isolated / "data" / "fsdd").exists()
 
 
-def _serve(folder):
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *a: None
+def _serve(handler):
+    """An HTTP server with ``handler`` on a free local port, in a daemon thread."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
@@ -91,7 +90,9 @@ def served_archive(tmp_path, fsdd_dir):
         for wav in sorted((fsdd_dir / "recordings").glob("*_theo_1*.wav"))[:12]:
             tar.add(wav, arcname=f"mini-fsdd-1.0/recordings/{wav.name}")
     (site / "mini.tar.gz").write_bytes(buffer.getvalue())
-    server = _serve(site)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    handler.log_message = lambda *a: None
+    server = _serve(handler)
     yield f"http://127.0.0.1:{server.server_address[1]}/mini.tar.gz", hashlib.sha256(buffer.getvalue()).hexdigest()
     server.shutdown()
 
@@ -182,6 +183,19 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def _serve_payload(base, payload):
+    """Serve ``payload`` with a subclass of ``base``: ``(handler class, server, url)``."""
+    handler = type("Handler", (base,), {"payload": payload, "ranges": []})
+    server = _serve(handler)
+    return handler, server, f"http://127.0.0.1:{server.server_address[1]}/mini.tar.gz"
+
+
+def _use_mini_fsdd(monkeypatch, url, sha):
+    """Point the registry's fsdd at the served mini archive."""
+    spec = replace(ds.DATASETS["fsdd"], url=url, checksum=f"sha256:{sha}", min_files=12, archive_root="mini-fsdd-1.0")
+    monkeypatch.setitem(ds.DATASETS, "fsdd", spec)
+
+
 @pytest.mark.parametrize("ranges", [True, False])
 def test_an_interrupted_download_is_continued(isolated, monkeypatch, served_archive, ranges):
     """The `.part` a killed run left is kept and continued from where it stopped; a server that ignores
@@ -189,12 +203,8 @@ def test_an_interrupted_download_is_continued(isolated, monkeypatch, served_arch
     url, sha = served_archive
     if ranges:
         payload = urllib.request.urlopen(url).read()
-        handler = type("Handler", (_RangeHandler,), {"payload": payload, "ranges": []})
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        url = f"http://127.0.0.1:{server.server_address[1]}/mini.tar.gz"
-    spec = replace(ds.DATASETS["fsdd"], url=url, checksum=f"sha256:{sha}", min_files=12, archive_root="mini-fsdd-1.0")
-    monkeypatch.setitem(ds.DATASETS, "fsdd", spec)
+        handler, server, url = _serve_payload(_RangeHandler, payload)
+    _use_mini_fsdd(monkeypatch, url, sha)
     partial = isolated / "data" / ".downloads" / "mini.tar.gz.part"
     partial.parent.mkdir(parents=True)
     partial.write_bytes(payload[:1000] if ranges else b"first bytes of a killed download")
@@ -221,16 +231,12 @@ class _BrokenOffHandler(_RangeHandler):
 def test_a_download_that_breaks_off_says_so_and_keeps_what_it_got(isolated, monkeypatch, served_archive):
     url, sha = served_archive
     payload = urllib.request.urlopen(url).read()
-    handler = type("Handler", (_BrokenOffHandler,), {"payload": payload, "ranges": []})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    cut = f"http://127.0.0.1:{server.server_address[1]}/mini.tar.gz"
-    spec = replace(ds.DATASETS["fsdd"], url=cut, checksum=f"sha256:{sha}", min_files=12, archive_root="mini-fsdd-1.0")
-    monkeypatch.setitem(ds.DATASETS, "fsdd", spec)
+    _handler, server, cut = _serve_payload(_BrokenOffHandler, payload)
+    _use_mini_fsdd(monkeypatch, cut, sha)
     with pytest.raises(ds.DatasetNotFoundError, match="broke off"):
         ds.find_dataset("fsdd")
     server.shutdown()
     partial = isolated / "data" / ".downloads" / "mini.tar.gz.part"
     assert partial.read_bytes() == payload[:1000]  # kept for the next run to continue
-    monkeypatch.setitem(ds.DATASETS, "fsdd", replace(spec, url=url))  # the next run, connection fine
+    _use_mini_fsdd(monkeypatch, url, sha)  # the next run, connection fine
     assert ds.find_dataset("fsdd") == isolated / "data" / "fsdd" and not partial.exists()
