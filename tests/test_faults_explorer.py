@@ -120,6 +120,7 @@ def _connect(folder, timeout=120.0):
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.xdist_group(name="fiftyone")  # FiftyOne attaches to any running database: keep them apart
 def test_a_database_folder_in_use_says_so(tmp_path):
     import fcntl
 
@@ -136,6 +137,7 @@ def test_a_database_folder_in_use_says_so(tmp_path):
     assert "Traceback" not in out
 
 
+@pytest.mark.xdist_group(name="fiftyone")
 def test_two_explorers_starting_on_one_folder_both_work_or_say_why(tmp_path):
     folder = tmp_path / "shared-db"
     procs = [_connect(folder) for _ in range(2)]
