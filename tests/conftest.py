@@ -24,6 +24,14 @@ os.environ.pop("MPLBACKEND", None)  # kernels use the inline backend: figures st
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# librosa's numba functions (zero crossings, yin's interpolation, peak picking) are cached on disk, and
+# numba's cache of a gufunc is not safe to write from two processes at once: two workers compiling it
+# together on a fresh install can leave files that crash the next kernel (CI: "the kernel died" in
+# neuron_analysis; numba/numba#10128). Each worker and the kernels it starts get a cache folder of their own.
+os.environ.setdefault(
+    "NUMBA_CACHE_DIR",
+    str(Path.home() / ".cache" / "audiolens" / "numba-tests" / os.environ.get("PYTEST_XDIST_WORKER", "main")),
+)
 
 
 def _data_root() -> Path:
