@@ -24,14 +24,25 @@ os.environ.pop("MPLBACKEND", None)  # kernels use the inline backend: figures st
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# librosa's numba functions (zero crossings, yin's interpolation, peak picking) are cached on disk, and
-# numba's cache of a gufunc is not safe to write from two processes at once: two workers compiling it
-# together on a fresh install can leave files that crash the next kernel (CI: "the kernel died" in
-# neuron_analysis; numba/numba#10128). Each worker and the kernels it starts get a cache folder of their own.
-os.environ.setdefault(
-    "NUMBA_CACHE_DIR",
-    str(Path.home() / ".cache" / "audiolens" / "numba-tests" / os.environ.get("PYTEST_XDIST_WORKER", "main")),
-)
+# librosa's numba gufuncs (zero crossings, yin's interpolation, peak picking) are cached on disk, and two
+# processes compiling one at once can write a cache that crashes the next process to load it (numba/numba
+# #10128; CI: "the kernel died" in neuron_analysis, after the two-process torchrun tests had compiled them
+# together). The session compiles them once, before any worker starts (`pytest_configure`), into a cache
+# folder of the test session's own; after that every process only reads it.
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "audiolens" / "numba-tests"))
+
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # a worker: the controller warmed the cache before starting it
+        return
+    import subprocess
+    import sys
+
+    warm = subprocess.run(
+        [sys.executable, "-m", "scripts.warm_numba"], cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
+    if warm.returncode != 0:
+        raise pytest.UsageError(f"could not compile librosa's numba code before the tests: {warm.stderr[-2000:]}")
 
 
 def _data_root() -> Path:
