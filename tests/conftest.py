@@ -38,11 +38,19 @@ def pytest_configure(config):
     import subprocess
     import sys
 
-    warm = subprocess.run(
-        [sys.executable, "-m", "scripts.warm_numba"], cwd=ROOT, capture_output=True, text=True, timeout=900
-    )
-    if warm.returncode != 0:
-        raise pytest.UsageError(f"could not compile librosa's numba code before the tests: {warm.stderr[-2000:]}")
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    from generator.cli import ensure_kernel
+
+    # numba keys its cache by the path librosa was imported from: the notebooks' kernel may run another
+    # path to the same environment (a clone whose .venv links to another checkout's), so warm both
+    pythons = {sys.executable, KernelSpecManager().get_kernel_spec(ensure_kernel()).argv[0]}
+    for python in sorted(pythons):
+        warm = subprocess.run(
+            [python, "-m", "scripts.warm_numba"], cwd=ROOT, capture_output=True, text=True, timeout=900
+        )
+        if warm.returncode != 0:
+            raise pytest.UsageError(f"could not compile librosa's numba code with {python}: {warm.stderr[-2000:]}")
 
 
 def _data_root() -> Path:
