@@ -264,7 +264,8 @@ def _execute_locked(name, parameters, out_dir, timeout, build_first, log_output,
     except (DeadKernelError, CellTimeoutError) as error:
         cell = _running_cell(executed)
         what = (
-            "the kernel died (killed, or out of memory?)"
+            "the kernel died (killed, out of memory, or a native crash; if it dies at this cell again, `python -m "
+            "scripts.warm_numba --fresh` rebuilds librosa's numba cache, which parallel first runs can corrupt)"
             if isinstance(error, DeadKernelError)
             else f"it ran longer than the {timeout} s cell timeout (--timeout)"
         )
