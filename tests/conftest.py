@@ -26,9 +26,10 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMB
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # librosa's numba gufuncs (zero crossings, yin's interpolation, peak picking) are cached on disk, and two
 # processes compiling one at once can write a cache that crashes the next process to load it (numba/numba
-# #10128; CI: "the kernel died" in neuron_analysis, after the two-process torchrun tests had compiled them
-# together). The session compiles them once, before any worker starts (`pytest_configure`), into a cache
-# folder of the test session's own; after that every process only reads it.
+# #10128; CI: "the kernel died" in neuron_analysis, also with a cache folder per worker, since a test's own
+# processes start together too). The session compiles them once, before any worker starts
+# (`pytest_configure`), into a cache folder of its own; they compile when their module is imported, so
+# after that every process only reads them.
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "audiolens" / "numba-tests"))
 
 
