@@ -39,7 +39,7 @@ def clear_numba_cache() -> int:
 
 
 def warm() -> list[str]:
-    """Call every librosa feature that compiles numba code and is used by a notebook; returns their names."""
+    """Call the librosa features the notebooks use that compile numba code; returns their names."""
     import librosa
 
     sr = 16000
