@@ -243,14 +243,18 @@ def _median_f0(wave, sample_rate=8000):
     return float(np.median(f0[voiced]))
 
 
-def _band_levels(wave, sample_rate=8000):
-    """Mean spectrum of the word's loud frames in 16 bands of 250 Hz, dB."""
+def _loud_spectrum(wave):
+    """Mean magnitude spectrum (129 bins of 31 Hz at 8 kHz) of the word's loud frames."""
     import librosa
 
     mag = np.abs(librosa.stft(wave, n_fft=256, hop_length=64))
     energy = mag.sum(axis=0)
-    spectrum = mag[:, energy > 0.1 * energy.max()].mean(axis=1)[:128]
-    return 20 * np.log10(spectrum.reshape(16, 8).mean(axis=1) + 1e-9)
+    return mag[:, energy > 0.1 * energy.max()].mean(axis=1)
+
+
+def _band_levels(wave):
+    """The loud frames' mean spectrum in 16 bands of 250 Hz, dB."""
+    return 20 * np.log10(_loud_spectrum(wave)[:128].reshape(16, 8).mean(axis=1) + 1e-9)
 
 
 def test_revoicing_moves_pitch_and_formants_by_their_own_factors(fsdd_manifest):
@@ -279,11 +283,8 @@ def test_revoicing_moves_pitch_and_formants_by_their_own_factors(fsdd_manifest):
     def best_stretch(a, b):  # the factor that best maps a's mean log envelope (loud frames) onto b's
         from scipy.ndimage import uniform_filter1d
 
-        spectra = []
-        for w in (a, b):
-            mag = np.abs(librosa.stft(w, n_fft=256, hop_length=64))
-            mean = np.log(mag[:, mag.sum(axis=0) > 0.1 * mag.sum(axis=0).max()].mean(axis=1) + 1e-9)
-            spectra.append(uniform_filter1d(mean, 9))  # ~280 Hz: the envelope, not the harmonics
+        # smoothed over ~280 Hz: the envelope, not the harmonics
+        spectra = [uniform_filter1d(np.log(_loud_spectrum(w) + 1e-9), 9) for w in (a, b)]
         bins = np.arange(len(spectra[0]))
         factors = np.arange(0.9, 1.5, 0.02)
         fits = [np.corrcoef(np.interp(bins[10:100] / f, bins, spectra[0]), spectra[1][10:100])[0, 1] for f in factors]
