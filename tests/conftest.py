@@ -27,10 +27,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # librosa's numba gufuncs (zero crossings, yin's interpolation, peak picking) are cached on disk, and two
 # processes compiling one at once can write a cache that crashes the next process to load it (numba/numba
 # #10128; CI: "the kernel died" in neuron_analysis, also with a cache folder per worker, since a test's own
-# processes start together too). The session compiles them once, before any worker starts
-# (`pytest_configure`), into a cache folder of its own; they compile when their module is imported, so
-# after that every process only reads them.
-os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "audiolens" / "numba-tests"))
+# processes start together too). The session compiles them once, before any worker starts: they compile
+# when their module is imported, so after that every process only reads them. After `make setup`, which
+# warms the same cache, this only checks it (a few seconds).
 
 
 def pytest_configure(config):
@@ -43,8 +42,8 @@ def pytest_configure(config):
 
     from generator.cli import ensure_kernel
 
-    # numba keys its cache by the path librosa was imported from: the notebooks' kernel may run another
-    # path to the same environment (a clone whose .venv links to another checkout's), so warm both
+    # the notebooks' kernel may run another Python (another environment, or another path to this one, as in a
+    # clone whose .venv links to another checkout's), whose librosa has a cache of its own: warm both
     pythons = {sys.executable, KernelSpecManager().get_kernel_spec(ensure_kernel()).argv[0]}
     for python in sorted(pythons):
         warm = subprocess.run(
