@@ -61,10 +61,11 @@ def _data_root() -> Path:
 def data_root() -> Path:
     """The shared real data (``$AUDIOLENS_DATA``); fails clearly when it is absent."""
     root = _data_root()
-    if not (root / "fsdd" / "recordings").is_dir():
+    missing = [name for name in ("fsdd/recordings", "librispeech-sample", "esc50-subset") if not (root / name).is_dir()]
+    if missing:
         pytest.fail(
-            f"real test data not found at {root}: set AUDIOLENS_DATA to the folder holding fsdd/ "
-            "and librispeech-sample/ (CI uses ../shared/data)"
+            f"real test data not found at {root} (no {', '.join(missing)}): set AUDIOLENS_DATA to the folder "
+            "holding fsdd/, librispeech-sample/ and esc50-subset/ (CI uses ../shared/data)"
         )
     return root
 
@@ -87,8 +88,11 @@ def fsdd_manifest(fsdd_dir):
 
 
 @pytest.fixture
-def run_notebook(tmp_path):
+def run_notebook(tmp_path, data_root):
     """Execute a notebook with papermill in a temp folder; return its ``results.json`` as a dict.
+
+    Depends on ``data_root``: without the shared data the test fails at once, instead of a notebook
+    downloading a data set (the notebooks' last resort) in the middle of the suite.
 
     ``run_notebook("digit_classification", max_train_clips=200)``: parameters are papermill
     parameters; ``output_dir`` is set to the temp folder (also returned as ``results["_out"]``).

@@ -55,6 +55,7 @@ def test_smoke_run_then_resume(run_notebook, fsdd_dir):
         assert all(0.0 <= v <= 1.0 for v in results[section].values())
     matrix = np.array(results["finetune_details"]["pretrained"]["confusion_matrix"])
     assert matrix.shape == (10, 10) and matrix.sum() == 20
+    assert results["finetune"]["pretrained"] == pytest.approx(np.trace(matrix) / matrix.sum())  # the same 20 clips
     for figure in ("pretrain_loss", "reconstructions", "finetune_and_accuracy", "confusion_matrix"):
         assert (out / f"{figure}.png").stat().st_size > 1000, figure
     # The checkpoint round trip: the reloaded encoder embeds raw waveforms as the in-memory model did.

@@ -68,6 +68,7 @@ def test_digit_classification_notebook_small_run(run_notebook, tiny_model, fsdd_
         latency = models[name]["latency_ms"]
         assert 0 < latency["p50_ms"] <= latency["p95_ms"]
     assert loso["svm"]["mean_accuracy"] > 0.3  # 200 training clips; chance is 0.1
+    assert models["svm"]["eval_folder_accuracy"] >= 0.5  # 10 FSDD clips at 16 kHz; the SVM scores 1.0, chance 0.1
     # the encoder's LOSO is the head fused with Whisper's decoder scores; both parts are reported on their own
     encoder_info = models["encoder"]["encoder"]  # 50 dB trim; about 30% of the encoder's copies are onset crops
     assert encoder_info["trim_db"] == models["encoder"]["config"]["trim_db"] == 50.0
@@ -78,7 +79,7 @@ def test_digit_classification_notebook_small_run(run_notebook, tiny_model, fsdd_
     assert set(loso["encoder"]["weights"]) == set(loso["encoder"]["per_speaker_accuracy"])
     assert len(loso["encoder"]["head_alone"]["per_speaker_accuracy"]) == 6
     assert len(loso["encoder"]["prior_alone"]["per_speaker_accuracy"]) == 6
-    assert 0.0 <= results["eval_folder"]["encoder"]["prior_alone_accuracy"] <= 1.0
+    assert 0.0 <= results["eval_folder"]["encoder"]["prior_alone_accuracy"] <= 1.0  # a tiny random Whisper here
     top = models["encoder"]["finetune_top"]
     assert top["used"] and top["trainable_parameters"] > 0 and models["encoder"]["config"]["finetune_top"]
     zero_shot = results["zero_shot"]
@@ -87,11 +88,19 @@ def test_digit_classification_notebook_small_run(run_notebook, tiny_model, fsdd_
     assert zero_shot["eval_folder"]["n"] == 10 and zero_shot["eval_folder"]["accuracy"] >= 0.5
     assert results["eval_folder"]["svm"]["n"] == 10 and "per_group_accuracy" in results["eval_folder"]["svm"]
     assert "zero-shot Whisper" in results["summary"]
-    assert results["best_model"]["best_model"] in ("svm", "cnn", "encoder", "wav2vec2")
+    best = max(models, key=lambda n: (models[n]["loso_mean_accuracy"], models[n]["loso_min_accuracy"]))
+    assert (
+        results["best_model"]["best_model"] == best
+        and results["best_model"]["loso_mean"] == models[best]["loso_mean_accuracy"]
+    )
+    assert results["best_model"]["eval_folder"] == models[best]["eval_folder_accuracy"]
+    assert results["best_model"]["beats_zero_shot_on_loso"] == (
+        models[best]["loso_mean_accuracy"] > zero_shot["loso"]["mean_accuracy"]
+    )
     assert set(results["encoder_layers"]["curve"]) == {"0", "1", "2", "conv"}
     stream = results["streaming"]
     for mode in ("toggle", "continuous"):
-        assert stream[mode]["true_digits"] == 6 and 0.0 <= stream[mode]["recall"] <= 1.0
+        assert stream[mode]["true_digits"] == 6 and 0.0 < stream[mode]["recall"] <= 1.0  # 0.5-0.67 with the SVM
     assert stream["demo"]["expected"] == [4, 0, 7]
     out = Path(results["_out"])
     for figure in ("confusion_matrices", "cnn_training", "leave_one_speaker_out", "streaming_demo", "mfcc_examples"):

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -58,10 +57,8 @@ def test_a_bad_checkpoint_is_one_clear_error_before_any_clip(tmp_path, clips):
     bad = tmp_path / "last.pt"
     bad.write_bytes(b"PK\x03\x04 definitely not a torch checkpoint" * 10)
     embedder = make_audio_embedder("audiomae", checkpoint=bad)
-    started = time.perf_counter()
     with pytest.raises(MaeCheckpointError, match="not a readable checkpoint"):
         embed_audio_files_cached(clips, embedder, tmp_path / "cache", "fsdd", progress=False)
-    assert time.perf_counter() - started < 60
     assert not (tmp_path / "cache").exists(), "nothing may be cached for an encoder that never loaded"
 
 
@@ -146,6 +143,7 @@ def test_two_explorers_starting_on_one_folder_both_work_or_say_why(tmp_path):
         assert proc.returncode in (0, 3, 4), out
         assert "CONNECTED" in out or "is in use" in out or "did not start within" in out, out
         assert "Traceback" not in out, out
+    assert any(p.returncode == 0 and "CONNECTED" in out for p, out in zip(procs, outputs)), outputs
 
 
 # ----------------------------------------------------------------------------------------- parameters
@@ -212,3 +210,15 @@ def test_a_corrupt_colour_scale_cache_is_recomputed(tmp_path, clips):
     cached.write_text("{not json")
     again = make_explorer_transform("log_mel", tmp_path, clips, seed=0)
     assert again.scale == first.scale and os.path.getsize(cached) > 20
+
+
+def test_a_folder_of_unreadable_clips_names_them_before_any_preview(tmp_path):
+    from lib.explorer.spectrogram_media import spec_preview_scale
+
+    bad = []
+    for name in ("a.wav", "b.flac"):
+        (tmp_path / name).write_bytes(b"RIFF\x24\x00\x00\x00WAVEnot audio" * 4)
+        bad.append(tmp_path / name)
+    with pytest.raises(ValueError, match="none of the 2 sampled clips could be read") as error:
+        spec_preview_scale(bad)
+    assert str(bad[0]) in str(error.value) and "data_path" in str(error.value)

@@ -219,14 +219,17 @@ def test_online_pca_and_speaker_clustering():
     assert grid["points"].shape == (25, 2) and set(grid["labels"]) <= {"a", "b", "c"}
 
 
-def _fake_transcriber(delay=0.3, calls=None):
+def _fake_transcriber(calls, entered=None, gate=None):
+    """A transcriber that records each call; after the warm-up it signals ``entered`` and waits for ``gate``."""
+
     class Fake:
         available, reason = True, ""
 
         def transcribe(self, waveform, sample_rate=16000, **options):
-            time.sleep(delay)
-            if calls is not None:
-                calls.append(len(waveform))
+            calls.append(len(waveform))
+            if gate is not None and len(calls) > 1:  # a stream transcription, not the warm-up
+                entered.set()
+                gate.wait(60)
             n = len(waveform) / sample_rate
             return {"words": pd.DataFrame({"word": [" hello", " there"], "start": [0.1, n - 0.3], "end": [0.5, n - 0.1],
                                            "probability": [0.9, 0.9]})}  # fmt: skip
@@ -235,19 +238,30 @@ def _fake_transcriber(delay=0.3, calls=None):
 
 
 def test_keyword_thread_never_blocks_and_places_words_on_the_stream_clock():
-    calls = []
-    spotter = BackgroundKeywordSpotter(transcriber=_fake_transcriber(0.3, calls), keywords=["hello"], window_s=2.0,
-                                       every_s=0.5)  # fmt: skip
+    calls, entered, gate = [], threading.Event(), threading.Event()
+    spotter = BackgroundKeywordSpotter(transcriber=_fake_transcriber(calls, entered, gate), keywords=["hello"],
+                                       window_s=2.0, every_s=0.5)  # fmt: skip
     spotter.start()
-    worst = 0.0
-    for i in range(30):
-        t0 = time.perf_counter()
-        spotter.feed(np.zeros(1600, np.float32), i * 1600)  # 100 ms blocks, faster than real time
-        worst = max(worst, time.perf_counter() - t0)
-        time.sleep(0.02)
-    time.sleep(0.8)
+    block = np.zeros(1600, np.float32)  # 100 ms blocks
+    for i in range(10):
+        spotter.feed(block, i * 1600)
+    assert entered.wait(60), "no transcription started after 1 s of stream"
+    fed = threading.Event()
+
+    def feed_rest():  # fed while the transcription above is still running (held by the gate)
+        for i in range(10, 30):
+            spotter.feed(block, i * 1600)
+        fed.set()
+
+    threading.Thread(target=feed_rest, daemon=True).start()
+    assert fed.wait(60), "feed() waited for a running transcription"
+    assert not gate.is_set() and len(calls) == 2  # all 20 blocks went in during the one held transcription
+    gate.set()
+    for _ in range(600):  # let the thread catch up with the 3 s fed (a run every 0.5 s of stream)
+        if spotter.status()["runs"] >= 2:
+            break
+        time.sleep(0.05)
     spotter.stop()
-    assert calls and worst < 0.1  # feeding never waited for a 300 ms transcription
     polled = spotter.poll()
     assert polled["markers"] and all(m["keyword"] == "hello" for m in polled["markers"])
     assert all(m["start"] >= 0 and m["start_frame"] == int(m["start"] * 50) for m in polled["markers"])

@@ -70,6 +70,33 @@ def test_whisper_keeps_only_real_audio_frames(tiny_model, fsdd_dir):
     assert long[2].shape == (1500 + 50, 32)
 
 
+@pytest.mark.parametrize("family", ["wav2vec2", "wavlm", "hubert", "whisper"])
+def test_layer_states_are_the_saved_models_own(family, tiny_model, fsdd_clip):
+    """Layer i is transformers' hidden_states[i] of the saved weights (loaded independently here), cut to the clip."""
+    import transformers
+
+    folder = str(tiny_model(family))
+    adapter = load_speech_model(folder, local_files_only=True)
+    waveform = load_audio(fsdd_clip, sr=16000)
+    states = adapter.hidden_states(waveform)
+    extractor = transformers.AutoFeatureExtractor.from_pretrained(folder)
+    inputs = extractor(waveform, sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad():
+        if family == "whisper":  # padded mode: the 30 s window, frames of the clip kept
+            model = transformers.WhisperModel.from_pretrained(folder).eval()
+            reference = model.encoder(inputs["input_features"], output_hidden_states=True).hidden_states
+        else:
+            model = transformers.AutoModel.from_pretrained(folder).eval()
+            reference = model(inputs["input_values"], output_hidden_states=True).hidden_states
+    for layer in range(adapter.num_layers + 1):
+        expected = reference[layer][0, : len(states[layer])].numpy()
+        np.testing.assert_allclose(states[layer], expected, atol=1e-5, err_msg=f"{family} layer {layer}")
+    if family == "whisper":  # only the frames that cover the clip, not the 30 s window's 1,500
+        assert len(states[0]) == math.ceil(len(waveform) * 50 / 16000) < reference[0].shape[1]
+    else:
+        assert len(states[0]) == reference[0].shape[1]
+
+
 def test_layer_selection_and_bad_layers(tiny_model, fsdd_clip):
     adapter = load_speech_model(str(tiny_model("wav2vec2")), local_files_only=True)
     waveform = load_audio(fsdd_clip, sr=16000)
