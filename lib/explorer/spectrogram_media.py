@@ -83,14 +83,21 @@ def spec_preview_scale(
         except Exception:  # noqa: BLE001 - unreadable files are reported where they are used
             pass
     fmax = min([sr] + rates) / 2.0
+    failures = []
     for path in paths:
         try:
             mel = spec_log_mel_db(load_audio(path, sr=sr), sr, n_mels=n_mels, fmax=fmax)
-        except AudioLoadError:
+        except AudioLoadError as error:  # skipped here; the embedding pass reports every unreadable clip
+            failures.append(f"{path}: {error}")
             continue
         values.append(mel.ravel()[:: max(1, mel.size // 4000)])
     if not values:
-        raise ValueError("spectrogram previews: none of the sampled clips could be read")
+        raise ValueError(
+            f"spectrogram previews: none of the {len(paths)} sampled clips could be read, e.g.\n  "
+            + "\n  ".join(failures[:3])
+            + "\nCheck that the data folder holds audio files (`ffprobe FILE` names the problem), or point "
+            "data_path at another copy."
+        )
     vmin, vmax = (float(v) for v in np.percentile(np.concatenate(values), percentiles))
     return {
         "vmin_db": round(vmin, 3),
