@@ -139,7 +139,7 @@ def test_correlations_match_scipy_and_use_voiced_frames_for_pitch():
     features = pd.DataFrame({"rms": rng.random(n), "f0": f0})
     activity = rng.normal(size=(n, 4))
     activity[:, 2] = np.nan_to_num(f0) * 0.01 + rng.normal(size=n) * 0.3
-    result = neuron_feature_correlations(activity, features, ["rms", "f0"])
+    result = neuron_feature_correlations(activity, features, ["rms", "f0"], autocorrelation_lags=0)  # scipy's p
     voiced = np.isfinite(f0)
     for unit in range(4):
         r, p = stats.pearsonr(activity[:, unit], features["rms"])
@@ -153,6 +153,32 @@ def test_correlations_match_scipy_and_use_voiced_frames_for_pitch():
     np.testing.assert_allclose(result["spearman_q"], expected_q)
     with pytest.raises(ValueError, match="frames"):
         neuron_feature_correlations(activity[:10], features, ["rms"])
+
+
+def test_slow_unrelated_signals_are_not_called_tuned():
+    """Autocorrelated frames: the naive p-values call most unrelated slow neurons tuned; the corrected ones
+    keep the false-positive rate near alpha and still find a neuron that really follows the feature."""
+    rng = np.random.default_rng(0)
+    n, d = 3000, 200
+
+    def slow(size):  # AR(1) with a 0.5 s time constant at 50 frames per second
+        x = rng.normal(size=size)
+        for t in range(1, len(x)):
+            x[t] += 0.96 * x[t - 1]
+        return x
+
+    target = slow(n)
+    activity = np.stack([slow(n) for _ in range(d)], axis=1)
+    activity[:, 0] = target + 0.5 * slow(n)  # a tuned neuron
+    features = pd.DataFrame({"rms": target})
+    naive = neuron_feature_correlations(activity, features, ["rms"], autocorrelation_lags=0)
+    corrected = neuron_feature_correlations(activity, features, ["rms"])
+    assert (naive["spearman_p"][1:, 0] < 0.05).mean() > 0.4  # most unrelated neurons "tuned"
+    assert (corrected["spearman_p"][1:, 0] < 0.05).mean() < 0.12
+    assert corrected["spearman_q"][0, 0] < 0.001 and corrected["spearman_r"][0, 0] > 0.8
+    assert 10 < corrected["effective_frames"][0] < n / 5  # a 0.5 s time constant: about 1 frame in 50 counts
+    white = neuron_feature_correlations(rng.normal(size=(n, 5)), pd.DataFrame({"rms": rng.normal(size=n)}), ["rms"])
+    assert white["effective_frames"][0] > 0.8 * n  # independent frames keep (almost) all of n
 
 
 def test_constant_neuron_and_alignment():

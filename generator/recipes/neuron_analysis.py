@@ -127,7 +127,11 @@ if projector_layer not in layers:
 weights_label = "RANDOM WEIGHTS (timing only)" if model_info["weights"] == "random" else "pretrained"
 model_label = f"{model_info['model']} [{weights_label}]"  # in every figure title
 print(adapter)
-print("model:", model_label, "-", model_info.get("fallback_reason", "loaded as requested"), "| layers", layers)
+requested = model_info.get("requested_model", model_name)
+source = "as requested"
+if model_info.get("fallback_reason"):
+    source = f"instead of {requested}, which could not be loaded (above)"
+print(f"model: {model_label}, {source}; layers {layers}")
 update_results(
     out,
     model={
@@ -195,8 +199,11 @@ print(f"{n_frames} frames; activity + features {sw_collect.seconds:.1f} s, tunin
 # ## Tuned neurons per layer
 #
 # Spearman r (rank correlation) of each neuron with each feature over all frames; q is the
-# Benjamini-Hochberg adjusted p-value over all neuron x feature tests of the layer. Frames
-# are not independent, so treat q as a ranking aid rather than an exact error rate.
+# Benjamini-Hochberg adjusted p-value over all neuron x feature tests of the layer. Frames are
+# not independent (neighbouring 20 ms frames say much the same), so every p-value is computed
+# with an effective number of frames (Bartlett's correction for the autocorrelation of the
+# neuron and the feature, up to 2 s of lags): printed per feature below, typically a small
+# fraction of the frames. q is shown in scientific notation: tiny values are not zero.
 
 # %%
 tuning_results = {}
@@ -204,9 +211,16 @@ for layer in layers:
     res = analysis[layer]
     print(
         f"\n=== layer {layer}: {res['summary']['share_tuned_any_feature']:.0%} of neurons tuned to at least one "
-        f"feature (q < {fdr_alpha}); effective dimensionality {res['summary']['effective_dimensionality']:.1f}"
+        f"feature (q < {fdr_alpha}); effective dimensionality {res['summary']['effective_dimensionality']:.1f}\n"
+        f"frames per feature -> effective frames (median over neurons): "
+        + ", ".join(
+            f"{name} {n} -> {n_eff:.0f}"
+            for name, n, n_eff in zip(
+                res["tuning"]["features"], res["tuning"]["n_frames"], res["tuning"]["effective_frames"]
+            )
+        )
     )
-    display(res["table"].round(4))
+    display(res["table"].style.format({"r": "{:.4f}", "q": "{:.2e}"}))
     display(res["clusters"].round(3))
     best = res["table"].loc[res["table"].groupby("feature")["r"].apply(lambda s: s.abs().idxmax())]
     tuning_results[str(layer)] = {

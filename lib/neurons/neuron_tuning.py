@@ -9,9 +9,11 @@
 # - `neuron_feature_correlations`: Pearson and Spearman correlation of every neuron with every
 #   feature, two-sided p-values, and Benjamini-Hochberg q-values over all neuron x feature
 #   tests of the layer (`scipy.stats.false_discovery_control`). Pitch is only defined in voiced
-#   frames, so each feature uses the frames where it is finite. Frames are autocorrelated, so
-#   the p-values treat more frames as independent than really are: read q-values as a ranking
-#   aid with a generous safety margin, not as exact error rates.
+#   frames, so each feature uses the frames where it is finite. Frames are autocorrelated (a
+#   20 ms frame says much what the one before said), so n frames are not n independent
+#   observations: each test uses an effective number of frames (Bartlett's correction, as in
+#   Pyper & Peterman 1998: n / (1 + 2 sum_k rho_neuron(k) rho_feature(k)), lags up to 2 s), so
+#   two slow, unrelated signals are not called tuned. `autocorrelation_lags=0` turns it off.
 # - `top_tuned_neurons` / `tuning_table`: the most tuned neurons per feature.
 # - `cluster_tuning_profiles`: neurons clustered (Ward) by their vector of correlations with
 #   all features, with each cluster's dominant feature.
@@ -107,20 +109,49 @@ def _zscore_columns(x: np.ndarray) -> tuple:
     return z, ok
 
 
-def _corr_with_p(activity: np.ndarray, target: np.ndarray) -> tuple:
-    """Correlation of each column of ``activity`` [n, D] with ``target`` [n] and its two-sided p."""
+def _autocorrelation(x: np.ndarray, max_lag: int) -> np.ndarray:
+    """``[max_lag, D]``: each column's autocorrelation at lags 1..max_lag (biased estimator, by FFT)."""
+    n = len(x)
+    z = x - x.mean(axis=0)
+    spectrum = np.fft.rfft(z, n=2 * n, axis=0)
+    acov = np.fft.irfft(spectrum * np.conj(spectrum), n=2 * n, axis=0)[: max_lag + 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = acov[1:] / acov[0]
+    return np.nan_to_num(rho, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def effective_frames(activity: np.ndarray, target: np.ndarray, max_lag: int) -> np.ndarray:
+    """Per column of ``activity`` [n, D], the effective sample size of its correlation with ``target`` [n].
+
+    Bartlett's formula: ``n / (1 + 2 sum_k rho_a(k) rho_t(k))`` over lags 1..``max_lag``,
+    kept within [3, n]. Two white-noise series give n; two slow ones far fewer.
+    """
+    n = len(target)
+    max_lag = min(int(max_lag), n // 4)
+    if max_lag < 1:
+        return np.full(activity.shape[1], float(n))
+    rho_a = _autocorrelation(np.asarray(activity, dtype=np.float64), max_lag)
+    rho_t = _autocorrelation(np.asarray(target, dtype=np.float64)[:, None], max_lag)[:, 0]
+    inflation = 1.0 + 2.0 * (rho_t @ rho_a)
+    return np.clip(n / np.maximum(inflation, 1e-9), 3.0, float(n))
+
+
+def _corr_with_p(activity: np.ndarray, target: np.ndarray, max_lag: int = 0) -> tuple:
+    """Correlation of each column of ``activity`` [n, D] with ``target`` [n], its two-sided p and the
+    effective number of frames the p is computed with (``max_lag`` > 0: corrected for autocorrelation)."""
     n = len(target)
     if n < 3 or np.std(target) < 1e-12:
-        return np.full(activity.shape[1], np.nan), np.full(activity.shape[1], np.nan)
+        return (np.full(activity.shape[1], np.nan),) * 2 + (np.full(activity.shape[1], float(n)),)
     za, ok = _zscore_columns(activity.astype(np.float64))
     zt = (target - target.mean()) / target.std()
     r = np.clip(za.T @ zt / n, -1.0, 1.0)
     r[~ok] = 0.0
+    n_eff = effective_frames(za, zt, max_lag) if max_lag else np.full(activity.shape[1], float(n))
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = r * np.sqrt((n - 2) / np.maximum(1e-300, 1.0 - r**2))
-    p = 2.0 * stats.t.sf(np.abs(t), df=n - 2)
+        t = r * np.sqrt((n_eff - 2) / np.maximum(1e-300, 1.0 - r**2))
+    p = 2.0 * stats.t.sf(np.abs(t), df=n_eff - 2)
     p[~ok] = 1.0
-    return r, p
+    return r, p, n_eff
 
 
 def _benjamini_hochberg(p: np.ndarray) -> np.ndarray:
@@ -131,12 +162,16 @@ def _benjamini_hochberg(p: np.ndarray) -> np.ndarray:
     return q
 
 
-def neuron_feature_correlations(activity, features: pd.DataFrame, feature_names=TUNING_FEATURES) -> dict:
+def neuron_feature_correlations(
+    activity, features: pd.DataFrame, feature_names=TUNING_FEATURES, autocorrelation_lags: int = 100
+) -> dict:
     """Pearson and Spearman r, p and BH q of each neuron [D] with each feature [F].
 
     ``activity``: ``[frames, D]``; ``features``: one row per frame. Returns a dict of ``[D, F]``
     arrays (``pearson_r``, ``pearson_p``, ``pearson_q``, ``spearman_r``...) plus
-    ``features`` (names) and ``n_frames`` (valid frames per feature).
+    ``features`` (names), ``n_frames`` (valid frames per feature) and ``effective_frames``
+    (per feature, the median over neurons of the effective frames its Spearman p-values use).
+    ``autocorrelation_lags``: lags (frames; 100 = 2 s at 50 Hz) of the autocorrelation correction; 0: off.
     """
     activity = np.asarray(activity, dtype=np.float64)
     if len(activity) != len(features):
@@ -146,25 +181,29 @@ def neuron_feature_correlations(activity, features: pd.DataFrame, feature_names=
         raise ValueError(f"none of the features are in the table; it has {list(features.columns)}")
     d, nf = activity.shape[1], len(feature_names)
     out = {key: np.full((d, nf), np.nan) for key in ("pearson_r", "pearson_p", "spearman_r", "spearman_p")}
-    n_frames = []
+    n_frames, n_effective = [], []
     ranked_all = None
     for j, name in enumerate(feature_names):
         target = features[name].to_numpy(dtype=np.float64)
         valid = np.isfinite(target)
         n_frames.append(int(valid.sum()))
         x = activity[valid]
-        out["pearson_r"][:, j], out["pearson_p"][:, j] = _corr_with_p(x, target[valid])
+        out["pearson_r"][:, j], out["pearson_p"][:, j], _ = _corr_with_p(x, target[valid], autocorrelation_lags)
         if valid.all():
             if ranked_all is None:
                 ranked_all = stats.rankdata(activity, axis=0)
             ranked = ranked_all
         else:
             ranked = stats.rankdata(x, axis=0)
-        out["spearman_r"][:, j], out["spearman_p"][:, j] = _corr_with_p(ranked, stats.rankdata(target[valid]))
+        r, p, n_eff = _corr_with_p(ranked, stats.rankdata(target[valid]), autocorrelation_lags)
+        out["spearman_r"][:, j], out["spearman_p"][:, j] = r, p
+        n_effective.append(float(np.median(n_eff)))
     for method in ("pearson", "spearman"):
         out[f"{method}_q"] = _benjamini_hochberg(out[f"{method}_p"].ravel()).reshape(d, nf)
     out["features"] = feature_names
     out["n_frames"] = n_frames
+    out["effective_frames"] = n_effective
+    out["autocorrelation_lags"] = int(autocorrelation_lags)
     return out
 
 
@@ -315,6 +354,7 @@ def layer_tuning_summary(activity, tuning: dict, alpha: float = 0.05, method: st
         "dead_neurons": int((std < 1e-6).sum()),
         "effective_dimensionality": float(eig.sum() ** 2 / max(1e-12, (eig**2).sum())),
         "share_tuned_any_feature": float(significant.any(axis=1).mean()),
+        "effective_frames": dict(zip(tuning["features"], tuning.get("effective_frames", []))),
         "share_tuned": {f: float(significant[:, j].mean()) for j, f in enumerate(tuning["features"])},
         "max_abs_r": {
             f: float(np.nanmax(np.abs(r[:, j]))) if np.isfinite(r[:, j]).any() else None
