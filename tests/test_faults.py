@@ -31,7 +31,7 @@ from generator import cli
 from generator.parameter_check import ParameterError
 from lib.core.atomic_io import FileInUseError, atomic_write_text, file_lock
 from lib.core.audio import load_audio
-from lib.core.outputs import update_results
+from lib.core.outputs import read_results, update_results
 from lib.core.vector_cache import (
     embed_cache_update,
     vector_cache_fingerprint,
@@ -438,14 +438,16 @@ def test_results_of_another_run_are_never_merged(tmp_path, monkeypatch, capsys):
     update_results(tmp_path, accuracy={"svm": 0.9}, data={"n": 100})
     old = (tmp_path / "results.json").read_bytes()
     monkeypatch.setenv("AUDIOLENS_RUN_ID", "run-B")
-    results = update_results(tmp_path, data={"n": 50})
+    update_results(tmp_path, data={"n": 50})
+    results = read_results(tmp_path)
     assert "run-A" in capsys.readouterr().out
     assert set(results) == {"run", "data"} and results["run"]["id"] == "run-B"  # no 'accuracy' from run A
     assert (tmp_path / "results.previous.json").read_bytes() == old
     update_results(tmp_path, accuracy={"svm": 0.5})  # the same run adds sections
     assert json.loads((tmp_path / "results.json").read_text())["data"] == {"n": 50}
     (tmp_path / "results.json").write_bytes(b"\xff{broken")
-    assert set(update_results(tmp_path, data={"n": 1})) == {"run", "data"}  # unreadable: kept aside, started afresh
+    update_results(tmp_path, data={"n": 1})
+    assert set(read_results(tmp_path)) == {"run", "data"}  # unreadable: kept aside, started afresh
     assert (tmp_path / "results.previous.json").read_bytes() == b"\xff{broken"
     with pytest.raises(ValueError, match="run record"):
         update_results(tmp_path, run={"id": "forged"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,6 +88,7 @@ def test_second_run_computes_nothing(tmp_path, clips):
 
 
 def test_added_files_are_computed_alone_and_removed_files_dropped(tmp_path, clips):
+    """A smaller request keeps the other clips' rows while their files exist; a deleted file's row goes."""
     embedder = MfccStatsEmbedder()
     compute = CountingCompute(embedder)
     embed_cache_update(clips[:10], compute, tmp_path, "fsdd", embedder.config(), verbose=False)
@@ -98,10 +100,22 @@ def test_added_files_are_computed_alone_and_removed_files_dropped(tmp_path, clip
     np.testing.assert_allclose(full, reference, rtol=1e-5, atol=1e-5)
     compute.calls.clear()
     fewer, files, report = embed_cache_update(clips[3:9], compute, tmp_path, "fsdd", embedder.config(), verbose=False)
-    assert compute.calls == [] and report["n_removed"] == len(clips) - 6 and files == clips[3:9]
+    assert compute.calls == [] and report["n_removed"] == 0 and files == clips[3:9]
     np.testing.assert_array_equal(fewer, full[3:9])
     stored, metadata = embed_cache_load(embed_cache_dir(tmp_path, "fsdd", embedder.config()), embedder.config())
-    assert metadata["files"] == clips[3:9] and stored.shape[0] == 6
+    assert sorted(metadata["files"]) == sorted(clips) and stored.shape[0] == len(clips)  # the other rows are kept
+    again, _, report = embed_cache_update(clips, compute, tmp_path, "fsdd", embedder.config(), verbose=False)
+    assert compute.calls == [] and report["n_cached"] == len(clips)
+    np.testing.assert_array_equal(again, full)
+    # a file deleted from disk: its row is dropped at the next update, whatever is asked for
+    copies = [shutil.copy(c, tmp_path / Path(c).name) for c in clips[:3]]
+    cache = tmp_path / "copies"
+    embed_cache_update(copies, compute, cache, "fsdd", embedder.config(), verbose=False)
+    os.remove(copies[0])
+    _, _, report = embed_cache_update(copies[1:2], compute, cache, "fsdd", embedder.config(), verbose=False)
+    assert report["n_removed"] == 1
+    _, metadata = embed_cache_load(embed_cache_dir(cache, "fsdd", embedder.config()), embedder.config())
+    assert sorted(metadata["files"]) == sorted(str(c) for c in copies[1:])
 
 
 def test_modified_file_is_recomputed(tmp_path, clips):
@@ -254,6 +268,7 @@ def test_previews_share_one_colour_scale_and_videos_play(tmp_path, clips):
     assert ok == clips[:3] and [f["path"] for f in failures] == broken
     assert all(os.path.getsize(p) > 500 for p in pngs)
     assert scale["fmax"] == 4000.0 and scale["vmax_db"] > scale["vmin_db"]
+    assert scale["n_sampled"] == 3 and scale["percentiles"] == [1.0, 99.5]  # the broken clip is not counted
     from PIL import Image
 
     assert {Image.open(p).size[1] for p in pngs} == {128}

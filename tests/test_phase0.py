@@ -33,7 +33,7 @@ from lib.phase0.phase0_metrics import (
     variance_ratio,
     write_phase0_config,
 )
-from lib.phase0.phase0_report import write_phase0_report
+from lib.phase0.phase0_report import phase0_report_text, write_phase0_report
 
 FAST = {"kmeans_n_init": 1}
 
@@ -171,6 +171,10 @@ def test_report_files(tmp_path, planted_results):
         assert (tmp_path / paths[key].split("/")[-1]).exists()
     text = (tmp_path / "report.txt").read_text()
     assert text.splitlines()[2].startswith("DECISION: FAIL")
+    assert "near 1: the context does not predict the next step even linearly" in text  # ridge VR > 0.95 here
+    predictable = {**planted_results["random_walk"], "linear_reference": {"vr_train": 0.74, "vr_eval": 0.76}}
+    text = phase0_report_text(predictable, {"encoder": "planted", "family": "test", "frame_rate": 12.5})
+    assert "explains 24% of the next step's variance" in text and "near 1" not in text
     assert len(pd.read_csv(tmp_path / "tables.csv")) == 3
     stats = np.load(tmp_path / "normalisation.npz")
     assert stats["latent_mean"].shape == (8,) and (stats["delta_std"] > 0).all()
@@ -490,7 +494,7 @@ def test_notebook_logmel_on_librispeech_sample(run_notebook, tmp_path):
     assert manifest["encoder"]["encoder"] == "logmel" and Path(out / manifest["files"]["kmeans"]["path"]).exists()
     assert results["data"]["sex_stratified"]
     assert results["counts"]["latent_dim"] == 80
-    assert results["extraction"]["utterances_encoded"] == 30 and results["extraction"]["realtime_factor"] > 0
+    assert results["extraction"]["utterances_encoded"] == 30 and results["extraction"]["real_time_factor"] > 0
     assert results["controls"]["clusters"]["decision"] == "PASS"
     assert results["controls"]["random_walk"]["decision"] == "FAIL"
     # shuffled cells must sit at chance on real data for the two k-means schemes

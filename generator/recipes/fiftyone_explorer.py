@@ -80,7 +80,7 @@ import pandas as pd
 from IPython.display import HTML, Image, Markdown, Video, display
 
 from lib.core.audio import audio_info
-from lib.core.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
+from lib.core.outputs import Stopwatch, prepare_output_dir, read_results, save_figure, update_results
 from lib.core.runtime import limit_cpu_threads, pick_device, seed_everything
 from lib.core.subsets import stratified_subset
 from lib.explorer.audio_embedders import embed_audio_files_cached, embed_signal_files, make_audio_embedder
@@ -219,14 +219,22 @@ cache_report = {
     "first_run_cold": embed_meta["cache"]["n_cached"] == 0,
     "second_run_seconds": sw_second.seconds,
     "second_run_computed": embed_meta_again["cache"]["n_computed"],
-    "speedup": sw_first.seconds / max(sw_second.seconds, 1e-9),
+    # only meaningful when the first pass computed something
+    "speedup": sw_first.seconds / max(sw_second.seconds, 1e-9) if embed_meta["cache"]["n_computed"] else None,
     "cache_dir": embed_meta["cache"]["cache_dir"],
     "stage_seconds": stage_seconds,
 }
-print(
-    f"embeddings {embeddings.shape} in {sw_first.seconds:.2f} s (worker seconds {stage_seconds}); again from the "
-    f"cache in {sw_second.seconds:.3f} s ({cache_report['speedup']:.0f}x faster)"
-)
+if cache_report["speedup"] is None:
+    print(
+        f"embeddings {embeddings.shape} in {sw_first.seconds:.2f} s, all {len(files)} from the cache of an earlier "
+        f"run ({cache_report['cache_dir']}); a cold run's timings: a new cache_dir"
+    )
+else:
+    print(
+        f"embeddings {embeddings.shape} in {sw_first.seconds:.2f} s ({cache_report['first_run_computed']} computed; "
+        f"seconds per stage, summed over workers: {stage_seconds}); again from the cache in "
+        f"{sw_second.seconds:.3f} s ({cache_report['speedup']:.0f}x faster)"
+    )
 failed = embed_meta["failed"] + embed_meta["encoder_failed"] + preview_failed
 if failed:
     print(f"{len(failed)} clip(s) skipped:\n" + pd.DataFrame(failed).head(20).to_string(index=False))
@@ -588,7 +596,7 @@ table = fo_export_table(
 )
 print(f"exported {table.shape[0]} rows x {table.shape[1]} columns to {export_path}")
 main_report = reports[embedder.name]
-results = update_results(
+update_results(
     out,
     dataset={
         "name": ds.name,
@@ -655,6 +663,7 @@ results = update_results(
     preview_scale=getattr(renderer, "scale", None),
     export={"path": str(export_path), "rows": int(table.shape[0]), "columns": int(table.shape[1])},
 )
+results = read_results(out)
 print(
     f"precision@{n_neighbours} = {main_report['precision_at_k']:.3f} (chance {main_report['chance']:.3f}); timings: "
     + ", ".join(f"{key} {value:.2f}s" for key, value in timings.items())

@@ -258,8 +258,9 @@ for key, result in embedding_sets.items():
         "from_cache": result.from_cache,
         "clips": len(result.paths),
         "audio_seconds": round(result.compute_audio_seconds, 2),
-        "realtime_factor": round(result.compute_audio_seconds / result.compute_seconds, 1)
-        if result.compute_seconds
+        # compute seconds per second of audio (below 1: faster than real time), as in the other notebooks
+        "real_time_factor": round(result.compute_seconds / result.compute_audio_seconds, 4)
+        if result.compute_audio_seconds
         else None,
         "layers": result.layers,
         "dims": result.dims(),

@@ -171,7 +171,7 @@ update_results(
     extraction={
         **{k: v for k, v in extraction.items() if k != "failures"},
         "failures": len(extraction["failures"]),
-        "realtime_factor": rtf,
+        "real_time_factor": rtf,
         "encoder": phase0_encoder.info(),
         "store": str(store),
         "ready": ready,

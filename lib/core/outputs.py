@@ -63,8 +63,10 @@ def current_run_id() -> str:
     return _OUTPUTS_PROCESS_RUN["id"]
 
 
-def update_results(output_dir, **sections) -> dict:
-    """Add ``sections`` to this run's ``results.json`` (top-level keys replaced) and return it.
+def update_results(output_dir, **sections) -> None:
+    """Add ``sections`` to this run's ``results.json`` (top-level keys replaced); ``read_results`` reads it.
+
+    Returns nothing, so a cell that ends with this call shows nothing (not the whole file).
 
     The file's ``run`` block must name the current run (``current_run_id()``); a file of another
     run, an unreadable one, or one without a run block is first renamed
@@ -92,7 +94,6 @@ def update_results(output_dir, **sections) -> dict:
         results = {"run": {"id": run_id, "status": "running", "started": now, "pid": os.getpid()}}
     results.update(sections)
     atomic_write_json(path, results)
-    return results
 
 
 def save_figure(fig, output_dir, name: str, dpi: int = 120) -> Path:

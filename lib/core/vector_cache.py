@@ -16,8 +16,9 @@
 #
 # `vector_cache_update` brings a cache up to date with a list of files: unchanged files are read
 # back, new or modified files are computed (only those, optionally in checkpointed chunks, so an
-# interrupted run resumes), removed files are dropped, and files that failed before and have not
-# changed are not retried. A second run with nothing changed computes nothing.
+# interrupted run resumes), files not asked for this time are kept while they exist (removed files
+# are dropped), and files that failed before and have not changed are not retried. A second run
+# with nothing changed computes nothing.
 #
 # Safety: writes go to a staging folder that replaces the old one by rename, so a killed write
 # leaves the previous cache readable; one writer at a time (a file lock beside the folder), so two
@@ -312,8 +313,9 @@ def vector_cache_update(
     ``[{"path", "error"}]``. ``arrays[name][i]`` belongs to ``files[i]`` (the readable ``paths``
     in their given order); ``report`` counts what was reused, computed, dropped and failed.
     ``checkpoint_every``: compute in chunks of that many files and save after each, so an
-    interrupted run resumes. ``keep_unrequested``: keep rows of cached files not asked for now
-    (a cache shared by several subsets, e.g. a train and a test split) instead of dropping them.
+    interrupted run resumes. Rows of cached files not asked for now are kept while the file is
+    still on disk (a 200-clip run does not throw away a 600-clip run's vectors) and dropped once
+    it is gone; ``keep_unrequested``: keep them even then (a cache of files that come and go).
     """
     start = time.perf_counter()
     paths = [str(p) for p in paths]
@@ -325,8 +327,9 @@ def vector_cache_update(
     rows, old_failed = vector_cache_reusable(state, fingerprints, retry_failed)
     todo = [p for p in paths if p not in rows and p not in old_failed]
     requested = set(paths)
-    kept_others = [f for f in state["files"] if f not in requested] if keep_unrequested else []
-    removed = [f for f in state["files"] if f not in requested and f not in kept_others]
+    unrequested = [f for f in state["files"] if f not in requested]
+    kept_others = unrequested if keep_unrequested else [f for f in unrequested if os.path.exists(f)]
+    removed = [f for f in unrequested if f not in kept_others]
     new_rows, new_arrays, failures = {}, {}, dict(old_failed)
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -351,7 +354,11 @@ def vector_cache_update(
     def contents():
         files = [p for p in paths if p in rows or p in new_rows] + kept_others
         failed = [failures[p] for p in paths if p in failures]
-        failed += [item for item in state["failed"] if keep_unrequested and item["path"] not in requested]
+        failed += [
+            item
+            for item in state["failed"]
+            if item["path"] not in requested and (keep_unrequested or os.path.exists(item["path"]))
+        ]
         return files, [fingerprints.get(f) or old_fingerprints[f] for f in files], failed
 
     def save():

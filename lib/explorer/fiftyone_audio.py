@@ -599,6 +599,8 @@ def fo_compute_maps(
     import contextlib
     import hashlib
     import json
+    import logging
+    import warnings
 
     import fiftyone.brain as fob
     from threadpoolctl import threadpool_limits
@@ -645,10 +647,18 @@ def fo_compute_maps(
                 dataset.delete_brain_run(brain_key)
             limit = 1 if threads == "auto" and len(embeddings) <= 2000 else (None if threads == "auto" else threads)
             extra = {"points": from_cache} if from_cache is not None else {"embeddings": embeddings, **options}
-            with threadpool_limits(limit) if limit else contextlib.nullcontext():
-                results = fob.compute_visualization(
-                    view, method=method, num_dims=2, seed=seed, brain_key=brain_key, verbose=False, **extra
-                )
+            notes = logging.getLogger("fiftyone.brain.visualization")  # "Generating visualization..." per map
+            level = notes.level
+            notes.setLevel(logging.WARNING)
+            try:
+                with threadpool_limits(limit) if limit else contextlib.nullcontext(), warnings.catch_warnings():
+                    # umap-learn warns that a seed means one job: one job is what the seed is for
+                    warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+                    results = fob.compute_visualization(
+                        view, method=method, num_dims=2, seed=seed, brain_key=brain_key, verbose=False, **extra
+                    )
+            finally:
+                notes.setLevel(level)
             points = np.asarray(results.points, dtype=np.float64)
             if cache_file is not None and from_cache is None:
                 atomic_save_npy(cache_file, points)

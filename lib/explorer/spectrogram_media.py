@@ -105,6 +105,8 @@ def spec_preview_scale(
         "n_mels": n_mels,
         "sr": sr,
         "fmax": float(fmax),
+        "percentiles": [float(q) for q in percentiles],
+        "n_sampled": len(values),
     }
 
 
@@ -147,8 +149,8 @@ class SpecPreviewRenderer:
             f"**log-mel previews**: power mel spectrogram, {s['n_mels']} mel bands up to {s['fmax']:g} Hz, "
             f"{1000 * spec_n_fft(s['sr']) / s['sr']:g} ms windows, 10 ms hop, at {s['sr']} Hz, in absolute dB "
             f"(no per-clip normalisation); one colour scale for every thumbnail, {s['vmin_db']:.1f} to "
-            f"{s['vmax_db']:.1f} dB (the {s.get('percentiles', (1.0, 99.5))[0]:g}th-"
-            f"{s.get('percentiles', (1.0, 99.5))[1]:g}th percentiles of {s.get('n_sampled', '?')} sampled clips); "
+            f"{s['vmax_db']:.1f} dB (percentiles {s['percentiles'][0]:g} and {s['percentiles'][1]:g} of the dB "
+            f"values of {s['n_sampled']} sampled clips); "
             f"{self.px_per_second} pixels per second, low frequencies at the bottom."
         )
 
@@ -235,7 +237,7 @@ def spec_log_mel_renderer(out_dir, paths, seed: int = 0, sample_rate: int = 1600
     cached = Path(out_dir) / f"scale-{digest.hexdigest()[:16]}.json"
     try:
         scale = json.loads(cached.read_text())
-        if not {"vmin_db", "vmax_db", "n_mels", "sr", "fmax"} <= set(scale):
+        if not {"vmin_db", "vmax_db", "n_mels", "sr", "fmax", "percentiles", "n_sampled"} <= set(scale):
             raise ValueError("incomplete")
     except (OSError, ValueError):
         scale = spec_preview_scale(paths, sr=sample_rate, seed=seed)

@@ -93,10 +93,16 @@ def phase0_report_text(result: dict, meta: dict) -> str:
         lines.append("")
     reference = result.get("linear_reference")
     if reference:
+        vr = reference["vr_eval"]
+        reading = (
+            "near 1: the context does not predict the next step even linearly"
+            if vr >= 0.9
+            else f"a linear map from the context explains {1 - vr:.0%} of the next step's variance on held-out "
+            "speakers: a bound the cell lookups above can be compared with"
+        )
         lines += [
             "Reference, not part of the decision: ridge regression from the whole flattened context",
-            f"    variance ratio       train {_fmt(reference['vr_train'])}   eval {_fmt(reference['vr_eval'])}"
-            "   (near 1: the context does not predict the next step even linearly)",
+            f"    variance ratio       train {_fmt(reference['vr_train'])}   eval {_fmt(vr)}   ({reading})",
             "",
         ]
     lines += [

@@ -309,7 +309,7 @@ def tier1_compare_representations(
         for rate_label, store_dir in stores:
             source = Tier1StoreSource(store_dir, split_of)
             measured = tier1_measure_representation(source, rate_label, config, device, seed)
-            rows.append({**base, "status": "ok", **measured["summary"], "realtime_factor": rtf})
+            rows.append({**base, "status": "ok", **measured["summary"], "real_time_factor": rtf})
             scheme_rows += [{"representation": label, **row} for row in measured["schemes"]]
             print(
                 f"{label} @ {rate_label}: best VR {measured['summary']['vr_eval']:.3f} "
