@@ -303,7 +303,12 @@ if _missing:
     print("Installing:", ", ".join(_missing), "(Colab)" if _ON_COLAB else "")
     get_ipython().run_line_magic("pip", "install --quiet " + " ".join(repr(r) for r in _missing))
 else:
-    print("All requirements are installed.")"""
+    print("All requirements are installed.")
+if __import__("os").environ.get("AUDIOLENS_TEXT_PROGRESS"):  # `audiolens run`: text bars, so the saved
+    import tqdm.auto as _tqdm_auto  # notebook shows where each ended (a widget's saved text says 0%)
+    import tqdm.std as _tqdm_std
+
+    _tqdm_auto.tqdm, _tqdm_auto.trange = _tqdm_std.tqdm, _tqdm_std.trange"""
 
 
 def setup_cell_source(extra: str) -> str:

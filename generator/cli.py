@@ -241,9 +241,16 @@ def _execute_locked(name, parameters, out_dir, timeout, build_first, log_output,
     params.update(parameters or {})
     audiolens_start_run(out_dir, name, params, run_id, export=False)
     executed = out_dir / f"{name}.ipynb"
-    saved_env = {key: os.environ.get(key) for key in ("AUDIOLENS_CLI_RUN_ID", "FIFTYONE_DO_NOT_TRACK")}
+    saved_env = {
+        key: os.environ.get(key)
+        for key in ("AUDIOLENS_CLI_RUN_ID", "FIFTYONE_DO_NOT_TRACK", "AUDIOLENS_TEXT_PROGRESS", "TQDM_MININTERVAL")
+    }
     os.environ["AUDIOLENS_CLI_RUN_ID"] = run_id  # the kernel's check cell keeps this run's record
     os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+    # progress as text in the saved notebook (its setup cell swaps tqdm.auto's widget bar for the text one),
+    # redrawn at most every 2 s so a long bar does not fill the notebook with updates
+    os.environ.setdefault("AUDIOLENS_TEXT_PROGRESS", "1")
+    os.environ.setdefault("TQDM_MININTERVAL", "2")
     started = time.perf_counter()
     try:
         pm.execute_notebook(

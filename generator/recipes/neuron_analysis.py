@@ -474,13 +474,18 @@ else:
         projector_file = save_projector(projector, out / "semantic_projector.npz")
         projector = load_projector(projector_file)  # what a later session would load
 status = projector_status(projector, projector_file)
-print("projector:", status)
+print(f"projector from {projector_fit['data']}:", status)
 clustering = (
     speaker_clustering(emb[eval_mask], seg_labels[eval_mask], projector, seed=seed)
     if eval_mask.sum() > len(np.unique(seg_labels))
     else {"note": "too few held-out segments"}
 )
 print("speaker clustering on held-out segments:", clustering)
+if "segments" in clustering and clustering["segments"] < 10 * clustering["speakers"]:
+    print(
+        f"  ({clustering['segments']} segments of {clustering['speakers']} speakers: too few for a stable ARI or "
+        "accuracy; more utterances (n_utterances) or shorter segments (segment_seconds) give a firmer number)"
+    )
 update_results(
     out,
     projector={
@@ -631,10 +636,14 @@ if streaming_bench:
         )
 else:
     bench_layers = layers
+    configs = default_switch_configs(full=False)
+    if adapter.family == "whisper":  # clip mode recomputes its window: kv and conv caches do not apply
+        skipped = [c["name"] for c in configs if c.get("attention") == "kv" or c.get("cache_conv")]
+        configs = [c for c in configs if c["name"] not in skipped]
+        print(f"Whisper (clip mode) recomputes each window: rows {skipped} do not apply and are left out")
     switch_rows = [
         run_switch_config(adapter, speech, reference, layers, config, stream_update_s, bench_seconds)
-        for config in default_switch_configs(full=False)
-        if adapter.family != "whisper" or config.get("attention") == "recompute"
+        for config in configs
     ]
 print(format_switch_table(switch_rows, bench_layers))
 update_results(out, switch_table=switch_rows)

@@ -143,10 +143,12 @@ def run_live_script(pipeline, waveform=None, out_dir=None, save_every: int = 25,
         count[0] += 1
         d = payload["diagnostics"] or {}
         if not quiet:
+            p95 = d.get("recent_latency_ms_p95")
+            p95 = f"{p95:5.0f}" if p95 is not None and p95 == p95 else "    -"  # none yet after one update
             print(
                 f"#{payload['seq']:4d} frames {len(payload['frames']):3d} "
                 f"enc {payload['timings']['encoder_ms']:5.1f} tr {payload['timings']['transformer_ms']:5.1f} ms "
-                f"p95 {d.get('recent_latency_ms_p95', float('nan')):5.0f} ms | {payload['transcript'][-60:]}"
+                f"p95 {p95} ms | {payload['transcript'][-60:]}"
             )
         if out is not None and save_every and payload["seq"] % save_every == 0:
             out.mkdir(parents=True, exist_ok=True)

@@ -486,7 +486,12 @@ class Wav2Vec2StreamEncoder(_Wav2Vec2StreamFrontEnd, _Wav2Vec2StreamLayers):
 class WhisperStreamEncoder:
     """Incremental hidden states of a Whisper encoder (clip mode: the window alone, no 30 s padding)."""
 
-    def __init__(self, adapter, layers=(1, 2, 4), left_context_s: float = 1.0, truncate_depth: bool = True, **_):
+    def __init__(
+        self, adapter, layers=(1, 2, 4), left_context_s: float = 1.0, truncate_depth: bool = True, **other_settings
+    ):
+        """``other_settings`` (``attention="kv"``, ``cache_conv``, ``quantize``: the Wav2Vec2-style
+        encoder's) do not apply to Whisper's clip mode, which recomputes its window: they are
+        recorded in ``settings["ignored"]`` and named once when given."""
         if adapter.family != "whisper":
             raise ValueError(f"WhisperStreamEncoder needs a Whisper model, not {adapter.family}")
         self.adapter = adapter
@@ -510,6 +515,10 @@ class WhisperStreamEncoder:
             "quantize": None,
             "whisper_mode": "clip",
         }
+        ignored = {k: v for k, v in other_settings.items() if v not in (None, False, "recompute")}
+        if ignored:
+            self.settings["ignored"] = ignored
+            print(f"Whisper streaming (clip mode) recomputes each window: {ignored} do not apply to it and are ignored")
         self.reset()
 
     def reset(self) -> None:
