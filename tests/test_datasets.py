@@ -240,3 +240,39 @@ def test_a_download_that_breaks_off_says_so_and_keeps_what_it_got(isolated, monk
     assert partial.read_bytes() == payload[:1000]  # kept for the next run to continue
     _use_mini_fsdd(monkeypatch, url, sha)  # the next run, connection fine
     assert ds.find_dataset("fsdd") == isolated / "data" / "fsdd" and not partial.exists()
+
+
+def test_clip_names_that_do_not_parse_say_where_and_what_to_do(tmp_path, capsys):
+    for name in ("hello.wav", "seven.wav"):
+        (tmp_path / name).write_bytes(b"")
+    expected = r"none of the 2 audio file\(s\) in .* is named \{label\}_\{speaker\}_"
+    with pytest.raises(ValueError, match=expected) as error:
+        ds.parse_clip_names(sorted(tmp_path.iterdir()))
+    assert str(tmp_path) in str(error.value) and "labels CSV" in str(error.value)
+    assert "hello.wav" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="no audio files to read"):
+        ds.parse_clip_names(iter([]))
+    manifest = ds.parse_clip_names(iter([tmp_path / "7_george_12.wav", tmp_path / "x.wav"]))  # a generator is fine
+    assert manifest.to_dict("records")[0] | {"path": None} == {
+        "path": None, "label": "7", "speaker": "george", "index": 12, "split": "train"
+    }  # fmt: skip
+
+
+def test_stratified_subset_and_split_keep_every_class():
+    from lib.core.subsets import stratified_split, stratified_subset
+
+    frame = pd.DataFrame({"label": ["a"] * 60 + ["b"] * 30 + ["c"] * 10, "x": range(100)})
+    subset = stratified_subset(frame, 20, seed=3)
+    assert len(subset) == 20 and subset.label.value_counts().to_dict() == {"a": 12, "b": 6, "c": 2}
+    assert subset.x.is_monotonic_increasing  # original order kept
+    pd.testing.assert_frame_equal(subset, stratified_subset(frame, 20, seed=3))
+    assert not subset.equals(stratified_subset(frame, 20, seed=4))
+    assert set(stratified_subset(frame, 3, seed=0).label) == {"a", "b", "c"}  # one of each while the cap allows
+    assert len(stratified_subset(frame, None)) == 100 and len(stratified_subset(frame, 500)) == 100
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="whole number >= 1"):
+            stratified_subset(frame, bad)
+    split = stratified_split(frame.label, 0.2, seed=0)
+    tests = frame.label[split == "test"].value_counts().to_dict()
+    assert tests == {"a": 12, "b": 6, "c": 2}
+    assert list(stratified_split(["x", "x", "y"], 0.2, seed=0)).count("test") == 1  # one x; the single y trains

@@ -50,6 +50,8 @@ def test_esc50_subset_loads_with_every_column(esc50_dir):
     data = load_explorer_dataset("esc50")  # no data_path: the full data set if present, else the subset
     assert data.label_column == "category" and data.group_column == "src_file" and data.fold_column == "fold"
     assert data.signal == "audio" and data.summary()["n_labels"] == 50
+    with pytest.raises(ValueError, match="labels_csv is read by dataset 'folder'.*'esc50' takes its labels"):
+        load_explorer_dataset("esc50", labels_csv="my_labels.csv")  # silently ignored before
 
 
 def test_esc50_missing_and_extra_files_warn_once_with_counts(esc50_copy):

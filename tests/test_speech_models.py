@@ -166,3 +166,14 @@ def test_fingerprint_follows_the_weights(tiny_model):
         next(second.model.parameters()).add_(0.01)
     second._fingerprint = None  # weights changed in place: forget the cached value
     assert first.fingerprint() != second.fingerprint()
+
+
+def test_random_weights_follow_the_seed(tiny_model, fsdd_clip):
+    folder = str(tiny_model("whisper"))
+    waveform = load_audio(fsdd_clip, sr=16000)
+    a, again, other = (
+        load_speech_model(folder, local_files_only=True, weights="random", seed=s).hidden_states(waveform, [2])[2]
+        for s in (0, 0, 1)
+    )
+    np.testing.assert_array_equal(a, again)
+    assert not np.allclose(a, other, atol=1e-3)

@@ -201,7 +201,12 @@ for name in models:
         key = name + (" (random weights)" if weight == "random" else "")  # until the adapter gives its label
         try:
             adapter = load_speech_model(
-                name, device=device, local_files_only=local_files_only, whisper_mode=whisper_mode, weights=weight
+                name,
+                device=device,
+                local_files_only=local_files_only,
+                whisper_mode=whisper_mode,
+                weights=weight,
+                seed=seed,
             )
         except Exception as error:  # noqa: BLE001 - one model that cannot load must not stop the comparison
             model_errors[key] = str(error) if isinstance(error, ModelLoadError) else f"{type(error).__name__}: {error}"

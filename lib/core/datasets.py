@@ -433,6 +433,7 @@ def parse_clip_names(paths, test_indices=range(5)) -> pd.DataFrame:
     """Manifest from ``{label}_{speaker}_{index}`` file names; files not matching are reported."""
     rows, bad = [], []
     test_indices = set(test_indices)
+    paths = list(paths)
     for p in paths:
         p = Path(p)
         m = CLIP_NAME.match(p.stem)
@@ -451,8 +452,14 @@ def parse_clip_names(paths, test_indices=range(5)) -> pd.DataFrame:
         )
     if bad:
         print(f"Ignored {len(bad)} file(s) not named label_speaker_index: {bad[:5]}")
+    if not paths:
+        raise ValueError(f"no audio files to read ({', '.join(sorted(AUDIO_EXTENSIONS))}); check the folder")
     if not rows:
-        raise ValueError("no file is named {label}_{speaker}_{index}.<ext>; pass a labels CSV instead")
+        folders = sorted({str(Path(p).parent) for p in paths})[:3]
+        raise ValueError(
+            f"none of the {len(bad)} audio file(s) in {', '.join(folders)} is named {{label}}_{{speaker}}_{{index}}"
+            ".<ext> (e.g. 7_george_12.wav); rename them, put them in one sub-folder per label, or pass a labels CSV"
+        )
     return pd.DataFrame(rows)
 
 

@@ -16,6 +16,7 @@ def seed_everything(seed: int = 0) -> int:
     """Seed ``random``, NumPy and PyTorch (if importable); return the seed."""
     random.seed(seed)
     np.random.seed(seed)
+    # str hashing of this process is fixed at start-up; this seeds only the processes it starts (workers)
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
     try:
         import torch

@@ -452,6 +452,7 @@ def load_speech_model(
     dtype=None,
     whisper_mode: str = "padded",
     weights: str = "pretrained",
+    seed: int = 0,
 ) -> SpeechModelAdapter:
     """Load a transformers audio model and its feature extractor; return an adapter.
 
@@ -465,7 +466,7 @@ def load_speech_model(
     ``whisper_mode``: ``"padded"`` (the reference: 30 s input, frames trimmed to the clip) or
     ``"clip"`` (positional embeddings sliced to the clip: much faster, a different
     representation); ignored by other families. ``weights``: ``"pretrained"`` or ``"random"``
-    (the same architecture with seeded random weights, labelled as such).
+    (the same architecture with random weights drawn with ``seed``, labelled as such).
     """
     import transformers
 
@@ -502,7 +503,7 @@ def load_speech_model(
     try:
         if weights == "random":
             with torch.random.fork_rng():  # seeded, without touching the caller's random state
-                torch.manual_seed(0)
+                torch.manual_seed(int(seed))
                 model = (
                     model_class.from_config(config) if model_class is transformers.AutoModel else model_class(config)
                 )

@@ -21,6 +21,7 @@
 # A new loader is a function decorated with `@register_explorer_dataset("name")`.
 
 # %%
+import inspect
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -188,6 +189,13 @@ def load_explorer_dataset(
             )
         known = sorted(set(EXPLORER_DATASETS) | set(EXPLORER_DATASET_ALIASES))
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(known)}")
+    if labels_csv is not None and "labels_csv" not in inspect.signature(EXPLORER_DATASETS[key]).parameters:
+        readers = [n for n, f in EXPLORER_DATASETS.items() if "labels_csv" in inspect.signature(f).parameters]
+        raise ValueError(
+            f"labels_csv is read by dataset {' or '.join(map(repr, readers))}; {name!r} takes its labels from its "
+            f"own files. To label these clips yourself: dataset='folder', data_path=<their folder>, "
+            f"labels_csv={str(labels_csv)!r}"
+        )
     data = EXPLORER_DATASETS[key](
         data_path=data_path,
         labels_csv=labels_csv,

@@ -225,7 +225,7 @@ def _random_model_for(name_or_path: str, device: str, cache_dir, seed: int):
     """A model of ``name_or_path``'s architecture and size with random weights (and its folder or None)."""
     lowered = str(name_or_path).lower()
     if "whisper" in lowered:
-        return load_speech_model(str(name_or_path), device=device, weights="random"), None
+        return load_speech_model(str(name_or_path), device=device, weights="random", seed=seed), None
     family = next((f for f in ("wavlm", "hubert", "wav2vec2") if f in lowered), "wavlm")
     folder = Path(cache_dir or tempfile.gettempdir()) / f"audiolens-random-{family}-base-seed{seed}"
     build_random_speech_model(folder, family=family, seed=seed)
