@@ -270,9 +270,10 @@ update_results(
         "eval_skipped_files": eval_skipped,
     },
 )
+print(f"official training split ({len(train_manifest)} clips): clips per speaker and digit")
 pd.crosstab(
     train_manifest["label"], train_manifest["speaker"] if has_speakers else pd.Series("all", index=train_manifest.index)
-).T
+).T.rename_axis(index="speaker", columns="digit")
 
 # %% [markdown]
 # ## Speaker-robust training data: augmented copies
@@ -322,13 +323,18 @@ print(
 if augment_copies and len(all_waves_list):
     fig, axes = plt.subplots(1, 1 + augment_copies, figsize=(3.4 * (1 + augment_copies), 2.4), sharey=True)
     example_path = all_manifest["path"].iloc[0]
+    rng_plot = np.random.default_rng(seed)
     for ax, (name, wave) in zip(
         np.atleast_1d(axes),
         [("original", wave_of[example_path])] + [(f"copy {k + 1}", c) for k, c in enumerate(copies_of[example_path])],
     ):
-        ax.specgram(wave, NFFT=256, Fs=sample_rate, noverlap=192, cmap="magma")
+        # a floor far below the signal: exact digital silence (a copy's padding) has no log (and no warning)
+        floor = 1e-6 * max(float(np.abs(wave).max()), 1e-3)
+        ax.specgram(np.asarray(wave) + floor * rng_plot.standard_normal(len(wave)), NFFT=256, Fs=sample_rate,
+                    noverlap=192, cmap="magma")  # fmt: skip
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("s")
+    np.atleast_1d(axes)[0].set_ylabel("Hz")
     fig.suptitle(f"one clip and its augmented copies (label {all_manifest['label'].iloc[0]})", y=1.05)
     save_figure(fig, out, "augmentation_examples")
     plt.show()
@@ -354,7 +360,7 @@ update_results(
 # perturbation, new "speakers" with longer or shorter vocal tracts. Measured by
 # leave-one-speaker-out on FSDD (SVM, same copies): 40 MFCCs, 40 padded frames, mean+variance
 # CMVN 0.68; 13 MFCCs in 12 segments 0.83; with CMN 0.85; with VTLP 0.85 (worst speaker
-# 0.60 -> 0.80). The mel filters start at `mfcc_fmin` (0 Hz). Leaving out the lowest band
+# 0.60 -> 0.76 in the default run). The mel filters start at `mfcc_fmin` (0 Hz). Leaving out the lowest band
 # (hum, breath, pitch) gives FSDD LOSO 0.847 (0 Hz), 0.854 (50), 0.860 (100), 0.852 (150),
 # but digits spoken by 30 espeak-ng voices fall from 0.827 (0 Hz) to 0.770 (100 Hz): it fits
 # FSDD's microphones, not digits in general, so it stays off. Computed once for every clip
@@ -417,8 +423,14 @@ if mfcc_of:
             cmap="magma",
         )
         ax.set_title(f"digit {label}", fontsize=9)
-        ax.set_xlabel("frame")
-    fig.suptitle(f"MFCCs 1-{n_mfcc - 1} after per-utterance normalisation, one training clip per class", y=1.04)
+        ax.set_xlabel({"segments": f"time segment (of {n_frames})", "flat": "frame"}.get(pooling, pooling))
+    np.atleast_1d(axes)[0].set_ylabel("MFCC")
+    shown = min(5, len(labels))
+    fig.suptitle(
+        f"MFCCs 1-{n_mfcc - 1} after per-utterance normalisation: one training clip of each of the first {shown} "
+        f"classes ({', '.join(map(str, labels[:shown]))})",
+        y=1.04,
+    )
     save_figure(fig, out, "mfcc_examples")
     plt.show()
 
@@ -511,7 +523,8 @@ def fit_cnn(frame, epochs=None, progress=False):
 # (only the clip's own frames are kept); `encoder_whisper_mode="clip"` slices the positional
 # embeddings to that window instead of padding to Whisper's 30 s (about 20x faster;
 # `"padded"` is the reference). A 1.5 s window scored as well as 3 s by held-out speaker
-# (layer 3: 0.987 both, linear probe 0.985 both) at half the cost. The head mixes layers 2-4
+# (layer 3: head 0.987 both; a linear probe about 0.98, as in the per-layer curve below) at
+# half the cost. The head mixes layers 2-4
 # (the three best of the per-layer curve below) with learned weights and trains with 25% of the
 # frames masked and label smoothing 0.2: the same LOSO mean as layer 3 alone, and slightly better
 # on held-out speakers in real background noise and on other voices (`encoder_layers=[3]`,
@@ -933,8 +946,8 @@ if summaries:
 # every clip of the held-out speaker (the encoder model: its head, then the Whisper prior fused
 # with the fold's weight; the head alone and Whisper's forced choice alone are listed beside it).
 # Each model is retrained per fold exactly as above
-# (the SVM keeps the C and gamma of the grid search, the CNN the learning rate the grid
-# chose, with `loso_cnn_epochs`). The zero-shot Whisper needs no training: it is scored on
+# (the SVM keeps the C and gamma of the grid search, the CNN the learning rate `cnn_lr_grid`
+# chose, or its one value, with `loso_cnn_epochs`). The zero-shot Whisper needs no training: it is scored on
 # `zero_shot_max_clips` clips of the same held-out speakers.
 
 # %%
@@ -955,11 +968,20 @@ def encoder_prior_loso(head_alone):
         encoder_config.prior_weight = final["weight"]
         save_encoder_digit_model(fitted["encoder"], models_dir / "encoder.pt")
     results_models["encoder"]["whisper_prior"].update(weight=encoder_config.prior_weight, weight_fit=final)
+    results_models["encoder"]["config"]["prior_weight"] = encoder_config.prior_weight  # the saved model's
+    official = results_models["encoder"]["whisper_prior"].get("official_split_weight")
     print(
         f"Whisper prior, LOSO: head alone {head_alone['mean_accuracy']:.4f} (min {head_alone['min_accuracy']:.4f}), "
         f"forced choice alone {alone['mean_accuracy']:.4f} (min {alone['min_accuracy']:.4f}), fused "
-        f"{fused['mean_accuracy']:.4f} (min {fused['min_accuracy']:.4f}); fold weights {fused['weights']}; "
-        f"saved model's weight {encoder_config.prior_weight:.3f}"
+        f"{fused['mean_accuracy']:.4f} (min {fused['min_accuracy']:.4f}); fold weights "
+        f"{ {k: round(float(v), 3) for k, v in fused['weights'].items()} }; saved model's weight "
+        f"{encoder_config.prior_weight:.3f}"
+        + (
+            f" (the official-split row above used the weight before this fit, {official:.3f}; the saved model, "
+            "eval_folder, latency and streaming use the fitted one)"
+            if official is not None and abs(official - encoder_config.prior_weight) > 1e-9
+            else ""
+        )
     )
     loso_per_speaker["encoder head alone"] = head_alone["per_speaker_accuracy"]
     loso_per_speaker["Whisper forced choice"] = alone["per_speaker_accuracy"]
@@ -992,7 +1014,7 @@ else:
             return fit_wav2vec2(train_frame).predict([wave_of[p] for p in test_frame.path])
 
         with Stopwatch() as loso_time:
-            loso_results[name] = leave_one_speaker_out(fold, loso_manifest)
+            loso_results[name] = leave_one_speaker_out(fold, loso_manifest, desc=f"leave one speaker out: {name}")
         if name == "encoder" and enc_prior_of:
             loso_results[name] = encoder_prior_loso(loso_results[name])
         loso_results[name]["seconds"] = loso_time.seconds
@@ -1093,7 +1115,7 @@ if zero_shot is not None:
             "seconds": zs_time.seconds,
             "examples": [{"label": str(t), "text": x} for t, x in list(zip(zs_frame["label"], zs_text))[:12]],
         }
-        loso_per_speaker["zero-shot Whisper"] = scores["per_group_accuracy"]
+        loso_per_speaker[f"zero-shot Whisper ({per_speaker} clips per speaker)"] = scores["per_group_accuracy"]
         print(
             f"zero-shot on {scores['n']} held-out clips: {scores['accuracy']:.4f} "
             f"(95% CI {scores['ci95'][0]:.3f}-{scores['ci95'][1]:.3f}), per-speaker mean "
@@ -1147,14 +1169,22 @@ if eval_folder and len(eval_waves):
         eval_results["zero_shot"] = {**held_out_scores(y_eval, pred, groups), "seconds": eval_time.seconds}
         zero_shot_results["eval_folder"] = eval_results["zero_shot"]
     eval_results["skipped_files"] = eval_skipped
+    scored = {k: v for k, v in eval_results.items() if k != "skipped_files"}
     eval_table = pd.DataFrame(
         {
-            k: {"accuracy": v["accuracy"], "ci95 low": v["ci95"][0], "ci95 high": v["ci95"][1], "n": v["n"]}
-            for k, v in eval_results.items()
-            if k != "skipped_files"
+            k: {"accuracy": v["accuracy"], "ci95 low": v["ci95"][0], "ci95 high": v["ci95"][1], "n": int(v["n"])}
+            for k, v in scored.items()
         }
-    ).T
+    ).T.astype({"n": int})
     display(eval_table.round(4).rename_axis(f"eval_folder: {eval_folder}"))
+    if "zero_shot" in eval_results and eval_results["zero_shot"].get("no_answer"):
+        wrong = eval_results["zero_shot"]["n"] - eval_results["zero_shot"]["correct"]
+        print(f"zero-shot: {eval_results['zero_shot']['no_answer']} of its {wrong} errors wrote no digit at all")
+    per_group = pd.DataFrame({k: v["per_group_accuracy"] for k, v in scored.items()})
+    if len(per_group) > 1:  # per sub-folder (voice, microphone, speaker): the weakest first
+        per_group = per_group.loc[per_group.mean(axis=1).sort_values().index]
+        print(f"accuracy per {len(per_group)} sub-folders, the 10 hardest for the models on average:")
+        display(per_group.head(10).round(3).rename_axis("sub-folder"))
 else:
     eval_results = {"skipped": "no eval_folder given" if not eval_folder else "eval_folder had no readable clips"}
 update_results(out, eval_folder=eval_results, models=results_models, zero_shot=zero_shot_results)
@@ -1208,10 +1238,21 @@ if best_name:
         "beats_zero_shot_on_eval_folder": None
         if zs_eval is None or best.get("eval_folder_accuracy") is None
         else bool(best["eval_folder_accuracy"] > zs_eval),
+        # the zero-shot LOSO row scores a subset (zero_shot_max_clips): its 95% interval says how firm the comparison is
+        "zero_shot_loso_n": zero_shot_results.get("loso", {}).get("n"),
+        "zero_shot_loso_ci95": zero_shot_results.get("loso", {}).get("ci95"),
     }
 summary_table = pd.DataFrame(summary_rows).T
-display(summary_table)
+display(summary_table.style.format(precision=4, na_rep="-"))
 print(f"best trained model: {best_name}: {comparison}")
+ci = comparison.get("zero_shot_loso_ci95")
+if ci and comparison.get("loso_mean") is not None and ci[0] <= comparison["loso_mean"] <= ci[1]:
+    print(
+        f"  note: the zero-shot LOSO row scores {comparison['zero_shot_loso_n']} clips "
+        f"(95% CI {ci[0]:.3f}-{ci[1]:.3f}); "
+        f"{best_name}'s LOSO mean {comparison['loso_mean']:.4f} lies inside it, so the LOSO comparison is not firm "
+        "(raise zero_shot_max_clips to score more clips)"
+    )
 update_results(
     out,
     summary={name: {k: v for k, v in row.items() if v is not None and v == v} for name, row in summary_rows.items()},
@@ -1320,7 +1361,12 @@ if stream_name is not None:
     recording += np.random.default_rng(seed).normal(0, 1e-3, len(recording)).astype(np.float32)
     demo = make_recognizer("continuous")
     events = stream_audio_file(recording, demo, chunk_ms=100, sample_rate=sample_rate)
-    print(f"demo ({stream_name}, continuous): expected {[t['digit'] for t in demo_truth]}, emitted {demo.digits}")
+    forced = [int(e["digit"]) for e in events if e.get("forced")]
+    print(
+        f"demo ({stream_name}, continuous): expected {[int(t['digit']) for t in demo_truth]}, "
+        f"emitted {[int(d) for d in demo.digits]}"
+        + (f"; {forced} emitted below confidence_threshold {confidence_threshold} (force_emit)" if forced else "")
+    )
 
     stream_pool = (eval_waves, list(y_eval)) if eval_folder and len(eval_waves) else (test_waves, list(y_test))
     test_stream, stream_truth = digit_test_stream(
@@ -1335,7 +1381,7 @@ if stream_name is not None:
             "seconds": stream_time.seconds,
             "stream_seconds": len(test_stream) / sample_rate,
         }
-    display(pd.DataFrame({m: streaming[m] for m in ("toggle", "continuous")}).T.round(3))
+    display(pd.DataFrame({m: streaming[m] for m in ("toggle", "continuous")}).T.round(3).rename_axis(stream_name))
 
     fig, ax = plt.subplots(figsize=(11, 2.8))
     t = np.arange(len(recording)) / sample_rate
@@ -1343,10 +1389,17 @@ if stream_name is not None:
     for truth in demo_truth:
         ax.axvspan(truth["start_s"], truth["end_s"], color="tab:green", alpha=0.15)
     for e in events:
-        ax.axvspan(e["start_s"], e["end_s"], ymin=0.85, ymax=0.95, color="tab:blue" if e["emitted"] else "tab:red")
+        colour = "tab:orange" if e.get("forced") else ("tab:blue" if e["emitted"] else "tab:red")
+        ax.axvspan(e["start_s"], e["end_s"], ymin=0.85, ymax=0.95, color=colour)
         ax.text(e["start_s"], 0.7 * np.abs(recording).max(), f"{e['digit']} ({e['confidence']:.2f})", fontsize=8)
     ax.set_xlabel("seconds")
-    ax.set_title("demo recording: true digits (green), segments and emitted digits (blue)", pad=12)
+    ax.set_ylabel("amplitude")
+    ax.set_title(
+        f"demo recording ({stream_name}): true digits (green); emitted segments: confident (blue), "
+        f"forced below {confidence_threshold} (orange), rejected (red)",
+        pad=12,
+        fontsize=9,
+    )
     save_figure(fig, out, "streaming_demo")
     plt.show()
     streaming.update(

@@ -9,7 +9,7 @@
 #    35 dB trim cut the weak fricatives at a word's edges, the /ks/ of "six"), resampled to
 #    16 kHz and placed at the start of a `window_seconds` (1.5 s) window of silence; the
 #    encoder runs in `whisper_mode`
-#    (`"clip"`: positional embeddings sliced to that window, about 10x cheaper than
+#    (`"clip"`: positional embeddings sliced to that window, about 20x cheaper than
 #    `"padded"`, the 30-second reference) and only the frames that cover the clip are kept
 #    (50 per second);
 # 2. the frames of the chosen `layers` are mixed with learned softmax weights (reported: they

@@ -13,7 +13,8 @@
 # It is speaker-independent by construction (nothing is trained), so it can be scored on the
 # same held-out-speaker folds as the trained models and on the cross-dataset folder. Its cost
 # is Whisper's 30-second input window per clip, so the notebook scores it on a stratified
-# subset of each fold (`zero_shot_clips_per_speaker`).
+# subset of the clips (`zero_shot_max_clips`, 120: 20 per FSDD speaker, stratified by speaker and
+# label), so its LOSO row carries a wider confidence interval than the trained models' 3,000 clips.
 
 # %%
 import sys
