@@ -477,7 +477,16 @@ if "svm" in models:
         f"({svm_search.audiolens_info['cv_folds']} folds, PCA {svm_search.audiolens_info['pca_components']}, "
         f"{grid_time.seconds:.1f} s)"
     )
-    display(cv_table.sort_values("mean_test_score", ascending=False).head(8))
+    ranked_cv = cv_table.sort_values("mean_test_score", ascending=False)
+    spread = ranked_cv["mean_test_score"].iloc[0] - ranked_cv["mean_test_score"].iloc[min(2, len(ranked_cv) - 1)]
+    close = spread < ranked_cv["std_test_score"].iloc[0]
+    folds = "folds grouped by speaker" if has_speakers else "stratified folds"
+    print(
+        f"the 8 best of {len(ranked_cv)} settings ({folds}); "
+        f"the top 3 are within {spread:.4f} of each other"
+        + (", closer than the fold spread: any would do" if close else "")
+    )
+    display(ranked_cv.head(8).round(4))
 
 
 def fit_svm(frame):
