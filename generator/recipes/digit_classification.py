@@ -1370,10 +1370,14 @@ if stream_name is not None:
     recording += np.random.default_rng(seed).normal(0, 1e-3, len(recording)).astype(np.float32)
     demo = make_recognizer("continuous")
     events = stream_audio_file(recording, demo, chunk_ms=100, sample_rate=sample_rate)
-    forced = [int(e["digit"]) for e in events if e.get("forced")]
+
+    def plain(items):  # labels as written (numpy scalars print as np.int64(4))
+        return [x.item() if isinstance(x, np.generic) else x for x in items]
+
+    forced = plain(e["digit"] for e in events if e.get("forced"))
     print(
-        f"demo ({stream_name}, continuous): expected {[int(t['digit']) for t in demo_truth]}, "
-        f"emitted {[int(d) for d in demo.digits]}"
+        f"demo ({stream_name}, continuous): expected {plain(t['digit'] for t in demo_truth)}, "
+        f"emitted {plain(demo.digits)}"
         + (f"; {forced} emitted below confidence_threshold {confidence_threshold} (force_emit)" if forced else "")
     )
 
