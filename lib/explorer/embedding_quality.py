@@ -256,10 +256,10 @@ def quality_comparison(reports: dict) -> pd.DataFrame:
                 "encoder": name,
                 f"precision@{r['k']}": r["precision_at_k"],
                 f"precision@{r['k']}, own group excluded": r["precision_at_k_other_groups"],
-                "chance": r["chance"],
+                "precision chance (random neighbours)": r["chance"],
                 "silhouette": r.get("silhouette"),
                 f"k-NN accuracy (k={r['knn']['k']})": r["knn"]["accuracy"],
-                "k-NN chance": r["knn"]["chance"],
+                "k-NN chance (largest class)": r["knn"]["chance"],
                 "CV": r["knn"]["scheme"],
             }
         )
