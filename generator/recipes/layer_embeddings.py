@@ -191,7 +191,8 @@ update_results(
 # %%
 planned = pd.DataFrame(
     [{"model": m, **KNOWN_SPEECH_MODELS.get(resolve_speech_model_id(m), {"note": "local / other"})} for m in models]
-)
+).rename(columns={"params_m": "published params (M)", "layers": "transformer layers"})
+print("planned models, as published (the loaded models' own counts follow each load; codecs have 0 transformer layers)")
 display(planned)
 
 # %%
