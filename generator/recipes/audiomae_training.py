@@ -118,6 +118,7 @@ update_results(
     out,
     data={
         "dataset": dataset,
+        "test_fold": getattr(source, "test_fold", None),
         "n_train": len(train_data["x"]),
         "n_test": len(test_data["x"]),
         "n_classes": len(class_names),

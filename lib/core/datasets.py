@@ -569,8 +569,11 @@ def load_labelled_folder(
 
 # %%
 def load_esc50(path=None, download: bool = True) -> pd.DataFrame:
-    """ESC-50 manifest: ``path, label (target 0-49), category, fold (1-5), esc10, src_file, take``."""
-    table = load_esc50_folder(find_dataset("esc50", path=path, download=download), label_column="target")
+    """ESC-50 manifest: ``path, label (target 0-49), category, fold (1-5), esc10, src_file, take``.
+
+    Any copy in ESC-50's layout: the full data set, a subset of it (`esc50-subset/`, as in
+    `$AUDIOLENS_DATA`), else a download (``find_esc50``)."""
+    table = load_esc50_folder(find_esc50(path, download=download), label_column="target")
     table["label"] = table["target"]
     return table
 

@@ -56,11 +56,22 @@ class MaeEsc50Source(MaeDataSourceBase):
         if self._manifest is None:
             table = load_esc50(self.path, download=self.download)
             names = table.sort_values("target").drop_duplicates("target")["category"].tolist()
-            table = table.assign(
-                label_name=table["category"],
-                label=table["target"],
-                split=np.where(table["fold"] == self.test_fold, "test", "train"),
-            )
+            split = np.where(table["fold"] == self.test_fold, "test", "train")
+            n_test, n_classes = int((split == "test").sum()), table["target"].nunique()
+            if n_test < n_classes or n_test == len(table):  # a partial copy (the shared subset: 400 of fold 4)
+                from sklearn.model_selection import StratifiedGroupKFold
+
+                folds = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=0)
+                _, test_rows = next(folds.split(table, table["target"], groups=table["src_file"]))
+                split = np.full(len(table), "train", dtype=object)
+                split[test_rows] = "test"
+                print(
+                    f"ESC-50 copy at hand: fold {self.test_fold} has {n_test} of {len(table)} clips ({n_classes} "
+                    f"classes), too few to test on; testing instead on a fifth of the clips, stratified by class "
+                    f"and grouped by source recording ({len(test_rows)} clips)"
+                )
+                self.test_fold = None
+            table = table.assign(label_name=table["category"], label=table["target"], split=split)
             self._manifest, self._names = table.reset_index(drop=True), names
         return self._manifest
 
