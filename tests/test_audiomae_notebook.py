@@ -60,7 +60,7 @@ def test_smoke_run_then_resume(run_notebook, fsdd_dir):
         assert (out / f"{figure}.png").stat().st_size > 1000, figure
     # The checkpoint round trip: the reloaded encoder embeds raw waveforms as the in-memory model did.
     checkpoint_path = out / "checkpoints" / "last.pt"
-    assert results["checkpoint"]["round_trip_max_abs_diff"] < 1e-4
+    assert results["checkpoint"]["round_trip_max_abs_diff"] < 1e-4 and results["checkpoint"]["epochs_done"] == 3
     encoder = load_audiomae_encoder(checkpoint_path)
     assert encoder.checkpoint_hash == results["checkpoint"]["sha256"]
     assert encoder.embedding_dim == 192 and encoder.config["depth"] == 2

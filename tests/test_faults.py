@@ -678,3 +678,15 @@ def test_checkpointed_chunks_where_one_chunk_fails_entirely(clips, tmp_path):
     assert report["failed"][0]["path"] == str(broken)
     again, _, report = vector_cache_update(paths, compute, tmp_path / "c", CONFIG, verbose=False)
     assert report["n_computed"] == 0 and np.array_equal(again["embeddings"], arrays["embeddings"])
+
+
+def test_results_json_is_strict_json(tmp_path, monkeypatch):
+    """NaN and infinities (a metric with nothing to measure) are written as null, which any JSON reader takes."""
+    monkeypatch.setenv("AUDIOLENS_RUN_ID", "run-strict")
+    update_results(tmp_path, exp={"recovery": float("nan"), "gains": [np.inf, 1.5], "n": np.float32("nan"), "k": 3})
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    strict = json.loads((tmp_path / "results.json").read_text(), parse_constant=refuse)
+    assert strict["exp"] == {"recovery": None, "gains": [None, 1.5], "n": None, "k": 3}

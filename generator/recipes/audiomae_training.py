@@ -431,7 +431,7 @@ if pretrained:
         checkpoint={
             "path": str(checkpoint_path),
             "sha256": encoder.checkpoint_hash,
-            "epoch": int(checkpoint["epoch"]),
+            "epochs_done": int(checkpoint["epoch"]) + 1,  # the checkpoint's own "epoch" counts from 0
             "embedding_dim": encoder.embedding_dim,
             "round_trip_max_abs_diff": round_trip_error,
         },

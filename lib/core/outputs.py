@@ -17,12 +17,13 @@
 # %%
 import datetime as _dt
 import json
+import math
 import os
 import secrets
 import time
 from pathlib import Path
 
-from lib.core.atomic_io import atomic_write_json
+from lib.core.atomic_io import atomic_write_json, json_plain
 
 _OUTPUTS_PROCESS_RUN = {}  # the run id of this process when no notebook run exported one
 
@@ -66,7 +67,8 @@ def current_run_id() -> str:
 def update_results(output_dir, **sections) -> None:
     """Add ``sections`` to this run's ``results.json`` (top-level keys replaced); ``read_results`` reads it.
 
-    Returns nothing, so a cell that ends with this call shows nothing (not the whole file).
+    Returns nothing, so a cell that ends with this call shows nothing (not the whole file). NaN and
+    infinite values are written as null, so the file is strict JSON.
 
     The file's ``run`` block must name the current run (``current_run_id()``); a file of another
     run, an unreadable one, or one without a run block is first renamed
@@ -92,8 +94,19 @@ def update_results(output_dir, **sections) -> None:
             )
         now = _dt.datetime.now().isoformat(timespec="seconds")
         results = {"run": {"id": run_id, "status": "running", "started": now, "pid": os.getpid()}}
-    results.update(sections)
+    results.update(_finite_or_none(json_plain(sections)))
     atomic_write_json(path, results)
+
+
+def _finite_or_none(value):
+    """NaN and infinities become None (JSON's null): results.json stays strict JSON for any reader."""
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def save_figure(fig, output_dir, name: str, dpi: int = 120) -> Path:
