@@ -265,7 +265,10 @@ def _execute_locked(name, parameters, out_dir, timeout, build_first, log_output,
             shutdown_kernel="immediate",
         )
     except pm.PapermillExecutionError as error:
-        status = f"failed at cell {error.cell_index}: {error.ename}: {str(error.evalue)[:300]}"
+        # the index in the saved notebook: papermill inserts its error banner cells above the failing cell
+        cell = _running_cell(executed)
+        error.saved_cell_index = cell[0] if cell else error.cell_index
+        status = f"failed at cell {error.saved_cell_index}: {error.ename}: {str(error.evalue)[:300]}"
         audiolens_finish_run(out_dir, run_id, status, executed_notebook=str(executed))
         raise
     except (DeadKernelError, CellTimeoutError) as error:
@@ -425,8 +428,9 @@ def cmd_run(args) -> int:
     except pm.PapermillExecutionError as error:
         import re
 
+        index = getattr(error, "saved_cell_index", error.cell_index)
         print(
-            f"\n{args.name} failed in cell {error.cell_index} (execution count {error.exec_count}) with "
+            f"\n{args.name} failed in cell {index} of the saved notebook (execution count {error.exec_count}) with "
             f"{error.ename}: {error.evalue}",
             file=sys.stderr,
         )

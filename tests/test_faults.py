@@ -574,6 +574,9 @@ def test_runs_own_their_folder_and_a_failed_rerun_never_mixes_results(toys, monk
     failed = json.loads((first / "results.json").read_text())
     assert set(failed) == {"run"}, "no section of the earlier run survives in the failed run's results"
     assert failed["run"]["status"].startswith("failed at cell") and "IndexError" in failed["run"]["status"]
+    index = int(re.search(r"failed at cell (\d+)", failed["run"]["status"]).group(1))
+    saved = json.loads((first / "toy_fail.ipynb").read_text())["cells"][index]  # the index of the saved notebook
+    assert saved["metadata"]["papermill"]["status"] == "failed" and saved["outputs"][-1]["ename"] == "IndexError"
     assert failed["run"]["previous_run"] == run["id"] and failed["run"]["id"] != run["id"]
     assert json.loads((first / "results.previous.json").read_text())["toy"]["value"] == 63
     # --overwrite empties an earlier run's folder
