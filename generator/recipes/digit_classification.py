@@ -116,6 +116,7 @@ from IPython.display import display
 from sklearn.base import clone
 from sklearn.model_selection import train_test_split
 
+from lib.core.atomic_io import json_plain
 from lib.core.audio import load_audio_batch
 from lib.core.datasets import load_fsdd, load_labelled_folder, load_librispeech
 from lib.core.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
@@ -1181,7 +1182,7 @@ if eval_folder and len(eval_waves):
     scored = {k: v for k, v in eval_results.items() if k != "skipped_files"}
     eval_table = pd.DataFrame(
         {
-            k: {"accuracy": v["accuracy"], "ci95 low": v["ci95"][0], "ci95 high": v["ci95"][1], "n": int(v["n"])}
+            k: {"accuracy": v["accuracy"], "ci95 low": v["ci95"][0], "ci95 high": v["ci95"][1], "n": v["n"]}
             for k, v in scored.items()
         }
     ).T.astype({"n": int})
@@ -1371,13 +1372,10 @@ if stream_name is not None:
     demo = make_recognizer("continuous")
     events = stream_audio_file(recording, demo, chunk_ms=100, sample_rate=sample_rate)
 
-    def plain(items):  # labels as written (numpy scalars print as np.int64(4))
-        return [x.item() if isinstance(x, np.generic) else x for x in items]
-
-    forced = plain(e["digit"] for e in events if e.get("forced"))
+    forced = json_plain([e["digit"] for e in events if e.get("forced")])  # labels as written, not np.int64(4)
     print(
-        f"demo ({stream_name}, continuous): expected {plain(t['digit'] for t in demo_truth)}, "
-        f"emitted {plain(demo.digits)}"
+        f"demo ({stream_name}, continuous): expected {json_plain([t['digit'] for t in demo_truth])}, "
+        f"emitted {json_plain(list(demo.digits))}"
         + (f"; {forced} emitted below confidence_threshold {confidence_threshold} (force_emit)" if forced else "")
     )
 

@@ -307,15 +307,6 @@ if not embedding_sets:
 
 
 # %%
-def nan_to_none(value):
-    """NaN (an undefined silhouette, the depth of "concat") -> null, so results.json is strict JSON."""
-    if isinstance(value, dict):
-        return {k: nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [nan_to_none(v) for v in value]
-    return None if isinstance(value, float) and value != value else value
-
-
 def short_label(model) -> str:
     """The label without the hub organisation or folder: 'whisper-tiny.en (padded mode)'."""
     return str(model).rstrip("/").split("/")[-1]
@@ -381,7 +372,7 @@ interactive.show()
 mfcc_row = table[table.model == "mfcc"]
 update_results(
     out,
-    separability=nan_to_none(
+    separability=(
         table[
             [
                 "model",
@@ -404,7 +395,7 @@ update_results(
         "speakers_held_out": groups is not None,
         "n_clips": len(clips),
     },
-    best_layer=nan_to_none(
+    best_layer=(
         {
             row.model: {
                 "model_id": row.model_id,
@@ -418,10 +409,8 @@ update_results(
             for row in best.itertuples()
         }
     ),
-    mfcc_baseline=nan_to_none(mfcc_row.iloc[0][["knn_acc", "linear_acc", "silhouette"]].to_dict())
-    if len(mfcc_row)
-    else None,
-    headline=nan_to_none(headline),
+    mfcc_baseline=(mfcc_row.iloc[0][["knn_acc", "linear_acc", "silhouette"]].to_dict()) if len(mfcc_row) else None,
+    headline=(headline),
 )
 
 # %% [markdown]
@@ -499,7 +488,7 @@ if len(poolings) > 1:
             f"{headline['best']['model']} layer {headline['best']['layer']} is "
             f"{headline['margin_over_mfcc_best_pooling']:+.3f} above it"
         )
-update_results(out, pooling_comparison=nan_to_none(pooling_rows), headline=nan_to_none(headline))
+update_results(out, pooling_comparison=(pooling_rows), headline=(headline))
 
 # %% [markdown]
 # ## Maps of the layers

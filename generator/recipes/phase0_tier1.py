@@ -59,7 +59,6 @@ import platform
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 from IPython.display import display
 
@@ -343,7 +342,7 @@ if "exp3" in experiments:
     update_results(
         out,
         exp3={
-            "rows": exp3["table"].replace({np.nan: None}).to_dict(orient="records"),
+            "rows": exp3["table"].to_dict(orient="records"),  # NaN is written as null
             "schemes": exp3["schemes"].to_dict(orient="records"),
             "utterances": len(manifest3),
         },
