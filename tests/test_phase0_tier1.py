@@ -169,7 +169,7 @@ def test_planted_isotropic_gaussian_favours_the_gaussian_head():
 # ----------------------------------------------------------------------------- planted Exp 2
 def test_planted_memory_is_recovered_and_shuffled_memory_gives_nothing(tmp_path):
     from lib.phase0.phase0_artifacts import Phase0CellAssigner
-    from lib.phase0.tier1_injection import tier1_fit_phase0, tier1_injection
+    from lib.phase0.tier1_injection import tier1_fit_phase0, tier1_injection, tier1_injection_conclusion
 
     torch.manual_seed(0)
     config = tiny_config(
@@ -204,6 +204,69 @@ def test_planted_memory_is_recovered_and_shuffled_memory_gives_nothing(tmp_path)
     assert (table["recovery_real"] >= 0.8).all(), table[["model", "k", "recovery_real"]]
     assert (table["recovery_shuffled_control"].abs() <= 0.1).all(), table[["model", "recovery_shuffled_control"]]
     assert (table["recovery_shuffled"] <= 0.1).all()  # cell ids permuted: no gain (the model follows its memory)
+    conclusion = tier1_injection_conclusion(table)
+    assert (
+        conclusion.startswith("The oracle memory helps in 4 of 4 rows") and "the model follows its memory" in conclusion
+    )
+
+
+def test_exp2_conclusion_says_when_not_even_the_oracle_helps():
+    from lib.phase0.tier1_injection import tier1_injection_conclusion
+
+    rows = [
+        {"model": m, "k": k, "gain_oracle": g, "gain_oracle_se": 0.08, "oracle_gain_significant": g > 0.16}
+        for m, k, g in (("vmf", 1, -0.04), ("vmf", 2, 0.012), ("gaussian", 1, 0.099))
+    ]
+    text = tier1_injection_conclusion(pd.DataFrame(rows))
+    assert text.startswith("No memory helps, not even the oracle: in all 3 rows")
+    assert "+0.099 +- 0.080" in text and "gaussian k=1" in text  # the largest oracle gain against its noise
+
+
+def test_exp3_reading_flags_a_positional_pass_and_the_conclusion_names_it():
+    from lib.phase0.tier1_representations import tier1_representation_conclusion, tier1_representation_reading
+
+    table = pd.DataFrame(
+        [
+            {
+                "representation": "logmel",
+                "rate": "native",
+                "status": "ok",
+                "vr_eval": 0.956,
+                "phase0_decision": "FAIL",
+                "position_share": 0.05,
+                "nll_gain": 13.0,
+            },
+            {
+                "representation": "logmel",
+                "rate": "12.5 Hz",
+                "status": "ok",
+                "vr_eval": 0.875,
+                "phase0_decision": "FAIL",
+                "position_share": 0.06,
+                "nll_gain": 30.9,
+            },
+            {
+                "representation": "whisper (random weights)",
+                "rate": "50 Hz",
+                "status": "ok",
+                "vr_eval": 0.113,
+                "phase0_decision": "PASS",
+                "position_share": 1.0,
+                "nll_gain": -2.0,
+            },
+            {"representation": "kyutai/mimi", "status": "skipped", "reason": "offline"},
+        ]
+    )
+    readings = table.apply(tier1_representation_reading, axis=1).tolist()
+    assert readings == ["FAIL", "FAIL", "PASS, positional (100% position)", "-"]
+    text = tier1_representation_conclusion(table, exp1_gain=16.6, config=TIER1_DEFAULT_CONFIG)
+    assert text.startswith("Exp 3: no representation passes the gate on its audio (lowest held-out VR 0.875")
+    assert "whisper (random weights) @ 50 Hz pass only because" in text
+    assert "(+30.90 nats/frame) differs from Exp 1's at k = 1 (+16.60)" in text
+    table.loc[1, ["phase0_decision", "vr_eval"]] = ["PASS", 0.5]
+    assert tier1_representation_conclusion(table).startswith(
+        "Exp 3: 1 of 3 rows pass the gate on their audio: logmel @ 12.5 Hz."
+    )
 
 
 # ----------------------------------------------------------------------------- dataset
@@ -453,7 +516,12 @@ def test_notebook_runs_the_three_experiments_on_logmel(run_notebook, tiny_model)
     assert (exp3[exp3["representation"] == "kyutai/mimi"]["status"] == "skipped").all()  # offline
     assert np.isfinite(ok["vr_eval"]).all() and np.isfinite(ok["nll_gain"]).all()
     assert (ok["position_share"] < 1.0).all()
+    assert set(ok["reading"]) <= {"PASS", "FAIL"}  # no positional frames in these rows
+    assert ok["total_seconds"].notna().all()  # native rows too: one figure per representation
+    assert ok.groupby("representation")["total_seconds"].nunique().eq(1).all()
+    assert results["exp2"]["conclusion"] and results["exp3"]["conclusion"].startswith("Exp 3:")
     assert set(ok["weights"]) == {"none (signal processing)", "pretrained"}  # the tiny folder: its saved weights
     report = (out / "report.txt").read_text()
     for heading in ("Exp 1:", "Exp 2:", "Exp 3:"):
         assert heading in report
+    assert results["exp2"]["conclusion"] in report and results["exp3"]["conclusion"] in report

@@ -68,7 +68,13 @@ from lib.phase0.phase0_artifacts import load_phase0_artifacts
 from lib.phase0.phase0_latents import cap_phase0_utterances, write_phase0_split
 from lib.phase0.tier1_config import load_tier1_config, tier1_config_hash, write_tier1_config
 from lib.phase0.tier1_data import Tier1Scaling, Tier1StoreSource, tier1_sample_sequences, tier1_sample_windows
-from lib.phase0.tier1_injection import plot_tier1_injection, tier1_check_artifacts, tier1_fit_phase0, tier1_injection
+from lib.phase0.tier1_injection import (
+    plot_tier1_injection,
+    tier1_check_artifacts,
+    tier1_fit_phase0,
+    tier1_injection,
+    tier1_injection_conclusion,
+)
 from lib.phase0.tier1_metrics import (
     plot_tier1_calibration,
     plot_tier1_nll,
@@ -78,10 +84,11 @@ from lib.phase0.tier1_metrics import (
     tier1_rollout,
 )
 from lib.phase0.tier1_pipeline import tier1_encode_store, tier1_exp1, tier1_manifest
-from lib.phase0.tier1_report import write_tier1_report
+from lib.phase0.tier1_report import tier1_table, write_tier1_report
 from lib.phase0.tier1_representations import (
     plot_tier1_representations,
     tier1_compare_representations,
+    tier1_representation_conclusion,
     tier1_slug,
 )
 from lib.phase0.tier1_training import (
@@ -297,7 +304,9 @@ if "exp2" in experiments:
         )
     timings["exp2_s"] = sw.seconds
     tables["exp2"] = injection["table"]
-    display(injection["table"].round(3))
+    display(tier1_table(injection["table"], "exp2"))
+    exp2_conclusion = tier1_injection_conclusion(injection["table"])
+    print(exp2_conclusion)
     fig = plot_tier1_injection(injection["table"])
     save_figure(fig, out, "exp2_injection")
     plt.show()
@@ -311,13 +320,18 @@ if "exp2" in experiments:
             "phase0_config_hash": artifacts.manifest["config_hash"],
             "scheme": config["diag"]["scheme"],
             "memory_mode": config["diag"]["memory_mode"],
+            "conclusion": exp2_conclusion,
         },
     )
 
 # %% [markdown]
 # ## Exp 3: which representation?
 # Each representation encodes the same seeded subset of utterances (`exp3.max_utterances`).
-# Rows whose weights do not load (the codecs, offline) are listed as skipped.
+# Rows whose weights do not load (the codecs, offline) are listed as skipped. The `reading`
+# column is the gate's decision as it should be read: a PASS of a representation whose frames
+# are mostly their position in the utterance (position share above 0.5, e.g. Whisper with
+# random weights) is marked positional. Its vMF gain is not comparable with Exp 1's (fewer
+# utterances and steps, frames pooled from 100 Hz): compare the rows with each other.
 
 # %%
 if "exp3" in experiments:
@@ -334,7 +348,10 @@ if "exp3" in experiments:
     timings["exp3_s"] = sw.seconds
     tables["exp3"] = exp3["table"]
     ok = exp3["table"][exp3["table"]["status"] == "ok"]
-    display(exp3["table"].round(3))
+    display(tier1_table(exp3["table"], "exp3"))
+    exp1_gain = next((g["nll_gain"] for g in evaluation["gains"] if g["k"] == 1), None) if exp1 is not None else None
+    exp3_conclusion = tier1_representation_conclusion(exp3["table"], exp1_gain, config)
+    print(exp3_conclusion)
     if len(ok):
         fig = plot_tier1_representations(exp3["table"])
         save_figure(fig, out, "exp3_representations")
@@ -345,6 +362,7 @@ if "exp3" in experiments:
             "rows": exp3["table"].to_dict(orient="records"),  # NaN is written as null
             "schemes": exp3["schemes"].to_dict(orient="records"),
             "utterances": len(manifest3),
+            "conclusion": exp3_conclusion,
         },
     )
 
@@ -359,6 +377,8 @@ meta = {
     "config_hash": tier1_config_hash(config),
     "experiments": experiments,
     "exp1_gains": evaluation["gains"] if exp1 is not None else [],
+    "exp2_conclusion": exp2_conclusion if "exp2" in experiments else None,
+    "exp3_conclusion": exp3_conclusion if "exp3" in experiments else None,
     "notes": notes,
 }
 extra = {"exp3_schemes": exp3["schemes"]} if "exp3" in experiments else {}

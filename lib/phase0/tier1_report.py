@@ -64,9 +64,24 @@ TIER1_EXP3_COLUMNS = (
     "entropy_reduction_eval",
     "phase0_decision",
     "position_share",
+    "reading",
     "nll_gain",
     "nll_gain_per_dim",
+    "total_seconds",
 )
+TIER1_TABLE_COLUMNS = {"exp1": TIER1_EXP1_COLUMNS, "exp2": TIER1_EXP2_COLUMNS, "exp3": TIER1_EXP3_COLUMNS}
+
+
+def tier1_table(frame: pd.DataFrame, key: str) -> pd.DataFrame:
+    """The columns of experiment ``key``'s table that the report shows (all of them for other tables),
+    rounded, for a notebook display that is not cut at pandas' column limit."""
+    columns = [c for c in TIER1_TABLE_COLUMNS.get(key, frame.columns) if c in frame.columns]
+    if key == "exp3" and "status" in frame:
+        skipped = frame[frame["status"] != "ok"]
+        frame = frame[frame["status"] == "ok"]
+        for row in skipped.itertuples():
+            print(f"skipped: {row.representation} ({row.reason})")
+    return frame[columns].round(3).reset_index(drop=True)
 
 
 def tier1_report_text(meta: dict, tables: dict) -> str:
@@ -106,6 +121,7 @@ def tier1_report_text(meta: dict, tables: dict) -> str:
             "  shuffled: cell ids permuted, same model; shuffled control: a copy fine-tuned with uninformative",
             "  memory (its gain is the null level, about 0).",
             _tier1_table_text(tables["exp2"], TIER1_EXP2_COLUMNS),
+            *(["  " + meta["exp2_conclusion"]] if meta.get("exp2_conclusion") else []),
             "",
         ]
     if "exp3" in tables:
@@ -127,6 +143,8 @@ def tier1_report_text(meta: dict, tables: dict) -> str:
                     "frame's position in the utterance alone (positional embeddings): its Phase 0 structure may "
                     "be positional."
                 )
+        if meta.get("exp3_conclusion"):
+            lines.append("  " + meta["exp3_conclusion"])
         lines.append("")
     lines += [f"  - {note}" for note in meta.get("notes", [])]
     return "\n".join(lines) + "\n"

@@ -306,6 +306,7 @@ def tier1_compare_representations(
             stores.append((f"{exp3['common_rate']:g} Hz", pooled))
         else:
             stores.append((f"{exp3['common_rate']:g} Hz", store))
+        first_row = len(rows)
         for rate_label, store_dir in stores:
             source = Tier1StoreSource(store_dir, split_of)
             measured = tier1_measure_representation(source, rate_label, config, device, seed)
@@ -316,8 +317,63 @@ def tier1_compare_representations(
                 f"({measured['summary']['best_scheme']}), vMF gain {measured['summary']['nll_gain']:.3f} nats/frame"
             )
         del encoder
-        rows[-1]["total_seconds"] = time.perf_counter() - started
-    return {"rows": rows, "table": pd.DataFrame(rows), "schemes": pd.DataFrame(scheme_rows)}
+        total = time.perf_counter() - started
+        for row in rows[first_row:]:  # loading, encoding and both rates' measurements: one figure per representation
+            row["total_seconds"] = total
+    table = pd.DataFrame(rows)
+    table["reading"] = table.apply(tier1_representation_reading, axis=1) if len(table) else []
+    return {"rows": table.to_dict(orient="records"), "table": table, "schemes": pd.DataFrame(scheme_rows)}
+
+
+TIER1_POSITIONAL_SHARE = 0.5  # above this share of variance explained by position alone, a PASS is positional
+
+
+def tier1_representation_reading(row) -> str:
+    """The gate's decision as a reader should take it: a PASS on positional frames is flagged."""
+    decision = row.get("phase0_decision")
+    if row.get("status") != "ok" or not isinstance(decision, str):
+        return "-"
+    share = row.get("position_share")
+    if decision == "PASS" and share is not None and np.isfinite(share) and share > TIER1_POSITIONAL_SHARE:
+        return f"PASS, positional ({share:.0%} position)"
+    return decision
+
+
+def tier1_representation_conclusion(table: pd.DataFrame, exp1_gain=None, config: dict | None = None) -> str:
+    """Exp 3 in a few sentences: which rows pass the gate on audio (not position), and how the
+    k = 1 vMF gain here relates to Exp 1's (different utterances, steps and rate path)."""
+    ok = table[table["status"] == "ok"] if "status" in table else table
+    if ok.empty:
+        return "Exp 3: no representation could be measured."
+    readings = ok.apply(tier1_representation_reading, axis=1)
+    labels = [f"{r.representation} @ {r.rate}" for r in ok.itertuples()]
+    real = [label for label, reading in zip(labels, readings) if reading == "PASS"]
+    positional = [label for label, reading in zip(labels, readings) if reading.startswith("PASS,")]
+    audio = ok[~readings.str.startswith("PASS,")]
+    best = (audio if len(audio) else ok).sort_values("vr_eval").iloc[0]  # the lowest VR not due to position
+    if real:
+        text = f"Exp 3: {len(real)} of {len(ok)} rows pass the gate on their audio: {', '.join(real)}."
+    else:
+        text = (
+            f"Exp 3: no representation passes the gate on its audio (lowest held-out VR "
+            f"{best['vr_eval']:.3f}, {best['representation']} @ {best['rate']}, {best['phase0_decision']})."
+        )
+    if positional:
+        text += (
+            f" {', '.join(positional)} pass only because their frames are mostly the position in the "
+            "utterance (positional embeddings): not structure in the audio."
+        )
+    logmel = ok[(ok["representation"] == "logmel") & (ok["rate"] != "native")] if exp1_gain is not None else ok[:0]
+    if len(logmel) and config is not None:
+        exp3, train = config["exp3"], config["train"]
+        here = float(logmel["nll_gain"].iloc[0])
+        text += (
+            f" The log-mel vMF gain at 12.5 Hz here ({here:+.2f} nats/frame) differs from Exp 1's at k = 1 "
+            f"({exp1_gain:+.2f}): Exp 3 trains {exp3['max_steps']} steps (Exp 1: {train['max_steps']}) on "
+            f"{exp3['max_utterances']} utterances cut at {exp3['max_seconds']:g} s, and pools 100 Hz frames to "
+            "12.5 Hz; compare rows within Exp 3, not across experiments."
+        )
+    return text
 
 
 def plot_tier1_representations(table: pd.DataFrame):
