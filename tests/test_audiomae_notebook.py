@@ -56,6 +56,10 @@ def test_smoke_run_then_resume(run_notebook, fsdd_dir):
     matrix = np.array(results["finetune_details"]["pretrained"]["confusion_matrix"])
     assert matrix.shape == (10, 10) and matrix.sum() == 20
     assert results["finetune"]["pretrained"] == pytest.approx(np.trace(matrix) / matrix.sum())  # the same 20 clips
+    assert results["finetune_config"] == {"augment": "patch_drop", "patch_drop": 0.3, "from_probe": True}
+    for name in ("pretrained", "random_init"):  # the change fine-tuning made, against the probe it started from
+        change = results["finetune_details"][name]["change_against_probe"]
+        assert change == pytest.approx(results["finetune"][name] - results["linear_probe"][name])
     for figure in ("pretrain_loss", "reconstructions", "finetune_and_accuracy", "confusion_matrix"):
         assert (out / f"{figure}.png").stat().st_size > 1000, figure
     # The checkpoint round trip: the reloaded encoder embeds raw waveforms as the in-memory model did.

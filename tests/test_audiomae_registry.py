@@ -254,3 +254,32 @@ def test_split_and_subsample_are_stratified():
     frame = pd.DataFrame({"path": [f"{i}.wav" for i in range(40)], "label": labels})
     small = mae_subsample(frame, 8, seed=0)
     assert len(small) == 8 and small["label"].value_counts().to_dict() == {0: 2, 1: 2, 2: 2, 3: 2}
+
+
+def test_finetune_patch_drop_only_while_training_and_restored_after():
+    from lib.mae.mae_training import mae_train_classifier
+
+    torch.manual_seed(0)
+    classifier = AudioMaeClassifier(build_audiomae_model("audiomae++", "tiny", **SMALL), 2, patch_drop=0.5)
+    x = torch.randn(4, 1, 80, 200)
+    classifier.train()
+    assert not torch.allclose(classifier.embed(x), classifier.embed(x))  # another half of the patches each call
+    classifier.eval()
+    whole = classifier.encoder.encode(x)
+    assert torch.equal(classifier.embed(x), whole)  # evaluation always sees every patch
+    # an embedding from half the patches is the mean over fewer tokens of the same encoder
+    latent, mask, _, _ = classifier.encoder.forward_encoder(x, 0.5)
+    assert latent.shape[1] - 1 == int((mask[0] == 0).sum()) == mask.shape[1] // 2
+    # training on a separable toy set: patch dropping set for the run, the classifier's own value restored
+    y = np.array([0, 1] * 8)
+    specs = torch.randn(16, 1, 80, 200) + torch.as_tensor(y, dtype=torch.float32).view(-1, 1, 1, 1)
+    classifier.patch_drop = 0.0
+    history = mae_train_classifier(
+        classifier, specs, y, epochs=6, batch_size=8, lr=2e-3, patch_drop=0.3, progress=False
+    )
+    assert history["loss"][-1] < history["loss"][0] and history["train_accuracy"][-1] >= 0.9
+    assert classifier.patch_drop == 0.0 and not classifier.training
+    with pytest.raises(ValueError, match="augment must be one of"):
+        mae_train_classifier(classifier, specs, y, epochs=1, augment=True, progress=False)
+    with pytest.raises(ValueError, match="patch_drop must be in"):
+        mae_train_classifier(classifier, specs, y, epochs=1, patch_drop=1.0, progress=False)

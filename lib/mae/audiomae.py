@@ -429,10 +429,15 @@ class AudioMaePlusPlus(_AudioMaePatches, MaeModelBase):
         head_dim = self.embed_dim // self.config["num_heads"]
         return self.norm(self._run(self.blocks, tokens, self._positions(n, gf, gt, specs.device), head_dim))
 
-    def encode(self, specs, pooling=None):
-        """Clip embeddings ``[N, D]``: mean of the patch tokens (default) or the CLS token."""
+    def encode(self, specs, pooling=None, patch_drop: float = 0.0):
+        """Clip embeddings ``[N, D]``: mean of the patch tokens (default) or the CLS token.
+
+        ``patch_drop > 0`` encodes a random share of each clip's patches only, the others
+        dropped as in pretraining (AudioMAE's fine-tuning masking): an augmentation whose
+        embeddings stay close to the whole clip's, since the encoder learned on visible subsets.
+        """
         pooling = pooling or self.config["pooling"]
-        tokens = self.forward_features(specs)
+        tokens = self.forward_encoder(specs, patch_drop)[0] if patch_drop > 0 else self.forward_features(specs)
         if pooling == "cls":
             return tokens[:, 0]
         if pooling == "mean":
@@ -481,7 +486,11 @@ def audiomae_model_from_config(config: dict) -> MaeModelBase:
 
 # %%
 class AudioMaeClassifier(nn.Module):
-    """Encoder + (BatchNorm without affine) + Linear head over CLS or mean-pooled tokens."""
+    """Encoder + (BatchNorm without affine) + Linear head over CLS or mean-pooled tokens.
+
+    ``patch_drop``: while training (not in eval mode), each clip is encoded from a random
+    ``1 - patch_drop`` share of its patches (the encoder's ``encode(..., patch_drop=)``).
+    """
 
     def __init__(
         self,
@@ -490,6 +499,7 @@ class AudioMaeClassifier(nn.Module):
         pooling: str = "mean",
         freeze_encoder: bool = False,
         head_dropout: float = 0.0,
+        patch_drop: float = 0.0,
     ):
         super().__init__()
         if pooling not in ("mean", "cls"):
@@ -498,6 +508,7 @@ class AudioMaeClassifier(nn.Module):
         self.pooling = pooling
         self.num_classes = int(num_classes)
         self.freeze_encoder = freeze_encoder
+        self.patch_drop = float(patch_drop)  # share of patches dropped while training (fine-tuning augmentation)
         self.head = nn.Sequential(
             nn.BatchNorm1d(encoder.embed_dim, affine=False),
             nn.Dropout(head_dropout),
@@ -513,6 +524,8 @@ class AudioMaeClassifier(nn.Module):
         if self.freeze_encoder:
             with torch.no_grad():
                 return self.encoder.encode(specs, self.pooling)
+        if self.training and self.patch_drop > 0:
+            return self.encoder.encode(specs, self.pooling, patch_drop=self.patch_drop)
         return self.encoder.encode(specs, self.pooling)
 
     def forward(self, specs):

@@ -108,7 +108,8 @@ class MaeModelBase(nn.Module, metaclass=ABCMeta):
 
     @abstractmethod
     def encode(self, specs: torch.Tensor, pooling=None) -> torch.Tensor:
-        """One embedding per clip, ``[N, D]``."""
+        """One embedding per clip, ``[N, D]``. Fine-tuning with ``patch_drop`` also passes
+        ``patch_drop=share``: encode a random ``1 - share`` of each clip's patches."""
 
     @abstractmethod
     def patchify(self, specs: torch.Tensor) -> torch.Tensor:

@@ -15,8 +15,12 @@
 #   ranks, averages the loss over them, and only rank 0 writes checkpoints (see
 #   `scripts/mae_torchrun.py` for the command-line entry point).
 # - `mae_train_classifier`: fine-tuning (whole encoder + head) or linear probing (frozen
-#   encoder: embeddings computed once, then only the head trains), with SpecAugment-style
-#   masking while fine-tuning; `mae_evaluate`: accuracy, per-class accuracy, confusion matrix.
+#   encoder: embeddings computed once, then only the head trains). Fine-tuning augments by
+#   dropping a share of each clip's patches (`augment="patch_drop"`, AudioMAE's fine-tuning
+#   masking: the encoder sees visible subsets as in pretraining, so a head from the linear
+#   probe keeps working) or by SpecAugment-style bands filled with the batch minimum
+#   (`"specaugment"`, which moves the embeddings far from what a probe saw);
+#   `mae_evaluate`: accuracy, per-class accuracy, confusion matrix.
 # - `mae_extract_embeddings`: `[N, D]` embeddings with the throughput in clips/s.
 
 # %%
@@ -348,6 +352,9 @@ def mae_layer_decay_groups(classifier, weight_decay: float, layer_decay: float =
 
 
 # %%
+MAE_FINETUNE_AUGMENTS = ("patch_drop", "specaugment", "none")
+
+
 def mae_train_classifier(
     classifier,
     x,
@@ -361,7 +368,8 @@ def mae_train_classifier(
     clip_grad: float = 1.0,
     device: str = "cpu",
     amp: bool = True,
-    augment: bool = True,
+    augment: str = "patch_drop",
+    patch_drop: float = 0.3,
     layer_decay: float = 0.75,
     seed: int = 0,
     progress: bool = True,
@@ -370,9 +378,15 @@ def mae_train_classifier(
 
     A frozen encoder's embeddings are computed once, then only the head trains on them. When
     fine-tuning, layer ``i`` of ``L`` learns at ``lr * layer_decay ** (L + 1 - i)`` (the head at
-    ``lr``), as in MAE, so the pretrained early layers move least. Returns
+    ``lr``), as in MAE, so the pretrained early layers move least. ``augment`` (fine-tuning
+    only): ``"patch_drop"`` (a ``patch_drop`` share of each clip's patches dropped per step),
+    ``"specaugment"`` or ``"none"``. Returns
     ``{"loss": [...], "train_accuracy": [...], "clips_per_second": ...}`` per epoch.
     """
+    if augment not in MAE_FINETUNE_AUGMENTS:
+        raise ValueError(f"augment must be one of {MAE_FINETUNE_AUGMENTS}, not {augment!r}")
+    if not 0.0 <= patch_drop < 1.0:
+        raise ValueError(f"patch_drop must be in [0, 1), not {patch_drop}")
     from tqdm.auto import tqdm
 
     torch.manual_seed(seed)
@@ -386,6 +400,8 @@ def mae_train_classifier(
     else:
         inputs = _mae_as_tensor(x).float()
         module = classifier
+    kept_patch_drop = getattr(classifier, "patch_drop", 0.0)
+    classifier.patch_drop = patch_drop if augment == "patch_drop" and not frozen else 0.0
     params = [p for p in module.parameters() if p.requires_grad]
     groups = (
         mae_layer_decay_groups(classifier, weight_decay, layer_decay)
@@ -411,7 +427,7 @@ def mae_train_classifier(
             if len(index) < 2:  # batch norm needs two samples
                 continue
             batch, target = inputs[index].to(device), y[index].to(device)
-            if augment and not frozen:
+            if augment == "specaugment" and not frozen:
                 batch = mae_spec_augment(batch)
             for group in optimizer.param_groups:
                 group["lr"] = mae_lr_at(step, total, warmup, lr, lr * 0.01) * group["lr_scale"]
@@ -426,6 +442,7 @@ def mae_train_classifier(
         history["train_accuracy"].append(correct / len(inputs))
     history["seconds"] = time.perf_counter() - started
     history["clips_per_second"] = epochs * len(inputs) / max(history["seconds"], 1e-9)
+    classifier.patch_drop = kept_patch_drop
     classifier.eval()
     return history
 
