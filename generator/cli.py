@@ -225,6 +225,21 @@ def execute_notebook(
             raise
 
 
+def _kernel_transport() -> tuple:
+    """``(socket folder, papermill kwargs)``: on POSIX the kernel talks over Unix sockets in a
+    private temporary folder (IPC transport), not unencrypted TCP on localhost, so no other
+    local user can connect to it and ipykernel has no plain-text warning to print; elsewhere
+    ``(None, {})``, papermill's TCP default."""
+    if os.name != "posix":
+        return None, {}
+    import tempfile
+
+    from traitlets.config import Config
+
+    folder = tempfile.mkdtemp(prefix="audiolens-kernel-")  # mode 0700: this user's sockets only
+    return folder, {"config": Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "kernel")}})}
+
+
 def _execute_locked(name, parameters, out_dir, timeout, build_first, log_output, run_id) -> Path:
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -252,6 +267,7 @@ def _execute_locked(name, parameters, out_dir, timeout, build_first, log_output,
     os.environ.setdefault("AUDIOLENS_TEXT_PROGRESS", "1")
     os.environ.setdefault("TQDM_MININTERVAL", "2")
     started = time.perf_counter()
+    socket_dir, transport = _kernel_transport()
     try:
         pm.execute_notebook(
             str(source),
@@ -263,6 +279,7 @@ def _execute_locked(name, parameters, out_dir, timeout, build_first, log_output,
             progress_bar=False,
             log_output=log_output,
             shutdown_kernel="immediate",
+            **transport,
         )
     except pm.PapermillExecutionError as error:
         # the index in the saved notebook: papermill inserts its error banner cells above the failing cell
@@ -286,6 +303,8 @@ def _execute_locked(name, parameters, out_dir, timeout, build_first, log_output,
             f"{name} failed at {where}{code}: {what}; the partly executed notebook is {executed}"
         ) from None
     finally:
+        if socket_dir:
+            shutil.rmtree(socket_dir, ignore_errors=True)
         for key, value in saved_env.items():
             if value is None:
                 os.environ.pop(key, None)

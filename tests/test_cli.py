@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -42,9 +44,29 @@ BAD = GOOD.replace(
 )
 
 
+KERNEL = GOOD.replace(
+    'update_results(out, toy={"value": n * 21, "label": label, "n_type": type(n).__name__})',
+    "from ipykernel.connect import get_connection_info\n\n"
+    "info = get_connection_info(unpack=True)\n"
+    'update_results(out, kernel={"transport": info["transport"], "ip": info["ip"]})',
+)
+
+
 @pytest.fixture
 def toy_recipes(toy_recipes_at):
-    return toy_recipes_at({"toy_good": GOOD, "toy_bad": BAD})
+    return toy_recipes_at({"toy_good": GOOD, "toy_bad": BAD, "toy_kernel": KERNEL})
+
+
+@pytest.mark.notebook
+@pytest.mark.skipif(os.name != "posix", reason="Unix sockets: POSIX only (elsewhere papermill's TCP default)")
+def test_the_kernel_talks_over_private_unix_sockets_not_plain_tcp(toy_recipes, capfd):
+    out = toy_recipes / "kernel"
+    assert cli.main(["run", "toy_kernel", "--out", str(out)]) == 0
+    kernel = json.loads((out / "results.json").read_text())["kernel"]
+    assert kernel["transport"] == "ipc"
+    folder = Path(kernel["ip"]).parent
+    assert folder.name.startswith("audiolens-kernel-") and not folder.exists()  # removed after the run
+    assert "without encryption" not in capfd.readouterr().err  # ipykernel's TCP warning is gone
 
 
 @pytest.mark.notebook
