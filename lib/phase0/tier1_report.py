@@ -76,11 +76,9 @@ def tier1_table(frame: pd.DataFrame, key: str) -> pd.DataFrame:
     """The columns of experiment ``key``'s table that the report shows (all of them for other tables),
     rounded, for a notebook display that is not cut at pandas' column limit."""
     columns = [c for c in TIER1_TABLE_COLUMNS.get(key, frame.columns) if c in frame.columns]
-    if key == "exp3" and "status" in frame:
-        skipped = frame[frame["status"] != "ok"]
+    if key == "exp3" and "status" in frame:  # the skipped rows were printed with their reason as they failed
         frame = frame[frame["status"] == "ok"]
-        for row in skipped.itertuples():
-            print(f"skipped: {row.representation} ({row.reason})")
+        frame = frame.astype({c: int for c in ("dim", "frames") if c in frame and frame[c].notna().all()})
     return frame[columns].round(3).reset_index(drop=True)
 
 
