@@ -132,12 +132,12 @@ def main(argv=None) -> int:
     from lib.neurons.live_analytics import clustering_agreement
     from lib.neurons.stream_benchmark import (
         benchmark_speech,
-        default_switch_configs,
         format_switch_table,
         machine_info,
         offline_reference,
         run_switch_config,
         speaker_truth,
+        switch_configs_for,
     )
 
     limit_cpu_threads(args.threads)
@@ -165,7 +165,10 @@ def main(argv=None) -> int:
     reference = offline_reference(adapter, speech, layers, max_seconds=fid_s)
     rows = []
     if args.sweep_seconds > 0:
-        for config in default_switch_configs(full=not args.quick_sweep):
+        configs, skipped = switch_configs_for(adapter.family, full=not args.quick_sweep)
+        if skipped:
+            print(f"{adapter.family} recomputes each window: rows {skipped} do not apply and are left out")
+        for config in configs:
             row = run_switch_config(adapter, speech, reference, layers, config, args.update_s, args.sweep_seconds)
             rows.append(row)
             print(format_switch_table([row], layers).splitlines()[-1], flush=True)

@@ -79,3 +79,27 @@ def test_neuron_analysis_notebook(run_notebook, tiny_model, librispeech_dir):
         "live_snapshot.png",
     ):
         assert (out / name).stat().st_size > 1000, name
+
+
+@pytest.mark.notebook
+def test_neuron_analysis_notebook_with_whisper(run_notebook, tiny_model, librispeech_dir):
+    """The default model family (Whisper): streamed in clip mode, its switch table keeps the rows that apply."""
+    results = run_notebook(
+        "neuron_analysis",
+        data_path=str(librispeech_dir),
+        model_name=str(tiny_model("whisper")),
+        layers=[1, 2],
+        n_utterances=2,
+        max_seconds=3.0,
+        pitch_method="yin",
+        n_transcribe=1,
+        stream_seconds=2.0,
+        segment_seconds=1.0,
+        heatmap_neurons=16,
+        bench_seconds=2.0,
+    )
+    assert results["model"]["family"] == "whisper" and results["model"]["layers"] == [1, 2]
+    table = results["switch_table"]
+    assert [r["name"] for r in table] == ["recompute window", "+ truncated depth"]  # no old path, kv or conv cache
+    assert all(set(r["fidelity"]) == {"1", "2"} for r in table)
+    assert np.isfinite(results["streaming"]["latency_ms_p50"])

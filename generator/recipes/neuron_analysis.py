@@ -96,11 +96,11 @@ from lib.neurons.semantic_projector import (
     speaker_clustering,
 )
 from lib.neurons.stream_benchmark import (
-    default_switch_configs,
     format_switch_table,
     offline_reference,
     run_switch_config,
     speech_from_waves,
+    switch_configs_for,
     whisper_fidelity,
 )
 from lib.neurons.streaming_activations import analysis_layers, load_model_for_analysis
@@ -636,11 +636,9 @@ if streaming_bench:
         )
 else:
     bench_layers = layers
-    configs = default_switch_configs(full=False)
-    if adapter.family == "whisper":  # clip mode recomputes its window: kv and conv caches do not apply
-        skipped = [c["name"] for c in configs if c.get("attention") == "kv" or c.get("cache_conv")]
-        configs = [c for c in configs if c["name"] not in skipped]
-        print(f"Whisper (clip mode) recomputes each window: rows {skipped} do not apply and are left out")
+    configs, skipped = switch_configs_for(adapter.family, full=False)
+    if skipped:  # Whisper (clip mode) recomputes each window
+        print(f"{adapter.family} recomputes each window: rows {skipped} do not apply and are left out")
     switch_rows = [
         run_switch_config(adapter, speech, reference, layers, config, stream_update_s, bench_seconds)
         for config in configs
