@@ -481,6 +481,10 @@ def cmd_bench(args, extra) -> int:
     import importlib
 
     names = available_benchmarks()
+    if args.name is None:  # `audiolens bench` or `audiolens bench --help`: what there is
+        print("usage: audiolens bench NAME [options]; 'audiolens bench NAME --help' lists NAME's options")
+        print("benchmarks: " + ", ".join(names))
+        return 0 if {"-h", "--help"} & set(extra) else 2
     if args.name not in names:
         print(f"audiolens bench: no benchmark {args.name!r}; available: {', '.join(names) or 'none'}", file=sys.stderr)
         return 2
@@ -536,8 +540,9 @@ def main(argv=None) -> int:
         "bench",
         help="run a benchmark (scripts/bench_NAME.py): prints a stage table, writes "
         "DIR/bench.json; 'audiolens bench NAME --help' for its options",
+        add_help=False,  # --help reaches the benchmark's own parser
     )
-    p_bench.add_argument("name", help="benchmark name: " + ", ".join(available_benchmarks()))
+    p_bench.add_argument("name", nargs="?", help="benchmark name: " + ", ".join(available_benchmarks()))
     p_bench.set_defaults(func=cmd_bench)
     p_prefetch = sub.add_parser(
         "prefetch",

@@ -125,3 +125,15 @@ def test_list_and_check_on_the_real_notebooks():
         [sys.executable, "-m", "generator.cli", "check"], capture_output=True, text=True, cwd=asm.ROOT
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_bench_help_reaches_the_benchmark_and_bench_alone_lists_them(capsys):
+    with pytest.raises(SystemExit) as stop:  # argparse's own --help of scripts/bench_streaming.py
+        cli.main(["bench", "streaming", "--help"])
+    assert stop.value.code == 0
+    assert "--sweep-seconds" in capsys.readouterr().out  # an option of that benchmark, not of `audiolens bench`
+    assert cli.main(["bench", "--help"]) == 0
+    assert "benchmarks: " in capsys.readouterr().out and "streaming" in cli.available_benchmarks()
+    assert cli.main(["bench"]) == 2
+    assert cli.main(["bench", "nosuch"]) == 2
+    assert "no benchmark 'nosuch'" in capsys.readouterr().err
