@@ -152,3 +152,11 @@ def test_type_unions_accept_each_type_and_name_the_rest():
         assert message in str(error.value)
     assert not cli._bad_list_value("[not a list", "[not a list", schema["cache"])  # a string may start with [
     assert cli._bad_list_value("[0, 1", "[0, 1", schema["layers"])
+
+
+@pytest.mark.parametrize("name", asm.available_recipes())
+def test_a_parameter_whose_help_offers_none_accepts_none(name):
+    """`audiolens list` shows each parameter's comment: where it says what None does, None must pass the check."""
+    offered = {key for key, item in asm.parameter_schema(name).items() if "None" in (item.get("help") or "")}
+    for key in sorted(offered):
+        assert cli.check_run_parameters(name, [(key, "None")]) == {key: None}, key
