@@ -488,8 +488,15 @@ def cmd_bench(args, extra) -> int:
     if args.name not in names:
         print(f"audiolens bench: no benchmark {args.name!r}; available: {', '.join(names) or 'none'}", file=sys.stderr)
         return 2
+    from lib.core.datasets import DatasetNotFoundError
+    from lib.core.speech_models import ModelLoadError
+
     module = importlib.import_module(f"scripts.bench_{args.name}")
-    return int(module.main(extra) or 0)
+    try:
+        return int(module.main(extra) or 0)
+    except (ModelLoadError, DatasetNotFoundError) as error:  # what to do is in the message: no traceback
+        print(f"audiolens bench {args.name}: {error}", file=sys.stderr)
+        return 2
 
 
 def cmd_prefetch(args, extra) -> int:

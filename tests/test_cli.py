@@ -137,3 +137,10 @@ def test_bench_help_reaches_the_benchmark_and_bench_alone_lists_them(capsys):
     assert cli.main(["bench"]) == 2
     assert cli.main(["bench", "nosuch"]) == 2
     assert "no benchmark 'nosuch'" in capsys.readouterr().err
+
+
+def test_bench_with_a_model_that_cannot_load_is_one_line_not_a_traceback(tmp_path, capsys):
+    code = cli.main(["bench", "streaming", "--model", str(tmp_path / "no-such-model"), "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("audiolens bench streaming: ") and "no-such-model" in err
+    assert "Traceback" not in err
