@@ -68,3 +68,14 @@ def test_frame_features_on_known_signals():
     noise = frame_features(rng.normal(size=sr).astype(np.float32), sr, pitch=None)
     assert noise.flatness.median() > 10 * voiced.flatness.median()  # white noise is flat, a tone is not
     assert {"f0", "voiced"}.isdisjoint(noise.columns)
+
+
+def test_pyin_gives_no_pitch_to_a_faint_hum_under_the_speech():
+    # pYIN alone calls a 70 Hz hum 54 dB below the tone voiced (f0 70 Hz in every frame); those frames are silence
+    sr = 16000
+    t = np.arange(sr) / sr
+    y = np.where(t < 0.5, 0.5 * np.sin(2 * np.pi * 220 * t), 0.001 * np.sin(2 * np.pi * 70 * t)).astype(np.float32)
+    df = frame_features(y, sr, pitch="pyin")
+    hum = df[df.time > 0.6]
+    assert not hum.voiced.any() and hum.f0.isna().all() and (hum.voiced_prob == 0).all()
+    assert df[(df.time > 0.1) & (df.time < 0.4)].voiced.all()  # the tone keeps its pitch

@@ -102,4 +102,8 @@ def test_neuron_analysis_notebook_with_whisper(run_notebook, tiny_model, librisp
     table = results["switch_table"]
     assert [r["name"] for r in table] == ["recompute window", "+ truncated depth"]  # no old path, kv or conv cache
     assert all(set(r["fidelity"]) == {"1", "2"} for r in table)
-    assert np.isfinite(results["streaming"]["latency_ms_p50"])
+    streaming = results["streaming"]
+    assert np.isfinite(streaming["latency_ms_p50"])
+    # results.json says what ran: the notebook asks for kv + cached conv, a Whisper stream recomputes its window
+    assert streaming["attention"] == "recompute" and streaming["cache_conv"] is False
+    assert streaming["encoder"]["ignored"] == {"attention": "kv", "cache_conv": True}

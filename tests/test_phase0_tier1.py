@@ -520,8 +520,28 @@ def test_notebook_runs_the_three_experiments_on_logmel(run_notebook, tiny_model)
     assert ok["total_seconds"].notna().all()  # native rows too: one figure per representation
     assert ok.groupby("representation")["total_seconds"].nunique().eq(1).all()
     assert results["exp2"]["conclusion"] and results["exp3"]["conclusion"].startswith("Exp 3:")
+    assert results["exp1"]["rollouts"]["conclusion"].startswith("At the last of 4 steps, against holding")
     assert set(ok["weights"]) == {"none (signal processing)", "pretrained"}  # the tiny folder: its saved weights
     report = (out / "report.txt").read_text()
     for heading in ("Exp 1:", "Exp 2:", "Exp 3:"):
         assert heading in report
     assert results["exp2"]["conclusion"] in report and results["exp3"]["conclusion"] in report
+
+
+def test_rollout_conclusion_compares_each_model_with_holding_the_frame():
+    from lib.phase0.tier1_metrics import tier1_rollout_conclusion
+
+    table = pd.DataFrame(
+        [
+            {"model": "hold", "steps": 12, "cosine_last": 0.20, "energy_drift_db_last": 15.5},
+            {"model": "vmf", "steps": 12, "cosine_last": 0.04, "energy_drift_db_last": 31.0},
+            {"model": "vmf point", "steps": 12, "cosine_last": 0.23, "energy_drift_db_last": 12.1},
+            {"model": "gaussian point", "steps": 12, "cosine_last": 0.19, "energy_drift_db_last": 12.3},
+        ]
+    )
+    text = tier1_rollout_conclusion(table)
+    assert "holding the last frame (cosine 0.20, 15.5 dB)" in text
+    assert "vmf (cosine 0.04, 31.0 dB): worse on both" in text
+    assert "vmf point (cosine 0.23, 12.1 dB): better on cosine and energy drift" in text
+    assert "gaussian point (cosine 0.19, 12.3 dB): better on energy drift" in text
+    assert tier1_rollout_conclusion(table[table.model != "hold"]) == ""

@@ -60,6 +60,7 @@ amp = True  # [bool] mixed precision on CUDA
 n_reconstructions = 4  # [int 0..] test clips shown as input / masked / reconstruction
 # %%
 import copy
+import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -377,6 +378,8 @@ update_results(
         for name, r in finetune.items()
     },
     finetune_config={"augment": finetune_augment, "patch_drop": finetune_patch_drop, "from_probe": finetune_from_probe},
+    # clips per second depend on what else ran on the machine
+    load_average_after_finetune=os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
 )
 
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.5))

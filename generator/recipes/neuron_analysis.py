@@ -502,10 +502,12 @@ if projector is not None:
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for s in np.unique(seg_labels):
         m = seg_labels == s
-        ax.scatter(points[m & fit_mask, 0], points[m & fit_mask, 1], s=18, marker="o", label=s)
-        ax.scatter(points[m & eval_mask, 0], points[m & eval_mask, 1], s=30, marker="x", color="k", alpha=0.6)
+        dots = ax.scatter(points[m & fit_mask, 0], points[m & fit_mask, 1], s=18, marker="o", label=s)
+        # held-out segments in their speaker's colour: a cross far from its dots is a speaker the map mixes up
+        ax.scatter(points[m & eval_mask, 0], points[m & eval_mask, 1], s=36, marker="x", color=dots.get_facecolor()[0])
     ax.set_title(f"{model_label}\nlayer {projector_layer} speaker map (o fit, x held out)", fontsize=8)
-    ax.legend(fontsize=6, ncol=2)
+    ax.set(xlabel="projector axis 1", ylabel="projector axis 2")
+    ax.legend(fontsize=6, ncol=2, title="speaker", title_fontsize=6)
     save_figure(fig, out, "semantic_projector")
     plt.show()
 
@@ -516,8 +518,10 @@ if projector is not None:
 # pipeline that the view below uses: the fast streaming encoder, then analytics (smoothing,
 # log-mel column, PCA traces, projector, speaker clustering) and the payload. Latency = end of
 # the update minus the arrival of its oldest audio; RTF = compute seconds per audio second
-# (< 1 keeps up); when compute falls behind, pending audio is merged into one update instead
-# of queueing. Fidelity: per layer, the mean over neurons of the Pearson correlation between
+# (< 1 keeps up on average); when compute falls behind, pending audio is merged into one
+# update instead of queueing, and past `max_merge_blocks` blocks the oldest audio is dropped
+# (`dropped_frames`). The cell says when a run was not real time, whatever its mean RTF.
+# Fidelity: per layer, the mean over neurons of the Pearson correlation between
 # streamed activity and the offline pass over each whole utterance, at the same frames
 # (for Whisper: streamed in clip mode against the padded offline reference).
 
@@ -568,6 +572,18 @@ whisper_clip_vs_padded = None
 if adapter.family == "whisper" and getattr(adapter, "whisper_mode", "padded") == "padded":
     whisper_clip_vs_padded = whisper_fidelity(adapter, speech, layers, None, stream_seconds)["clip_vs_padded_offline"]
 print({k: round(v, 2) if isinstance(v, float) else v for k, v in realtime_summary.items()})
+behind = [
+    f"{name} {realtime_summary[key]:{fmt}}"
+    for name, key, fmt, limit in (
+        ("p95 latency (ms)", "latency_ms_p95", ".0f", 500),
+        ("latency growth (ms per min)", "latency_growth_ms_per_min", ".0f", 100),
+        ("frames dropped", "dropped_frames", ".0f", 0),
+    )
+    if (realtime_summary.get(key) or 0) > limit
+]
+if behind:  # a mean RTF below 1 does not show a stream that fell behind part of the time
+    load = f"; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores" if hasattr(os, "getloadavg") else ""
+    print(f"NOT real time in this run: {', '.join(behind)}{load} (merged updates and dropped audio, see above)")
 print("streamed vs offline (mean per-neuron r):", fidelity_row["fidelity"])
 streaming = {
     "model": model_info["model"],
@@ -579,7 +595,8 @@ streaming = {
     "device": device,
     "layers": layers,
     "update_s": stream_update_s,
-    **stream_settings,
+    # what the encoder ran (a Whisper stream recomputes its window: it ignores kv and cached conv)
+    **{k: realtime.encoder.info().get(k, v) for k, v in stream_settings.items()},
     "encoder": realtime.encoder.info(),
     "window_ms": 40,
     "hop_ms": 20,
@@ -671,7 +688,8 @@ if live_keywords:
 live = make_pipeline(spotter)
 panel = NeuronLivePanel(live, file_waveform=waves[0])
 display(panel)
-snapshot_audio = np.concatenate(waves[:2])[: int(6 * adapter.sample_rate)]
+# 3 s from each of the first two speakers, so the live speaker clusters have two voices to tell apart
+snapshot_audio = np.concatenate([w[: int(3 * adapter.sample_rate)] for w in waves[:2]])
 script = run_live_script(live, snapshot_audio, out_dir=out / "live_frames", save_every=10, realtime=True)
 panel.render()
 snapshot = live_figure(live)

@@ -82,6 +82,7 @@ from lib.phase0.tier1_metrics import (
     tier1_energy_probe,
     tier1_evaluate,
     tier1_rollout,
+    tier1_rollout_conclusion,
 )
 from lib.phase0.tier1_pipeline import tier1_encode_store, tier1_exp1, tier1_manifest
 from lib.phase0.tier1_report import tier1_table, write_tier1_report
@@ -239,7 +240,8 @@ if "exp1" in experiments:
         timings["exp1_rollout_s"] = sw.seconds
         tables["exp1_rollouts"] = rollout["table"]
         display(rollout["table"].round(3))
-        print(f"energy probe R^2 on held-out frames: {probe['r2_eval']:.3f}")
+        rollout_conclusion = tier1_rollout_conclusion(rollout["table"])
+        print(f"energy probe R^2 on held-out frames: {probe['r2_eval']:.3f}\n{rollout_conclusion}")
         fig = plot_tier1_rollouts(rollout)
         save_figure(fig, out, "exp1_rollouts")
         plt.show()
@@ -253,7 +255,12 @@ if "exp1" in experiments:
             "calibration": evaluation["calibration"],
             "rollouts": None
             if rollout is None
-            else {"rows": rollout["rows"], "curves": rollout["curves"], "energy_probe_r2": probe["r2_eval"]},
+            else {
+                "rows": rollout["rows"],
+                "curves": rollout["curves"],
+                "energy_probe_r2": probe["r2_eval"],
+                "conclusion": rollout_conclusion,
+            },
             "checkpoint": exp1["checkpoint"],
             "config_hash": exp1["config_hash"],
             "resumed_from_step": exp1["start_step"],
@@ -377,6 +384,7 @@ meta = {
     "config_hash": tier1_config_hash(config),
     "experiments": experiments,
     "exp1_gains": evaluation["gains"] if exp1 is not None else [],
+    "exp1_rollout_conclusion": rollout_conclusion if exp1 is not None and rollout is not None else None,
     "exp2_conclusion": exp2_conclusion if "exp2" in experiments else None,
     "exp3_conclusion": exp3_conclusion if "exp3" in experiments else None,
     "notes": notes,

@@ -122,6 +122,9 @@ def pool_frames(frames: np.ndarray, mode: str = "mean") -> np.ndarray:
     raise ValueError(f"unknown pooling {mode!r}; choose one of {POOLING_MODES}")
 
 
+PITCH_SILENCE_GATE = 0.01  # RMS share of the clip's peak (-40 dB) below which no frame has a pitch
+
+
 def frame_features(
     y: np.ndarray,
     sr: int,
@@ -135,8 +138,9 @@ def frame_features(
 
     Columns: ``time`` (frame centre, s), ``rms``, ``rms_db``, ``f0`` (Hz, NaN when unvoiced),
     ``voiced`` (bool), ``voiced_prob``, ``centroid``, ``bandwidth``, ``rolloff``,
-    ``flatness``, ``zcr``. ``pitch`` is ``"pyin"`` (probabilistic, with voicing), ``"yin"``
-    (faster; voicing from an RMS gate) or ``None`` to skip pitch.
+    ``flatness``, ``zcr``. ``pitch`` is ``"pyin"`` (probabilistic, with voicing; frames 40 dB
+    below the clip's peak RMS are unvoiced), ``"yin"`` (faster; voicing from an RMS gate) or
+    ``None`` to skip pitch.
     """
     frame_length = frame_length or int(round(0.040 * sr))
     hop_length = hop_length or int(round(0.020 * sr))
@@ -162,6 +166,10 @@ def frame_features(
             f0, voiced, prob = librosa.pyin(
                 y, fmin=fmin, fmax=fmax, sr=sr, frame_length=pitch_frame, hop_length=hop_length, center=True
             )
+            # pYIN calls some near-silent frames voiced (often at fmin): no pitch 40 dB below the clip's peak
+            audible = librosa.util.fix_length(rms > PITCH_SILENCE_GATE * (rms.max() + 1e-12), size=len(f0))
+            voiced, prob = voiced & audible, np.where(audible, prob, 0.0)
+            f0 = np.where(voiced, f0, np.nan)
         elif pitch == "yin":
             f0 = librosa.yin(y, fmin=fmin, fmax=fmax, sr=sr, frame_length=pitch_frame, hop_length=hop_length)
             gate = rms[: len(f0)] > 0.1 * (rms.max() + 1e-12)

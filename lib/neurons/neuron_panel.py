@@ -31,7 +31,10 @@ def live_title(pipeline) -> str:
     info = pipeline.model_info
     weights = info.get("weights", "pretrained")
     label = "RANDOM WEIGHTS (timing only)" if weights == "random" else f"{weights} weights"
-    mode = getattr(pipeline.adapter, "whisper_mode", None)
+    encoder = getattr(pipeline, "encoder", None)  # the streamed mode (Whisper streams in clip mode)
+    mode = (encoder.info().get("whisper_mode") if encoder is not None else None) or getattr(
+        pipeline.adapter, "whisper_mode", None
+    )
     return f"{info.get('model', pipeline.adapter.name)} ({label}{', ' + mode + ' mode' if mode else ''})"
 
 

@@ -253,6 +253,7 @@ def speaker_clustering(embeddings, speakers, projector: SemanticProjector | None
         result["ari_projected_2d"] = float(adjusted_rand_score(speakers, labels2d))
         if set(np.unique(speakers)) <= set(projector.labels):  # the projector was fitted on these speakers
             result["nearest_centroid_accuracy"] = float((projector.nearest_label(projected) == speakers).mean())
+            result["nearest_centroid_chance"] = 1.0 / len(projector.labels)  # a guess among the fitted speakers
     return result
 
 

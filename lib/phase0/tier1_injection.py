@@ -331,9 +331,12 @@ def plot_tier1_injection(table: pd.DataFrame):
             )
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xticks(x, [f"k = {k}" for k in rows["k"]])
-        ax.set_ylabel("NLL gain over zero memory (nats/frame)")
-        recovery = ", ".join("-" if np.isnan(r) else f"{r:.2f}" for r in rows["recovery_real"])
-        ax.set_title(f"{name}: recovery {recovery}" + (" (oracle within noise: -)" if "-" in recovery else ""))
+        ax.set_ylabel("NLL gain over zero memory\n(nats/frame; bars +- 2 SE)")
+        if rows["recovery_real"].isna().all():
+            ax.set_title(f"{name}: oracle gain within noise, no recovery to report")
+        else:
+            recovery = ", ".join("-" if np.isnan(r) else f"{r:.2f}" for r in rows["recovery_real"])
+            ax.set_title(f"{name}: recovery of the oracle gain {recovery}")
         ax.legend(fontsize=8)
     fig.suptitle("Exp 2: memory injection on held-out speakers")
     fig.tight_layout()

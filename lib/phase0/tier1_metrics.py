@@ -224,6 +224,28 @@ def tier1_rollout(
     return {"rows": rows, "table": pd.DataFrame(rows), "curves": curves}
 
 
+def tier1_rollout_conclusion(table: pd.DataFrame) -> str:
+    """Which rollouts beat holding the last frame at the last step (higher cosine, less energy drift)."""
+    rows = table.set_index("model")
+    if "hold" not in rows.index or len(rows) < 2:
+        return ""
+    hold = rows.loc["hold"]
+    has_energy = "energy_drift_db_last" in rows
+    verdicts = []
+    for name, row in rows.drop(index="hold").iterrows():
+        better = ["cosine"] if row["cosine_last"] > hold["cosine_last"] else []
+        if has_energy and row["energy_drift_db_last"] < hold["energy_drift_db_last"]:
+            better.append("energy drift")
+        figures = f"cosine {row['cosine_last']:.2f}" + (f", {row['energy_drift_db_last']:.1f} dB" if has_energy else "")
+        verdicts.append(f"{name} ({figures}): " + (f"better on {' and '.join(better)}" if better else "worse on both"))
+    reference = f"cosine {hold['cosine_last']:.2f}" + (f", {hold['energy_drift_db_last']:.1f} dB" if has_energy else "")
+    return (
+        f"At the last of {int(hold['steps'])} steps, against holding the last frame ({reference}): "
+        + "; ".join(verdicts)
+        + ". A model that does not beat holding the frame has not learnt dynamics it can roll out."
+    )
+
+
 # %% [markdown]
 # ## Plots
 
@@ -259,6 +281,13 @@ def plot_tier1_calibration(calibration: dict):
     return fig
 
 
+TIER1_ROLLOUT_AXES = {
+    "energy_drift_db": "|energy - real energy| (dB)",
+    "norm_drift": "(norm - real norm) / real norm",
+    "cosine": "cosine to the real frame",
+}
+
+
 def plot_tier1_rollouts(rollout: dict):
     """Drift per generated step: energy (dB), norm (relative), cosine to the real continuation."""
     keys = [k for k in ("energy_drift_db", "norm_drift", "cosine") if k in next(iter(rollout["curves"].values()))]
@@ -268,6 +297,7 @@ def plot_tier1_rollouts(rollout: dict):
         for name, curve in rollout["curves"].items():
             ax.plot(np.arange(1, len(curve[key]) + 1), curve[key], marker=".", label=name)
         ax.set_xlabel("generated step")
+        ax.set_ylabel(TIER1_ROLLOUT_AXES[key])
         ax.set_title(key.replace("_", " "))
     axes[0].legend(fontsize=8)
     fig.suptitle("Rollouts from real eval contexts")

@@ -40,13 +40,17 @@ TIER1_EXP1_COLUMNS = (
 TIER1_EXP2_COLUMNS = (
     "model",
     "k",
+    "nll_exp1",
     "nll_zero",
     "nll_real",
     "nll_shuffled",
     "nll_oracle",
     "gain_real",
+    "gain_real_se",
     "gain_oracle",
     "gain_oracle_se",
+    "gain_shuffled_control",
+    "gain_shuffled_control_se",
     "recovery_real",
     "recovery_shuffled",
     "recovery_shuffled_control",
@@ -109,6 +113,7 @@ def tier1_report_text(meta: dict, tables: dict) -> str:
         lines += [
             "Exp 1 rollouts: drift from the real continuation (standardised latents; energy via a ridge probe)",
             _tier1_table_text(tables["exp1_rollouts"], tables["exp1_rollouts"].columns),
+            *(["  " + meta["exp1_rollout_conclusion"]] if meta.get("exp1_rollout_conclusion") else []),
             "",
         ]
     if "exp2" in tables:
@@ -117,7 +122,8 @@ def tier1_report_text(meta: dict, tables: dict) -> str:
             "  gains are NLL reductions against zero memory; recovery = gain(real) / gain(oracle), shown only",
             "  when the oracle gain exceeds 2 standard errors (otherwise no memory helps and '-' is printed).",
             "  shuffled: cell ids permuted, same model; shuffled control: a copy fine-tuned with uninformative",
-            "  memory (its gain is the null level, about 0).",
+            "  memory (its gain is the null level, about 0). nll_exp1: the Exp 1 checkpoint before fine-tuning, on",
+            "  these windows (Exp 2 scores its own held-out windows, so its NLLs differ from Exp 1's table).",
             _tier1_table_text(tables["exp2"], TIER1_EXP2_COLUMNS),
             *(["  " + meta["exp2_conclusion"]] if meta.get("exp2_conclusion") else []),
             "",

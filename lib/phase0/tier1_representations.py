@@ -314,7 +314,8 @@ def tier1_compare_representations(
             scheme_rows += [{"representation": label, **row} for row in measured["schemes"]]
             print(
                 f"{label} @ {rate_label}: best VR {measured['summary']['vr_eval']:.3f} "
-                f"({measured['summary']['best_scheme']}), vMF gain {measured['summary']['nll_gain']:.3f} nats/frame"
+                f"({measured['summary']['best_scheme']}), vMF gain {measured['summary']['nll_gain_per_dim']:+.3f} "
+                f"nats per dim ({measured['summary']['nll_gain']:+.2f} per {source.dim}-d frame)"
             )
         del encoder
         total = time.perf_counter() - started
@@ -379,20 +380,24 @@ def tier1_representation_conclusion(table: pd.DataFrame, exp1_gain=None, config:
 def plot_tier1_representations(table: pd.DataFrame):
     """Best held-out variance ratio and the vMF NLL gain per dimension, per representation and rate."""
     ok = table[table["status"] == "ok"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 0.5 + 0.45 * max(len(ok), 2)))
-    labels = [f"{r.representation} @ {r.rate}" for r in ok.itertuples()]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 0.8 + 0.45 * max(len(ok), 2)))
+    labels = [
+        f"{r.representation} @ {r.rate}"
+        + (" (positional)" if str(getattr(r, "reading", "")).startswith("PASS,") else "")
+        for r in ok.itertuples()
+    ]
     y = np.arange(len(ok))
     axes[0].barh(y, ok["vr_eval"], color="tab:blue")
     axes[0].axvline(0.6, color="k", ls="--", lw=1)
     axes[0].axvline(1.0, color="grey", ls=":", lw=1)
     axes[0].set_yticks(y, labels)
     axes[0].invert_yaxis()
-    axes[0].set_xlabel("best held-out variance ratio (Phase 0; PASS below 0.6)")
+    axes[0].set_xlabel("best held-out variance ratio\n(Phase 0; PASS below 0.6)")
     axes[1].barh(y, ok["nll_gain_per_dim"], color="tab:orange")
     axes[1].axvline(0.0, color="k", lw=0.8)
     axes[1].set_yticks(y, [""] * len(y))
     axes[1].invert_yaxis()
-    axes[1].set_xlabel("vMF NLL gain over Gaussian at k = 1 (nats per dim)")
+    axes[1].set_xlabel("vMF NLL gain over the Gaussian\nat k = 1 (nats per dim)")
     fig.suptitle("Exp 3: representation comparison (native rate and pooled to 12.5 Hz)")
     fig.tight_layout()
     return fig
