@@ -213,3 +213,41 @@ def test_marked_frame_selectivity_finds_the_responding_neuron():
     assert (table.q.iloc[1:] > 0.05).all()
     with pytest.raises(ValueError, match="marked"):
         marked_frame_selectivity(acts, [np.zeros(120, bool), np.zeros(80, bool)])
+
+
+def _ar1(rng, n, d, tau):
+    a = np.exp(-1.0 / tau)
+    x = np.zeros((n, d))
+    noise = rng.normal(size=(n, d)) * np.sqrt(1 - a**2)
+    for i in range(1, n):
+        x[i] = a * x[i - 1] + noise[i]
+    return x
+
+
+def test_marked_frames_against_slow_unrelated_neurons_and_against_speech():
+    rng = np.random.default_rng(5)
+    n = 3000
+    words = np.zeros(n, bool)  # 0.3-0.6 s words with pauses between them, 20 ms frames
+    start = 0
+    while start < n - 40:
+        length = int(rng.integers(15, 30))
+        words[start : start + length] = True
+        start += length + int(rng.integers(10, 40))
+    keyword = np.zeros(n, bool)
+    starts = np.flatnonzero(np.diff(words.astype(int)) == 1)[::6] + 1  # every 6th word is the keyword
+    for s0 in starts:
+        keyword[s0 : s0 + 20] = words[s0 : s0 + 20]
+    slow = _ar1(rng, n, 200, tau=25)  # 0.5 s time constant, unrelated to the keyword
+    speech = rng.normal(size=(n, 1)) + 1.5 * words[:, None]  # follows speech, not the keyword
+    key = rng.normal(size=(n, 1)) + 1.5 * keyword[:, None]  # follows the keyword
+    acts = [np.hstack([slow, speech, key])]
+    naive = marked_frame_selectivity(acts, [keyword], k=202, autocorrelation_lags=0)
+    corrected = marked_frame_selectivity(acts, [keyword], k=202)
+    slow_naive = (naive[naive.neuron < 200].q < 0.05).mean()
+    slow_corrected = (corrected[corrected.neuron < 200].q < 0.05).mean()
+    assert slow_naive > 0.3 and slow_corrected < 0.12, (slow_naive, slow_corrected)
+    assert corrected.neuron.iloc[0] == 201 and corrected.q.iloc[0] < 1e-6  # the keyword neuron
+    # against all other frames the speech neuron looks keyword-selective; against the other words it does not
+    assert corrected.set_index("neuron").loc[200, "q"] < 0.05
+    within = marked_frame_selectivity(acts, [keyword], k=202, reference_masks=[words]).set_index("neuron")
+    assert within.loc[200, "q"] > 0.05 and within.loc[201, "q"] < 1e-6

@@ -321,19 +321,33 @@ update_results(
 # %% [markdown]
 # ## Neurons that respond to the keywords
 #
-# Per layer, the neurons whose activity differs most between keyword frames and all other
-# frames of the transcribed utterances (Welch's t-test, BH-corrected over neurons).
+# Per layer, the neurons whose activity differs most between keyword frames and the frames of
+# the other words Whisper transcribed (not the pauses: a neuron that follows speech against
+# silence is not a keyword neuron). The test is the correlation with the keyword marks, its
+# p-value computed with the effective number of frames as in the tuning above (neighbouring
+# frames are not independent), BH-corrected over neurons.
 
 # %%
 keyword_neurons = {}
 if len(markers):
     transcribed_idx = [names.index(n) for n in words_per_utt]
-    masks = [
-        keyword_frame_mask(markers[markers.utterance == names[i]], len(collected["activity"][layers[0]][i]))
-        for i in transcribed_idx
-    ]
+    masks, word_masks = [], []
+    for i in transcribed_idx:
+        n_frames = len(collected["activity"][layers[0]][i])
+        masks.append(keyword_frame_mask(markers[markers.utterance == names[i]], n_frames))
+        every_word = keyword_markers(words_per_utt[names[i]], None, adapter.frame_rate, n_frames, utterance=names[i])
+        word_masks.append(keyword_frame_mask(every_word, n_frames))
+    print(
+        f"keyword frames {int(sum(m.sum() for m in masks))} against other-word frames "
+        f"{int(sum((w & ~m).sum() for m, w in zip(masks, word_masks)))}"
+    )
     for layer in layers:
-        table = marked_frame_selectivity([collected["activity"][layer][i] for i in transcribed_idx], masks, k=top_k)
+        table = marked_frame_selectivity(
+            [collected["activity"][layer][i] for i in transcribed_idx],
+            masks,
+            k=top_k,
+            reference_masks=word_masks,
+        )
         print(f"layer {layer}: neurons most selective for keyword frames")
         display(table.round(4))
         keyword_neurons[str(layer)] = table.to_dict("records")

@@ -306,19 +306,32 @@ def heatmap_neuron_order(
     return np.lexsort((-strength, labels, -key))
 
 
-def marked_frame_selectivity(activity_per_utterance, masks, k: int = 10) -> pd.DataFrame:
+def marked_frame_selectivity(
+    activity_per_utterance, masks, k: int = 10, reference_masks=None, autocorrelation_lags: int = 100
+) -> pd.DataFrame:
     """Neurons whose activity differs most between marked frames (e.g. keywords) and the rest.
 
-    ``masks[i]``: boolean ``[T_i]`` per utterance. Activity is z-scored per neuron over all
-    frames; Welch's t-test per neuron, Benjamini-Hochberg q over neurons. Returns the ``k``
-    neurons with the smallest p: ``neuron, diff_z`` (marked minus other, in SDs), ``t, p, q``.
+    ``masks[i]``: boolean ``[T_i]`` per utterance. ``reference_masks`` (same shapes) limits "the
+    rest" to those frames, e.g. the frames of the other words, so a neuron that follows speech
+    against pauses is not taken for a keyword neuron. Activity is z-scored per neuron over the
+    compared frames; the test is the point-biserial correlation with the marks, its p-value
+    computed, as the tuning's are, with Bartlett's effective number of frames (neighbouring
+    frames are not independent; ``autocorrelation_lags`` 0 treats them as if they were), and
+    Benjamini-Hochberg q over neurons. Returns the ``k`` neurons with the smallest p:
+    ``neuron, diff_z`` (marked minus other, in SDs), ``r, effective_frames, p, q``.
     """
     x = np.concatenate(activity_per_utterance, axis=0).astype(np.float64)
     mask = np.concatenate([np.asarray(m, dtype=bool)[: len(a)] for a, m in zip(activity_per_utterance, masks)])
+    if reference_masks is not None:
+        reference = np.concatenate(
+            [np.asarray(m, dtype=bool)[: len(a)] for a, m in zip(activity_per_utterance, reference_masks)]
+        )
+        keep = mask | reference
+        x, mask = x[keep], mask[keep]
     if mask.sum() < 2 or (~mask).sum() < 2:
         raise ValueError(f"need at least 2 marked and 2 other frames, got {int(mask.sum())} marked of {len(mask)}")
     z, _ = _zscore_columns(x)
-    t, p = stats.ttest_ind(z[mask], z[~mask], axis=0, equal_var=False)
+    r, p, n_eff = _corr_with_p(z, mask.astype(np.float64), autocorrelation_lags)
     p = np.where(np.isfinite(p), p, 1.0)
     q = _benjamini_hochberg(p)
     order = np.argsort(p, kind="stable")[:k]
@@ -326,7 +339,8 @@ def marked_frame_selectivity(activity_per_utterance, masks, k: int = 10) -> pd.D
         {
             "neuron": order,
             "diff_z": z[mask][:, order].mean(0) - z[~mask][:, order].mean(0),
-            "t": np.nan_to_num(t[order]),
+            "r": np.nan_to_num(r[order]),
+            "effective_frames": n_eff[order],
             "p": p[order],
             "q": q[order],
         }
