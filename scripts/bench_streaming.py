@@ -165,9 +165,11 @@ def main(argv=None) -> int:
     reference = offline_reference(adapter, speech, layers, max_seconds=fid_s)
     rows = []
     if args.sweep_seconds > 0:
-        configs, skipped = switch_configs_for(adapter.family, full=not args.quick_sweep)
+        configs, skipped = switch_configs_for(
+            adapter.family, full=not args.quick_sweep, truncation_helps=max(layers) < adapter.num_layers
+        )
         if skipped:
-            print(f"{adapter.family} recomputes each window: rows {skipped} do not apply and are left out")
+            print(f"rows {skipped} do not apply to {adapter.family} (layers {layers}): left out")
         for config in configs:
             row = run_switch_config(adapter, speech, reference, layers, config, args.update_s, args.sweep_seconds)
             rows.append(row)

@@ -667,9 +667,9 @@ if streaming_bench:
         )
 else:
     bench_layers = layers
-    configs, skipped = switch_configs_for(adapter.family, full=False)
-    if skipped:  # Whisper (clip mode) recomputes each window
-        print(f"{adapter.family} recomputes each window: rows {skipped} do not apply and are left out")
+    configs, skipped = switch_configs_for(adapter.family, full=False, truncation_helps=max(layers) < adapter.num_layers)
+    if skipped:  # Whisper (clip mode) recomputes each window; truncation needs a layer below the last
+        print(f"rows {skipped} do not apply to {adapter.family} (layers {layers} of {adapter.num_layers}): left out")
     switch_rows = [
         run_switch_config(adapter, speech, reference, layers, config, stream_update_s, bench_seconds)
         for config in configs

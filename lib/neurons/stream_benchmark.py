@@ -160,20 +160,22 @@ def default_switch_configs(full: bool = True) -> list:
     return rows
 
 
-def switch_configs_for(family: str, full: bool = True) -> tuple:
+def switch_configs_for(family: str, full: bool = True, truncation_helps: bool = True) -> tuple:
     """``(configs, skipped)``: the switch-table rows that apply to a model family, and the names
     of those that do not. Whisper streams in clip mode, recomputing its window: the kv cache and
     the cached conv do not apply, and the old path (``StreamingLayerActivations``, the whole
-    model on the window) is for Wav2Vec2-style models only; "recompute window" is Whisper's."""
+    model on the window) is for Wav2Vec2-style models only; "recompute window" is Whisper's.
+    ``truncation_helps=False`` (the deepest layer shown is the model's last) drops the
+    "+ truncated depth" row, which would only repeat the row above it with timing noise."""
     configs = default_switch_configs(full=full)
-    if family != "whisper":
-        return configs, []
-    skipped = [
-        c["name"]
-        for c in configs
-        if c.get("encoder") == "reference" or c.get("attention") == "kv" or c.get("cache_conv")
-    ]
-    return [c for c in configs if c["name"] not in skipped], skipped
+    skipped = set() if truncation_helps else {"+ truncated depth"}
+    if family == "whisper":
+        skipped |= {
+            c["name"]
+            for c in configs
+            if c.get("encoder") == "reference" or c.get("attention") == "kv" or c.get("cache_conv")
+        }
+    return [c for c in configs if c["name"] not in skipped], [c["name"] for c in configs if c["name"] in skipped]
 
 
 def _encoder_for(adapter, layers, config: dict):
