@@ -258,7 +258,7 @@ def test_exp3_reading_flags_a_positional_pass_and_the_conclusion_names_it():
         ]
     )
     readings = table.apply(tier1_representation_reading, axis=1).tolist()
-    assert readings == ["FAIL", "FAIL", "PASS, positional (100% position)", "-"]
+    assert readings == ["FAIL", "FAIL", "PASS, positional (100.0% position)", "-"]
     text = tier1_representation_conclusion(table, exp1_gain=16.6, config=TIER1_DEFAULT_CONFIG)
     assert text.startswith("Exp 3: no representation passes the gate on its audio (lowest held-out VR 0.875")
     assert "whisper (random weights) @ 50 Hz pass only because" in text

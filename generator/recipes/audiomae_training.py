@@ -45,7 +45,7 @@ warmup_epochs = 2  # [float 0..] linear warmup
 probe_epochs = 100  # [int 1..] linear-probe epochs (on cached embeddings: cheap)
 probe_lr = 1e-2  # [float 1e-8..10] linear-probe learning rate
 finetune_epochs = 10  # [int 1..] full fine-tuning epochs, for each of the two encoders
-finetune_lr = 5e-4  # [float 1e-8..1] fine-tuning learning rate (of the head and last layer)
+finetune_lr = 5e-4  # [float 1e-8..1] fine-tuning learning rate of the head (encoder layers: layer-wise decay)
 finetune_layer_decay = 0.75  # [float 0.01..1] pretrained encoder: layer i of L learns at lr * decay ** (L + 1 - i)
 finetune_from_probe = True  # [bool] LP-FT: fine-tuning starts from the linear probe's head
 finetune_augment = "patch_drop"  # [patch_drop|specaugment|none] fine-tuning: drop patches (AudioMAE), or SpecAugment
@@ -198,7 +198,11 @@ update_results(
 if pretrained:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(range(1, len(history["loss"]) + 1), history["loss"], marker="o")
-    ax.set(xlabel="epoch", ylabel="masked-patch MSE (normalised)", title=f"{model_name} {size} pretraining loss")
+    ax.set(
+        xlabel="epoch",
+        ylabel="masked-patch MSE (normalised)",
+        title=f"{model_name} {size} {model_overrides or ''} pretraining loss".replace("  ", " "),
+    )
     ax.grid(alpha=0.3)
     save_figure(fig, out, "pretrain_loss")
     plt.show()
@@ -240,7 +244,7 @@ if n_show:
                 vmin=-2,
                 vmax=2,
             )
-            axes[row, col].set_title(f"{label}: {title}", fontsize=9)
+            axes[row, col].set_title(f"class {label}: {title}", fontsize=9)
             axes[row, col].set_xticks([])
             axes[row, col].set_yticks([])
     fig.tight_layout()

@@ -210,7 +210,7 @@ if "exp1" in experiments:
         evaluation = tier1_evaluate(exp1["models"], eval_windows, exp1["scaling"], horizons, device=run_device)
     timings["exp1_eval_s"] = sw.seconds
     tables["exp1"] = evaluation["table"]
-    display(evaluation["table"].round(3))
+    display(tier1_table(evaluation["table"], "exp1"))
     print(
         "vMF gain over the Gaussian (nats per frame):", {g["k"]: round(g["nll_gain"], 3) for g in evaluation["gains"]}
     )

@@ -83,7 +83,8 @@ def tier1_table(frame: pd.DataFrame, key: str) -> pd.DataFrame:
     if key == "exp3" and "status" in frame:  # the skipped rows were printed with their reason as they failed
         frame = frame[frame["status"] == "ok"]
         frame = frame.astype({c: int for c in ("dim", "frames") if c in frame and frame[c].notna().all()})
-    return frame[columns].round(3).reset_index(drop=True)
+    shown = frame[columns].round(3).reset_index(drop=True)
+    return shown.astype(object).where(shown.notna(), "-")  # as report.txt: "-" where a figure does not apply
 
 
 def tier1_report_text(meta: dict, tables: dict) -> str:

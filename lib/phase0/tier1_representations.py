@@ -336,7 +336,7 @@ def tier1_representation_reading(row) -> str:
         return "-"
     share = row.get("position_share")
     if decision == "PASS" and share is not None and np.isfinite(share) and share > TIER1_POSITIONAL_SHARE:
-        return f"PASS, positional ({share:.0%} position)"
+        return f"PASS, positional ({share:.1%} position)"
     return decision
 
 
