@@ -337,10 +337,11 @@ if len(markers):
         masks.append(keyword_frame_mask(markers[markers.utterance == names[i]], n_frames))
         every_word = keyword_markers(words_per_utt[names[i]], None, adapter.frame_rate, n_frames, utterance=names[i])
         word_masks.append(keyword_frame_mask(every_word, n_frames))
-    print(
-        f"keyword frames {int(sum(m.sum() for m in masks))} against other-word frames "
-        f"{int(sum((w & ~m).sum() for m, w in zip(masks, word_masks)))}"
-    )
+    other_words = int(sum((w & ~m).sum() for m, w in zip(masks, word_masks)))
+    print(f"keyword frames {int(sum(m.sum() for m in masks))} against other-word frames {other_words}")
+    if other_words < 2:  # every transcribed word is a keyword: compare with all other frames instead
+        print("  too few frames of other words: compared with all other frames (pauses included)")
+        word_masks = None
     for layer in layers:
         table = marked_frame_selectivity(
             [collected["activity"][layer][i] for i in transcribed_idx],
