@@ -7,6 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+SMALL = dict(
+    layers=[1, 2], pitch_method="yin", n_transcribe=1, segment_seconds=1.0, heatmap_neurons=16, bench_seconds=2.0
+)
+
 
 @pytest.mark.notebook
 def test_neuron_analysis_notebook(run_notebook, tiny_model, librispeech_dir):
@@ -14,15 +18,10 @@ def test_neuron_analysis_notebook(run_notebook, tiny_model, librispeech_dir):
         "neuron_analysis",
         data_path=str(librispeech_dir),
         model_name=str(tiny_model("wavlm")),
-        layers=[1, 2],
         n_utterances=3,
         max_seconds=4.0,
-        pitch_method="yin",
-        n_transcribe=1,
         stream_seconds=3.0,
-        segment_seconds=1.0,
-        heatmap_neurons=16,
-        bench_seconds=2.0,
+        **SMALL,
     )
     out = Path(results["_out"])
     model = results["model"]
@@ -89,15 +88,10 @@ def test_neuron_analysis_notebook_with_whisper(run_notebook, tiny_model, librisp
         "neuron_analysis",
         data_path=str(librispeech_dir),
         model_name=str(tiny_model("whisper")),
-        layers=[1, 2],
         n_utterances=2,
         max_seconds=3.0,
-        pitch_method="yin",
-        n_transcribe=1,
         stream_seconds=2.0,
-        segment_seconds=1.0,
-        heatmap_neurons=16,
-        bench_seconds=2.0,
+        **SMALL,
     )
     assert results["model"]["family"] == "whisper" and results["model"]["layers"] == [1, 2]
     table = results["switch_table"]
