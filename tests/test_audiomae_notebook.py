@@ -57,6 +57,10 @@ def test_smoke_run_then_resume(run_notebook, fsdd_dir):
     assert matrix.shape == (10, 10) and matrix.sum() == 20
     assert results["finetune"]["pretrained"] == pytest.approx(np.trace(matrix) / matrix.sum())  # the same 20 clips
     assert results["finetune_config"] == {"augment": "patch_drop", "patch_drop": 0.3, "from_probe": True}
+    low, high = results["finetune_details"]["pretrained"]["ci95"]  # Wilson interval around the accuracy
+    assert low <= results["finetune"]["pretrained"] <= high
+    compared = results["summary"]["pretrained_vs_random"]["finetune"]
+    assert 0.0 <= compared["mcnemar_p"] <= 1.0 and compared["only_first_right"] + compared["only_second_right"] <= 20
     for name in ("pretrained", "random_init"):  # the change fine-tuning made, against the probe it started from
         change = results["finetune_details"][name]["change_against_probe"]
         assert change == pytest.approx(results["finetune"][name] - results["linear_probe"][name])

@@ -77,6 +77,7 @@ from lib.mae.mae_checkpoints import load_audiomae_encoder, load_mae_checkpoint
 from lib.mae.mae_data import build_mae_data_source, mae_load_split
 from lib.mae.mae_registry import MAE_DATA_SOURCES, MAE_MODELS, MAE_TRANSFORMS
 from lib.mae.mae_training import (
+    mae_compare_predictions,
     mae_evaluate,
     mae_extract_embeddings,
     mae_pretrain,
@@ -286,7 +287,11 @@ update_results(
     embeddings={"shape": list(embeddings.shape), "clips_per_second": embed_throughput},
     linear_probe={name: r["accuracy"] for name, r in probe.items()},
     linear_probe_details={
-        name: {"per_class_accuracy": r["per_class_accuracy"], "confusion_matrix": r["confusion_matrix"]}
+        name: {
+            "ci95": r["ci95"],
+            "per_class_accuracy": r["per_class_accuracy"],
+            "confusion_matrix": r["confusion_matrix"],
+        }
         for name, r in probe.items()
     },
     throughput={
@@ -373,6 +378,7 @@ update_results(
     finetune={name: r["accuracy"] for name, r in finetune.items()},
     finetune_details={
         name: {
+            "ci95": r["ci95"],
             "per_class_accuracy": r["per_class_accuracy"],
             "confusion_matrix": r["confusion_matrix"],
             "loss_per_epoch": finetune_history[name]["loss"],
@@ -485,6 +491,20 @@ summary = {
     "finetune": {k: v["accuracy"] for k, v in finetune.items()},
     "pretrain_loss_first_last": [history["loss"][0], history["loss"][-1]] if pretrained else None,
     "chance": 1 / len(class_names),
+    "test_clips": len(test_data["y"]),
+    "pretrained_vs_random": {},
 }
+print(f"{len(test_data['y'])} test clips, chance {1 / len(class_names):.3f}; accuracy [Wilson 95% interval]")
+for stage, results_of in (("linear_probe", probe), ("finetune", finetune)):
+    a, b = results_of["pretrained"], results_of["random_init"]
+    # the same clips for both encoders: McNemar's test on the clips only one of them gets right
+    compared = mae_compare_predictions(test_data["y"], a["predicted"], b["predicted"])
+    summary["pretrained_vs_random"][stage] = compared
+    verdict = "a difference beyond chance" if compared["mcnemar_p"] < 0.05 else "no difference beyond chance"
+    print(
+        f"  {stage}: pretrained {a['accuracy']:.3f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}] vs random init "
+        f"{b['accuracy']:.3f} [{b['ci95'][0]:.3f}, {b['ci95'][1]:.3f}]; clips only one gets right "
+        f"{compared['only_first_right']} / {compared['only_second_right']}, McNemar p {compared['mcnemar_p']:.2g}: "
+        f"{verdict}"
+    )
 update_results(out, summary=summary)
-summary

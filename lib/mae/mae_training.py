@@ -464,6 +464,27 @@ def mae_predict(classifier, x, batch_size: int = 64, device: str = "cpu") -> np.
     return torch.cat(out).numpy() if out else np.zeros((0, classifier.num_classes), dtype=np.float32)
 
 
+def mae_accuracy_interval(correct: int, total: int) -> list:
+    """Wilson 95% interval of an accuracy (scipy's binomial test); ``[nan, nan]`` without clips."""
+    from scipy.stats import binomtest
+
+    if total <= 0:
+        return [float("nan"), float("nan")]
+    interval = binomtest(int(correct), int(total)).proportion_ci(confidence_level=0.95, method="wilson")
+    return [float(interval.low), float(interval.high)]
+
+
+def mae_compare_predictions(y, predicted_a, predicted_b) -> dict:
+    """Two classifiers on the same clips: the clips only one of them gets right and McNemar's exact
+    p-value (a binomial test on those discordant clips): is the difference more than chance?"""
+    from scipy.stats import binomtest
+
+    y, a, b = np.asarray(y), np.asarray(predicted_a), np.asarray(predicted_b)
+    only_a, only_b = int(((a == y) & (b != y)).sum()), int(((a != y) & (b == y)).sum())
+    p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    return {"only_first_right": only_a, "only_second_right": only_b, "mcnemar_p": float(p)}
+
+
 def mae_evaluate(classifier, x, y, class_names=None, batch_size: int = 64, device: str = "cpu") -> dict:
     """Accuracy, per-class accuracy and confusion matrix (rows: true, columns: predicted)."""
     from sklearn.metrics import confusion_matrix
@@ -476,8 +497,10 @@ def mae_evaluate(classifier, x, y, class_names=None, batch_size: int = 64, devic
     totals = matrix.sum(axis=1)
     names = class_names or [str(i) for i in labels]
     per_class = {names[i]: float(matrix[i, i] / totals[i]) for i in labels if totals[i]}
+    correct = int((predicted == y).sum())
     return {
         "accuracy": float((predicted == y).mean()) if len(y) else float("nan"),
+        "ci95": mae_accuracy_interval(correct, len(y)),
         "per_class_accuracy": per_class,
         "confusion_matrix": matrix.tolist(),
         "predicted": predicted.tolist(),
