@@ -545,3 +545,11 @@ def test_rollout_conclusion_compares_each_model_with_holding_the_frame():
     assert "vmf point (cosine 0.23, 12.1 dB): better on cosine and energy drift" in text
     assert "gaussian point (cosine 0.19, 12.3 dB): better on energy drift" in text
     assert tier1_rollout_conclusion(table[table.model != "hold"]) == ""
+
+
+def test_still_learning_names_the_models_whose_loss_still_falls():
+    from lib.phase0.tier1_metrics import tier1_still_learning
+
+    history = {"step": [50, 100], "loss": {"vmf": [0.95, 0.90], "gaussian": [1.130, 1.125]}}
+    assert tier1_still_learning(history) == ["vmf 0.950 -> 0.900"]  # gaussian fell by under 1%
+    assert tier1_still_learning({"step": [50], "loss": {"vmf": [0.9]}}) == []

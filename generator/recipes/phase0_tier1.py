@@ -83,6 +83,7 @@ from lib.phase0.tier1_metrics import (
     tier1_evaluate,
     tier1_rollout,
     tier1_rollout_conclusion,
+    tier1_still_learning,
 )
 from lib.phase0.tier1_pipeline import tier1_encode_store, tier1_exp1, tier1_manifest
 from lib.phase0.tier1_report import tier1_table, write_tier1_report
@@ -214,7 +215,10 @@ if "exp1" in experiments:
     print(
         "vMF gain over the Gaussian (nats per frame):", {g["k"]: round(g["nll_gain"], 3) for g in evaluation["gains"]}
     )
-    fig = plot_tier1_nll(evaluation["table"])
+    learning = tier1_still_learning(exp1["history"])
+    if learning:
+        print(f"training loss still falling at step {exp1['history']['step'][-1]}: {', '.join(learning)}")
+    fig = plot_tier1_nll(evaluation["table"], history=exp1["history"])
     save_figure(fig, out, "exp1_nll")
     plt.show()
     fig = plot_tier1_calibration(evaluation["calibration"])

@@ -251,17 +251,38 @@ def tier1_rollout_conclusion(table: pd.DataFrame) -> str:
 
 
 # %%
-def plot_tier1_nll(table: pd.DataFrame, title: str = "Exp 1: held-out NLL per horizon"):
-    """NLL per frame (nats) per horizon for each model."""
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+def plot_tier1_nll(table: pd.DataFrame, title: str = "Exp 1: held-out NLL per horizon", history: dict | None = None):
+    """NLL per frame (nats) per horizon for each model; with a training ``history`` (``step``,
+    ``loss`` per model), the training loss beside it, to see whether training had levelled off."""
+    colour = {name: f"C{i}" for i, name in enumerate(sorted(table["model"].unique()))}  # one colour per model
+    if history and history.get("step"):
+        fig, (ax, ax_loss) = plt.subplots(1, 2, figsize=(11, 3.5))
+        for name, losses in history["loss"].items():
+            ax_loss.plot(history["step"][: len(losses)], losses, marker=".", label=name, color=colour.get(name))
+        ax_loss.set(xlabel="training step", ylabel="training loss (mean over the logged steps)")
+        ax_loss.set_title("training loss (train speakers)")
+        ax_loss.legend()
+    else:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
     for name, rows in table.groupby("model"):
-        ax.plot(rows["k"], rows["nll"], marker="o", label=name)
+        ax.plot(rows["k"], rows["nll"], marker="o", label=name, color=colour[name])
     ax.set_xlabel("horizon k (frames)")
     ax.set_ylabel("NLL per frame (nats, scaled targets)")
     ax.set_xticks(sorted(table["k"].unique()))
     ax.set_title(title)
     ax.legend()
+    fig.tight_layout()
     return fig
+
+
+def tier1_still_learning(history: dict, tolerance: float = 0.01) -> list:
+    """Models whose training loss still fell by more than ``tolerance`` (relative) between the last
+    two logged steps: more steps would likely change their held-out figures."""
+    out = []
+    for name, losses in history.get("loss", {}).items():
+        if len(losses) >= 2 and losses[-1] < losses[-2] - tolerance * abs(losses[-2]):
+            out.append(f"{name} {losses[-2]:.3f} -> {losses[-1]:.3f}")
+    return out
 
 
 def plot_tier1_calibration(calibration: dict):
