@@ -368,7 +368,9 @@ fig, axes = plt.subplots(len(layers) + 2, 1, figsize=(12, 2.2 * (len(layers) + 2
 mel = log_mel(y, adapter.sample_rate, n_mels=64, hop_length=adapter.sample_rate // 100)
 axes[0].imshow(mel, aspect="auto", origin="lower", cmap="magma", extent=[0, len(y) / adapter.sample_rate, 0, 64])
 axes[0].set_ylabel("mel band")
-axes[0].set_title(f"{model_label} | {name}: " + (transcripts.get(name, "")[:100] or "(no transcript)"), fontsize=9)
+text = transcripts.get(name, "") or "(no transcript)"
+text = text if len(text) <= 110 else text[:110].rsplit(" ", 1)[0] + " ..."  # cut at a word, and say so
+axes[0].set_title(f"{model_label} | {name}: {text}", fontsize=9)
 for m in markers[markers.utterance == name].itertuples():
     for ax in axes:
         ax.axvspan(m.start, m.end, color="cyan", alpha=0.15)
@@ -377,7 +379,7 @@ for ax, layer in zip(axes[1:], layers):
     x = collected["activity"][layer][focus]
     order = heatmap_neuron_order(x, analysis[layer]["tuning"], analysis[layer]["labels"])[:heatmap_neurons]
     z = (x[:, order] - x[:, order].mean(0)) / (x[:, order].std(0) + 1e-6)
-    ax.imshow(
+    image = ax.imshow(
         z.T,
         aspect="auto",
         origin="lower",
@@ -388,6 +390,8 @@ for ax, layer in zip(axes[1:], layers):
         interpolation="nearest",
     )
     ax.set_ylabel(f"layer {layer}\nneurons\n(by cluster)")
+# beside the first heatmap, without narrowing it: every panel keeps the same time axis
+fig.colorbar(image, cax=axes[1].inset_axes([1.005, 0.0, 0.01, 1.0]), label="z per neuron")
 ax = axes[-1]
 ax.plot(t, feats["rms_db"], color="k", lw=0.8, label="RMS dB")
 ax.set_ylabel("RMS dB")
