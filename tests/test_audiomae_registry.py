@@ -286,11 +286,12 @@ def test_finetune_patch_drop_only_while_training_and_restored_after():
 
 
 def test_accuracy_interval_and_paired_comparison_of_two_encoders():
-    from lib.mae.mae_training import mae_accuracy_interval, mae_compare_predictions
+    from lib.core.accuracy import accuracy_interval
+    from lib.mae.mae_training import mae_compare_predictions
 
-    low, high = mae_accuracy_interval(296, 300)
+    low, high = accuracy_interval(296, 300)
     assert low == pytest.approx(0.9662, abs=1e-3) and high == pytest.approx(0.9948, abs=1e-3)  # Wilson
-    assert all(np.isnan(mae_accuracy_interval(0, 0)))
+    assert all(np.isnan(accuracy_interval(0, 0)))
     y = np.zeros(100, int)
     a = y.copy()
     b = y.copy()

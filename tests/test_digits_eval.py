@@ -452,7 +452,8 @@ def test_encoder_layer_curve_scores_every_layer(bundled_encoder, fsdd_manifest):
 
 
 def test_loso_plot_and_scores_handle_empty_and_missing_answers():
-    from lib.digits.classifier_eval import accuracy_interval, held_out_scores, plot_leave_one_speaker_out
+    from lib.core.accuracy import accuracy_interval
+    from lib.digits.classifier_eval import held_out_scores, plot_leave_one_speaker_out
 
     assert plot_leave_one_speaker_out({}) is None and plot_leave_one_speaker_out({"svm": {}}) is None
     figure = plot_leave_one_speaker_out({"svm": {"a": 0.9, "b": 0.8}, "zero-shot": {"a": 0.95, "b": 0.97}})

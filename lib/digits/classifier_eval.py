@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
+from lib.core.accuracy import accuracy_interval
+
 
 def classification_summary(y_true, y_pred, labels=None, speakers=None) -> dict:
     """Accuracy, macro F1, per-class precision/recall/F1/support, confusion matrix, per-speaker accuracy."""
@@ -146,16 +148,6 @@ def measure_latency(predict, example, warmup: int = 3, runs: int = 30) -> dict:
 
 
 # %%
-def accuracy_interval(correct: int, total: int, z: float = 1.96) -> tuple:
-    """Wilson 95% interval of an accuracy of ``correct`` out of ``total`` (``(nan, nan)`` when total is 0)."""
-    if total <= 0:
-        return float("nan"), float("nan")
-    p = correct / total
-    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * np.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
-
-
 def held_out_scores(y_true, y_pred, groups=None) -> dict:
     """Accuracy (with its Wilson interval) of predictions that may be None (no answer counts as wrong).
 

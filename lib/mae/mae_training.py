@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lib.core.accuracy import accuracy_interval
 from lib.core.distributed import distributed_all_reduce_sum, distributed_barrier, distributed_context
 from lib.mae.mae_checkpoints import (
     MaeCheckpointError,
@@ -464,16 +465,6 @@ def mae_predict(classifier, x, batch_size: int = 64, device: str = "cpu") -> np.
     return torch.cat(out).numpy() if out else np.zeros((0, classifier.num_classes), dtype=np.float32)
 
 
-def mae_accuracy_interval(correct: int, total: int) -> list:
-    """Wilson 95% interval of an accuracy (scipy's binomial test); ``[nan, nan]`` without clips."""
-    from scipy.stats import binomtest
-
-    if total <= 0:
-        return [float("nan"), float("nan")]
-    interval = binomtest(int(correct), int(total)).proportion_ci(confidence_level=0.95, method="wilson")
-    return [float(interval.low), float(interval.high)]
-
-
 def mae_compare_predictions(y, predicted_a, predicted_b) -> dict:
     """Two classifiers on the same clips: the clips only one of them gets right and McNemar's exact
     p-value (a binomial test on those discordant clips): is the difference more than chance?"""
@@ -500,7 +491,7 @@ def mae_evaluate(classifier, x, y, class_names=None, batch_size: int = 64, devic
     correct = int((predicted == y).sum())
     return {
         "accuracy": float((predicted == y).mean()) if len(y) else float("nan"),
-        "ci95": mae_accuracy_interval(correct, len(y)),
+        "ci95": list(accuracy_interval(correct, len(y))),
         "per_class_accuracy": per_class,
         "confusion_matrix": matrix.tolist(),
         "predicted": predicted.tolist(),
