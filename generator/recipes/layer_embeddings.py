@@ -372,45 +372,41 @@ interactive.show()
 mfcc_row = table[table.model == "mfcc"]
 update_results(
     out,
-    separability=(
-        table[
-            [
-                "model",
-                "model_id",
-                "weights",
-                "whisper_mode",
-                "layer",
-                "position",
-                "depth",
-                "dims",
-                "knn_acc",
-                "linear_acc",
-                "silhouette",
-            ]
-        ].to_dict(orient="records")
-    ),
+    separability=table[
+        [
+            "model",
+            "model_id",
+            "weights",
+            "whisper_mode",
+            "layer",
+            "position",
+            "depth",
+            "dims",
+            "knn_acc",
+            "linear_acc",
+            "silhouette",
+        ]
+    ].to_dict(orient="records"),
     chance=float(table.chance.iloc[0]),
     cv={
         "folds": int(min(cv_folds, clips.word.value_counts().min())),
         "speakers_held_out": groups is not None,
         "n_clips": len(clips),
     },
-    best_layer=(
-        {
-            row.model: {
-                "model_id": row.model_id,
-                "weights": row.weights,
-                "whisper_mode": row.whisper_mode,
-                "layer": row.layer,
-                "knn_acc": row.knn_acc,
-                "linear_acc": row.linear_acc,
-                "silhouette": row.silhouette,
-            }
-            for row in best.itertuples()
+    best_layer={
+        row.model: {
+            "model_id": row.model_id,
+            "weights": row.weights,
+            "whisper_mode": row.whisper_mode,
+            "layer": row.layer,
+            "knn_acc": row.knn_acc,
+            "linear_acc": row.linear_acc,
+            "silhouette": row.silhouette,
         }
-    ),
-    mfcc_baseline=(mfcc_row.iloc[0][["knn_acc", "linear_acc", "silhouette"]].to_dict()) if len(mfcc_row) else None,
-    headline=(headline),
+        for row in best.itertuples()
+    },
+    mfcc_baseline=mfcc_row.iloc[0][["knn_acc", "linear_acc", "silhouette"]].to_dict() if len(mfcc_row) else None,
+    headline=headline,
 )
 
 # %% [markdown]
@@ -488,7 +484,7 @@ if len(poolings) > 1:
             f"{headline['best']['model']} layer {headline['best']['layer']} is "
             f"{headline['margin_over_mfcc_best_pooling']:+.3f} above it"
         )
-update_results(out, pooling_comparison=(pooling_rows), headline=(headline))
+update_results(out, pooling_comparison=pooling_rows, headline=headline)
 
 # %% [markdown]
 # ## Maps of the layers

@@ -604,6 +604,7 @@ if behind:  # a mean RTF below 1 does not show a stream that fell behind part of
     load = f"; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores" if hasattr(os, "getloadavg") else ""
     print(f"NOT real time in this run: {', '.join(behind)}{load} (merged updates and dropped audio, see above)")
 print("streamed vs offline (mean per-neuron r):", fidelity_row["fidelity"])
+stream_info = realtime.encoder.info()
 streaming = {
     "model": model_info["model"],
     "weights": model_info["weights"],
@@ -615,8 +616,8 @@ streaming = {
     "layers": layers,
     "update_s": stream_update_s,
     # what the encoder ran (a Whisper stream recomputes its window: it ignores kv and cached conv)
-    **{k: realtime.encoder.info().get(k, v) for k, v in stream_settings.items()},
-    "encoder": realtime.encoder.info(),
+    **{k: stream_info.get(k, v) for k, v in stream_settings.items()},
+    "encoder": stream_info,
     "window_ms": 40,
     "hop_ms": 20,
     "warm_up_s": realtime.warm_up_s,

@@ -327,6 +327,7 @@ def tier1_compare_representations(
 
 
 TIER1_POSITIONAL_SHARE = 0.5  # above this share of variance explained by position alone, a PASS is positional
+TIER1_POSITIONAL_PASS = "PASS, positional"  # how the reading of such a PASS starts
 
 
 def tier1_representation_reading(row) -> str:
@@ -336,7 +337,7 @@ def tier1_representation_reading(row) -> str:
         return "-"
     share = row.get("position_share")
     if decision == "PASS" and share is not None and np.isfinite(share) and share > TIER1_POSITIONAL_SHARE:
-        return f"PASS, positional ({share:.1%} position)"
+        return f"{TIER1_POSITIONAL_PASS} ({share:.1%} position)"
     return decision
 
 
@@ -349,8 +350,8 @@ def tier1_representation_conclusion(table: pd.DataFrame, exp1_gain=None, config:
     readings = ok.apply(tier1_representation_reading, axis=1)
     labels = [f"{r.representation} @ {r.rate}" for r in ok.itertuples()]
     real = [label for label, reading in zip(labels, readings) if reading == "PASS"]
-    positional = [label for label, reading in zip(labels, readings) if reading.startswith("PASS,")]
-    audio = ok[~readings.str.startswith("PASS,")]
+    positional = [label for label, reading in zip(labels, readings) if reading.startswith(TIER1_POSITIONAL_PASS)]
+    audio = ok[~readings.str.startswith(TIER1_POSITIONAL_PASS)]
     best = (audio if len(audio) else ok).sort_values("vr_eval").iloc[0]  # the lowest VR not due to position
     if real:
         text = f"Exp 3: {len(real)} of {len(ok)} rows pass the gate on their audio: {', '.join(real)}."
@@ -383,7 +384,7 @@ def plot_tier1_representations(table: pd.DataFrame):
     fig, axes = plt.subplots(1, 2, figsize=(13, 0.8 + 0.45 * max(len(ok), 2)))
     labels = [
         f"{r.representation} @ {r.rate}"
-        + (" (positional)" if str(getattr(r, "reading", "")).startswith("PASS,") else "")
+        + (" (positional)" if str(getattr(r, "reading", "")).startswith(TIER1_POSITIONAL_PASS) else "")
         for r in ok.itertuples()
     ]
     y = np.arange(len(ok))
