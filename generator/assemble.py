@@ -308,7 +308,12 @@ if __import__("os").environ.get("AUDIOLENS_TEXT_PROGRESS"):  # `audiolens run`: 
     import tqdm.auto as _tqdm_auto  # notebook shows where each ended (a widget's saved text says 0%)
     import tqdm.std as _tqdm_std
 
-    _tqdm_auto.tqdm, _tqdm_auto.trange = _tqdm_std.tqdm, _tqdm_std.trange"""
+    class _SavedBar(_tqdm_std.tqdm):  # a transient bar (leave=False) is left out: it would end as an empty box
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = kwargs.get("disable") or kwargs.get("leave") is False
+            super().__init__(*args, **kwargs)
+
+    _tqdm_auto.tqdm, _tqdm_auto.trange = _SavedBar, lambda *args, **kwargs: _SavedBar(range(*args), **kwargs)"""
 
 
 def setup_cell_source(extra: str) -> str:

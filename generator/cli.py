@@ -258,7 +258,13 @@ def _execute_locked(name, parameters, out_dir, timeout, build_first, log_output,
     executed = out_dir / f"{name}.ipynb"
     saved_env = {
         key: os.environ.get(key)
-        for key in ("AUDIOLENS_CLI_RUN_ID", "FIFTYONE_DO_NOT_TRACK", "AUDIOLENS_TEXT_PROGRESS", "TQDM_MININTERVAL")
+        for key in (
+            "AUDIOLENS_CLI_RUN_ID",
+            "FIFTYONE_DO_NOT_TRACK",
+            "AUDIOLENS_TEXT_PROGRESS",
+            "TQDM_MININTERVAL",
+            "HF_HUB_DISABLE_PROGRESS_BARS",
+        )
     }
     os.environ["AUDIOLENS_CLI_RUN_ID"] = run_id  # the kernel's check cell keeps this run's record
     os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
@@ -266,6 +272,7 @@ def _execute_locked(name, parameters, out_dir, timeout, build_first, log_output,
     # redrawn at most every 2 s so a long bar does not fill the notebook with updates
     os.environ.setdefault("AUDIOLENS_TEXT_PROGRESS", "1")
     os.environ.setdefault("TQDM_MININTERVAL", "2")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no "Loading weights" bars from transformers
     started = time.perf_counter()
     socket_dir, transport = _kernel_transport()
     try:

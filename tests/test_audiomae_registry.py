@@ -286,8 +286,7 @@ def test_finetune_patch_drop_only_while_training_and_restored_after():
 
 
 def test_accuracy_interval_and_paired_comparison_of_two_encoders():
-    from lib.core.accuracy import accuracy_interval
-    from lib.mae.mae_training import mae_compare_predictions
+    from lib.core.accuracy import accuracy_interval, paired_comparison
 
     low, high = accuracy_interval(296, 300)
     assert low == pytest.approx(0.9662, abs=1e-3) and high == pytest.approx(0.9948, abs=1e-3)  # Wilson
@@ -296,9 +295,16 @@ def test_accuracy_interval_and_paired_comparison_of_two_encoders():
     a = y.copy()
     b = y.copy()
     b[:20] = 1  # the second classifier misses 20 clips the first gets right
-    assert mae_compare_predictions(y, a, b) == pytest.approx(
-        {"only_first_right": 20, "only_second_right": 0, "mcnemar_p": 2 * 0.5**20}
+    assert paired_comparison(y, a, b) == pytest.approx(
+        {
+            "n": 100,
+            "first_accuracy": 1.0,
+            "second_accuracy": 0.8,
+            "only_first_right": 20,
+            "only_second_right": 0,
+            "mcnemar_p": 2 * 0.5**20,
+        }
     )
     b[:2], a[2:4] = 0, 1  # now 18 against 2 ... still a difference; 2 against 2 is none
-    assert mae_compare_predictions(y, a, b)["mcnemar_p"] < 0.01
-    assert mae_compare_predictions(y, a, a)["mcnemar_p"] == 1.0
+    assert paired_comparison(y, a, b)["mcnemar_p"] < 0.01
+    assert paired_comparison(y, a, a)["mcnemar_p"] == 1.0

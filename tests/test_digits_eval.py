@@ -458,6 +458,14 @@ def test_loso_plot_and_scores_handle_empty_and_missing_answers():
     assert plot_leave_one_speaker_out({}) is None and plot_leave_one_speaker_out({"svm": {}}) is None
     figure = plot_leave_one_speaker_out({"svm": {"a": 0.9, "b": 0.8}, "zero-shot": {"a": 0.95, "b": 0.97}})
     assert "mean 0.850, min 0.800" in figure.axes[0].get_legend().get_texts()[0].get_text()
+    # with the clips behind each bar: Wilson intervals, wide for 20 clips, narrow for 500
+    figure = plot_leave_one_speaker_out(
+        {"svm": {"a": 0.9, "b": 0.8}, "zero-shot": {"a": 0.95, "b": 0.9}}, clips={"svm": 500, "zero-shot": {"a": 20}}
+    )
+    bars = [c for c in figure.axes[0].containers if getattr(c, "errorbar", None) is not None]
+    spans = [[np.ptp(seg[:, 1]) for seg in c.errorbar.lines[2][0].get_segments()] for c in bars]
+    assert spans[0][0] == pytest.approx(np.subtract(*accuracy_interval(450, 500)[::-1]))
+    assert spans[1][0] > 4 * spans[0][0] and spans[1][1] == 0.0  # speaker b: no clip count given, no interval
     scores = held_out_scores([1, 2, 3, 4], [1, None, 3, 5], groups=["x", "x", "y", "y"])
     assert (
         scores["accuracy"] == 0.5 and scores["no_answer"] == 1 and scores["per_group_accuracy"] == {"x": 0.5, "y": 0.5}

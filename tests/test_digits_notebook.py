@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tests.digit_eval_fixture import WORDS, build_digit_eval_folder
@@ -94,9 +95,18 @@ def test_digit_classification_notebook_small_run(run_notebook, tiny_model, fsdd_
         and results["best_model"]["loso_mean"] == models[best]["loso_mean_accuracy"]
     )
     assert results["best_model"]["eval_folder"] == models[best]["eval_folder_accuracy"]
-    assert results["best_model"]["beats_zero_shot_on_loso"] == (
-        models[best]["loso_mean_accuracy"] > zero_shot["loso"]["mean_accuracy"]
-    )
+    paired = results["best_model"]["loso_vs_zero_shot"]  # on the zero-shot's own clips, McNemar
+    assert paired["n"] == zero_shot["loso"]["n"] and paired["second_accuracy"] == zero_shot["loso"]["pooled_accuracy"]
+    assert 0.0 < paired["mcnemar_p"] <= 1.0
+    assert results["best_model"]["beats_zero_shot_on_loso"] == (paired["first_accuracy"] > paired["second_accuracy"])
+    assert results["best_model"]["eval_folder_vs_zero_shot"]["n"] == 10
+    lo, hi = models[best]["loso_ci95"]
+    assert lo <= models[best]["loso_mean_accuracy"] <= hi
+    table = pd.read_csv(Path(results["_out"]) / "loso_predictions.csv")
+    assert {"svm", "encoder", "encoder head alone", "zero_shot"} <= set(table.columns)
+    assert table["zero_shot"].notna().sum() == zero_shot["loso"]["n"] - zero_shot["loso"]["no_digit"]
+    by_speaker = (table["svm"] == table["label"]).groupby(table["speaker"]).mean()
+    assert by_speaker.to_dict() == pytest.approx(loso["svm"]["per_speaker_accuracy"])  # the file is what was scored
     assert set(results["encoder_layers"]["curve"]) == {"0", "1", "2", "conv"}
     stream = results["streaming"]
     for mode in ("toggle", "continuous"):

@@ -363,3 +363,24 @@ def test_check_catches_stale_notebook_and_lib_import(tmp_path):
     assert any("from lib.core.audio import" in p for p in problems)
     (out / "orphan.ipynb").write_text(path.read_text())
     assert any("orphan.ipynb: no recipe" in p for p in asm.check(out))
+
+
+def test_audiolens_run_setup_keeps_finished_bars_and_leaves_out_transient_ones(monkeypatch, capsys):
+    """Under `audiolens run` (AUDIOLENS_TEXT_PROGRESS) the saved notebook gets text bars that show where each
+    ended; inner-loop bars (leave=False) would erase themselves into empty output boxes, so they are left out."""
+    import io
+
+    import tqdm.auto
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", tqdm.auto.tqdm)  # restored after the test
+    monkeypatch.setattr(tqdm.auto, "trange", tqdm.auto.trange)
+    monkeypatch.setenv("AUDIOLENS_TEXT_PROGRESS", "1")
+    exec(compile(asm.setup_cell_source("digits"), "<setup cell>", "exec"), {"__name__": "__main__"})
+    assert "All requirements are installed." in capsys.readouterr().out
+    text = io.StringIO()
+    assert list(tqdm.auto.tqdm(range(3), desc="outer", file=text)) == [0, 1, 2]
+    assert "outer: 100%" in text.getvalue() and "3/3" in text.getvalue()
+    inner = io.StringIO()
+    assert list(tqdm.auto.tqdm(range(3), desc="inner", leave=False, file=inner)) == [0, 1, 2]
+    assert list(tqdm.auto.trange(2, desc="inner", leave=False, file=inner)) == [0, 1]
+    assert inner.getvalue() == ""

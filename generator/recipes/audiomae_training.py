@@ -68,6 +68,7 @@ import numpy as np
 import torch
 from sklearn.decomposition import PCA
 
+from lib.core.accuracy import paired_comparison
 from lib.core.audio import audio_info, load_audio
 from lib.core.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
 from lib.core.runtime import limit_cpu_threads, pick_device, seed_everything
@@ -77,7 +78,6 @@ from lib.mae.mae_checkpoints import load_audiomae_encoder, load_mae_checkpoint
 from lib.mae.mae_data import build_mae_data_source, mae_load_split
 from lib.mae.mae_registry import MAE_DATA_SOURCES, MAE_MODELS, MAE_TRANSFORMS
 from lib.mae.mae_training import (
-    mae_compare_predictions,
     mae_evaluate,
     mae_extract_embeddings,
     mae_pretrain,
@@ -498,7 +498,7 @@ print(f"{len(test_data['y'])} test clips, chance {1 / len(class_names):.3f}; acc
 for stage, results_of in (("linear_probe", probe), ("finetune", finetune)):
     a, b = results_of["pretrained"], results_of["random_init"]
     # the same clips for both encoders: McNemar's test on the clips only one of them gets right
-    compared = mae_compare_predictions(test_data["y"], a["predicted"], b["predicted"])
+    compared = paired_comparison(test_data["y"], a["predicted"], b["predicted"])
     summary["pretrained_vs_random"][stage] = compared
     verdict = "a difference beyond chance" if compared["mcnemar_p"] < 0.05 else "no difference beyond chance"
     print(

@@ -51,10 +51,11 @@ pca_components = 128  # [int 1..] PCA size in the baseline pipeline (capped at a
 c_grid = [0.5, 1.0, 2.0, 4.0, 8.0]  # [each 0.000001..] grid of C values
 gamma_grid = ["scale", "auto", 0.01, 0.05, 0.1]  # grid of RBF gamma values (SVM only)
 cv_folds = 5  # [int 2..] stratified K-fold for the grid search
+loso_svm_grid = False  # [bool] SVM LOSO: repeat the grid search in every fold on its training speakers only (nested)
 cnn_features = "mfcc"  # [mfcc|logmel] CNN input features
 cnn_n_mfcc = 20  # [int 2..] CNN: MFCCs per frame
 cnn_time_steps = 32  # [optional int 1..] CNN: the clip's frames resampled to this many (time normalisation)
-cnn_epochs = 25  # [int 1..] maximum CNN epochs (early stopping usually ends sooner)
+cnn_epochs = 25  # [int 1..] maximum CNN epochs (early stopping may end it sooner)
 cnn_patience = 6  # [int 1..] epochs without validation improvement before stopping
 cnn_batch_size = 64  # [int 1..] CNN batch size
 cnn_lr_grid = [0.002]  # [each 0.000001..1] CNN learning rates tried (best on validation; LOSO folds reuse it)
@@ -116,7 +117,8 @@ from IPython.display import display
 from sklearn.base import clone
 from sklearn.model_selection import train_test_split
 
-from lib.core.atomic_io import json_plain
+from lib.core.accuracy import paired_comparison
+from lib.core.atomic_io import atomic_write_text, json_plain
 from lib.core.audio import load_audio_batch
 from lib.core.datasets import load_fsdd, load_labelled_folder, load_librispeech
 from lib.core.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
@@ -415,17 +417,23 @@ if mfcc_of:
     fig, axes = plt.subplots(1, min(5, len(labels)), figsize=(13, 2.6))
     for ax, label in zip(np.atleast_1d(axes), labels):
         i = int(np.flatnonzero(y_train == label)[0])
-        ax.imshow(
+        shown_rows = (
             X_train[i].reshape(feature_config.n_coefficients, -1)[1:n_mfcc]
             if pooling in ("flat", "segments")
-            else X_train[i][None, :],
+            else X_train[i][None, :]
+        )
+        image = ax.imshow(
+            shown_rows,
             aspect="auto",
             origin="lower",
             cmap="magma",
+            # rows are MFCCs 1..n_mfcc-1 (0, the level, is left out): the axis says so
+            extent=(-0.5, shown_rows.shape[1] - 0.5, 0.5, shown_rows.shape[0] + 0.5) if len(shown_rows) > 1 else None,
         )
         ax.set_title(f"digit {label}", fontsize=9)
         ax.set_xlabel({"segments": f"time segment (of {n_frames})", "flat": "frame"}.get(pooling, pooling))
-    np.atleast_1d(axes)[0].set_ylabel("MFCC")
+    np.atleast_1d(axes)[0].set_ylabel("MFCC coefficient")
+    fig.colorbar(image, ax=np.atleast_1d(axes).tolist(), label="value (per-utterance normalised)", pad=0.01)
     shown = min(5, len(labels))
     fig.suptitle(
         f"MFCCs 1-{n_mfcc - 1} after per-utterance normalisation: one training clip of each of the first {shown} "
@@ -490,9 +498,11 @@ if "svm" in models:
     display(ranked_cv.head(8).round(4))
 
 
-def fit_svm(frame):
+def fit_svm(frame, search=None):
+    """The SVM pipeline the grid search chose (``search``: another search's choice), fitted on ``frame``'s clips
+    and their augmented copies."""
     X, y, _groups = with_copies(frame, mfcc_of, mfcc_copies_of)
-    pipeline = clone(svm_search.best_estimator_).fit(np.stack(X), y)
+    pipeline = clone((search or svm_search).best_estimator_).fit(np.stack(X), y)
     return SklearnDigitModel(pipeline, feature_config, labels=pipeline.classes_)
 
 
@@ -546,13 +556,15 @@ def fit_cnn(frame, epochs=None, progress=False):
 # ten digit words. It reads the encoder's final layer (layer 4: the frames the head already
 # uses), after the prefix `<|startofprev|> zero one ... nine <|startoftranscript|><|notimestamps|>`,
 # and the log-probability of each digit's spellings as the first word (" seven", "Seven", " 7",
-# "oh" for zero...) gives ten scores per clip: a forced choice, nothing trained, about 10 ms per
-# clip. The model's scores are `log_softmax(head) + weight * log_softmax(Whisper)`. The weight
-# is fitted by log loss on held-out logits (`encoder_prior_weight=None`): in each LOSO fold on
-# the other speakers' held-out logits (never the held-out speaker's own clips), and for the
-# saved model on every speaker's. Measured here (FSDD LOSO mean / worst speaker, 300 espeak-ng
-# clips): forced choice alone 0.968 / 0.904 / 0.927, head alone 0.986 / 0.958 / 0.947, fused
-# 0.988 / 0.964 / 0.957 (weight about 0.25), with the earlier 35 dB trim and no onset crops.
+# "oh" for zero...) gives ten scores per clip: a forced choice, nothing trained, a few ms per
+# clip in batches (this run prints its own figure). The model's scores are
+# `log_softmax(head) + weight * log_softmax(Whisper)`. The weight is fitted by log loss on
+# held-out logits (`encoder_prior_weight=None`): in each LOSO fold on the other speakers'
+# held-out logits (never the held-out speaker's own clips), and for the saved model on every
+# speaker's. Measured in development runs, not this one (FSDD LOSO mean / worst speaker, 300
+# espeak-ng clips): forced choice alone 0.968 / 0.904 / 0.927, head alone 0.986 / 0.958 /
+# 0.947, fused 0.988 / 0.964 / 0.957 (weight about 0.25), with the earlier 35 dB trim and no
+# onset crops.
 #
 # Two settings aim at the words the model missed. Clip edges are trimmed only 50 dB below the
 # peak (`encoder_trim_db`): at 35 dB the trim cut the weak fricatives at 8 kHz, the /ks/ of
@@ -669,9 +681,16 @@ if encoder_adapter is not None:
         "revoiced_copies": copy_kinds.count("voice"),
         "cache": {"clean": clean["cache"], "copies": copies["cache"]},
     }
+    parts = [("clips", clean), ("augmented copies", copies)] + ([("eval clips", eval_features)] if eval_waves else [])
+    cached = ", ".join(
+        f"{what} {c['cache']['hits']} from the cache, {c['cache']['misses']} computed"
+        for what, c in parts
+        if c["cache"]
+    )
     print(
         f"encoder {encoder_adapter.name} ({encoder_features_info['whisper_mode']} mode): "
-        f"{encoder_features_info['clips']} clips in {encoder_time.seconds:.1f} s; cache {clean['cache']}"
+        f"{encoder_features_info['clips']} clips in {encoder_time.seconds:.1f} s"
+        + (f" ({cached}; cache folder {cache_root})" if cached else " (no cache)")
     )
 finetune_info = {"used": False}
 if encoder_adapter is not None and encoder_config.finetune_top:
@@ -926,11 +945,13 @@ update_results(out, models=results_models)
 if "cnn" in histories:
     h = histories["cnn"]
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.2))
-    ax[0].plot(h["epoch"], h["train_loss"], label="train loss")
+    ax[0].plot(h["epoch"], h["train_loss"], label="train loss (augmented clips, label smoothing)")
     ax[0].set_xlabel("epoch")
+    ax[0].set_ylabel("cross-entropy")
     ax[0].legend()
-    ax[1].plot(h["epoch"], h["train_accuracy"], label="train (augmented)")
-    ax[1].plot(h["epoch"], h["val_accuracy"], label="validation")
+    ax[1].plot(h["epoch"], h["train_accuracy"], label="train (augmented copies)")
+    ax[1].plot(h["epoch"], h["val_accuracy"], label="validation (clean clips, training speakers)")
+    ax[1].set_ylabel("accuracy")
     ax[1].axvline(h["best_epoch"], color="grey", ls=":", label="best checkpoint")
     ax[1].set_xlabel("epoch")
     ax[1].set_ylim(0, 1.02)
@@ -959,9 +980,20 @@ if summaries:
 # (the SVM keeps the C and gamma of the grid search, the CNN the learning rate `cnn_lr_grid`
 # chose, or its one value, with `loso_cnn_epochs`). The zero-shot Whisper needs no training: it is scored on
 # `zero_shot_max_clips` clips of the same held-out speakers.
+#
+# How far to trust these figures: the defaults of every model (features, augmentation, encoder
+# layers, trim, crops) were chosen on FSDD LOSO runs, the ones quoted in the notes above, so
+# FSDD LOSO served as the development set and its figures are slightly optimistic. The SVM's C
+# and gamma come from the grid search above, which saw every speaker's official training clips
+# (`loso_svm_grid=True` repeats it inside each fold, on the fold's training speakers only). No
+# choice was made on `eval_folder` clips: they are the held-out check. The CNN trains
+# `loso_cnn_epochs` per fold (its one-cycle schedule completes in that budget), the saved CNN
+# `cnn_epochs`.
 
 # %%
 loso_per_speaker = {}
+loso_predictions = {}  # model -> the prediction for every loso_manifest clip, from the fold that held its speaker out
+loso_svm_choices = {}  # loso_svm_grid: held-out speaker -> the C and gamma its fold's own grid search chose
 encoder_loso_logits = np.zeros((len(loso_manifest), len(labels)), dtype=np.float32)
 
 
@@ -1014,7 +1046,21 @@ else:
         def fold(train_idx, test_idx, name=name):
             train_frame, test_frame = loso_manifest.iloc[train_idx], loso_manifest.iloc[test_idx]
             if name == "svm":
-                return fit_svm(train_frame).predict([wave_of[p] for p in test_frame.path])
+                search = None
+                if loso_svm_grid:  # nested: C and gamma chosen without the held-out speaker's clips
+                    search = grid_search_digit_pipeline(
+                        np.stack([mfcc_of[p] for p in train_frame.path]),
+                        train_frame["label"].to_numpy(),
+                        classifier=classifier,
+                        pca_components=pca_components,
+                        C_grid=c_grid,
+                        gamma_grid=gamma_grid,
+                        cv_folds=cv_folds,
+                        seed=seed,
+                        groups=train_frame["speaker"].to_numpy(),
+                    )
+                    loso_svm_choices[str(test_frame["speaker"].iloc[0])] = dict(search.best_params_)
+                return fit_svm(train_frame, search).predict([wave_of[p] for p in test_frame.path])
             if name == "cnn":
                 return fit_cnn(train_frame, epochs=loso_cnn_epochs).predict([wave_of[p] for p in test_frame.path])
             if name == "encoder":  # the head alone here; the Whisper prior is fused after all folds
@@ -1025,13 +1071,17 @@ else:
 
         with Stopwatch() as loso_time:
             loso_results[name] = leave_one_speaker_out(fold, loso_manifest, desc=f"leave one speaker out: {name}")
+        loso_predictions[name] = loso_results[name].pop("predictions")
         if name == "encoder" and enc_prior_of:
             loso_results[name] = encoder_prior_loso(loso_results[name])
+            loso_predictions["encoder head alone"] = loso_predictions[name]
+            loso_predictions[name] = np.asarray(labels)[loso_results[name].pop("predictions")]
         loso_results[name]["seconds"] = loso_time.seconds
         loso_per_speaker[name] = loso_results[name]["per_speaker_accuracy"]
         results_models[name].update(
             loso_mean_accuracy=loso_results[name]["mean_accuracy"],
             loso_min_accuracy=loso_results[name]["min_accuracy"],
+            loso_ci95=loso_results[name]["ci95"],
         )
         print(
             f"LOSO {name}: mean {loso_results[name]['mean_accuracy']:.4f}, "
@@ -1039,6 +1089,16 @@ else:
         )
     if "cnn" in loso_results and "seconds" in loso_results["cnn"]:
         loso_results["cnn"]["epochs_per_fold"] = loso_cnn_epochs
+    if "svm" in loso_results and "seconds" in loso_results["svm"]:
+        loso_results["svm"]["hyperparameters"] = (
+            {"chosen": "per fold, on its training speakers only (loso_svm_grid)", "per_fold": loso_svm_choices}
+            if loso_svm_grid
+            else {
+                "chosen": "once, by the grid search above on the official training clips of every speaker "
+                "(the held-out speaker's included; loso_svm_grid=True repeats it inside each fold)",
+                "params": dict(svm_search.best_params_),
+            }
+        )
 update_results(out, models=results_models, leave_one_speaker_out=loso_results)
 
 # %% [markdown]
@@ -1062,6 +1122,8 @@ if encoder_layer_curve and "encoder" in fitted and has_speakers and len(loso_man
             encoder_features_info["layer_names"],
         )
     curve = pd.DataFrame({k: {"mean": v["mean_accuracy"], "min": v["min_accuracy"]} for k, v in layer_curve.items()}).T
+    # input side first: the conv front-end, then the encoder layers in depth order
+    curve = curve.loc[sorted(curve.index, key=lambda k: (k != "conv", int(k) if str(k).isdigit() else 10**6, str(k)))]
     best_layer = curve["mean"].idxmax()
     display(curve.round(4).rename_axis("encoder layer"))
     fig, ax = plt.subplots(figsize=(6.5, 3))
@@ -1075,7 +1137,8 @@ if encoder_layer_curve and "encoder" in fitted and has_speakers and len(loso_man
     plt.show()
     print(
         f"best single layer: {best_layer} (mean {curve['mean'].max():.4f}); the head uses {encoder_config.layers} "
-        f"with weights {results_models['encoder'].get('layer_weights')} ({curve_time.seconds:.0f} s)"
+        f"with learned mix weights {results_models['encoder'].get('layer_weights')} (equal weights would be "
+        f"{1 / max(1, len(encoder_config.layers)):.3f} each) ({curve_time.seconds:.0f} s)"
     )
     update_results(
         out,
@@ -1100,6 +1163,7 @@ if encoder_layer_curve and "encoder" in fitted and has_speakers and len(loso_man
 
 # %%
 zero_shot_results, zero_shot = {}, None
+zero_shot_loso_predictions = None  # the zero-shot answer per clip of its LOSO subset (path -> label or None)
 if "zero_shot" in loso_models or eval_folder:
     try:
         zero_shot = WhisperZeroShotDigits(sample_rate=sample_rate, labels=labels, compute_type=zero_shot_compute_type)
@@ -1114,6 +1178,7 @@ if zero_shot is not None:
         with Stopwatch() as zs_time:
             zs_pred, zs_text = zero_shot.predict_with_text([wave_of[p] for p in zs_frame.path], progress=True)
         scores = held_out_scores(zs_frame["label"].to_numpy(), zs_pred, zs_frame["speaker"].to_numpy())
+        zero_shot_loso_predictions = pd.Series(list(zs_pred), index=list(zs_frame.path), dtype=object)
         zero_shot_results["loso"] = {
             "mean_accuracy": scores["mean_group_accuracy"],
             "min_accuracy": scores["min_group_accuracy"],
@@ -1134,7 +1199,13 @@ if zero_shot is not None:
         )
 update_results(out, zero_shot=zero_shot_results)
 
-figure = plot_leave_one_speaker_out(loso_per_speaker, title="Leave one speaker out: accuracy on the unseen speaker")
+loso_clips = {name: loso_manifest["speaker"].astype(str).value_counts().to_dict() for name in loso_per_speaker}
+if zero_shot_loso_predictions is not None:  # the zero-shot row: its own, smaller subset per speaker
+    zero_shot_clips = zs_frame["speaker"].astype(str).value_counts().to_dict()
+    loso_clips.update({name: zero_shot_clips for name in loso_per_speaker if name.startswith("zero-shot")})
+figure = plot_leave_one_speaker_out(
+    loso_per_speaker, title="Leave one speaker out: accuracy on the unseen speaker", clips=loso_clips
+)
 if figure is not None:
     save_figure(figure, out, "leave_one_speaker_out")
     plt.show()
@@ -1152,7 +1223,7 @@ else:
 # on the folder's clips, overall and per sub-folder (e.g. per voice or microphone).
 
 # %%
-eval_results = {}
+eval_results, eval_predictions = {}, {}
 if eval_folder and len(eval_waves):
     groups = eval_manifest["source"].to_numpy()
     for name, model in fitted.items():
@@ -1163,6 +1234,7 @@ if eval_folder and len(eval_waves):
                 ]
             else:
                 pred = model.predict(eval_waves)
+        eval_predictions[name] = pred
         eval_results[name] = {**held_out_scores(y_eval, pred, groups), "seconds": eval_time.seconds}
         results_models[name]["eval_folder_accuracy"] = eval_results[name]["accuracy"]
         if name == "encoder" and eval_prior is not None:  # the two parts of the fused model on their own
@@ -1176,6 +1248,7 @@ if eval_folder and len(eval_waves):
         native, _ok, _failed = load_audio_batch(list(eval_manifest.path), sr=16000, progress=False)
         with Stopwatch() as eval_time:
             pred, texts = zero_shot.predict_with_text(native, progress=True, sample_rate=16000)
+        eval_predictions["zero_shot"] = pred
         eval_results["zero_shot"] = {**held_out_scores(y_eval, pred, groups), "seconds": eval_time.seconds}
         zero_shot_results["eval_folder"] = eval_results["zero_shot"]
     eval_results["skipped_files"] = eval_skipped
@@ -1197,6 +1270,11 @@ if eval_folder and len(eval_waves):
         display(per_group.head(10).round(3).rename_axis("sub-folder"))
 else:
     eval_results = {"skipped": "no eval_folder given" if not eval_folder else "eval_folder had no readable clips"}
+    print(
+        f"{eval_results['skipped']}: this run has no cross-dataset check. Give a folder of digit clips recorded "
+        "elsewhere (-p eval_folder DIR, or set eval_folder above) for the figure that says how the models do on "
+        "other voices and microphones."
+    )
 update_results(out, eval_folder=eval_results, models=results_models, zero_shot=zero_shot_results)
 
 # %% [markdown]
@@ -1206,24 +1284,31 @@ update_results(out, eval_folder=eval_results, models=results_models, zero_shot=z
 # the official split is speaker-overlapping and only a secondary row. The best model is the
 # trained model with the highest LOSO mean.
 
+
 # %%
+def interval_text(ci):
+    return "-" if not ci or ci[0] != ci[0] else f"{ci[0]:.3f}-{ci[1]:.3f}"
+
+
 summary_rows = {}
 for name, r in results_models.items():
     summary_rows[name] = {
         "LOSO mean": r.get("loso_mean_accuracy"),
+        "LOSO 95% CI": interval_text(r.get("loso_ci95")),
         "LOSO min speaker": r.get("loso_min_accuracy"),
         "eval_folder": r.get("eval_folder_accuracy"),
         "official split (speaker-overlapping)": r.get("official_split_accuracy"),
-        "train s": r.get("train_seconds"),
+        "fit s (features not included)": r.get("train_seconds"),
         "note": r.get("skipped", ""),
     }
 if zero_shot_results.get("loso") or zero_shot_results.get("eval_folder"):
     summary_rows["zero-shot Whisper"] = {
         "LOSO mean": zero_shot_results.get("loso", {}).get("mean_accuracy"),
+        "LOSO 95% CI": interval_text(zero_shot_results.get("loso", {}).get("ci95")),
         "LOSO min speaker": zero_shot_results.get("loso", {}).get("min_accuracy"),
         "eval_folder": zero_shot_results.get("eval_folder", {}).get("accuracy"),
         "official split (speaker-overlapping)": None,
-        "train s": 0.0,
+        "fit s (features not included)": None,
         "note": f"no training; LOSO on {zero_shot_results.get('loso', {}).get('n', 0)} clips",
     }
 ranked = sorted(
@@ -1235,34 +1320,49 @@ best_name = ranked[0] if ranked else None
 comparison = {}
 if best_name:
     best = results_models[best_name]
-    zs_loso = zero_shot_results.get("loso", {}).get("mean_accuracy")
-    zs_eval = zero_shot_results.get("eval_folder", {}).get("accuracy")
+    # against the zero-shot bar on the same clips (McNemar's test on the clips only one gets right)
+    loso_paired = eval_paired = None
+    if zero_shot_loso_predictions is not None and best_name in loso_predictions:
+        at = pd.Index(loso_manifest.path).get_indexer(zero_shot_loso_predictions.index)
+        truth = loso_manifest["label"].to_numpy()[at]
+        loso_paired = paired_comparison(truth, loso_predictions[best_name][at], zero_shot_loso_predictions.to_numpy())
+    if best_name in eval_predictions and "zero_shot" in eval_predictions:
+        eval_paired = paired_comparison(y_eval, eval_predictions[best_name], eval_predictions["zero_shot"])
     comparison = {
         "best_model": best_name,
         "loso_mean": best.get("loso_mean_accuracy"),
         "loso_min": best.get("loso_min_accuracy"),
         "eval_folder": best.get("eval_folder_accuracy"),
         "beats_zero_shot_on_loso": None
-        if zs_loso is None or best.get("loso_mean_accuracy") is None
-        else bool(best["loso_mean_accuracy"] > zs_loso),
+        if loso_paired is None
+        else loso_paired["first_accuracy"] > loso_paired["second_accuracy"],
         "beats_zero_shot_on_eval_folder": None
-        if zs_eval is None or best.get("eval_folder_accuracy") is None
-        else bool(best["eval_folder_accuracy"] > zs_eval),
-        # the zero-shot LOSO row scores a subset (zero_shot_max_clips): its 95% interval says how firm the comparison is
-        "zero_shot_loso_n": zero_shot_results.get("loso", {}).get("n"),
-        "zero_shot_loso_ci95": zero_shot_results.get("loso", {}).get("ci95"),
+        if eval_paired is None
+        else eval_paired["first_accuracy"] > eval_paired["second_accuracy"],
+        "loso_vs_zero_shot": loso_paired,  # on the zero-shot's LOSO clips (zero_shot_max_clips), each model's answer
+        "eval_folder_vs_zero_shot": eval_paired,
     }
 summary_table = pd.DataFrame(summary_rows).T
 display(summary_table.style.format(precision=4, na_rep="-"))
-print(f"best trained model: {best_name}: {comparison}")
-ci = comparison.get("zero_shot_loso_ci95")
-if ci and comparison.get("loso_mean") is not None and ci[0] <= comparison["loso_mean"] <= ci[1]:
-    print(
-        f"  note: the zero-shot LOSO row scores {comparison['zero_shot_loso_n']} clips "
-        f"(95% CI {ci[0]:.3f}-{ci[1]:.3f}); "
-        f"{best_name}'s LOSO mean {comparison['loso_mean']:.4f} lies inside it, so the LOSO comparison is not firm "
-        "(raise zero_shot_max_clips to score more clips)"
-    )
+if best_name:
+    print(f"best trained model (highest LOSO mean): {best_name}")
+for where, paired in (("held-out FSDD clips (LOSO)", loso_paired), ("eval_folder clips", eval_paired)):
+    if best_name and paired is not None:
+        verdict = "better" if paired["first_accuracy"] > paired["second_accuracy"] else "not better"
+        significance = "beyond chance" if paired["mcnemar_p"] < 0.05 else "not beyond chance"
+        print(
+            f"  {best_name} vs zero-shot Whisper on the same {paired['n']} {where}: "
+            f"{paired['first_accuracy']:.3f} vs {paired['second_accuracy']:.3f}; only {best_name} right on "
+            f"{paired['only_first_right']}, only zero-shot on {paired['only_second_right']} "
+            f"(McNemar p {paired['mcnemar_p']:.2g}): {verdict}, {significance}"
+        )
+if loso_predictions:  # every clip's held-out prediction per model, to look at the errors
+    table = loso_manifest[["path", "speaker", "label"]].copy()
+    for name, predicted in loso_predictions.items():
+        table[name] = list(predicted)
+    if zero_shot_loso_predictions is not None:
+        table["zero_shot"] = table["path"].map(zero_shot_loso_predictions)
+    atomic_write_text(out / "loso_predictions.csv", table.to_csv(index=False))
 update_results(
     out,
     summary={name: {k: v for k, v in row.items() if v is not None and v == v} for name, row in summary_rows.items()},
@@ -1308,9 +1408,15 @@ for name, path in [
     if name not in fitted or not Path(path).exists():
         continue
     reloaded = load_digit_model(path, device="cpu", adapter=encoder_adapter if name == "encoder" else None)
-    probe = test_waves[:50] if len(test_waves) else all_waves_list[:50]
+    pool = test_waves if len(test_waves) else all_waves_list
+    # 50 clips drawn across the pool (the clips are sorted by label: the first 50 would be zeros and ones)
+    probe = [pool[i] for i in np.random.default_rng(seed).permutation(len(pool))[:50]]
     agree = float(np.mean(reloaded.predict(probe) == fitted[name].predict(probe)))
-    reload_check[name] = {"path": str(Path(path).relative_to(out)), "agreement_with_in_memory": agree}
+    reload_check[name] = {
+        "path": str(Path(path).relative_to(out)),
+        "agreement_with_in_memory": agree,
+        "probe_clips": len(probe),
+    }
 display(pd.DataFrame(reload_check).T)
 if best_name and len(test_manifest):
     display(predict_audio_files(fitted[best_name], test_manifest["path"].iloc[0]))
@@ -1380,6 +1486,11 @@ if stream_name is not None:
     )
 
     stream_pool = (eval_waves, list(y_eval)) if eval_folder and len(eval_waves) else (test_waves, list(y_test))
+    stream_source = (
+        "eval_folder clips (recorded elsewhere)"
+        if eval_folder and len(eval_waves)
+        else "official test clips (their speakers are in the training set: speaker-overlapping)"
+    )
     test_stream, stream_truth = digit_test_stream(
         stream_pool[0], stream_pool[1], sample_rate, background=background, seed=seed, n_digits=stream_test_digits
     )
@@ -1389,10 +1500,13 @@ if stream_name is not None:
             mode_events = stream_audio_file(test_stream, recognizer, chunk_ms=100, sample_rate=sample_rate)
         streaming[mode] = {
             **score_digit_stream(mode_events, stream_truth),
+            "forced": sum(bool(e.get("forced")) for e in mode_events if e["emitted"]),  # below the threshold
             "seconds": stream_time.seconds,
             "stream_seconds": len(test_stream) / sample_rate,
         }
-    display(pd.DataFrame({m: streaming[m] for m in ("toggle", "continuous")}).T.round(3).rename_axis(stream_name))
+    print(f"test stream: {stream_test_digits} digits from the {stream_source}")
+    stream_table = pd.DataFrame({m: streaming[m] for m in ("toggle", "continuous")}).T.rename_axis(stream_name)
+    display(stream_table.style.format(lambda v: f"{v:.0f}" if float(v).is_integer() else f"{v:.3f}"))
 
     fig, ax = plt.subplots(figsize=(11, 2.8))
     t = np.arange(len(recording)) / sample_rate
@@ -1417,7 +1531,7 @@ if stream_name is not None:
         model=stream_name,
         demo={"expected": [t["digit"] for t in demo_truth], "emitted": demo.digits, "events": events},
         test_stream={
-            "source": "eval_folder" if eval_folder and len(eval_waves) else "official test clips",
+            "source": stream_source,
             "digits": stream_test_digits,
             "background": background_note,
             "level_db": [-28.0, -12.0],

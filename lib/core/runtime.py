@@ -3,7 +3,9 @@
 #
 # Reproducibility and hardware selection in one place: `seed_everything` seeds Python,
 # NumPy and (when installed) PyTorch; `pick_device` chooses CUDA, Apple MPS or CPU;
-# `limit_cpu_threads` caps torch's and the BLAS libraries' threads.
+# `limit_cpu_threads` caps torch's and the BLAS libraries' threads; `hub_reachable` says
+# whether model downloads can happen at all, so an offline run loads from the cache at once
+# instead of waiting out the hub client's retries (about 45 s a model).
 
 # %%
 import os
@@ -60,3 +62,32 @@ def limit_cpu_threads(threads: int | None):
     torch.set_num_threads(int(threads))
     threadpool_limits(int(threads))
     return int(threads)
+
+
+_HUB_ANSWERS = {}
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub can be asked for files.
+
+    False when ``HF_HUB_OFFLINE`` is set, or when the hub's host (``HF_ENDPOINT``) does not take a
+    connection within ``timeout`` seconds; asked once per process. Behind an HTTPS proxy the
+    answer is True (the proxy decides). Loaders use it to go to the local cache only, at once.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() not in ("0", "", "false", "no", "off"):
+        return False
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    address = (endpoint.hostname or "huggingface.co", endpoint.port or (80 if endpoint.scheme == "http" else 443))
+    if address not in _HUB_ANSWERS:
+        try:
+            socket.create_connection(address, timeout=timeout).close()
+            _HUB_ANSWERS[address] = True
+        except OSError:  # no DNS, no route, refused, timed out
+            _HUB_ANSWERS[address] = False
+            print(f"Hugging Face hub ({address[0]}) not reachable: models load from the local cache only")
+    return _HUB_ANSWERS[address]

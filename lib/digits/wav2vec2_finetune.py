@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
+from lib.core.runtime import hub_reachable
 from lib.digits.digit_models import DigitClassifierBase
 
 # %% [markdown]
@@ -46,8 +47,9 @@ def load_wav2vec2_classifier(
     """``(model, feature_extractor)``: a Wav2Vec2 with a fresh ``len(labels)``-way head.
 
     ``seed``: the new head's initialisation (else it draws from torch's global generator, so it
-    depends on whatever ran before). ``local_files_only`` defaults to True when ``HF_HUB_OFFLINE`` is set. Raises
-    `Wav2Vec2Unavailable` naming the model and the cause when loading fails.
+    depends on whatever ran before). ``local_files_only`` defaults to True when the hub cannot be
+    reached (``HF_HUB_OFFLINE``, or no connection: `hub_reachable`). Raises `Wav2Vec2Unavailable`
+    naming the model and the cause when loading fails.
     """
     import os
 
@@ -55,7 +57,7 @@ def load_wav2vec2_classifier(
     from transformers.utils import logging as hf_logging
 
     if local_files_only is None:
-        local_files_only = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        local_files_only = not os.path.isdir(os.path.expanduser(str(model_name_or_path))) and not hub_reachable()
     labels = list(labels)
     id2label = {i: str(label) for i, label in enumerate(labels)}
     previous = hf_logging.get_verbosity()
@@ -79,7 +81,7 @@ def load_wav2vec2_classifier(
         if looks_like_path and not os.path.isdir(os.path.expanduser(name)):
             why = "no such folder"
         elif not os.path.isdir(name) and local_files_only:
-            why = "it is not in the local Hugging Face cache and hub downloads are off (offline)"
+            why = "it is not in the local Hugging Face cache and the hub cannot be reached (offline)"
         else:
             why = f"{type(error).__name__}: {first[:200]}"
         raise Wav2Vec2Unavailable(

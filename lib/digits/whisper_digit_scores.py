@@ -221,21 +221,25 @@ def digit_prior_loso(head_logits, whisper_log_probs, targets, speakers, weight: 
     ``head_logits[i]``: clip ``i``'s logits from the head trained without its speaker. With
     ``weight=None`` each fold's weight is fitted (`pick_digit_prior_weight`) on the *other*
     speakers' held-out logits, never on the held-out speaker's own clips; ``weights`` records
-    them. Same keys as ``leave_one_speaker_out`` (per-speaker, mean, std, min, pooled).
+    them. Same keys as ``leave_one_speaker_out`` (per-speaker, mean, std, min, pooled; ``predictions``:
+    the fused class index of every clip).
     """
     head_logits, whisper_log_probs = np.asarray(head_logits), np.asarray(whisper_log_probs)
     targets, speakers = np.asarray(targets, dtype=int), np.asarray(speakers)
     per_speaker, weights, correct = {}, {}, 0
+    predictions = np.zeros(len(targets), dtype=int)
     for speaker in sorted(set(speakers.tolist())):
         test = speakers == speaker
         w = weight
         if w is None:
             w = pick_digit_prior_weight(head_logits[~test], whisper_log_probs[~test], targets[~test])["weight"]
-        hits = fuse_digit_prior(head_logits[test], whisper_log_probs[test], w).argmax(1) == targets[test]
+        predictions[test] = fuse_digit_prior(head_logits[test], whisper_log_probs[test], w).argmax(1)
+        hits = predictions[test] == targets[test]
         per_speaker[str(speaker)], weights[str(speaker)] = float(hits.mean()), float(w)
         correct += int(hits.sum())
     return {
         **loso_summary(per_speaker, correct, len(targets)),
         "weights": weights,
         "weight_source": "fixed" if weight is not None else "fitted per fold on the other speakers' held-out logits",
+        "predictions": predictions,
     }

@@ -465,17 +465,6 @@ def mae_predict(classifier, x, batch_size: int = 64, device: str = "cpu") -> np.
     return torch.cat(out).numpy() if out else np.zeros((0, classifier.num_classes), dtype=np.float32)
 
 
-def mae_compare_predictions(y, predicted_a, predicted_b) -> dict:
-    """Two classifiers on the same clips: the clips only one of them gets right and McNemar's exact
-    p-value (a binomial test on those discordant clips): is the difference more than chance?"""
-    from scipy.stats import binomtest
-
-    y, a, b = np.asarray(y), np.asarray(predicted_a), np.asarray(predicted_b)
-    only_a, only_b = int(((a == y) & (b != y)).sum()), int(((a != y) & (b == y)).sum())
-    p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
-    return {"only_first_right": only_a, "only_second_right": only_b, "mcnemar_p": float(p)}
-
-
 def mae_evaluate(classifier, x, y, class_names=None, batch_size: int = 64, device: str = "cpu") -> dict:
     """Accuracy, per-class accuracy and confusion matrix (rows: true, columns: predicted)."""
     from sklearn.metrics import confusion_matrix

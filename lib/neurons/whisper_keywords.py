@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from lib.core.runtime import hub_reachable
+
 WHISPER_BACKENDS = ("faster-whisper", "transformers")
 
 
@@ -158,8 +160,8 @@ def load_keyword_transcriber(
         model = default_whisper_model() if backend == "faster-whisper" else "openai/whisper-tiny.en"
     model = str(model)
     is_local = Path(model).expanduser().is_dir()
-    if local_files_only is None:
-        local_files_only = is_local
+    if local_files_only is None:  # a hub name: from the cache only when the hub cannot be reached
+        local_files_only = is_local or not hub_reachable()
     if backend == "faster-whisper":
         try:
             from faster_whisper import WhisperModel
