@@ -472,3 +472,13 @@ def test_loso_plot_and_scores_handle_empty_and_missing_answers():
     )
     low, high = accuracy_interval(95, 100)
     assert 0.88 < low < 0.95 < high < 0.99
+
+
+def test_digits_named_in_a_transcript():
+    from lib.digits.digit_folders import digit_label_from_text, digits_named_in
+
+    assert digits_named_in("Two, three, two, three, four.") == [2, 3, 2, 3, 4]
+    assert digits_named_in(" Seven.") == [7] and digits_named_in("number 7") == [7]
+    assert digits_named_in("I went to the shop for eight") == [8]  # homophones are not digits named outright
+    assert digits_named_in(None) == [] and digits_named_in("") == []
+    assert digit_label_from_text("Two, three, two.", loose=True) == 2  # what the zero-shot row scores

@@ -135,7 +135,7 @@ from lib.digits.classifier_eval import (
 )
 from lib.digits.digit_augment import DigitAugmentConfig, digit_augmented_copies, digit_copy_plan
 from lib.digits.digit_features import DigitFeatureConfig, digit_feature_vectors, load_digit_waves
-from lib.digits.digit_folders import load_digit_eval_folder
+from lib.digits.digit_folders import digits_named_in, load_digit_eval_folder
 from lib.digits.digit_models import (
     DigitCnnConfig,
     SklearnDigitModel,
@@ -1189,13 +1189,17 @@ if zero_shot is not None:
             "no_digit": scores["no_answer"],
             "seconds": zs_time.seconds,
             "examples": [{"label": str(t), "text": x} for t, x in list(zip(zs_frame["label"], zs_text))[:12]],
+            # scored by the first digit named; an answer naming several (the prompt recited) counts if that is right
+            "answers_naming_several_digits": sum(len(set(digits_named_in(t))) > 1 for t in zs_text),
         }
         loso_per_speaker[f"zero-shot Whisper ({per_speaker} clips per speaker)"] = scores["per_group_accuracy"]
         print(
             f"zero-shot on {scores['n']} held-out clips: {scores['accuracy']:.4f} "
             f"(95% CI {scores['ci95'][0]:.3f}-{scores['ci95'][1]:.3f}), per-speaker mean "
             f"{scores['mean_group_accuracy']:.4f}, min {scores['min_group_accuracy']:.4f}; "
-            f"{zs_time.seconds / scores['n'] * 1000:.0f} ms per clip"
+            f"{zs_time.seconds / scores['n'] * 1000:.0f} ms per clip; "
+            f"{zero_shot_results['loso']['answers_naming_several_digits']} answer(s) named several digits "
+            "(scored by the first)"
         )
 update_results(out, zero_shot=zero_shot_results)
 
@@ -1249,7 +1253,11 @@ if eval_folder and len(eval_waves):
         with Stopwatch() as eval_time:
             pred, texts = zero_shot.predict_with_text(native, progress=True, sample_rate=16000)
         eval_predictions["zero_shot"] = pred
-        eval_results["zero_shot"] = {**held_out_scores(y_eval, pred, groups), "seconds": eval_time.seconds}
+        eval_results["zero_shot"] = {
+            **held_out_scores(y_eval, pred, groups),
+            "seconds": eval_time.seconds,
+            "answers_naming_several_digits": sum(len(set(digits_named_in(t))) > 1 for t in texts),
+        }
         zero_shot_results["eval_folder"] = eval_results["zero_shot"]
     eval_results["skipped_files"] = eval_skipped
     scored = {k: v for k, v in eval_results.items() if k != "skipped_files"}

@@ -13,7 +13,7 @@
 #   cannot be told are listed too, never guessed.
 #
 # `digit_label_from_text` maps a word or numeral to its digit (used for folder names and
-# for what a speech recogniser writes).
+# for what a speech recogniser writes); `digits_named_in` lists every digit a text names.
 
 # %%
 import re
@@ -75,6 +75,19 @@ def digit_label_from_text(text, loose: bool = False):
         if token in DIGIT_WORD_VARIANTS:
             return DIGIT_WORD_VARIANTS[token]
     return None
+
+
+def digits_named_in(text) -> list:
+    """Every digit a recogniser's text names outright (digit words and numerals, in order; homophones such
+    as "to" are left out): ``"Two, three, two."`` -> ``[2, 3, 2]``. More than one distinct digit means the
+    answer is ambiguous (e.g. Whisper reciting its prompt), whatever the first one is."""
+    found = []
+    for token in re.findall(r"[a-z]+|\d", str(text or "").lower()):
+        if token.isdigit():
+            found.append(int(token))
+        elif token in DIGIT_WORDS:
+            found.append(DIGIT_WORDS.index(token))
+    return found
 
 
 def digit_label_for_path(path, root=None):
