@@ -467,19 +467,26 @@ if mfcc_of:
 # %%
 results_models, fitted, loso_results, skipped = {}, {}, {}, {}
 svm_search = None
+
+
+def svm_grid_search(X, y, groups):
+    """The C x gamma grid search of the notebook's parameters on ``X``, ``y`` (folds grouped by ``groups``)."""
+    return grid_search_digit_pipeline(
+        X,
+        y,
+        classifier=classifier,
+        pca_components=pca_components,
+        C_grid=c_grid,
+        gamma_grid=gamma_grid,
+        cv_folds=cv_folds,
+        seed=seed,
+        groups=groups,
+    )
+
+
 if "svm" in models:
     with Stopwatch() as grid_time:
-        svm_search = grid_search_digit_pipeline(
-            X_train,
-            y_train,
-            classifier=classifier,
-            pca_components=pca_components,
-            C_grid=c_grid,
-            gamma_grid=gamma_grid,
-            cv_folds=cv_folds,
-            seed=seed,
-            groups=train_manifest["speaker"].to_numpy() if has_speakers else None,
-        )
+        svm_search = svm_grid_search(X_train, y_train, train_manifest["speaker"].to_numpy() if has_speakers else None)
     cv_table = pd.DataFrame(svm_search.cv_results_)[["params", "mean_test_score", "std_test_score", "mean_fit_time"]]
     print(
         f"grid search: best CV accuracy {svm_search.best_score_:.4f} with {svm_search.best_params_} "
@@ -1048,16 +1055,10 @@ else:
             if name == "svm":
                 search = None
                 if loso_svm_grid:  # nested: C and gamma chosen without the held-out speaker's clips
-                    search = grid_search_digit_pipeline(
+                    search = svm_grid_search(
                         np.stack([mfcc_of[p] for p in train_frame.path]),
                         train_frame["label"].to_numpy(),
-                        classifier=classifier,
-                        pca_components=pca_components,
-                        C_grid=c_grid,
-                        gamma_grid=gamma_grid,
-                        cv_folds=cv_folds,
-                        seed=seed,
-                        groups=train_frame["speaker"].to_numpy(),
+                        train_frame["speaker"].to_numpy(),
                     )
                     loso_svm_choices[str(test_frame["speaker"].iloc[0])] = dict(search.best_params_)
                 return fit_svm(train_frame, search).predict([wave_of[p] for p in test_frame.path])
