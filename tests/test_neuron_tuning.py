@@ -251,3 +251,27 @@ def test_marked_frames_against_slow_unrelated_neurons_and_against_speech():
     assert corrected.set_index("neuron").loc[200, "q"] < 0.05
     within = marked_frame_selectivity(acts, [keyword], k=202, reference_masks=[words]).set_index("neuron")
     assert within.loc[200, "q"] > 0.05 and within.loc[201, "q"] < 1e-6
+
+
+def test_within_utterance_tuning_is_not_fooled_by_a_speaker_offset():
+    """Pitch differs between speakers (women, men) and moves within each utterance. A neuron whose level only
+    tells the speakers apart is 'tuned to pitch' on pooled frames, not within utterances; a neuron that
+    follows pitch within utterances is found either way."""
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(6), 300)
+    speaker = np.where(groups % 2, 1.0, -1.0)
+    t = np.arange(len(groups)) / 50.0
+    moving = np.sin(2 * np.pi * 0.7 * t + groups) + 0.3 * rng.normal(size=len(groups))
+    f0 = 160 + 50 * speaker + 15 * moving
+    activity = np.stack(
+        [speaker + 0.3 * rng.normal(size=len(groups)), moving + 0.3 * rng.normal(size=len(groups))], axis=1
+    )
+    features = pd.DataFrame({"f0": f0})
+    pooled = neuron_feature_correlations(activity, features, ["f0"])
+    within = neuron_feature_correlations(activity, features, ["f0"], groups=groups)
+    assert pooled["within"] == "pooled" and within["within"] == "utterance"
+    assert pooled["spearman_q"][0, 0] < 1e-3 and pooled["spearman_r"][0, 0] > 0.6  # the confound
+    assert within["spearman_q"][0, 0] > 0.05 and abs(within["spearman_r"][0, 0]) < 0.1
+    assert within["pearson_q"][0, 0] > 0.05
+    for method in ("spearman", "pearson"):
+        assert within[f"{method}_q"][1, 0] < 1e-3 and within[f"{method}_r"][1, 0] > 0.8

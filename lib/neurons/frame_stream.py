@@ -527,14 +527,15 @@ def _percentiles(values, prefix: str) -> dict:
     }
 
 
-def latency_growth(records) -> dict:
-    """Does latency grow with stream length? p95 of the first and last third, and the fitted slope."""
+def latency_growth(records, min_span_s: float = 60.0) -> dict:
+    """Does latency grow with stream length? p95 of the first and last third, and the fitted slope
+    (per minute; None for a stream shorter than ``min_span_s``: a slope over seconds extrapolates noise)."""
     if len(records) < 9:
         return {"latency_growth_ms_per_min": None}
     latency = np.array([r["latency_s"] for r in records]) * 1000.0
     t = np.array([r.get("stream_s", i) for i, r in enumerate(records)], dtype=float)
     third = len(latency) // 3
-    slope = float(np.polyfit(t / 60.0, latency, 1)[0]) if np.ptp(t) > 0 else 0.0
+    slope = float(np.polyfit(t / 60.0, latency, 1)[0]) if np.ptp(t) >= min_span_s else None
     return {
         "latency_ms_p95_first_third": float(np.percentile(latency[:third], 95)),
         "latency_ms_p95_last_third": float(np.percentile(latency[-third:], 95)),

@@ -14,6 +14,10 @@
 #   observations: each test uses an effective number of frames (Bartlett's correction, as in
 #   Pyper & Peterman 1998: n / (1 + 2 sum_k rho_neuron(k) rho_feature(k)), lags up to 2 s), so
 #   two slow, unrelated signals are not called tuned. `autocorrelation_lags=0` turns it off.
+#   By default (`within_utterance`) the correlations are computed within utterances: each
+#   utterance's mean is removed from neuron and feature first, so a neuron whose level merely
+#   differs between speakers is not called tuned to pitch, which differs between them too
+#   (women and men); the pooled share is reported beside it.
 # - `top_tuned_neurons` / `tuning_table`: the most tuned neurons per feature.
 # - `cluster_tuning_profiles`: neurons clustered (Ward) by their vector of correlations with
 #   all features, with each cluster's dominant feature.
@@ -21,7 +25,7 @@
 # - `marked_frame_selectivity`: neurons that respond differently in marked frames (keywords).
 # - `heatmap_neuron_order`: neuron orders for heatmaps (by cluster and tuning, by peak time).
 # - `layer_tuning_summary`: summary statistics (activity, dead units, share of significantly
-#   tuned neurons, effective dimensionality).
+#   tuned neurons, and of those with |r| >= 0.3, effective dimensionality).
 
 # %%
 import numpy as np
@@ -136,9 +140,28 @@ def effective_frames(activity: np.ndarray, target: np.ndarray, max_lag: int) -> 
     return np.clip(n / np.maximum(inflation, 1e-9), 3.0, float(n))
 
 
-def _corr_with_p(activity: np.ndarray, target: np.ndarray, max_lag: int = 0) -> tuple:
+def _center_within(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """``x`` ([n] or [n, D]) less each group's mean: what varies within an utterance, not between them."""
+    out = np.array(x, dtype=np.float64, copy=True)
+    for g in np.unique(groups):
+        rows = groups == g
+        out[rows] -= out[rows].mean(axis=0)
+    return out
+
+
+def _ranks_within(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Ranks of ``x`` ([n] or [n, D]) within each group, centred per group (within-utterance Spearman)."""
+    out = np.empty(np.shape(x), dtype=np.float64)
+    for g in np.unique(groups):
+        rows = groups == g
+        out[rows] = stats.rankdata(x[rows], axis=0)
+    return _center_within(out, groups)
+
+
+def _corr_with_p(activity: np.ndarray, target: np.ndarray, max_lag: int = 0, lost_dof: int = 0) -> tuple:
     """Correlation of each column of ``activity`` [n, D] with ``target`` [n], its two-sided p and the
-    effective number of frames the p is computed with (``max_lag`` > 0: corrected for autocorrelation)."""
+    effective number of frames the p is computed with (``max_lag`` > 0: corrected for autocorrelation;
+    ``lost_dof``: degrees of freedom spent before, e.g. one per utterance mean removed)."""
     n = len(target)
     if n < 3 or np.std(target) < 1e-12:
         return (np.full(activity.shape[1], np.nan),) * 2 + (np.full(activity.shape[1], float(n)),)
@@ -147,9 +170,10 @@ def _corr_with_p(activity: np.ndarray, target: np.ndarray, max_lag: int = 0) -> 
     r = np.clip(za.T @ zt / n, -1.0, 1.0)
     r[~ok] = 0.0
     n_eff = effective_frames(za, zt, max_lag) if max_lag else np.full(activity.shape[1], float(n))
+    dof = np.maximum(n_eff - 2 - lost_dof, 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = r * np.sqrt((n_eff - 2) / np.maximum(1e-300, 1.0 - r**2))
-    p = 2.0 * stats.t.sf(np.abs(t), df=n_eff - 2)
+        t = r * np.sqrt(dof / np.maximum(1e-300, 1.0 - r**2))
+    p = 2.0 * stats.t.sf(np.abs(t), df=dof)
     p[~ok] = 1.0
     return r, p, n_eff
 
@@ -163,9 +187,15 @@ def _benjamini_hochberg(p: np.ndarray) -> np.ndarray:
 
 
 def neuron_feature_correlations(
-    activity, features: pd.DataFrame, feature_names=TUNING_FEATURES, autocorrelation_lags: int = 100
+    activity, features: pd.DataFrame, feature_names=TUNING_FEATURES, autocorrelation_lags: int = 100, groups=None
 ) -> dict:
     """Pearson and Spearman r, p and BH q of each neuron [D] with each feature [F].
+
+    ``groups`` (one utterance id per frame): correlate within utterances only. Each utterance's
+    mean is removed from the neuron and the feature (for Spearman, from their ranks within the
+    utterance), so a neuron whose level differs between speakers is not called tuned to a
+    feature that also differs between them (pitch: women and men); one degree of freedom per
+    utterance is spent. None: all frames pooled.
 
     ``activity``: ``[frames, D]``; ``features``: one row per frame. Returns a dict of ``[D, F]``
     arrays (``pearson_r``, ``pearson_p``, ``pearson_q``, ``spearman_r``...) plus
@@ -186,8 +216,20 @@ def neuron_feature_correlations(
     for j, name in enumerate(feature_names):
         target = features[name].to_numpy(dtype=np.float64)
         valid = np.isfinite(target)
+        if groups is not None:  # an utterance with fewer than 3 valid frames says nothing within itself
+            counts = pd.Series(groups[valid]).value_counts()
+            valid &= np.isin(groups, counts.index[counts >= 3])
         n_frames.append(int(valid.sum()))
         x = activity[valid]
+        if groups is not None:
+            g = groups[valid]
+            lost = len(np.unique(g)) - 1
+            pearson = _corr_with_p(_center_within(x, g), _center_within(target[valid], g), autocorrelation_lags, lost)
+            out["pearson_r"][:, j], out["pearson_p"][:, j], _ = pearson
+            r, p, n_eff = _corr_with_p(_ranks_within(x, g), _ranks_within(target[valid], g), autocorrelation_lags, lost)
+            out["spearman_r"][:, j], out["spearman_p"][:, j] = r, p
+            n_effective.append(float(np.median(n_eff)))
+            continue
         out["pearson_r"][:, j], out["pearson_p"][:, j], _ = _corr_with_p(x, target[valid], autocorrelation_lags)
         if valid.all():
             if ranked_all is None:
@@ -204,6 +246,7 @@ def neuron_feature_correlations(
     out["n_frames"] = n_frames
     out["effective_frames"] = n_effective
     out["autocorrelation_lags"] = int(autocorrelation_lags)
+    out["within"] = "utterance" if groups is not None else "pooled"
     return out
 
 
@@ -352,22 +395,28 @@ def marked_frame_selectivity(
 
 
 # %%
-def layer_tuning_summary(activity, tuning: dict, alpha: float = 0.05, method: str = "spearman") -> dict:
-    """Summary statistics of one layer's activity and tuning."""
+def layer_tuning_summary(
+    activity, tuning: dict, alpha: float = 0.05, method: str = "spearman", pooled: dict | None = None
+) -> dict:
+    """Summary statistics of one layer's activity and tuning. ``pooled``: the same tests on pooled frames
+    (between-utterance differences included), reported beside the within-utterance share."""
     x = np.asarray(activity, dtype=np.float64)
     std = x.std(axis=0)
     eig = np.clip(np.linalg.eigvalsh(np.cov(((x - x.mean(0)) / (std + 1e-8)).T)), 0, None)
     r = tuning[f"{method}_r"]
     q = tuning[f"{method}_q"]
     significant = q < alpha
-    return {
+    summary = {
         "frames": int(len(x)),
         "neurons": int(x.shape[1]),
         "mean_activation": float(x.mean()),
         "mean_neuron_std": float(std.mean()),
         "dead_neurons": int((std < 1e-6).sum()),
         "effective_dimensionality": float(eig.sum() ** 2 / max(1e-12, (eig**2).sum())),
+        "correlations": tuning.get("within", "pooled"),
         "share_tuned_any_feature": float(significant.any(axis=1).mean()),
+        # significance is not size: with hundreds of effective frames |r| of 0.1 passes
+        "share_tuned_r_above_0.3": float((significant & (np.abs(np.nan_to_num(r)) >= 0.3)).any(axis=1).mean()),
         "effective_frames": dict(zip(tuning["features"], tuning.get("effective_frames", []))),
         "share_tuned": {f: float(significant[:, j].mean()) for j, f in enumerate(tuning["features"])},
         "max_abs_r": {
@@ -375,6 +424,9 @@ def layer_tuning_summary(activity, tuning: dict, alpha: float = 0.05, method: st
             for j, f in enumerate(tuning["features"])
         },
     }
+    if pooled is not None:
+        summary["share_tuned_any_feature_pooled"] = float((pooled[f"{method}_q"] < alpha).any(axis=1).mean())
+    return summary
 
 
 def analyse_layer_tuning(
@@ -384,19 +436,28 @@ def analyse_layer_tuning(
     top_k: int = 5,
     alpha: float = 0.05,
     method: str = "spearman",
+    within_utterance: bool = True,
 ) -> dict:
-    """Run the whole per-layer analysis on ``collect_layer_activity`` output."""
+    """Run the whole per-layer analysis on ``collect_layer_activity`` output.
+
+    ``within_utterance``: correlations within utterances (each utterance's mean removed; see
+    `neuron_feature_correlations`), with the pooled share beside it in the summary; False: pooled frames.
+    """
     features = pd.concat(collected["features"], ignore_index=True)
+    groups = np.concatenate([np.full(len(f), i) for i, f in enumerate(collected["features"])])
     results = {}
     for layer in collected["layers"]:
         stacked = np.concatenate(collected["activity"][layer], axis=0)
-        tuning = neuron_feature_correlations(stacked, features, feature_names)
+        tuning = neuron_feature_correlations(
+            stacked, features, feature_names, groups=groups if within_utterance else None
+        )
+        pooled = neuron_feature_correlations(stacked, features, feature_names) if within_utterance else None
         labels, clusters = cluster_tuning_profiles(tuning, n_clusters=n_clusters, method=method)
         results[layer] = {
             "tuning": tuning,
             "table": tuning_table(tuning, k=top_k, method=method, alpha=alpha),
             "labels": labels,
             "clusters": clusters,
-            "summary": layer_tuning_summary(stacked, tuning, alpha=alpha, method=method),
+            "summary": layer_tuning_summary(stacked, tuning, alpha=alpha, method=method, pooled=pooled),
         }
     return results

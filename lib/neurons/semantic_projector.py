@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import binomtest
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
@@ -252,8 +253,12 @@ def speaker_clustering(embeddings, speakers, projector: SemanticProjector | None
         labels2d = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(projected)
         result["ari_projected_2d"] = float(adjusted_rand_score(speakers, labels2d))
         if set(np.unique(speakers)) <= set(projector.labels):  # the projector was fitted on these speakers
-            result["nearest_centroid_accuracy"] = float((projector.nearest_label(projected) == speakers).mean())
-            result["nearest_centroid_chance"] = 1.0 / len(projector.labels)  # a guess among the fitted speakers
+            hits = int((projector.nearest_label(projected) == speakers).sum())
+            chance = 1.0 / len(projector.labels)  # a guess among the fitted speakers
+            result["nearest_centroid_accuracy"] = hits / len(x)
+            result["nearest_centroid_chance"] = chance
+            # one-sided binomial test: is the accuracy above a guess?
+            result["nearest_centroid_p"] = float(binomtest(hits, len(x), chance, alternative="greater").pvalue)
     return result
 
 
