@@ -573,3 +573,36 @@ def test_notebook_reports_bundled_whisper_rows_with_their_labels(run_notebook, b
     assert "whisper-tiny.en (clip mode, random weights): a control, not a trained model" in control_map
     notebook = (out / "layer_embeddings.ipynb").read_text()
     assert "[control: random weights]" in notebook
+
+
+def test_headline_gives_the_best_layers_interval_and_the_layers_it_cannot_be_told_from():
+    x, y = _planted(n_per_class=20, classes=4)
+    rng = np.random.default_rng(5)
+    views = {
+        "m (padded mode)": {"1": rng.normal(size=x.shape), "2": x, "3": x + 0.01 * rng.normal(size=x.shape)},
+        "mfcc": {"mfcc": rng.normal(size=x.shape)},
+    }
+    descriptions = {
+        "m (padded mode)": {"name": "m", "weights": "pretrained", "whisper_mode": "padded"},
+        "mfcc": {"name": "mfcc", "weights": None, "whisper_mode": None},
+    }
+    table = annotate_model_rows(layer_separability_table(views, y, progress=False), descriptions)
+    assert (table.linear_ci95_low <= table.linear_acc + 0.05).all() and (
+        table.linear_acc <= table.linear_ci95_high + 0.05
+    ).all()
+    predictions = table.attrs["linear_predictions"]
+    assert set(predictions) == {
+        ("m (padded mode)", "1"),
+        ("m (padded mode)", "2"),
+        ("m (padded mode)", "3"),
+        ("mfcc", "mfcc"),
+    }
+    pooled = np.mean(predictions[("m (padded mode)", "2")] == y)
+    low, high = table.set_index("layer").loc["2", ["linear_ci95_low", "linear_ci95_high"]]
+    assert low <= pooled <= high
+    headline = separability_headline(table, "linear_acc")
+    best = headline["best"]
+    assert best["layer"] in ("2", "3") and best["linear_ci95"][0] <= best["linear_acc"] <= best["linear_ci95"][1] + 1e-9
+    other = "3" if best["layer"] == "2" else "2"
+    assert set(best["tied_layers"]) == {other}  # the noise layer is below it beyond chance
+    assert f"not told apart from layer(s) {other}" in headline["statement"]

@@ -25,10 +25,12 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import silhouette_score
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_score
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict, cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+from lib.core.accuracy import accuracy_interval, paired_comparison
 
 SEPARABILITY_METRICS = ("knn_acc", "linear_acc", "silhouette")
 
@@ -61,7 +63,9 @@ def separability_folds(labels, groups=None, n_splits: int = 5, seed: int = 0):
 def separability_scores(
     features, labels, groups=None, n_splits: int = 5, knn_k: int = 5, seed: int = 0, folds=None
 ) -> dict:
-    """``knn_acc``, ``linear_acc`` (cross-validated) and ``silhouette`` of one ``[clips, dims]`` matrix."""
+    """``knn_acc``, ``linear_acc`` (cross-validated: the mean over folds) and ``silhouette`` of one
+    ``[clips, dims]`` matrix, plus the linear probe's held-out prediction of every clip
+    (``linear_predictions``) and the Wilson 95% interval of its pooled accuracy (``linear_ci95``)."""
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(labels)
     if x.ndim != 2 or len(x) != len(y):
@@ -77,7 +81,8 @@ def separability_scores(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence warnings on tiny folds
         knn_acc = cross_val_score(knn, x, y, cv=folds).mean()
-        linear_acc = cross_val_score(linear, x, y, cv=folds).mean()
+        predicted = cross_val_predict(linear, x, y, cv=folds)  # the same fits cross_val_score would make
+    linear_acc = np.mean([np.mean(predicted[test] == y[test]) for _, test in folds])
     scaled = StandardScaler().fit_transform(x)
     # constant features (e.g. an untrained codebook) have no cosine geometry: silhouette undefined
     silhouette = silhouette_score(scaled, y, metric="cosine") if np.ptp(scaled) > 0 else float("nan")
@@ -86,6 +91,8 @@ def separability_scores(
         "linear_acc": float(linear_acc),
         "silhouette": float(silhouette),
         "folds": len(folds),
+        "linear_ci95": list(accuracy_interval(int(np.sum(predicted == y)), len(y))),
+        "linear_predictions": predicted,
     }
 
 
@@ -95,8 +102,11 @@ def layer_separability_table(
     """Score every ``{model: {layer: [clips, dims]}}`` view; one row per model and layer.
 
     Columns: ``model, layer, position`` (0 = nearest the input), ``depth`` (position
-    scaled to 0..1 within the model), ``dims, knn_acc, linear_acc, silhouette, chance``.
-    All views must hold the same clips in the same order as ``labels``.
+    scaled to 0..1 within the model), ``dims, knn_acc, linear_acc, linear_ci95_low,
+    linear_ci95_high, silhouette, chance``. All views must hold the same clips in the same order
+    as ``labels``. ``table.attrs["linear_predictions"]`` maps ``(model, layer)`` to the linear
+    probe's held-out predictions and ``table.attrs["labels"]`` holds the labels, to compare two
+    layers on the same clips (`separability_headline`).
     """
     from tqdm.auto import tqdm
 
@@ -104,21 +114,25 @@ def layer_separability_table(
     folds = separability_folds(labels, groups, n_splits, seed)
     chance = float(pd.Series(labels).value_counts(normalize=True).max())
     jobs = [(model, layer, x) for model, views in model_views.items() for layer, x in views.items()]
-    rows = []
+    rows, predictions = [], {}
     for model, layer, x in tqdm(jobs, desc="separability", disable=not progress, leave=False):
         if len(x) != len(labels):
             raise ValueError(f"{model} layer {layer}: {len(x)} embeddings for {len(labels)} labels")
         scores = separability_scores(x, labels, folds=folds, knn_k=knn_k)
+        predictions[(model, str(layer))] = scores["linear_predictions"]
         rows.append(
             {
                 "model": model,
                 "layer": str(layer),
                 "dims": int(np.asarray(x).shape[1]),
                 **{k: scores[k] for k in SEPARABILITY_METRICS},
+                "linear_ci95_low": scores["linear_ci95"][0],
+                "linear_ci95_high": scores["linear_ci95"][1],
                 "chance": chance,
             }
         )
     table = pd.DataFrame(rows)
+    table.attrs["linear_predictions"], table.attrs["labels"] = predictions, labels
     is_layer = table["layer"] != "concat"
     position = table[is_layer].groupby("model").cumcount()
     table.insert(2, "position", position.reindex(table.index))
@@ -208,15 +222,36 @@ def separability_headline(
         return found
 
     models = entries(layers[layers["weights"] == "pretrained"]) if len(layers) else []
+    predictions, y = table.attrs.get("linear_predictions"), table.attrs.get("labels")
+    if models and metric == "linear_acc" and predictions and y is not None:
+        # the best layer against every other layer of its model on the same clips: which are not told apart?
+        top = models[0]
+        row = table[(table["model"] == top["model"]) & (table["layer"] == top["layer"])].iloc[0]
+        top["linear_ci95"] = [round(float(row["linear_ci95_low"]), 4), round(float(row["linear_ci95_high"]), 4)]
+        top["tied_layers"] = {}
+        for other in layers[layers["model"] == top["model"]]["layer"]:
+            if other != top["layer"] and (top["model"], other) in predictions:
+                compared = paired_comparison(
+                    y, predictions[(top["model"], top["layer"])], predictions[(top["model"], other)]
+                )
+                if compared["mcnemar_p"] >= 0.05:
+                    top["tied_layers"][other] = round(compared["mcnemar_p"], 3)
     controls = entries(layers[layers["weights"] == "random"]) if (layers["weights"] == "random").any() else []
     held = "speakers held out" if speakers_held_out else "speakers shared between training and test"
     if models:
         top = models[0]
         mode = f", Whisper {top['whisper_mode']} mode" if top["whisper_mode"] not in (None, "n/a") else ""
+        interval = f" (95% CI {top['linear_ci95'][0]:.3f}-{top['linear_ci95'][1]:.3f})" if "linear_ci95" in top else ""
+        tied = top.get("tied_layers")
         statement = (
-            f"{top['model_id']} (pretrained weights{mode}): best layer {top['layer']}, {metric} {top[metric]:.3f} "
-            f"with {held}"
+            f"{top['model_id']} (pretrained weights{mode}): best layer {top['layer']}, {metric} {top[metric]:.3f}"
+            f"{interval} with {held}"
             + (f", {top['margin_over_baseline']:+.3f} over the {baseline} row ({base:.3f})" if base is not None else "")
+            + (
+                f"; not told apart from layer(s) {', '.join(tied)} on the same clips (McNemar p >= 0.05)"
+                if tied
+                else ("; every other layer is below it beyond chance (McNemar p < 0.05)" if tied is not None else "")
+            )
         )
     else:
         statement = (
