@@ -231,7 +231,7 @@ def test_rebuilding_never_deletes_user_content(small_dataset):
     try:
         assert first.info["audiolens"]["action"] == "new" and fo_user_content(first) == {}
         again = fo_build_audio_dataset(name, manifest.head(5), vectors[:5], previews[:5], progress=False)
-        assert again.info["audiolens"]["action"] == "new" and again._doc.id == first._doc.id, "same content: reused"
+        assert again.info["audiolens"]["action"] == "reuse" and again._doc.id == first._doc.id, "same content: reused"
         changed = fo_build_audio_dataset(name, manifest.head(4), vectors[:4], previews[:4], progress=False)
         assert changed.info["audiolens"]["action"] == "replace", "nothing of the user's: replaced"
         # the user works on it
@@ -248,6 +248,7 @@ def test_rebuilding_never_deletes_user_content(small_dataset):
         assert kept.count_sample_tags() == {"keep-me": 1} and kept.has_saved_view("my-view")
         same = fo_build_audio_dataset(name, manifest.head(4), vectors[:4], previews[:4], progress=False)
         assert same.count_sample_tags() == {"keep-me": 1}, "same content: reused with the user's tags"
+        assert same.info["audiolens"]["action"] == "reuse"
         views = fo_standard_views(same, label=str(manifest.label[0]))
         assert (
             "all-clips" in views

@@ -523,3 +523,30 @@ def test_notebook_tiny_mimi_code_path(run_notebook, tiny_model):
     assert results["context_sweep"]["windows"] == [2, 4]
     assert {row["context_frames"] for row in results["context_sweep"]["rows"]} == {2, 4}
     assert np.isfinite(results["linear_reference"]["vr_eval"])
+
+
+def test_the_best_scheme_quoted_is_one_whose_random_baseline_holds():
+    """A scheme with too many cells for its data has a random-label VR far from 1: its VR is biased low and
+    is not quoted as the gate's best figure, though it is still listed and judged."""
+    from lib.phase0.phase0_metrics import phase0_decision
+
+    config = {
+        "variance_ratio_max": 0.6,
+        "degradation_max": 0.2,
+        "slice_variance_ratio_max": 0.6,
+        "random_baseline_tolerance": 0.05,
+        "decision_rule": "any",
+    }
+    rows = [
+        {"scheme": "pca8_vq256", "vr_eval": 0.875, "vr_random_eval": 1.064, "degradation": 0.38},
+        {"scheme": "mean_vq64", "vr_eval": 0.950, "vr_random_eval": 1.010, "degradation": 0.30},
+    ]
+    decision = phase0_decision(rows, config)
+    assert decision["decision"] == "FAIL" and decision["best_scheme"] == "mean_vq64"
+    assert decision["best_vr_eval"] == 0.950 and decision["best_scheme_valid"]
+    assert "0.950 (mean_vq64, the lowest of the 1 schemes whose random baseline holds)" in decision["summary"]
+    assert not decision["schemes"]["pca8_vq256"]["criteria"]["random_baseline"]["pass"]
+    rows[1]["vr_random_eval"] = 1.2  # no valid scheme: the lowest is quoted, with the warning
+    decision = phase0_decision(rows, config)
+    assert decision["best_scheme"] == "pca8_vq256" and not decision["best_scheme_valid"]
+    assert "no scheme's random baseline holds" in decision["summary"]

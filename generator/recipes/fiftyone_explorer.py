@@ -536,8 +536,14 @@ geo_box = explorer_geo_box(lonlat, geo_mask)
 x0, y0, x1, y1 = geo_box
 inside = clip_view.geo_within([[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]])
 geo_counts = pd.Series(inside.values("ground_truth.label")).value_counts()
+geo_kinds = {"synthetic": f"SYNTHETIC (one centre per {geo_by}, a demo: not where the clips were recorded)"}
+geo_title = ", ".join(f"{n} {geo_kinds.get(kind, kind)}" for kind, n in pd.Series(geo_source).value_counts().items())
 geo_figure = explorer_geo_figure(
-    geo_frame, label_col, geo_box, f"Clip locations ({pd.Series(geo_source).value_counts().to_dict()})", hover=["file"]
+    geo_frame,
+    label_col,
+    geo_box,
+    f"Clip locations: {geo_title}",
+    hover=["file"],
 )
 save_figure(geo_figure, out, "geo_map")
 geo_figure.show()
@@ -558,9 +564,9 @@ pd.Series(view_sizes, name="clips").to_frame()
 # Computed with the metric of the similarity index (cosine on centred vectors). precision@k
 # counts same-label clips among each clip's k nearest neighbours; with the query's own group
 # excluded (its speaker, or the recording it was cut from) it asks whether the embedding groups
-# the *label* rather than the voice or the recording. When it is *higher* than plain precision@k
-# (MFCC on FSDD does this), the embedding's nearest neighbours are mostly the same speaker's other
-# words: taking them away leaves more of the same word. The chance columns differ on purpose:
+# the *label* rather than the voice or the recording. When it is *higher* than plain precision@k,
+# the embedding's nearest neighbours are mostly the same speaker's other words: taking them away
+# leaves more of the same word (compare the two columns in this run's table). The chance columns differ on purpose:
 # precision's chance is a random neighbour's (same-label share among the others), k-NN's is the
 # largest class's share. The k-NN accuracy is cross-validated with no group in two folds
 # (ESC-50's own folds when all five are present).
@@ -579,7 +585,9 @@ with Stopwatch() as sw:
 timings["quality"] = sw.seconds
 comparison = quality_comparison(reports)
 best = comparison[f"k-NN accuracy (k={knn_neighbours})"].idxmax()
-fig = plot_embedding_quality(vectors, labels, ks=(1, 2, 5, 10, n_neighbours, 50), title=f"{embedder.name}")
+fig = plot_embedding_quality(
+    vectors, labels, ks=(1, 2, 5, 10, n_neighbours, 50), title=f"{embedder.name}", per_label_k=n_neighbours
+)
 save_figure(fig, out, "embedding_quality")
 plt.show()
 print(f"best k-NN accuracy: {best}")

@@ -111,15 +111,19 @@ def intra_inter_distances(
     return {"intra": intra, "inter": inter, "ratio": intra / inter if inter else float("nan")}
 
 
-def plot_embedding_quality(embeddings, labels, ks=(1, 2, 5, 10, 20, 50), metric: str = "cosine", title: str = ""):
-    """Precision@k against k (with chance) and per-class precision at the largest ``k``."""
+def plot_embedding_quality(
+    embeddings, labels, ks=(1, 2, 5, 10, 20, 50), metric: str = "cosine", title: str = "", per_label_k=None
+):
+    """Precision@k against k (with chance) and per-class precision at ``per_label_k`` (None: the largest
+    ``k``; give the report's ``n_neighbours`` so the bars match its table)."""
     import matplotlib.pyplot as plt
 
     labels = np.asarray(labels)
     x = quality_prepare(embeddings)
     ks = [k for k in ks if k < len(x)]
     values = [precision_at_k(x, labels, k, metric, center=False) for k in ks]
-    _, per_class = precision_at_k(x, labels, ks[-1], metric, center=False, per_class=True)
+    bar_k = min(int(per_label_k), len(x) - 1) if per_label_k else ks[-1]
+    _, per_class = precision_at_k(x, labels, bar_k, metric, center=False, per_class=True)
     chance = precision_chance(labels)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
     ax1.plot(ks, values, "o-", label="same-label neighbours")
@@ -133,9 +137,9 @@ def plot_embedding_quality(embeddings, labels, ks=(1, 2, 5, 10, 20, 50), metric:
     per_class.sort_index().plot.bar(ax=ax2, color="tab:blue")
     ax2.axhline(chance, color="grey", ls="--")
     ax2.set_ylim(0, 1)
-    ax2.set_ylabel(f"precision@{ks[-1]}")
+    ax2.set_ylabel(f"precision@{bar_k}")
     ax2.set_xlabel("label")
-    ax2.set_title(f"per label, k={ks[-1]}")
+    ax2.set_title(f"per label, k={bar_k}")
     fig.tight_layout()
     return fig
 

@@ -472,6 +472,10 @@ def fo_build_audio_dataset(
     existing, action = fo_open_dataset(name, fingerprint, overwrite)
     if existing is not None:
         print(f"FiftyOne data set {name!r} already holds exactly this content: reused as it is")
+        info = dict(existing.info or {})
+        info["audiolens"] = {**info.get("audiolens", {}), "action": action}  # "reuse", not the run that made it
+        existing.info = info
+        existing.save()
         return existing
     dataset = fo.Dataset(name)
     dataset.persistent = persistent

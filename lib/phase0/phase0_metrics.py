@@ -265,7 +265,9 @@ def phase0_decision(rows: list, config: dict) -> dict:
     else:
         passed = verdicts.get(rule, {}).get("pass", False)
     finite = [row for row in rows if np.isfinite(row["vr_eval"])]
-    best = min(finite, key=lambda row: row["vr_eval"]) if finite else None
+    # the best figure is quoted only from schemes whose random baseline holds (else their VR is biased)
+    valid = [row for row in finite if verdicts[row["scheme"]]["criteria"]["random_baseline"]["pass"]]
+    best = min(valid or finite, key=lambda row: row["vr_eval"]) if finite else None
     if passed:
         summary = f"PASS: {', '.join(passing)} met every criterion"
     else:
@@ -276,7 +278,11 @@ def phase0_decision(rows: list, config: dict) -> dict:
             + ")"
         )
     if best is not None:
-        summary += f". Best held-out variance ratio {best['vr_eval']:.3f} ({best['scheme']})"
+        summary += f". Best held-out variance ratio {best['vr_eval']:.3f} ({best['scheme']}" + (
+            f", the lowest of the {len(valid)} schemes whose random baseline holds)"
+            if valid
+            else "; no scheme's random baseline holds, so every VR here is biased)"
+        )
     return {
         "decision": "PASS" if passed else "FAIL",
         "rule": rule,
@@ -284,6 +290,7 @@ def phase0_decision(rows: list, config: dict) -> dict:
         "summary": summary,
         "best_scheme": best["scheme"] if best else None,
         "best_vr_eval": float(best["vr_eval"]) if best else None,
+        "best_scheme_valid": bool(valid),  # its random baseline is within tolerance
         "schemes": verdicts,
     }
 
