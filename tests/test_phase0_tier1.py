@@ -562,3 +562,20 @@ def test_still_learning_names_the_models_whose_loss_still_falls():
     history = {"step": [50, 100], "loss": {"vmf": [0.95, 0.90], "gaussian": [1.130, 1.125]}}
     assert tier1_still_learning(history) == ["vmf 0.950 -> 0.900"]  # gaussian fell by under 1%
     assert tier1_still_learning({"step": [50], "loss": {"vmf": [0.9]}}) == []
+
+
+def test_clustered_standard_error_counts_utterances_not_windows():
+    from lib.phase0.tier1_injection import clustered_standard_error
+
+    rng = np.random.default_rng(0)
+    independent = rng.normal(size=640)
+    groups = np.repeat(np.arange(40), 16)
+    plain = independent.std() / np.sqrt(640)
+    assert clustered_standard_error(independent, groups) == pytest.approx(plain, rel=0.3)  # no clustering: the same
+    # 16 windows of an utterance share its offset: the plain SE is far too small, the clustered one is not
+    shared = np.repeat(rng.normal(size=40), 16) + 0.1 * rng.normal(size=640)
+    clustered = clustered_standard_error(shared, groups)
+    assert clustered > 3 * shared.std() / np.sqrt(640)
+    utterance_means = shared.reshape(40, 16).mean(1)
+    assert clustered == pytest.approx(utterance_means.std(ddof=1) / np.sqrt(40), rel=0.05)
+    assert clustered_standard_error(shared, np.zeros(640)) == pytest.approx(shared.std() / np.sqrt(640))

@@ -24,7 +24,9 @@
 # Gains are NLL reductions against zero memory (nats per frame); **recovery** is
 # `gain(real) / gain(oracle)`: how much of what a perfect per-cell lookup would give the
 # real, train-estimated memory delivers (reported only when the oracle gain exceeds twice its
-# standard error: when even the oracle does not help, there is nothing to recover). Shuffled
+# standard error: when even the oracle does not help, there is nothing to recover). Standard
+# errors are clustered by utterance (`clustered_standard_error`): the windows of one utterance
+# are not independent observations. Shuffled
 # memory must give no gain; evaluated on the model fine-tuned with real memory it usually
 # gives a *loss* (below 0: the model relies on its memory and is misled by another cell's
 # delta). The **shuffled control** (`diag.control`) is a copy of the Exp 1 model fine-tuned
@@ -127,6 +129,18 @@ def tier1_cell_means(targets, cells, n_cells: int) -> tuple:
     table = sums / np.maximum(counts, 1).reshape(-1, *([1] * (targets.ndim - 1)))
     table[n_cells] = 0.0
     return table.astype(np.float32), counts
+
+
+def clustered_standard_error(values, groups) -> float:
+    """Standard error of the mean of ``values`` whose rows come in correlated groups (windows of one
+    utterance): the cluster-robust (sandwich) estimate with the G / (G - 1) correction; with one group, the
+    plain one."""
+    values, groups = np.asarray(values, dtype=np.float64), np.asarray(groups)
+    n = len(values)
+    sums = pd.Series(values - values.mean()).groupby(groups).sum().to_numpy()
+    if len(sums) < 2:
+        return float(values.std() / np.sqrt(max(n, 1)))
+    return float(np.sqrt((sums**2).sum() * len(sums) / (len(sums) - 1)) / n)
 
 
 def tier1_permutation(n_cells: int, seed: int = 0) -> np.ndarray:
@@ -256,7 +270,8 @@ def tier1_injection(
             for label, reference, cond in pairs:
                 diff = nll[reference][:, i] - nll[cond][:, i]
                 row[f"gain_{label}"] = float(diff.mean())
-                row[f"gain_{label}_se"] = float(diff.std() / np.sqrt(len(diff)))
+                # windows of one utterance are not independent: the standard error is clustered by utterance
+                row[f"gain_{label}_se"] = clustered_standard_error(diff, evalw["utterance"])
             oracle_gain = row["gain_oracle"]
             row["oracle_gain_significant"] = bool(oracle_gain > 2 * row["gain_oracle_se"])
             for label in ("real", "shuffled", "shuffled_control"):
