@@ -275,3 +275,21 @@ def test_within_utterance_tuning_is_not_fooled_by_a_speaker_offset():
     assert within["pearson_q"][0, 0] > 0.05
     for method in ("spearman", "pearson"):
         assert within[f"{method}_q"][1, 0] < 1e-3 and within[f"{method}_r"][1, 0] > 0.8
+
+
+def test_keyword_neurons_are_compared_within_utterances():
+    """One speaker says the keyword often, the other never: a neuron that only tells the speakers apart is a
+    'keyword neuron' on pooled frames, not within utterances; a neuron that responds to the keyword is found."""
+    rng = np.random.default_rng(3)
+    n = 600
+    marks_a = np.zeros(n, bool)
+    for start in range(20, n - 20, 60):
+        marks_a[start : start + 15] = True
+    acts = [rng.normal(size=(n, 3)), rng.normal(size=(n, 3))]
+    acts[0][:, 0] += 2.0  # speaker A's level: no response to the keyword
+    acts[0][:, 1] += 1.5 * marks_a  # responds to the keyword
+    masks = [marks_a, np.zeros(n, bool)]
+    pooled = marked_frame_selectivity(acts, masks, k=3, within_utterance=False).set_index("neuron")
+    within = marked_frame_selectivity(acts, masks, k=3).set_index("neuron")
+    assert pooled.loc[0, "q"] < 0.01  # the speaker offset passes for a keyword response
+    assert within.loc[0, "q"] > 0.05 and within.loc[1, "q"] < 1e-3

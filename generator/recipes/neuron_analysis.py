@@ -328,9 +328,13 @@ update_results(
 #
 # Per layer, the neurons whose activity differs most between keyword frames and the frames of
 # the other words Whisper transcribed (not the pauses: a neuron that follows speech against
-# silence is not a keyword neuron). The test is the correlation with the keyword marks, its
-# p-value computed with the effective number of frames as in the tuning above (neighbouring
-# frames are not independent), BH-corrected over neurons.
+# silence is not a keyword neuron), compared within each utterance (a neuron whose level only
+# differs between speakers is not taken for a keyword neuron because one speaker says the
+# keyword more often). The test is the correlation with the keyword marks, its p-value computed
+# with the effective number of frames as in the tuning above (neighbouring frames are not
+# independent), BH-corrected over the neurons of a layer. The keywords are the transcript's
+# most frequent words, often function words, and their timestamps come from Whisper's own
+# alignment (about +-0.1 s): read a hit as a lead to look at, not a finding.
 
 # %%
 keyword_neurons = {}

@@ -350,7 +350,12 @@ def heatmap_neuron_order(
 
 
 def marked_frame_selectivity(
-    activity_per_utterance, masks, k: int = 10, reference_masks=None, autocorrelation_lags: int = 100
+    activity_per_utterance,
+    masks,
+    k: int = 10,
+    reference_masks=None,
+    autocorrelation_lags: int = 100,
+    within_utterance: bool = True,
 ) -> pd.DataFrame:
     """Neurons whose activity differs most between marked frames (e.g. keywords) and the rest.
 
@@ -360,21 +365,28 @@ def marked_frame_selectivity(
     compared frames; the test is the point-biserial correlation with the marks, its p-value
     computed, as the tuning's are, with Bartlett's effective number of frames (neighbouring
     frames are not independent; ``autocorrelation_lags`` 0 treats them as if they were), and
-    Benjamini-Hochberg q over neurons. Returns the ``k`` neurons with the smallest p:
+    Benjamini-Hochberg q over neurons. ``within_utterance`` (default): marked and other frames are
+    compared within each utterance (the utterance's mean removed from activity and marks), so a
+    neuron whose level differs between speakers is not taken for a keyword neuron because one
+    speaker says the keyword more often. Returns the ``k`` neurons with the smallest p:
     ``neuron, diff_z`` (marked minus other, in SDs), ``r, effective_frames, p, q``.
     """
     x = np.concatenate(activity_per_utterance, axis=0).astype(np.float64)
     mask = np.concatenate([np.asarray(m, dtype=bool)[: len(a)] for a, m in zip(activity_per_utterance, masks)])
+    groups = np.concatenate([np.full(len(a), i) for i, a in enumerate(activity_per_utterance)])
     if reference_masks is not None:
         reference = np.concatenate(
             [np.asarray(m, dtype=bool)[: len(a)] for a, m in zip(activity_per_utterance, reference_masks)]
         )
         keep = mask | reference
-        x, mask = x[keep], mask[keep]
+        x, mask, groups = x[keep], mask[keep], groups[keep]
     if mask.sum() < 2 or (~mask).sum() < 2:
         raise ValueError(f"need at least 2 marked and 2 other frames, got {int(mask.sum())} marked of {len(mask)}")
     z, _ = _zscore_columns(x)
-    r, p, n_eff = _corr_with_p(z, mask.astype(np.float64), autocorrelation_lags)
+    marks, lost = mask.astype(np.float64), 0
+    if within_utterance:
+        z, marks, lost = _center_within(z, groups), _center_within(marks, groups), len(np.unique(groups)) - 1
+    r, p, n_eff = _corr_with_p(z, marks, autocorrelation_lags, lost)
     p = np.where(np.isfinite(p), p, 1.0)
     q = _benjamini_hochberg(p)
     order = np.argsort(p, kind="stable")[:k]
