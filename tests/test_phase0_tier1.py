@@ -562,6 +562,9 @@ def test_still_learning_names_the_models_whose_loss_still_falls():
     history = {"step": [50, 100], "loss": {"vmf": [0.95, 0.90], "gaussian": [1.130, 1.125]}}
     assert tier1_still_learning(history) == ["vmf 0.950 -> 0.900"]  # gaussian fell by under 1%
     assert tier1_still_learning({"step": [50], "loss": {"vmf": [0.9]}}) == []
+    # the default run's Gaussian: under 1% a step, but falling at every step, 1.5% over the last three
+    steady = {"loss": {"gaussian": [1.139, 1.134, 1.129, 1.122], "vmf": [0.862, 0.858, 0.860, 0.857]}}
+    assert tier1_still_learning(steady) == ["gaussian 1.139 -> 1.134 -> 1.129 -> 1.122"]
 
 
 def test_clustered_standard_error_counts_utterances_not_windows():

@@ -53,7 +53,6 @@ cpu_threads = None  # [int 1..] cap torch and BLAS threads (None: library defaul
 local_files_only = None  # [bool] never download model weights (None: the config's)
 
 # %%
-import json
 import os
 import platform
 from pathlib import Path
@@ -213,7 +212,8 @@ if "exp1" in experiments:
     tables["exp1"] = evaluation["table"]
     display(tier1_table(evaluation["table"], "exp1"))
     print(
-        "vMF gain over the Gaussian (nats per frame):", {g["k"]: round(g["nll_gain"], 3) for g in evaluation["gains"]}
+        "vMF gain over the Gaussian (nats per frame):",
+        ", ".join(f"k = {g['k']}: {g['nll_gain']:+.2f}" for g in evaluation["gains"]),
     )
     learning = tier1_still_learning(exp1["history"])
     if learning:
@@ -402,5 +402,5 @@ extra = {"exp3_schemes": exp3["schemes"]} if "exp3" in experiments else {}
 outputs = write_tier1_report(out, meta, tables, extra)
 load_end = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
 update_results(out, timings={**timings, "load_average_end": load_end[0]}, outputs=outputs)
-print(Path(outputs["report"]).read_text())
-print(json.dumps(timings, indent=1))
+print(f"report (the tables above and the conclusions, as text): {outputs['report']}")
+print("timings:", ", ".join(f"{k} {v:.1f} s" if isinstance(v, float) else f"{k} {v}" for k, v in timings.items()))

@@ -277,11 +277,18 @@ def plot_tier1_nll(table: pd.DataFrame, title: str = "Exp 1: held-out NLL per ho
 
 def tier1_still_learning(history: dict, tolerance: float = 0.01) -> list:
     """Models whose training loss still fell by more than ``tolerance`` (relative) between the last
-    two logged steps: more steps would likely change their held-out figures."""
+    two logged steps, or fell at each of the last three and by more than ``tolerance`` over them (a
+    steady decline in small steps): more steps would likely change their held-out figures."""
     out = []
     for name, losses in history.get("loss", {}).items():
         if len(losses) >= 2 and losses[-1] < losses[-2] - tolerance * abs(losses[-2]):
             out.append(f"{name} {losses[-2]:.3f} -> {losses[-1]:.3f}")
+        elif (
+            len(losses) >= 4
+            and all(b < a for a, b in zip(losses[-4:-1], losses[-3:]))
+            and losses[-1] < losses[-4] - tolerance * abs(losses[-4])
+        ):
+            out.append(f"{name} {' -> '.join(f'{v:.3f}' for v in losses[-4:])}")
     return out
 
 
