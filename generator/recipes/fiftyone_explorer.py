@@ -405,11 +405,12 @@ if query_audio is None:
     unused = data.manifest[~data.manifest.path.isin(set(clips.path))]
     source_clip = (unused if len(unused) else clips).sample(1, random_state=seed).iloc[0]
     query_truth = str(source_clip[label_col])
+    query_group = str(source_clip[group_col]) if group_col and group_col in source_clip else None
     query_files = [write_query_demo(source_clip.path, out / "query", reader)]
     print(f"query: {Path(query_files[0]).name} ({'not in' if len(unused) else 'in'} the data set), label {query_truth}")
 else:
     query_files = [query_audio] if isinstance(query_audio, (str, Path)) else list(query_audio)
-    query_truth = None
+    query_truth = query_group = None
 query_vectors, query_ok, query_failed, query_rejected = embed_signal_files(
     query_files, embedder, batch_size, progress=False, workers=0, reader=reader
 )
@@ -437,6 +438,17 @@ for path, vector in zip(query_ok, query_vectors):
         "same_label_fraction": float((found[label_col].astype(str) == query_truth).mean()) if query_truth else None,
         "truth": query_truth,
     }
+    if query_truth and query_group is not None and group_col in found.columns:
+        # the demo clip is not in the index, but its speaker (or recording) may be: say how much that helps
+        others = found[found[group_col].astype(str) != query_group]
+        same_label = float((others[label_col].astype(str) == query_truth).mean()) if len(others) else float("nan")
+        query_results[Path(path).name].update(
+            same_group_neighbours=int(len(found) - len(others)), same_label_fraction_other_groups=same_label
+        )
+        print(
+            f"{len(found) - len(others)} of the {len(found)} neighbours are {group_col} {query_group}'s own clips; "
+            f"among the other {len(others)}, {same_label:.0%} have the label {query_truth}"
+        )
     display(Markdown(f"**{n_neighbours} nearest clips to `{Path(path).name}`** (saved view `{view_name}`)"))
     display(HTML(explorer_query_table(found, label_col)))
 if query_failed or query_rejected:
