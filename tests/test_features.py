@@ -79,3 +79,13 @@ def test_pyin_gives_no_pitch_to_a_faint_hum_under_the_speech():
     hum = df[df.time > 0.6]
     assert not hum.voiced.any() and hum.f0.isna().all() and (hum.voiced_prob == 0).all()
     assert df[(df.time > 0.1) & (df.time < 0.4)].voiced.all()  # the tone keeps its pitch
+
+
+def test_pyin_gives_no_pitch_pinned_at_the_floor_of_its_range():
+    # a tone below fmin (65 Hz) reads exactly 65 Hz in every frame: the edge of the search, not a pitch
+    sr = 16000
+    t = np.arange(sr) / sr
+    below = frame_features((0.3 * np.sin(2 * np.pi * 55 * t)).astype(np.float32), sr, pitch="pyin")
+    assert below.f0.isna().all() and not below.voiced.any()
+    low_voice = frame_features((0.3 * np.sin(2 * np.pi * 70 * t)).astype(np.float32), sr, pitch="pyin")
+    assert np.nanmedian(low_voice.f0) == pytest.approx(70, rel=0.02) and low_voice.voiced.mean() > 0.8
