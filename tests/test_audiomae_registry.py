@@ -230,9 +230,19 @@ def test_data_source_interface(name, fsdd_dir, tmp_path, monkeypatch):
         assert set(manifest[manifest.split == "test"]["fold"]) == {2}
         assert source.class_names == ["dog", "rain"]
     elif name == "fsdd":
-        source = build_mae_data_source("fsdd", path=fsdd_dir, download=False)
+        source = build_mae_data_source("fsdd", path=fsdd_dir, download=False)  # two speakers held out
         manifest = source.manifest()
-        assert (manifest.split == "test").sum() == 300 and len(manifest) == 3000
+        test_speakers = set(manifest[manifest.split == "test"].speaker)
+        assert test_speakers == set(source.held_out_speakers) and len(test_speakers) == 2 and len(manifest) == 3000
+        assert test_speakers.isdisjoint(manifest[manifest.split == "train"].speaker)  # new voices at test time
+        assert (manifest.split == "test").sum() == 1000
+        official = build_mae_data_source("fsdd", path=fsdd_dir, download=False, test_speakers=0).manifest()
+        assert (official.split == "test").sum() == 300 and set(official[official.split == "test"].index % 50) <= set(
+            range(50)
+        )
+        assert set(official[official.split == "test"].speaker) == set(official.speaker)  # the same six in both
+        with pytest.raises(ValueError, match="test_speakers must be between 1 and 5"):
+            build_mae_data_source("fsdd", path=fsdd_dir, download=False, test_speakers=6).manifest()
     else:
         files = sorted((fsdd_dir / "recordings").glob("*.wav"))[:12]
         pd.DataFrame({"filename": [f.name for f in files], "label": [f.name[0] for f in files]}).to_csv(

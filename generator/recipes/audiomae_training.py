@@ -27,6 +27,7 @@ data_path = None  # [path] data set folder; None: $AUDIOLENS_DATA, data/, then d
 dataset = "esc50"  # [str] registered data source: "esc50", "fsdd" or "folder" (data_path + labels_csv)
 labels_csv = None  # [path] folder data sets: CSV with filename and label columns, optionally split or fold
 test_fold = 1  # [int 1..] ESC-50 (folds 1-5, or a folder with a fold column): the fold held out for testing
+fsdd_test_speakers = 2  # [int 0..5] FSDD: speakers held out as the test set; 0: the official split (shared)
 output_dir = "runs/audiomae_training/latest"  # [str] results.json, figures and (by default) checkpoints go here
 seed = 0  # [int 0..] random seed (data subsets, initial weights, masks)
 model_name = "audiomae++"  # [str] registered model: "audiomae++" or the plain "vit_mae" baseline
@@ -105,7 +106,9 @@ print(
 # Pretraining uses only the training split; the test split is never seen before evaluation.
 
 # %%
-source = build_mae_data_source(dataset, path=data_path, labels_csv=labels_csv, test_fold=test_fold, seed=seed)
+source = build_mae_data_source(
+    dataset, path=data_path, labels_csv=labels_csv, test_fold=test_fold, test_speakers=fsdd_test_speakers, seed=seed
+)
 manifest = source.manifest()
 class_names = source.class_names
 train_frame = stratified_subset(manifest[manifest.split == "train"], max_train_clips, seed)
@@ -131,7 +134,7 @@ if shared_groups:
     print(
         f"the test split is {group_column}-overlapping: {len(shared_groups)} of its "
         f"{test_frame[group_column].nunique()} {group_column}s are in the training clips too (FSDD's official "
-        "split: other takes by the same speakers), so the accuracies below are not on new voices"
+        "split, fsdd_test_speakers=0: other takes by the same speakers), so the accuracies below are not on new voices"
     )
 elif group_column:
     print(f"no {group_column} of the test clips is in the training clips")
@@ -140,6 +143,7 @@ update_results(
     data={
         "dataset": dataset,
         "test_fold": getattr(source, "test_fold", None),
+        "held_out_speakers": getattr(source, "held_out_speakers", None) or None,
         "n_train": len(train_data["x"]),
         "n_test": len(test_data["x"]),
         "n_classes": len(class_names),

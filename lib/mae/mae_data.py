@@ -7,7 +7,8 @@
 #
 # - `esc50`: ESC-50 (its CSV: filename, fold, target, category); the test split is one fold
 #   (`test_fold`, 1-5), the other four train, as in the official 5-fold cross-validation.
-# - `fsdd`: Free Spoken Digit Dataset with its official split (takes 0-4 test).
+# - `fsdd`: Free Spoken Digit Dataset, two speakers held out as the test split by default
+#   (`test_speakers`; 0: the official split, takes 0-4 test, whose speakers are all in training).
 # - `folder`: any folder of clips with a labels CSV (or sub-folder / file-name labels); the
 #   split comes from a `split` column, else a `fold` column and `test_fold`, else a
 #   stratified random split of `test_fraction`.
@@ -83,16 +84,31 @@ class MaeEsc50Source(MaeDataSourceBase):
 
 @register_mae_data_source("fsdd")
 class MaeFsddSource(MaeDataSourceBase):
-    """Free Spoken Digit Dataset, official split (takes 0-4 test, 5-49 train)."""
+    """Free Spoken Digit Dataset. ``test_speakers`` > 0: that many speakers (drawn with ``seed``) are the test
+    split and the others train, so the accuracy is on new voices; 0: the official split (takes 0-4 test,
+    5-49 train), whose test takes come from the training speakers."""
 
-    def __init__(self, path=None, download: bool = True):
+    def __init__(self, path=None, download: bool = True, test_speakers: int = 2, seed: int = 0):
         self.path, self.download = path, download
+        self.test_speakers, self.seed = int(test_speakers), seed
+        self.held_out_speakers = []
         self._manifest = None
 
     def manifest(self):
         if self._manifest is None:
             table = load_fsdd(self.path, download=self.download)
-            self._manifest = table.assign(label_name=table["label"].astype(str)).reset_index(drop=True)
+            table = table.assign(label_name=table["label"].astype(str)).reset_index(drop=True)
+            if self.test_speakers:
+                speakers = sorted(table["speaker"].unique())
+                if not 0 < self.test_speakers < len(speakers):
+                    raise ValueError(
+                        f"fsdd test_speakers must be between 1 and {len(speakers) - 1} (it has {len(speakers)} "
+                        f"speakers), or 0 for the official split; got {self.test_speakers}"
+                    )
+                rng = np.random.default_rng(self.seed)
+                self.held_out_speakers = sorted(rng.choice(speakers, self.test_speakers, replace=False).tolist())
+                table["split"] = np.where(table["speaker"].isin(self.held_out_speakers), "test", "train")
+            self._manifest = table
         return self._manifest
 
     @property
