@@ -154,6 +154,8 @@ def test_planted_vmf_lognormal_recovered_and_beats_the_gaussian():
     assert (pred["mu"][:, 0] @ truth["mu"]).mean() > 0.99
     evaluation = tier1_evaluate(models, windows, scale, [1])
     assert evaluation["gains"][0]["nll_gain"] > 0.3  # vMF x LogNormal NLL below the Gaussian's (nats/frame)
+    gain = evaluation["gains"][0]  # and beyond its standard error, clustered by the windows' utterances
+    assert 0 < gain["nll_gain_se"] < gain["nll_gain"] / 3
     vmf_row = evaluation["table"].set_index("model").loc["vmf"]
     assert vmf_row["calibration_error"] < 0.03 and 0.7 < vmf_row["magnitude_coverage_80"] < 0.9
 
@@ -568,7 +570,7 @@ def test_still_learning_names_the_models_whose_loss_still_falls():
 
 
 def test_clustered_standard_error_counts_utterances_not_windows():
-    from lib.phase0.tier1_injection import clustered_standard_error
+    from lib.phase0.tier1_metrics import clustered_standard_error
 
     rng = np.random.default_rng(0)
     independent = rng.normal(size=640)

@@ -213,7 +213,8 @@ if "exp1" in experiments:
     display(tier1_table(evaluation["table"], "exp1"))
     print(
         "vMF gain over the Gaussian (nats per frame):",
-        ", ".join(f"k = {g['k']}: {g['nll_gain']:+.2f}" for g in evaluation["gains"]),
+        ", ".join(f"k = {g['k']}: {g['nll_gain']:+.2f} +- {g['nll_gain_se']:.2f}" for g in evaluation["gains"]),
+        "(standard errors clustered by utterance)",
     )
     learning = tier1_still_learning(exp1["history"])
     if learning:

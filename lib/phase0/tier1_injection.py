@@ -54,7 +54,7 @@ from lib.phase0.phase0_frames import build_frame_table
 from lib.phase0.phase0_metrics import evaluate_phase0, load_phase0_config
 from lib.phase0.phase0_report import write_phase0_report
 from lib.phase0.tier1_data import Tier1WindowDataset, tier1_sample_windows, tier1_source_arrays
-from lib.phase0.tier1_metrics import tier1_window_nll
+from lib.phase0.tier1_metrics import clustered_standard_error, tier1_window_nll
 from lib.phase0.tier1_training import tier1_train
 
 TIER1_MEMORY_CONDITIONS = ("zero", "real", "shuffled", "oracle")
@@ -129,18 +129,6 @@ def tier1_cell_means(targets, cells, n_cells: int) -> tuple:
     table = sums / np.maximum(counts, 1).reshape(-1, *([1] * (targets.ndim - 1)))
     table[n_cells] = 0.0
     return table.astype(np.float32), counts
-
-
-def clustered_standard_error(values, groups) -> float:
-    """Standard error of the mean of ``values`` whose rows come in correlated groups (windows of one
-    utterance): the cluster-robust (sandwich) estimate with the G / (G - 1) correction; with one group, the
-    plain one."""
-    values, groups = np.asarray(values, dtype=np.float64), np.asarray(groups)
-    n = len(values)
-    sums = pd.Series(values - values.mean()).groupby(groups).sum().to_numpy()
-    if len(sums) < 2:
-        return float(values.std() / np.sqrt(max(n, 1)))
-    return float(np.sqrt((sums**2).sum() * len(sums) / (len(sums) - 1)) / n)
 
 
 def tier1_permutation(n_cells: int, seed: int = 0) -> np.ndarray:

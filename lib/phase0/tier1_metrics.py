@@ -65,17 +65,30 @@ def tier1_window_nll(model, context, targets, memory=None, device: str = "cpu", 
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+def clustered_standard_error(values, groups) -> float:
+    """Standard error of the mean of ``values`` whose rows come in correlated groups (windows of one
+    utterance): the cluster-robust (sandwich) estimate with the G / (G - 1) correction; with one group, the
+    plain one."""
+    values, groups = np.asarray(values, dtype=np.float64), np.asarray(groups)
+    n = len(values)
+    sums = pd.Series(values - values.mean()).groupby(groups).sum().to_numpy()
+    if len(sums) < 2:
+        return float(values.std() / np.sqrt(max(n, 1)))
+    return float(np.sqrt((sums**2).sum() * len(sums) / (len(sums) - 1)) / n)
+
+
 def tier1_evaluate(models: dict, windows: dict, scaling: Tier1Scaling, horizons, device: str = "cpu") -> dict:
     """``{"rows": [per horizon and model], "calibration": {k: bins}, "table": DataFrame}``."""
     context, targets = windows["context"], windows["targets"]
     dim = targets.shape[-1]
-    rows, calibration = [], {}
+    rows, calibration, window_nll = [], {}, {}
     log_det = scaling.log_det()
     r = np.maximum(np.linalg.norm(targets.astype(np.float64), axis=-1), 1e-6)  # [n, K]
     u = targets / r[..., None]
     for name, model in models.items():
         pred = tier1_predict(model, context, device=device)
         nll = tier1_window_nll(model, context, targets, device=device)
+        window_nll[name] = nll["nll"]
         for i, k in enumerate(horizons):
             row = {"model": name, "k": int(k), "windows": int(len(context)), "dim": int(dim)}
             row["nll"] = float(nll["nll"][:, i].mean())
@@ -112,14 +125,18 @@ def tier1_evaluate(models: dict, windows: dict, scaling: Tier1Scaling, horizons,
     table = pd.DataFrame(rows)
     gains = []
     if {"vmf", "gaussian"} <= set(models):
-        for k in horizons:
+        # windows of one utterance are not independent: the gain's standard error is clustered by utterance
+        groups = windows.get("utterance", np.arange(len(context)))
+        for i, k in enumerate(horizons):
             v = table[(table.model == "vmf") & (table.k == k)].iloc[0]
             g = table[(table.model == "gaussian") & (table.k == k)].iloc[0]
+            per_window = window_nll["gaussian"][:, i] - window_nll["vmf"][:, i]
             gains.append(
                 {
                     "k": int(k),
                     "nll_gain": float(g["nll"] - v["nll"]),
                     "nll_gain_per_dim": float((g["nll"] - v["nll"]) / dim),
+                    "nll_gain_se": clustered_standard_error(per_window, groups),
                 }
             )
     return {"rows": rows, "table": table, "calibration": calibration, "gains": gains}
