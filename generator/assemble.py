@@ -310,7 +310,8 @@ if __import__("os").environ.get("AUDIOLENS_TEXT_PROGRESS"):  # `audiolens run`: 
 
     class _SavedBar(_tqdm_std.tqdm):  # a transient bar (leave=False) is left out: it would end as an empty box
         def __init__(self, *args, **kwargs):
-            kwargs["disable"] = kwargs.get("disable") or kwargs.get("leave") is False
+            if kwargs.get("leave") is False:
+                kwargs["disable"] = True
             super().__init__(*args, **kwargs)
 
     _tqdm_auto.tqdm, _tqdm_auto.trange = _SavedBar, lambda *args, **kwargs: _SavedBar(range(*args), **kwargs)"""

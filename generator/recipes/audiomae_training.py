@@ -133,8 +133,13 @@ shared_groups = (
 if shared_groups:
     print(
         f"the test split is {group_column}-overlapping: {len(shared_groups)} of its "
-        f"{test_frame[group_column].nunique()} {group_column}s are in the training clips too (FSDD's official "
-        "split, fsdd_test_speakers=0: other takes by the same speakers), so the accuracies below are not on new voices"
+        f"{test_frame[group_column].nunique()} {group_column}s are in the training clips too"
+        + (
+            " (FSDD's official split, fsdd_test_speakers=0: other takes by the same speakers)"
+            if dataset == "fsdd"
+            else ""
+        )
+        + ", so the accuracies below are not on new ones"
     )
 elif group_column:
     print(f"no {group_column} of the test clips is in the training clips")
@@ -217,9 +222,7 @@ if not pretrained:
 
 def clips_per_second(rates, seconds) -> float:
     """Clips over all the epochs divided by their seconds (not the mean of per-epoch rates)."""
-    n = min(len(rates), len(seconds))
-    rates, seconds = np.asarray(rates[:n], dtype=float), np.asarray(seconds[:n], dtype=float)
-    return float((rates * seconds).sum() / seconds.sum()) if len(rates) and seconds.sum() > 0 else float("nan")
+    return float(np.average(rates, weights=seconds))
 
 
 if epochs_this_run > 0:

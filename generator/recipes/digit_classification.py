@@ -415,18 +415,21 @@ def with_copies(frame, table, copies_table):
 
 if mfcc_of:
     fig, axes = plt.subplots(1, min(5, len(labels)), figsize=(13, 2.6))
-    for ax, label in zip(np.atleast_1d(axes), labels):
-        i = int(np.flatnonzero(y_train == label)[0])
-        shown_rows = (
-            X_train[i].reshape(feature_config.n_coefficients, -1)[1:n_mfcc]
-            if pooling in ("flat", "segments")
-            else X_train[i][None, :]
-        )
+    panels = [
+        X_train[int(np.flatnonzero(y_train == label)[0])].reshape(feature_config.n_coefficients, -1)[1:n_mfcc]
+        if pooling in ("flat", "segments")
+        else X_train[int(np.flatnonzero(y_train == label)[0])][None, :]
+        for label in labels[: len(np.atleast_1d(axes))]
+    ]
+    low, high = min(p.min() for p in panels), max(p.max() for p in panels)  # one colour scale: one colour bar
+    for ax, label, shown_rows in zip(np.atleast_1d(axes), labels, panels):
         image = ax.imshow(
             shown_rows,
             aspect="auto",
             origin="lower",
             cmap="magma",
+            vmin=low,
+            vmax=high,
             # rows are MFCCs 1..n_mfcc-1 (0, the level, is left out): the axis says so
             extent=(-0.5, shown_rows.shape[1] - 0.5, 0.5, shown_rows.shape[0] + 0.5) if len(shown_rows) > 1 else None,
         )
@@ -1124,7 +1127,7 @@ if encoder_layer_curve and "encoder" in fitted and has_speakers and len(loso_man
         )
     curve = pd.DataFrame({k: {"mean": v["mean_accuracy"], "min": v["min_accuracy"]} for k, v in layer_curve.items()}).T
     # input side first: the conv front-end, then the encoder layers in depth order
-    curve = curve.loc[sorted(curve.index, key=lambda k: (k != "conv", int(k) if str(k).isdigit() else 10**6, str(k)))]
+    curve = curve.loc[sorted(curve.index, key=lambda k: k != "conv")]  # layers already in depth order
     best_layer = curve["mean"].idxmax()
     display(curve.round(4).rename_axis("encoder layer"))
     fig, ax = plt.subplots(figsize=(6.5, 3))
@@ -1165,6 +1168,7 @@ if encoder_layer_curve and "encoder" in fitted and has_speakers and len(loso_man
 # %%
 zero_shot_results, zero_shot = {}, None
 zero_shot_loso_predictions = None  # the zero-shot answer per clip of its LOSO subset (path -> label or None)
+zero_shot_row = zero_shot_clips = None  # its row in the LOSO figure, and its clips per speaker
 if "zero_shot" in loso_models or eval_folder:
     try:
         zero_shot = WhisperZeroShotDigits(sample_rate=sample_rate, labels=labels, compute_type=zero_shot_compute_type)
@@ -1193,7 +1197,9 @@ if zero_shot is not None:
             # scored by the first digit named; an answer naming several (the prompt recited) counts if that is right
             "answers_naming_several_digits": sum(len(set(digits_named_in(t))) > 1 for t in zs_text),
         }
-        loso_per_speaker[f"zero-shot Whisper ({per_speaker} clips per speaker)"] = scores["per_group_accuracy"]
+        zero_shot_row = f"zero-shot Whisper ({per_speaker} clips per speaker)"
+        zero_shot_clips = zs_frame["speaker"].astype(str).value_counts().to_dict()
+        loso_per_speaker[zero_shot_row] = scores["per_group_accuracy"]
         print(
             f"zero-shot on {scores['n']} held-out clips: {scores['accuracy']:.4f} "
             f"(95% CI {scores['ci95'][0]:.3f}-{scores['ci95'][1]:.3f}), per-speaker mean "
@@ -1204,10 +1210,10 @@ if zero_shot is not None:
         )
 update_results(out, zero_shot=zero_shot_results)
 
-loso_clips = {name: loso_manifest["speaker"].astype(str).value_counts().to_dict() for name in loso_per_speaker}
-if zero_shot_loso_predictions is not None:  # the zero-shot row: its own, smaller subset per speaker
-    zero_shot_clips = zs_frame["speaker"].astype(str).value_counts().to_dict()
-    loso_clips.update({name: zero_shot_clips for name in loso_per_speaker if name.startswith("zero-shot")})
+speaker_clips = loso_manifest["speaker"].astype(str).value_counts().to_dict() if loso_per_speaker else {}
+loso_clips = dict.fromkeys(loso_per_speaker, speaker_clips)
+if zero_shot_row in loso_clips:  # the zero-shot row: its own, smaller subset per speaker
+    loso_clips[zero_shot_row] = zero_shot_clips
 figure = plot_leave_one_speaker_out(
     loso_per_speaker, title="Leave one speaker out: accuracy on the unseen speaker", clips=loso_clips
 )
@@ -1327,10 +1333,9 @@ ranked = sorted(
 ) or sorted(fitted, key=lambda n: results_models[n].get("official_split_accuracy") or 0, reverse=True)
 best_name = ranked[0] if ranked else None
 comparison = {}
+loso_paired = eval_paired = None  # against the zero-shot bar on the same clips (McNemar: the clips only one gets right)
 if best_name:
     best = results_models[best_name]
-    # against the zero-shot bar on the same clips (McNemar's test on the clips only one gets right)
-    loso_paired = eval_paired = None
     if zero_shot_loso_predictions is not None and best_name in loso_predictions:
         at = pd.Index(loso_manifest.path).get_indexer(zero_shot_loso_predictions.index)
         truth = loso_manifest["label"].to_numpy()[at]
@@ -1509,7 +1514,6 @@ if stream_name is not None:
             mode_events = stream_audio_file(test_stream, recognizer, chunk_ms=100, sample_rate=sample_rate)
         streaming[mode] = {
             **score_digit_stream(mode_events, stream_truth),
-            "forced": sum(bool(e.get("forced")) for e in mode_events if e["emitted"]),  # below the threshold
             "seconds": stream_time.seconds,
             "stream_seconds": len(test_stream) / sample_rate,
         }

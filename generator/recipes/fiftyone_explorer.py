@@ -425,7 +425,7 @@ for path, vector in zip(query_ok, query_vectors):
     fo_record_made(ds, saved_views=[view_name])
     found = pd.DataFrame(
         {"path": view.values("audio_filepath"), label_col: view.values("ground_truth.label")}
-        | {c: view.values(c) for c in ("speaker", "src_file", "fold") if c in clips.columns}
+        | {c: view.values(c) for c in dict.fromkeys(("speaker", "src_file", "fold", group_col)) if c in clips.columns}
     )
     index_vectors = vectors[[clips.path.tolist().index(p) for p in found.path]].astype(np.float64)
     q = vector - vectors.mean(axis=0)
@@ -446,8 +446,8 @@ for path, vector in zip(query_ok, query_vectors):
             same_group_neighbours=int(len(found) - len(others)), same_label_fraction_other_groups=same_label
         )
         print(
-            f"{len(found) - len(others)} of the {len(found)} neighbours are {group_col} {query_group}'s own clips; "
-            f"among the other {len(others)}, {same_label:.0%} have the label {query_truth}"
+            f"{len(found) - len(others)} of the {len(found)} neighbours are {group_col} {query_group}'s own clips"
+            + (f"; among the other {len(others)}, {same_label:.0%} have the label {query_truth}" if len(others) else "")
         )
     display(Markdown(f"**{n_neighbours} nearest clips to `{Path(path).name}`** (saved view `{view_name}`)"))
     display(HTML(explorer_query_table(found, label_col)))

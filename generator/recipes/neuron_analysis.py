@@ -632,7 +632,7 @@ def not_real_time(summary, limits) -> str:
 
 
 print(
-    f"streamed {realtime_summary.get('stream_seconds', stream_seconds):.0f} s in {realtime_summary.get('updates')} "
+    f"streamed {realtime_summary.get('audio_seconds_in', stream_seconds):.0f} s in {realtime_summary.get('updates')} "
     f"updates: latency p50 / p95 / p99 {realtime_summary['latency_ms_p50']:.1f} / "
     f"{realtime_summary['latency_ms_p95']:.1f} / {realtime_summary['latency_ms_p99']:.1f} ms, real-time factor "
     f"{realtime_summary.get('real_time_factor', float('nan')):.2f}, merged updates "

@@ -170,7 +170,7 @@ def frame_features(
             audible = librosa.util.fix_length(rms > PITCH_SILENCE_GATE * (rms.max() + 1e-12), size=len(f0))
             # and an estimate pinned at the search range's floor is its edge, not a pitch (a tone below fmin
             # reads exactly fmin): dropped; a voice that low needs a lower fmin
-            audible &= ~(np.nan_to_num(f0, nan=np.inf) <= fmin * 1.01)
+            audible &= ~(f0 <= fmin * 1.01)  # NaN (unvoiced) compares False
             voiced, prob = voiced & audible, np.where(audible, prob, 0.0)
             f0 = np.where(voiced, f0, np.nan)
         elif pitch == "yin":

@@ -76,10 +76,11 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     """
     import socket
     from urllib.parse import urlparse
+    from urllib.request import getproxies
 
     if os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() not in ("0", "", "false", "no", "off"):
         return False
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+    if getproxies().get("https") or getproxies().get("all"):
         return True
     endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     address = (endpoint.hostname or "huggingface.co", endpoint.port or (80 if endpoint.scheme == "http" else 443))
@@ -91,3 +92,11 @@ def hub_reachable(timeout: float = 3.0) -> bool:
             _HUB_ANSWERS[address] = False
             print(f"Hugging Face hub ({address[0]}) not reachable: models load from the local cache only")
     return _HUB_ANSWERS[address]
+
+
+def hub_offline_for(name_or_path) -> bool:
+    """True when ``name_or_path`` is a hub id (no local file or folder of that name) and the hub cannot be
+    reached: load it with ``local_files_only=True``."""
+    from pathlib import Path
+
+    return not Path(str(name_or_path)).expanduser().exists() and not hub_reachable()

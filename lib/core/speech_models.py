@@ -47,7 +47,7 @@ from lib.core.bundled_whisper import (
     BundledWhisperError,
     bundled_whisper_folder,
 )
-from lib.core.runtime import hub_reachable
+from lib.core.runtime import hub_offline_for
 
 SPEECH_FAMILIES = ("wav2vec2", "wavlm", "hubert", "data2vec-audio", "unispeech", "unispeech-sat", "sew", "sew-d")
 CODEC_FAMILIES = ("mimi", "encodec", "dac")
@@ -489,7 +489,7 @@ def load_speech_model(
             f"cannot load model {text!r}: no such folder. Pass a folder written by save_pretrained, or a hub id "
             f"such as {DEFAULT_SPEECH_MODEL!r} (known ids: KNOWN_SPEECH_MODELS)."
         )
-    offline = not local_files_only and not Path(text).expanduser().exists() and not hub_reachable()
+    offline = not local_files_only and hub_offline_for(text)
     local_files_only = local_files_only or offline  # offline: the cache at once, not the hub client's retries
     try:
         config = transformers.AutoConfig.from_pretrained(name_or_path, local_files_only=local_files_only)

@@ -109,6 +109,8 @@ def grid_search_digit_pipeline(
         raise ValueError(f"a classifier needs at least 2 classes; the training labels are all {classes.tolist()}")
     min_class = int(counts.min())
     folds = max(2, min(cv_folds, min_class))
+    if groups is not None:  # grouped folds: no more folds than groups (a nested search has one speaker fewer)
+        folds = max(2, min(folds, len(np.unique(groups))))
     # PCA is fitted inside each CV fold: its size cannot exceed the fold's training clips (nor the features)
     fold_train = len(X) - math.ceil(len(X) / folds)
     requested_pca = pca_components

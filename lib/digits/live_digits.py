@@ -442,7 +442,8 @@ def score_digit_stream(events, truth, tolerance_s: float = 0.25) -> dict:
     An emitted event matches a true digit when their spans overlap (each widened by
     ``tolerance_s``); each true digit matches at most one event (the most overlapping).
     ``precision``: correct digits / emitted events; ``recall``: correct digits / true digits;
-    ``detection_*``: the same ignoring which digit was said (did the VAD find the words?).
+    ``detection_*``: the same ignoring which digit was said (did the VAD find the words?);
+    ``forced``: emitted events below the confidence threshold (``force_emit``).
     """
     emitted = [e for e in events if e.get("emitted")]
     used, matched, correct = set(), 0, 0
@@ -467,6 +468,7 @@ def score_digit_stream(events, truth, tolerance_s: float = 0.25) -> dict:
         "recall": correct / n_truth if n_truth else 0.0,
         "detection_precision": matched / n_emitted if n_emitted else 0.0,
         "detection_recall": matched / n_truth if n_truth else 0.0,
+        "forced": sum(bool(e.get("forced")) for e in emitted),
     }
 
 

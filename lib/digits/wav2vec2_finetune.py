@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-from lib.core.runtime import hub_reachable
+from lib.core.runtime import hub_offline_for
 from lib.digits.digit_models import DigitClassifierBase
 
 # %% [markdown]
@@ -57,7 +57,7 @@ def load_wav2vec2_classifier(
     from transformers.utils import logging as hf_logging
 
     if local_files_only is None:
-        local_files_only = not os.path.isdir(os.path.expanduser(str(model_name_or_path))) and not hub_reachable()
+        local_files_only = hub_offline_for(model_name_or_path)
     labels = list(labels)
     id2label = {i: str(label) for i, label in enumerate(labels)}
     previous = hf_logging.get_verbosity()

@@ -228,14 +228,18 @@ def separability_headline(
         top = models[0]
         row = table[(table["model"] == top["model"]) & (table["layer"] == top["layer"])].iloc[0]
         top["linear_ci95"] = [round(float(row["linear_ci95_low"]), 4), round(float(row["linear_ci95_high"]), 4)]
-        top["tied_layers"] = {}
+        top["tied_layers"], below, compared_layers = {}, 0, 0
+        best_predicted = predictions[(top["model"], top["layer"])]
         for other in layers[layers["model"] == top["model"]]["layer"]:
             if other != top["layer"] and (top["model"], other) in predictions:
-                compared = paired_comparison(
-                    y, predictions[(top["model"], top["layer"])], predictions[(top["model"], other)]
-                )
+                compared = paired_comparison(y, best_predicted, predictions[(top["model"], other)])
+                compared_layers += 1
                 if compared["mcnemar_p"] >= 0.05:
                     top["tied_layers"][other] = round(compared["mcnemar_p"], 3)
+                else:
+                    below += compared["only_first_right"] > compared["only_second_right"]
+        # "every other layer is below it" only when some were compared and each one is, beyond chance
+        top["all_others_below"] = 0 < compared_layers == below
     controls = entries(layers[layers["weights"] == "random"]) if (layers["weights"] == "random").any() else []
     held = "speakers held out" if speakers_held_out else "speakers shared between training and test"
     if models:
@@ -250,7 +254,11 @@ def separability_headline(
             + (
                 f"; not told apart from layer(s) {', '.join(tied)} on the same clips (McNemar p >= 0.05)"
                 if tied
-                else ("; every other layer is below it beyond chance (McNemar p < 0.05)" if tied is not None else "")
+                else (
+                    "; every other layer is below it beyond chance (McNemar p < 0.05)"
+                    if top.get("all_others_below")
+                    else ""
+                )
             )
         )
     else:

@@ -206,13 +206,16 @@ def neuron_feature_correlations(
     activity = np.asarray(activity, dtype=np.float64)
     if len(activity) != len(features):
         raise ValueError(f"activity has {len(activity)} frames but features have {len(features)} rows")
+    groups = None if groups is None else np.asarray(groups)
+    if groups is not None and len(groups) != len(activity):
+        raise ValueError(f"groups has {len(groups)} entries for {len(activity)} frames: one utterance id per frame")
     feature_names = [f for f in feature_names if f in features.columns]
     if not feature_names:
         raise ValueError(f"none of the features are in the table; it has {list(features.columns)}")
     d, nf = activity.shape[1], len(feature_names)
     out = {key: np.full((d, nf), np.nan) for key in ("pearson_r", "pearson_p", "spearman_r", "spearman_p")}
     n_frames, n_effective = [], []
-    ranked_all = None
+    ranked_all = within_all = None  # the activity's transforms over all frames, shared by the features defined on all
     for j, name in enumerate(feature_names):
         target = features[name].to_numpy(dtype=np.float64)
         valid = np.isfinite(target)
@@ -224,9 +227,14 @@ def neuron_feature_correlations(
         if groups is not None:
             g = groups[valid]
             lost = len(np.unique(g)) - 1
-            pearson = _corr_with_p(_center_within(x, g), _center_within(target[valid], g), autocorrelation_lags, lost)
+            if valid.all():
+                within_all = within_all or (_center_within(x, g), _ranks_within(x, g))
+                centred, ranked = within_all
+            else:
+                centred, ranked = _center_within(x, g), _ranks_within(x, g)
+            pearson = _corr_with_p(centred, _center_within(target[valid], g), autocorrelation_lags, lost)
             out["pearson_r"][:, j], out["pearson_p"][:, j], _ = pearson
-            r, p, n_eff = _corr_with_p(_ranks_within(x, g), _ranks_within(target[valid], g), autocorrelation_lags, lost)
+            r, p, n_eff = _corr_with_p(ranked, _ranks_within(target[valid], g), autocorrelation_lags, lost)
             out["spearman_r"][:, j], out["spearman_p"][:, j] = r, p
             n_effective.append(float(np.median(n_eff)))
             continue

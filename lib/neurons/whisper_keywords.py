@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from lib.core.runtime import hub_reachable
+from lib.core.runtime import hub_offline_for
 
 WHISPER_BACKENDS = ("faster-whisper", "transformers")
 
@@ -161,7 +161,7 @@ def load_keyword_transcriber(
     model = str(model)
     is_local = Path(model).expanduser().is_dir()
     if local_files_only is None:  # a hub name: from the cache only when the hub cannot be reached
-        local_files_only = is_local or not hub_reachable()
+        local_files_only = is_local or hub_offline_for(model)
     if backend == "faster-whisper":
         try:
             from faster_whisper import WhisperModel
