@@ -176,6 +176,28 @@ def test_model_load_failure_is_explained():
         load_model_for_analysis("/nonexistent/model-folder", weights="checkpoint")
 
 
+def test_speaker_centroid_p_value_counts_utterances_not_segments():
+    from lib.neurons.semantic_projector import fit_semantic_projector, speaker_clustering
+
+    rng = np.random.default_rng(0)
+    speakers = np.repeat(["a", "b", "c", "d"], 10)  # 2 utterances per speaker, 5 segments each
+    utterances = np.repeat(np.arange(8), 5)
+    centres = rng.normal(0, 5, (4, 6))
+    emb = centres[np.repeat(np.arange(4), 10)] + rng.normal(0, 0.3, (40, 6))
+    projector = fit_semantic_projector(emb, speakers, source={"layer": 0})
+    segments = speaker_clustering(emb, speakers, projector)
+    grouped = speaker_clustering(emb, speakers, projector, groups=utterances, permutations=500)
+    assert segments["nearest_centroid_accuracy"] == grouped["nearest_centroid_accuracy"] == 1.0
+    assert segments["nearest_centroid_p"] < 1e-20  # 40 "independent" hits against a 1-in-4 guess
+    # 8 utterances: a shuffle matches all of them 16 times in 8! = 40,320, so p is about 1 / (1 + 500)
+    assert 1 / 501 <= grouped["nearest_centroid_p"] < 0.01 and "8 utterances" in grouped["nearest_centroid_test"]
+    swapped = emb[(np.arange(40) + 10) % 40]  # every segment looks like the next speaker: always wrong
+    wrong = speaker_clustering(swapped, speakers, projector, groups=utterances, permutations=200)
+    assert wrong["nearest_centroid_accuracy"] == 0.0 and wrong["nearest_centroid_p"] > 0.5
+    with pytest.raises(ValueError, match="several speakers"):
+        speaker_clustering(emb, speakers, projector, groups=np.zeros(40, int))
+
+
 def test_projector_roundtrip_and_speaker_clustering(adapter, speech, tmp_path):
     waves, speakers = speech
     activity = [adapter.hidden_states(w, layers=[2])[2] for w in waves]

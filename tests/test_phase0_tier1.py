@@ -537,6 +537,8 @@ def test_notebook_runs_the_three_experiments_on_logmel(run_notebook, tiny_model)
     for heading in ("Exp 1:", "Exp 2:", "Exp 3:"):
         assert heading in report
     assert results["exp2"]["conclusion"] in report and results["exp3"]["conclusion"] in report
+    first = results["exp1"]["gains"][0]  # each gain with its clustered standard error
+    assert f"k={first['k']}: {first['nll_gain']:+.3f} +- {first['nll_gain_se']:.3f}" in report
 
 
 def test_rollout_conclusion_compares_each_model_with_holding_the_frame():

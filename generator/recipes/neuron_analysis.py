@@ -463,7 +463,8 @@ pfig.show()
 #
 # Mean layer activity over 2 s segments; the projector (LDA to 3-D over speakers) is fitted on
 # the even segments of each utterance and evaluated on the odd ones (clustering by speaker,
-# adjusted Rand index; nearest speaker centroid, with a binomial test against a guess), then
+# adjusted Rand index; nearest speaker centroid, with a p-value from shuffling the speaker labels over
+# the utterances, since the segments of one utterance are not independent), then
 # saved to `.npz` and reloaded. The odd segments are other moments of the same utterances: this
 # asks whether the layer keeps a speaker apart over time, not whether it tells new speakers apart.
 
@@ -506,7 +507,7 @@ else:
 status = projector_status(projector, projector_file)
 print(f"projector from {projector_fit['data']}:", status)
 clustering = (
-    speaker_clustering(emb[eval_mask], seg_labels[eval_mask], projector, seed=seed)
+    speaker_clustering(emb[eval_mask], seg_labels[eval_mask], projector, seed=seed, groups=seg_utt[eval_mask])
     if eval_mask.sum() > len(np.unique(seg_labels))
     else {"note": "too few held-out segments"}
 )
@@ -520,7 +521,8 @@ if "ari_full_space" in clustering:
         above = "above" if clustering["nearest_centroid_p"] < 0.05 else "not above"
         line += (
             f"; nearest speaker centroid {clustering['nearest_centroid_accuracy']:.2f} against a guess "
-            f"{clustering['nearest_centroid_chance']:.2f} (binomial p {clustering['nearest_centroid_p']:.2g}: "
+            f"{clustering['nearest_centroid_chance']:.2f} (p {clustering['nearest_centroid_p']:.2g}, "
+            f"{clustering['nearest_centroid_test']}: "
             f"{above} chance)"
         )
     print(line)

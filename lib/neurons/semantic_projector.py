@@ -236,8 +236,21 @@ def segment_embeddings(activity_per_utterance, labels, segment_frames: int = 100
     return np.stack(rows), np.asarray(out_labels).astype(str), np.asarray(utt), np.asarray(seg)
 
 
-def speaker_clustering(embeddings, speakers, projector: SemanticProjector | None = None, seed: int = 0) -> dict:
-    """k-means with k = number of speakers; adjusted Rand index vs the true speakers."""
+def speaker_clustering(
+    embeddings,
+    speakers,
+    projector: SemanticProjector | None = None,
+    seed: int = 0,
+    groups=None,
+    permutations: int = 2000,
+) -> dict:
+    """k-means with k = number of speakers; adjusted Rand index vs the true speakers; with a projector fitted on
+    these speakers, its nearest-centroid accuracy and a one-sided p-value against a guess.
+
+    ``groups`` (e.g. the utterance of every segment; one speaker each): segments of one group are not
+    independent, so the p-value comes from ``permutations`` shuffles of the speaker labels over the groups
+    (every segment of a group keeps one shuffled label). Without groups: a binomial test over segments.
+    """
     speakers = np.asarray(speakers).astype(str)
     k = len(np.unique(speakers))
     x = np.asarray(embeddings, dtype=np.float64)
@@ -253,13 +266,37 @@ def speaker_clustering(embeddings, speakers, projector: SemanticProjector | None
         labels2d = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(projected)
         result["ari_projected_2d"] = float(adjusted_rand_score(speakers, labels2d))
         if set(np.unique(speakers)) <= set(projector.labels):  # the projector was fitted on these speakers
-            hits = int((projector.nearest_label(projected) == speakers).sum())
+            predicted = np.asarray(projector.nearest_label(projected)).astype(str)
+            hits = int((predicted == speakers).sum())
             chance = 1.0 / len(projector.labels)  # a guess among the fitted speakers
             result["nearest_centroid_accuracy"] = hits / len(x)
             result["nearest_centroid_chance"] = chance
-            # one-sided binomial test: is the accuracy above a guess?
-            result["nearest_centroid_p"] = float(binomtest(hits, len(x), chance, alternative="greater").pvalue)
+            if groups is None:  # one-sided binomial test over independent segments: is the accuracy above a guess?
+                result["nearest_centroid_p"] = float(binomtest(hits, len(x), chance, alternative="greater").pvalue)
+                result["nearest_centroid_test"] = "binomial over segments"
+            else:
+                result["nearest_centroid_p"] = _group_permutation_p(predicted, speakers, groups, permutations, seed)
+                result["nearest_centroid_test"] = (
+                    f"{permutations} permutations of the speaker labels over {len(np.unique(groups))} utterances"
+                )
     return result
+
+
+def _group_permutation_p(predicted, speakers, groups, permutations: int, seed: int) -> float:
+    """One-sided p of ``predicted == speakers`` hits, against the speaker labels shuffled over ``groups``."""
+    groups = np.asarray(groups)
+    if len(groups) != len(speakers):
+        raise ValueError(f"groups has {len(groups)} entries for {len(speakers)} segments")
+    names, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    group_speaker = speakers[first]
+    if not (group_speaker[inverse] == speakers).all():
+        raise ValueError("a group (utterance) has segments of several speakers; give one speaker per group")
+    rng = np.random.default_rng(seed)
+    observed = int((predicted == speakers).sum())
+    as_high = sum(
+        int((predicted == rng.permutation(group_speaker)[inverse]).sum()) >= observed for _ in range(permutations)
+    )
+    return (1 + as_high) / (1 + permutations)
 
 
 def fit_projector_from_manifest(

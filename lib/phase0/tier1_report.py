@@ -8,6 +8,7 @@
 # %%
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from lib.core.atomic_io import atomic_write_text
@@ -106,8 +107,12 @@ def tier1_report_text(meta: dict, tables: dict) -> str:
             "  NLL in nats per frame on the scaled target space (both densities over R^D; the vMF side",
             "  includes the (D-1) log r change of variables). Lower is better.",
             _tier1_table_text(tables["exp1"], TIER1_EXP1_COLUMNS),
-            "  vMF gain over the Gaussian (nats per frame): "
-            + ", ".join(f"k={g['k']}: {g['nll_gain']:+.3f}" for g in gains),
+            "  vMF gain over the Gaussian (nats per frame; +- a standard error clustered by utterance): "
+            + ", ".join(
+                f"k={g['k']}: {g['nll_gain']:+.3f}"
+                + (f" +- {g['nll_gain_se']:.3f}" if np.isfinite(g.get("nll_gain_se", np.nan)) else "")
+                for g in gains
+            ),
             "",
         ]
     if "exp1_rollouts" in tables:
