@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from lib.core.atomic_io import atomic_write_text
+from lib.phase0.tier1_representations import TIER1_POSITIONAL_SHARE
 
 
 def _tier1_table_text(frame: pd.DataFrame, columns, digits: int = 3) -> str:
@@ -146,7 +147,7 @@ def tier1_report_text(meta: dict, tables: dict) -> str:
         for row in skipped.itertuples():
             lines.append(f"  skipped: {row.representation} ({row.reason})")
         if "position_share" in frame:
-            positional = frame[(frame["status"] == "ok") & (frame["position_share"] > 0.5)]
+            positional = frame[(frame["status"] == "ok") & (frame["position_share"] > TIER1_POSITIONAL_SHARE)]
             for row in positional.itertuples():
                 lines.append(
                     f"  note: {row.representation} @ {row.rate}: {row.position_share:.0%} of the variance is the "

@@ -333,14 +333,25 @@ TIER1_POSITIONAL_SHARE = 0.5  # above this share of variance explained by positi
 TIER1_POSITIONAL_PASS = "PASS, positional"  # how the reading of such a PASS starts
 
 
+def tier1_positional_pass(row) -> bool:
+    """Whether a measured row PASSES the gate on frames that are mostly their position in the utterance."""
+    share = row.get("position_share")
+    return (
+        row.get("status") == "ok"
+        and row.get("phase0_decision") == "PASS"
+        and share is not None
+        and bool(np.isfinite(share))
+        and share > TIER1_POSITIONAL_SHARE
+    )
+
+
 def tier1_representation_reading(row) -> str:
     """The gate's decision as a reader should take it: a PASS on positional frames is flagged."""
     decision = row.get("phase0_decision")
     if row.get("status") != "ok" or not isinstance(decision, str):
         return "-"
-    share = row.get("position_share")
-    if decision == "PASS" and share is not None and np.isfinite(share) and share > TIER1_POSITIONAL_SHARE:
-        return f"{TIER1_POSITIONAL_PASS} ({share:.1%} position)"
+    if tier1_positional_pass(row):
+        return f"{TIER1_POSITIONAL_PASS} ({row.get('position_share'):.1%} position)"
     return decision
 
 
@@ -352,11 +363,12 @@ def tier1_representation_conclusion(
     ok = table[table["status"] == "ok"] if "status" in table else table
     if ok.empty:
         return "Exp 3: no representation could be measured."
-    readings = ok.apply(tier1_representation_reading, axis=1)
+    is_positional = pd.Series([tier1_positional_pass(row) for _, row in ok.iterrows()], index=ok.index, dtype=bool)
     labels = [f"{r.representation} @ {r.rate}" for r in ok.itertuples()]
-    real = [label for label, reading in zip(labels, readings) if reading == "PASS"]
-    positional = [label for label, reading in zip(labels, readings) if reading.startswith(TIER1_POSITIONAL_PASS)]
-    audio = ok[~readings.str.startswith(TIER1_POSITIONAL_PASS)]
+    passed = (ok["phase0_decision"] == "PASS").to_numpy()
+    real = [label for label, p, pos in zip(labels, passed, is_positional) if p and not pos]
+    positional = [label for label, pos in zip(labels, is_positional) if pos]
+    audio = ok[~is_positional]
     if "best_scheme_valid" in audio:  # a VR whose random baseline does not hold is biased: not quoted as the best
         valid = audio[audio["best_scheme_valid"].fillna(False).astype(bool)]
         audio = valid if len(valid) else audio
@@ -398,10 +410,10 @@ def plot_tier1_representations(table: pd.DataFrame):
     """Best held-out variance ratio and the vMF NLL gain per dimension, per representation and rate."""
     ok = table[table["status"] == "ok"]
     fig, axes = plt.subplots(1, 2, figsize=(13, 0.8 + 0.45 * max(len(ok), 2)))
+    positional = [tier1_positional_pass(row) for _, row in ok.iterrows()]
     labels = [
-        f"{r.representation} @ {r.rate}"
-        + (" (positional)" if str(getattr(r, "reading", "")).startswith(TIER1_POSITIONAL_PASS) else "")
-        for r in ok.itertuples()
+        f"{r.representation} @ {r.rate}" + (" (positional)" if pos else "")
+        for r, pos in zip(ok.itertuples(), positional)
     ]
     y = np.arange(len(ok))
     axes[0].barh(y, ok["vr_eval"], color="tab:blue")
