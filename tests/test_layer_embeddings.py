@@ -402,6 +402,7 @@ def test_notebook_compares_models_layers_and_mfcc(run_notebook, tiny_model, tmp_
     assert results["data"]["n_clips"] == 100 and len(results["data"]["words"]) == 10
     assert list(results["model_errors"]) == ["facebook/wav2vec2-base"]
     assert "cannot load model" in results["model_errors"]["facebook/wav2vec2-base"]
+    assert results["extraction_errors"] == {}  # the three that loaded were extracted
     assert results["settings"]["whisper_mode"] == "padded" and results["settings"]["weights"] == "pretrained"
     whisper = f"{models[1]} (padded mode)"  # Whisper rows are named with their mode
     table = pd.DataFrame(results["separability"])

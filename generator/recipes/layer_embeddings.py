@@ -201,6 +201,7 @@ display(planned)
 
 # %%
 embedding_sets, pooled_sets, adapters_info, model_errors, model_descriptions = {}, {}, [], {}, {}
+extraction_errors = {}  # models that loaded but whose extraction failed (memory, a layer list, a model bug)
 for name in models:
     for weight in weight_variants:
         key = name + (" (random weights)" if weight == "random" else "")  # until the adapter gives its label
@@ -248,8 +249,8 @@ for name in models:
             )
             embedding_sets[key] = pooled_sets[key][pooling]
         except Exception as error:  # noqa: BLE001 - out of memory (with advice), a bad layer list, a model bug
-            model_errors[key] = f"{type(error).__name__}: {error}"
-            print(f"FAILED {key}:")
+            extraction_errors[key] = f"{type(error).__name__}: {error}"
+            print(f"FAILED {key} (loaded; extraction failed):")
             traceback.print_exc(limit=2)
         finally:
             del adapter
@@ -280,6 +281,11 @@ for key, result in embedding_sets.items():
         f"{key}: {len(result.paths)} clips, {len(result.layers)} layers, extraction {result.compute_seconds:.1f} s"
         + (" (from the cache)" if result.from_cache else "")
     )
+if extraction_errors:
+    print(
+        f"{len(extraction_errors)} model(s) loaded but not extracted (results.json, extraction_errors): "
+        + "; ".join(f"{k}: {v.splitlines()[0]}" for k, v in extraction_errors.items())
+    )
 if model_errors:
     print(
         f"{len(model_errors)} model(s) not loaded (full messages in results.json, model_errors): a hub model loads "
@@ -300,10 +306,13 @@ if mfcc_baseline:
         "layers": ["mfcc"],
         "dims": embedding_sets["mfcc"].dims(),
     }
-update_results(out, models=adapters_info, model_errors=model_errors, extraction=extraction)
+update_results(
+    out, models=adapters_info, model_errors=model_errors, extraction_errors=extraction_errors, extraction=extraction
+)
 if not embedding_sets:
     raise RuntimeError(
-        f"no model could be loaded and the MFCC baseline is off: nothing to compare; errors: {model_errors}"
+        "no model could be loaded and extracted, and the MFCC baseline is off: nothing to compare; errors: "
+        f"{model_errors | extraction_errors}"
     )
 
 # %% [markdown]
@@ -375,6 +384,7 @@ headline = separability_headline(table, "linear_acc", speakers_held_out=groups i
 headline["models_requested"] = len(models) * len(weight_variants)
 headline["models_loaded"] = len(embedding_sets) - ("mfcc" in embedding_sets)
 headline["models_not_loaded"] = sorted(model_errors)
+headline["models_not_extracted"] = sorted(extraction_errors)
 print("Best layer per model (linear probe):")
 display(
     best[["model", "weights", "whisper_mode", "layer", "knn_acc", "linear_acc", "silhouette"]].style.format(precision=3)
@@ -383,6 +393,7 @@ print(headline["statement"])
 print(
     f"models compared: {headline['models_loaded']} of {headline['models_requested']} requested"
     + (f" (not loaded: {', '.join(headline['models_not_loaded'])}; see above)" if model_errors else "")
+    + (f" (extraction failed: {', '.join(headline['models_not_extracted'])}; see above)" if extraction_errors else "")
 )
 fig = plot_layer_separability(
     table,
@@ -571,5 +582,5 @@ for row in best.itertuples():
     )
 print(f"chance: {table.chance.iloc[0]:.3f}")
 print(headline["statement"])
-for key, error in model_errors.items():
+for key, error in (model_errors | extraction_errors).items():
     print(f"not compared: {key}: {error.splitlines()[0]}")
