@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -80,6 +82,13 @@ def test_eval_folder_reads_the_layouts_of_public_digit_corpora(tmp_path):
         manifest, unlabelled = digit_eval_manifest(root)
         assert dict(zip(manifest.path, manifest.label)) == expected and not unlabelled
         assert sorted(manifest.source.unique()) == ["01", "07", "10", "60"]  # per-speaker accuracy
+        assert set(manifest.source_from) == {"folder"}
+    flat = tmp_path / "flat"  # FSDD-style names in one folder: the speaker is the name's second part
+    for digit, speaker in ((3, "ann"), (4, "bob"), (5, "ann")):
+        flat.mkdir(exist_ok=True)
+        sf.write(flat / f"{digit}_{speaker}_0.wav", tone, 8000)
+    manifest, _ = digit_eval_manifest(flat)
+    assert list(manifest.source) == ["ann", "bob", "ann"] and list(manifest.label) == [3, 4, 5]
 
     commands = tmp_path / "speech_commands"
     expected = {}
@@ -95,6 +104,9 @@ def test_eval_folder_reads_the_layouts_of_public_digit_corpora(tmp_path):
         sf.write(path, tone, 16000)
     manifest, unlabelled = digit_eval_manifest(commands)
     assert dict(zip(manifest.path, manifest.label)) == expected
+    # the word folders are the labels: per-source accuracy is per speaker, from the file names
+    assert list(manifest.source) == [Path(p).name.split("_nohash_")[0] for p in manifest.path]
+    assert set(manifest.source_from) == {"file name"}
     assert sorted(u["path"] for u in unlabelled) == sorted(map(str, others))  # listed, not guessed
 
 

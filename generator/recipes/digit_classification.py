@@ -1231,7 +1231,10 @@ else:
 # ## Digits recorded elsewhere: `eval_folder`
 #
 # Every trained model (as trained on the official split) and the zero-shot Whisper are scored
-# on the folder's clips, overall and per sub-folder (e.g. per voice or microphone).
+# on the folder's clips, overall and per source: the sub-folder level that tells clips apart
+# (a voice, a microphone, AudioMNIST's speakers) or, where the sub-folders are the digits
+# themselves (Speech Commands' `zero/` .. `nine/`), the speaker in the file names
+# (`{speaker}_nohash_{n}.wav`, `{digit}_{speaker}_{take}.wav`).
 
 # %%
 eval_results, eval_predictions = {}, {}
@@ -1279,10 +1282,19 @@ if eval_folder and len(eval_waves):
         wrong = eval_results["zero_shot"]["n"] - eval_results["zero_shot"]["correct"]
         print(f"zero-shot: {eval_results['zero_shot']['no_answer']} of its {wrong} errors wrote no digit at all")
     per_group = pd.DataFrame({k: v["per_group_accuracy"] for k, v in scored.items()})
-    if len(per_group) > 1:  # per sub-folder (voice, microphone, speaker): the weakest first
-        per_group = per_group.loc[per_group.mean(axis=1).sort_values().index]
-        print(f"accuracy per {len(per_group)} sub-folders, the 10 hardest for the models on average:")
-        display(per_group.head(10).round(3).rename_axis("sub-folder"))
+    if len(per_group) > 1:  # per source (voice, microphone, speaker): the weakest first
+        clips_of = pd.Series(next(iter(scored.values()))["per_group_n"])
+        from_names = (eval_manifest["source_from"] == "file name").all()
+        kind = "speakers named in the file names" if from_names else "sub-folders"
+        enough = clips_of[clips_of >= 5].index  # a source of one or two clips says little on its own
+        filtered = 2 <= len(enough) < len(per_group)
+        shown = per_group.loc[enough] if filtered else per_group
+        shown = shown.loc[shown.mean(axis=1).sort_values().index].assign(clips=clips_of)
+        print(
+            f"accuracy per source ({len(per_group)} {kind}), the 10 hardest for the models on average"
+            + (f" among the {len(shown)} with at least 5 clips:" if filtered else ":")
+        )
+        display(shown.head(10).round(3).rename_axis("source"))
 else:
     eval_results = {"skipped": "no eval_folder given" if not eval_folder else "eval_folder had no readable clips"}
     print(

@@ -174,6 +174,7 @@ def held_out_scores(y_true, y_pred, groups=None) -> dict:
         groups = np.asarray(groups)
         per = {str(g): float(hits[groups == g].mean()) for g in sorted(set(groups.tolist()))}
         scores["per_group_accuracy"] = per
+        scores["per_group_n"] = {str(g): int((groups == g).sum()) for g in sorted(set(groups.tolist()))}
         scores["mean_group_accuracy"] = float(np.mean(list(per.values())))
         scores["min_group_accuracy"] = float(np.min(list(per.values())))
     return scores

@@ -105,8 +105,9 @@ def digit_label_for_path(path, root=None):
 
 
 def digit_eval_manifest(folder) -> tuple:
-    """``(manifest, unlabelled)``: ``path, label, source`` rows (``source``: the first sub-folder level
-    that tells clips apart, for per-voice, per-speaker or per-session accuracy) for the folder's audio
+    """``(manifest, unlabelled)``: ``path, label, source, source_from`` rows (``source``: the first sub-folder level
+    that tells clips apart, for per-voice, per-speaker or per-session accuracy; where the sub-folders are
+    the digits themselves, the speaker in the file name; ``source_from`` says which) for the folder's audio
     files, and the files with no label."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
@@ -139,7 +140,27 @@ def digit_eval_manifest(folder) -> tuple:
     for row in rows:
         parts = row.pop("parts")
         row["source"] = parts[depth] if len(parts) > depth else "."
+        row["source_from"] = "folder"
+    # where that level is the digit folders themselves (Speech Commands' zero/, one/, ...) or there is none,
+    # the speaker in the file names, when every name carries one
+    if all(r["source"] == "." or digit_label_from_text(r["source"]) is not None for r in rows):
+        speakers = [digit_speaker_in_name(Path(r["path"]).stem) for r in rows]
+        if all(speakers) and len(set(speakers)) > 1:
+            for row, speaker in zip(rows, speakers):
+                row["source"], row["source_from"] = speaker, "file name"
     return pd.DataFrame(rows), unlabelled
+
+
+def digit_speaker_in_name(stem: str):
+    """The speaker a clip's file name gives, or None: Speech Commands' ``{speaker}_nohash_{n}``, or
+    ``{digit}_{speaker}_{take}`` (FSDD, AudioMNIST)."""
+    match = re.match(r"^(.+)_nohash_\d+$", stem)
+    if match:
+        return match.group(1)
+    parts = re.split(r"[_\-]", stem)
+    if len(parts) >= 3 and digit_label_from_text(parts[0]) is not None and parts[1]:
+        return parts[1]
+    return None
 
 
 def load_digit_eval_folder(folder, sample_rate: int = 8000, max_clips: int | None = None, seed: int = 0):
