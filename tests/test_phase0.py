@@ -550,3 +550,7 @@ def test_the_best_scheme_quoted_is_one_whose_random_baseline_holds():
     decision = phase0_decision(rows, config)
     assert decision["best_scheme"] == "pca8_vq256" and not decision["best_scheme_valid"]
     assert "no scheme's random baseline holds" in decision["summary"]
+    rows[0]["vr_random_eval"] = rows[1]["vr_random_eval"] = 1.0  # two valid: the lowest of them is a selection
+    summary = phase0_decision(rows, config)["summary"]
+    assert "0.875 (pca8_vq256, the lowest of the 2 schemes whose random baseline holds, picked on these" in summary
+    assert summary.endswith("held-out speakers: an optimistic figure)")

@@ -279,7 +279,8 @@ def phase0_decision(rows: list, config: dict) -> dict:
         )
     if best is not None:
         summary += f". Best held-out variance ratio {best['vr_eval']:.3f} ({best['scheme']}" + (
-            f", the lowest of the {len(valid)} schemes whose random baseline holds)"
+            f", the lowest of the {len(valid)} schemes whose random baseline holds"
+            + (", picked on these held-out speakers: an optimistic figure)" if len(valid) > 1 else ")")
             if valid
             else "; no scheme's random baseline holds, so every VR here is biased)"
         )

@@ -68,9 +68,8 @@ TIER1_EXP3_COLUMNS = (
     "vr_random_eval",
     "degradation",
     "entropy_reduction_eval",
-    "phase0_decision",
     "position_share",
-    "reading",
+    "reading",  # the gate's decision, a PASS on positional frames marked (phase0_decision, unmarked, is in the CSV)
     "nll_gain",
     "nll_gain_per_dim",
     "total_seconds",
