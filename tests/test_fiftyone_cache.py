@@ -320,6 +320,15 @@ def test_quality_scores_on_known_structure():
     report = quality_report(clustered, labels, k=20)
     assert report["silhouette"] > 0.5 and report["precision_at_k"] == pytest.approx(1.0)
     assert report["distances"]["ratio"] == pytest.approx(distances["ratio"])
+    from lib.explorer.embedding_quality import plot_embedding_quality
+
+    mixed = centres[labels] + rng.normal(size=(120, 16)) * 8  # overlapping classes: precision falls with k
+    fig = plot_embedding_quality(mixed, labels, ks=(1, 5, 20, 50), per_label_k=5)
+    curve, bars = fig.axes[0].lines[0].get_ydata(), [p.get_height() for p in fig.axes[1].patches]
+    x = mixed - mixed.mean(axis=0)  # the report's centring, as the plot's
+    assert list(curve) == pytest.approx([precision_at_k(x, labels, k, center=False) for k in (1, 5, 20, 50)])
+    assert bars == pytest.approx(list(precision_at_k(x, labels, 5, center=False, per_class=True)[1].sort_index()))
+    assert curve[0] > curve[-1]
 
 
 def test_precision_across_groups_ignores_the_query_group():

@@ -121,9 +121,11 @@ def plot_embedding_quality(
     labels = np.asarray(labels)
     x = quality_prepare(embeddings)
     ks = [k for k in ks if k < len(x)]
-    values = [precision_at_k(x, labels, k, metric, center=False) for k in ks]
     bar_k = min(int(per_label_k), len(x) - 1) if per_label_k else ks[-1]
-    _, per_class = precision_at_k(x, labels, bar_k, metric, center=False, per_class=True)
+    # one neighbour search at the largest k: the first k of a clip's neighbours are its k nearest
+    same = labels[quality_neighbors(x, max(ks + [bar_k]), metric, center=False)] == labels[:, None]
+    values = [float(same[:, :k].mean()) for k in ks]
+    per_class = pd.Series(same[:, :bar_k].mean(axis=1)).groupby(labels).mean()
     chance = precision_chance(labels)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
     ax1.plot(ks, values, "o-", label="same-label neighbours")
