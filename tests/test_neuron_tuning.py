@@ -153,6 +153,12 @@ def test_correlations_match_scipy_and_use_voiced_frames_for_pitch():
     np.testing.assert_allclose(result["spearman_q"], expected_q)
     with pytest.raises(ValueError, match="frames"):
         neuron_feature_correlations(activity[:10], features, ["rms"])
+    only = neuron_feature_correlations(activity, features, ["rms", "f0"], autocorrelation_lags=0, methods=("spearman",))
+    assert not any(key.startswith("pearson") for key in only)  # not computed
+    for key in ("spearman_r", "spearman_p", "spearman_q"):
+        np.testing.assert_array_equal(only[key], result[key])
+    with pytest.raises(ValueError, match="methods"):
+        neuron_feature_correlations(activity, features, ["rms"], methods=("kendall",))
 
 
 def test_slow_unrelated_signals_are_not_called_tuned():

@@ -187,7 +187,12 @@ def _benjamini_hochberg(p: np.ndarray) -> np.ndarray:
 
 
 def neuron_feature_correlations(
-    activity, features: pd.DataFrame, feature_names=TUNING_FEATURES, autocorrelation_lags: int = 100, groups=None
+    activity,
+    features: pd.DataFrame,
+    feature_names=TUNING_FEATURES,
+    autocorrelation_lags: int = 100,
+    groups=None,
+    methods=("pearson", "spearman"),
 ) -> dict:
     """Pearson and Spearman r, p and BH q of each neuron [D] with each feature [F].
 
@@ -202,6 +207,7 @@ def neuron_feature_correlations(
     ``features`` (names), ``n_frames`` (valid frames per feature) and ``effective_frames``
     (per feature, the median over neurons of the effective frames its Spearman p-values use).
     ``autocorrelation_lags``: lags (frames; 100 = 2 s at 50 Hz) of the autocorrelation correction; 0: off.
+    ``methods``: the correlations computed (``("spearman",)`` skips Pearson and its arrays).
     """
     activity = np.asarray(activity, dtype=np.float64)
     if len(activity) != len(features):
@@ -212,8 +218,11 @@ def neuron_feature_correlations(
     feature_names = [f for f in feature_names if f in features.columns]
     if not feature_names:
         raise ValueError(f"none of the features are in the table; it has {list(features.columns)}")
+    if not set(methods) <= {"pearson", "spearman"} or not methods:
+        raise ValueError(f"methods must name pearson and/or spearman, not {methods!r}")
+    pearson_on, spearman_on = "pearson" in methods, "spearman" in methods
     d, nf = activity.shape[1], len(feature_names)
-    out = {key: np.full((d, nf), np.nan) for key in ("pearson_r", "pearson_p", "spearman_r", "spearman_p")}
+    out = {f"{m}_{k}": np.full((d, nf), np.nan) for m in methods for k in ("r", "p")}
     n_frames, n_effective = [], []
     ranked_all = within_all = None  # the activity's transforms over all frames, shared by the features defined on all
     for j, name in enumerate(feature_names):
@@ -232,13 +241,19 @@ def neuron_feature_correlations(
                 centred, ranked = within_all
             else:
                 centred, ranked = _center_within(x, g), _ranks_within(x, g)
-            pearson = _corr_with_p(centred, _center_within(target[valid], g), autocorrelation_lags, lost)
-            out["pearson_r"][:, j], out["pearson_p"][:, j], _ = pearson
-            r, p, n_eff = _corr_with_p(ranked, _ranks_within(target[valid], g), autocorrelation_lags, lost)
-            out["spearman_r"][:, j], out["spearman_p"][:, j] = r, p
+            if pearson_on:
+                pearson = _corr_with_p(centred, _center_within(target[valid], g), autocorrelation_lags, lost)
+                out["pearson_r"][:, j], out["pearson_p"][:, j], n_eff = pearson
+            if spearman_on:
+                r, p, n_eff = _corr_with_p(ranked, _ranks_within(target[valid], g), autocorrelation_lags, lost)
+                out["spearman_r"][:, j], out["spearman_p"][:, j] = r, p
             n_effective.append(float(np.median(n_eff)))
             continue
-        out["pearson_r"][:, j], out["pearson_p"][:, j], _ = _corr_with_p(x, target[valid], autocorrelation_lags)
+        if pearson_on:
+            out["pearson_r"][:, j], out["pearson_p"][:, j], n_eff = _corr_with_p(x, target[valid], autocorrelation_lags)
+        if not spearman_on:
+            n_effective.append(float(np.median(n_eff)))
+            continue
         if valid.all():
             if ranked_all is None:
                 ranked_all = stats.rankdata(activity, axis=0)
@@ -248,7 +263,7 @@ def neuron_feature_correlations(
         r, p, n_eff = _corr_with_p(ranked, stats.rankdata(target[valid]), autocorrelation_lags)
         out["spearman_r"][:, j], out["spearman_p"][:, j] = r, p
         n_effective.append(float(np.median(n_eff)))
-    for method in ("pearson", "spearman"):
+    for method in methods:
         out[f"{method}_q"] = _benjamini_hochberg(out[f"{method}_p"].ravel()).reshape(d, nf)
     out["features"] = feature_names
     out["n_frames"] = n_frames
@@ -471,7 +486,11 @@ def analyse_layer_tuning(
         tuning = neuron_feature_correlations(
             stacked, features, feature_names, groups=groups if within_utterance else None
         )
-        pooled = neuron_feature_correlations(stacked, features, feature_names) if within_utterance else None
+        pooled = (  # only its Spearman share is reported
+            neuron_feature_correlations(stacked, features, feature_names, methods=(method,))
+            if within_utterance
+            else None
+        )
         labels, clusters = cluster_tuning_profiles(tuning, n_clusters=n_clusters, method=method)
         results[layer] = {
             "tuning": tuning,
