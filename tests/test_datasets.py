@@ -153,6 +153,16 @@ def test_labelled_folder_from_csv_names_and_subfolders(tmp_path, fsdd_dir):
         (nested / label).mkdir(parents=True, exist_ok=True)
         (nested / label / w.name).symlink_to(w)
     assert sorted(ds.load_labelled_folder(nested).label) == ["cat", "dog", "dog"]
+    assert sorted(ds.load_labelled_folder(nested).speaker) == sorted(w.name.split("_")[1] for w in wavs)
+    commands = tmp_path / "speech_commands"  # Speech Commands' layout: {speaker}_nohash_{n}, _background_noise_
+    for folder, name in (("yes", "0a7c2a8d_nohash_0"), ("yes", "1b2c3d4e_nohash_1"), ("no", "0a7c2a8d_nohash_2")):
+        (commands / folder).mkdir(parents=True, exist_ok=True)
+        (commands / folder / f"{name}.wav").symlink_to(wavs[0])
+    for hidden in ("_background_noise_/white_noise.wav", ".ipynb_checkpoints/x.wav"):
+        (commands / hidden).parent.mkdir(parents=True, exist_ok=True)
+        (commands / hidden).symlink_to(wavs[0])
+    table = ds.load_labelled_folder(commands)
+    assert sorted(table.label) == ["no", "yes", "yes"] and sorted(table.speaker) == ["0a7c2a8d", "0a7c2a8d", "1b2c3d4e"]
 
 
 def test_registry_has_the_data_sets_with_checksums():

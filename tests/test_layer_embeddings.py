@@ -70,6 +70,12 @@ def test_labelled_folder_of_word_subfolders(tmp_path, fsdd_dir, capsys):
     samples = select_word_samples(str(tmp_path), samples_per_word=6)
     assert sorted(samples.word.unique()) == ["no", "yes"] and len(samples) == 8
     assert "Fewer clips than the 6 asked for" in capsys.readouterr().out
+    (tmp_path / "up").mkdir()  # a word of one clip: nothing to cross-validate, left out and named
+    (tmp_path / "up" / "3_theo_0.wav").symlink_to(fsdd_dir / "recordings" / "3_theo_0.wav")
+    assert sorted(select_word_samples(str(tmp_path), samples_per_word=4).word.unique()) == ["no", "yes"]
+    assert "left out 1 word(s) with fewer than 2 clips: up (1)" in capsys.readouterr().out
+    named = select_word_samples(str(tmp_path), words=["up", "yes"], samples_per_word=4)  # asked for: kept
+    assert named.word.value_counts().to_dict() == {"yes": 4, "up": 1}
 
 
 # ----------------------------------------------------------------------------- extraction

@@ -425,6 +425,16 @@ def find_dataset(name: str, path=None, download: bool = True, data_dir=None) -> 
 CLIP_NAME = re.compile(r"^(?P<label>[^_]+)_(?P<speaker>[^_]+)_(?P<index>\d+)$")
 
 
+def speaker_in_clip_name(stem: str):
+    """The speaker a clip's file name gives, or None: Speech Commands' ``{speaker}_nohash_{n}``, or
+    ``{label}_{speaker}_{index}`` (FSDD, AudioMNIST)."""
+    match = re.match(r"^(.+)_nohash_\d+$", stem)
+    if match:
+        return match.group(1)
+    match = CLIP_NAME.match(stem)
+    return match["speaker"] if match else None
+
+
 def _audio_files(folder: Path) -> list:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
 
@@ -542,7 +552,9 @@ def load_labelled_folder(
 
     With ``labels_csv``: one row per file, ``path_column`` relative to ``folder`` (or absolute),
     ``label_column`` the label, every other column kept. Without it: labels from sub-folder
-    names when clips sit in sub-folders, else from ``{label}_{speaker}_{index}`` names.
+    names when clips sit in sub-folders (folders named ``_x`` or ``.x`` left out; a ``speaker`` column
+    when every file name gives one, as Speech Commands' ``{speaker}_nohash_{n}``), else from
+    ``{label}_{speaker}_{index}`` names.
     Missing files listed in the CSV raise an error naming them, or with ``skip_missing`` are
     skipped and reported (with the folder's audio files that have no row) in a ``DatasetWarning``.
     """
@@ -555,7 +567,21 @@ def load_labelled_folder(
     if not files:
         raise FileNotFoundError(f"{folder}: no audio files ({', '.join(AUDIO_EXTENSIONS)})")
     if any(p.parent != folder for p in files):
-        return pd.DataFrame({"path": [str(p) for p in files], "label": [p.parent.name for p in files]})
+        # folders named _x or .x hold no label (Speech Commands' _background_noise_, .ipynb_checkpoints)
+        hidden = [p for p in files if any(part.startswith(("_", ".")) for part in p.relative_to(folder).parts[:-1])]
+        if hidden:
+            files = [p for p in files if p not in set(hidden)]
+            print(
+                f"{folder}: left out {len(hidden)} file(s) in folders whose name starts with '_' or '.' "
+                f"(not labels), e.g. {hidden[0].relative_to(folder)}"
+            )
+            if not files:
+                raise FileNotFoundError(f"{folder}: no audio files outside folders named _... or .... (not labels)")
+        table = pd.DataFrame({"path": [str(p) for p in files], "label": [p.parent.name for p in files]})
+        speakers = [speaker_in_clip_name(p.stem) for p in files]
+        if all(speakers):  # every name carries a speaker: per-speaker grouping and held-out speakers work
+            table["speaker"] = speakers
+        return table
     return parse_clip_names(files, test_indices=test_indices)
 
 

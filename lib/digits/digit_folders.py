@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from lib.core.audio import AUDIO_EXTENSIONS, load_audio_batch
+from lib.core.datasets import speaker_in_clip_name
 from lib.core.subsets import stratified_subset
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -144,23 +145,11 @@ def digit_eval_manifest(folder) -> tuple:
     # where that level is the digit folders themselves (Speech Commands' zero/, one/, ...) or there is none,
     # the speaker in the file names, when every name carries one
     if all(r["source"] == "." or digit_label_from_text(r["source"]) is not None for r in rows):
-        speakers = [digit_speaker_in_name(Path(r["path"]).stem) for r in rows]
+        speakers = [speaker_in_clip_name(Path(r["path"]).stem) for r in rows]
         if all(speakers) and len(set(speakers)) > 1:
             for row, speaker in zip(rows, speakers):
                 row["source"], row["source_from"] = speaker, "file name"
     return pd.DataFrame(rows), unlabelled
-
-
-def digit_speaker_in_name(stem: str):
-    """The speaker a clip's file name gives, or None: Speech Commands' ``{speaker}_nohash_{n}``, or
-    ``{digit}_{speaker}_{take}`` (FSDD, AudioMNIST)."""
-    match = re.match(r"^(.+)_nohash_\d+$", stem)
-    if match:
-        return match.group(1)
-    parts = re.split(r"[_\-]", stem)
-    if len(parts) >= 3 and digit_label_from_text(parts[0]) is not None and parts[1]:
-        return parts[1]
-    return None
 
 
 def load_digit_eval_folder(folder, sample_rate: int = 8000, max_clips: int | None = None, seed: int = 0):

@@ -64,6 +64,7 @@ def select_word_samples(
     labels_csv=None,
     split=None,
     download: bool = True,
+    min_clips_per_word: int = 2,
 ) -> pd.DataFrame:
     """``samples_per_word`` clips of each word, spread evenly over speakers.
 
@@ -72,7 +73,8 @@ def select_word_samples(
     ``split``: keep only that split (``"train"``, ``"test"``...) when the manifest has one.
     Speakers are drawn round-robin (in a seeded random order) so every word mixes voices.
     A word with fewer clips than asked keeps all it has, and says so; a word that is not in
-    the data set is an error listing the words that are.
+    the data set is an error listing the words that are. With ``words=None``, words with fewer
+    than ``min_clips_per_word`` clips (nothing to cross-validate) are left out, and named.
     """
     if samples_per_word is not None and int(samples_per_word) < 1:
         raise ValueError(f"samples_per_word must be at least 1, not {samples_per_word}")
@@ -84,6 +86,14 @@ def select_word_samples(
     available = sorted(manifest["word"].unique(), key=str)
     if words is None:
         chosen = list(FSDD_DIGIT_WORDS) if source == "fsdd" else available
+        counts = manifest["word"].value_counts()
+        too_few = [w for w in chosen if counts.get(w, 0) < min_clips_per_word]
+        if too_few and len(too_few) < len(chosen):  # every word of a folder: one clip cannot be cross-validated
+            chosen = [w for w in chosen if w not in too_few]
+            print(
+                f"{source}: left out {len(too_few)} word(s) with fewer than {min_clips_per_word} clips: "
+                f"{', '.join(f'{w} ({counts.get(w, 0)})' for w in too_few)}"
+            )
     else:
         chosen = []
         for word in words:

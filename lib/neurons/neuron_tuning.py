@@ -97,10 +97,11 @@ def check_enough_utterances(n_loaded: int, n_requested: int, n_frames: int | Non
 
 
 # %% [markdown]
-# ## Tuning: correlation of each neuron with each acoustic feature
+# ## Correlations with autocorrelated frames
 #
-# Pearson and Spearman correlations with two-sided p-values, corrected over all neuron x feature
-# pairs by Benjamini-Hochberg.
+# Frames 20 ms apart are not independent: the p-value of a correlation uses the effective number
+# of frames (Bartlett's correction from both series' autocorrelations), less one degree of freedom
+# per utterance when each utterance's mean is removed.
 
 
 # %%
@@ -186,6 +187,14 @@ def _benjamini_hochberg(p: np.ndarray) -> np.ndarray:
     return q
 
 
+# %% [markdown]
+# ## Tuning: correlation of each neuron with each acoustic feature
+#
+# Pearson and Spearman correlations with two-sided p-values, corrected over all neuron x feature
+# pairs by Benjamini-Hochberg.
+
+
+# %%
 def neuron_feature_correlations(
     activity,
     features: pd.DataFrame,
