@@ -256,6 +256,23 @@ def test_data_source_interface(name, fsdd_dir, tmp_path, monkeypatch):
     assert manifest["label"].between(0, len(source.class_names) - 1).all()
 
 
+def test_folder_with_speakers_in_its_file_names_holds_speakers_out(fsdd_dir, tmp_path):
+    """Speech Commands' layout (word folders, {speaker}_nohash_{n}.wav): the test split is new voices."""
+    for wav in sorted((fsdd_dir / "recordings").glob("[0-2]_*_[0-3].wav")):
+        digit, speaker, take = wav.stem.split("_")
+        target = tmp_path / "commands" / ["zero", "one", "two"][int(digit)] / f"{speaker}_nohash_{take}.wav"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(wav)
+    (tmp_path / "commands" / "_background_noise_").mkdir()
+    (tmp_path / "commands" / "_background_noise_" / "noise.wav").symlink_to(wav)
+    manifest = build_mae_data_source("folder", path=tmp_path / "commands", test_fraction=0.2, seed=0).manifest()
+    assert len(manifest) == 3 * 6 * 4 and manifest["speaker"].nunique() == 6  # the noise folder is no label
+    test, train = manifest[manifest.split == "test"], manifest[manifest.split == "train"]
+    assert (
+        set(test.speaker).isdisjoint(train.speaker) and len(test) > 0 and set(test.label_name) == {"zero", "one", "two"}
+    )
+
+
 def test_split_and_subsample_are_stratified():
     labels = np.repeat(np.arange(4), 10)
     split = mae_stratified_split(labels, 0.3, seed=0)

@@ -50,3 +50,22 @@ def stratified_split(labels, test_fraction: float = 0.2, seed: int = 0) -> np.nd
             n_test = min(max(n_test, 1), len(members) - 1)
         split[members[:n_test]] = "test"
     return split
+
+
+def stratified_group_split(labels, groups, test_fraction: float = 0.2, seed: int = 0) -> np.ndarray:
+    """``"train"``/``"test"`` per item with whole groups (speakers, source recordings) on one side: about
+    ``test_fraction`` of the items, stratified by label as far as the groups allow (scikit-learn's
+    `StratifiedGroupKFold`, its first fold of ``round(1 / test_fraction)``)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if not 0.0 < float(test_fraction) < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), not {test_fraction!r}")
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    n_splits = max(2, round(1 / float(test_fraction)))
+    if len(np.unique(groups)) < n_splits:
+        raise ValueError(f"{len(np.unique(groups))} groups cannot be split in {n_splits} folds; use stratified_split")
+    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    _, test_rows = next(folds.split(np.zeros(len(labels)), labels, groups=groups))
+    split = np.full(len(labels), "train", dtype=object)
+    split[test_rows] = "test"
+    return split

@@ -10,7 +10,8 @@
 # - `fsdd`: Free Spoken Digit Dataset, two speakers held out as the test split by default
 #   (`test_speakers`; 0: the official split, takes 0-4 test, whose speakers are all in training).
 # - `folder`: any folder of clips with a labels CSV (or sub-folder / file-name labels); the
-#   split comes from a `split` column, else a `fold` column and `test_fold`, else a
+#   split comes from a `split` column, else a `fold` column and `test_fold`, else (speakers
+#   known: a column, or Speech Commands' and FSDD's file names) held-out speakers, else a
 #   stratified random split of `test_fraction`.
 #
 # Subsets are stratified by class (`lib.core.subsets.stratified_subset`); `mae_load_split` runs
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from lib.core.datasets import load_esc50, load_fsdd, load_labelled_folder
-from lib.core.subsets import stratified_split, stratified_subset
+from lib.core.subsets import stratified_group_split, stratified_split, stratified_subset
 from lib.mae.mae_registry import MAE_DATA_SOURCES, MaeDataSourceBase, register_mae_data_source
 from lib.mae.mae_transforms import mae_transform_cached
 
@@ -60,16 +61,11 @@ class MaeEsc50Source(MaeDataSourceBase):
             split = np.where(table["fold"] == self.test_fold, "test", "train")
             n_test, n_classes = int((split == "test").sum()), table["target"].nunique()
             if n_test < n_classes or n_test == len(table):  # a partial copy (the shared subset: 400 of fold 4)
-                from sklearn.model_selection import StratifiedGroupKFold
-
-                folds = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=0)
-                _, test_rows = next(folds.split(table, table["target"], groups=table["src_file"]))
-                split = np.full(len(table), "train", dtype=object)
-                split[test_rows] = "test"
+                split = stratified_group_split(table["target"], table["src_file"], 0.2, seed=0)
                 print(
                     f"ESC-50 copy at hand: fold {self.test_fold} has {n_test} of {len(table)} clips ({n_classes} "
                     f"classes), too few to test on; testing instead on a fifth of the clips, stratified by class "
-                    f"and grouped by source recording ({len(test_rows)} clips)"
+                    f"and grouped by source recording ({int((split == 'test').sum())} clips)"
                 )
                 self.test_fold = None
             table = table.assign(label_name=table["category"], label=table["target"], split=split)
@@ -121,7 +117,8 @@ class MaeFolderSource(MaeDataSourceBase):
     """A folder of clips + labels CSV (``filename``/``label`` columns by default).
 
     Split: a ``split`` column (train/test) if present; else a ``fold`` column with ``test_fold``;
-    else a stratified random ``test_fraction``.
+    else, with a ``speaker`` column (or speakers in the file names), ``test_fraction`` of the clips
+    from held-out speakers; else a stratified random ``test_fraction``.
     """
 
     def __init__(
@@ -139,6 +136,7 @@ class MaeFolderSource(MaeDataSourceBase):
         self.path, self.labels_csv = path, labels_csv
         self.path_column, self.label_column = path_column, label_column
         self.test_fold, self.test_fraction, self.seed = test_fold, float(test_fraction), seed
+        self.held_out_speakers = []  # set when whole speakers are the test split
         self._manifest = None
 
     def manifest(self):
@@ -151,6 +149,15 @@ class MaeFolderSource(MaeDataSourceBase):
                 table["split"] = table["split"].replace({"validation": "train"})
             elif "fold" in table.columns and self.test_fold is not None:
                 table["split"] = np.where(table["fold"].astype(str) == str(self.test_fold), "test", "train")
+            elif "speaker" in table.columns and table["speaker"].nunique() >= max(2, round(1 / self.test_fraction)):
+                # speakers known (a column, or named in the file names): whole speakers are held out for testing
+                table["split"] = stratified_group_split(table["label"], table["speaker"], self.test_fraction, self.seed)
+                test = table[table["split"] == "test"]
+                self.held_out_speakers = sorted(test["speaker"].astype(str).unique())
+                print(
+                    f"{self.path}: testing on {len(test)} clips of {test['speaker'].nunique()} held-out speakers "
+                    f"(of {table['speaker'].nunique()}), stratified by label; give a split or fold column to choose"
+                )
             else:
                 table["split"] = stratified_split(table["label"], self.test_fraction, self.seed)
             self._manifest = table.reset_index(drop=True)
