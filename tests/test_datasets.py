@@ -161,6 +161,12 @@ def test_labelled_folder_from_csv_names_and_subfolders(tmp_path, fsdd_dir):
     for hidden in ("_background_noise_/white_noise.wav", ".ipynb_checkpoints/x.wav"):
         (commands / hidden).parent.mkdir(parents=True, exist_ok=True)
         (commands / hidden).symlink_to(wavs[0])
+    audiomnist = tmp_path / "AudioMNIST" / "data"  # speaker folders; the label is in the file name
+    for digit, speaker in ((3, "01"), (4, "01"), (3, "02")):
+        (audiomnist / speaker).mkdir(parents=True, exist_ok=True)
+        (audiomnist / speaker / f"{digit}_{speaker}_0.wav").symlink_to(wavs[0])
+    table = ds.load_labelled_folder(audiomnist)
+    assert list(table.label) == ["3", "4", "3"] and list(table.speaker) == ["01", "01", "02"]
     table = ds.load_labelled_folder(commands)
     assert sorted(table.label) == ["no", "yes", "yes"] and sorted(table.speaker) == ["0a7c2a8d", "0a7c2a8d", "1b2c3d4e"]
 

@@ -552,7 +552,8 @@ def load_labelled_folder(
 
     With ``labels_csv``: one row per file, ``path_column`` relative to ``folder`` (or absolute),
     ``label_column`` the label, every other column kept. Without it: labels from sub-folder
-    names when clips sit in sub-folders (folders named ``_x`` or ``.x`` left out; a ``speaker`` column
+    names when clips sit in sub-folders, unless they are speaker folders of ``{label}_{speaker}_{index}``
+    clips (AudioMNIST's ``01/0_01_0.wav``) (folders named ``_x`` or ``.x`` left out; a ``speaker`` column
     when every file name gives one, as Speech Commands' ``{speaker}_nohash_{n}``), else from
     ``{label}_{speaker}_{index}`` names.
     Missing files listed in the CSV raise an error naming them, or with ``skip_missing`` are
@@ -577,6 +578,10 @@ def load_labelled_folder(
             )
             if not files:
                 raise FileNotFoundError(f"{folder}: no audio files outside folders named _... or .... (not labels)")
+        named = [CLIP_NAME.match(p.stem) for p in files]
+        if all(m and m["speaker"] == p.parent.name for m, p in zip(named, files)):
+            # speaker folders of {label}_{speaker}_{index} clips (AudioMNIST's 01/0_01_0.wav): labels from the names
+            return parse_clip_names(files, test_indices=test_indices)
         table = pd.DataFrame({"path": [str(p) for p in files], "label": [p.parent.name for p in files]})
         speakers = [speaker_in_clip_name(p.stem) for p in files]
         if all(speakers):  # every name carries a speaker: per-speaker grouping and held-out speakers work
