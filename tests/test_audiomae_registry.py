@@ -271,6 +271,15 @@ def test_folder_with_speakers_in_its_file_names_holds_speakers_out(fsdd_dir, tmp
     test, train = manifest[manifest.split == "test"], manifest[manifest.split == "train"]
     assert set(test.speaker).isdisjoint(train.speaker) and set(test.label_name) == {"zero", "one", "two"}
     assert source.held_out_speakers == sorted(set(test.speaker))
+    for wav in sorted((fsdd_dir / "recordings").glob("[0-2]_*_[0-3].wav")):  # AudioMNIST: speaker folders
+        target = tmp_path / "audiomnist" / wav.stem.split("_")[1] / wav.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(wav)
+    source = build_mae_data_source("folder", path=tmp_path / "audiomnist", test_fraction=0.2, seed=0)
+    manifest = source.manifest()  # the names' take numbers would put every speaker on both sides
+    test, train = manifest[manifest.split == "test"], manifest[manifest.split == "train"]
+    assert set(manifest.label_name) == {"0", "1", "2"} and set(test.speaker).isdisjoint(train.speaker)
+    assert len(source.held_out_speakers) >= 1
 
 
 def test_split_and_subsample_are_stratified():

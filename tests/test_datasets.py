@@ -162,13 +162,29 @@ def test_labelled_folder_from_csv_names_and_subfolders(tmp_path, fsdd_dir):
         (commands / hidden).parent.mkdir(parents=True, exist_ok=True)
         (commands / hidden).symlink_to(wavs[0])
     audiomnist = tmp_path / "AudioMNIST" / "data"  # speaker folders; the label is in the file name
-    for digit, speaker in ((3, "01"), (4, "01"), (3, "02")):
+    for digit, speaker in ((3, "01"), (4, "01"), (3, "02"), (4, "03")):  # more speakers than labels
         (audiomnist / speaker).mkdir(parents=True, exist_ok=True)
         (audiomnist / speaker / f"{digit}_{speaker}_0.wav").symlink_to(wavs[0])
     table = ds.load_labelled_folder(audiomnist)
-    assert list(table.label) == ["3", "4", "3"] and list(table.speaker) == ["01", "01", "02"]
+    assert list(table.label) == ["3", "4", "3", "4"] and list(table.speaker) == ["01", "01", "02", "03"]
+    words = tmp_path / "words"  # {word}/{speaker}_{word}_{n}: the folders are the labels, the names vary
+    for word, speaker in (("yes", "alice"), ("yes", "bob"), ("no", "alice"), ("no", "carol")):
+        (words / word).mkdir(parents=True, exist_ok=True)
+        (words / word / f"{speaker}_{word}_1.wav").symlink_to(wavs[0])
+    table = ds.load_labelled_folder(words)
+    assert sorted(table.label) == ["no", "no", "yes", "yes"] and "speaker" not in table  # no speaker guessed
+    flat_hidden = tmp_path / "flat_hidden"  # a flat folder with a checkpoint folder beside its clips
+    flat_hidden.mkdir()
+    for w in wavs:
+        (flat_hidden / w.name).symlink_to(w)
+    (flat_hidden / ".ipynb_checkpoints").mkdir()
+    (flat_hidden / ".ipynb_checkpoints" / wavs[0].name).symlink_to(wavs[0])
+    assert list(ds.load_labelled_folder(flat_hidden).label) == ["5", "5", "5"]  # labels from the names
+    (commands / "_unknown_").mkdir()  # Speech Commands' test set: _unknown_ and _silence_ are labels
+    (commands / "_unknown_" / "9f8e7d6c_nohash_0.wav").symlink_to(wavs[0])
     table = ds.load_labelled_folder(commands)
-    assert sorted(table.label) == ["no", "yes", "yes"] and sorted(table.speaker) == ["0a7c2a8d", "0a7c2a8d", "1b2c3d4e"]
+    assert sorted(table.label) == ["_unknown_", "no", "yes", "yes"]
+    assert sorted(table.speaker) == ["0a7c2a8d", "0a7c2a8d", "1b2c3d4e", "9f8e7d6c"]
 
 
 def test_registry_has_the_data_sets_with_checksums():

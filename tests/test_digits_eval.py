@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
 
@@ -461,6 +462,25 @@ def test_encoder_layer_curve_scores_every_layer(bundled_encoder, fsdd_manifest):
     for entry in curve.values():
         assert 0.0 <= entry["min_accuracy"] <= entry["mean_accuracy"] <= 1.0 and len(entry["per_speaker_accuracy"]) == 3
     assert max(curve[k]["mean_accuracy"] for k in ("3", "4")) > curve["conv"]["mean_accuracy"]
+
+
+def test_leave_speakers_out_in_groups_when_there_are_many():
+    from lib.digits.classifier_eval import leave_one_speaker_out
+
+    manifest = pd.DataFrame({"speaker": np.repeat([f"s{i:02d}" for i in range(25)], 4), "label": np.tile([0, 1], 50)})
+    seen = []
+
+    def fit_predict(train_idx, test_idx):
+        held = set(manifest.speaker.iloc[test_idx])
+        assert held.isdisjoint(manifest.speaker.iloc[train_idx])  # never trained on a held-out speaker
+        seen.append(held)
+        return np.where(manifest.speaker.iloc[test_idx] == "s03", 1 - manifest.label.iloc[test_idx], 0)
+
+    result = leave_one_speaker_out(fit_predict, manifest, progress=False, max_folds=10)
+    assert result["folds"] == 10 == len(seen) and set().union(*seen) == set(manifest.speaker)
+    assert sorted(len(h) for h in seen) == [2] * 5 + [3] * 5  # 25 speakers dealt into 10 folds
+    assert result["per_speaker_accuracy"]["s03"] == 0.0 and result["per_speaker_accuracy"]["s04"] == 0.5
+    assert leave_one_speaker_out(fit_predict, manifest.iloc[:20], progress=False, max_folds=10)["folds"] == 5
 
 
 def test_loso_plot_and_scores_handle_empty_and_missing_answers():

@@ -126,8 +126,8 @@ def test_custom_word_folder_no_loso_and_missing_models(run_notebook, fsdd_manife
     folder = tmp_path / "words"
     for digit, word in enumerate(WORDS):
         (folder / word).mkdir(parents=True)
-        for path in fsdd_manifest[fsdd_manifest.label == digit].path.iloc[::10]:  # 30 clips per word
-            (folder / word / Path(path).name).symlink_to(path)
+        for k, path in enumerate(fsdd_manifest[fsdd_manifest.label == digit].path.iloc[::10]):  # 30 clips per word
+            (folder / word / f"take{k}.wav").symlink_to(path)  # names without a speaker
     eval_folder = build_digit_eval_folder(fsdd_manifest, tmp_path / "elsewhere", per_digit=1)["folder"]
     results = run_notebook(
         "digit_classification",

@@ -409,6 +409,7 @@ def test_notebook_compares_models_layers_and_mfcc(run_notebook, tiny_model, tmp_
     assert list(results["model_errors"]) == ["facebook/wav2vec2-base"]
     assert "cannot load model" in results["model_errors"]["facebook/wav2vec2-base"]
     assert results["extraction_errors"] == {}  # the three that loaded were extracted
+    assert (results["headline"]["models_loaded"], results["headline"]["models_compared"]) == (3, 3)
     assert results["settings"]["whisper_mode"] == "padded" and results["settings"]["weights"] == "pretrained"
     whisper = f"{models[1]} (padded mode)"  # Whisper rows are named with their mode
     table = pd.DataFrame(results["separability"])

@@ -186,11 +186,14 @@ def test_speaker_centroid_p_value_counts_utterances_not_segments():
     emb = centres[np.repeat(np.arange(4), 10)] + rng.normal(0, 0.3, (40, 6))
     projector = fit_semantic_projector(emb, speakers, source={"layer": 0})
     segments = speaker_clustering(emb, speakers, projector)
-    grouped = speaker_clustering(emb, speakers, projector, groups=utterances, permutations=500)
+    grouped = speaker_clustering(emb, speakers, projector, groups=utterances)
     assert segments["nearest_centroid_accuracy"] == grouped["nearest_centroid_accuracy"] == 1.0
     assert segments["nearest_centroid_p"] < 1e-20  # 40 "independent" hits against a 1-in-4 guess
-    # 8 utterances: a shuffle matches all of them 16 times in 8! = 40,320, so p is about 1 / (1 + 500)
-    assert 1 / 501 <= grouped["nearest_centroid_p"] < 0.01 and "8 utterances" in grouped["nearest_centroid_test"]
+    # 8 utterances, exactly: 2 ** 4 of the 8! = 40,320 orderings of their labels match all of them
+    assert grouped["nearest_centroid_p"] == pytest.approx(16 / 40320) and "exact" in grouped["nearest_centroid_test"]
+    twenty = np.repeat(np.arange(20), 2)  # 20 utterances of 2 segments: random orderings, the observed one counted in
+    sampled = speaker_clustering(emb, speakers, projector, groups=twenty, permutations=400)
+    assert sampled["nearest_centroid_p"] == pytest.approx(1 / 401) and "400 random" in sampled["nearest_centroid_test"]
     swapped = emb[(np.arange(40) + 10) % 40]  # every segment looks like the next speaker: always wrong
     wrong = speaker_clustering(swapped, speakers, projector, groups=utterances, permutations=200)
     assert wrong["nearest_centroid_accuracy"] == 0.0 and wrong["nearest_centroid_p"] > 0.5

@@ -63,6 +63,7 @@ cnn_cmvn = True  # per-utterance CMVN inside the CNN
 cnn_test_warps = [0.9, 1.0, 1.1]  # [each 0.5..2] CNN: softmax averaged over the clip's spectrum warped by each; [] off
 loso_models = ["svm", "cnn", "encoder", "wav2vec2", "zero_shot"]  # [each svm|cnn|encoder|wav2vec2|zero_shot] [] to skip
 loso_cnn_epochs = 12  # [int 1..] CNN epochs per leave-one-speaker-out fold
+loso_max_folds = 10  # [int 2..] more speakers than this (AudioMNIST, Speech Commands): held out in this many groups
 encoder_model = "bundled/whisper-tiny.en"  # pretrained encoder: the bundled Whisper tiny.en, a hub id or a folder
 encoder_whisper_mode = "clip"  # [clip|padded] clip: positions cut to the clip (fast); padded: the 30 s reference
 encoder_layers = [2, 3, 4]  # encoder layers the head mixes (Whisper tiny.en: conv, 0-4); see the per-layer curve
@@ -989,7 +990,10 @@ if summaries:
 # Each model is retrained per fold exactly as above
 # (the SVM keeps the C and gamma of the grid search, the CNN the learning rate `cnn_lr_grid`
 # chose, or its one value, with `loso_cnn_epochs`). The zero-shot Whisper needs no training: it is scored on
-# `zero_shot_max_clips` clips of the same held-out speakers.
+# `zero_shot_max_clips` clips of the same held-out speakers. A data set with more than
+# `loso_max_folds` (10) speakers (AudioMNIST's 60, Speech Commands' thousands) holds its
+# speakers out in that many groups: each speaker is still scored by a model that never heard
+# them, in 10 fits rather than one per speaker.
 #
 # How far to trust these figures: the defaults of every model (features, augmentation, encoder
 # layers, trim, crops) were chosen on FSDD LOSO runs, the ones quoted in the notes above, so
@@ -1074,7 +1078,9 @@ else:
             return fit_wav2vec2(train_frame).predict([wave_of[p] for p in test_frame.path])
 
         with Stopwatch() as loso_time:
-            loso_results[name] = leave_one_speaker_out(fold, loso_manifest, desc=f"leave one speaker out: {name}")
+            loso_results[name] = leave_one_speaker_out(
+                fold, loso_manifest, desc=f"leave one speaker out: {name}", max_folds=loso_max_folds, seed=seed
+            )
         loso_predictions[name] = loso_results[name].pop("predictions")
         if name == "encoder" and enc_prior_of:
             loso_results[name] = encoder_prior_loso(loso_results[name])
@@ -1287,14 +1293,19 @@ if eval_folder and len(eval_waves):
         from_names = (eval_manifest["source_from"] == "file name").all()
         kind = "speakers named in the file names" if from_names else "sub-folders"
         enough = clips_of[clips_of >= 5].index  # a source of one or two clips says little on its own
-        filtered = 2 <= len(enough) < len(per_group)
-        shown = per_group.loc[enough] if filtered else per_group
-        shown = shown.loc[shown.mean(axis=1).sort_values().index].assign(clips=clips_of)
-        print(
-            f"accuracy per source ({len(per_group)} {kind}), the 10 hardest for the models on average"
-            + (f" among the {len(shown)} with at least 5 clips:" if filtered else ":")
-        )
-        display(shown.head(10).round(3).rename_axis("source"))
+        if len(enough) < 2:
+            print(
+                f"accuracy per source ({len(per_group)} {kind}): not ranked, fewer than 2 have 5 clips or more "
+                "(all of them are in results.json, eval_folder.<model>.per_group_accuracy)"
+            )
+        else:
+            shown = per_group.loc[enough]
+            shown = shown.loc[shown.mean(axis=1).sort_values().index].assign(clips=clips_of)
+            print(
+                f"accuracy per source ({len(per_group)} {kind}), the 10 hardest for the models on average"
+                + (f" among the {len(shown)} with at least 5 clips:" if len(shown) < len(per_group) else ":")
+            )
+            display(shown.head(10).round(3).rename_axis("source"))
 else:
     eval_results = {"skipped": "no eval_folder given" if not eval_folder else "eval_folder had no readable clips"}
     print(

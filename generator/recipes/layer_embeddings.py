@@ -382,7 +382,8 @@ if "random" in used_weights:
 best = best_layers(table, "linear_acc")
 headline = separability_headline(table, "linear_acc", speakers_held_out=groups is not None)
 headline["models_requested"] = len(models) * len(weight_variants)
-headline["models_loaded"] = len(embedding_sets) - ("mfcc" in embedding_sets)
+headline["models_loaded"] = len(adapters_info)
+headline["models_compared"] = len(embedding_sets) - ("mfcc" in embedding_sets)
 headline["models_not_loaded"] = sorted(model_errors)
 headline["models_not_extracted"] = sorted(extraction_errors)
 print("Best layer per model (linear probe):")
@@ -391,7 +392,7 @@ display(
 )
 print(headline["statement"])
 print(
-    f"models compared: {headline['models_loaded']} of {headline['models_requested']} requested"
+    f"models compared: {headline['models_compared']} of {headline['models_requested']} requested"
     + (f" (not loaded: {', '.join(headline['models_not_loaded'])}; see above)" if model_errors else "")
     + (f" (extraction failed: {', '.join(headline['models_not_extracted'])}; see above)" if extraction_errors else "")
 )

@@ -425,16 +425,6 @@ def find_dataset(name: str, path=None, download: bool = True, data_dir=None) -> 
 CLIP_NAME = re.compile(r"^(?P<label>[^_]+)_(?P<speaker>[^_]+)_(?P<index>\d+)$")
 
 
-def speaker_in_clip_name(stem: str):
-    """The speaker a clip's file name gives, or None: Speech Commands' ``{speaker}_nohash_{n}``, or
-    ``{label}_{speaker}_{index}`` (FSDD, AudioMNIST)."""
-    match = re.match(r"^(.+)_nohash_\d+$", stem)
-    if match:
-        return match.group(1)
-    match = CLIP_NAME.match(stem)
-    return match["speaker"] if match else None
-
-
 def _audio_files(folder: Path) -> list:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
 
@@ -540,6 +530,59 @@ class DatasetWarning(UserWarning):
     """A data set loaded, but some of it was skipped (missing files, files without metadata)."""
 
 
+# %% [markdown]
+# ## Labelled folders
+#
+# Labels from sub-folder names, a labels CSV, or `{label}_{speaker}_{index}` file names;
+# speakers from the names where every name gives one (Speech Commands' `{speaker}_nohash_{n}`),
+# so that neighbours, folds and test splits can keep speakers apart. Folders that are not labels
+# (`.x`, Speech Commands' `_background_noise_`) are left out, and said so.
+
+
+# %%
+def speaker_in_clip_name(stem: str):
+    """The speaker a clip's file name gives, or None: Speech Commands' ``{speaker}_nohash_{n}``, or
+    ``{label}_{speaker}_{index}`` (FSDD, AudioMNIST)."""
+    match = re.match(r"^(.+)_nohash_\d+$", stem)
+    if match:
+        return match.group(1)
+    match = CLIP_NAME.match(stem)
+    return match["speaker"] if match else None
+
+
+def _not_a_label_folder(name: str) -> bool:
+    """Hidden folders (``.ipynb_checkpoints``) and Speech Commands' noise recordings (its test set's ``_silence_``
+    and ``_unknown_`` are labels)."""
+    return name.startswith(".") or name == "_background_noise_"
+
+
+def _subfolder_manifest(files: list, test_indices) -> pd.DataFrame:
+    """Clips in sub-folders: the folder is the label, unless the folders are speakers of ``{label}_{speaker}_{index}``
+    clips (AudioMNIST's ``01/0_01_0.wav``: every name's speaker is its folder, and there are more folders than
+    labels). A ``speaker`` column when every name gives one: Speech Commands' ``{speaker}_nohash_{n}``, or
+    ``{label}_{speaker}_{index}`` with one such label per folder."""
+    named = [CLIP_NAME.match(p.stem) for p in files]
+    one_label_per_folder = False
+    if all(named):
+        labels_in = {}
+        for m, p in zip(named, files):
+            labels_in.setdefault(p.parent, set()).add(m["label"])
+        name_labels = set().union(*labels_in.values())
+        if all(m["speaker"] == p.parent.name for m, p in zip(named, files)) and len(labels_in) > len(name_labels):
+            return parse_clip_names(files, test_indices=test_indices)
+        one_label_per_folder = all(len(v) == 1 for v in labels_in.values())
+    table = pd.DataFrame({"path": [str(p) for p in files], "label": [p.parent.name for p in files]})
+    speakers = [
+        match.group(1)
+        if (match := re.match(r"^(.+)_nohash_\d+$", p.stem))
+        else (m["speaker"] if m and one_label_per_folder else None)
+        for p, m in zip(files, named)
+    ]
+    if all(speakers):  # per-speaker grouping and held-out speakers work
+        table["speaker"] = speakers
+    return table
+
+
 def load_labelled_folder(
     folder,
     labels_csv=None,
@@ -552,9 +595,8 @@ def load_labelled_folder(
 
     With ``labels_csv``: one row per file, ``path_column`` relative to ``folder`` (or absolute),
     ``label_column`` the label, every other column kept. Without it: labels from sub-folder
-    names when clips sit in sub-folders, unless they are speaker folders of ``{label}_{speaker}_{index}``
-    clips (AudioMNIST's ``01/0_01_0.wav``) (folders named ``_x`` or ``.x`` left out; a ``speaker`` column
-    when every file name gives one, as Speech Commands' ``{speaker}_nohash_{n}``), else from
+    names when clips sit in sub-folders (`_subfolder_manifest`: AudioMNIST's speaker folders, speakers from
+    the file names; ``.x`` folders and Speech Commands' ``_background_noise_`` left out), else from
     ``{label}_{speaker}_{index}`` names.
     Missing files listed in the CSV raise an error naming them, or with ``skip_missing`` are
     skipped and reported (with the folder's audio files that have no row) in a ``DatasetWarning``.
@@ -567,26 +609,18 @@ def load_labelled_folder(
     files = _audio_files(folder)
     if not files:
         raise FileNotFoundError(f"{folder}: no audio files ({', '.join(AUDIO_EXTENSIONS)})")
+    hidden = [p for p in files if any(_not_a_label_folder(part) for part in p.relative_to(folder).parts[:-1])]
+    if hidden:
+        left_out = set(hidden)
+        files = [p for p in files if p not in left_out]
+        print(
+            f"{folder}: left out {len(hidden)} file(s) in folders that are not labels (.x folders, Speech Commands' "
+            f"_background_noise_), e.g. {hidden[0].relative_to(folder)}"
+        )
+        if not files:
+            raise FileNotFoundError(f"{folder}: no audio files outside .x and _background_noise_ folders")
     if any(p.parent != folder for p in files):
-        # folders named _x or .x hold no label (Speech Commands' _background_noise_, .ipynb_checkpoints)
-        hidden = [p for p in files if any(part.startswith(("_", ".")) for part in p.relative_to(folder).parts[:-1])]
-        if hidden:
-            files = [p for p in files if p not in set(hidden)]
-            print(
-                f"{folder}: left out {len(hidden)} file(s) in folders whose name starts with '_' or '.' "
-                f"(not labels), e.g. {hidden[0].relative_to(folder)}"
-            )
-            if not files:
-                raise FileNotFoundError(f"{folder}: no audio files outside folders named _... or .... (not labels)")
-        named = [CLIP_NAME.match(p.stem) for p in files]
-        if all(m and m["speaker"] == p.parent.name for m, p in zip(named, files)):
-            # speaker folders of {label}_{speaker}_{index} clips (AudioMNIST's 01/0_01_0.wav): labels from the names
-            return parse_clip_names(files, test_indices=test_indices)
-        table = pd.DataFrame({"path": [str(p) for p in files], "label": [p.parent.name for p in files]})
-        speakers = [speaker_in_clip_name(p.stem) for p in files]
-        if all(speakers):  # every name carries a speaker: per-speaker grouping and held-out speakers work
-            table["speaker"] = speakers
-        return table
+        return _subfolder_manifest(files, test_indices)
     return parse_clip_names(files, test_indices=test_indices)
 
 

@@ -53,13 +53,13 @@ def stratified_split(labels, test_fraction: float = 0.2, seed: int = 0) -> np.nd
 
 
 def stratified_group_split(labels, groups, test_fraction: float = 0.2, seed: int = 0) -> np.ndarray:
-    """``"train"``/``"test"`` per item with whole groups (speakers, source recordings) on one side: about
-    ``test_fraction`` of the items, stratified by label as far as the groups allow (scikit-learn's
-    `StratifiedGroupKFold`, its first fold of ``round(1 / test_fraction)``)."""
+    """``"train"``/``"test"`` per item with whole groups (speakers, source recordings) on one side: the first
+    fold of scikit-learn's `StratifiedGroupKFold` in ``round(1 / test_fraction)`` folds, so about a fifth for
+    0.2, a third for 0.3, half for 0.4 or 0.5, stratified by label as far as the groups allow."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    if not 0.0 < float(test_fraction) < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), not {test_fraction!r}")
+    if not 0.0 < float(test_fraction) <= 0.5:
+        raise ValueError(f"test_fraction of a grouped split must be in (0, 0.5], not {test_fraction!r}")
     labels, groups = np.asarray(labels), np.asarray(groups)
     n_splits = max(2, round(1 / float(test_fraction)))
     if len(np.unique(groups)) < n_splits:

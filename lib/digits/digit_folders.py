@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from lib.core.audio import AUDIO_EXTENSIONS, load_audio_batch
-from lib.core.datasets import speaker_in_clip_name
+from lib.core.datasets import CLIP_NAME, speaker_in_clip_name
 from lib.core.subsets import stratified_subset
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -145,11 +145,20 @@ def digit_eval_manifest(folder) -> tuple:
     # where that level is the digit folders themselves (Speech Commands' zero/, one/, ...) or there is none,
     # the speaker in the file names, when every name carries one
     if all(r["source"] == "." or digit_label_from_text(r["source"]) is not None for r in rows):
-        speakers = [speaker_in_clip_name(Path(r["path"]).stem) for r in rows]
+        speakers = [_speaker_named(Path(r["path"]).stem, r["label"]) for r in rows]
         if all(speakers) and len(set(speakers)) > 1:
             for row, speaker in zip(rows, speakers):
                 row["source"], row["source_from"] = speaker, "file name"
     return pd.DataFrame(rows), unlabelled
+
+
+def _speaker_named(stem: str, label: int):
+    """The speaker in a digit clip's name: Speech Commands' ``{speaker}_nohash_{n}``, or ``{digit}_{speaker}_{take}``
+    whose digit is the clip's label (so ``alice_yes_1`` or ``take_01_3`` name no speaker)."""
+    match = CLIP_NAME.match(stem)
+    if "_nohash_" in stem or (match and digit_label_from_text(match["label"]) == label):
+        return speaker_in_clip_name(stem)
+    return None
 
 
 def load_digit_eval_folder(folder, sample_rate: int = 8000, max_clips: int | None = None, seed: int = 0):

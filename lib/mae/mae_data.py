@@ -145,11 +145,20 @@ class MaeFolderSource(MaeDataSourceBase):
                 self.path, self.labels_csv, path_column=self.path_column, label_column=self.label_column
             )
             table, self._names = _mae_index_labels(table)
+            # a split from take numbers ({label}_{speaker}_{index} names: FSDD's takes 0-4) puts every speaker on
+            # both sides; held-out speakers are the better test where the speakers are known
+            take_split = self.labels_csv is None and "index" in table.columns and "speaker" in table.columns
+            if take_split:
+                table = table.drop(columns="split")
             if "split" in table.columns and set(table["split"].unique()) <= {"train", "test", "validation"}:
                 table["split"] = table["split"].replace({"validation": "train"})
             elif "fold" in table.columns and self.test_fold is not None:
                 table["split"] = np.where(table["fold"].astype(str) == str(self.test_fold), "test", "train")
-            elif "speaker" in table.columns and table["speaker"].nunique() >= max(2, round(1 / self.test_fraction)):
+            elif (
+                "speaker" in table.columns
+                and 0 < self.test_fraction <= 0.5
+                and table["speaker"].nunique() >= max(2, round(1 / self.test_fraction))
+            ):
                 # speakers known (a column, or named in the file names): whole speakers are held out for testing
                 table["split"] = stratified_group_split(table["label"], table["speaker"], self.test_fraction, self.seed)
                 test = table[table["split"] == "test"]

@@ -214,7 +214,8 @@ def neuron_feature_correlations(
     ``activity``: ``[frames, D]``; ``features``: one row per frame. Returns a dict of ``[D, F]``
     arrays (``pearson_r``, ``pearson_p``, ``pearson_q``, ``spearman_r``...) plus
     ``features`` (names), ``n_frames`` (valid frames per feature) and ``effective_frames``
-    (per feature, the median over neurons of the effective frames its Spearman p-values use).
+    (per feature, the median over neurons of the effective frames its Spearman p-values use, or the
+    Pearson ones' when Spearman is not computed).
     ``autocorrelation_lags``: lags (frames; 100 = 2 s at 50 Hz) of the autocorrelation correction; 0: off.
     ``methods``: the correlations computed (``("spearman",)`` skips Pearson and its arrays).
     """
@@ -495,7 +496,7 @@ def analyse_layer_tuning(
         tuning = neuron_feature_correlations(
             stacked, features, feature_names, groups=groups if within_utterance else None
         )
-        pooled = (  # only its Spearman share is reported
+        pooled = (  # only the share of the summary's method is reported
             neuron_feature_correlations(stacked, features, feature_names, methods=(method,))
             if within_utterance
             else None

@@ -242,14 +242,15 @@ def speaker_clustering(
     projector: SemanticProjector | None = None,
     seed: int = 0,
     groups=None,
-    permutations: int = 2000,
+    permutations: int = 10000,
 ) -> dict:
     """k-means with k = number of speakers; adjusted Rand index vs the true speakers; with a projector fitted on
     these speakers, its nearest-centroid accuracy and a one-sided p-value against a guess.
 
     ``groups`` (e.g. the utterance of every segment; one speaker each): segments of one group are not
-    independent, so the p-value comes from ``permutations`` shuffles of the speaker labels over the groups
-    (every segment of a group keeps one shuffled label). Without groups: a binomial test over segments.
+    independent, so the p-value comes from orderings of the speaker labels over the groups (every segment of
+    a group keeps the group's label): all of them for up to 9 groups, else ``permutations`` random ones.
+    Without groups: a binomial test over segments.
     """
     speakers = np.asarray(speakers).astype(str)
     k = len(np.unique(speakers))
@@ -275,28 +276,42 @@ def speaker_clustering(
                 result["nearest_centroid_p"] = float(binomtest(hits, len(x), chance, alternative="greater").pvalue)
                 result["nearest_centroid_test"] = "binomial over segments"
             else:
-                result["nearest_centroid_p"] = _group_permutation_p(predicted, speakers, groups, permutations, seed)
-                result["nearest_centroid_test"] = (
-                    f"{permutations} permutations of the speaker labels over {len(np.unique(groups))} utterances"
-                )
+                p, how = _group_permutation_p(predicted, speakers, groups, permutations, seed)
+                result["nearest_centroid_p"], result["nearest_centroid_test"] = p, how
     return result
 
 
-def _group_permutation_p(predicted, speakers, groups, permutations: int, seed: int) -> float:
-    """One-sided p of ``predicted == speakers`` hits, against the speaker labels shuffled over ``groups``."""
+def _group_permutation_p(predicted, speakers, groups, permutations: int, seed: int) -> tuple:
+    """One-sided p of ``predicted == speakers`` hits against the speaker labels shuffled over ``groups``, and how it
+    was computed: exactly, over every ordering of the groups' labels, for up to 9 groups; else from ``permutations``
+    random orderings (the observed one counted in)."""
+    from itertools import permutations as orderings
+
     groups = np.asarray(groups)
     if len(groups) != len(speakers):
         raise ValueError(f"groups has {len(groups)} entries for {len(speakers)} segments")
-    names, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
     group_speaker = speakers[first]
     if not (group_speaker[inverse] == speakers).all():
         raise ValueError("a group (utterance) has segments of several speakers; give one speaker per group")
+    names, label_of = np.unique(group_speaker, return_inverse=True)
+    n_groups = len(group_speaker)
+    # hits[g, s]: segments of group g predicted as speaker s; an ordering's hits sum hits[g, its label of g]
+    hits = np.zeros((n_groups, len(names)))
+    known = np.isin(predicted, names)
+    np.add.at(hits, (inverse[known], np.searchsorted(names, predicted[known])), 1)
+    rows = np.arange(n_groups)
+    observed = hits[rows, label_of].sum()
+    if n_groups <= 9:
+        shuffled = label_of[np.array(list(orderings(range(n_groups))))]
+        p = float((hits[rows, shuffled].sum(axis=1) >= observed - 1e-9).mean())
+        return p, f"exact, over all {len(shuffled):,} orderings of the speaker labels of {n_groups} utterances"
     rng = np.random.default_rng(seed)
-    observed = int((predicted == speakers).sum())
-    as_high = sum(
-        int((predicted == rng.permutation(group_speaker)[inverse]).sum()) >= observed for _ in range(permutations)
+    shuffled = np.stack([rng.permutation(label_of) for _ in range(permutations)])
+    as_high = int((hits[rows, shuffled].sum(axis=1) >= observed - 1e-9).sum())
+    return (1 + as_high) / (1 + permutations), (
+        f"{permutations:,} random orderings of the speaker labels of {n_groups} utterances"
     )
-    return (1 + as_high) / (1 + permutations)
 
 
 def fit_projector_from_manifest(
