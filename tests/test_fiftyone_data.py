@@ -101,7 +101,8 @@ def test_labelled_folder_errors_name_the_columns(tmp_path, fsdd_dir, monkeypatch
         shutil.copy(w, nested / ("dog" if i % 2 else "cat") / w.name)
     data = load_explorer_dataset("folder", nested)
     assert sorted(data.manifest.label.unique()) == ["cat", "dog"] and len(data.manifest) == 6
-    with pytest.raises(ValueError, match=r"no column 'word'.*columns found are \['path', 'label'\]"):
+    assert set(data.manifest.speaker) == {w.name.split("_")[1] for w in wavs}  # FSDD names give the speaker
+    with pytest.raises(ValueError, match=r"no column 'word'.*columns found are \['path', 'label', 'speaker'\]"):
         load_explorer_dataset("folder", nested, label_column="word")
     with pytest.raises(ValueError, match="needs data_path"):
         load_explorer_dataset("folder")
