@@ -478,6 +478,7 @@ def test_leave_speakers_out_in_groups_when_there_are_many():
 
     result = leave_one_speaker_out(fit_predict, manifest, progress=False, max_folds=10)
     assert result["folds"] == 10 == len(seen) and set().union(*seen) == set(manifest.speaker)
+    assert [set(f) for f in result["fold_speakers"]] == seen  # the groups, for the prior's per-fold weights
     assert sorted(len(h) for h in seen) == [2] * 5 + [3] * 5  # 25 speakers dealt into 10 folds
     assert result["per_speaker_accuracy"]["s03"] == 0.0 and result["per_speaker_accuracy"]["s04"] == 0.5
     assert leave_one_speaker_out(fit_predict, manifest.iloc[:20], progress=False, max_folds=10)["folds"] == 5

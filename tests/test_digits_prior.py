@@ -74,6 +74,10 @@ def test_prior_weight_fusion_and_loso_use_only_other_speakers():
     again = digit_prior_loso(head, scrambled, targets, speakers)
     assert again["weights"]["a"] == pytest.approx(loso["weights"]["a"])
     assert again["weights"]["b"] != pytest.approx(loso["weights"]["b"])
+    grouped = digit_prior_loso(head, scrambled, targets, speakers, folds=[["a", "b"], ["c"]])
+    assert grouped["weights"]["a"] == grouped["weights"]["b"] != pytest.approx(again["weights"]["a"])  # one per fold
+    assert set(grouped["per_speaker_accuracy"]) == {"a", "b", "c"}
+    assert grouped["weights"]["c"] == pytest.approx(again["weights"]["c"])  # the same held-out set as before
     fixed = digit_prior_loso(head, prior, targets, speakers, weight=0.0)
     assert fixed["pooled_accuracy"] == pytest.approx(float(np.mean(head.argmax(1) == targets)))
     assert digit_prior_columns([0, 1, 2]) == [0, 1, 2]

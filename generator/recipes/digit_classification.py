@@ -1016,7 +1016,9 @@ def encoder_prior_loso(head_alone):
     targets = np.searchsorted(labels, loso_manifest["label"].to_numpy())
     prior = np.stack([enc_prior_of[p] for p in loso_manifest.path])
     speakers = loso_manifest["speaker"].to_numpy()
-    fused = digit_prior_loso(encoder_loso_logits, prior, targets, speakers, weight=encoder_prior_weight)
+    fused = digit_prior_loso(
+        encoder_loso_logits, prior, targets, speakers, weight=encoder_prior_weight, folds=head_alone["fold_speakers"]
+    )
     alone = held_out_scores(targets, prior.argmax(1), speakers)  # Whisper's forced choice alone, nothing trained
     alone = loso_summary(alone["per_group_accuracy"], alone["correct"], alone["n"])
     final = pick_digit_prior_weight(encoder_loso_logits, prior, targets)
@@ -1067,7 +1069,10 @@ else:
                         train_frame["label"].to_numpy(),
                         train_frame["speaker"].to_numpy(),
                     )
-                    loso_svm_choices[str(test_frame["speaker"].iloc[0])] = dict(search.best_params_)
+                    held = sorted(test_frame["speaker"].astype(str).unique())
+                    loso_svm_choices[held[0] if len(held) == 1 else f"{held[0]} and {len(held) - 1} more"] = dict(
+                        search.best_params_
+                    )
                 return fit_svm(train_frame, search).predict([wave_of[p] for p in test_frame.path])
             if name == "cnn":
                 return fit_cnn(train_frame, epochs=loso_cnn_epochs).predict([wave_of[p] for p in test_frame.path])

@@ -126,7 +126,14 @@ def leave_one_speaker_out(
             per_speaker[str(speaker)] = float(hits[speakers[test_idx] == speaker].mean())
         correct += int(hits.sum())
     summary = loso_summary(per_speaker, correct, len(manifest))
-    return {**summary, "folds": len(folds), "seconds_per_fold": seconds, "predictions": predicted}
+    fold_speakers = [[str(s) for s in held_out] for held_out in folds]
+    return {
+        **summary,
+        "folds": len(folds),
+        "fold_speakers": fold_speakers,
+        "seconds_per_fold": seconds,
+        "predictions": predicted,
+    }
 
 
 def loso_summary(per_speaker: dict, correct: int, n: int) -> dict:

@@ -215,28 +215,36 @@ def pick_digit_prior_weight(head_logits, whisper_log_probs, targets) -> dict:
 
 
 # %%
-def digit_prior_loso(head_logits, whisper_log_probs, targets, speakers, weight: float | None = None) -> dict:
+def digit_prior_loso(
+    head_logits, whisper_log_probs, targets, speakers, weight: float | None = None, folds=None
+) -> dict:
     """Leave-one-speaker-out accuracy of the fused scores, from the folds' held-out head logits.
 
     ``head_logits[i]``: clip ``i``'s logits from the head trained without its speaker. With
     ``weight=None`` each fold's weight is fitted (`pick_digit_prior_weight`) on the *other*
     speakers' held-out logits, never on the held-out speaker's own clips; ``weights`` records
     them. Same keys as ``leave_one_speaker_out`` (per-speaker, mean, std, min, pooled; ``predictions``:
-    the fused class index of every clip).
+    the fused class index of every clip). ``folds``: the speakers held out together (its ``fold_speakers``,
+    when it grouped them); None: one speaker per fold.
     """
     head_logits, whisper_log_probs = np.asarray(head_logits), np.asarray(whisper_log_probs)
     targets, speakers = np.asarray(targets, dtype=int), np.asarray(speakers)
     per_speaker, weights, correct = {}, {}, 0
     predictions = np.zeros(len(targets), dtype=int)
-    for speaker in sorted(set(speakers.tolist())):
-        test = speakers == speaker
+    speakers = speakers.astype(str)
+    for held_out in folds if folds is not None else [[s] for s in sorted(set(speakers.tolist()))]:
+        test = np.isin(speakers, [str(s) for s in held_out])
         w = weight
         if w is None:
             w = pick_digit_prior_weight(head_logits[~test], whisper_log_probs[~test], targets[~test])["weight"]
         predictions[test] = fuse_digit_prior(head_logits[test], whisper_log_probs[test], w).argmax(1)
-        hits = predictions[test] == targets[test]
-        per_speaker[str(speaker)], weights[str(speaker)] = float(hits.mean()), float(w)
-        correct += int(hits.sum())
+        for speaker in held_out:
+            mine = speakers == str(speaker)
+            per_speaker[str(speaker)], weights[str(speaker)] = (
+                float((predictions[mine] == targets[mine]).mean()),
+                float(w),
+            )
+        correct += int((predictions[test] == targets[test]).sum())
     return {
         **loso_summary(per_speaker, correct, len(targets)),
         "weights": weights,
