@@ -162,23 +162,30 @@ def test_labelled_folder_from_csv_names_and_subfolders(tmp_path, fsdd_dir):
         (commands / hidden).parent.mkdir(parents=True, exist_ok=True)
         (commands / hidden).symlink_to(wavs[0])
     audiomnist = tmp_path / "AudioMNIST" / "data"  # speaker folders; the label is in the file name
-    for digit, speaker in ((3, "01"), (4, "01"), (3, "02"), (4, "03")):  # more speakers than labels
-        (audiomnist / speaker).mkdir(parents=True, exist_ok=True)
-        (audiomnist / speaker / f"{digit}_{speaker}_0.wav").symlink_to(wavs[0])
-    table = ds.load_labelled_folder(audiomnist)
-    assert list(table.label) == ["3", "4", "3", "4"] and list(table.speaker) == ["01", "01", "02", "03"]
-    words = tmp_path / "words"  # {word}/{speaker}_{word}_{n}: the folders are the labels, the names vary
-    for word, speaker in (("yes", "alice"), ("yes", "bob"), ("no", "alice"), ("no", "carol")):
-        (words / word).mkdir(parents=True, exist_ok=True)
-        (words / word / f"{speaker}_{word}_1.wav").symlink_to(wavs[0])
-    table = ds.load_labelled_folder(words)
-    assert sorted(table.label) == ["no", "no", "yes", "yes"] and "speaker" not in table  # no speaker guessed
+    for digit in range(10):
+        for speaker in ("01", "02", "03"):  # fewer speakers than digits: still the names' labels
+            (audiomnist / speaker).mkdir(parents=True, exist_ok=True)
+            (audiomnist / speaker / f"{digit}_{speaker}_0.wav").symlink_to(wavs[0])
+    for root in (audiomnist, audiomnist.parent):  # data/ itself, or the corpus folder with data/ its only folder
+        table = ds.load_labelled_folder(root)
+        assert sorted(set(table.label)) == [str(d) for d in range(10)] and set(table.speaker) == {"01", "02", "03"}
+    table = ds.load_labelled_folder(fsdd_dir)  # a data set's folder whose clips sit in one folder (recordings/)
+    assert table.label.nunique() == 10 and table.speaker.nunique() == 6
+    splits = tmp_path / "splits"  # train/ and test/ folders of named clips: labels from the names
+    for part, w in zip(("train", "train", "test"), wavs):
+        (splits / part).mkdir(parents=True, exist_ok=True)
+        (splits / part / w.name).symlink_to(w)
+    table = ds.load_labelled_folder(splits)
+    assert list(table.label) == ["5", "5", "5"] and sorted(table.split) == ["test", "train", "train"]
     flat_hidden = tmp_path / "flat_hidden"  # a flat folder with a checkpoint folder beside its clips
     flat_hidden.mkdir()
     for w in wavs:
         (flat_hidden / w.name).symlink_to(w)
     (flat_hidden / ".ipynb_checkpoints").mkdir()
     (flat_hidden / ".ipynb_checkpoints" / wavs[0].name).symlink_to(wavs[0])
+    (flat_hidden / "__MACOSX").mkdir()  # a zip made on a Mac: its leftovers, and AppleDouble ._ files beside clips
+    (flat_hidden / "__MACOSX" / f"._{wavs[0].name}").symlink_to(wavs[0])
+    (flat_hidden / f"._{wavs[1].name}").symlink_to(wavs[1])
     assert list(ds.load_labelled_folder(flat_hidden).label) == ["5", "5", "5"]  # labels from the names
     (commands / "_unknown_").mkdir()  # Speech Commands' test set: _unknown_ and _silence_ are labels
     (commands / "_unknown_" / "9f8e7d6c_nohash_0.wav").symlink_to(wavs[0])

@@ -105,6 +105,12 @@ def test_eval_folder_reads_the_layouts_of_public_digit_corpora(tmp_path):
         sf.write(path, tone, 16000)
     manifest, unlabelled = digit_eval_manifest(commands)
     assert dict(zip(manifest.path, manifest.label)) == expected
+    takes = tmp_path / "takes"  # names that give no speaker: take_01_3 (its first part is no digit)
+    for digit, word in enumerate(DIGIT_WORDS[:3]):
+        (takes / word).mkdir(parents=True)
+        sf.write(takes / word / f"take_0{digit}_3.wav", tone, 8000)
+    named, _ = digit_eval_manifest(takes)
+    assert set(named.source_from) == {"folder"} and sorted(named.label) == [0, 1, 2]
     # the word folders are the labels: per-source accuracy is per speaker, from the file names
     assert list(manifest.source) == [Path(p).name.split("_nohash_")[0] for p in manifest.path]
     assert set(manifest.source_from) == {"file name"}

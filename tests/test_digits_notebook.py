@@ -28,6 +28,7 @@ def test_digit_classification_notebook_small_run(run_notebook, tiny_model, fsdd_
         cnn_epochs=4,
         cnn_patience=3,
         loso_cnn_epochs=2,
+        loso_max_folds=3,  # the six speakers held out two at a time, as a corpus of many speakers would be
         encoder_model=str(tiny_model("whisper")),
         encoder_layers=[1, 2],
         encoder_epochs=4,
@@ -78,6 +79,9 @@ def test_digit_classification_notebook_small_run(run_notebook, tiny_model, fsdd_
     prior = models["encoder"]["whisper_prior"]
     assert prior["used"] and prior["scorer"]["multi_token_spellings"] > 0 and prior["weight"] >= 0
     assert set(loso["encoder"]["weights"]) == set(loso["encoder"]["per_speaker_accuracy"])
+    assert loso["svm"]["folds"] == 3 and sorted(map(len, loso["svm"]["fold_speakers"])) == [2, 2, 2]
+    for pair in loso["svm"]["fold_speakers"]:  # the prior's weight: one per held-out pair
+        assert loso["encoder"]["weights"][pair[0]] == loso["encoder"]["weights"][pair[1]]
     assert len(loso["encoder"]["head_alone"]["per_speaker_accuracy"]) == 6
     assert len(loso["encoder"]["prior_alone"]["per_speaker_accuracy"]) == 6
     assert 0.0 <= results["eval_folder"]["encoder"]["prior_alone_accuracy"] <= 1.0  # a tiny random Whisper here

@@ -133,6 +133,7 @@ from lib.digits.classifier_eval import (
     measure_latency,
     plot_confusion,
     plot_leave_one_speaker_out,
+    speaker_folds,
 )
 from lib.digits.digit_augment import DigitAugmentConfig, digit_augmented_copies, digit_copy_plan
 from lib.digits.digit_features import DigitFeatureConfig, digit_feature_vectors, load_digit_waves
@@ -208,9 +209,14 @@ with Stopwatch() as data_time:
     if custom_folder:
         manifest = load_labelled_folder(custom_folder, labels_csv=labels_csv)
         dataset_name = str(custom_folder)
+        if manifest["label"].astype(str).str.fullmatch(r"\d").all():  # "0".."9" from names: the digits, as FSDD's
+            manifest["label"] = manifest["label"].astype(int)
     else:
         manifest = load_fsdd(data_path)
         dataset_name = "fsdd"
+    if "split" in manifest.columns and manifest["split"].nunique() < 2:  # e.g. every take numbered 0-4: all "test"
+        print(f"the folder's split puts every clip in {manifest['split'].iloc[0]!r}: a stratified split instead")
+        manifest = manifest.drop(columns="split")
     if "split" not in manifest.columns:
         n_classes = manifest["label"].nunique()
         tr_idx, te_idx = train_test_split(
@@ -1032,7 +1038,12 @@ def encoder_prior_loso(head_alone):
         f"Whisper prior, LOSO: head alone {head_alone['mean_accuracy']:.4f} (min {head_alone['min_accuracy']:.4f}), "
         f"forced choice alone {alone['mean_accuracy']:.4f} (min {alone['min_accuracy']:.4f}), fused "
         f"{fused['mean_accuracy']:.4f} (min {fused['min_accuracy']:.4f}); fold weights "
-        f"{ {k: round(float(v), 3) for k, v in fused['weights'].items()} }; saved model's weight "
+        + (
+            f"{ {k: round(float(v), 3) for k, v in fused['weights'].items()} }"
+            if len(fused["weights"]) <= 10
+            else f"{np.min(list(fused['weights'].values())):.3f}-{np.max(list(fused['weights'].values())):.3f}"
+        )
+        + "; saved model's weight "
         f"{encoder_config.prior_weight:.3f}"
         + (
             f" (the official-split row above used the weight before this fit, {official:.3f}; the saved model, "
@@ -1135,6 +1146,7 @@ if encoder_layer_curve and "encoder" in fitted and has_speakers and len(loso_man
             loso_manifest["label"].to_numpy(),
             loso_manifest["speaker"].to_numpy(),
             encoder_features_info["layer_names"],
+            folds=speaker_folds(loso_manifest["speaker"], loso_max_folds, seed),  # the models' LOSO folds
         )
     curve = pd.DataFrame({k: {"mean": v["mean_accuracy"], "min": v["min_accuracy"]} for k, v in layer_curve.items()}).T
     # input side first: the conv front-end, then the encoder layers in depth order
@@ -1189,8 +1201,14 @@ if "zero_shot" in loso_models or eval_folder:
 if zero_shot is not None:
     zero_shot_results["model"] = zero_shot.info()
     if "zero_shot" in loso_models and has_speakers and len(loso_manifest):
-        per_speaker = max(1, zero_shot_max_clips // loso_manifest["speaker"].nunique())  # every speaker, every digit
-        zs_frame = pd.concat([stratified_subset(g, per_speaker, seed) for _, g in loso_manifest.groupby("speaker")])
+        n_speakers = loso_manifest["speaker"].nunique()
+        if n_speakers <= zero_shot_max_clips:  # every speaker, every digit
+            per_speaker = max(1, zero_shot_max_clips // n_speakers)
+            zs_frame = pd.concat([stratified_subset(g, per_speaker, seed) for _, g in loso_manifest.groupby("speaker")])
+            zs_note = f"{per_speaker} clips per speaker"
+        else:  # more speakers than clips (Speech Commands): a label-stratified draw over all of them
+            zs_frame = stratified_subset(loso_manifest, zero_shot_max_clips, seed, ["label"])
+            zs_note = f"{len(zs_frame)} clips of {zs_frame['speaker'].nunique()} speakers"
         with Stopwatch() as zs_time:
             zs_pred, zs_text = zero_shot.predict_with_text([wave_of[p] for p in zs_frame.path], progress=True)
         scores = held_out_scores(zs_frame["label"].to_numpy(), zs_pred, zs_frame["speaker"].to_numpy())
@@ -1208,7 +1226,7 @@ if zero_shot is not None:
             # scored by the first digit named; an answer naming several (the prompt recited) counts if that is right
             "answers_naming_several_digits": sum(len(set(digits_named_in(t))) > 1 for t in zs_text),
         }
-        zero_shot_row = f"zero-shot Whisper ({per_speaker} clips per speaker)"
+        zero_shot_row = f"zero-shot Whisper ({zs_note})"
         zero_shot_clips = zs_frame["speaker"].astype(str).value_counts().to_dict()
         loso_per_speaker[zero_shot_row] = scores["per_group_accuracy"]
         print(
@@ -1232,9 +1250,11 @@ if figure is not None:
     save_figure(figure, out, "leave_one_speaker_out")
     plt.show()
     table = pd.DataFrame(loso_per_speaker)
-    table.loc["mean"] = table.mean()
-    table.loc["min"] = table.drop(index="mean").min()
-    display(table.round(4).rename_axis("held-out speaker"))
+    summary_rows = pd.DataFrame({"mean": table.mean(), "min": table.min()}).T
+    if len(table) > 30:  # many speakers: the hardest 30 (every speaker is in results.json)
+        print(f"the 30 hardest of {len(table)} held-out speakers (all of them: results.json, leave_one_speaker_out)")
+        table = table.loc[table.mean(axis=1).sort_values().index[:30]]
+    display(pd.concat([table, summary_rows]).round(4).rename_axis("held-out speaker"))
 else:
     print("no leave-one-speaker-out results to plot")
 

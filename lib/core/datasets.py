@@ -551,25 +551,28 @@ def speaker_in_clip_name(stem: str):
 
 
 def _not_a_label_folder(name: str) -> bool:
-    """Hidden folders (``.ipynb_checkpoints``) and Speech Commands' noise recordings (its test set's ``_silence_``
-    and ``_unknown_`` are labels)."""
-    return name.startswith(".") or name == "_background_noise_"
+    """Hidden folders (``.ipynb_checkpoints``), macOS archive leftovers (``__MACOSX``) and Speech Commands' noise
+    recordings (its test set's ``_silence_`` and ``_unknown_`` are labels)."""
+    return name.startswith(".") or name in ("_background_noise_", "__MACOSX")
+
+
+SPLIT_FOLDER_NAMES = {"train", "test", "validation", "valid", "val", "dev", "eval"}
 
 
 def _subfolder_manifest(files: list, test_indices) -> pd.DataFrame:
     """Clips in sub-folders: the folder is the label, unless the folders are speakers of ``{label}_{speaker}_{index}``
-    clips (AudioMNIST's ``01/0_01_0.wav``: every name's speaker is its folder, and there are more folders than
-    labels). A ``speaker`` column when every name gives one: Speech Commands' ``{speaker}_nohash_{n}``, or
-    ``{label}_{speaker}_{index}`` with one such label per folder."""
+    clips (AudioMNIST's ``01/0_01_0.wav``: every name's speaker is its folder; said so). A ``speaker`` column when
+    every name gives one: Speech Commands' ``{speaker}_nohash_{n}``, or ``{label}_{speaker}_{index}`` with one such
+    label per folder."""
     named = [CLIP_NAME.match(p.stem) for p in files]
     one_label_per_folder = False
     if all(named):
+        if all(m["speaker"] == p.parent.name for m, p in zip(named, files)):
+            print("labels from the file names: the sub-folders are the speakers of {label}_{speaker}_{index} clips")
+            return parse_clip_names(files, test_indices=test_indices)
         labels_in = {}
         for m, p in zip(named, files):
             labels_in.setdefault(p.parent, set()).add(m["label"])
-        name_labels = set().union(*labels_in.values())
-        if all(m["speaker"] == p.parent.name for m, p in zip(named, files)) and len(labels_in) > len(name_labels):
-            return parse_clip_names(files, test_indices=test_indices)
         one_label_per_folder = all(len(v) == 1 for v in labels_in.values())
     table = pd.DataFrame({"path": [str(p) for p in files], "label": [p.parent.name for p in files]})
     speakers = [
@@ -609,19 +612,33 @@ def load_labelled_folder(
     files = _audio_files(folder)
     if not files:
         raise FileNotFoundError(f"{folder}: no audio files ({', '.join(AUDIO_EXTENSIONS)})")
-    hidden = [p for p in files if any(_not_a_label_folder(part) for part in p.relative_to(folder).parts[:-1])]
+    hidden = [
+        p
+        for p in files
+        if p.name.startswith(".") or any(_not_a_label_folder(part) for part in p.relative_to(folder).parts[:-1])
+    ]
     if hidden:
         left_out = set(hidden)
         files = [p for p in files if p not in left_out]
         print(
-            f"{folder}: left out {len(hidden)} file(s) in folders that are not labels (.x folders, Speech Commands' "
-            f"_background_noise_), e.g. {hidden[0].relative_to(folder)}"
+            f"{folder}: left out {len(hidden)} file(s) that are not clips of a label (.x files and folders, "
+            f"__MACOSX, Speech Commands' _background_noise_), e.g. {hidden[0].relative_to(folder)}"
         )
         if not files:
-            raise FileNotFoundError(f"{folder}: no audio files outside .x and _background_noise_ folders")
-    if any(p.parent != folder for p in files):
-        return _subfolder_manifest(files, test_indices)
-    return parse_clip_names(files, test_indices=test_indices)
+            raise FileNotFoundError(f"{folder}: no audio files outside .x, __MACOSX and _background_noise_ folders")
+    root = folder
+    while len({p.relative_to(root).parts[0] for p in files}) == 1 and all(
+        len(p.relative_to(root).parts) > 1 for p in files
+    ):
+        root = root / files[0].relative_to(root).parts[0]  # one shared folder (FSDD's recordings/): look inside it
+    if not any(p.parent != root for p in files):
+        return parse_clip_names(files, test_indices=test_indices)
+    folders = {p.parent.relative_to(root).as_posix() for p in files}
+    if folders <= SPLIT_FOLDER_NAMES and all(CLIP_NAME.match(p.stem) for p in files):  # train/ and test/ folders
+        table = parse_clip_names(files, test_indices=test_indices)
+        table["split"] = ["test" if p.parent.name in ("test", "eval") else "train" for p in files]
+        return table
+    return _subfolder_manifest(files, test_indices)
 
 
 # %% [markdown]

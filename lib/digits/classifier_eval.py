@@ -80,6 +80,16 @@ def plot_confusion(matrix, labels, title: str = "", ax=None):
     return ax.figure
 
 
+def speaker_folds(speakers, max_folds: int | None = None, seed: int = 0) -> list:
+    """The held-out sets of a leave-speakers-out evaluation: one speaker each, or, with more speakers than
+    ``max_folds``, the speakers dealt in a ``seed``-shuffled order into ``max_folds`` groups."""
+    unique = sorted(set(np.asarray(speakers).tolist()))
+    if max_folds is not None and len(unique) > int(max_folds) >= 2:
+        order = np.random.default_rng(seed).permutation(len(unique))
+        return [[unique[i] for i in order[k :: int(max_folds)]] for k in range(int(max_folds))]
+    return [[speaker] for speaker in unique]
+
+
 def leave_one_speaker_out(
     fit_predict,
     manifest: pd.DataFrame,
@@ -106,11 +116,7 @@ def leave_one_speaker_out(
     unique = sorted(set(speakers.tolist()))
     if len(unique) < 2:
         raise ValueError(f"leave-one-speaker-out needs at least 2 speakers, found {unique}")
-    if max_folds is not None and len(unique) > int(max_folds) >= 2:
-        order = np.random.default_rng(seed).permutation(len(unique))
-        folds = [[unique[i] for i in order[k :: int(max_folds)]] for k in range(int(max_folds))]
-    else:
-        folds = [[speaker] for speaker in unique]
+    folds = speaker_folds(unique, max_folds, seed)
     per_speaker, seconds, correct = {}, {}, 0
     predicted = np.empty(len(manifest), dtype=object)
     for k, held_out in enumerate(tqdm(folds, desc=desc, disable=not progress, leave=False)):
@@ -200,8 +206,11 @@ def held_out_scores(y_true, y_pred, groups=None) -> dict:
     return scores
 
 
-def plot_leave_one_speaker_out(per_speaker: dict, title: str = "Leave one speaker out", ax=None, clips=None):
-    """Grouped bars: accuracy on each held-out speaker, one colour per model; mean and minimum in the legend.
+def plot_leave_one_speaker_out(
+    per_speaker: dict, title: str = "Leave one speaker out", ax=None, clips=None, max_speakers: int = 30
+):
+    """Grouped bars: accuracy on each held-out speaker, one colour per model; mean and minimum (over every
+    speaker) in the legend; with more than ``max_speakers`` speakers, bars for the hardest ``max_speakers``.
 
     ``per_speaker``: ``{model: {speaker: accuracy}}``. ``clips``: ``{model: {speaker: n}}`` (or one ``n``
     per model), the clips behind each bar: the bars then carry their Wilson 95% intervals, so that a
@@ -214,12 +223,19 @@ def plot_leave_one_speaker_out(per_speaker: dict, title: str = "Leave one speake
     if not per_speaker:
         return None
     speakers = sorted({s for values in per_speaker.values() for s in values})
+    legend = {
+        name: (np.mean([v for v in values.values() if v == v]), np.min([v for v in values.values() if v == v]))
+        for name, values in per_speaker.items()
+    }
+    if len(speakers) > max_speakers:  # the hardest, by their mean over the models
+        difficulty = {s: np.nanmean([values.get(s, np.nan) for values in per_speaker.values()]) for s in speakers}
+        title = f"{title} (the {max_speakers} hardest of {len(speakers)} speakers)"
+        speakers = sorted(sorted(speakers, key=lambda s: difficulty[s])[:max_speakers])
     if ax is None:
         _fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(speakers) + 2), 3.4))
     width = 0.8 / len(per_speaker)
     for k, (name, values) in enumerate(per_speaker.items()):
         heights = [values.get(s, np.nan) for s in speakers]
-        finite = [h for h in heights if h == h]
         counts = (clips or {}).get(name)
         errors = None
         if counts is not None:  # Wilson interval of each bar, as distances below and above it
@@ -233,11 +249,11 @@ def plot_leave_one_speaker_out(per_speaker: dict, title: str = "Leave one speake
             yerr=errors,
             capsize=2 if errors is not None else 0,
             error_kw={"elinewidth": 0.8},
-            label=f"{name}: mean {np.mean(finite):.3f}, min {np.min(finite):.3f}",
+            label=f"{name}: mean {legend[name][0]:.3f}, min {legend[name][1]:.3f}",
         )
     ax.set_xticks(range(len(speakers)), speakers)
     ax.set_ylabel("accuracy on the unseen speaker")
-    low = min(min(v for v in values.values() if v == v) for values in per_speaker.values())
+    low = min(v for values in per_speaker.values() for s, v in values.items() if v == v and s in set(speakers))
     bottom = max(0.0, min(0.9, low - 0.05))
     ax.set_ylim(bottom, 1.02)  # room above the bars at 1.0 and their intervals
     if bottom > 0:

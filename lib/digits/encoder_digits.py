@@ -318,10 +318,13 @@ def digit_encoder_features(
 
 
 # %%
-def digit_encoder_layer_curve(pooled, labels, speakers, layer_names, pooling: str = "mean+std", C: float = 0.5):
+def digit_encoder_layer_curve(
+    pooled, labels, speakers, layer_names, pooling: str = "mean+std", C: float = 0.5, folds=None
+):
     """Leave-one-speaker-out accuracy of a logistic regression on each layer's pooled frames.
 
-    ``pooled``: ``[clips, layers, 2*dims]`` (mean then std). Returns
+    ``pooled``: ``[clips, layers, 2*dims]`` (mean then std). ``folds``: speakers held out together
+    (`leave_one_speaker_out`'s ``fold_speakers``); None: one speaker per fold. Returns
     ``{layer: {"mean_accuracy", "min_accuracy", "per_speaker_accuracy"}}``.
     """
     from sklearn.linear_model import LogisticRegression
@@ -335,11 +338,13 @@ def digit_encoder_layer_curve(pooled, labels, speakers, layer_names, pooling: st
     for j, layer in enumerate(layer_names):
         X = pooled[:, j, :dims] if pooling == "mean" else pooled[:, j]
         per_speaker = {}
-        for speaker in sorted(set(speakers.tolist())):
-            test = speakers == speaker
+        for held_out in folds if folds is not None else [[s] for s in sorted(set(speakers.tolist()))]:
+            test = np.isin(speakers.astype(str), [str(s) for s in held_out])
             clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=500))
             clf.fit(X[~test], labels[~test])
-            per_speaker[str(speaker)] = float(np.mean(clf.predict(X[test]) == labels[test]))
+            hits = clf.predict(X[test]) == labels[test]
+            for speaker in held_out:
+                per_speaker[str(speaker)] = float(hits[speakers[test].astype(str) == str(speaker)].mean())
         values = np.array(list(per_speaker.values()))
         curve[str(layer)] = {
             "mean_accuracy": float(values.mean()),
