@@ -79,7 +79,11 @@ def test_digit_classification_notebook_small_run(run_notebook, tiny_model, fsdd_
     prior = models["encoder"]["whisper_prior"]
     assert prior["used"] and prior["scorer"]["multi_token_spellings"] > 0 and prior["weight"] >= 0
     assert set(loso["encoder"]["weights"]) == set(loso["encoder"]["per_speaker_accuracy"])
-    assert loso["svm"]["folds"] == 3 and sorted(map(len, loso["svm"]["fold_speakers"])) == [2, 2, 2]
+    assert loso["svm"]["folds"] == loso["encoder"]["folds"] == 3 and sorted(map(len, loso["svm"]["fold_speakers"])) == [
+        2,
+        2,
+        2,
+    ]
     for pair in loso["svm"]["fold_speakers"]:  # the prior's weight: one per held-out pair
         assert loso["encoder"]["weights"][pair[0]] == loso["encoder"]["weights"][pair[1]]
     assert len(loso["encoder"]["head_alone"]["per_speaker_accuracy"]) == 6

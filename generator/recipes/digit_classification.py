@@ -1054,7 +1054,8 @@ def encoder_prior_loso(head_alone):
     )
     loso_per_speaker["encoder head alone"] = head_alone["per_speaker_accuracy"]
     loso_per_speaker["Whisper forced choice"] = alone["per_speaker_accuracy"]
-    return {**fused, "seconds_per_fold": head_alone["seconds_per_fold"], "head_alone": head_alone, "prior_alone": alone}
+    folds = {k: head_alone[k] for k in ("folds", "fold_speakers", "seconds_per_fold")}
+    return {**fused, **folds, "head_alone": head_alone, "prior_alone": alone}
 
 
 if not has_speakers:
