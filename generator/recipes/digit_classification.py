@@ -124,7 +124,7 @@ from lib.core.audio import load_audio_batch
 from lib.core.datasets import load_fsdd, load_labelled_folder, load_librispeech
 from lib.core.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
 from lib.core.runtime import limit_cpu_threads, pick_device, seed_everything
-from lib.core.subsets import stratified_subset
+from lib.core.subsets import speaker_folds, stratified_subset
 from lib.digits.classifier_eval import (
     classification_summary,
     held_out_scores,
@@ -133,7 +133,6 @@ from lib.digits.classifier_eval import (
     measure_latency,
     plot_confusion,
     plot_leave_one_speaker_out,
-    speaker_folds,
 )
 from lib.digits.digit_augment import DigitAugmentConfig, digit_augmented_copies, digit_copy_plan
 from lib.digits.digit_features import DigitFeatureConfig, digit_feature_vectors, load_digit_waves

@@ -69,3 +69,13 @@ def stratified_group_split(labels, groups, test_fraction: float = 0.2, seed: int
     split = np.full(len(labels), "train", dtype=object)
     split[test_rows] = "test"
     return split
+
+
+def speaker_folds(speakers, max_folds: int | None = None, seed: int = 0) -> list:
+    """The held-out sets of a leave-speakers-out evaluation: one speaker each, or, with more speakers than
+    ``max_folds``, the speakers dealt in a ``seed``-shuffled order into ``max_folds`` groups."""
+    unique = sorted(set(np.asarray(speakers).tolist()))
+    if max_folds is not None and len(unique) > int(max_folds) >= 2:
+        order = np.random.default_rng(seed).permutation(len(unique))
+        return [[unique[i] for i in order[k :: int(max_folds)]] for k in range(int(max_folds))]
+    return [[speaker] for speaker in unique]

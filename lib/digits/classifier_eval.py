@@ -19,6 +19,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from lib.core.accuracy import accuracy_interval
+from lib.core.subsets import speaker_folds
 
 
 def classification_summary(y_true, y_pred, labels=None, speakers=None) -> dict:
@@ -78,16 +79,6 @@ def plot_confusion(matrix, labels, title: str = "", ax=None):
     if title:
         ax.set_title(title, fontsize=10)
     return ax.figure
-
-
-def speaker_folds(speakers, max_folds: int | None = None, seed: int = 0) -> list:
-    """The held-out sets of a leave-speakers-out evaluation: one speaker each, or, with more speakers than
-    ``max_folds``, the speakers dealt in a ``seed``-shuffled order into ``max_folds`` groups."""
-    unique = sorted(set(np.asarray(speakers).tolist()))
-    if max_folds is not None and len(unique) > int(max_folds) >= 2:
-        order = np.random.default_rng(seed).permutation(len(unique))
-        return [[unique[i] for i in order[k :: int(max_folds)]] for k in range(int(max_folds))]
-    return [[speaker] for speaker in unique]
 
 
 def leave_one_speaker_out(
