@@ -129,7 +129,7 @@ from lib.digits.classifier_eval import (
     classification_summary,
     held_out_scores,
     leave_one_speaker_out,
-    loso_summary,
+    loso_from_predictions,
     measure_latency,
     plot_confusion,
     plot_leave_one_speaker_out,
@@ -1024,8 +1024,7 @@ def encoder_prior_loso(head_alone):
     fused = digit_prior_loso(
         encoder_loso_logits, prior, targets, speakers, weight=encoder_prior_weight, folds=head_alone["fold_speakers"]
     )
-    alone = held_out_scores(targets, prior.argmax(1), speakers)  # Whisper's forced choice alone, nothing trained
-    alone = loso_summary(alone["per_group_accuracy"], alone["correct"], alone["n"])
+    alone = loso_from_predictions(targets, prior.argmax(1), speakers)  # Whisper's forced choice alone, untrained
     final = pick_digit_prior_weight(encoder_loso_logits, prior, targets)
     if encoder_prior_weight is None:  # the saved model: the weight fitted on every held-out speaker
         encoder_config.prior_weight = final["weight"]

@@ -108,21 +108,16 @@ def leave_one_speaker_out(
     if len(unique) < 2:
         raise ValueError(f"leave-one-speaker-out needs at least 2 speakers, found {unique}")
     folds = speaker_folds(unique, max_folds, seed)
-    per_speaker, seconds, correct = {}, {}, 0
+    seconds = {}
     predicted = np.empty(len(manifest), dtype=object)
     for k, held_out in enumerate(tqdm(folds, desc=desc, disable=not progress, leave=False)):
-        test_idx = np.flatnonzero(np.isin(speakers, held_out))
-        train_idx = np.flatnonzero(~np.isin(speakers, held_out))
+        test = np.isin(speakers, held_out)
         start = time.perf_counter()
-        predictions = np.asarray(fit_predict(train_idx, test_idx))
+        predictions = np.asarray(fit_predict(np.flatnonzero(~test), np.flatnonzero(test)))
         fold_name = str(held_out[0]) if len(held_out) == 1 else f"fold {k + 1} ({len(held_out)} speakers)"
         seconds[fold_name] = time.perf_counter() - start
-        predicted[test_idx] = list(predictions)
-        hits = predictions == labels[test_idx]
-        for speaker in held_out:
-            per_speaker[str(speaker)] = float(hits[speakers[test_idx] == speaker].mean())
-        correct += int(hits.sum())
-    summary = loso_summary(per_speaker, correct, len(manifest))
+        predicted[np.flatnonzero(test)] = list(predictions)
+    summary = loso_from_predictions(labels, predicted, speakers)
     fold_speakers = [[str(s) for s in held_out] for held_out in folds]
     return {
         **summary,
@@ -146,6 +141,12 @@ def loso_summary(per_speaker: dict, correct: int, n: int) -> dict:
         "n": int(n),
         "ci95": list(accuracy_interval(correct, n)),
     }
+
+
+def loso_from_predictions(y_true, y_pred, speakers) -> dict:
+    """`loso_summary` of held-out predictions: one per clip, each from the fold that held its speaker out."""
+    scores = held_out_scores(y_true, y_pred, np.asarray(speakers).astype(str))
+    return loso_summary(scores["per_group_accuracy"], scores["correct"], scores["n"])
 
 
 def measure_latency(predict, example, warmup: int = 3, runs: int = 30) -> dict:

@@ -40,6 +40,8 @@ from torch import nn
 from lib.core.atomic_io import atomic_output
 from lib.core.bundled_whisper import BUNDLED_WHISPER_ID
 from lib.core.speech_models import load_speech_model
+from lib.core.subsets import speaker_folds
+from lib.digits.classifier_eval import loso_from_predictions
 from lib.digits.digit_models import DigitClassifierBase
 from lib.digits.encoder_finetune import DigitFinetunedHead, digit_top_positions
 from lib.digits.whisper_digit_scores import (
@@ -337,20 +339,15 @@ def digit_encoder_layer_curve(
     curve = {}
     for j, layer in enumerate(layer_names):
         X = pooled[:, j, :dims] if pooling == "mean" else pooled[:, j]
-        per_speaker = {}
-        for held_out in folds if folds is not None else [[s] for s in sorted(set(speakers.tolist()))]:
+        predicted = np.empty(len(labels), dtype=object)
+        for held_out in speaker_folds(speakers) if folds is None else folds:
             test = np.isin(speakers.astype(str), [str(s) for s in held_out])
             clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=500))
             clf.fit(X[~test], labels[~test])
-            hits = clf.predict(X[test]) == labels[test]
-            for speaker in held_out:
-                per_speaker[str(speaker)] = float(hits[speakers[test].astype(str) == str(speaker)].mean())
-        values = np.array(list(per_speaker.values()))
-        curve[str(layer)] = {
-            "mean_accuracy": float(values.mean()),
-            "min_accuracy": float(values.min()),
-            "per_speaker_accuracy": per_speaker,
-        }
+            predicted[np.flatnonzero(test)] = list(clf.predict(X[test]))
+        scores = loso_from_predictions(labels, predicted, speakers)
+        curve[str(layer)] = {k: scores[k] for k in ("mean_accuracy", "min_accuracy")}
+        curve[str(layer)]["per_speaker_accuracy"] = scores["per_speaker_accuracy"]
     return curve
 
 

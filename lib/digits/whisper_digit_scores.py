@@ -27,7 +27,8 @@ from scipy.special import log_softmax
 
 from lib.core.bundled_whisper import BUNDLED_WHISPER_ID, bundled_whisper_folder
 from lib.core.speech_models import resolve_speech_model_id
-from lib.digits.classifier_eval import loso_summary
+from lib.core.subsets import speaker_folds
+from lib.digits.classifier_eval import loso_from_predictions
 from lib.digits.digit_folders import DIGIT_WORDS, digit_label_from_text
 
 WHISPER_DIGIT_PROMPT = " ".join(DIGIT_WORDS)
@@ -229,24 +230,18 @@ def digit_prior_loso(
     """
     head_logits, whisper_log_probs = np.asarray(head_logits), np.asarray(whisper_log_probs)
     targets, speakers = np.asarray(targets, dtype=int), np.asarray(speakers)
-    per_speaker, weights, correct = {}, {}, 0
+    weights = {}
     predictions = np.zeros(len(targets), dtype=int)
     speakers = speakers.astype(str)
-    for held_out in folds if folds is not None else [[s] for s in sorted(set(speakers.tolist()))]:
+    for held_out in speaker_folds(speakers) if folds is None else folds:
         test = np.isin(speakers, [str(s) for s in held_out])
         w = weight
         if w is None:
             w = pick_digit_prior_weight(head_logits[~test], whisper_log_probs[~test], targets[~test])["weight"]
         predictions[test] = fuse_digit_prior(head_logits[test], whisper_log_probs[test], w).argmax(1)
-        for speaker in held_out:
-            mine = speakers == str(speaker)
-            per_speaker[str(speaker)], weights[str(speaker)] = (
-                float((predictions[mine] == targets[mine]).mean()),
-                float(w),
-            )
-        correct += int((predictions[test] == targets[test]).sum())
+        weights.update(dict.fromkeys(map(str, held_out), float(w)))
     return {
-        **loso_summary(per_speaker, correct, len(targets)),
+        **loso_from_predictions(targets, predictions, speakers),
         "weights": weights,
         "weight_source": "fixed" if weight is not None else "fitted per fold on the other speakers' held-out logits",
         "predictions": predictions,
