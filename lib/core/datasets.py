@@ -423,6 +423,7 @@ def find_dataset(name: str, path=None, download: bool = True, data_dir=None) -> 
 
 # %%
 CLIP_NAME = re.compile(r"^(?P<label>[^_]+)_(?P<speaker>[^_]+)_(?P<index>\d+)$")
+NOHASH_NAME = re.compile(r"^(?P<speaker>.+)_nohash_\d+$")  # Speech Commands: {speaker}_nohash_{n}
 
 
 def _audio_files(folder: Path) -> list:
@@ -460,7 +461,9 @@ def parse_clip_names(paths, test_indices=range(5)) -> pd.DataFrame:
             f"none of the {len(bad)} audio file(s) in {', '.join(folders)} is named {{label}}_{{speaker}}_{{index}}"
             ".<ext> (e.g. 7_george_12.wav); rename them, put them in one sub-folder per label, or pass a labels CSV"
         )
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs["split_from"] = "take numbers"  # FSDD's convention; a caller with better knowledge may replace it
+    return table
 
 
 def load_fsdd(path=None, download: bool = True) -> pd.DataFrame:
@@ -543,10 +546,7 @@ class DatasetWarning(UserWarning):
 def speaker_in_clip_name(stem: str):
     """The speaker a clip's file name gives, or None: Speech Commands' ``{speaker}_nohash_{n}``, or
     ``{label}_{speaker}_{index}`` (FSDD, AudioMNIST)."""
-    match = re.match(r"^(.+)_nohash_\d+$", stem)
-    if match:
-        return match.group(1)
-    match = CLIP_NAME.match(stem)
+    match = NOHASH_NAME.match(stem) or CLIP_NAME.match(stem)
     return match["speaker"] if match else None
 
 
@@ -575,11 +575,9 @@ def _subfolder_manifest(files: list, test_indices) -> pd.DataFrame:
             labels_in.setdefault(p.parent, set()).add(m["label"])
         one_label_per_folder = all(len(v) == 1 for v in labels_in.values())
     table = pd.DataFrame({"path": [str(p) for p in files], "label": [p.parent.name for p in files]})
+    # one name label per folder: every name matched CLIP_NAME, so its middle part is the speaker
     speakers = [
-        match.group(1)
-        if (match := re.match(r"^(.+)_nohash_\d+$", p.stem))
-        else (m["speaker"] if m and one_label_per_folder else None)
-        for p, m in zip(files, named)
+        speaker_in_clip_name(p.stem) if one_label_per_folder or NOHASH_NAME.match(p.stem) else None for p in files
     ]
     if all(speakers):  # per-speaker grouping and held-out speakers work
         table["speaker"] = speakers
@@ -626,17 +624,14 @@ def load_labelled_folder(
         )
         if not files:
             raise FileNotFoundError(f"{folder}: no audio files outside .x, __MACOSX and _background_noise_ folders")
-    root = folder
-    while len({p.relative_to(root).parts[0] for p in files}) == 1 and all(
-        len(p.relative_to(root).parts) > 1 for p in files
-    ):
-        root = root / files[0].relative_to(root).parts[0]  # one shared folder (FSDD's recordings/): look inside it
+    root = Path(os.path.commonpath([p.parent for p in files]))  # inside a shared folder (FSDD's recordings/)
     if not any(p.parent != root for p in files):
         return parse_clip_names(files, test_indices=test_indices)
     folders = {p.parent.relative_to(root).as_posix() for p in files}
     if folders <= SPLIT_FOLDER_NAMES and all(CLIP_NAME.match(p.stem) for p in files):  # train/ and test/ folders
         table = parse_clip_names(files, test_indices=test_indices)
         table["split"] = ["test" if p.parent.name in ("test", "eval") else "train" for p in files]
+        table.attrs["split_from"] = "folders"
         return table
     return _subfolder_manifest(files, test_indices)
 
@@ -679,7 +674,7 @@ def load_speech_commands(path=None, words=None, download: bool = True) -> pd.Dat
                 {
                     "path": str(wav),
                     "label": word_dir.name,
-                    "speaker": wav.stem.split("_nohash_")[0],
+                    "speaker": speaker_in_clip_name(wav.stem) if NOHASH_NAME.match(wav.stem) else wav.stem,
                     "split": lists.get(rel, "train"),
                 }
             )

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from lib.core.audio import AUDIO_EXTENSIONS, load_audio_batch
-from lib.core.datasets import CLIP_NAME, speaker_in_clip_name
+from lib.core.datasets import CLIP_NAME, NOHASH_NAME, speaker_in_clip_name
 from lib.core.subsets import stratified_subset
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -156,7 +156,7 @@ def _speaker_named(stem: str, label: int):
     """The speaker in a digit clip's name: Speech Commands' ``{speaker}_nohash_{n}``, or ``{digit}_{speaker}_{take}``
     whose digit is the clip's label (so ``alice_yes_1`` or ``take_01_3`` name no speaker)."""
     match = CLIP_NAME.match(stem)
-    if "_nohash_" in stem or (match and digit_label_from_text(match["label"]) == label):
+    if NOHASH_NAME.match(stem) or (match and digit_label_from_text(match["label"]) == label):
         return speaker_in_clip_name(stem)
     return None
 

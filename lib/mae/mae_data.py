@@ -87,7 +87,6 @@ class MaeFsddSource(MaeDataSourceBase):
     def __init__(self, path=None, download: bool = True, test_speakers: int = 2, seed: int = 0):
         self.path, self.download = path, download
         self.test_speakers, self.seed = int(test_speakers), seed
-        self.held_out_speakers = []
         self._manifest = None
 
     def manifest(self):
@@ -144,7 +143,6 @@ class MaeFolderSource(MaeDataSourceBase):
         self.path, self.labels_csv = path, labels_csv
         self.path_column, self.label_column = path_column, label_column
         self.test_fold, self.test_fraction, self.seed = test_fold, float(test_fraction), seed
-        self.held_out_speakers = []  # set when whole speakers are the test split
         self._manifest = None
 
     def manifest(self):
@@ -152,23 +150,24 @@ class MaeFolderSource(MaeDataSourceBase):
             table = load_labelled_folder(
                 self.path, self.labels_csv, path_column=self.path_column, label_column=self.label_column
             )
-            table, self._names = _mae_index_labels(table)
             # a split from take numbers ({label}_{speaker}_{index} names: FSDD's takes 0-4) puts every speaker on
             # both sides; held-out speakers are the better test where the speakers are known
-            take_split = self.labels_csv is None and "index" in table.columns and "speaker" in table.columns
-            if take_split:
+            if table.attrs.get("split_from") == "take numbers" and "speaker" in table.columns:
                 table = table.drop(columns="split")
+            table, self._names = _mae_index_labels(table)
+            held_out = None
+            by_fold = "fold" in table.columns and self.test_fold is not None
+            if "speaker" in table.columns and "split" not in table.columns and not by_fold:
+                try:  # whole speakers held out, where there are enough of them for the fraction asked
+                    held_out = stratified_group_split(table["label"], table["speaker"], self.test_fraction, self.seed)
+                except ValueError:
+                    pass
             if "split" in table.columns and set(table["split"].unique()) <= {"train", "test", "validation"}:
                 table["split"] = table["split"].replace({"validation": "train"})
-            elif "fold" in table.columns and self.test_fold is not None:
+            elif by_fold:
                 table["split"] = np.where(table["fold"].astype(str) == str(self.test_fold), "test", "train")
-            elif (
-                "speaker" in table.columns
-                and 0 < self.test_fraction <= 0.5
-                and table["speaker"].nunique() >= max(2, round(1 / self.test_fraction))
-            ):
-                # speakers known (a column, or named in the file names): whole speakers are held out for testing
-                table["split"] = stratified_group_split(table["label"], table["speaker"], self.test_fraction, self.seed)
+            elif held_out is not None:  # speakers known (a column, or named in the file names)
+                table["split"] = held_out
                 test = table[table["split"] == "test"]
                 self.held_out_speakers = sorted(test["speaker"].astype(str).unique())
                 print(

@@ -123,6 +123,10 @@ class MaeModelBase(nn.Module, metaclass=ABCMeta):
 class MaeDataSourceBase(ABC):
     """Interface of a labelled clip collection: a manifest with a train/test split."""
 
+    held_out_speakers: (
+        tuple | list
+    ) = ()  # the test split's speakers, where whole speakers are held out (set by manifest())
+
     @abstractmethod
     def manifest(self):
         """DataFrame with at least ``path``, ``label`` (int), ``label_name`` and ``split`` columns."""
