@@ -127,6 +127,7 @@ from lib.core.runtime import limit_cpu_threads, pick_device, seed_everything
 from lib.core.subsets import speaker_folds, stratified_subset
 from lib.digits.classifier_eval import (
     classification_summary,
+    hardest_speakers,
     held_out_scores,
     leave_one_speaker_out,
     loso_from_predictions,
@@ -136,7 +137,7 @@ from lib.digits.classifier_eval import (
 )
 from lib.digits.digit_augment import DigitAugmentConfig, digit_augmented_copies, digit_copy_plan
 from lib.digits.digit_features import DigitFeatureConfig, digit_feature_vectors, load_digit_waves
-from lib.digits.digit_folders import digits_named_in, load_digit_eval_folder
+from lib.digits.digit_folders import answers_naming_several_digits, load_digit_eval_folder
 from lib.digits.digit_models import (
     DigitCnnConfig,
     SklearnDigitModel,
@@ -1223,7 +1224,7 @@ if zero_shot is not None:
             "seconds": zs_time.seconds,
             "examples": [{"label": str(t), "text": x} for t, x in list(zip(zs_frame["label"], zs_text))[:12]],
             # scored by the first digit named; an answer naming several (the prompt recited) counts if that is right
-            "answers_naming_several_digits": sum(len(set(digits_named_in(t))) > 1 for t in zs_text),
+            "answers_naming_several_digits": answers_naming_several_digits(zs_text),
         }
         zero_shot_row = f"zero-shot Whisper ({zs_note})"
         zero_shot_clips = zs_frame["speaker"].astype(str).value_counts().to_dict()
@@ -1250,9 +1251,9 @@ if figure is not None:
     plt.show()
     table = pd.DataFrame(loso_per_speaker)
     summary_rows = pd.DataFrame({"mean": table.mean(), "min": table.min()}).T
-    if len(table) > 30:  # many speakers: the hardest 30 (every speaker is in results.json)
+    if len(table) > 30:  # many speakers: the hardest 30, as in the figure (every speaker is in results.json)
         print(f"the 30 hardest of {len(table)} held-out speakers (all of them: results.json, leave_one_speaker_out)")
-        table = table.loc[table.mean(axis=1).sort_values().index[:30]]
+        table = table.loc[hardest_speakers(loso_per_speaker, 30)]
     display(pd.concat([table, summary_rows]).round(4).rename_axis("held-out speaker"))
 else:
     print("no leave-one-speaker-out results to plot")
@@ -1296,7 +1297,7 @@ if eval_folder and len(eval_waves):
         eval_results["zero_shot"] = {
             **held_out_scores(y_eval, pred, groups),
             "seconds": eval_time.seconds,
-            "answers_naming_several_digits": sum(len(set(digits_named_in(t))) > 1 for t in texts),
+            "answers_naming_several_digits": answers_naming_several_digits(texts),
         }
         zero_shot_results["eval_folder"] = eval_results["zero_shot"]
     eval_results["skipped_files"] = eval_skipped

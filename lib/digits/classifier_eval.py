@@ -198,6 +198,14 @@ def held_out_scores(y_true, y_pred, groups=None) -> dict:
     return scores
 
 
+def hardest_speakers(per_speaker: dict, n: int) -> list:
+    """The ``n`` speakers with the lowest accuracy averaged over the models of ``{model: {speaker: accuracy}}``,
+    hardest first (ties in name order)."""
+    speakers = sorted({s for values in per_speaker.values() for s in values})
+    difficulty = {s: np.nanmean([values.get(s, np.nan) for values in per_speaker.values()]) for s in speakers}
+    return sorted(speakers, key=lambda s: difficulty[s])[:n]
+
+
 def plot_leave_one_speaker_out(
     per_speaker: dict, title: str = "Leave one speaker out", ax=None, clips=None, max_speakers: int = 30
 ):
@@ -219,10 +227,9 @@ def plot_leave_one_speaker_out(
         name: (np.mean([v for v in values.values() if v == v]), np.min([v for v in values.values() if v == v]))
         for name, values in per_speaker.items()
     }
-    if len(speakers) > max_speakers:  # the hardest, by their mean over the models
-        difficulty = {s: np.nanmean([values.get(s, np.nan) for values in per_speaker.values()]) for s in speakers}
+    if len(speakers) > max_speakers:
         title = f"{title} (the {max_speakers} hardest of {len(speakers)} speakers)"
-        speakers = sorted(sorted(speakers, key=lambda s: difficulty[s])[:max_speakers])
+        speakers = sorted(hardest_speakers(per_speaker, max_speakers))
     if ax is None:
         _fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(speakers) + 2), 3.4))
     width = 0.8 / len(per_speaker)
@@ -245,7 +252,8 @@ def plot_leave_one_speaker_out(
         )
     ax.set_xticks(range(len(speakers)), speakers)
     ax.set_ylabel("accuracy on the unseen speaker")
-    low = min(v for values in per_speaker.values() for s, v in values.items() if v == v and s in set(speakers))
+    shown = set(speakers)
+    low = min(v for values in per_speaker.values() for s, v in values.items() if v == v and s in shown)
     bottom = max(0.0, min(0.9, low - 0.05))
     ax.set_ylim(bottom, 1.02)  # room above the bars at 1.0 and their intervals
     if bottom > 0:

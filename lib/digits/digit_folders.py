@@ -91,6 +91,11 @@ def digits_named_in(text) -> list:
     return found
 
 
+def answers_naming_several_digits(texts) -> int:
+    """How many recogniser answers name more than one distinct digit (`digits_named_in`)."""
+    return sum(len(set(digits_named_in(text))) > 1 for text in texts)
+
+
 def digit_label_for_path(path, root=None):
     """Label of one clip: the nearest enclosing folder named as a digit, else the file-name prefix, else None."""
     path = Path(path)

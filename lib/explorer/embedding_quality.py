@@ -42,6 +42,13 @@ def quality_neighbors(embeddings, k: int, metric: str = "cosine", center: bool =
     return np.asarray(rows)
 
 
+def same_label_neighbours(embeddings, labels, k: int, metric: str = "cosine", center: bool = True) -> np.ndarray:
+    """``[N, k]`` booleans: whether each clip's j-th nearest neighbour (itself excluded) shares its label. Its
+    first ``k'`` columns are the answer for any smaller ``k'``."""
+    labels = np.asarray(labels)
+    return labels[quality_neighbors(embeddings, k, metric, center)] == labels[:, None]
+
+
 def precision_at_k(
     embeddings, labels, k: int = 20, metric: str = "cosine", center: bool = True, per_class: bool = False
 ):
@@ -50,8 +57,7 @@ def precision_at_k(
     With ``per_class=True`` also returns a Series of the mean per label.
     """
     labels = np.asarray(labels)
-    idx = quality_neighbors(embeddings, k, metric, center)
-    hits = (labels[idx] == labels[:, None]).mean(axis=1)
+    hits = same_label_neighbours(embeddings, labels, k, metric, center).mean(axis=1)
     if per_class:
         return float(hits.mean()), pd.Series(hits).groupby(labels).mean()
     return float(hits.mean())
@@ -122,8 +128,7 @@ def plot_embedding_quality(
     x = quality_prepare(embeddings)
     ks = [k for k in ks if k < len(x)]
     bar_k = min(int(per_label_k), len(x) - 1) if per_label_k else ks[-1]
-    # one neighbour search at the largest k: the first k of a clip's neighbours are its k nearest
-    same = labels[quality_neighbors(x, max(ks + [bar_k]), metric, center=False)] == labels[:, None]
+    same = same_label_neighbours(x, labels, max(ks + [bar_k]), metric, center=False)  # one search, at the largest k
     values = [float(same[:, :k].mean()) for k in ks]
     per_class = pd.Series(same[:, :bar_k].mean(axis=1)).groupby(labels).mean()
     chance = precision_chance(labels)
