@@ -230,11 +230,14 @@ def neuron_feature_correlations(
         raise ValueError(f"none of the features are in the table; it has {list(features.columns)}")
     if not set(methods) <= {"pearson", "spearman"} or not methods:
         raise ValueError(f"methods must name pearson and/or spearman, not {methods!r}")
-    pearson_on, spearman_on = "pearson" in methods, "spearman" in methods
     d, nf = activity.shape[1], len(feature_names)
     out = {f"{m}_{k}": np.full((d, nf), np.nan) for m in methods for k in ("r", "p")}
     n_frames, n_effective = [], []
-    ranked_all = within_all = None  # the activity's transforms over all frames, shared by the features defined on all
+    if groups is None:  # pooled frames: each correlation's own transform of the values
+        transforms = {"pearson": lambda v, g: v, "spearman": lambda v, g: stats.rankdata(v, axis=0)}
+    else:  # within utterances: each utterance's mean (of the values, or of their ranks) removed
+        transforms = {"pearson": _center_within, "spearman": _ranks_within}
+    on_all = {}  # the activity's transforms over all frames, shared by the features defined on all
     for j, name in enumerate(feature_names):
         target = features[name].to_numpy(dtype=np.float64)
         valid = np.isfinite(target)
@@ -242,36 +245,16 @@ def neuron_feature_correlations(
             counts = pd.Series(groups[valid]).value_counts()
             valid &= np.isin(groups, counts.index[counts >= 3])
         n_frames.append(int(valid.sum()))
-        x = activity[valid]
-        if groups is not None:
-            g = groups[valid]
-            lost = len(np.unique(g)) - 1
+        g = None if groups is None else groups[valid]
+        lost = 0 if g is None else len(np.unique(g)) - 1
+        for method in sorted(methods):  # Spearman last: its effective frames are the ones recorded
+            transform = transforms[method]
             if valid.all():
-                within_all = within_all or (_center_within(x, g), _ranks_within(x, g))
-                centred, ranked = within_all
+                x = on_all[method] = on_all[method] if method in on_all else transform(activity, g)
             else:
-                centred, ranked = _center_within(x, g), _ranks_within(x, g)
-            if pearson_on:
-                pearson = _corr_with_p(centred, _center_within(target[valid], g), autocorrelation_lags, lost)
-                out["pearson_r"][:, j], out["pearson_p"][:, j], n_eff = pearson
-            if spearman_on:
-                r, p, n_eff = _corr_with_p(ranked, _ranks_within(target[valid], g), autocorrelation_lags, lost)
-                out["spearman_r"][:, j], out["spearman_p"][:, j] = r, p
-            n_effective.append(float(np.median(n_eff)))
-            continue
-        if pearson_on:
-            out["pearson_r"][:, j], out["pearson_p"][:, j], n_eff = _corr_with_p(x, target[valid], autocorrelation_lags)
-        if not spearman_on:
-            n_effective.append(float(np.median(n_eff)))
-            continue
-        if valid.all():
-            if ranked_all is None:
-                ranked_all = stats.rankdata(activity, axis=0)
-            ranked = ranked_all
-        else:
-            ranked = stats.rankdata(x, axis=0)
-        r, p, n_eff = _corr_with_p(ranked, stats.rankdata(target[valid]), autocorrelation_lags)
-        out["spearman_r"][:, j], out["spearman_p"][:, j] = r, p
+                x = transform(activity[valid], g)
+            r, p, n_eff = _corr_with_p(x, transform(target[valid], g), autocorrelation_lags, lost)
+            out[f"{method}_r"][:, j], out[f"{method}_p"][:, j] = r, p
         n_effective.append(float(np.median(n_eff)))
     for method in methods:
         out[f"{method}_q"] = _benjamini_hochberg(out[f"{method}_p"].ravel()).reshape(d, nf)
