@@ -75,8 +75,10 @@ def test_notebook_on_200_fsdd_clips(run_notebook, tmp_path):
     assert results["queries"]["by_label_centroid"]["same_label_fraction"] > quality["chance"]
     (query,) = results["query_by_file"].values()  # a FLAC at 44.1 kHz of a clip the data set does not hold
     assert query["n_results"] == 20 and query["view"].startswith("query-") and query["truth"] is not None
-    assert 0 <= query["same_group_neighbours"] <= 20  # its speaker's own clips among the neighbours, counted apart
-    assert 0.0 <= query["same_label_fraction_other_groups"] <= 1.0
+    # the nearest clips say the query's digit; its speaker's own clips are among the neighbours and counted apart,
+    # and the neighbours in other voices still say its digit more often than chance (a tenth)
+    assert query["top_labels"][0] == query["truth"] and query["same_label_fraction"] > quality["chance"]
+    assert 1 <= query["same_group_neighbours"] < 20 and query["same_label_fraction_other_groups"] > quality["chance"]
     cache = results["cache"]
     assert cache["first_run_cold"] and cache["first_run_computed"] == 200 and cache["second_run_computed"] == 0
     assert cache["stage_seconds"]["decode"] > 0 and cache["stage_seconds"]["media"] > 0
