@@ -315,3 +315,12 @@ def test_stratified_subset_and_split_keep_every_class():
     tests = frame.label[split == "test"].value_counts().to_dict()
     assert tests == {"a": 12, "b": 6, "c": 2}
     assert list(stratified_split(["x", "x", "y"], 0.2, seed=0)).count("test") == 1  # one x; the single y trains
+
+
+def test_find_group_column_names_the_column_that_ties_clips_together():
+    from lib.core.subsets import find_group_column
+
+    frame = pd.DataFrame({"label": ["a", "b", "a"], "speaker": ["s1", "s1", "s1"], "src_file": ["x", "y", "x"]})
+    assert find_group_column(frame) == "src_file"  # one speaker only: it ties nothing apart
+    assert find_group_column(frame.assign(speaker=["s1", "s2", "s1"])) == "speaker"
+    assert find_group_column(frame[["label"]]) is None

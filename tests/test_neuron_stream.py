@@ -16,6 +16,7 @@ from lib.neurons.frame_stream import (
     StreamRingBuffer,
     frame_grid,
     microphone_status,
+    not_real_time,
 )
 from lib.neurons.neuron_live import LiveNeuronPipeline
 from lib.neurons.neuron_panel import NeuronLivePanel, live_figure
@@ -304,3 +305,16 @@ def test_offline_default_analyses_the_bundled_real_whisper(tmp_path):
     random_adapter, random_info = load_model_for_analysis("bundled/whisper-tiny.en", weights="random")
     assert random_info["weights"] == "random" and random_info["weights_label"] == "RANDOM"
     assert random_adapter.fingerprint() != adapter.fingerprint()
+
+
+def test_not_real_time_names_each_limit_a_stream_broke():
+    summary = {"latency_ms_p95": 640.0, "latency_growth_ms_per_min": 12.0, "dropped_frames": 3}
+    limits = (
+        ("p95 latency (ms)", "latency_ms_p95", 500),
+        ("latency growth (ms per min)", "latency_growth_ms_per_min", 100),
+        ("frames dropped", "dropped_frames", 0),
+    )
+    verdict = not_real_time(summary, limits)
+    assert verdict.startswith("NOT real time in this run: p95 latency (ms) 640, frames dropped 3")
+    assert "latency growth" not in verdict
+    assert not_real_time({"latency_ms_p95": 80.0, "dropped_frames": 0}, limits) == ""  # a missing key is no breach

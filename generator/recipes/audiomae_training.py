@@ -74,7 +74,7 @@ from lib.core.accuracy import paired_comparison
 from lib.core.audio import audio_info, load_audio
 from lib.core.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
 from lib.core.runtime import limit_cpu_threads, pick_device, seed_everything
-from lib.core.subsets import stratified_subset
+from lib.core.subsets import find_group_column, stratified_subset
 from lib.mae.audiomae import AudioMaeClassifier, build_audiomae_model
 from lib.mae.mae_checkpoints import load_audiomae_encoder, load_mae_checkpoint
 from lib.mae.mae_data import build_mae_data_source, mae_load_split
@@ -124,16 +124,14 @@ print(
 )
 # who the test clips come from: a split whose speakers (or source recordings) are also in training measures
 # recognising known voices as much as the classes
-group_column = next((c for c in ("speaker", "src_file", "source") if c in manifest.columns), None)
+group_col = find_group_column(manifest)
 shared_groups = (
-    sorted(set(train_frame[group_column].astype(str)) & set(test_frame[group_column].astype(str)))
-    if group_column
-    else None
+    sorted(set(train_frame[group_col].astype(str)) & set(test_frame[group_col].astype(str))) if group_col else None
 )
 if shared_groups:
     print(
-        f"the test split is {group_column}-overlapping: {len(shared_groups)} of its "
-        f"{test_frame[group_column].nunique()} {group_column}s are in the training clips too"
+        f"the test split is {group_col}-overlapping: {len(shared_groups)} of its "
+        f"{test_frame[group_col].nunique()} {group_col}s are in the training clips too"
         + (
             " (FSDD's official split, fsdd_test_speakers=0: other takes by the same speakers)"
             if dataset == "fsdd"
@@ -141,8 +139,8 @@ if shared_groups:
         )
         + ", so the accuracies below are not on new ones"
     )
-elif group_column:
-    print(f"no {group_column} of the test clips is in the training clips")
+elif group_col:
+    print(f"no {group_col} of the test clips is in the training clips")
 update_results(
     out,
     data={
@@ -155,7 +153,7 @@ update_results(
         "input_shape": list(transform.output_shape),
         "skipped_clips": failures,
         "feature_seconds": feature_watch.seconds,
-        "group_column": group_column,
+        "group_column": group_col,
         "test_groups_also_in_training": None if shared_groups is None else len(shared_groups),
     },
 )

@@ -73,7 +73,7 @@ from lib.core.datasets import load_librispeech
 from lib.core.features import log_mel
 from lib.core.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
 from lib.core.runtime import limit_cpu_threads, pick_device, seed_everything
-from lib.neurons.frame_stream import microphone_status
+from lib.neurons.frame_stream import microphone_status, not_real_time
 from lib.neurons.neuron_live import LiveNeuronPipeline
 from lib.neurons.neuron_panel import NeuronLivePanel, live_figure, run_live_script
 from lib.neurons.neuron_tuning import (
@@ -622,15 +622,6 @@ if adapter.family == "whisper" and getattr(adapter, "whisper_mode", "padded") ==
         "clip mode vs padded mode offline, whole utterance, mean per-neuron r per layer:",
         {layer: round(float(r), 3) for layer, r in whisper_clip_vs_padded.items()},
     )
-
-
-def not_real_time(summary, limits) -> str:
-    """What kept a stream from real time (``limits``: (label, key, limit) rows), with the load; '' if nothing."""
-    behind = [f"{label} {summary[key]:.0f}" for label, key, limit in limits if (summary.get(key) or 0) > limit]
-    if not behind:
-        return ""
-    load = f"; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores" if hasattr(os, "getloadavg") else ""
-    return f"NOT real time in this run: {', '.join(behind)}{load}"
 
 
 print(

@@ -6,6 +6,10 @@
 # rows with every class keeping its share (at least one row each while the cap allows), and
 # `stratified_split(labels, test_fraction, seed)` marks `test_fraction` of every class as test.
 # Both are deterministic for a seed, and a cap of 0 or below is an error, never "all".
+#
+# Clips that share a speaker or a source recording are not independent: `find_group_column(manifest)`
+# names the column that ties them (`GROUP_COLUMNS`, the first with more than one value), for
+# grouped splits and for saying whether a test set shares groups with its training set.
 
 # %%
 import numpy as np
@@ -79,3 +83,11 @@ def speaker_folds(speakers, max_folds: int | None = None, seed: int = 0) -> list
         order = np.random.default_rng(seed).permutation(len(unique))
         return [[unique[i] for i in order[k :: int(max_folds)]] for k in range(int(max_folds))]
     return [[speaker] for speaker in unique]
+
+
+GROUP_COLUMNS = ("speaker", "src_file", "source", "recording")
+
+
+def find_group_column(manifest: pd.DataFrame, names=GROUP_COLUMNS):
+    """The first of ``names`` that ``manifest`` has with more than one value (a speaker, a recording), or None."""
+    return next((c for c in names if c in manifest.columns and manifest[c].nunique() > 1), None)

@@ -34,6 +34,7 @@ from lib.core.datasets import (
     load_labelled_folder,
     load_librispeech,
 )
+from lib.core.subsets import find_group_column
 
 EXPLORER_DATASETS = {}
 EXPLORER_DATASET_ALIASES = {"custom": "folder", "iq": "rf"}
@@ -90,10 +91,6 @@ def _explorer_pick_label(manifest: pd.DataFrame, label_column, default: str, whe
             "Set label_column to one of them."
         )
     return column
-
-
-def _explorer_first_column(manifest: pd.DataFrame, *names):
-    return next((c for c in names if c in manifest.columns and manifest[c].nunique() > 1), None)
 
 
 # %% [markdown]
@@ -155,7 +152,7 @@ def explorer_folder(data_path=None, labels_csv=None, label_column=None, **_optio
         "folder",
         manifest,
         label,
-        _explorer_first_column(manifest, "speaker", "src_file", "source", "recording"),
+        find_group_column(manifest),
         "fold" if "fold" in manifest.columns else None,
         "audio",
         f"labelled folder {data_path}",

@@ -24,6 +24,7 @@
 #   counts, and whether latency grows along the stream.
 
 # %%
+import os
 import queue
 import threading
 import time
@@ -581,6 +582,15 @@ def stream_latency_summary(
         }
     )
     return out
+
+
+def not_real_time(summary, limits) -> str:
+    """What kept a stream from real time (``limits``: (label, key, limit) rows), with the load; '' if nothing."""
+    behind = [f"{label} {summary[key]:.0f}" for label, key, limit in limits if (summary.get(key) or 0) > limit]
+    if not behind:
+        return ""
+    load = f"; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores" if hasattr(os, "getloadavg") else ""
+    return f"NOT real time in this run: {', '.join(behind)}{load}"
 
 
 def frame_grid(n_samples: int, sample_rate: int, window_s: float = 0.040, hop_s: float = 0.020) -> np.ndarray:
