@@ -22,10 +22,18 @@ import numpy as np
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 BASE_VOICES = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029"]
 VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2", "klatt3"]
+# women's voices the self-check above never uses: a development set for choices about voices unlike FSDD's six men
+FEMALE_DEV_VARIANTS = ["Alicia", "Andrea", "Annie", "aunty", "belinda", "linda", "steph", "steph2", "steph3", "anika"]
+VARIANT_SETS = {"self-check": VARIANTS, "female-dev": FEMALE_DEV_VARIANTS}
 
 
-def espeak_digits(out_dir, n_voices: int = 30, seed: int = 0, snr_db=(10.0, 30.0), clip_seconds: float = 1.0):
-    """Write ``out_dir/<voice>/<word>/<word>_<voice>.wav``; return the number of clips written."""
+def espeak_digits(
+    out_dir, n_voices: int = 30, seed: int = 0, snr_db=(10.0, 30.0), clip_seconds: float = 1.0, variants=VARIANTS
+):
+    """Write ``out_dir/<voice>/<word>/<word>_<voice>.wav``; return the number of clips written.
+
+    ``variants``: the espeak-ng voice variants drawn from (``VARIANTS``: the self-check's;
+    ``FEMALE_DEV_VARIANTS``: women's voices the self-check does not use)."""
     import librosa
     import soundfile as sf
 
@@ -37,7 +45,7 @@ def espeak_digits(out_dir, n_voices: int = 30, seed: int = 0, snr_db=(10.0, 30.0
     count = 0
     with tempfile.TemporaryDirectory() as tmp:
         for v in range(n_voices):
-            voice = f"{BASE_VOICES[v % len(BASE_VOICES)]}+{VARIANTS[int(rng.integers(len(VARIANTS)))]}"
+            voice = f"{BASE_VOICES[v % len(BASE_VOICES)]}+{variants[int(rng.integers(len(variants)))]}"
             rate, pitch = int(rng.integers(110, 200)), int(rng.integers(15, 85))
             name = f"v{v:02d}-{voice.replace('+', '-')}-s{rate}-p{pitch}"
             for word in WORDS:
@@ -64,8 +72,12 @@ def main(argv=None) -> int:
     parser.add_argument("out_dir")
     parser.add_argument("--voices", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--variants", choices=sorted(VARIANT_SETS), default="self-check", help="which espeak-ng voice variants"
+    )
     args = parser.parse_args(argv)
-    print(f"{espeak_digits(args.out_dir, args.voices, args.seed)} clips written to {args.out_dir}")
+    count = espeak_digits(args.out_dir, args.voices, args.seed, variants=VARIANT_SETS[args.variants])
+    print(f"{count} clips written to {args.out_dir}")
     return 0
 
 
