@@ -91,6 +91,10 @@ def test_markers_and_keyword_choice_without_whisper():
     assert list(markers.start_frame) == [0, 50] and list(markers.end_frame) == [19, 59]
     assert keyword_markers(None, ["x"]).empty
     assert frequent_keywords(["the cat sat", "cats and the cat", "Cat!"], n=1, min_length=3) == ["cat"]
+    # function words never crowd out the content words; ties go to the longer word
+    text = ["that which they would have", "that which they heard", "the dragon heard", "Dragon! their ship sailed"]
+    assert frequent_keywords(text, n=3) == ["dragon", "heard", "sailed"]
+    assert frequent_keywords(text, n=3, stop_words=()) == ["dragon", "heard", "which"]  # () keeps them
 
 
 def test_failing_backend_is_reported_not_raised(tiny_model):

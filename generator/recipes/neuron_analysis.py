@@ -39,7 +39,7 @@ fdr_alpha = 0.05  # [0..1] false discovery rate for significance (Benjamini-Hoch
 heatmap_neurons = 96  # [int 1..] neurons shown in each heatmap
 whisper_model = None  # faster-whisper name or local folder; None: the bundled tiny.en if installed, else tiny.en
 whisper_backend = "faster-whisper"  # [faster-whisper|transformers] keyword transcriber backend
-keywords = None  # [list] words to mark; None: most frequent words (4+ letters) in the transcripts
+keywords = None  # [list] words to mark; None: most frequent content words (4+ letters, not stop words) said
 n_transcribe = None  # [int 1..] utterances transcribed (None: all analysed)
 projector_path = None  # [path] saved semantic projector (.npz) to load; None: fit one and save it
 projector_manifest = None  # [path] CSV of labelled clips (path, label) to fit the projector on; None: these speakers
@@ -332,9 +332,11 @@ update_results(
 # differs between speakers is not taken for a keyword neuron because one speaker says the
 # keyword more often). The test is the correlation with the keyword marks, its p-value computed
 # with the effective number of frames as in the tuning above (neighbouring frames are not
-# independent), BH-corrected over the neurons of a layer. The keywords are the transcript's
-# most frequent words, often function words, and their timestamps come from Whisper's own
-# alignment (about +-0.1 s): read a hit as a lead to look at, not a finding.
+# independent), BH-corrected over the neurons of a layer. Without a `keywords` list they are
+# the transcripts' most frequent content words (stop words left out), so they differ from the
+# other words in more than identity: content words are longer, stressed and rarer. Their
+# timestamps come from Whisper's own alignment (about +-0.1 s). Read a hit as a lead to look
+# at (does the neuron follow stress or duration?), not as a word detector.
 
 # %%
 keyword_neurons = {}

@@ -14,6 +14,8 @@
 # - `keep_torch_threads`: CTranslate2 shares OpenMP with PyTorch and leaves torch with its own
 #   thread count; loading and transcribing restore torch's setting afterwards.
 # - `keyword_markers`: matches (case- and punctuation-insensitive) with start/end frames.
+# - `frequent_keywords`: without a keyword list, the transcripts' most frequent content words
+#   (English stop words left out).
 
 # %%
 import re
@@ -414,15 +416,23 @@ def keyword_markers(
     return pd.DataFrame(rows, columns=columns)
 
 
-def frequent_keywords(transcripts, n: int = 8, min_length: int = 4) -> list:
-    """The ``n`` most frequent words of at least ``min_length`` letters across transcripts."""
+def frequent_keywords(transcripts, n: int = 8, min_length: int = 4, stop_words=None) -> list:
+    """The ``n`` most frequent content words of at least ``min_length`` letters across transcripts.
+
+    Function words ("that", "with", "which": scikit-learn's English stop words unless
+    ``stop_words`` is given; ``()`` keeps them) would otherwise fill the list. Ties go to the
+    longer word (more frames to mark), then alphabetically.
+    """
+    if stop_words is None:
+        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS as stop_words
+    stop = {normalise_word(w) for w in stop_words}
     counts = {}
     for text in transcripts:
         for word in str(text).split():
             key = normalise_word(word)
-            if len(key) >= min_length:
+            if len(key) >= min_length and key not in stop:
                 counts[key] = counts.get(key, 0) + 1
-    return [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
+    return [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], -len(kv[0]), kv[0]))[:n]]
 
 
 def keyword_frame_mask(markers: pd.DataFrame, n_frames: int) -> np.ndarray:
