@@ -372,6 +372,9 @@ def _pretrain(x, folder, epochs=1, resume=True, seed=0, lr=1e-3):
 def test_resume_false_moves_the_old_checkpoint_aside(mae_inputs, tmp_path, capsys):
     x, _ = mae_inputs
     _pretrain(x, tmp_path, epochs=2)
+    first = capsys.readouterr().out  # each epoch says what the rest costs at this run's pace, none after the last
+    assert re.search(r"epoch 1/2: .* clips/s; 1 epoch\(s\) left, about \d+ min", first) and "epoch 2/2" in first
+    assert "left" not in first.split("epoch 2/2")[1]
     old = hashlib.sha256((tmp_path / "last.pt").read_bytes()).hexdigest()
     _, history = _pretrain(x, tmp_path, epochs=1, resume=False)
     out = capsys.readouterr().out

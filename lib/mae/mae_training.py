@@ -250,9 +250,11 @@ def mae_pretrain(
         history["clips_per_second"].append(float(loss_sum[1]) / seconds)
         history["seconds"].append(seconds)
         if rank == 0:
+            left = epochs - epoch - 1  # at this run's mean epoch time: on a CPU, say early what the defaults cost
+            eta = f"; {left} epoch(s) left, about {left * np.mean(history['seconds']) / 60:.0f} min" if left else ""
             print(
                 f"epoch {epoch + 1}/{epochs}: loss {history['loss'][-1]:.4f}, "
-                f"{history['clips_per_second'][-1]:.1f} clips/s"
+                f"{history['clips_per_second'][-1]:.1f} clips/s{eta}"
             )
             if checkpoint_path is not None:
                 save_mae_checkpoint(
