@@ -324,3 +324,38 @@ def test_find_group_column_names_the_column_that_ties_clips_together():
     assert find_group_column(frame) == "src_file"  # one speaker only: it ties nothing apart
     assert find_group_column(frame.assign(speaker=["s1", "s2", "s1"])) == "speaker"
     assert find_group_column(frame[["label"]]) is None
+
+
+def test_urbansound8k_layout_labels_from_its_metadata_not_its_fold_folders(tmp_path, fsdd_dir, capsys):
+    """UrbanSound8K: audio/fold1..fold10/<fsID>-<class>-<n>-<slice>.wav and metadata/UrbanSound8K.csv naming each
+    file (slice_file_name), its class and its fold. The fold folders must never become the labels."""
+    from lib.core.subsets import find_group_column
+    from lib.mae.mae_data import build_mae_data_source
+
+    wavs = sorted((fsdd_dir / "recordings").glob("3_*.wav"))[:8]
+    root = tmp_path / "UrbanSound8K"
+    rows = []
+    for i, w in enumerate(wavs):
+        fold, cls, fsid = 1 + i % 2, ["dog_bark", "siren"][i // 4], 100 + i // 2
+        name = f"{fsid}-{3 if cls == 'dog_bark' else 8}-0-{i}.wav"
+        (root / "audio" / f"fold{fold}").mkdir(parents=True, exist_ok=True)
+        (root / "audio" / f"fold{fold}" / name).symlink_to(w)
+        rows.append({"slice_file_name": name, "fsID": fsid, "fold": fold, "classID": 3 if cls == "dog_bark" else 8})
+        rows[-1]["class"] = cls
+    (root / "metadata").mkdir()
+    pd.DataFrame(rows).to_csv(root / "metadata" / "UrbanSound8K.csv", index=False)
+    for where in (root, root / "audio"):  # the data set's folder, or its audio/ folder
+        table = ds.load_labelled_folder(where)
+        out = capsys.readouterr().out
+        assert "are folds, not labels" in out and "'slice_file_name'" in out and "'class'" in out
+        assert sorted(table.label) == ["dog_bark"] * 4 + ["siren"] * 4 and set(table.fold) == {1, 2}
+        assert all(f"/fold{f}/" in p for p, f in zip(table.path, table.fold))  # found by name in its fold folder
+        assert find_group_column(table) == "fsID"  # slices of one recording belong together
+    explicit = ds.load_labelled_folder(root / "audio", root / "metadata" / "UrbanSound8K.csv")
+    assert list(explicit.label) == [r["class"] for r in rows]
+    source = build_mae_data_source("folder", path=root, test_fold=2)
+    manifest = source.manifest()
+    assert set(manifest[manifest.split == "test"].fold) == {2} and source.class_names == ["dog_bark", "siren"]
+    (root / "metadata" / "UrbanSound8K.csv").unlink()
+    with pytest.raises(ValueError, match="are folds, not labels.*pass labels_csv"):
+        ds.load_labelled_folder(root / "audio")

@@ -93,8 +93,12 @@ def test_labelled_folder_errors_name_the_columns(tmp_path, fsdd_dir, monkeypatch
     pd.DataFrame({"file": [w.name for w in wavs], "word": list("aabbcc"), "who": list("xyxyxy")}).to_csv(
         tmp_path / "labels.csv", index=False
     )
-    with pytest.raises(ValueError, match=r"no column 'filename'.*'file', 'word', 'who'"):
-        load_explorer_dataset("custom", folder, labels_csv=tmp_path / "labels.csv", label_column="word")
+    # a "file" column is read as the file names (and said so); a CSV naming no files at all is an error
+    data = load_explorer_dataset("custom", folder, labels_csv=tmp_path / "labels.csv", label_column="word")
+    assert list(data.manifest.label) == list("aabbcc") and list(data.manifest.who) == list("xyxyxy")
+    pd.DataFrame({"clip": [w.stem for w in wavs], "word": list("aabbcc")}).to_csv(tmp_path / "ids.csv", index=False)
+    with pytest.raises(ValueError, match=r"no column 'filename'.*'clip', 'word'"):
+        load_explorer_dataset("custom", folder, labels_csv=tmp_path / "ids.csv", label_column="word")
     nested = tmp_path / "nested"
     for i, w in enumerate(wavs):
         (nested / ("dog" if i % 2 else "cat")).mkdir(parents=True, exist_ok=True)

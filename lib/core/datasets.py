@@ -477,15 +477,65 @@ def load_fsdd(path=None, download: bool = True) -> pd.DataFrame:
     return manifest.sort_values(["split", "label", "speaker", "index"]).reset_index(drop=True)
 
 
+# what metadata CSVs call their file and label columns (UrbanSound8K: slice_file_name, class)
+FILE_COLUMN_NAMES = ("filename", "file_name", "slice_file_name", "fname", "file", "path", "filepath", "audio")
+LABEL_COLUMN_NAMES = ("label", "class", "category", "class_name", "classname", "word", "target", "classID")
+
+
+def _csv_column(table: pd.DataFrame, wanted: str, default: str, names, labels_csv, what: str) -> str:
+    """``wanted`` if the CSV has it; for the default name only, the first of ``names`` it has (said so)."""
+    if wanted in table.columns:
+        return wanted
+    lowered = {str(c).lower(): c for c in table.columns}
+    found = next((lowered[n.lower()] for n in names if n.lower() in lowered), None) if wanted == default else None
+    if what == "file" and found is None and wanted == default:  # any column whose values are audio file names
+        found = next(
+            (
+                c
+                for c in table.columns
+                if table[c].astype(str).str.lower().str.endswith(tuple(AUDIO_EXTENSIONS)).mean() >= 0.9
+            ),
+            None,
+        )
+    if found is None:
+        raise ValueError(f"{labels_csv}: no column {wanted!r}; the columns found are {list(table.columns)}")
+    print(f"{Path(labels_csv).name}: {what}s from its column {found!r} (no {wanted!r} column)")
+    return found
+
+
 def read_labels_csv(labels_csv, folder, path_column: str = "filename", label_column: str = "label") -> tuple:
     """``(table, paths)`` of a labels CSV: ``path_column`` made absolute under ``folder``; a clear error naming
-    the columns found when ``path_column`` or ``label_column`` is not one of them."""
+    the columns found when ``path_column`` or ``label_column`` is not one of them.
+
+    Metadata CSVs of public data sets name these columns otherwise: with the default names, the
+    CSV's own (`FILE_COLUMN_NAMES`, `LABEL_COLUMN_NAMES`; said so) are used instead, copied under
+    the default names. A bare file name that is not directly in ``folder`` is looked up in its
+    sub-folders (UrbanSound8K's ``audio/fold3/``), when exactly one file there has that name."""
     table = pd.read_csv(labels_csv)
-    for column in (path_column, label_column):
-        if column not in table.columns:
-            raise ValueError(f"{labels_csv}: no column {column!r}; the columns found are {list(table.columns)}")
+    file_column = _csv_column(table, path_column, "filename", FILE_COLUMN_NAMES, labels_csv, "file")
+    label_from = _csv_column(table, label_column, "label", LABEL_COLUMN_NAMES, labels_csv, "label")
+    if file_column != path_column:
+        table = table.rename(columns={file_column: path_column})
+    if label_from != label_column:
+        table[label_column] = table[label_from]
     folder = Path(folder)
-    return table, [Path(p) if Path(p).is_absolute() else folder / p for p in table[path_column].astype(str)]
+    names = table[path_column].astype(str).tolist()
+    paths = [Path(p) if Path(p).is_absolute() else folder / p for p in names]
+    bare = [i for i, (name, p) in enumerate(zip(names, paths)) if Path(name).name == name and not p.is_file()]
+    if bare:
+        by_name = {}
+        for candidate in folder.rglob("*"):
+            if candidate.is_file():
+                by_name.setdefault(candidate.name, []).append(candidate)
+        found = {i: by_name[paths[i].name][0] for i in bare if len(by_name.get(paths[i].name, ())) == 1}
+        if found:
+            example = next(iter(found.values())).relative_to(folder)
+            print(
+                f"{Path(labels_csv).name}: {len(found)} file(s) found by name in sub-folders of {folder} "
+                f"(e.g. {example})"
+            )
+            paths = [found.get(i, p) for i, p in enumerate(paths)]
+    return table, paths
 
 
 def _labels_csv_manifest(labels_csv, folder: Path, path_column: str, label_column: str, skip_missing: bool):
@@ -557,6 +607,21 @@ def _not_a_label_folder(name: str) -> bool:
 
 
 SPLIT_FOLDER_NAMES = {"train", "test", "validation", "valid", "val", "dev", "eval"}
+FOLD_FOLDER = re.compile(r"^fold[ _-]?\d+$", re.IGNORECASE)  # UrbanSound8K's audio/fold1 .. fold10
+
+
+def _metadata_csv(folder: Path):
+    """The one CSV in ``folder`` or one level down (``metadata/``), else in its parent's; None if there is none;
+    an error naming them if there are several."""
+    for place in (folder, folder.parent):
+        found = sorted({*place.glob("*.csv"), *place.glob("*/*.csv")})
+        if len(found) == 1:
+            return found[0]
+        if found:
+            raise ValueError(
+                f"{folder}: several CSVs could hold the labels ({', '.join(map(str, found[:4]))}); pass labels_csv"
+            )
+    return None
 
 
 def _subfolder_manifest(files: list, test_indices) -> pd.DataFrame:
@@ -628,6 +693,17 @@ def load_labelled_folder(
     if not any(p.parent != root for p in files):
         return parse_clip_names(files, test_indices=test_indices)
     folders = {p.parent.relative_to(root).as_posix() for p in files}
+    if all(FOLD_FOLDER.match(f) for f in folders):  # clips right inside fold1, fold2, ...: folds, not labels
+        csv = _metadata_csv(folder)
+        if csv is None:
+            raise ValueError(
+                f"{folder}: its sub-folders ({', '.join(sorted(folders)[:3])}, ...) are folds, not labels, and no "
+                "metadata CSV was found beside them; pass labels_csv (a CSV naming each file and its label)"
+            )
+        print(
+            f"{folder}: the sub-folders {', '.join(sorted(folders)[:2])}, ... are folds, not labels: labels from {csv}"
+        )
+        return _labels_csv_manifest(csv, folder, "filename", "label", skip_missing=True)
     if folders <= SPLIT_FOLDER_NAMES and all(CLIP_NAME.match(p.stem) for p in files):  # train/ and test/ folders
         table = parse_clip_names(files, test_indices=test_indices)
         table["split"] = ["test" if p.parent.name in ("test", "eval") else "train" for p in files]

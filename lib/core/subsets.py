@@ -85,7 +85,7 @@ def speaker_folds(speakers, max_folds: int | None = None, seed: int = 0) -> list
     return [[speaker] for speaker in unique]
 
 
-GROUP_COLUMNS = ("speaker", "src_file", "source", "recording")
+GROUP_COLUMNS = ("speaker", "src_file", "fsID", "source", "recording")  # fsID: UrbanSound8K's source recording
 
 
 def find_group_column(manifest: pd.DataFrame, names=GROUP_COLUMNS):
