@@ -356,6 +356,31 @@ def test_urbansound8k_layout_labels_from_its_metadata_not_its_fold_folders(tmp_p
     source = build_mae_data_source("folder", path=root, test_fold=2)
     manifest = source.manifest()
     assert set(manifest[manifest.split == "test"].fold) == {2} and source.class_names == ["dog_bark", "siren"]
-    (root / "metadata" / "UrbanSound8K.csv").unlink()
-    with pytest.raises(ValueError, match="are folds, not labels.*pass labels_csv"):
+    by_fsid = build_mae_data_source("folder", path=root, test_fold=None, test_fraction=0.5).manifest()  # recordings
+    assert set(by_fsid[by_fsid.split == "test"].fsID).isdisjoint(by_fsid[by_fsid.split == "train"].fsID)
+    # the caller's label column is honoured; a folder above the data set and one fold alone work too
+    assert set(ds.load_labelled_folder(root, label_column="classID").label) == {3, 8}
+    assert len(ds.load_labelled_folder(tmp_path)) == 8 and len(ds.load_labelled_folder(root / "audio" / "fold2")) == 4
+    # a CSV that does not name the clips (a run's export beside them) is neither used nor in the way
+    (root / "outputs").mkdir()
+    pd.DataFrame({"path": ["x.wav"], "label": ["x"]}).to_csv(root / "outputs" / "predictions.csv", index=False)
+    assert sorted(ds.load_labelled_folder(root).label) == ["dog_bark"] * 4 + ["siren"] * 4
+    # one name in two folds: the row's fold says which file it is
+    twin = root / "audio" / "fold2" / rows[0]["slice_file_name"]
+    twin.symlink_to(wavs[-1])
+    pd.DataFrame(rows + [dict(rows[0], fold=2, **{"class": "siren"})]).to_csv(
+        root / "metadata" / "UrbanSound8K.csv", index=False
+    )
+    twins = ds.load_labelled_folder(root)
+    assert len(twins) == 9 and twins.path.nunique() == 9 and dict(zip(twins.path, twins.label))[str(twin)] == "siren"
+    # a CSV's own "path" column beside its file column is kept aside, not in the way of the clip paths
+    listed = tmp_path / "listed.csv"
+    pd.DataFrame({"file_name": [r["slice_file_name"] for r in rows], "path": "elsewhere", "class": "a"}).to_csv(
+        listed, index=False
+    )
+    table = ds.load_labelled_folder(root / "audio", listed, skip_missing=True)
+    assert set(table.path_in_csv) == {"elsewhere"} and all(p.startswith(str(root)) for p in table.path)
+    for csv in (root / "metadata" / "UrbanSound8K.csv", root / "outputs" / "predictions.csv"):
+        csv.unlink()
+    with pytest.raises(ValueError, match="folds, not labels.*pass labels_csv"):
         ds.load_labelled_folder(root / "audio")

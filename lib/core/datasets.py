@@ -477,40 +477,91 @@ def load_fsdd(path=None, download: bool = True) -> pd.DataFrame:
     return manifest.sort_values(["split", "label", "speaker", "index"]).reset_index(drop=True)
 
 
+# %% [markdown]
+# ## Labels CSVs
+#
+# One row per clip: its file and its label. Public data sets' metadata name those columns in
+# their own way (UrbanSound8K's `slice_file_name` and `class`) and may list bare file names of
+# clips kept in sub-folders (its `audio/fold3/`); `read_labels_csv` reads both.
+
+
+# %%
 # what metadata CSVs call their file and label columns (UrbanSound8K: slice_file_name, class)
 FILE_COLUMN_NAMES = ("filename", "file_name", "slice_file_name", "fname", "file", "path", "filepath", "audio")
 LABEL_COLUMN_NAMES = ("label", "class", "category", "class_name", "classname", "word", "target", "classID")
 
 
-def _csv_column(table: pd.DataFrame, wanted: str, default: str, names, labels_csv, what: str) -> str:
-    """``wanted`` if the CSV has it; for the default name only, the first of ``names`` it has (said so)."""
+def _find_csv_column(table: pd.DataFrame, wanted: str, default: str, names, what: str):
+    """``wanted`` if the CSV has it; for the default name only, the first of ``names`` it has (for files, else a
+    column of audio file names); None if none."""
     if wanted in table.columns:
         return wanted
+    if wanted != default:
+        return None
     lowered = {str(c).lower(): c for c in table.columns}
-    found = next((lowered[n.lower()] for n in names if n.lower() in lowered), None) if wanted == default else None
-    if what == "file" and found is None and wanted == default:  # any column whose values are audio file names
+    found = next((lowered[n.lower()] for n in names if n.lower() in lowered), None)
+    if found is None and what == "file":
+        audio_suffixes = tuple(AUDIO_EXTENSIONS)
         found = next(
-            (
-                c
-                for c in table.columns
-                if table[c].astype(str).str.lower().str.endswith(tuple(AUDIO_EXTENSIONS)).mean() >= 0.9
-            ),
+            (c for c in table.columns if table[c].astype(str).str.lower().str.endswith(audio_suffixes).mean() >= 0.9),
             None,
         )
-    if found is None:
-        raise ValueError(f"{labels_csv}: no column {wanted!r}; the columns found are {list(table.columns)}")
-    print(f"{Path(labels_csv).name}: {what}s from its column {found!r} (no {wanted!r} column)")
     return found
 
 
-def read_labels_csv(labels_csv, folder, path_column: str = "filename", label_column: str = "label") -> tuple:
+def _csv_column(table: pd.DataFrame, wanted: str, default: str, names, labels_csv, what: str) -> str:
+    """`_find_csv_column`, or an error naming the columns found; a column other than ``wanted`` is said."""
+    found = _find_csv_column(table, wanted, default, names, what)
+    if found is None:
+        raise ValueError(f"{labels_csv}: no column {wanted!r}; the columns found are {list(table.columns)}")
+    if found != wanted:
+        print(f"{Path(labels_csv).name}: {what}s from its column {found!r} (no {wanted!r} column)")
+    return found
+
+
+def _fold_number(name):
+    """``3`` for a fold folder's name (``fold3``, ``fold_3``), else None."""
+    match = re.match(r"^fold[ _-]?(\d+)$", str(name).strip(), re.IGNORECASE)
+    return int(match[1]) if match else None
+
+
+def _find_by_name(table, names, paths, bare, files, folder, labels_csv) -> list:
+    """``paths`` with the ``bare`` rows' names found in ``folder``'s sub-folders (``files``, else a walk): where a
+    name stands in several fold folders, the row's ``fold`` says which; names still ambiguous are said."""
+    by_name = {}
+    for candidate in files if files is not None else (p for p in folder.rglob("*") if p.is_file()):
+        by_name.setdefault(Path(candidate).name, []).append(Path(candidate))
+    folds = table["fold"].tolist() if "fold" in table.columns else None
+    found, ambiguous = {}, []
+    for i in bare:
+        matches = by_name.get(paths[i].name, [])
+        if len(matches) > 1 and folds is not None:
+            matches = [m for m in matches if _fold_number(m.parent.name) == _fold_number(f"fold{folds[i]}")]
+        if len(matches) == 1:
+            found[i] = matches[0]
+        elif matches:
+            ambiguous.append(names[i])
+    if found:
+        example = next(iter(found.values())).relative_to(folder)
+        print(
+            f"{Path(labels_csv).name}: {len(found)} file(s) found by name in sub-folders of {folder} (e.g. {example})"
+        )
+    if ambiguous:
+        print(
+            f"{Path(labels_csv).name}: {len(ambiguous)} file name(s) stand in several sub-folders of {folder}, "
+            f"e.g. {ambiguous[:3]}: give their paths relative to {folder} (or a fold column)"
+        )
+    return [found.get(i, p) for i, p in enumerate(paths)]
+
+
+def read_labels_csv(labels_csv, folder, path_column: str = "filename", label_column: str = "label", files=None):
     """``(table, paths)`` of a labels CSV: ``path_column`` made absolute under ``folder``; a clear error naming
     the columns found when ``path_column`` or ``label_column`` is not one of them.
 
     Metadata CSVs of public data sets name these columns otherwise: with the default names, the
     CSV's own (`FILE_COLUMN_NAMES`, `LABEL_COLUMN_NAMES`; said so) are used instead, copied under
     the default names. A bare file name that is not directly in ``folder`` is looked up in its
-    sub-folders (UrbanSound8K's ``audio/fold3/``), when exactly one file there has that name."""
+    sub-folders (``files``: the folder's files, if already listed), e.g. UrbanSound8K's ``audio/fold3/``."""
     table = pd.read_csv(labels_csv)
     file_column = _csv_column(table, path_column, "filename", FILE_COLUMN_NAMES, labels_csv, "file")
     label_from = _csv_column(table, label_column, "label", LABEL_COLUMN_NAMES, labels_csv, "label")
@@ -523,27 +574,17 @@ def read_labels_csv(labels_csv, folder, path_column: str = "filename", label_col
     paths = [Path(p) if Path(p).is_absolute() else folder / p for p in names]
     bare = [i for i, (name, p) in enumerate(zip(names, paths)) if Path(name).name == name and not p.is_file()]
     if bare:
-        by_name = {}
-        for candidate in folder.rglob("*"):
-            if candidate.is_file():
-                by_name.setdefault(candidate.name, []).append(candidate)
-        found = {i: by_name[paths[i].name][0] for i in bare if len(by_name.get(paths[i].name, ())) == 1}
-        if found:
-            example = next(iter(found.values())).relative_to(folder)
-            print(
-                f"{Path(labels_csv).name}: {len(found)} file(s) found by name in sub-folders of {folder} "
-                f"(e.g. {example})"
-            )
-            paths = [found.get(i, p) for i, p in enumerate(paths)]
+        paths = _find_by_name(table, names, paths, bare, files, folder, labels_csv)
     return table, paths
 
 
-def _labels_csv_manifest(labels_csv, folder: Path, path_column: str, label_column: str, skip_missing: bool):
+def _labels_csv_manifest(labels_csv, folder: Path, path_column: str, label_column: str, skip_missing: bool, files=None):
     """The manifest of a labels CSV: missing files an error, or (``skip_missing``) skipped with a
-    ``DatasetWarning`` each for missing rows and for audio files without a row; counts in ``attrs``."""
+    ``DatasetWarning`` each for missing rows and for audio files without a row; counts in ``attrs``.
+    ``files``: the folder's audio files, if already listed."""
     import warnings
 
-    table, paths = read_labels_csv(labels_csv, folder, path_column, label_column)
+    table, paths = read_labels_csv(labels_csv, folder, path_column, label_column, files=files)
     present = [p.is_file() for p in paths]
     missing = [str(p) for p, ok in zip(paths, present) if not ok]
     extra = []
@@ -553,7 +594,7 @@ def _labels_csv_manifest(labels_csv, folder: Path, path_column: str, label_colum
         )
     if skip_missing:
         listed = {p.name for p in paths}
-        extra = sorted(p.name for p in _audio_files(folder) if p.name not in listed)
+        extra = sorted(p.name for p in (files if files is not None else _audio_files(folder)) if p.name not in listed)
         if missing:
             names = [Path(m).name for m in missing[:3]]
             warnings.warn(
@@ -569,6 +610,8 @@ def _labels_csv_manifest(labels_csv, folder: Path, path_column: str, label_colum
                 stacklevel=3,
             )
     manifest = table[present].copy()
+    if "path" in manifest.columns and path_column != "path":  # the CSV's own "path" column, kept aside
+        manifest = manifest.rename(columns={"path": "path_in_csv"})
     manifest.insert(0, "path", [str(p) for p, ok in zip(paths, present) if ok])
     if label_column != "label":
         manifest["label"] = manifest[label_column]
@@ -607,21 +650,27 @@ def _not_a_label_folder(name: str) -> bool:
 
 
 SPLIT_FOLDER_NAMES = {"train", "test", "validation", "valid", "val", "dev", "eval"}
-FOLD_FOLDER = re.compile(r"^fold[ _-]?\d+$", re.IGNORECASE)  # UrbanSound8K's audio/fold1 .. fold10
 
 
-def _metadata_csv(folder: Path):
-    """The one CSV in ``folder`` or one level down (``metadata/``), else in its parent's; None if there is none;
-    an error naming them if there are several."""
-    for place in (folder, folder.parent):
-        found = sorted({*place.glob("*.csv"), *place.glob("*/*.csv")})
-        if len(found) == 1:
-            return found[0]
-        if found:
-            raise ValueError(
-                f"{folder}: several CSVs could hold the labels ({', '.join(map(str, found[:4]))}); pass labels_csv"
-            )
-    return None
+def _metadata_csv(base: Path, files: list, path_column: str = "filename"):
+    """The metadata CSV of clips kept in fold folders below ``base``: of the CSVs in ``base``, its parent and one
+    level below each, the one whose file column names at least 90% of the clips; None if none; an error naming
+    them if several do."""
+    names = {p.name for p in files}
+    candidates = sorted({c for place in (base, base.parent) for c in (*place.glob("*.csv"), *place.glob("*/*.csv"))})
+    matching = []
+    for csv in candidates:
+        try:
+            table = pd.read_csv(csv)
+        except (OSError, ValueError, pd.errors.ParserError):
+            continue
+        column = _find_csv_column(table, path_column, "filename", FILE_COLUMN_NAMES, "file")
+        listed = set(table[column].astype(str).map(lambda v: Path(v).name)) if column is not None else set()
+        if len(names & listed) >= 0.9 * len(names):
+            matching.append(csv)
+    if len(matching) > 1:
+        raise ValueError(f"several CSVs name these clips ({', '.join(map(str, matching[:4]))}); pass labels_csv")
+    return matching[0] if matching else None
 
 
 def _subfolder_manifest(files: list, test_indices) -> pd.DataFrame:
@@ -690,20 +739,21 @@ def load_labelled_folder(
         if not files:
             raise FileNotFoundError(f"{folder}: no audio files outside .x, __MACOSX and _background_noise_ folders")
     root = Path(os.path.commonpath([p.parent for p in files]))  # inside a shared folder (FSDD's recordings/)
-    if not any(p.parent != root for p in files):
-        return parse_clip_names(files, test_indices=test_indices)
     folders = {p.parent.relative_to(root).as_posix() for p in files}
-    if all(FOLD_FOLDER.match(f) for f in folders):  # clips right inside fold1, fold2, ...: folds, not labels
-        csv = _metadata_csv(folder)
+    if folders == {"."} and _fold_number(root.name) is not None:  # one fold folder alone
+        root, folders = root.parent, {root.name}
+    if all(_fold_number(f) is not None for f in folders):  # clips right inside fold1, fold2, ...: folds, not labels
+        csv = _metadata_csv(root, files, path_column)
         if csv is None:
             raise ValueError(
-                f"{folder}: its sub-folders ({', '.join(sorted(folders)[:3])}, ...) are folds, not labels, and no "
-                "metadata CSV was found beside them; pass labels_csv (a CSV naming each file and its label)"
+                f"{folder}: its clips sit in {', '.join(sorted(folders)[:3])}{', ...' if len(folders) > 3 else ''}: "
+                "folds, not labels, and no metadata CSV beside them names the clips; pass labels_csv (a CSV naming "
+                "each file and its label)"
             )
-        print(
-            f"{folder}: the sub-folders {', '.join(sorted(folders)[:2])}, ... are folds, not labels: labels from {csv}"
-        )
-        return _labels_csv_manifest(csv, folder, "filename", "label", skip_missing=True)
+        print(f"{folder}: {', '.join(sorted(folders)[:2])}, ... are folds, not labels: labels from {csv}")
+        return _labels_csv_manifest(csv, root, path_column, label_column, skip_missing=True, files=files)
+    if folders == {"."}:
+        return parse_clip_names(files, test_indices=test_indices)
     if folders <= SPLIT_FOLDER_NAMES and all(CLIP_NAME.match(p.stem) for p in files):  # train/ and test/ folders
         table = parse_clip_names(files, test_indices=test_indices)
         table["split"] = ["test" if p.parent.name in ("test", "eval") else "train" for p in files]

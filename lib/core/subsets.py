@@ -88,6 +88,7 @@ def speaker_folds(speakers, max_folds: int | None = None, seed: int = 0) -> list
 GROUP_COLUMNS = ("speaker", "src_file", "fsID", "source", "recording")  # fsID: UrbanSound8K's source recording
 
 
-def find_group_column(manifest: pd.DataFrame, names=GROUP_COLUMNS):
-    """The first of ``names`` that ``manifest`` has with more than one value (a speaker, a recording), or None."""
-    return next((c for c in names if c in manifest.columns and manifest[c].nunique() > 1), None)
+def find_group_column(manifest: pd.DataFrame, names=GROUP_COLUMNS, min_values: int = 2):
+    """The first of ``names`` that ``manifest`` has with at least ``min_values`` values (a speaker, a recording),
+    or None. ``min_values=1``: any such column, e.g. to say that a test set's one speaker is also in training."""
+    return next((c for c in names if c in manifest.columns and manifest[c].nunique() >= min_values), None)

@@ -11,8 +11,9 @@
 #   (`test_speakers`; 0: the official split, takes 0-4 test, whose speakers are all in training).
 # - `folder`: any folder of clips with a labels CSV (or sub-folder / file-name labels); the
 #   split comes from a `split` column, else a `fold` column and `test_fold`, else (speakers
-#   known: a column, or Speech Commands' and FSDD's file names) held-out speakers, else a
-#   stratified random split of `test_fraction`.
+#   known: a column, or Speech Commands' and FSDD's file names; or source recordings, such as
+#   UrbanSound8K's `fsID`) held-out speakers or recordings, else a stratified random split of
+#   `test_fraction`.
 #
 # Subsets are stratified by class (`lib.core.subsets.stratified_subset`); `mae_load_split` runs
 # the input transform through its per-clip cache and returns arrays ready for training; clips
@@ -23,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from lib.core.datasets import load_esc50, load_fsdd, load_labelled_folder
-from lib.core.subsets import stratified_group_split, stratified_split, stratified_subset
+from lib.core.subsets import find_group_column, stratified_group_split, stratified_split, stratified_subset
 from lib.mae.mae_registry import MAE_DATA_SOURCES, MaeDataSourceBase, register_mae_data_source
 from lib.mae.mae_transforms import mae_transform_cached
 
@@ -124,8 +125,9 @@ class MaeFolderSource(MaeDataSourceBase):
     """A folder of clips + labels CSV (``filename``/``label`` columns by default).
 
     Split: a ``split`` column (train/test) if present; else a ``fold`` column with ``test_fold``;
-    else, with a ``speaker`` column (or speakers in the file names), ``test_fraction`` of the clips
-    from held-out speakers; else a stratified random ``test_fraction``.
+    else, with a ``speaker`` column (or speakers in the file names) or a source-recording column
+    (`find_group_column`), ``test_fraction`` of the clips from held-out speakers or recordings;
+    else a stratified random ``test_fraction``.
     """
 
     def __init__(
@@ -157,29 +159,31 @@ class MaeFolderSource(MaeDataSourceBase):
             table, self._names = _mae_index_labels(table)
             held_out = None
             by_fold = "fold" in table.columns and self.test_fold is not None
-            if "speaker" in table.columns and "split" not in table.columns and not by_fold:
-                try:  # whole speakers held out, where there are enough of them for the fraction asked
-                    held_out = stratified_group_split(table["label"], table["speaker"], self.test_fraction, self.seed)
+            group = find_group_column(table)  # a speaker, or a source recording (UrbanSound8K's fsID)
+            if group and "split" not in table.columns and not by_fold:
+                try:  # whole groups held out, where there are enough of them for the fraction asked
+                    held_out = stratified_group_split(table["label"], table[group], self.test_fraction, self.seed)
                 except ValueError:
                     pass
             if "split" in table.columns and set(table["split"].unique()) <= {"train", "test", "validation"}:
                 table["split"] = table["split"].replace({"validation": "train"})
             elif by_fold:
                 table["split"] = np.where(table["fold"].astype(str) == str(self.test_fold), "test", "train")
-            elif held_out is not None:  # speakers known (a column, or named in the file names)
+            elif held_out is not None:  # speakers (or recordings) known: a column, or named in the file names
                 table["split"] = held_out
                 test = table[table["split"] == "test"]
-                self.held_out_speakers = sorted(test["speaker"].astype(str).unique())
+                if group == "speaker":
+                    self.held_out_speakers = sorted(test["speaker"].astype(str).unique())
                 print(
-                    f"{self.path}: testing on {len(test)} clips of {test['speaker'].nunique()} held-out speakers "
-                    f"(of {table['speaker'].nunique()}), stratified by label; give a split or fold column to choose"
+                    f"{self.path}: testing on {len(test)} clips of {test[group].nunique()} held-out {group} values "
+                    f"(of {table[group].nunique()}), stratified by label; give a split or fold column to choose"
                 )
             else:
                 table["split"] = stratified_split(table["label"], self.test_fraction, self.seed)
-                if "speaker" in table.columns:  # too few speakers, or too large a fraction, to hold speakers out
+                if group:  # too few groups, or too large a fraction, to hold them out
                     print(
-                        f"{self.path}: a random stratified split; its {table['speaker'].nunique()} speakers are on "
-                        "both sides (the test accuracy includes known voices)"
+                        f"{self.path}: a random stratified split; its {table[group].nunique()} {group} values are on "
+                        "both sides (the test accuracy includes known voices or recordings)"
                     )
             self._manifest = table.reset_index(drop=True)
         return self._manifest
