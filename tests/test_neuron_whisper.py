@@ -94,7 +94,9 @@ def test_markers_and_keyword_choice_without_whisper():
     # function words never crowd out the content words; ties go to the longer word
     text = ["that which they would have", "that which they heard", "the dragon heard", "Dragon! their ship sailed"]
     assert frequent_keywords(text, n=3) == ["dragon", "heard", "sailed"]
-    assert frequent_keywords(text, n=3, stop_words=()) == ["dragon", "heard", "which"]  # () keeps them
+    assert frequent_keywords(text, n=3, stop_words=()) == ["dragon", "heard", "which"]  # () keeps every word
+    # spoken numbers are content words here (scikit-learn's stop list would drop them)
+    assert frequent_keywords(["three four three", "four five of the"], n=2) == ["three", "four"]
 
 
 def test_failing_backend_is_reported_not_raised(tiny_model):

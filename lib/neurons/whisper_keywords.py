@@ -416,15 +416,27 @@ def keyword_markers(
     return pd.DataFrame(rows, columns=columns)
 
 
+# words scikit-learn's English stop list holds that are content words here: numbers (the words of spoken digits)
+# and nouns and verbs ("fire", "system", "name")
+NOT_STOP_WORDS = frozenset(
+    "zero one two three four five six seven eight nine ten eleven twelve fifteen twenty forty fifty sixty hundred "
+    "first third amount back bill bottom call computer cry describe detail empty fill find fire found front full "
+    "give interest keep last made mill move name part serious show side sincere system take thick thin top".split()
+)
+
+
 def frequent_keywords(transcripts, n: int = 8, min_length: int = 4, stop_words=None) -> list:
     """The ``n`` most frequent content words of at least ``min_length`` letters across transcripts.
 
-    Function words ("that", "with", "which": scikit-learn's English stop words unless
-    ``stop_words`` is given; ``()`` keeps them) would otherwise fill the list. Ties go to the
-    longer word (more frames to mark), then alphabetically.
+    Function words ("that", "with", "which") would otherwise fill the list: left out are
+    ``stop_words``, by default scikit-learn's English stop words less the content words it also
+    holds (`NOT_STOP_WORDS`: numbers, "fire", "system"...); ``()`` keeps every word. Ties go to
+    the longer word (more frames to mark), then alphabetically.
     """
     if stop_words is None:
-        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS as stop_words
+        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+        stop_words = ENGLISH_STOP_WORDS - NOT_STOP_WORDS
     stop = {normalise_word(w) for w in stop_words}
     counts = {}
     for text in transcripts:
