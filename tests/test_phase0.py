@@ -553,4 +553,10 @@ def test_the_best_scheme_quoted_is_one_whose_random_baseline_holds():
     rows[0]["vr_random_eval"] = rows[1]["vr_random_eval"] = 1.0  # two valid: the lowest of them is a selection
     summary = phase0_decision(rows, config)["summary"]
     assert "0.875 (pca8_vq256, the lowest of the 2 schemes whose random baseline holds, picked on these" in summary
-    assert summary.endswith("held-out speakers: an optimistic figure)")
+    assert summary.endswith("held-out speakers: an optimistic figure)")  # no training VRs given: nothing to add
+    rows[0]["vr_train"], rows[1]["vr_train"] = 0.90, 0.80  # on the training speakers the other scheme looks best
+    decision = phase0_decision(rows, config)
+    assert decision["best_scheme"] == "pca8_vq256" and decision["chosen_scheme"] == "mean_vq64"
+    assert decision["chosen_vr_eval"] == 0.950 and decision["summary"].endswith(
+        "an optimistic figure; picked on the training speakers instead (lowest training VR): mean_vq64, held-out 0.950)"
+    )

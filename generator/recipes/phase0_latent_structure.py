@@ -257,7 +257,17 @@ if ready:
     update_results(
         out,
         decision={
-            k: decision[k] for k in ("decision", "rule", "passing_schemes", "summary", "best_scheme", "best_vr_eval")
+            k: decision[k]
+            for k in (
+                "decision",
+                "rule",
+                "passing_schemes",
+                "summary",
+                "best_scheme",
+                "best_vr_eval",
+                "chosen_scheme",
+                "chosen_vr_eval",
+            )
         },
         schemes=scheme_figures,
         counts=result["counts"],

@@ -268,6 +268,9 @@ def phase0_decision(rows: list, config: dict) -> dict:
     # the best figure is quoted only from schemes whose random baseline holds (else their VR is biased)
     valid = [row for row in finite if verdicts[row["scheme"]]["criteria"]["random_baseline"]["pass"]]
     best = min(valid or finite, key=lambda row: row["vr_eval"]) if finite else None
+    # the same choice made without the held-out speakers: the lowest training VR, then its held-out VR (unbiased)
+    trained = [row for row in (valid or finite) if np.isfinite(row.get("vr_train", float("nan")))]
+    chosen = min(trained, key=lambda row: row["vr_train"]) if len(valid) > 1 and trained else None
     if passed:
         summary = f"PASS: {', '.join(passing)} met every criterion"
     else:
@@ -280,7 +283,14 @@ def phase0_decision(rows: list, config: dict) -> dict:
     if best is not None:
         summary += f". Best held-out variance ratio {best['vr_eval']:.3f} ({best['scheme']}" + (
             f", the lowest of the {len(valid)} schemes whose random baseline holds"
-            + (", picked on these held-out speakers: an optimistic figure)" if len(valid) > 1 else ")")
+            + (", picked on these held-out speakers: an optimistic figure" if len(valid) > 1 else "")
+            + (
+                f"; picked on the training speakers instead (lowest training VR): {chosen['scheme']}, held-out "
+                f"{chosen['vr_eval']:.3f}"
+                if chosen is not None
+                else ""
+            )
+            + ")"
             if valid
             else "; no scheme's random baseline holds, so every VR here is biased)"
         )
@@ -292,6 +302,8 @@ def phase0_decision(rows: list, config: dict) -> dict:
         "best_scheme": best["scheme"] if best else None,
         "best_vr_eval": float(best["vr_eval"]) if best else None,
         "best_scheme_valid": bool(valid),  # its random baseline is within tolerance
+        "chosen_scheme": chosen["scheme"] if chosen else None,  # picked on the training speakers (several valid)
+        "chosen_vr_eval": float(chosen["vr_eval"]) if chosen else None,
         "schemes": verdicts,
     }
 

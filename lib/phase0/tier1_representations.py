@@ -234,6 +234,9 @@ def tier1_measure_representation(source, rate_label: str, config: dict, device: 
         "vr_eval": float(best["vr_eval"]),
         "vr_random_eval": float(best["vr_random_eval"]),
         "best_scheme_valid": phase0["decision"]["best_scheme_valid"],
+        # with several valid schemes, the one picked on the training speakers and its (unbiased) held-out VR
+        "chosen_scheme": phase0["decision"].get("chosen_scheme"),
+        "chosen_vr_eval": phase0["decision"].get("chosen_vr_eval"),
         "degradation": float(best["degradation"]),
         "entropy_reduction_eval": float(best["entropy_reduction_eval"]),
         "position_share": phase0["position_share"],
