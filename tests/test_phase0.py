@@ -560,3 +560,9 @@ def test_the_best_scheme_quoted_is_one_whose_random_baseline_holds():
     assert decision["chosen_vr_eval"] == 0.950 and decision["summary"].endswith(
         "an optimistic figure; picked on the training speakers instead (lowest training VR): mean_vq64, held-out 0.950)"
     )
+    rows[1]["vr_train"] = 0.95  # both pick the same scheme: the figure is not an optimistic one
+    decision = phase0_decision(rows, config)
+    assert decision["chosen_scheme"] == decision["best_scheme"] == "pca8_vq256"
+    assert decision["summary"].endswith(
+        "the training speakers pick it too (lowest training VR), so the pick is not optimistic)"
+    )

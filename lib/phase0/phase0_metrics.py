@@ -280,17 +280,18 @@ def phase0_decision(rows: list, config: dict) -> dict:
             + "; ".join(f"{s}: {', '.join(f)}" for s, f in failing.items() if f)
             + ")"
         )
+    if chosen is not None and chosen is best:
+        selection = ", and the training speakers pick it too (lowest training VR), so the pick is not optimistic"
+    elif chosen is not None:
+        selection = (
+            ", picked on these held-out speakers: an optimistic figure; picked on the training speakers instead "
+            f"(lowest training VR): {chosen['scheme']}, held-out {chosen['vr_eval']:.3f}"
+        )
+    else:
+        selection = ", picked on these held-out speakers: an optimistic figure" if len(valid) > 1 else ""
     if best is not None:
         summary += f". Best held-out variance ratio {best['vr_eval']:.3f} ({best['scheme']}" + (
-            f", the lowest of the {len(valid)} schemes whose random baseline holds"
-            + (", picked on these held-out speakers: an optimistic figure" if len(valid) > 1 else "")
-            + (
-                f"; picked on the training speakers instead (lowest training VR): {chosen['scheme']}, held-out "
-                f"{chosen['vr_eval']:.3f}"
-                if chosen is not None
-                else ""
-            )
-            + ")"
+            f", the lowest of the {len(valid)} schemes whose random baseline holds{selection})"
             if valid
             else "; no scheme's random baseline holds, so every VR here is biased)"
         )
