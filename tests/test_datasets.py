@@ -373,6 +373,20 @@ def test_urbansound8k_layout_labels_from_its_metadata_not_its_fold_folders(tmp_p
     )
     twins = ds.load_labelled_folder(root)
     assert len(twins) == 9 and twins.path.nunique() == 9 and dict(zip(twins.path, twins.label))[str(twin)] == "siren"
+    # one fold alone takes its own rows only (the twin's row names the fold2 file), and says it left the others out
+    alone = ds.load_labelled_folder(root / "audio" / "fold2")
+    assert len(alone) == 5 and dict(zip(alone.path, alone.label))[str(twin)] == "siren"
+    assert "row(s) of folds not loaded left out" in capsys.readouterr().out
+    # folds written 1.0, 2.0 (a blank cell makes the column float) and paths relative to the data set's folder
+    table = pd.read_csv(root / "metadata" / "UrbanSound8K.csv")
+    table["fold"] = table["fold"].astype(float)
+    table["slice_file_name"] = [f"audio/fold{int(f)}/{n}" for f, n in zip(table.fold, table.slice_file_name)]
+    table.to_csv(root / "metadata" / "UrbanSound8K.csv", index=False)
+    pd.DataFrame({"path": sorted(map(str, (root / "audio").rglob("*.wav"))), "label": "x"}).to_csv(
+        root / "export.csv", index=False
+    )  # a run's export beside the data, absolute paths: not metadata
+    again = ds.load_labelled_folder(root)
+    assert len(again) == 9 and again.path.nunique() == 9 and dict(zip(again.path, again.label))[str(twin)] == "siren"
     # a CSV's own "path" column beside its file column is kept aside, not in the way of the clip paths
     listed = tmp_path / "listed.csv"
     pd.DataFrame({"file_name": [r["slice_file_name"] for r in rows], "path": "elsewhere", "class": "a"}).to_csv(
@@ -380,7 +394,17 @@ def test_urbansound8k_layout_labels_from_its_metadata_not_its_fold_folders(tmp_p
     )
     table = ds.load_labelled_folder(root / "audio", listed, skip_missing=True)
     assert set(table.path_in_csv) == {"elsewhere"} and all(p.startswith(str(root)) for p in table.path)
-    for csv in (root / "metadata" / "UrbanSound8K.csv", root / "outputs" / "predictions.csv"):
+    for csv in (root / "metadata" / "UrbanSound8K.csv", root / "outputs" / "predictions.csv", root / "export.csv"):
         csv.unlink()
     with pytest.raises(ValueError, match="folds, not labels.*pass labels_csv"):
         ds.load_labelled_folder(root / "audio")
+    (root / "audio" / "extra").mkdir()  # beside another folder the folds are read as labels, and said so
+    (root / "audio" / "extra" / "x.wav").symlink_to(wavs[0])
+    assert "fold1" in set(ds.load_labelled_folder(root / "audio").label)
+    assert "look like folds; if so, pass labels_csv" in capsys.readouterr().out
+    named = tmp_path / "fold3"  # a fold folder of {label}_{speaker}_{index} clips: labels from the names
+    named.mkdir()
+    for w in wavs[:2]:
+        (named / w.name).symlink_to(w)
+    by_names = ds.load_labelled_folder(named)
+    assert list(by_names.label) == ["3", "3"] and set(by_names.fold) == {3}

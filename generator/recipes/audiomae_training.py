@@ -124,7 +124,7 @@ print(
 )
 # who the test clips come from: a split whose speakers (or source recordings) are also in training measures
 # recognising known voices as much as the classes
-group_col = find_group_column(manifest, min_values=1)
+group_col = source.group_column or find_group_column(manifest, min_values=1)  # the split's groups first
 shared_groups = (
     sorted(set(train_frame[group_col].astype(str)) & set(test_frame[group_col].astype(str))) if group_col else None
 )

@@ -525,27 +525,35 @@ def _fold_number(name):
     return int(match[1]) if match else None
 
 
-def _find_by_name(table, names, paths, bare, files, folder, labels_csv) -> list:
-    """``paths`` with the ``bare`` rows' names found in ``folder``'s sub-folders (``files``, else a walk): where a
-    name stands in several fold folders, the row's ``fold`` says which; names still ambiguous are said."""
+def _fold_value(value):
+    """A ``fold`` cell as a number: ``3``, ``3.0``, ``"3"`` or ``"fold3"`` give 3; a blank gives None."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return _fold_number(value)
+
+
+def _find_by_name(table, names, paths, missing, files, folder, labels_csv) -> list:
+    """``paths`` with the ``missing`` rows found by file name in ``folder``'s sub-folders (``files``, else a walk):
+    a row with a ``fold`` takes only a file of that fold folder; names still ambiguous are said."""
     by_name = {}
     for candidate in files if files is not None else (p for p in folder.rglob("*") if p.is_file()):
         by_name.setdefault(Path(candidate).name, []).append(Path(candidate))
-    folds = table["fold"].tolist() if "fold" in table.columns else None
+    folds = [_fold_value(v) for v in table["fold"]] if "fold" in table.columns else [None] * len(names)
     found, ambiguous = {}, []
-    for i in bare:
+    for i in missing:
         matches = by_name.get(paths[i].name, [])
-        if len(matches) > 1 and folds is not None:
-            matches = [m for m in matches if _fold_number(m.parent.name) == _fold_number(f"fold{folds[i]}")]
+        if folds[i] is not None:  # a file in another fold folder is another clip of the same name
+            matches = [m for m in matches if _fold_number(m.parent.name) in (None, folds[i])]
         if len(matches) == 1:
             found[i] = matches[0]
         elif matches:
             ambiguous.append(names[i])
     if found:
         example = next(iter(found.values())).relative_to(folder)
-        print(
-            f"{Path(labels_csv).name}: {len(found)} file(s) found by name in sub-folders of {folder} (e.g. {example})"
-        )
+        print(f"{Path(labels_csv).name}: {len(found)} file(s) found by name below {folder} (e.g. {example})")
     if ambiguous:
         print(
             f"{Path(labels_csv).name}: {len(ambiguous)} file name(s) stand in several sub-folders of {folder}, "
@@ -554,37 +562,47 @@ def _find_by_name(table, names, paths, bare, files, folder, labels_csv) -> list:
     return [found.get(i, p) for i, p in enumerate(paths)]
 
 
-def read_labels_csv(labels_csv, folder, path_column: str = "filename", label_column: str = "label", files=None):
+def read_labels_csv(
+    labels_csv, folder, path_column: str = "filename", label_column: str = "label", files=None, folds=None
+):
     """``(table, paths)`` of a labels CSV: ``path_column`` made absolute under ``folder``; a clear error naming
     the columns found when ``path_column`` or ``label_column`` is not one of them.
 
     Metadata CSVs of public data sets name these columns otherwise: with the default names, the
     CSV's own (`FILE_COLUMN_NAMES`, `LABEL_COLUMN_NAMES`; said so) are used instead, copied under
-    the default names. A bare file name that is not directly in ``folder`` is looked up in its
-    sub-folders (``files``: the folder's files, if already listed), e.g. UrbanSound8K's ``audio/fold3/``."""
+    the default names. A listed file that is not where the CSV says is looked up by its name below
+    ``folder`` (``files``: the folder's files, if already listed), e.g. UrbanSound8K's bare names
+    of clips in ``audio/fold3/``. ``folds``: keep only the rows of these folds (said so)."""
     table = pd.read_csv(labels_csv)
     file_column = _csv_column(table, path_column, "filename", FILE_COLUMN_NAMES, labels_csv, "file")
     label_from = _csv_column(table, label_column, "label", LABEL_COLUMN_NAMES, labels_csv, "label")
     if file_column != path_column:
-        table = table.rename(columns={file_column: path_column})
+        table[path_column] = table[file_column]
     if label_from != label_column:
         table[label_column] = table[label_from]
+    if folds is not None and "fold" in table.columns:
+        keep = [_fold_value(v) in folds for v in table["fold"]]
+        if not all(keep):
+            print(f"{Path(labels_csv).name}: {len(keep) - sum(keep)} row(s) of folds not loaded left out")
+            table = table[keep].reset_index(drop=True)
     folder = Path(folder)
     names = table[path_column].astype(str).tolist()
     paths = [Path(p) if Path(p).is_absolute() else folder / p for p in names]
-    bare = [i for i, (name, p) in enumerate(zip(names, paths)) if Path(name).name == name and not p.is_file()]
-    if bare:
-        paths = _find_by_name(table, names, paths, bare, files, folder, labels_csv)
+    missing = [i for i, p in enumerate(paths) if not p.is_file()]
+    if missing:
+        paths = _find_by_name(table, names, paths, missing, files, folder, labels_csv)
     return table, paths
 
 
-def _labels_csv_manifest(labels_csv, folder: Path, path_column: str, label_column: str, skip_missing: bool, files=None):
+def _labels_csv_manifest(
+    labels_csv, folder: Path, path_column: str, label_column: str, skip_missing: bool, files=None, folds=None
+):
     """The manifest of a labels CSV: missing files an error, or (``skip_missing``) skipped with a
     ``DatasetWarning`` each for missing rows and for audio files without a row; counts in ``attrs``.
-    ``files``: the folder's audio files, if already listed."""
+    ``files``: the folder's audio files, if already listed; ``folds``: only these folds' rows."""
     import warnings
 
-    table, paths = read_labels_csv(labels_csv, folder, path_column, label_column, files=files)
+    table, paths = read_labels_csv(labels_csv, folder, path_column, label_column, files=files, folds=folds)
     present = [p.is_file() for p in paths]
     missing = [str(p) for p, ok in zip(paths, present) if not ok]
     extra = []
@@ -610,7 +628,7 @@ def _labels_csv_manifest(labels_csv, folder: Path, path_column: str, label_colum
                 stacklevel=3,
             )
     manifest = table[present].copy()
-    if "path" in manifest.columns and path_column != "path":  # the CSV's own "path" column, kept aside
+    if "path" in manifest.columns:  # the CSV's own "path" column, kept aside for the clips' full paths
         manifest = manifest.rename(columns={"path": "path_in_csv"})
     manifest.insert(0, "path", [str(p) for p, ok in zip(paths, present) if ok])
     if label_column != "label":
@@ -652,22 +670,29 @@ def _not_a_label_folder(name: str) -> bool:
 SPLIT_FOLDER_NAMES = {"train", "test", "validation", "valid", "val", "dev", "eval"}
 
 
-def _metadata_csv(base: Path, files: list, path_column: str = "filename"):
+def _metadata_csv(base: Path, files: list, path_column: str = "filename", label_column: str = "label"):
     """The metadata CSV of clips kept in fold folders below ``base``: of the CSVs in ``base``, its parent and one
-    level below each, the one whose file column names at least 90% of the clips; None if none; an error naming
-    them if several do."""
+    level below each, one with a label column whose file column names at least 90% of the clips by relative
+    paths or bare names (a run's export, with absolute paths, is not metadata); one in a ``metadata/`` or
+    ``meta/`` folder first. None if none; an error naming them if several remain."""
     names = {p.name for p in files}
     candidates = sorted({c for place in (base, base.parent) for c in (*place.glob("*.csv"), *place.glob("*/*.csv"))})
     matching = []
     for csv in candidates:
         try:
-            table = pd.read_csv(csv)
+            head = pd.read_csv(csv, nrows=50)
+            column = _find_csv_column(head, path_column, "filename", FILE_COLUMN_NAMES, "file")
+            if column is None or _find_csv_column(head, label_column, "label", LABEL_COLUMN_NAMES, "label") is None:
+                continue
+            listed = pd.read_csv(csv, usecols=[column])[column].astype(str)
         except (OSError, ValueError, pd.errors.ParserError):
             continue
-        column = _find_csv_column(table, path_column, "filename", FILE_COLUMN_NAMES, "file")
-        listed = set(table[column].astype(str).map(lambda v: Path(v).name)) if column is not None else set()
-        if len(names & listed) >= 0.9 * len(names):
+        if listed.map(os.path.isabs).mean() > 0.5:
+            continue
+        if len(names & set(listed.map(lambda v: Path(v).name))) >= 0.9 * len(names):
             matching.append(csv)
+    in_meta = [c for c in matching if c.parent.name.lower() in ("metadata", "meta")]
+    matching = in_meta or matching
     if len(matching) > 1:
         raise ValueError(f"several CSVs name these clips ({', '.join(map(str, matching[:4]))}); pass labels_csv")
     return matching[0] if matching else None
@@ -743,15 +768,28 @@ def load_labelled_folder(
     if folders == {"."} and _fold_number(root.name) is not None:  # one fold folder alone
         root, folders = root.parent, {root.name}
     if all(_fold_number(f) is not None for f in folders):  # clips right inside fold1, fold2, ...: folds, not labels
-        csv = _metadata_csv(root, files, path_column)
-        if csv is None:
-            raise ValueError(
-                f"{folder}: its clips sit in {', '.join(sorted(folders)[:3])}{', ...' if len(folders) > 3 else ''}: "
-                "folds, not labels, and no metadata CSV beside them names the clips; pass labels_csv (a CSV naming "
-                "each file and its label)"
+        ordered = sorted(folders, key=_fold_number)
+        shown = ", ".join(ordered[:3]) + (", ..." if len(ordered) > 3 else "")
+        csv = _metadata_csv(root, files, path_column, label_column)
+        if csv is not None:
+            print(f"{folder}: {shown} are folds, not labels: labels from {csv}")
+            return _labels_csv_manifest(
+                csv,
+                root,
+                path_column,
+                label_column,
+                skip_missing=True,
+                files=files,
+                folds={*map(_fold_number, folders)},
             )
-        print(f"{folder}: {', '.join(sorted(folders)[:2])}, ... are folds, not labels: labels from {csv}")
-        return _labels_csv_manifest(csv, root, path_column, label_column, skip_missing=True, files=files)
+        if all(CLIP_NAME.match(p.stem) for p in files):  # {label}_{speaker}_{index} names say the labels
+            table = parse_clip_names(files, test_indices=test_indices)
+            table["fold"] = [_fold_number(p.parent.name) for p in files]
+            return table
+        raise ValueError(
+            f"{folder}: its clips sit in {shown}: folds, not labels, and no metadata CSV beside them names the "
+            "clips and their labels; pass labels_csv (a CSV naming each file and its label)"
+        )
     if folders == {"."}:
         return parse_clip_names(files, test_indices=test_indices)
     if folders <= SPLIT_FOLDER_NAMES and all(CLIP_NAME.match(p.stem) for p in files):  # train/ and test/ folders
@@ -759,6 +797,9 @@ def load_labelled_folder(
         table["split"] = ["test" if p.parent.name in ("test", "eval") else "train" for p in files]
         table.attrs["split_from"] = "folders"
         return table
+    fold_like = sorted({p.parent.name for p in files if _fold_number(p.parent.name) is not None}, key=_fold_number)
+    if fold_like:  # beside other folders: read as labels, but say what they look like
+        print(f"{folder}: {', '.join(fold_like[:3])} are read as labels but look like folds; if so, pass labels_csv")
     return _subfolder_manifest(files, test_indices)
 
 

@@ -70,6 +70,7 @@ class MaeEsc50Source(MaeDataSourceBase):
                 )
                 self.test_fold = None
             table = table.assign(label_name=table["category"], label=table["target"], split=split)
+            self.group_column = "src_file"  # ESC-50's folds keep each source recording in one fold, as does the above
             self._manifest, self._names = table.reset_index(drop=True), names
         return self._manifest
 
@@ -104,6 +105,7 @@ class MaeFsddSource(MaeDataSourceBase):
                 rng = np.random.default_rng(self.seed)
                 self.held_out_speakers = sorted(rng.choice(speakers, self.test_speakers, replace=False).tolist())
                 table["split"] = np.where(table["speaker"].isin(self.held_out_speakers), "test", "train")
+                self.group_column = "speaker"
             self._manifest = table
         return self._manifest
 
@@ -171,6 +173,7 @@ class MaeFolderSource(MaeDataSourceBase):
                 table["split"] = np.where(table["fold"].astype(str) == str(self.test_fold), "test", "train")
             elif held_out is not None:  # speakers (or recordings) known: a column, or named in the file names
                 table["split"] = held_out
+                self.group_column = group
                 test = table[table["split"] == "test"]
                 if group == "speaker":
                     self.held_out_speakers = sorted(test["speaker"].astype(str).unique())

@@ -126,6 +126,7 @@ class MaeDataSourceBase(ABC):
     held_out_speakers: (
         tuple | list
     ) = ()  # the test split's speakers, where whole speakers are held out (set by manifest())
+    group_column: str | None = None  # the column whose groups the split holds out whole, if it does (manifest())
 
     @abstractmethod
     def manifest(self):

@@ -251,9 +251,10 @@ def mae_pretrain(
         history["seconds"].append(seconds)
         if rank == 0:
             left = epochs - epoch - 1  # at this run's mean epoch time: on a CPU, say early what the defaults cost
-            rest = left * float(np.mean(history["seconds"][start_epoch:]))  # this run's epochs, not resumed ones
-            eta = f"; {left} epoch(s) left, about " + (f"{rest / 60:.0f} min" if rest >= 60 else f"{rest:.0f} s")
-            eta = eta if left else ""
+            eta = ""
+            if left:  # this run's epochs, not resumed ones (another machine's, perhaps)
+                rest = left * float(np.mean(history["seconds"][-(epoch - start_epoch + 1) :]))
+                eta = f"; {left} epoch(s) left, about " + (f"{rest / 60:.0f} min" if rest >= 60 else f"{rest:.0f} s")
             print(
                 f"epoch {epoch + 1}/{epochs}: loss {history['loss'][-1]:.4f}, "
                 f"{history['clips_per_second'][-1]:.1f} clips/s{eta}"
