@@ -261,16 +261,21 @@ def test_exp3_reading_flags_a_positional_pass_and_the_conclusion_names_it():
     )
     readings = table.apply(tier1_representation_reading, axis=1).tolist()
     assert readings == ["FAIL", "FAIL", "PASS, positional (100.0% position)", "-"]
-    text = tier1_representation_conclusion(table, exp1_gain=16.6, config=TIER1_DEFAULT_CONFIG)
+    exp1 = {"gains": [{"k": 1, "nll_gain": 16.6}, {"k": 2, "nll_gain": 9.0}], "rows": []}  # Exp 1's evaluation
+    text = tier1_representation_conclusion(table, TIER1_DEFAULT_CONFIG, exp1)
     assert text.startswith("Exp 3: no representation passes the gate on its audio (lowest held-out VR 0.875")
     assert "whisper (random weights) @ 50 Hz pass only because" in text
     assert "(+30.90 nats/frame) differs from Exp 1's at k = 1 (+16.60)" in text
     # a best VR whose random baseline does not hold (1.064 at 12.5 Hz: biased) is not quoted as the lowest
     table["best_scheme_valid"] = [True, False, True, None]
     table["nll_vmf"], table["nll_gaussian"] = [80.0, 85.3, 90.0, None], [93.0, 116.2, 88.0, None]
-    text = tier1_representation_conclusion(
-        table, exp1_gain=16.6, config=TIER1_DEFAULT_CONFIG, exp1_nll={"vmf": 81.6, "gaussian": 98.2}
-    )
+    exp1["rows"] = [
+        {"k": 1, "model": "vmf", "nll": 81.6},
+        {"k": 1, "model": "gaussian", "nll": 98.2},
+        {"k": 2, "model": "vmf", "nll": 90.0},
+        {"k": 1, "model": "persistence", "nll": 120.0},
+    ]
+    text = tier1_representation_conclusion(table, TIER1_DEFAULT_CONFIG, exp1)
     assert text.startswith("Exp 3: no representation passes the gate on its audio (lowest held-out VR 0.956")
     assert "(NLL vMF / Gaussian: 85.3 / 116.2 here, 81.6 / 98.2 in Exp 1: the gap is mostly the Gaussian's)" in text
     assert "pools" not in text  # Exp 1 pools log-mel to 12.5 Hz too: not a difference between them

@@ -361,13 +361,7 @@ if "exp3" in experiments:
     tables["exp3"] = exp3["table"]
     ok = exp3["table"][exp3["table"]["status"] == "ok"]
     display(tier1_table(exp3["table"], "exp3"))
-    exp1_gain = next((g["nll_gain"] for g in evaluation["gains"] if g["k"] == 1), None) if exp1 is not None else None
-    exp1_nll = (
-        {r["model"]: r["nll"] for r in evaluation["rows"] if r["k"] == 1 and r["model"] in ("vmf", "gaussian")}
-        if exp1 is not None
-        else None
-    )
-    exp3_conclusion = tier1_representation_conclusion(exp3["table"], exp1_gain, config, exp1_nll)
+    exp3_conclusion = tier1_representation_conclusion(exp3["table"], config, evaluation if exp1 is not None else None)
     print(exp3_conclusion)
     if len(ok):
         fig = plot_tier1_representations(exp3["table"])

@@ -358,11 +358,12 @@ def tier1_representation_reading(row) -> str:
     return decision
 
 
-def tier1_representation_conclusion(
-    table: pd.DataFrame, exp1_gain=None, config: dict | None = None, exp1_nll: dict | None = None
-) -> str:
+def tier1_representation_conclusion(table: pd.DataFrame, config: dict | None = None, exp1: dict | None = None) -> str:
     """Exp 3 in a few sentences: which rows pass the gate on audio (not position), and how the
-    k = 1 vMF gain here relates to Exp 1's (``exp1_nll``: Exp 1's k = 1 NLL per model, ``{"vmf", "gaussian"}``)."""
+    k = 1 vMF gain here relates to Exp 1's (``exp1``: Exp 1's evaluation, its ``gains`` and ``rows``)."""
+    exp1 = exp1 or {}
+    exp1_gain = next((g["nll_gain"] for g in exp1.get("gains", []) if g["k"] == 1), None)
+    exp1_nll = {r["model"]: r["nll"] for r in exp1.get("rows", []) if r["k"] == 1 and r["model"] in ("vmf", "gaussian")}
     ok = table[table["status"] == "ok"] if "status" in table else table
     if ok.empty:
         return "Exp 3: no representation could be measured."
@@ -395,7 +396,7 @@ def tier1_representation_conclusion(
         exp3, train = config["exp3"], config["train"]
         row = logmel.iloc[0]
         nlls = ""
-        if exp1_nll:
+        if {"vmf", "gaussian"} <= set(exp1_nll):
             nlls = (
                 f" (NLL vMF / Gaussian: {row['nll_vmf']:.1f} / {row['nll_gaussian']:.1f} here, "
                 f"{exp1_nll['vmf']:.1f} / {exp1_nll['gaussian']:.1f} in Exp 1: the gap is mostly the Gaussian's)"
