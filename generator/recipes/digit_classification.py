@@ -83,6 +83,7 @@ encoder_prior_weight = None  # [optional 0..] weight of the Whisper digit scores
 encoder_finetune_top = False  # also fine-tune a copy of the encoder's top block on the cached frames (5x slower)
 zero_shot_max_clips = 120  # [int 1..] FSDD clips scored by the zero-shot Whisper, stratified by speaker and label
 zero_shot_compute_type = "int8"  # [int8|float32] CTranslate2 precision of the zero-shot Whisper
+zero_shot_max_eval_clips = 1000  # [optional int 1..] eval_folder clips the zero-shot scores (0.3 s each); None: all
 wav2vec2_model = "facebook/wav2vec2-base"  # hub id or local save_pretrained folder
 wav2vec2_epochs = 3  # [int 1..] fine-tuning epochs
 wav2vec2_freeze_feature_encoder = True  # freeze the convolutional feature encoder
@@ -1289,13 +1290,23 @@ if eval_folder and len(eval_waves):
                 np.mean(np.asarray(labels)[eval_prior.argmax(1)] == y_eval)
             )
             eval_results[name]["prior_weight"] = model.config.prior_weight
-    if zero_shot is not None:
-        native, _ok, _failed = load_audio_batch(list(eval_manifest.path), sr=16000, progress=False)
+    if zero_shot is not None:  # on a large folder a subset, stratified by label and source: Whisper decodes slowly
+        strata = ["label", "source"] if eval_manifest["source"].nunique() > 1 else ["label"]
+        zs_rows = stratified_subset(
+            eval_manifest.assign(row=np.arange(len(eval_manifest))), zero_shot_max_eval_clips, seed, strata
+        )["row"].to_numpy()
+        if len(zs_rows) < len(eval_manifest):
+            print(
+                f"zero-shot Whisper: {len(zs_rows)} of the {len(eval_manifest)} eval clips (zero_shot_max_eval_clips), "
+                "stratified by label and source; the models are compared with it on these clips"
+            )
+        native, _ok, _failed = load_audio_batch(list(eval_manifest.path.iloc[zs_rows]), sr=16000, progress=False)
         with Stopwatch() as eval_time:
             pred, texts = zero_shot.predict_with_text(native, progress=True, sample_rate=16000)
         eval_predictions["zero_shot"] = pred
         eval_results["zero_shot"] = {
-            **held_out_scores(y_eval, pred, groups),
+            **held_out_scores(y_eval[zs_rows], pred, groups[zs_rows]),
+            "of_clips": len(eval_manifest),
             "seconds": eval_time.seconds,
             "answers_naming_several_digits": answers_naming_several_digits(texts),
         }
@@ -1388,8 +1399,10 @@ if best_name:
         at = pd.Index(loso_manifest.path).get_indexer(zero_shot_loso_predictions.index)
         truth = loso_manifest["label"].to_numpy()[at]
         loso_paired = paired_comparison(truth, loso_predictions[best_name][at], zero_shot_loso_predictions.to_numpy())
-    if best_name in eval_predictions and "zero_shot" in eval_predictions:
-        eval_paired = paired_comparison(y_eval, eval_predictions[best_name], eval_predictions["zero_shot"])
+    if best_name in eval_predictions and "zero_shot" in eval_predictions:  # on the zero-shot's eval clips
+        eval_paired = paired_comparison(
+            y_eval[zs_rows], eval_predictions[best_name][zs_rows], eval_predictions["zero_shot"]
+        )
     comparison = {
         "best_model": best_name,
         "loso_mean": best.get("loso_mean_accuracy"),

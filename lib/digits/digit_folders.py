@@ -175,8 +175,8 @@ def load_digit_eval_folder(folder, sample_rate: int = 8000, max_clips: int | Non
     manifest, unlabelled = digit_eval_manifest(folder)
     if max_clips is None and len(manifest) > 3000:  # e.g. all of Speech Commands' digits: say what it costs
         print(
-            f"eval_folder: {len(manifest)} labelled clips; every model scores all of them (the zero-shot Whisper "
-            f"alone needs about {len(manifest) * 0.05 / 60:.0f} min at 50 ms a clip). Cap it with max_eval_clips."
+            f"eval_folder: {len(manifest)} labelled clips; every trained model scores all of them (the zero-shot "
+            "Whisper at most zero_shot_max_eval_clips). Cap them with max_eval_clips."
         )
     manifest = stratified_subset(manifest, max_clips, seed=seed).reset_index(drop=True)
     waves, ok_paths, failures = load_audio_batch(manifest["path"].tolist(), sr=sample_rate, desc="eval audio")
