@@ -1262,8 +1262,9 @@ else:
 # %% [markdown]
 # ## Digits recorded elsewhere: `eval_folder`
 #
-# Every trained model (as trained on the official split) and the zero-shot Whisper are scored
-# on the folder's clips, overall and per source: the sub-folder level that tells clips apart
+# Every trained model (as trained on the official split) and the zero-shot Whisper (on at most
+# `zero_shot_max_eval_clips` of them: it decodes slowly) are scored on the folder's clips,
+# overall and per source: the sub-folder level that tells clips apart
 # (a voice, a microphone, AudioMNIST's speakers) or, where the sub-folders are the digits
 # themselves (Speech Commands' `zero/` .. `nine/`), the speaker in the file names
 # (`{speaker}_nohash_{n}.wav`, `{digit}_{speaker}_{take}.wav`).
