@@ -114,6 +114,12 @@ class_names = source.class_names
 train_frame = stratified_subset(manifest[manifest.split == "train"], max_train_clips, seed)
 test_frame = stratified_subset(manifest[manifest.split == "test"], max_test_clips, seed)
 transform = build_mae_transform("log_mel", sample_rate=sample_rate, n_mels=n_mels, frames=frames)
+in_memory = (len(train_frame) + len(test_frame)) * int(np.prod(transform.output_shape)) * 4 / 2**30
+if in_memory > 2:  # a large folder (Speech Commands' 105,829 clips: 6.3 GiB at the defaults) held as float32
+    print(
+        f"{len(train_frame) + len(test_frame)} clips: their log-mels take about {in_memory:.1f} GiB of memory (and "
+        "each epoch sees them all); cap them with max_train_clips / max_test_clips"
+    )
 with Stopwatch() as feature_watch:
     train_data = mae_load_split(train_frame, transform, cache_dir=cache_dir, desc="log-mel train")
     test_data = mae_load_split(test_frame, transform, cache_dir=cache_dir, desc="log-mel test")
