@@ -491,11 +491,15 @@ FILE_COLUMN_NAMES = ("filename", "file_name", "slice_file_name", "fname", "file"
 LABEL_COLUMN_NAMES = ("label", "class", "category", "class_name", "classname", "word", "target", "classID")
 
 
-def _find_csv_column(table: pd.DataFrame, wanted: str, default: str, names, what: str):
-    """``wanted`` if the CSV has it; for the default name only, the first of ``names`` it has (for files, else a
-    column of audio file names); None if none."""
+CSV_COLUMNS = {"file": ("filename", FILE_COLUMN_NAMES), "label": ("label", LABEL_COLUMN_NAMES)}  # default, aliases
+
+
+def _find_csv_column(table: pd.DataFrame, wanted: str, what: str):
+    """``wanted`` if the CSV has it; for the default name only (`CSV_COLUMNS`), the first of its aliases the CSV
+    has (for files, else a column of audio file names); None if none."""
     if wanted in table.columns:
         return wanted
+    default, names = CSV_COLUMNS[what]
     if wanted != default:
         return None
     lowered = {str(c).lower(): c for c in table.columns}
@@ -509,9 +513,9 @@ def _find_csv_column(table: pd.DataFrame, wanted: str, default: str, names, what
     return found
 
 
-def _csv_column(table: pd.DataFrame, wanted: str, default: str, names, labels_csv, what: str) -> str:
+def _csv_column(table: pd.DataFrame, wanted: str, labels_csv, what: str) -> str:
     """`_find_csv_column`, or an error naming the columns found; a column other than ``wanted`` is said."""
-    found = _find_csv_column(table, wanted, default, names, what)
+    found = _find_csv_column(table, wanted, what)
     if found is None:
         raise ValueError(f"{labels_csv}: no column {wanted!r}; the columns found are {list(table.columns)}")
     if found != wanted:
@@ -527,7 +531,7 @@ def _fold_number(name):
 
 def _fold_value(value):
     """A ``fold`` cell as a number: ``3``, ``3.0``, ``"3"`` or ``"fold3"`` give 3; a blank gives None."""
-    if value is None or (isinstance(value, float) and value != value):
+    if pd.isna(value):
         return None
     try:
         return int(float(value))
@@ -535,18 +539,17 @@ def _fold_value(value):
         return _fold_number(value)
 
 
-def _find_by_name(table, names, paths, missing, files, folder, labels_csv) -> list:
+def _find_by_name(names, paths, row_folds, missing, files, folder, labels_csv) -> list:
     """``paths`` with the ``missing`` rows found by file name in ``folder``'s sub-folders (``files``, else a walk):
-    a row with a ``fold`` takes only a file of that fold folder; names still ambiguous are said."""
+    a row with a fold (``row_folds``) takes only a file of that fold folder; names still ambiguous are said."""
     by_name = {}
     for candidate in files if files is not None else (p for p in folder.rglob("*") if p.is_file()):
         by_name.setdefault(Path(candidate).name, []).append(Path(candidate))
-    folds = [_fold_value(v) for v in table["fold"]] if "fold" in table.columns else [None] * len(names)
     found, ambiguous = {}, []
     for i in missing:
         matches = by_name.get(paths[i].name, [])
-        if folds[i] is not None:  # a file in another fold folder is another clip of the same name
-            matches = [m for m in matches if _fold_number(m.parent.name) in (None, folds[i])]
+        if row_folds[i] is not None:  # a file in another fold folder is another clip of the same name
+            matches = [m for m in matches if _fold_number(m.parent.name) in (None, row_folds[i])]
         if len(matches) == 1:
             found[i] = matches[0]
         elif matches:
@@ -574,23 +577,24 @@ def read_labels_csv(
     ``folder`` (``files``: the folder's files, if already listed), e.g. UrbanSound8K's bare names
     of clips in ``audio/fold3/``. ``folds``: keep only the rows of these folds (said so)."""
     table = pd.read_csv(labels_csv)
-    file_column = _csv_column(table, path_column, "filename", FILE_COLUMN_NAMES, labels_csv, "file")
-    label_from = _csv_column(table, label_column, "label", LABEL_COLUMN_NAMES, labels_csv, "label")
+    file_column = _csv_column(table, path_column, labels_csv, "file")
+    label_from = _csv_column(table, label_column, labels_csv, "label")
     if file_column != path_column:
         table[path_column] = table[file_column]
     if label_from != label_column:
         table[label_column] = table[label_from]
+    row_folds = [_fold_value(v) for v in table["fold"]] if "fold" in table.columns else [None] * len(table)
     if folds is not None and "fold" in table.columns:
-        keep = [_fold_value(v) in folds for v in table["fold"]]
+        keep = [f in folds for f in row_folds]
         if not all(keep):
             print(f"{Path(labels_csv).name}: {len(keep) - sum(keep)} row(s) of folds not loaded left out")
-            table = table[keep].reset_index(drop=True)
+            table, row_folds = table[keep].reset_index(drop=True), [f for f, k in zip(row_folds, keep) if k]
     folder = Path(folder)
     names = table[path_column].astype(str).tolist()
     paths = [Path(p) if Path(p).is_absolute() else folder / p for p in names]
     missing = [i for i, p in enumerate(paths) if not p.is_file()]
     if missing:
-        paths = _find_by_name(table, names, paths, missing, files, folder, labels_csv)
+        paths = _find_by_name(names, paths, row_folds, missing, files, folder, labels_csv)
     return table, paths
 
 
@@ -654,10 +658,9 @@ class DatasetWarning(UserWarning):
 
 
 # %%
-def speaker_in_clip_name(stem: str):
-    """The speaker a clip's file name gives, or None: Speech Commands' ``{speaker}_nohash_{n}``, or
-    ``{label}_{speaker}_{index}`` (FSDD, AudioMNIST)."""
-    match = NOHASH_NAME.match(stem) or CLIP_NAME.match(stem)
+def nohash_speaker(stem: str):
+    """The speaker of a Speech Commands clip name, ``{speaker}_nohash_{n}``; None for other names."""
+    match = NOHASH_NAME.match(stem)
     return match["speaker"] if match else None
 
 
@@ -681,8 +684,8 @@ def _metadata_csv(base: Path, files: list, path_column: str = "filename", label_
     for csv in candidates:
         try:
             head = pd.read_csv(csv, nrows=50)
-            column = _find_csv_column(head, path_column, "filename", FILE_COLUMN_NAMES, "file")
-            if column is None or _find_csv_column(head, label_column, "label", LABEL_COLUMN_NAMES, "label") is None:
+            column = _find_csv_column(head, path_column, "file")
+            if column is None or _find_csv_column(head, label_column, "label") is None:
                 continue
             listed = pd.read_csv(csv, usecols=[column])[column].astype(str)
         except (OSError, ValueError, pd.errors.ParserError):
@@ -716,7 +719,7 @@ def _subfolder_manifest(files: list, test_indices) -> pd.DataFrame:
     table = pd.DataFrame({"path": [str(p) for p in files], "label": [p.parent.name for p in files]})
     # one name label per folder: every name matched CLIP_NAME, so its middle part is the speaker
     speakers = [
-        speaker_in_clip_name(p.stem) if one_label_per_folder or NOHASH_NAME.match(p.stem) else None for p in files
+        nohash_speaker(p.stem) or (m["speaker"] if one_label_per_folder else None) for m, p in zip(named, files)
     ]
     if all(speakers):  # per-speaker grouping and held-out speakers work
         table["speaker"] = speakers
@@ -749,14 +752,11 @@ def load_labelled_folder(
     files = _audio_files(folder)
     if not files:
         raise FileNotFoundError(f"{folder}: no audio files ({', '.join(AUDIO_EXTENSIONS)})")
-    hidden = [
-        p
-        for p in files
-        if p.name.startswith(".") or any(_not_a_label_folder(part) for part in p.relative_to(folder).parts[:-1])
-    ]
+    hidden, kept = [], []
+    for p in files:  # .x files and folders, __MACOSX, _background_noise_
+        (hidden if any(_not_a_label_folder(part) for part in p.relative_to(folder).parts) else kept).append(p)
     if hidden:
-        left_out = set(hidden)
-        files = [p for p in files if p not in left_out]
+        files = kept
         print(
             f"{folder}: left out {len(hidden)} file(s) that are not clips of a label (.x files and folders, "
             f"__MACOSX, Speech Commands' _background_noise_), e.g. {hidden[0].relative_to(folder)}"
@@ -841,7 +841,7 @@ def load_speech_commands(path=None, words=None, download: bool = True) -> pd.Dat
                 {
                     "path": str(wav),
                     "label": word_dir.name,
-                    "speaker": speaker_in_clip_name(wav.stem) if NOHASH_NAME.match(wav.stem) else wav.stem,
+                    "speaker": nohash_speaker(wav.stem) or wav.stem,
                     "split": lists.get(rel, "train"),
                 }
             )

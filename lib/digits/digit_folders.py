@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from lib.core.audio import AUDIO_EXTENSIONS, load_audio_batch
-from lib.core.datasets import CLIP_NAME, NOHASH_NAME, speaker_in_clip_name
+from lib.core.datasets import CLIP_NAME, nohash_speaker
 from lib.core.subsets import stratified_subset
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -161,9 +161,9 @@ def _speaker_named(stem: str, label: int):
     """The speaker in a digit clip's name: Speech Commands' ``{speaker}_nohash_{n}``, or ``{digit}_{speaker}_{take}``
     whose digit is the clip's label (so ``alice_yes_1`` or ``take_01_3`` name no speaker)."""
     match = CLIP_NAME.match(stem)
-    if NOHASH_NAME.match(stem) or (match and digit_label_from_text(match["label"]) == label):
-        return speaker_in_clip_name(stem)
-    return None
+    return nohash_speaker(stem) or (
+        match["speaker"] if match and digit_label_from_text(match["label"]) == label else None
+    )
 
 
 def load_digit_eval_folder(folder, sample_rate: int = 8000, max_clips: int | None = None, seed: int = 0):
