@@ -125,7 +125,7 @@ from lib.core.audio import load_audio_batch
 from lib.core.datasets import load_fsdd, load_labelled_folder, load_librispeech
 from lib.core.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
 from lib.core.runtime import limit_cpu_threads, pick_device, seed_everything
-from lib.core.subsets import speaker_folds, stratified_subset
+from lib.core.subsets import stratified_subset
 from lib.digits.classifier_eval import (
     classification_summary,
     hardest_speakers,
@@ -1147,7 +1147,8 @@ if encoder_layer_curve and "encoder" in fitted and has_speakers and len(loso_man
             loso_manifest["label"].to_numpy(),
             loso_manifest["speaker"].to_numpy(),
             encoder_features_info["layer_names"],
-            folds=speaker_folds(loso_manifest["speaker"], loso_max_folds, seed),  # the models' LOSO folds
+            max_folds=loso_max_folds,  # the models' LOSO folds
+            seed=seed,
         )
     curve = pd.DataFrame({k: {"mean": v["mean_accuracy"], "min": v["min_accuracy"]} for k, v in layer_curve.items()}).T
     # input side first: the conv front-end, then the encoder layers in depth order
@@ -1212,16 +1213,11 @@ if zero_shot is not None:
             zs_note = f"{len(zs_frame)} clips of {zs_frame['speaker'].nunique()} speakers"
         with Stopwatch() as zs_time:
             zs_pred, zs_text = zero_shot.predict_with_text([wave_of[p] for p in zs_frame.path], progress=True)
-        scores = held_out_scores(zs_frame["label"].to_numpy(), zs_pred, zs_frame["speaker"].to_numpy())
+        scores = loso_from_predictions(zs_frame["label"].to_numpy(), zs_pred, zs_frame["speaker"].to_numpy())
         zero_shot_loso_predictions = pd.Series(list(zs_pred), index=list(zs_frame.path), dtype=object)
         zero_shot_results["loso"] = {
-            "mean_accuracy": scores["mean_group_accuracy"],
-            "min_accuracy": scores["min_group_accuracy"],
-            "per_speaker_accuracy": scores["per_group_accuracy"],
-            "pooled_accuracy": scores["accuracy"],
-            "ci95": scores["ci95"],
-            "n": scores["n"],
-            "no_digit": scores["no_answer"],
+            **scores,
+            "no_digit": sum(p is None for p in zs_pred),
             "seconds": zs_time.seconds,
             "examples": [{"label": str(t), "text": x} for t, x in list(zip(zs_frame["label"], zs_text))[:12]],
             # scored by the first digit named; an answer naming several (the prompt recited) counts if that is right
@@ -1229,11 +1225,11 @@ if zero_shot is not None:
         }
         zero_shot_row = f"zero-shot Whisper ({zs_note})"
         zero_shot_clips = zs_frame["speaker"].astype(str).value_counts().to_dict()
-        loso_per_speaker[zero_shot_row] = scores["per_group_accuracy"]
+        loso_per_speaker[zero_shot_row] = scores["per_speaker_accuracy"]
         print(
-            f"zero-shot on {scores['n']} held-out clips: {scores['accuracy']:.4f} "
+            f"zero-shot on {scores['n']} held-out clips: {scores['pooled_accuracy']:.4f} "
             f"(95% CI {scores['ci95'][0]:.3f}-{scores['ci95'][1]:.3f}), per-speaker mean "
-            f"{scores['mean_group_accuracy']:.4f}, min {scores['min_group_accuracy']:.4f}; "
+            f"{scores['mean_accuracy']:.4f}, min {scores['min_accuracy']:.4f}; "
             f"{zs_time.seconds / scores['n'] * 1000:.0f} ms per clip; "
             f"{zero_shot_results['loso']['answers_naming_several_digits']} answer(s) named several digits "
             "(scored by the first)"
@@ -1326,7 +1322,7 @@ if eval_folder and len(eval_waves):
         print(f"zero-shot: {eval_results['zero_shot']['no_answer']} of its {wrong} errors wrote no digit at all")
     per_group = pd.DataFrame({k: v["per_group_accuracy"] for k, v in scored.items()})
     if len(per_group) > 1:  # per source (voice, microphone, speaker): the weakest first
-        clips_of = pd.Series(next(iter(scored.values()))["per_group_n"])
+        clips_of = eval_manifest["source"].astype(str).value_counts()
         from_names = (eval_manifest["source_from"] == "file name").all()
         kind = "speakers named in the file names" if from_names else "sub-folders"
         enough = clips_of[clips_of >= 5].index  # a source of one or two clips says little on its own

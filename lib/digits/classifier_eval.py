@@ -128,25 +128,19 @@ def leave_one_speaker_out(
     }
 
 
-def loso_summary(per_speaker: dict, correct: int, n: int) -> dict:
-    """Per-speaker accuracies -> the leave-one-speaker-out keys: per speaker, mean, std, min, pooled
-    (with the Wilson 95% interval of the pooled accuracy over all ``n`` clips)."""
-    values = np.array(list(per_speaker.values()))
-    return {
-        "per_speaker_accuracy": per_speaker,
-        "mean_accuracy": float(values.mean()),
-        "std_accuracy": float(values.std()),
-        "min_accuracy": float(values.min()),
-        "pooled_accuracy": correct / n,
-        "n": int(n),
-        "ci95": list(accuracy_interval(correct, n)),
-    }
-
-
 def loso_from_predictions(y_true, y_pred, speakers) -> dict:
-    """`loso_summary` of held-out predictions: one per clip, each from the fold that held its speaker out."""
+    """The leave-one-speaker-out keys of held-out predictions (one per clip, each from the fold that held its
+    speaker out): per speaker, mean, std, min, pooled, with the Wilson 95% interval of the pooled accuracy."""
     scores = held_out_scores(y_true, y_pred, np.asarray(speakers).astype(str))
-    return loso_summary(scores["per_group_accuracy"], scores["correct"], scores["n"])
+    return {
+        "per_speaker_accuracy": scores["per_group_accuracy"],
+        "mean_accuracy": scores["mean_group_accuracy"],
+        "std_accuracy": float(np.std(list(scores["per_group_accuracy"].values()))),
+        "min_accuracy": scores["min_group_accuracy"],
+        "pooled_accuracy": scores["accuracy"],
+        "n": scores["n"],
+        "ci95": scores["ci95"],
+    }
 
 
 def measure_latency(predict, example, warmup: int = 3, runs: int = 30) -> dict:

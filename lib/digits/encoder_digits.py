@@ -34,14 +34,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
 from lib.core.atomic_io import atomic_output
 from lib.core.bundled_whisper import BUNDLED_WHISPER_ID
 from lib.core.speech_models import load_speech_model
-from lib.core.subsets import speaker_folds
-from lib.digits.classifier_eval import loso_from_predictions
+from lib.digits.classifier_eval import leave_one_speaker_out
 from lib.digits.digit_models import DigitClassifierBase
 from lib.digits.encoder_finetune import DigitFinetunedHead, digit_top_positions
 from lib.digits.whisper_digit_scores import (
@@ -321,12 +321,12 @@ def digit_encoder_features(
 
 # %%
 def digit_encoder_layer_curve(
-    pooled, labels, speakers, layer_names, pooling: str = "mean+std", C: float = 0.5, folds=None
+    pooled, labels, speakers, layer_names, pooling: str = "mean+std", C: float = 0.5, max_folds=None, seed: int = 0
 ):
     """Leave-one-speaker-out accuracy of a logistic regression on each layer's pooled frames.
 
-    ``pooled``: ``[clips, layers, 2*dims]`` (mean then std). ``folds``: speakers held out together
-    (`leave_one_speaker_out`'s ``fold_speakers``); None: one speaker per fold. Returns
+    ``pooled``: ``[clips, layers, 2*dims]`` (mean then std). ``max_folds``, ``seed``: the folds of
+    `leave_one_speaker_out` (the models' own). Returns
     ``{layer: {"mean_accuracy", "min_accuracy", "per_speaker_accuracy"}}``.
     """
     from sklearn.linear_model import LogisticRegression
@@ -334,20 +334,19 @@ def digit_encoder_layer_curve(
     from sklearn.preprocessing import StandardScaler
 
     pooled = np.asarray(pooled, dtype=np.float32)
-    labels, speakers = np.asarray(labels), np.asarray(speakers)
+    labels = np.asarray(labels)
+    manifest = pd.DataFrame({"speaker": np.asarray(speakers), "label": labels})
     dims = pooled.shape[2] // 2
     curve = {}
     for j, layer in enumerate(layer_names):
         X = pooled[:, j, :dims] if pooling == "mean" else pooled[:, j]
-        predicted = np.empty(len(labels), dtype=object)
-        for held_out in speaker_folds(speakers) if folds is None else folds:
-            test = np.isin(speakers.astype(str), [str(s) for s in held_out])
+
+        def fit_predict(train, test, X=X):
             clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=500))
-            clf.fit(X[~test], labels[~test])
-            predicted[np.flatnonzero(test)] = list(clf.predict(X[test]))
-        scores = loso_from_predictions(labels, predicted, speakers)
-        curve[str(layer)] = {k: scores[k] for k in ("mean_accuracy", "min_accuracy")}
-        curve[str(layer)]["per_speaker_accuracy"] = scores["per_speaker_accuracy"]
+            return clf.fit(X[train], labels[train]).predict(X[test])
+
+        scores = leave_one_speaker_out(fit_predict, manifest, progress=False, max_folds=max_folds, seed=seed)
+        curve[str(layer)] = {k: scores[k] for k in ("mean_accuracy", "min_accuracy", "per_speaker_accuracy")}
     return curve
 
 

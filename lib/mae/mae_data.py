@@ -159,35 +159,36 @@ class MaeFolderSource(MaeDataSourceBase):
             if table.attrs.get("split_from") == "take numbers" and "speaker" in table.columns:
                 table = table.drop(columns="split")
             table, self._names = _mae_index_labels(table)
-            held_out = None
-            by_fold = "fold" in table.columns and self.test_fold is not None
             group = find_group_column(table)  # a speaker, or a source recording (UrbanSound8K's fsID)
-            if group and "split" not in table.columns and not by_fold:
-                try:  # whole groups held out, where there are enough of them for the fraction asked
-                    held_out = stratified_group_split(table["label"], table[group], self.test_fraction, self.seed)
-                except ValueError:
-                    pass
             if "split" in table.columns and set(table["split"].unique()) <= {"train", "test", "validation"}:
                 table["split"] = table["split"].replace({"validation": "train"})
-            elif by_fold:
+            elif "fold" in table.columns and self.test_fold is not None:
                 table["split"] = np.where(table["fold"].astype(str) == str(self.test_fold), "test", "train")
-            elif held_out is not None:  # speakers (or recordings) known: a column, or named in the file names
-                table["split"] = held_out
-                self.group_column = group
-                test = table[table["split"] == "test"]
-                if group == "speaker":
-                    self.held_out_speakers = sorted(test["speaker"].astype(str).unique())
-                print(
-                    f"{self.path}: testing on {len(test)} clips of {test[group].nunique()} held-out {group} values "
-                    f"(of {table[group].nunique()}), stratified by label; give a split or fold column to choose"
-                )
             else:
-                table["split"] = stratified_split(table["label"], self.test_fraction, self.seed)
-                if group:  # too few groups, or too large a fraction, to hold them out
+                held_out = None
+                if group and "split" not in table.columns:
+                    try:  # whole groups held out, where there are enough of them for the fraction asked
+                        held_out = stratified_group_split(table["label"], table[group], self.test_fraction, self.seed)
+                    except ValueError:
+                        pass
+                if held_out is not None:  # speakers (or recordings) known: a column, or named in the file names
+                    table["split"] = held_out
+                    self.group_column = group
+                    test = table[table["split"] == "test"]
+                    if group == "speaker":
+                        self.held_out_speakers = sorted(test["speaker"].astype(str).unique())
                     print(
-                        f"{self.path}: a random stratified split; its {table[group].nunique()} {group} values are on "
-                        "both sides (the test accuracy includes known voices or recordings)"
+                        f"{self.path}: testing on {len(test)} clips of {test[group].nunique()} held-out {group} "
+                        f"values (of {table[group].nunique()}), stratified by label; give a split or fold column to "
+                        "choose"
                     )
+                else:
+                    table["split"] = stratified_split(table["label"], self.test_fraction, self.seed)
+                    if group:  # too few groups, or too large a fraction, to hold them out
+                        print(
+                            f"{self.path}: a random stratified split; its {table[group].nunique()} {group} values "
+                            "are on both sides (the test accuracy includes known voices or recordings)"
+                        )
             self._manifest = table.reset_index(drop=True)
         return self._manifest
 

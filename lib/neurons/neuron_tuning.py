@@ -250,7 +250,9 @@ def neuron_feature_correlations(
         for method in sorted(methods):  # Spearman last: its effective frames are the ones recorded
             transform = transforms[method]
             if valid.all():
-                x = on_all[method] = on_all[method] if method in on_all else transform(activity, g)
+                if method not in on_all:
+                    on_all[method] = transform(activity, g)
+                x = on_all[method]
             else:
                 x = transform(activity[valid], g)
             r, p, n_eff = _corr_with_p(x, transform(target[valid], g), autocorrelation_lags, lost)

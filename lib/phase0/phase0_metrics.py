@@ -269,7 +269,7 @@ def phase0_decision(rows: list, config: dict) -> dict:
     valid = [row for row in finite if verdicts[row["scheme"]]["criteria"]["random_baseline"]["pass"]]
     best = min(valid or finite, key=lambda row: row["vr_eval"]) if finite else None
     # the same choice made without the held-out speakers: the lowest training VR, then its held-out VR (unbiased)
-    trained = [row for row in (valid or finite) if np.isfinite(row.get("vr_train", float("nan")))]
+    trained = [row for row in valid if np.isfinite(row.get("vr_train", float("nan")))]
     chosen = min(trained, key=lambda row: row["vr_train"]) if len(valid) > 1 and trained else None
     if passed:
         summary = f"PASS: {', '.join(passing)} met every criterion"
