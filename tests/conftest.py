@@ -154,3 +154,13 @@ def tiny_model(tmp_path_factory):
         return cache[key]
 
     return make
+
+
+@pytest.fixture(scope="module")
+def tiny_whisper(tiny_model):
+    """``(folder, adapter)``: a tiny random Whisper (2 encoder blocks: hidden states 0, 1, 2; a character
+    tokenizer) loaded through the digit model's encoder path."""
+    from lib.digits.encoder_digits import load_digit_encoder_adapter
+
+    folder = tiny_model("whisper")
+    return folder, load_digit_encoder_adapter(str(folder), "clip")

@@ -9,15 +9,6 @@ import torch
 from lib.digits.digit_features import load_digit_waves
 
 
-@pytest.fixture(scope="module")
-def tiny_whisper(tiny_model):
-    """A tiny random Whisper (2 encoder blocks: hidden states 0, 1, 2) loaded through the digit model's path."""
-    from lib.digits.encoder_digits import load_digit_encoder_adapter
-
-    folder = tiny_model("whisper")
-    return folder, load_digit_encoder_adapter(str(folder), "clip")
-
-
 def _window_states(adapter, seconds, seed):
     rng = np.random.default_rng(seed)
     wave = np.zeros(int(1.5 * 16000), dtype=np.float32)

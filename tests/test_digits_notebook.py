@@ -59,7 +59,11 @@ def test_digit_classification_notebook_small_run(run_notebook, tiny_model, fsdd_
     models = results["models"]
     svm = models["svm"]
     assert svm["official_split_accuracy"] > 0.6 and "speaker-overlapping" in svm["official_split_note"]
-    assert svm["best_params"]["clf__C"] in (1.0, 4.0) and svm["feature_config"]["cmvn"] == "mean"
+    assert svm["best_params"]["clf__C"] in (1.0, 4.0) and svm["feature_config"]["cmvn"] == "speaker"
+    assert svm["feature_config"]["norm_prior"].startswith("26 means")  # 13 MFCCs + deltas; the file holds them
+    normalisation = results["speaker_normalisation"]  # the encoder's is off with finetune_top
+    assert normalisation["models"] == ["svm", "cnn"] and models["cnn"]["config"]["cmvn"] == "speaker"
+    assert normalisation["groups"]["eval_folder"] == "the whole folder as one group (its sources are digit folders)"
     assert svm["feature_config"]["pooling"] == "segments" and models["cnn"]["config"]["time_steps"] == 32
     loso = results["leave_one_speaker_out"]
     for name in ("svm", "cnn", "encoder", "wav2vec2"):

@@ -17,15 +17,6 @@ from lib.digits.whisper_digit_scores import (
 )
 
 
-@pytest.fixture(scope="module")
-def tiny_whisper(tiny_model):
-    """A tiny random Whisper (+ a character tokenizer) loaded through the digit model's encoder path."""
-    from lib.digits.encoder_digits import load_digit_encoder_adapter
-
-    folder = tiny_model("whisper")
-    return folder, load_digit_encoder_adapter(str(folder), "clip")
-
-
 def test_tiny_whisper_scores_have_the_right_shape_and_match_teacher_forcing(tiny_whisper):
     folder, adapter = tiny_whisper
     tokenizer = load_whisper_digit_tokenizer(str(folder))

@@ -43,7 +43,7 @@ n_mfcc = 13  # [int 2..] SVM: MFCCs per frame (the low ones: the higher ones car
 delta_order = 1  # [0|1|2] 0: MFCC, 1: + deltas, 2: + delta-deltas
 n_frames = 12  # [int 1..] SVM: segments pooling, equal time segments per clip; flat, frames kept (16 ms hop)
 pooling = "segments"  # [flat|segments|mean|max|mean+std] how frames become one vector for the SVM
-mfcc_cmvn = "mean"  # [mean|mean+var|none] per-utterance normalisation of the SVM's MFCCs (mean: CMN)
+mfcc_cmvn = "speaker"  # [speaker|mean|mean+var|none] SVM's MFCCs normalised over each speaker's clips, or per clip
 svm_vtlp = [0.9, 1.1]  # [each 0.5..2] SVM: extra training vectors of every clip, spectrum warped (VTLP); [] none
 mfcc_fmin = 0  # [0..4000] SVM: lowest mel-filter frequency in Hz (100 helps FSDD LOSO, hurts other corpora)
 classifier = "svm"  # [svm|logreg] baseline classifier
@@ -59,10 +59,10 @@ cnn_epochs = 25  # [int 1..] maximum CNN epochs (early stopping may end it soone
 cnn_patience = 6  # [int 1..] epochs without validation improvement before stopping
 cnn_batch_size = 64  # [int 1..] CNN batch size
 cnn_lr_grid = [0.002]  # [each 0.000001..1] CNN learning rates tried (best on validation; LOSO folds reuse it)
-cnn_cmvn = True  # per-utterance CMVN inside the CNN
+cnn_cmvn = "speaker"  # [speaker|True|False] CNN features normalised over each speaker's clips; True: per clip
 cnn_test_warps = [0.9, 1.0, 1.1]  # [each 0.5..2] CNN: softmax averaged over the clip's spectrum warped by each; [] off
 loso_models = ["svm", "cnn", "encoder", "wav2vec2", "zero_shot"]  # [each svm|cnn|encoder|wav2vec2|zero_shot] [] to skip
-loso_cnn_epochs = 12  # [int 1..] CNN epochs per leave-one-speaker-out fold
+loso_cnn_epochs = 20  # [int 1..] CNN epochs per leave-one-speaker-out fold
 loso_max_folds = 10  # [int 2..] more speakers than this (AudioMNIST, Speech Commands): held out in this many groups
 encoder_model = "bundled/whisper-tiny.en"  # pretrained encoder: the bundled Whisper tiny.en, a hub id or a folder
 encoder_whisper_mode = "clip"  # [clip|padded] clip: positions cut to the clip (fast); padded: the 30 s reference
@@ -81,6 +81,8 @@ encoder_layer_curve = True  # score every encoder layer alone by leave-one-speak
 encoder_whisper_prior = True  # fuse Whisper's own decoder scores of the ten digit words (forced choice) with the head
 encoder_prior_weight = None  # [optional 0..] weight of the Whisper digit scores; None: fitted on held-out speakers
 encoder_finetune_top = False  # also fine-tune a copy of the encoder's top block on the cached frames (5x slower)
+encoder_speaker_norm = True  # encoder head: frames normalised over each speaker's clips (not with finetune_top)
+speaker_norm_prior_clips = 5.0  # [0..] speaker normalisation: a speaker with n clips weighs n/(n+this) vs training
 zero_shot_max_clips = 120  # [int 1..] FSDD clips scored by the zero-shot Whisper, stratified by speaker and label
 zero_shot_compute_type = "int8"  # [int8|float32] CTranslate2 precision of the zero-shot Whisper
 zero_shot_max_eval_clips = 1000  # [optional int 1..] eval_folder clips the zero-shot scores (0.3 s each); None: all
@@ -137,8 +139,8 @@ from lib.digits.classifier_eval import (
     plot_leave_one_speaker_out,
 )
 from lib.digits.digit_augment import DigitAugmentConfig, digit_augmented_copies, digit_copy_plan
-from lib.digits.digit_features import DigitFeatureConfig, digit_feature_vectors, load_digit_waves
-from lib.digits.digit_folders import answers_naming_several_digits, load_digit_eval_folder
+from lib.digits.digit_features import DigitFeatureConfig, digit_feature_prior, digit_feature_vectors, load_digit_waves
+from lib.digits.digit_folders import answers_naming_several_digits, eval_norm_groups, load_digit_eval_folder
 from lib.digits.digit_models import (
     DigitCnnConfig,
     SklearnDigitModel,
@@ -152,8 +154,10 @@ from lib.digits.encoder_digits import (
     digit_encoder_features,
     digit_encoder_layer_curve,
     digit_final_layer_position,
+    encoder_norm_prior,
     load_digit_encoder_adapter,
     load_digit_prior_scorer,
+    speaker_normalised_frames,
     train_digit_encoder_head,
 )
 from lib.digits.encoder_finetune import digit_top_block, digit_top_positions
@@ -242,10 +246,12 @@ with Stopwatch() as data_time:
     loso_manifest = loso_manifest[loso_manifest.path.isin(wave_of)].reset_index(drop=True)
     train_waves = [wave_of[p] for p in train_manifest.path]
     test_waves = [wave_of[p] for p in test_manifest.path]
+    # speaker normalisation: a clip's group is its speaker (unknown: the clip alone); eval clips: their source
+    group_of = dict(zip(all_manifest["path"], all_manifest["speaker"] if has_speakers else all_manifest["path"]))
     labels = sorted(manifest["label"].unique().tolist())
     y_train = train_manifest["label"].to_numpy()
     y_test = test_manifest["label"].to_numpy()
-    eval_waves, eval_manifest, eval_skipped = [], None, []
+    eval_waves, eval_manifest, eval_skipped, eval_groups, eval_groups_how = [], None, [], [], None
     if eval_folder:
         eval_waves, eval_manifest, eval_skipped = load_digit_eval_folder(
             eval_folder, sample_rate=sample_rate, max_clips=max_eval_clips, seed=seed
@@ -254,6 +260,7 @@ with Stopwatch() as data_time:
             words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
             eval_manifest["label"] = [words[int(v)] for v in eval_manifest["label"]]
         y_eval = eval_manifest["label"].to_numpy()
+        eval_groups, eval_groups_how = eval_norm_groups(eval_manifest)
 timings["data"] = data_time.seconds
 durations = np.array([len(w) / sample_rate for w in all_waves_list])
 print(
@@ -386,19 +393,33 @@ feature_config = DigitFeatureConfig(
     pooling=pooling,
     cmvn={"none": False, "mean+var": True}.get(str(mfcc_cmvn), mfcc_cmvn),
     fmin=float(mfcc_fmin),
+    norm_prior_clips=float(speaker_norm_prior_clips),
 )
 paths = list(all_manifest["path"])
 flat_copies = [c for p in paths for c in copies_of[p]]
 mfcc_of, mfcc_copies_of = {}, {}
 if "svm" in models:  # only the SVM uses these vectors (the CNN computes its own features)
     with Stopwatch() as feature_time:
-        mfcc_of = dict(zip(paths, digit_feature_vectors([wave_of[p] for p in paths], feature_config, progress=True)))
-        copy_vectors = digit_feature_vectors(flat_copies, feature_config, progress=True) if flat_copies else []
+        if feature_config.cmvn == "speaker":  # the prior for speakers with few clips: the training clips' frames
+            feature_config.norm_prior = digit_feature_prior(train_waves, feature_config)
+        clip_groups = [group_of[p] for p in paths]
+        mfcc_of = dict(
+            zip(
+                paths,
+                digit_feature_vectors([wave_of[p] for p in paths], feature_config, progress=True, groups=clip_groups),
+            )
+        )
+        copy_groups = [(g, "copy") for g in clip_groups for _ in range(augment_copies)]  # copies: a group apart
+        copy_vectors = (
+            digit_feature_vectors(flat_copies, feature_config, progress=True, groups=copy_groups) if flat_copies else []
+        )
         mfcc_copies_of = {
             p: list(copy_vectors[i * augment_copies : (i + 1) * augment_copies]) for i, p in enumerate(paths)
         }
         for warp in svm_vtlp or []:  # VTLP: the clean clip with its frequency axis scaled, an extra training vector
-            warped = digit_feature_vectors([wave_of[p] for p in paths], feature_config, warp=float(warp))
+            warped = digit_feature_vectors(
+                [wave_of[p] for p in paths], feature_config, warp=float(warp), groups=[(g, warp) for g in clip_groups]
+            )
             for p, vector in zip(paths, warped):
                 mfcc_copies_of[p].append(vector)
     timings["mfcc_features"] = feature_time.seconds
@@ -535,6 +556,7 @@ cnn_config = DigitCnnConfig(
     batch_size=cnn_batch_size,
     learning_rate=float(cnn_lr_grid[0]),
     cmvn=cnn_cmvn,
+    norm_prior_clips=float(speaker_norm_prior_clips),
     test_warps=tuple(cnn_test_warps) if cnn_test_warps else None,
 )
 
@@ -549,6 +571,7 @@ def fit_cnn(frame, epochs=None, progress=False):
         seed=seed,
         progress=progress,
         variants=[copies_of[p] for p in frame.path],
+        groups=[group_of[p] for p in frame.path],
     )
     return model
 
@@ -635,7 +658,11 @@ encoder_config = DigitEncoderConfig(
     whisper_prior=bool(encoder_whisper_prior) and digit_prior_columns(labels) is not None,
     prior_weight=DIGIT_PRIOR_DEFAULT_WEIGHT if encoder_prior_weight is None else float(encoder_prior_weight),
     finetune_top=bool(encoder_finetune_top),
+    speaker_norm=bool(encoder_speaker_norm) and not encoder_finetune_top,
+    norm_prior_clips=float(speaker_norm_prior_clips),
 )
+if encoder_speaker_norm and encoder_finetune_top:
+    print("encoder: speaker normalisation is off with encoder_finetune_top (the block reads the encoder's own frames)")
 if "encoder" in models:
     try:
         encoder_adapter = load_digit_encoder_adapter(encoder_model, encoder_whisper_mode, device=device)
@@ -684,6 +711,18 @@ if encoder_adapter is not None:
     enc_copy_frames_of = {
         p: copies["frames"][i * augment_copies : (i + 1) * augment_copies] for i, p in enumerate(paths)
     }
+    enc_input_of, enc_copy_input_of = enc_frames_of, enc_copy_frames_of  # what the head trains on
+    if encoder_config.speaker_norm:  # each speaker's frames normalised together; copies a group apart
+        encoder_config.norm_prior = encoder_norm_prior([enc_frames_of[p] for p in train_manifest.path])
+        enc_input_of = dict(
+            zip(paths, speaker_normalised_frames(clean["frames"], [group_of[p] for p in paths], encoder_config))
+        )
+        normalised_copies = speaker_normalised_frames(
+            copies["frames"], [(group_of[p], "copy") for p in paths for _ in range(augment_copies)], encoder_config
+        )
+        enc_copy_input_of = {
+            p: normalised_copies[i * augment_copies : (i + 1) * augment_copies] for i, p in enumerate(paths)
+        }
     encoder_features_info = {
         "model": encoder_adapter.name,
         "whisper_mode": getattr(encoder_adapter, "whisper_mode", encoder_whisper_mode),
@@ -769,10 +808,10 @@ if prior_scorer is not None:
 
 def fit_encoder(frame, progress=False):
     head, history = train_digit_encoder_head(
-        [enc_frames_of[p] for p in frame.path],
+        [enc_input_of[p] for p in frame.path],
         list(frame["label"]),
         encoder_config,
-        variants=[enc_copy_frames_of[p] for p in frame.path],
+        variants=[enc_copy_input_of[p] for p in frame.path],
         device=device,
         seed=seed,
         progress=progress,
@@ -872,6 +911,7 @@ for name in trainable:
                 device=device,
                 seed=seed,
                 variants=[copies_of[p] for p in frame.path],
+                groups=[group_of[p] for p in frame.path],
             )
             cnn_config = DigitCnnConfig.from_dict({**cnn_config.to_dict(), "learning_rate": model.config.learning_rate})
             histories["cnn"] = {**history, "lr_grid": lr_table}
@@ -889,10 +929,11 @@ for name in trainable:
                 model.logits_from_frames(
                     [enc_frames_of[p] for p in test_manifest.path],
                     prior=np.stack([enc_prior_of[p] for p in test_manifest.path]) if enc_prior_of else None,
+                    groups=[group_of[p] for p in test_manifest.path],
                 ).argmax(1)
             ]
         else:
-            pred = model.predict(test_waves)
+            pred = model.predict(test_waves, groups=[group_of[p] for p in test_manifest.path])
         summaries[name] = classification_summary(
             y_test, pred, labels=labels, speakers=test_manifest["speaker"] if has_speakers else None
         )
@@ -909,6 +950,15 @@ for name in trainable:
         f"{name}: official-split accuracy {results_models[name]['official_split_accuracy']}, {fit_time.seconds:.1f} s"
     )
 
+
+def config_for_results(config) -> dict:
+    """A model's settings for results.json; the speaker normalisation's prior (up to 2,304 numbers) is only
+    summarised: the model file holds it."""
+    values = config.to_dict()
+    prior = values.get("norm_prior")
+    return {**values, "norm_prior": f"{np.size(prior['mean'])} means and stds (in the model file)" if prior else None}
+
+
 if "svm" in fitted:
     results_models["svm"].update(
         cv_accuracy=float(svm_search.best_score_),
@@ -916,7 +966,7 @@ if "svm" in fitted:
         best_params=dict(svm_search.best_params_),
         pca_components=svm_search.audiolens_info["pca_components"],
         classifier=classifier,
-        feature_config=feature_config.to_dict(),
+        feature_config=config_for_results(feature_config),
     )
     save_sklearn_digit_model(fitted["svm"], models_dir / "svm.joblib")
     results_models["svm"]["model_file"] = "models/svm.joblib"
@@ -928,13 +978,13 @@ if "cnn" in fitted:
         epochs_run=len(h["epoch"]),
         stopped_early=h["stopped_early"],
         lr_grid=h["lr_grid"],
-        config=fitted["cnn"].config.to_dict(),
+        config=config_for_results(fitted["cnn"].config),
         model_file="models/cnn.pt",
     )
     save_cnn_digit_model(fitted["cnn"], models_dir / "cnn.pt")
 if "encoder" in fitted:
     results_models["encoder"].update(
-        config=encoder_config.to_dict(),
+        config=config_for_results(encoder_config),
         encoder=encoder_features_info,
         layer_weights=histories["encoder"]["layer_weights"],
         final_train_accuracy=histories["encoder"]["train_accuracy"][-1],
@@ -958,7 +1008,23 @@ if "wav2vec2" in fitted:
     save_wav2vec2_digit_model(fitted["wav2vec2"], models_dir / "wav2vec2")
 for name, reason in skipped.items():
     results_models[name] = {"skipped": reason}
-update_results(out, models=results_models)
+normalised_models = {
+    "svm": feature_config.cmvn == "speaker",
+    "cnn": cnn_config.cmvn == "speaker",
+    "encoder": encoder_config.speaker_norm,
+}
+speaker_normalisation = {
+    "models": [m for m in fitted if normalised_models.get(m)],
+    "what": "every clip's features (SVM: MFCCs; CNN: its front end's; encoder: the head's layer frames) normalised "
+    "with the mean and standard deviation of all its speaker's clips, no labels used, shrunk toward the training "
+    f"clips' statistics: a speaker with n clips weighs n / (n + {speaker_norm_prior_clips:g})",
+    "groups": {
+        "training, official split, leave-one-speaker-out": "speaker" if has_speakers else "each clip alone",
+        "eval_folder": eval_groups_how,
+        "latency, streaming, live": "each clip alone (shrunk toward the training statistics)",
+    },
+}
+update_results(out, models=results_models, speaker_normalisation=speaker_normalisation)
 
 if "cnn" in histories:
     h = histories["cnn"]
@@ -1073,6 +1139,7 @@ else:
 
         def fold(train_idx, test_idx, name=name):
             train_frame, test_frame = loso_manifest.iloc[train_idx], loso_manifest.iloc[test_idx]
+            test_groups = [group_of[p] for p in test_frame.path]  # the held-out speakers' own clips, unlabelled
             if name == "svm":
                 search = None
                 if loso_svm_grid:  # nested: C and gamma chosen without the held-out speaker's clips
@@ -1085,11 +1152,14 @@ else:
                     loso_svm_choices[held[0] if len(held) == 1 else f"{held[0]} and {len(held) - 1} more"] = dict(
                         search.best_params_
                     )
-                return fit_svm(train_frame, search).predict([wave_of[p] for p in test_frame.path])
+                return fit_svm(train_frame, search).predict([wave_of[p] for p in test_frame.path], groups=test_groups)
             if name == "cnn":
-                return fit_cnn(train_frame, epochs=loso_cnn_epochs).predict([wave_of[p] for p in test_frame.path])
+                model = fit_cnn(train_frame, epochs=loso_cnn_epochs)
+                return model.predict([wave_of[p] for p in test_frame.path], groups=test_groups)
             if name == "encoder":  # the head alone here; the Whisper prior is fused after all folds
-                logits = fit_encoder(train_frame).head_logits([enc_frames_of[p] for p in test_frame.path])
+                logits = fit_encoder(train_frame).head_logits(
+                    [enc_frames_of[p] for p in test_frame.path], groups=test_groups
+                )
                 encoder_loso_logits[test_idx] = logits
                 return np.asarray(labels)[logits.argmax(1)]
             return fit_wav2vec2(train_frame).predict([wave_of[p] for p in test_frame.path])
@@ -1273,15 +1343,17 @@ if eval_folder and len(eval_waves):
         with Stopwatch() as eval_time:
             if name == "encoder":
                 pred = np.asarray(model.labels)[
-                    model.logits_from_frames(eval_features["frames"], prior=eval_prior).argmax(1)
+                    model.logits_from_frames(eval_features["frames"], prior=eval_prior, groups=eval_groups).argmax(1)
                 ]
             else:
-                pred = model.predict(eval_waves)
+                pred = model.predict(eval_waves, groups=eval_groups)
         eval_predictions[name] = pred
         eval_results[name] = {**held_out_scores(y_eval, pred, groups), "seconds": eval_time.seconds}
         results_models[name]["eval_folder_accuracy"] = eval_results[name]["accuracy"]
         if name == "encoder" and eval_prior is not None:  # the two parts of the fused model on their own
-            head_pred = np.asarray(model.labels)[model.head_logits(eval_features["frames"]).argmax(1)]
+            head_pred = np.asarray(model.labels)[
+                model.head_logits(eval_features["frames"], groups=eval_groups).argmax(1)
+            ]
             eval_results[name]["head_alone_accuracy"] = float(np.mean(head_pred == y_eval))
             eval_results[name]["prior_alone_accuracy"] = float(
                 np.mean(np.asarray(labels)[eval_prior.argmax(1)] == y_eval)

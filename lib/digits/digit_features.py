@@ -7,6 +7,10 @@
 #
 # - `trim_digit_clip`: cut leading/trailing silence (20 dB below the peak by default).
 # - `digit_clip_mfcc`: the clip's own frames, with optional per-utterance CMVN.
+# - **speaker normalisation** (`cmvn="speaker"`, Kaldi's per-speaker CMVN): every clip's
+#   frames are normalised with the mean and standard deviation of all its *speaker's* frames
+#   (`speaker_norm_stats`: no labels used), shrunk toward the training frames' statistics
+#   (`norm_prior`) for speakers with few clips; a clip alone is mostly normalised by the prior.
 # - `digit_mfcc_matrix`: one clip -> `[n_mfcc * (1 + delta_order), n_frames]`, padded or cut.
 # - `digit_feature_vectors`: many clips -> `[clips, dims]` for scikit-learn, pooled
 #   `flat` (all frames concatenated), `segments` (time-normalised: the clip's frames averaged
@@ -20,6 +24,7 @@
 #   skipped and reported, and the manifest rows that survived are returned with the audio.
 
 # %%
+from collections import defaultdict
 from dataclasses import asdict, dataclass
 
 import librosa
@@ -30,7 +35,8 @@ from lib.core.audio import load_audio_batch
 from lib.core.features import mfcc_features, pad_frames, pool_frames
 
 DIGIT_POOLINGS = ("flat", "segments", "mean", "max", "mean+std")
-DIGIT_CMVN_MODES = (False, True, "mean", "mean+var")
+DIGIT_CMVN_MODES = (False, True, "mean", "mean+var", "speaker")
+SPEAKER_NORM_PRIOR_CLIPS = 5.0  # a speaker with n clips weighs n / (n + 5) against the training statistics
 
 
 @dataclass
@@ -46,8 +52,10 @@ class DigitFeatureConfig:
     n_frames: int = 40  # flat: frames kept (zero-padded or cut; 40 x 128 samples = 0.64 s); segments: time steps
     pooling: str = "flat"  # flat | segments | mean | max | mean+std
     trim_db: float | None = 20.0  # trim leading/trailing audio this far below the peak (None: keep all)
-    cmvn: bool | str = False  # per-utterance normalisation over the clip's frames: True/"mean+var", "mean" (CMN)
+    cmvn: bool | str = False  # per utterance: True/"mean+var", "mean" (CMN); "speaker": over the speaker's frames
     fmin: float = 0.0  # lowest frequency of the mel filters (Hz)
+    norm_prior: dict | None = None  # cmvn="speaker": {"mean", "std"} of the training frames (digit_feature_prior)
+    norm_prior_clips: float = SPEAKER_NORM_PRIOR_CLIPS  # cmvn="speaker": the prior's weight, in clips
 
     def __post_init__(self):
         if self.pooling not in DIGIT_POOLINGS:
@@ -105,7 +113,8 @@ def digit_clip_mfcc(wave: np.ndarray, config: DigitFeatureConfig, warp: float = 
     and recordings; the padding added later is then the clip's mean (zero). ``cmvn="mean"``
     only subtracts the mean (cepstral mean normalisation): scaling every coefficient to unit
     variance over a short clip also scales up the near-silent ones, which held-out speakers
-    showed to hurt. ``warp`` != 1 scales the spectrum's frequency axis first (VTLP).
+    showed to hurt. ``cmvn="speaker"``: returned as is (`digit_feature_vectors` normalises by
+    speaker). ``warp`` != 1 scales the spectrum's frequency axis first (VTLP).
     """
     m = mfcc_features(
         trim_digit_clip(wave, config),
@@ -118,7 +127,7 @@ def digit_clip_mfcc(wave: np.ndarray, config: DigitFeatureConfig, warp: float = 
         fmin=config.fmin,
         warp=warp,
     )
-    if config.cmvn and m.shape[1] > 1:
+    if config.cmvn and config.cmvn != "speaker" and m.shape[1] > 1:
         m = m - m.mean(axis=1, keepdims=True)
         if config.cmvn != "mean":
             m = m / (m.std(axis=1, keepdims=True) + 1e-5)
@@ -158,23 +167,118 @@ def digit_mfcc_matrix(wave: np.ndarray, config: DigitFeatureConfig) -> np.ndarra
     return pad_frames(digit_clip_mfcc(wave, config), config.n_frames)
 
 
-def digit_feature_vectors(waves, config: DigitFeatureConfig, progress: bool = False, warp: float = 1.0) -> np.ndarray:
-    """Feature vectors ``[clips, config.vector_size]`` for scikit-learn models (``warp``: VTLP, training only)."""
+def digit_feature_vectors(
+    waves, config: DigitFeatureConfig, progress: bool = False, warp: float = 1.0, groups=None
+) -> np.ndarray:
+    """Feature vectors ``[clips, config.vector_size]`` for scikit-learn models (``warp``: VTLP, training only).
+
+    ``groups`` (``cmvn="speaker"``): one speaker (or session) key per clip, whose frames are
+    normalised together (`speaker_norm_stats`); None: every clip alone, shrunk toward the prior.
+    """
     from tqdm.auto import tqdm
 
+    mats = [
+        digit_clip_mfcc(w, config, warp) for w in tqdm(waves, desc="MFCC features", disable=not progress, leave=False)
+    ]
+    if config.cmvn == "speaker":
+        stats = speaker_norm_stats(
+            [frame_moments(m.T) for m in mats], groups, config.norm_prior, config.norm_prior_clips
+        )
+        mats = [((m.T - mean) / std).T for m, (mean, std) in zip(mats, stats)]
     rows = []
-    for wave in tqdm(waves, desc="MFCC features", disable=not progress, leave=False):
+    for m in mats:
         if config.pooling == "flat":
-            rows.append(pad_frames(digit_clip_mfcc(wave, config, warp), config.n_frames).ravel())
+            rows.append(pad_frames(m, config.n_frames).ravel())
         elif config.pooling == "segments":
-            rows.append(digit_time_segments(digit_clip_mfcc(wave, config, warp), config.n_frames).ravel())
+            rows.append(digit_time_segments(m, config.n_frames).ravel())
         else:  # pool over the clip's real frames only (no padding)
-            rows.append(pool_frames(digit_clip_mfcc(wave, config, warp).T, config.pooling))
+            rows.append(pool_frames(m.T, config.pooling))
     if not rows:
         return np.zeros((0, config.vector_size), dtype=np.float32)
     return np.stack(rows).astype(np.float32)
 
 
+def digit_feature_prior(waves, config: DigitFeatureConfig, progress: bool = False) -> dict:
+    """The speaker normalisation's prior: mean and std of every MFCC frame of ``waves`` (the training clips)."""
+    from tqdm.auto import tqdm
+
+    raw = DigitFeatureConfig.from_dict({**config.to_dict(), "cmvn": False})
+    waves = tqdm(waves, desc="MFCC prior", disable=not progress, leave=False)
+    return norm_prior_from_moments([frame_moments(digit_clip_mfcc(w, raw).T) for w in waves])
+
+
+# %% [markdown]
+# ## Speaker normalisation: statistics over a speaker's clips
+#
+# Per-utterance CMVN removes a clip's channel and voice colouring, but over one short word it
+# also removes part of the word. Over all of a speaker's clips (Kaldi's per-speaker CMVN) the
+# words average out and what stays constant, the voice and the microphone, is removed. No
+# labels are used: a held-out speaker is normalised with their own unlabelled clips, as a
+# recogniser adapts to a new user. Measured on FSDD, leave one speaker out, without
+# augmentation: SVM 0.817 (per-utterance CMN) -> 0.901; CNN 0.816 -> 0.864; a logistic
+# regression on Whisper layers 2-4 0.987 -> 0.991. A speaker with few clips is pulled toward
+# the training statistics (`norm_prior`), so one clip alone is normalised mostly by those
+# (SVM with one clip per held-out speaker: 0.874).
+
+
+# %%
+def frame_moments(frames) -> tuple:
+    """``(sum, sum of squares, count)`` over the frames (axis 0) of one ``[frames, ...]`` array (float64)."""
+    x = np.asarray(frames, dtype=np.float64)
+    return x.sum(axis=0), (x * x).sum(axis=0), int(x.shape[0])
+
+
+def norm_prior_from_moments(moments) -> dict:
+    """``{"mean", "std"}`` (lists) over every frame of the clips whose `frame_moments` are given."""
+    moments = list(moments)
+    if not moments:
+        raise ValueError("no clips to compute the normalisation prior from")
+    count = max(1, sum(m[2] for m in moments))
+    mean = sum(m[0] for m in moments) / count
+    std = np.sqrt(np.maximum(sum(m[1] for m in moments) / count - mean**2, 1e-10))
+    return {"mean": mean.tolist(), "std": std.tolist()}
+
+
+def speaker_norm_stats(moments, groups=None, prior=None, prior_clips: float = SPEAKER_NORM_PRIOR_CLIPS) -> list:
+    """Per clip, the ``(mean, std)`` (float32) its frames are normalised with: its group's, shrunk toward ``prior``.
+
+    ``moments``: one `frame_moments` per clip; ``groups``: one key per clip (a speaker, a
+    recording session), None: every clip its own group. A group of ``n`` clips weighs
+    ``n / (n + prior_clips)`` against ``prior`` (``{"mean", "std"}`` of the training frames), in
+    the mean and in the second moment; without a prior a group's own statistics are used.
+    """
+    moments = list(moments)
+    groups = list(range(len(moments))) if groups is None else list(groups)
+    if len(groups) != len(moments):
+        raise ValueError(f"{len(groups)} group keys for {len(moments)} clips")
+    members = defaultdict(list)
+    for i, group in enumerate(groups):
+        members[group].append(i)
+    out = [None] * len(moments)
+    for idx in members.values():
+        count = sum(moments[i][2] for i in idx)
+        weight = 1.0 if prior is None else len(idx) / (len(idx) + prior_clips) if count else 0.0
+        if prior is None and not count:
+            raise ValueError("a group of clips with no frames and no prior to normalise them with")
+        mean = sum(moments[i][0] for i in idx) / max(count, 1)
+        second = sum(moments[i][1] for i in idx) / max(count, 1)
+        if weight < 1.0:
+            prior_mean, prior_std = np.asarray(prior["mean"], np.float64), np.asarray(prior["std"], np.float64)
+            mean, second = (
+                weight * mean + (1 - weight) * prior_mean,
+                weight * second + (1 - weight) * (prior_std**2 + prior_mean**2),
+            )
+        std = np.sqrt(np.maximum(second - mean**2, 1e-10))
+        for i in idx:
+            out[i] = (mean.astype(np.float32), std.astype(np.float32))
+    return out
+
+
+# %% [markdown]
+# ## Standardisation for the CNN
+
+
+# %%
 def fit_standardizer(features: np.ndarray, axis=(0, 2), eps: float = 1e-5) -> dict:
     """Mean and std per coefficient of TRAINING features ``[clips, coefficients, frames]``.
 

@@ -187,3 +187,19 @@ def load_digit_eval_folder(folder, sample_rate: int = 8000, max_clips: int | Non
     if unlabelled:
         print(f"eval_folder: {len(unlabelled)} file(s) without a digit label skipped, e.g. {unlabelled[0]['path']}")
     return waves, kept, failures + unlabelled
+
+
+def eval_norm_groups(manifest: pd.DataFrame) -> tuple:
+    """``(group per clip, how)``: the speaker-normalisation groups of an eval folder's clips, from their ``source``.
+
+    A source is a voice, a speaker or a session (`digit_eval_manifest`), whose clips share a voice
+    and a microphone. Where the sources are the digit folders themselves (``seven/`` beside
+    ``numerals/``: the names say so, no label is read), grouping by them would normalise a digit's
+    sound away, so the whole folder is one group, as it is when it names no sources.
+    """
+    sources = manifest["source"].astype(str)
+    if sources.nunique() < 2 or sources.map(lambda v: digit_label_from_text(v) is not None).any():
+        why = "names no sources" if sources.nunique() < 2 else "its sources are digit folders"
+        return ["the folder"] * len(manifest), f"the whole folder as one group ({why})"
+    named_by = "file names" if (manifest["source_from"] == "file name").all() else "sub-folders"
+    return sources.tolist(), f"its source ({sources.nunique()}, named by the {named_by})"

@@ -4,8 +4,10 @@
 # Every model here is wrapped in a class with the same small interface, so evaluation,
 # latency, saving and live inference treat them alike:
 #
-# - `predict_logits(waves)` -> `[clips, classes]` scores, `predict_proba(waves, temperature)`,
-#   `predict(waves)` -> labels; `labels`, `sample_rate`, `kind`.
+# - `predict_logits(waves, groups=None)` -> `[clips, classes]` scores, `predict_proba(waves,
+#   temperature)`, `predict(waves)` -> labels; `labels`, `sample_rate`, `kind`. ``groups``: one
+#   speaker (or session) key per clip, for the models that normalise by speaker
+#   (`digit_features`: speaker normalisation); None: every clip alone.
 #
 # **Baseline** (`grid_search_digit_pipeline`): a scikit-learn `Pipeline` of `StandardScaler`,
 # optional `PCA` and an RBF `SVC` (or logistic regression), tuned by a stratified K-fold grid
@@ -37,7 +39,14 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from torch import nn
 
-from lib.digits.digit_features import DigitFeatureConfig, digit_feature_vectors, trim_digit_clip
+from lib.digits.digit_features import (
+    SPEAKER_NORM_PRIOR_CLIPS,
+    DigitFeatureConfig,
+    digit_feature_vectors,
+    norm_prior_from_moments,
+    speaker_norm_stats,
+    trim_digit_clip,
+)
 
 
 class DigitClassifierBase:
@@ -47,21 +56,21 @@ class DigitClassifierBase:
     labels: list = []
     sample_rate: int = 8000
 
-    def predict_logits(self, waves) -> np.ndarray:  # pragma: no cover - abstract
+    def predict_logits(self, waves, groups=None) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def predict_proba(self, waves, temperature: float = 1.0) -> np.ndarray:
+    def predict_proba(self, waves, temperature: float = 1.0, groups=None) -> np.ndarray:
         """Class probabilities, softmax of the logits divided by ``temperature``."""
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, not {temperature}")
-        logits = np.asarray(self.predict_logits(waves), dtype=np.float64) / temperature
+        logits = np.asarray(self.predict_logits(waves, groups=groups), dtype=np.float64) / temperature
         logits -= logits.max(axis=1, keepdims=True)
         p = np.exp(logits)
         return p / p.sum(axis=1, keepdims=True)
 
-    def predict(self, waves) -> np.ndarray:
+    def predict(self, waves, groups=None) -> np.ndarray:
         """Predicted labels, one per clip."""
-        logits = self.predict_logits(waves)
+        logits = self.predict_logits(waves, groups=groups)
         return np.asarray(self.labels)[np.argmax(logits, axis=1)]
 
 
@@ -154,12 +163,12 @@ class SklearnDigitModel(DigitClassifierBase):
         self.sample_rate = feature_config.sample_rate
         self.labels = list(labels if labels is not None else pipeline.classes_)
 
-    def features(self, waves) -> np.ndarray:
-        return digit_feature_vectors(list(waves), self.feature_config)
+    def features(self, waves, groups=None) -> np.ndarray:
+        return digit_feature_vectors(list(waves), self.feature_config, groups=groups)
 
-    def predict_logits(self, waves) -> np.ndarray:
+    def predict_logits(self, waves, groups=None) -> np.ndarray:
         """SVC: its one-vs-rest decision scores; other classifiers: log-probabilities."""
-        X = self.features(waves)
+        X = self.features(waves, groups)
         if len(X) == 0:
             return np.zeros((0, len(self.labels)))
         if isinstance(self.pipeline[-1], SVC):
@@ -169,8 +178,8 @@ class SklearnDigitModel(DigitClassifierBase):
             return scores
         return np.log(np.clip(self.pipeline.predict_proba(X), 1e-9, 1.0))
 
-    def predict(self, waves) -> np.ndarray:
-        return self.pipeline.predict(self.features(waves))
+    def predict(self, waves, groups=None) -> np.ndarray:
+        return self.pipeline.predict(self.features(waves, groups))
 
 
 # %% [markdown]
@@ -195,7 +204,9 @@ class DigitCnnConfig:
     dropout: float = 0.3
     labels: list = field(default_factory=lambda: list(range(10)))
     trim_db: float | None = 20.0  # trim leading/trailing audio this far below the peak before cutting/padding
-    cmvn: bool = True  # per-utterance mean/variance normalisation of each feature over the clip's frames
+    cmvn: bool | str = True  # per-utterance mean/variance normalisation over the clip's frames; "speaker": by speaker
+    norm_prior: dict | None = None  # cmvn="speaker": {"mean", "std"} of the training frames (set by train_digit_cnn)
+    norm_prior_clips: float = SPEAKER_NORM_PRIOR_CLIPS  # cmvn="speaker": the prior's weight, in clips
     time_steps: int | None = None  # resample the clip's own frames to this many steps (time normalisation); None: off
     test_warps: tuple | None = None  # prediction: softmax averaged over these spectrum warps (VTLP); None: as is
     # training
@@ -332,6 +343,8 @@ class DigitCnn(nn.Module):
         self.frontend = DigitFrontend(config)
         self.register_buffer("feat_mean", torch.zeros(config.n_features, 1))
         self.register_buffer("feat_std", torch.ones(config.n_features, 1))
+        if getattr(config, "norm_prior", None):
+            self.set_norm_prior(config.norm_prior)
         layers = []
         if config.architecture == "temporal":
             c_in = config.n_features
@@ -357,10 +370,46 @@ class DigitCnn(nn.Module):
         width = c_in if config.architecture == "temporal" else c_in * (config.n_features // 2 ** len(config.channels))
         self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(2 * width, len(config.labels)))
 
-    def raw_features(self, wave: torch.Tensor, warp: torch.Tensor | None = None) -> torch.Tensor:
+    def set_norm_prior(self, prior: dict) -> None:
+        """The speaker normalisation's prior (``{"mean", "std"}`` of the training frames), kept in the config."""
+        self.config.norm_prior = {"mean": [float(v) for v in prior["mean"]], "std": [float(v) for v in prior["std"]]}
+        for name in ("mean", "std"):  # not in the state dict: the config carries it
+            value = torch.tensor(self.config.norm_prior[name], dtype=torch.float32)[:, None]
+            self.register_buffer(f"norm_{name}", value.to(self.feat_mean.device), persistent=False)
+
+    def _audio_frames(self, wave: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``[batch, 1, frames]``: 1 where a frame holds audio (not the zero padding)."""
+        cfg = self.config
+        energy = nn.functional.avg_pool1d(
+            wave[:, None].pow(2), cfg.n_fft, cfg.hop_length, padding=cfg.n_fft // 2, count_include_pad=True
+        )[:, :, : x.shape[-1]]
+        return (energy > 1e-10).float()
+
+    @torch.no_grad()
+    def clip_moments(self, wave: torch.Tensor, warp: torch.Tensor | None = None) -> list:
+        """`frame_moments` of each clip's front-end frames that hold audio (for `speaker_norm_stats`)."""
+        x = self.frontend(wave, warp).double()
+        mask = self._audio_frames(wave, x).double()
+        sums, squares, counts = (x * mask).sum(-1), (x * x * mask).sum(-1), mask.sum((1, 2))
+        return [(a.cpu().numpy(), b.cpu().numpy(), int(c)) for a, b, c in zip(sums, squares, counts)]
+
+    def group_stats(self, waves: torch.Tensor, groups=None, warp=None, batch_size: int = 256) -> torch.Tensor:
+        """``[clips, 2, features]`` (mean, std) of each clip's speaker group (`speaker_norm_stats`, the prior's)."""
+        moments = []
+        for i in range(0, len(waves), batch_size):
+            factor = None if warp is None else torch.full((len(waves[i : i + batch_size]),), float(warp))
+            moments += self.clip_moments(waves[i : i + batch_size], None if factor is None else factor.to(waves.device))
+        stats = speaker_norm_stats(moments, groups, self.config.norm_prior, self.config.norm_prior_clips)
+        return torch.from_numpy(np.stack([np.stack(pair) for pair in stats])).to(waves.device)
+
+    def raw_features(
+        self, wave: torch.Tensor, warp: torch.Tensor | None = None, stats: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Front-end features, with per-utterance CMVN over the frames that hold audio (not the zero padding).
 
-        With ``config.time_steps`` the frames from the first to the last that hold audio are
+        ``cmvn="speaker"``: normalised with ``stats`` (``[batch, 2, features]``: the mean and std
+        of each clip's speaker, `group_stats`); without them each clip's own, shrunk toward the
+        prior. With ``config.time_steps`` the frames from the first to the last that hold audio are
         resampled (linear interpolation) to that many steps: every clip spans the same input
         whatever its speaking rate.
         """
@@ -369,11 +418,22 @@ class DigitCnn(nn.Module):
         steps = getattr(cfg, "time_steps", None)
         if not getattr(cfg, "cmvn", False) and not steps:
             return x
-        energy = nn.functional.avg_pool1d(
-            wave[:, None].pow(2), cfg.n_fft, cfg.hop_length, padding=cfg.n_fft // 2, count_include_pad=True
-        )[:, :, : x.shape[-1]]
-        mask = (energy > 1e-10).float()  # [batch, 1, frames]
-        if getattr(cfg, "cmvn", False):
+        mask = self._audio_frames(wave, x)  # [batch, 1, frames]
+        if getattr(cfg, "cmvn", False) == "speaker":
+            if stats is None:  # every clip a group of one
+                count = mask.sum(dim=-1, keepdim=True).clamp(min=1.0)
+                mean, second = (x * mask).sum(-1, keepdim=True) / count, (x * x * mask).sum(-1, keepdim=True) / count
+                if cfg.norm_prior:
+                    w = 1.0 / (1.0 + cfg.norm_prior_clips)
+                    mean, second = (
+                        w * mean + (1 - w) * self.norm_mean,
+                        w * second + (1 - w) * (self.norm_std**2 + self.norm_mean**2),
+                    )
+                std = (second - mean**2).clamp(min=1e-10).sqrt()
+            else:
+                mean, std = stats[:, 0, :, None], stats[:, 1, :, None]
+            x = (x - mean) / std * mask
+        elif getattr(cfg, "cmvn", False):
             count = mask.sum(dim=-1, keepdim=True).clamp(min=1.0)
             mean = (x * mask).sum(dim=-1, keepdim=True) / count
             std = (((x - mean) ** 2 * mask).sum(dim=-1, keepdim=True) / count).clamp(min=1e-6).sqrt()
@@ -382,8 +442,8 @@ class DigitCnn(nn.Module):
             x = _digit_time_resample(x, mask[:, 0], int(steps))
         return x
 
-    def features(self, wave: torch.Tensor, warp: torch.Tensor | None = None) -> torch.Tensor:
-        return (self.raw_features(wave, warp) - self.feat_mean) / self.feat_std
+    def features(self, wave: torch.Tensor, warp: torch.Tensor | None = None, stats=None) -> torch.Tensor:
+        return (self.raw_features(wave, warp, stats) - self.feat_mean) / self.feat_std
 
     def spec_augment(self, feats: torch.Tensor) -> torch.Tensor:
         cfg = self.config
@@ -401,9 +461,12 @@ class DigitCnn(nn.Module):
             mask = mask * (~((idx >= start[:, None]) & (idx < (start + width)[:, None]))).float()[:, None, :]
         return feats * mask  # standardised features: 0 is the mean
 
-    def forward(self, wave: torch.Tensor, augment: bool = False, warp: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits; ``warp`` (optional, ``[batch]``): every example's spectrum warped by its factor first (VTLP)."""
-        x = self.features(wave, warp)
+    def forward(
+        self, wave: torch.Tensor, augment: bool = False, warp: torch.Tensor | None = None, stats=None
+    ) -> torch.Tensor:
+        """Logits; ``warp`` (optional, ``[batch]``): every example's spectrum warped by its factor first (VTLP);
+        ``stats``: speaker normalisation statistics (`group_stats`)."""
+        x = self.features(wave, warp, stats)
         if augment:
             x = self.spec_augment(x)
         if self.config.architecture == "temporal":
@@ -474,31 +537,38 @@ class CnnDigitModel(DigitClassifierBase):
         self.labels = list(network.config.labels)
 
     @torch.no_grad()
-    def predict_logits(self, waves) -> np.ndarray:
+    def predict_logits(self, waves, groups=None) -> np.ndarray:
+        """Logits per clip; ``groups`` (speaker normalisation): one speaker or session key per clip."""
         x = fix_wave_length([trim_digit_clip(w, self.config) for w in waves], self.config.n_samples)
         warps = getattr(self.config, "test_warps", None)
+        by_speaker = getattr(self.config, "cmvn", False) == "speaker" and groups is not None and len(x)
+        stats = {}
+        if by_speaker:  # each speaker's statistics, over their clips as each warp sees them
+            x_all = torch.from_numpy(x).to(self.device)
+            stats = {w: self.network.group_stats(x_all, list(groups), w) for w in (warps or [None])}
         outs = []
         for i in range(0, len(x), self.batch_size):
             batch = torch.from_numpy(x[i : i + self.batch_size]).to(self.device)
             if not warps:
-                outs.append(self.network(batch).float().cpu())
+                outs.append(self.network(batch, stats=stats[None][i : i + len(batch)] if stats else None).float().cpu())
                 continue
             # softmax averaged over spectrum warps (a longer or shorter vocal tract), as log-probabilities;
             # one forward pass over the batch repeated once per warp
             factors = torch.tensor([float(w) for w in warps], device=self.device).repeat_interleave(len(batch))
-            probs = self.network(batch.repeat(len(warps), 1), warp=factors).softmax(dim=1)
+            chunk = torch.cat([stats[w][i : i + len(batch)] for w in warps]) if stats else None
+            probs = self.network(batch.repeat(len(warps), 1), warp=factors, stats=chunk).softmax(dim=1)
             probs = probs.reshape(len(warps), len(batch), -1).mean(dim=0)
             outs.append(probs.clamp(min=1e-9).log().float().cpu())
         return torch.cat(outs).numpy() if outs else np.zeros((0, len(self.labels)))
 
 
 @torch.no_grad()
-def _cnn_evaluate(network: DigitCnn, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256):
-    """(accuracy, mean cross-entropy) on a labelled set."""
+def _cnn_evaluate(network: DigitCnn, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256, stats=None):
+    """(accuracy, mean cross-entropy) on a labelled set (``stats``: speaker normalisation, one row per clip)."""
     network.eval()
     correct, loss = 0, 0.0
     for i in range(0, len(x), batch_size):
-        logits = network(x[i : i + batch_size])
+        logits = network(x[i : i + batch_size], stats=None if stats is None else stats[i : i + batch_size])
         correct += (logits.argmax(1) == y[i : i + batch_size]).sum().item()
         loss += nn.functional.cross_entropy(logits, y[i : i + batch_size], reduction="sum").item()
     return correct / max(1, len(x)), loss / max(1, len(x))
@@ -516,6 +586,8 @@ def train_digit_cnn(
     progress: bool = True,
     log_every: int = 0,
     variants=None,
+    groups=None,
+    val_groups=None,
 ):
     """Train the CNN; return ``(CnnDigitModel, history)``.
 
@@ -526,7 +598,9 @@ def train_digit_cnn(
     ``history`` has per-epoch lists, ``best_epoch``, ``best_val_accuracy``, ``stopped_early``
     and ``seconds``. ``variants`` (optional, aligned with ``waves``): augmented copies of each
     clip (`digit_augmented_copies`); every epoch each training clip is drawn as itself or one of
-    its copies. Validation clips are always the clean ones.
+    its copies. Validation clips are always the clean ones. ``groups`` / ``val_groups``
+    (``config.cmvn="speaker"``): one speaker key per clip; each clip, and its copies, is
+    normalised with its speaker's statistics over the clean clips (None: every clip alone).
     """
     from tqdm.auto import tqdm
 
@@ -561,13 +635,34 @@ def train_digit_cnn(
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    network = DigitCnn(config).to(device)
+    network = DigitCnn(DigitCnnConfig.from_dict(config.to_dict())).to(device)  # its own config: the prior goes in
     x_train = torch.from_numpy(fix_wave_length(train_w, config.n_samples)).to(device)
     y_train = torch.from_numpy(train_y).long().to(device)
     x_val = torch.from_numpy(fix_wave_length(val_w, config.n_samples)).to(device)
     y_val = torch.from_numpy(val_y).long().to(device)
+    stats_train = stats_val = None
+    if getattr(config, "cmvn", False) == "speaker":  # the prior from every training clip, then each speaker's
+        x_all = torch.from_numpy(fix_wave_length(waves, config.n_samples)).to(device)
+        network.set_norm_prior(
+            norm_prior_from_moments(
+                m for i in range(0, len(x_all), 256) for m in network.clip_moments(x_all[i : i + 256])
+            )
+        )
+        every = network.group_stats(x_all, groups)
+        stats_train, stats_val = every[torch.from_numpy(np.asarray(tr_idx))], None
+        if val_waves is None:
+            stats_val = every[torch.from_numpy(np.asarray(va_idx))]
+        elif len(x_val):
+            stats_val = network.group_stats(x_val, val_groups)
     with torch.no_grad():  # standardisation statistics from the TRAINING clips only
-        feats = torch.cat([network.raw_features(x_train[i : i + 256]) for i in range(0, len(x_train), 256)])
+        feats = torch.cat(
+            [
+                network.raw_features(
+                    x_train[i : i + 256], stats=None if stats_train is None else stats_train[i : i + 256]
+                )
+                for i in range(0, len(x_train), 256)
+            ]
+        )
         network.feat_mean.copy_(feats.mean(dim=(0, 2))[:, None])
         network.feat_std.copy_(feats.std(dim=(0, 2)).clamp(min=1e-5)[:, None])
         del feats
@@ -604,7 +699,7 @@ def train_digit_cnn(
         for i in range(0, len(order), config.batch_size):
             batch = order[i : i + config.batch_size]
             xb = augment_waves(x_epoch[batch], config, gen)
-            logits = network(xb, augment=True)
+            logits = network(xb, augment=True, stats=None if stats_train is None else stats_train[batch])
             loss = loss_fn(logits, y_train[batch])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -612,7 +707,7 @@ def train_digit_cnn(
             scheduler.step()
             total_loss += loss.item() * len(batch)
             correct += (logits.argmax(1) == y_train[batch]).sum().item()
-        val_acc, val_loss = _cnn_evaluate(network, x_val, y_val)
+        val_acc, val_loss = _cnn_evaluate(network, x_val, y_val, stats=stats_val)
         history["epoch"].append(epoch)
         history["train_loss"].append(total_loss / len(x_train))
         history["train_accuracy"].append(correct / len(x_train))

@@ -139,7 +139,8 @@ class Wav2Vec2DigitModel(DigitClassifierBase):
         return wav2vec2_batch(self.extractor, waves, self.device)
 
     @torch.no_grad()
-    def predict_logits(self, waves) -> np.ndarray:
+    def predict_logits(self, waves, groups=None) -> np.ndarray:
+        """Logits per clip (``groups``: accepted for the common interface; this model reads each clip alone)."""
         waves = list(waves)
         outs = []
         for i in range(0, len(waves), self.batch_size):
