@@ -160,7 +160,7 @@ def test_encoder_frames_are_normalised_per_speaker_and_the_model_keeps_its_prior
     folder, adapter = tiny_whisper
     waves, frame = two_speakers
     groups = frame.speaker.tolist()
-    config = DigitEncoderConfig(model=str(folder), layers=[1, 2], epochs=2, speaker_norm=True)
+    config = DigitEncoderConfig(model=str(folder), layers=[1, 2], epochs=2, speaker_norm="mean+var")
     frames = EncoderDigitModel(adapter, torch.nn.Identity(), config).frames(waves)
     config.norm_prior = encoder_norm_prior(frames)
     assert np.asarray(config.norm_prior["mean"]).shape == (2, frames[0].shape[2])
@@ -168,6 +168,12 @@ def test_encoder_frames_are_normalised_per_speaker_and_the_model_keeps_its_prior
     theo = [f for f, g in zip(speaker_normalised_frames(frames, groups, own), groups) if g == "theo"]
     theo = np.concatenate(theo).astype(np.float32)  # every layer and dimension: mean 0, std 1 over theo's frames
     assert np.abs(theo.mean(0)).max() < 0.01 and np.abs(theo.std(0) - 1).max() < 0.01
+    own.speaker_norm = "mean"  # the mean only (the default): centred, the spread kept
+    centred = [f for f, g in zip(speaker_normalised_frames(frames, groups, own), groups) if g == "theo"]
+    centred = np.concatenate(centred).astype(np.float32)
+    raw = np.concatenate([f for f, g in zip(frames, groups) if g == "theo"]).astype(np.float32)
+    assert np.abs(centred.mean(0)).max() < 0.01
+    np.testing.assert_allclose(centred.std(0), raw.std(0), rtol=0.02, atol=1e-3)
     normalised = speaker_normalised_frames(frames, groups, config)  # 30 clips each: 30/35 their own, 5/35 prior
     head, _ = train_digit_encoder_head(normalised, list(frame.label), config, progress=False)
     model = EncoderDigitModel(adapter, head, config)
@@ -178,7 +184,9 @@ def test_encoder_frames_are_normalised_per_speaker_and_the_model_keeps_its_prior
     assert reloaded.config.speaker_norm and reloaded.config.norm_prior == config.norm_prior
     np.testing.assert_allclose(reloaded.predict_logits(waves, groups=groups), by_speaker, atol=1e-4)
     with pytest.raises(ValueError, match="speaker_norm and finetune_top"):
-        DigitEncoderConfig(speaker_norm=True, finetune_top=True)
+        DigitEncoderConfig(speaker_norm="mean", finetune_top=True)
+    with pytest.raises(ValueError, match="speaker_norm must be one of"):
+        DigitEncoderConfig(speaker_norm="median")
 
 
 def test_eval_folder_groups_are_its_sources_unless_those_are_the_digits():

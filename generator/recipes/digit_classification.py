@@ -81,7 +81,7 @@ encoder_layer_curve = True  # score every encoder layer alone by leave-one-speak
 encoder_whisper_prior = True  # fuse Whisper's own decoder scores of the ten digit words (forced choice) with the head
 encoder_prior_weight = None  # [optional 0..] weight of the Whisper digit scores; None: fitted on held-out speakers
 encoder_finetune_top = False  # also fine-tune a copy of the encoder's top block on the cached frames (5x slower)
-encoder_speaker_norm = True  # encoder head: frames normalised over each speaker's clips (not with finetune_top)
+encoder_speaker_norm = "mean"  # [mean|mean+var|none] encoder head: each speaker's frame mean subtracted (+ std divided)
 speaker_norm_prior_clips = 5.0  # [0..] speaker normalisation: a speaker with n clips weighs n/(n+this) vs training
 zero_shot_max_clips = 120  # [int 1..] FSDD clips scored by the zero-shot Whisper, stratified by speaker and label
 zero_shot_compute_type = "int8"  # [int8|float32] CTranslate2 precision of the zero-shot Whisper
@@ -658,10 +658,10 @@ encoder_config = DigitEncoderConfig(
     whisper_prior=bool(encoder_whisper_prior) and digit_prior_columns(labels) is not None,
     prior_weight=DIGIT_PRIOR_DEFAULT_WEIGHT if encoder_prior_weight is None else float(encoder_prior_weight),
     finetune_top=bool(encoder_finetune_top),
-    speaker_norm=bool(encoder_speaker_norm) and not encoder_finetune_top,
+    speaker_norm=False if encoder_finetune_top or encoder_speaker_norm in (None, "none") else encoder_speaker_norm,
     norm_prior_clips=float(speaker_norm_prior_clips),
 )
-if encoder_speaker_norm and encoder_finetune_top:
+if encoder_speaker_norm not in (None, "none") and encoder_finetune_top:
     print("encoder: speaker normalisation is off with encoder_finetune_top (the block reads the encoder's own frames)")
 if "encoder" in models:
     try:
