@@ -32,7 +32,6 @@ def test_digit_classification_notebook_small_run(run_notebook, tiny_model, fsdd_
         encoder_model=str(tiny_model("whisper")),
         encoder_layers=[1, 2],
         encoder_epochs=4,
-        encoder_finetune_top=True,  # the fine-tuned top block goes through training, LOSO, saving and reloading
         encoder_voice_prob=0.4,  # re-voiced copies (off by default) go through the encoder's copies
         encoder_cache_dir=str(tmp_path / "encoder-cache"),
         zero_shot_max_clips=6,
@@ -61,8 +60,11 @@ def test_digit_classification_notebook_small_run(run_notebook, tiny_model, fsdd_
     assert svm["official_split_accuracy"] > 0.6 and "speaker-overlapping" in svm["official_split_note"]
     assert svm["best_params"]["clf__C"] in (1.0, 4.0) and svm["feature_config"]["cmvn"] == "speaker"
     assert svm["feature_config"]["norm_prior"].startswith("26 means")  # 13 MFCCs + deltas; the file holds them
-    normalisation = results["speaker_normalisation"]  # the encoder's is off with finetune_top
-    assert normalisation["models"] == ["svm", "cnn"] and models["cnn"]["config"]["cmvn"] == "speaker"
+    normalisation = results["speaker_normalisation"]  # every trained model's, by speaker in LOSO and the split
+    assert normalisation["models"] == {"svm": "mean and std", "cnn": "mean and std", "encoder": "mean"}
+    assert normalisation["groups"]["training, official split, leave-one-speaker-out"] == "speaker"
+    assert models["encoder"]["config"]["norm_prior"].endswith("means and stds (in the model file)")
+    assert models["cnn"]["config"]["cmvn"] == "speaker"
     assert normalisation["groups"]["eval_folder"] == "the whole folder as one group (its sources are digit folders)"
     assert svm["feature_config"]["pooling"] == "segments" and models["cnn"]["config"]["time_steps"] == 32
     loso = results["leave_one_speaker_out"]
@@ -94,8 +96,6 @@ def test_digit_classification_notebook_small_run(run_notebook, tiny_model, fsdd_
     assert len(loso["encoder"]["head_alone"]["per_speaker_accuracy"]) == 6
     assert len(loso["encoder"]["prior_alone"]["per_speaker_accuracy"]) == 6
     assert 0.0 <= results["eval_folder"]["encoder"]["prior_alone_accuracy"] <= 1.0  # a tiny random Whisper here
-    top = models["encoder"]["finetune_top"]
-    assert top["used"] and top["trainable_parameters"] > 0 and models["encoder"]["config"]["finetune_top"]
     zero_shot = results["zero_shot"]
     assert zero_shot["loso"]["n"] == 6 and len(zero_shot["loso"]["per_speaker_accuracy"]) == 6
     assert zero_shot["loso"]["pooled_accuracy"] >= 0.5  # the real Whisper tiny.en: about 0.94 per clip
@@ -135,8 +135,9 @@ def test_digit_classification_notebook_small_run(run_notebook, tiny_model, fsdd_
 
 
 @pytest.mark.notebook
-def test_custom_word_folder_no_loso_and_missing_models(run_notebook, fsdd_manifest, tmp_path, monkeypatch):
-    """A folder with one sub-folder per word (no speakers, no split), loso_models [], an unloadable Wav2Vec2."""
+def test_custom_word_folder_no_loso_and_missing_models(run_notebook, tiny_model, fsdd_manifest, tmp_path, monkeypatch):
+    """A folder with one sub-folder per word (no speakers, no split), loso_models [], an unloadable Wav2Vec2, and
+    the encoder with its top block fine-tuned (trained, saved and reloaded; no speaker normalisation then)."""
     monkeypatch.setenv("AUDIOLENS_SIGNING_KEY", str(tmp_path / "signing.key"))
     folder = tmp_path / "words"
     for digit, word in enumerate(WORDS):
@@ -148,8 +149,14 @@ def test_custom_word_folder_no_loso_and_missing_models(run_notebook, fsdd_manife
         "digit_classification",
         custom_folder=str(folder),
         eval_folder=str(eval_folder),
-        models=["svm", "wav2vec2"],
+        models=["svm", "encoder", "wav2vec2"],
         loso_models=[],
+        encoder_model=str(tiny_model("whisper")),
+        encoder_layers=[1, 2],
+        encoder_epochs=2,
+        encoder_finetune_top=True,
+        encoder_layer_curve=False,
+        encoder_cache_dir=str(tmp_path / "encoder-cache"),
         augment_copies=0,
         c_grid=[4.0],
         gamma_grid=["scale"],
@@ -173,4 +180,10 @@ def test_custom_word_folder_no_loso_and_missing_models(run_notebook, fsdd_manife
     assert results["eval_folder"]["svm"]["n"] == 10 and results["eval_folder"]["svm"]["accuracy"] > 0.2
     assert results["eval_folder"]["zero_shot"]["accuracy"] >= 0.5
     assert results["streaming"]["model"] == "svm" and results["streaming"]["demo"]["expected"] == ["one", "two"]
-    assert "cnn" not in results["models"] and "encoder" not in results["models"]
+    assert "cnn" not in results["models"]
+    top = results["models"]["encoder"]["finetune_top"]
+    assert top["used"] and top["trainable_parameters"] > 0 and results["models"]["encoder"]["config"]["finetune_top"]
+    assert results["saved_models"]["encoder"]["agreement_with_in_memory"] == 1.0
+    normalisation = results["speaker_normalisation"]  # no speakers: each clip alone; the fine-tuned encoder: none
+    assert normalisation["models"] == {"svm": "mean and std"}
+    assert normalisation["groups"]["training, official split, leave-one-speaker-out"] == "each clip alone"

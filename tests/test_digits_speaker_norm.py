@@ -10,8 +10,10 @@ from sklearn.preprocessing import StandardScaler
 
 from lib.digits.digit_features import (
     DigitFeatureConfig,
+    digit_clip_mfcc,
     digit_feature_prior,
     digit_feature_vectors,
+    digit_time_segments,
     frame_moments,
     load_digit_waves,
     norm_prior_from_moments,
@@ -41,6 +43,17 @@ def test_group_statistics_and_their_shrinkage_toward_the_prior():
     np.testing.assert_allclose(std, np.sqrt(second - mean.astype(np.float64) ** 2), rtol=1e-4)
     many = speaker_norm_stats(moments * 100, ["s"] * 600, prior, prior_clips=5)[0][0]  # 600 clips: its own
     np.testing.assert_allclose(many, every.mean(0), rtol=0.01)
+    # a group of 3 clips against a prior with a non-zero mean, computed by hand
+    skewed = {"mean": [1.0, -2.0, 0.5, 4.0], "std": [0.5, 3.0, 1.0, 2.0]}
+    frames = np.concatenate(clips[:3])
+    w = 3 / (3 + 5)
+    mean = w * frames.mean(0) + (1 - w) * np.array(skewed["mean"])
+    second = w * (frames**2).mean(0) + (1 - w) * (np.array(skewed["std"]) ** 2 + np.array(skewed["mean"]) ** 2)
+    got_mean, got_std = speaker_norm_stats(moments[:3], ["g"] * 3, skewed, prior_clips=5)[1]
+    np.testing.assert_allclose(got_mean, mean, rtol=1e-5)
+    np.testing.assert_allclose(got_std, np.sqrt(second - mean**2), rtol=1e-4)
+    # one frame, no prior: centred only (no spread to scale by)
+    assert speaker_norm_stats([frame_moments(np.ones((1, 4)))])[0][1].tolist() == [1.0] * 4
     # a clip with no frames gets the prior; without a prior that is an error
     empty = frame_moments(np.zeros((0, 4)))
     np.testing.assert_allclose(speaker_norm_stats([empty], None, prior)[0][1], 1.0)
@@ -88,9 +101,14 @@ def test_a_speakers_microphone_is_removed_but_the_words_are_kept(two_speakers):
 
     by_speaker = nearest_neighbour_accuracy("speaker")
     assert by_speaker >= 0.55 and by_speaker > nearest_neighbour_accuracy("mean") > nearest_neighbour_accuracy(False)
-    # without groups every clip is a group of one, pulled toward the prior
-    alone = digit_feature_vectors(waves[:3], config)
-    np.testing.assert_allclose(alone, digit_feature_vectors(waves[:3], config, groups=[0, 1, 2]), atol=1e-5)
+    # without groups every clip is a group of one, pulled toward the prior: 1/6 its own statistics
+    alone = digit_feature_vectors(waves[:1], config)[0]
+    m = digit_clip_mfcc(waves[0], raw).astype(np.float64)  # [coefficients, frames], not normalised
+    prior_mean, prior_std = np.asarray(config.norm_prior["mean"]), np.asarray(config.norm_prior["std"])
+    mean = m.mean(1) / 6 + prior_mean * 5 / 6
+    std = np.sqrt((m**2).mean(1) / 6 + (prior_std**2 + prior_mean**2) * 5 / 6 - mean**2)
+    expected = digit_time_segments((m - mean[:, None]) / std[:, None], config.n_frames).ravel()
+    np.testing.assert_allclose(alone, expected, atol=1e-3)
 
 
 def test_svm_with_speaker_normalisation_saves_and_reloads(two_speakers, tmp_path, monkeypatch):
@@ -115,6 +133,7 @@ def test_svm_with_speaker_normalisation_saves_and_reloads(two_speakers, tmp_path
 def test_cnn_normalises_by_speaker_in_training_prediction_and_reloading(two_speakers, tmp_path, monkeypatch):
     import torch
 
+    from lib.digits.digit_features import trim_digit_clip
     from lib.digits.digit_models import DigitCnnConfig, fix_wave_length, train_digit_cnn
     from lib.digits.model_files import load_digit_model, save_cnn_digit_model
 
@@ -140,9 +159,30 @@ def test_cnn_normalises_by_speaker_in_training_prediction_and_reloading(two_spea
     loaded = load_digit_model(save_cnn_digit_model(cnn, tmp_path / "cnn.pt"))
     assert loaded.config.norm_prior == cnn.config.norm_prior and loaded.config.cmvn == "speaker"
     np.testing.assert_allclose(loaded.predict_logits(waves, groups=groups), by_speaker, atol=1e-4)
+    # batches of 7 and a shuffled order give the same logits (each clip keeps its speaker's statistics)
+    loaded.batch_size = 7
+    order = np.random.default_rng(0).permutation(len(waves))
+    shuffled = loaded.predict_logits([waves[i] for i in order], groups=[groups[i] for i in order])
+    np.testing.assert_allclose(shuffled, by_speaker[order], atol=1e-4)
+    # spectrum warps: every warp with the statistics of the speaker's clips as that warp sees them
     warped = DigitCnnConfig.from_dict({**cnn.config.to_dict(), "test_warps": [0.9, 1.0, 1.1]})
-    loaded.network.config = loaded.config = warped  # spectrum warps: every warp with its own statistics
-    assert loaded.predict_logits(waves, groups=groups).shape == (len(waves), 10)
+    loaded.network.config = loaded.config = warped
+    x = torch.from_numpy(fix_wave_length([trim_digit_clip(w, warped) for w in waves], warped.n_samples))
+    with torch.no_grad():
+        expected = torch.stack(
+            [
+                loaded.network(
+                    x, warp=torch.full((len(x),), w), stats=loaded.network.group_stats(x, groups, w)
+                ).softmax(1)
+                for w in (0.9, 1.0, 1.1)
+            ]
+        ).mean(0)
+    np.testing.assert_allclose(loaded.predict_proba(waves, groups=groups), expected.numpy(), atol=1e-4)
+    np.testing.assert_allclose(
+        loaded.predict_logits([waves[i] for i in order], groups=[groups[i] for i in order]),
+        loaded.predict_logits(waves, groups=groups)[order],
+        atol=1e-4,
+    )
 
 
 def test_encoder_frames_are_normalised_per_speaker_and_the_model_keeps_its_prior(tiny_whisper, two_speakers, tmp_path):

@@ -189,6 +189,11 @@ def load_digit_eval_folder(folder, sample_rate: int = 8000, max_clips: int | Non
     return waves, kept, failures + unlabelled
 
 
+# %% [markdown]
+# ## Speaker-normalisation groups of an eval folder
+
+
+# %%
 def eval_norm_groups(manifest: pd.DataFrame) -> tuple:
     """``(group per clip, how)``: the speaker-normalisation groups of an eval folder's clips, from their ``source``.
 

@@ -334,6 +334,14 @@ def _digit_time_resample(x: torch.Tensor, mask: torch.Tensor, steps: int) -> tor
     return _digit_interpolate(x, first[:, None] + frac * (last - first)[:, None], dim=2)
 
 
+# %% [markdown]
+# ### The network
+#
+# Front end, normalisation (per utterance, or by speaker with statistics passed in or the
+# prior's), the training set's standardisation, SpecAugment, convolutions, pooled head.
+
+
+# %%
 class DigitCnn(nn.Module):
     """Front end -> train-fitted standardisation -> [SpecAugment] -> 3 conv blocks -> linear."""
 
@@ -344,7 +352,7 @@ class DigitCnn(nn.Module):
         self.register_buffer("feat_mean", torch.zeros(config.n_features, 1))
         self.register_buffer("feat_std", torch.ones(config.n_features, 1))
         if getattr(config, "norm_prior", None):
-            self.set_norm_prior(config.norm_prior)
+            self._register_norm_prior()
         layers = []
         if config.architecture == "temporal":
             c_in = config.n_features
@@ -371,8 +379,12 @@ class DigitCnn(nn.Module):
         self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(2 * width, len(config.labels)))
 
     def set_norm_prior(self, prior: dict) -> None:
-        """The speaker normalisation's prior (``{"mean", "std"}`` of the training frames), kept in the config."""
+        """Set the speaker normalisation's prior (``{"mean", "std"}`` of the training frames) in the network's
+        config (``train_digit_cnn`` gives each network its own copy) and its buffers."""
         self.config.norm_prior = {"mean": [float(v) for v in prior["mean"]], "std": [float(v) for v in prior["std"]]}
+        self._register_norm_prior()
+
+    def _register_norm_prior(self) -> None:
         for name in ("mean", "std"):  # not in the state dict: the config carries it
             value = torch.tensor(self.config.norm_prior[name], dtype=torch.float32)[:, None]
             self.register_buffer(f"norm_{name}", value.to(self.feat_mean.device), persistent=False)

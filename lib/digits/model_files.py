@@ -454,10 +454,14 @@ def load_digit_model(path, device: str = "cpu", adapter=None):
     )
 
 
-def predict_audio_files(model, path, temperature: float = 1.0, progress: bool = False) -> pd.DataFrame:
+def predict_audio_files(
+    model, path, temperature: float = 1.0, progress: bool = False, one_speaker: bool = False
+) -> pd.DataFrame:
     """Predict one audio file or every audio file under a folder: ``path, prediction, confidence``.
 
-    Unreadable files are skipped and reported (they appear with an ``error``).
+    Unreadable files are skipped and reported (they appear with an ``error``). ``one_speaker``:
+    the files are one speaker's (one user, one microphone), normalised together by models with
+    speaker normalisation, as a held-out speaker is in the notebook; by default each file alone.
     """
     path = Path(path).expanduser()
     if path.is_dir():
@@ -471,7 +475,8 @@ def predict_audio_files(model, path, temperature: float = 1.0, progress: bool = 
     waves, ok_paths, failures = load_audio_batch(files, sr=model.sample_rate, progress=progress)
     rows = []
     if waves:
-        proba = model.predict_proba(waves, temperature=temperature)
+        groups = ["one speaker"] * len(waves) if one_speaker else None
+        proba = model.predict_proba(waves, temperature=temperature, groups=groups)
         best = proba.argmax(axis=1)
         rows = [
             {"path": p, "prediction": model.labels[b], "confidence": float(proba[i, b]), "error": None}
