@@ -64,6 +64,14 @@ def test_digit_classification_notebook_small_run(run_notebook, tiny_model, fsdd_
     assert normalisation["models"] == {"svm": "mean and std", "cnn": "mean and std", "encoder": "mean"}
     assert normalisation["groups"]["training, official split, leave-one-speaker-out"] == "speaker"
     assert models["encoder"]["config"]["norm_prior"].endswith("means and stds (in the model file)")
+    for name in ("svm", "cnn", "encoder"):  # the same fold models with each held-out clip normalised alone
+        held_out = results["leave_one_speaker_out"][name]
+        alone = held_out["each_clip_alone"]
+        assert set(alone["per_speaker_accuracy"]) == set(held_out["per_speaker_accuracy"])
+        assert 0.0 <= alone["min_accuracy"] <= alone["mean_accuracy"] <= 1.0
+        assert 0.0 <= results["eval_folder"][name]["each_clip_alone_accuracy"] <= 1.0
+    alone = results["leave_one_speaker_out"]["svm"]["each_clip_alone"]
+    assert results["summary"]["svm"]["LOSO mean, each clip alone"] == alone["mean_accuracy"]
     assert models["cnn"]["config"]["cmvn"] == "speaker"
     assert normalisation["groups"]["eval_folder"] == "the whole folder as one group (its sources are digit folders)"
     assert svm["feature_config"]["pooling"] == "segments" and models["cnn"]["config"]["time_steps"] == 32

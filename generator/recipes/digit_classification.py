@@ -194,6 +194,7 @@ from lib.digits.whisper_digit_scores import (
     DIGIT_PRIOR_DEFAULT_WEIGHT,
     digit_prior_columns,
     digit_prior_loso,
+    fuse_digit_prior,
     pick_digit_prior_weight,
 )
 from lib.digits.zero_shot_digits import WhisperZeroShotDigits, ZeroShotDigitsUnavailable
@@ -1138,6 +1139,25 @@ loso_per_speaker = {}
 loso_predictions = {}  # model -> the prediction for every loso_manifest clip, from the fold that held its speaker out
 loso_svm_choices = {}  # loso_svm_grid: held-out speaker -> the C and gamma its fold's own grid search chose
 encoder_loso_logits = np.zeros((len(loso_manifest), len(labels)), dtype=np.float32)
+# speaker normalisation's counterpart: the same fold models, every held-out clip normalised alone (no user's speech)
+loso_alone = {m: np.empty(len(loso_manifest), dtype=object) for m in speaker_norm_modes if speaker_norm_modes[m]}
+encoder_loso_alone_logits = np.zeros_like(encoder_loso_logits)
+
+
+def alone_summary(name, predictions=None) -> dict:
+    """LOSO of ``name`` with each held-out clip normalised alone; the encoder's fused with its folds' weights."""
+    speakers = loso_manifest["speaker"].to_numpy()
+    if name == "encoder" and enc_prior_of:
+        prior = np.stack([enc_prior_of[p] for p in loso_manifest.path])
+        fused = encoder_loso_alone_logits.copy()
+        for speaker, weight in loso_results["encoder"]["weights"].items():
+            rows = np.flatnonzero(speakers.astype(str) == str(speaker))
+            fused[rows] = fuse_digit_prior(encoder_loso_alone_logits[rows], prior[rows], weight)
+        predictions = np.asarray(labels)[fused.argmax(1)]
+    elif name == "encoder":
+        predictions = np.asarray(labels)[encoder_loso_alone_logits.argmax(1)]
+    summary = loso_from_predictions(loso_manifest["label"].to_numpy(), predictions, speakers)
+    return {k: summary[k] for k in ("mean_accuracy", "min_accuracy", "per_speaker_accuracy")}
 
 
 def encoder_prior_loso(head_alone):
@@ -1208,16 +1228,21 @@ else:
                     loso_svm_choices[held[0] if len(held) == 1 else f"{held[0]} and {len(held) - 1} more"] = dict(
                         search.best_params_
                     )
-                return fit_svm(train_frame, search).predict([wave_of[p] for p in test_frame.path], groups=test_groups)
-            if name == "cnn":
+                model = fit_svm(train_frame, search)
+            elif name == "cnn":
                 model = fit_cnn(train_frame, epochs=loso_cnn_epochs)
-                return model.predict([wave_of[p] for p in test_frame.path], groups=test_groups)
-            if name == "encoder":  # the head alone here; the Whisper prior is fused after all folds
-                logits = fit_encoder(train_frame, fold=True).head_logits(
-                    [enc_frames_of[p] for p in test_frame.path], groups=test_groups
-                )
-                encoder_loso_logits[test_idx] = logits
-                return np.asarray(labels)[logits.argmax(1)]
+            elif name == "encoder":  # the head alone here; the Whisper prior is fused after all folds
+                model = fit_encoder(train_frame, fold=True)
+                frames = [enc_frames_of[p] for p in test_frame.path]
+                encoder_loso_logits[test_idx] = model.head_logits(frames, groups=test_groups)
+                if name in loso_alone:
+                    encoder_loso_alone_logits[test_idx] = model.head_logits(frames)
+                return np.asarray(labels)[encoder_loso_logits[test_idx].argmax(1)]
+            if name in ("svm", "cnn"):
+                test_waves_of_fold = [wave_of[p] for p in test_frame.path]
+                if name in loso_alone:
+                    loso_alone[name][test_idx] = list(model.predict(test_waves_of_fold))
+                return model.predict(test_waves_of_fold, groups=test_groups)
             return fit_wav2vec2(train_frame).predict([wave_of[p] for p in test_frame.path])
 
         with Stopwatch() as loso_time:
@@ -1230,6 +1255,8 @@ else:
             loso_predictions["encoder head alone"] = loso_predictions[name]
             loso_predictions[name] = np.asarray(labels)[loso_results[name].pop("predictions")]
         loso_results[name]["seconds"] = loso_time.seconds
+        if name in loso_alone:  # the same fold models, each held-out clip normalised alone
+            loso_results[name]["each_clip_alone"] = alone_summary(name, loso_alone[name])
         loso_per_speaker[name] = loso_results[name]["per_speaker_accuracy"]
         results_models[name].update(
             loso_mean_accuracy=loso_results[name]["mean_accuracy"],
@@ -1405,6 +1432,13 @@ if eval_folder and len(eval_waves):
                 pred = model.predict(eval_waves, groups=eval_groups)
         eval_predictions[name] = pred
         eval_results[name] = {**held_out_scores(y_eval, pred, groups), "seconds": eval_time.seconds}
+        if speaker_norm_modes.get(name):  # the same model with every eval clip normalised alone
+            alone = (
+                np.asarray(model.labels)[model.logits_from_frames(eval_features["frames"], prior=eval_prior).argmax(1)]
+                if name == "encoder"
+                else model.predict(eval_waves)
+            )
+            eval_results[name]["each_clip_alone_accuracy"] = float(np.mean(alone == y_eval))
         results_models[name]["eval_folder_accuracy"] = eval_results[name]["accuracy"]
         if name == "encoder" and eval_prior is not None:  # the two parts of the fused model on their own
             head_pred = np.asarray(model.labels)[
@@ -1481,7 +1515,9 @@ update_results(out, eval_folder=eval_results, models=results_models, zero_shot=z
 #
 # LOSO (mean and worst speaker) is the headline; `eval_folder` is the cross-dataset check;
 # the official split is speaker-overlapping and only a secondary row. The best model is the
-# trained model with the highest LOSO mean.
+# trained model with the highest LOSO mean. The "each clip alone" columns score the same
+# speaker-normalised models with every held-out or eval clip normalised on its own, mostly by
+# the training statistics: what a user's first clip meets, before any of their speech is known.
 
 
 # %%
@@ -1496,6 +1532,9 @@ for name, r in results_models.items():
         "LOSO 95% CI": interval_text(r.get("loso_ci95")),
         "LOSO min speaker": r.get("loso_min_accuracy"),
         "eval_folder": r.get("eval_folder_accuracy"),
+        # speaker normalisation: the same models with each clip normalised alone (a user's first clip)
+        "LOSO mean, each clip alone": loso_results.get(name, {}).get("each_clip_alone", {}).get("mean_accuracy"),
+        "eval_folder, each clip alone": eval_results.get(name, {}).get("each_clip_alone_accuracy"),
         "official split (speaker-overlapping)": r.get("official_split_accuracy"),
         "fit s (features not included)": r.get("train_seconds"),
         "note": r.get("skipped", ""),
