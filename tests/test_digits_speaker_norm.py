@@ -3,6 +3,8 @@ SVM's MFCCs, the CNN's front end and the encoder's frames; what it removes, what
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.signal import lfilter
@@ -128,6 +130,21 @@ def test_svm_with_speaker_normalisation_saves_and_reloads(two_speakers, tmp_path
     assert reloaded.feature_config.norm_prior == config.norm_prior
     np.testing.assert_array_equal(reloaded.predict(waves, groups=groups), svm.predict(waves, groups=groups))
     np.testing.assert_allclose(reloaded.predict_logits(waves[:4]), svm.predict_logits(waves[:4]))
+    # a folder of one user's clips: normalised together with one_speaker=True, each file alone by default
+    from lib.digits.model_files import predict_audio_files
+
+    folder = tmp_path / "one user"
+    folder.mkdir()
+    theo = frame[frame.speaker == "theo"]
+    for path in theo.path:
+        (folder / Path(path).name).symlink_to(path)
+    together = predict_audio_files(svm, folder, one_speaker=True).set_index("path")["prediction"]
+    alone = predict_audio_files(svm, folder).set_index("path")["prediction"]
+    theo_waves = [waves[i] for i in np.flatnonzero(frame.speaker.to_numpy() == "theo")]
+    expected = dict(zip([str(folder / Path(p).name) for p in theo.path], svm.predict(theo_waves, ["theo"] * 30)))
+    assert {str(k): v for k, v in together.items()} == expected
+    expected_alone = dict(zip([str(folder / Path(p).name) for p in theo.path], svm.predict(theo_waves)))
+    assert {str(k): v for k, v in alone.items()} == expected_alone
 
 
 def test_cnn_normalises_by_speaker_in_training_prediction_and_reloading(two_speakers, tmp_path, monkeypatch):
