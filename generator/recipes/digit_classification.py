@@ -1673,6 +1673,8 @@ update_results(out, saved_models=reload_check)
 # `vad_min_speech_ms`), then classifies each segment with `live_model`. In `continuous` mode
 # a sliding window (`stream_window_ms`, every `stream_hop_ms`) classifies the open segment as
 # it grows, and the windows and the whole segment are averaged into one digit per segment.
+# A model with speaker normalisation sees each segment alone, normalised mostly by the
+# training statistics (the summary's "each clip alone" columns measure that case).
 #
 # First a short demo of `stream_digits`; then a realistic test stream of `stream_test_digits`
 # clips (from `eval_folder` when given, else the official test clips) at levels that change
