@@ -415,6 +415,7 @@ feature_config = DigitFeatureConfig(
 )
 paths = list(all_manifest["path"])
 flat_copies = [c for p in paths for c in copies_of[p]]
+copy_groups = [(group_of[p], "copy") for p in paths for _ in range(augment_copies)]  # a speaker's copies: a group apart
 mfcc_of, mfcc_copies_of = {}, {}
 if "svm" in models:  # only the SVM uses these vectors (the CNN computes its own features)
     with Stopwatch() as feature_time:
@@ -429,7 +430,6 @@ if "svm" in models:  # only the SVM uses these vectors (the CNN computes its own
                 digit_feature_vectors([wave_of[p] for p in paths], feature_config, progress=True, groups=clip_groups),
             )
         )
-        copy_groups = [(g, "copy") for g in clip_groups for _ in range(augment_copies)]  # copies: a group apart
         copy_vectors = (
             digit_feature_vectors(flat_copies, feature_config, progress=True, groups=copy_groups) if flat_copies else []
         )
@@ -756,12 +756,12 @@ if encoder_adapter is not None:
         enc_input_of = dict(
             zip(paths, speaker_normalised_frames(clean["frames"], [group_of[p] for p in paths], encoder_config))
         )
-        normalised_copies = speaker_normalised_frames(
-            copies["frames"], [(group_of[p], "copy") for p in paths for _ in range(augment_copies)], encoder_config
-        )
+        normalised_copies = speaker_normalised_frames(copies["frames"], copy_groups, encoder_config)
         enc_copy_input_of = {
             p: normalised_copies[i * augment_copies : (i + 1) * augment_copies] for i, p in enumerate(paths)
         }
+        enc_copy_frames_of = enc_copy_input_of  # the head reads only these: the raw copies' memory is freed
+        del copies["frames"], normalised_copies
     encoder_features_info = {
         "model": encoder_adapter.name,
         "whisper_mode": getattr(encoder_adapter, "whisper_mode", encoder_whisper_mode),
@@ -1144,19 +1144,21 @@ loso_alone = {m: np.empty(len(loso_manifest), dtype=object) for m in speaker_nor
 encoder_loso_alone_logits = np.zeros_like(encoder_loso_logits)
 
 
-def alone_summary(name, predictions=None) -> dict:
-    """LOSO of ``name`` with each held-out clip normalised alone; the encoder's fused with its folds' weights."""
-    speakers = loso_manifest["speaker"].to_numpy()
-    if name == "encoder" and enc_prior_of:
+def encoder_alone_predictions() -> np.ndarray:
+    """The encoder's held-out head logits with each clip normalised alone, fused with each fold's prior weight."""
+    fused = encoder_loso_alone_logits.copy()
+    if enc_prior_of:
+        speakers = loso_manifest["speaker"].astype(str).to_numpy()
         prior = np.stack([enc_prior_of[p] for p in loso_manifest.path])
-        fused = encoder_loso_alone_logits.copy()
         for speaker, weight in loso_results["encoder"]["weights"].items():
-            rows = np.flatnonzero(speakers.astype(str) == str(speaker))
+            rows = np.flatnonzero(speakers == str(speaker))
             fused[rows] = fuse_digit_prior(encoder_loso_alone_logits[rows], prior[rows], weight)
-        predictions = np.asarray(labels)[fused.argmax(1)]
-    elif name == "encoder":
-        predictions = np.asarray(labels)[encoder_loso_alone_logits.argmax(1)]
-    summary = loso_from_predictions(loso_manifest["label"].to_numpy(), predictions, speakers)
+    return np.asarray(labels)[fused.argmax(1)]
+
+
+def alone_summary(predictions) -> dict:
+    """Mean, worst and per-speaker LOSO accuracy of the held-out predictions with each clip normalised alone."""
+    summary = loso_from_predictions(loso_manifest["label"].to_numpy(), predictions, loso_manifest["speaker"].to_numpy())
     return {k: summary[k] for k in ("mean_accuracy", "min_accuracy", "per_speaker_accuracy")}
 
 
@@ -1256,7 +1258,9 @@ else:
             loso_predictions[name] = np.asarray(labels)[loso_results[name].pop("predictions")]
         loso_results[name]["seconds"] = loso_time.seconds
         if name in loso_alone:  # the same fold models, each held-out clip normalised alone
-            loso_results[name]["each_clip_alone"] = alone_summary(name, loso_alone[name])
+            if name == "encoder":
+                loso_alone[name] = encoder_alone_predictions()
+            loso_results[name]["each_clip_alone"] = alone_summary(loso_alone[name])
         loso_per_speaker[name] = loso_results[name]["per_speaker_accuracy"]
         results_models[name].update(
             loso_mean_accuracy=loso_results[name]["mean_accuracy"],

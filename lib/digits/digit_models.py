@@ -351,8 +351,6 @@ class DigitCnn(nn.Module):
         self.frontend = DigitFrontend(config)
         self.register_buffer("feat_mean", torch.zeros(config.n_features, 1))
         self.register_buffer("feat_std", torch.ones(config.n_features, 1))
-        if getattr(config, "norm_prior", None):
-            self._register_norm_prior()
         layers = []
         if config.architecture == "temporal":
             c_in = config.n_features
@@ -380,14 +378,8 @@ class DigitCnn(nn.Module):
 
     def set_norm_prior(self, prior: dict) -> None:
         """Set the speaker normalisation's prior (``{"mean", "std"}`` of the training frames) in the network's
-        config (``train_digit_cnn`` gives each network its own copy) and its buffers."""
+        config (``train_digit_cnn`` gives each network its own copy; saved with the config)."""
         self.config.norm_prior = {"mean": [float(v) for v in prior["mean"]], "std": [float(v) for v in prior["std"]]}
-        self._register_norm_prior()
-
-    def _register_norm_prior(self) -> None:
-        for name in ("mean", "std"):  # not in the state dict: the config carries it
-            value = torch.tensor(self.config.norm_prior[name], dtype=torch.float32)[:, None]
-            self.register_buffer(f"norm_{name}", value.to(self.feat_mean.device), persistent=False)
 
     def _audio_frames(self, wave: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``[batch, 1, frames]``: 1 where a frame holds audio (not the zero padding)."""
@@ -405,14 +397,22 @@ class DigitCnn(nn.Module):
         sums, squares, counts = (x * mask).sum(-1), (x * x * mask).sum(-1), mask.sum((1, 2))
         return [(a.cpu().numpy(), b.cpu().numpy(), int(c)) for a, b, c in zip(sums, squares, counts)]
 
-    def group_stats(self, waves: torch.Tensor, groups=None, warp=None, batch_size: int = 256) -> torch.Tensor:
-        """``[clips, 2, features]`` (mean, std) of each clip's speaker group (`speaker_norm_stats`, the prior's)."""
+    def batch_moments(self, waves: torch.Tensor, warp=None, batch_size: int = 256) -> list:
+        """`clip_moments` of many clips, ``batch_size`` at a time (``warp``: one factor for all)."""
         moments = []
         for i in range(0, len(waves), batch_size):
             factor = None if warp is None else torch.full((len(waves[i : i + batch_size]),), float(warp))
             moments += self.clip_moments(waves[i : i + batch_size], None if factor is None else factor.to(waves.device))
+        return moments
+
+    def stats_from_moments(self, moments, groups=None, device="cpu") -> torch.Tensor:
+        """``[clips, 2, features]`` (mean, std) of each clip's speaker group (`speaker_norm_stats`, the prior's)."""
         stats = speaker_norm_stats(moments, groups, self.config.norm_prior, self.config.norm_prior_clips)
-        return torch.from_numpy(np.stack([np.stack(pair) for pair in stats])).to(waves.device)
+        return torch.from_numpy(np.stack([np.stack(pair) for pair in stats])).to(device)
+
+    def group_stats(self, waves: torch.Tensor, groups=None, warp=None, batch_size: int = 256) -> torch.Tensor:
+        """`stats_from_moments` of ``waves`` (None: every clip alone)."""
+        return self.stats_from_moments(self.batch_moments(waves, warp, batch_size), groups, waves.device)
 
     def raw_features(
         self, wave: torch.Tensor, warp: torch.Tensor | None = None, stats: torch.Tensor | None = None
@@ -433,18 +433,8 @@ class DigitCnn(nn.Module):
         mask = self._audio_frames(wave, x)  # [batch, 1, frames]
         if getattr(cfg, "cmvn", False) == "speaker":
             if stats is None:  # every clip a group of one
-                count = mask.sum(dim=-1, keepdim=True).clamp(min=1.0)
-                mean, second = (x * mask).sum(-1, keepdim=True) / count, (x * x * mask).sum(-1, keepdim=True) / count
-                if cfg.norm_prior:
-                    w = 1.0 / (1.0 + cfg.norm_prior_clips)
-                    mean, second = (
-                        w * mean + (1 - w) * self.norm_mean,
-                        w * second + (1 - w) * (self.norm_std**2 + self.norm_mean**2),
-                    )
-                std = (second - mean**2).clamp(min=1e-10).sqrt()
-            else:
-                mean, std = stats[:, 0, :, None], stats[:, 1, :, None]
-            x = (x - mean) / std * mask
+                stats = self.stats_from_moments(self.clip_moments(wave, warp), None, wave.device)
+            x = (x - stats[:, 0, :, None]) / stats[:, 1, :, None] * mask
         elif getattr(cfg, "cmvn", False):
             count = mask.sum(dim=-1, keepdim=True).clamp(min=1.0)
             mean = (x * mask).sum(dim=-1, keepdim=True) / count
@@ -655,12 +645,9 @@ def train_digit_cnn(
     stats_train = stats_val = None
     if getattr(config, "cmvn", False) == "speaker":  # the prior from every training clip, then each speaker's
         x_all = torch.from_numpy(fix_wave_length(waves, config.n_samples)).to(device)
-        network.set_norm_prior(
-            norm_prior_from_moments(
-                m for i in range(0, len(x_all), 256) for m in network.clip_moments(x_all[i : i + 256])
-            )
-        )
-        every = network.group_stats(x_all, groups)
+        moments = network.batch_moments(x_all)
+        network.set_norm_prior(norm_prior_from_moments(moments))
+        every = network.stats_from_moments(moments, groups, device)
         stats_train, stats_val = every[torch.from_numpy(np.asarray(tr_idx))], None
         if val_waves is None:
             stats_val = every[torch.from_numpy(np.asarray(va_idx))]
