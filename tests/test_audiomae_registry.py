@@ -19,6 +19,7 @@ from lib.mae.mae_registry import (
     MaeTransformBase,
     register_mae_transform,
 )
+from lib.mae.mae_training import mae_constant_patch_share
 from lib.mae.mae_transforms import MAE_IQ_MODULATIONS, build_mae_transform, mae_synthetic_iq
 
 SMALL = dict(depth=2, embed_dim=64, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2)
@@ -92,6 +93,31 @@ def test_model_interface_and_shapes(name, use_rope):
     out["loss"].backward()
     unused = [n for n, p in model.named_parameters() if p.grad is None]
     assert not unused, f"parameters outside the pretraining graph: {unused}"
+
+
+@pytest.mark.parametrize("name", ["audiomae++", "vit_mae"])
+def test_pretraining_loss_leaves_out_constant_patches(name):
+    """Padding after a short clip (constant at the floor) is masked like any patch but is not in the loss."""
+    torch.manual_seed(0)
+    model = build_audiomae_model(name, "tiny", input_size=(16, 40), **SMALL).eval()
+    x = torch.randn(2, 1, 16, 40)
+    x[0, :, :, 16:] = -2.0  # clip 0: 4 of its 10 patches are signal, 6 padding
+    x[1, :, :4, :] = -2.0  # clip 1: a constant band inside a patch still varies: all 10 patches count
+    informative = model.informative_patches(x)
+    assert informative.tolist() == [[1.0] * 4 + [0.0] * 6, [1.0] * 10]
+    torch.manual_seed(1)
+    out = model(x, mask_ratio=0.5)
+    per_patch = ((out["pred"] - out["target"]) ** 2).mean(-1).detach()
+    counted = out["mask"] * informative
+    assert counted[0].sum() < out["mask"][0].sum()  # some masked patches of clip 0 are padding
+    assert out["loss"].item() == pytest.approx(float((per_patch * counted).sum() / counted.sum()), rel=1e-5)
+    # the loss does not move with a prediction on a padded patch; it does with one on a masked signal patch
+    out["pred"].retain_grad()
+    out["loss"].backward()
+    moves = out["pred"].grad.abs().sum(-1) > 0
+    assert torch.equal(moves, counted.bool())
+    assert model.pretrain_loss.startswith("MSE on the masked patches that vary")
+    assert mae_constant_patch_share(model, x, batch_size=1) == pytest.approx(6 / 20)
 
 
 def test_model_rejects_bad_inputs_and_configs():

@@ -80,6 +80,7 @@ from lib.mae.mae_checkpoints import load_audiomae_encoder, load_mae_checkpoint
 from lib.mae.mae_data import build_mae_data_source, mae_load_split
 from lib.mae.mae_registry import MAE_DATA_SOURCES, MAE_MODELS, MAE_TRANSFORMS
 from lib.mae.mae_training import (
+    mae_constant_patch_share,
     mae_evaluate,
     mae_extract_embeddings,
     mae_pretrain,
@@ -168,7 +169,10 @@ update_results(
 # ## Masked pretraining
 #
 # The randomly initialised encoder is kept aside (an exact copy of the starting weights) as
-# the baseline every downstream number is compared with.
+# the baseline every downstream number is compared with. The reconstruction loss counts the
+# masked patches that vary: a constant patch (the padding after a short clip, silence at the
+# log-mel floor) would be an all-zero target after per-patch normalisation, so it is left out
+# (its share is printed and saved as `pretrain.constant_patch_share`).
 
 # %%
 seed_everything(seed)
@@ -201,6 +205,12 @@ shape = [
     if key in c
 ]
 print(f"{model_name} {size}: {n_params / 1e6:.2f} M parameters; " + ", ".join(shape))
+constant_share = mae_constant_patch_share(model, train_data["x"])
+if constant_share is not None:
+    print(
+        f"{constant_share:.1%} of the training patches are constant (padding after short clips, silence at the "
+        "floor): they are masked like the others but left out of the reconstruction loss"
+    )
 history = mae_pretrain(
     model,
     train_data["x"],
@@ -241,6 +251,8 @@ update_results(
         "size": size,
         "parameters": n_params,
         "config": model.config,
+        "loss": getattr(model, "pretrain_loss", None),
+        "constant_patch_share": constant_share,
         "loss_per_epoch": history["loss"],
         "lr_per_epoch": history["lr"],
         "start_epoch": history["start_epoch"],

@@ -199,7 +199,7 @@ def load_mae_checkpoint(
 # Training settings that must match for a resumed run to continue the same experiment. The
 # number of epochs may grow (that is what resuming is for); the process count may change.
 MAE_TRAINING_KEYS = ("data", "n_clips", "input_shape", "seed", "lr", "min_lr", "batch_size", "weight_decay")
-MAE_TRAINING_KEYS += ("warmup_epochs", "clip_grad", "mask_ratio")
+MAE_TRAINING_KEYS += ("warmup_epochs", "clip_grad", "mask_ratio", "loss")
 
 
 def mae_data_fingerprint(x) -> str:

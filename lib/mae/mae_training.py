@@ -45,6 +45,17 @@ from lib.mae.mae_checkpoints import (
 )
 
 
+def mae_constant_patch_share(model, x, batch_size: int = 256) -> float | None:
+    """The share of ``x``'s patches that ``model``'s pretraining loss leaves out as constant (None: it counts all)."""
+    if not hasattr(model, "informative_patches") or not len(x):
+        return None
+    informative, total = 0.0, 0
+    for start in range(0, len(x), batch_size):
+        share = model.informative_patches(torch.as_tensor(np.asarray(x[start : start + batch_size])))
+        informative, total = informative + float(share.sum()), total + share.numel()
+    return 1.0 - informative / total
+
+
 def mae_optimizer_step(loss, optimizer, params, scaler=None, clip_grad=None) -> None:
     """Backward pass, optional gradient-norm clipping (on unscaled gradients under AMP), one step."""
     optimizer.zero_grad(set_to_none=True)
@@ -190,6 +201,7 @@ def mae_pretrain(
         "warmup_epochs": warmup_epochs,
         "clip_grad": clip_grad,
         "mask_ratio": mask_ratio,
+        "loss": getattr(model, "pretrain_loss", None),
     }
     model.to(device)
     optimizer = torch.optim.AdamW(mae_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.95))
