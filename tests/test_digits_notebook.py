@@ -104,6 +104,10 @@ def test_digit_classification_notebook_small_run(run_notebook, tiny_model, fsdd_
     assert len(loso["encoder"]["head_alone"]["per_speaker_accuracy"]) == 6
     assert len(loso["encoder"]["prior_alone"]["per_speaker_accuracy"]) == 6
     assert 0.0 <= results["eval_folder"]["encoder"]["prior_alone_accuracy"] <= 1.0  # a tiny random Whisper here
+    # the prior heard the 16 kHz eval clips at 16 kHz; the same model with the prior at the head's 8 kHz beside it
+    assert results["eval_folder"]["encoder"]["prior_band"].startswith("16 kHz") and prior["eval_band"].startswith("16")
+    narrow = results["eval_folder"]["encoder"]["prior_at_head_band"]
+    assert narrow["sample_rate"] == 8000 and 0.0 <= narrow["accuracy"] <= 1.0
     zero_shot = results["zero_shot"]
     assert zero_shot["loso"]["n"] == 6 and len(zero_shot["loso"]["per_speaker_accuracy"]) == 6
     assert zero_shot["loso"]["pooled_accuracy"] >= 0.5  # the real Whisper tiny.en: about 0.94 per clip

@@ -111,6 +111,53 @@ def test_encoder_model_with_prior_predicts_saves_and_old_files_load(tiny_whisper
     np.testing.assert_allclose(old.predict_logits(waves[:4]), model.head_logits(frames[:4]), atol=1e-4)
 
 
+def test_wideband_prior_hears_the_clip_at_16k_while_the_head_reads_8k(tiny_whisper, fsdd_manifest, tmp_path):
+    """``wideband``: the Whisper prior is scored from the clips at 16 kHz; the head still reads them at 8 kHz."""
+    import soundfile as sf
+
+    from lib.core.audio import load_audio_batch
+    from lib.digits.encoder_digits import DigitEncoderConfig, EncoderDigitModel, train_digit_encoder_head
+    from lib.digits.model_files import predict_audio_files
+
+    folder, adapter = tiny_whisper
+    frame = fsdd_manifest[fsdd_manifest.speaker == "theo"].groupby("label").head(1)
+    waves, frame, _ = load_digit_waves(frame, 8000, progress=False)
+    wide, _, _ = load_digit_waves(frame, 16000, progress=False)
+    t = np.arange(max(len(w) for w in wide)) / 16000
+    wide = [w + 0.05 * np.sin(2 * np.pi * 6000 * t[: len(w)]).astype(np.float32) for w in wide]  # above 4 kHz
+    config = DigitEncoderConfig(model=str(folder), layers=[1, 2], epochs=2, whisper_prior=True, prior_weight=0.5)
+    frames = EncoderDigitModel(adapter, torch.nn.Identity(), config).frames(waves)
+    head, _ = train_digit_encoder_head(frames, list(frame.label), config, progress=False)
+    model = EncoderDigitModel(adapter, head, config)
+    assert model.prior_hears_wideband and model.config.wideband().input_sample_rate == 16000
+    prior = model.wideband_prior(wide)
+    assert prior.shape == (10, 10) and np.isfinite(prior).all()
+    narrow_prior = model.prior_log_probs(model.encoder_outputs(waves)[1])
+    assert np.abs(prior - narrow_prior).max() > 1e-3  # the 6 kHz tone reaches the prior only through wideband
+    fused = model.predict_logits(waves, wideband=wide)
+    np.testing.assert_allclose(fused, fuse_digit_prior(model.head_logits(frames), prior, 0.5), atol=1e-4)
+    np.testing.assert_allclose(
+        model.predict_logits(waves), fuse_digit_prior(model.head_logits(frames), narrow_prior, 0.5), atol=1e-4
+    )
+    with pytest.raises(ValueError, match="wideband clips for"):
+        model.predict_logits(waves, wideband=wide[:3])
+    # predict_audio_files reads the files twice: at the model's rate for the head, at 16 kHz for the prior
+    for i, w in enumerate(wide[:3]):
+        sf.write(tmp_path / f"clip{i}.wav", w, 16000)
+    table = predict_audio_files(model, tmp_path)
+    files_8k, _, _ = load_audio_batch([tmp_path / f"clip{i}.wav" for i in range(3)], sr=8000, progress=False)
+    files_16k, _, _ = load_audio_batch([tmp_path / f"clip{i}.wav" for i in range(3)], sr=16000, progress=False)
+    expected = model.predict_proba(files_8k, wideband=files_16k).max(1)
+    np.testing.assert_allclose(table.confidence.to_numpy(), expected, atol=1e-3)
+    narrow_table = predict_audio_files(model, tmp_path, wideband=False)
+    np.testing.assert_allclose(narrow_table.confidence.to_numpy(), model.predict_proba(files_8k).max(1), atol=1e-3)
+    # a model that reads 16 kHz already, or has no prior, has nothing more for the prior to hear
+    assert not EncoderDigitModel(
+        adapter, head, DigitEncoderConfig(model=str(folder), input_sample_rate=16000, whisper_prior=True)
+    ).prior_hears_wideband
+    assert not EncoderDigitModel(adapter, head, DigitEncoderConfig(model=str(folder))).prior_hears_wideband
+
+
 def test_bundled_whisper_forced_choice_gets_real_digits_right(fsdd_manifest):
     """The real Whisper tiny.en decoder, nothing trained: clips of an FSDD speaker, forced choice over ten words."""
     from lib.digits.encoder_digits import (
@@ -128,3 +175,8 @@ def test_bundled_whisper_forced_choice_gets_real_digits_right(fsdd_manifest):
     scores = load_digit_prior_scorer(adapter, config).log_probs([s[adapter.num_layers] for s in states])
     hits = int(np.sum(scores.argmax(1) == frame.label.to_numpy()))
     assert hits >= 16, hits  # 0.99 on this speaker's 500 clips here; chance is 2 of 20
+    # the same 8 kHz clips given at 16 kHz (nothing above 4 kHz): the wideband path hears the same words
+    wide, _, _ = load_digit_waves(frame, 16000, progress=False)
+    wide_states = digit_encoder_states_batch(adapter, wide, config.wideband(), layers=[adapter.num_layers])
+    wide_scores = load_digit_prior_scorer(adapter, config).log_probs([s[adapter.num_layers] for s in wide_states])
+    assert int(np.sum(wide_scores.argmax(1) == scores.argmax(1))) >= 18

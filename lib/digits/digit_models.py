@@ -59,18 +59,19 @@ class DigitClassifierBase:
     def predict_logits(self, waves, groups=None) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def predict_proba(self, waves, temperature: float = 1.0, groups=None) -> np.ndarray:
-        """Class probabilities, softmax of the logits divided by ``temperature``."""
+    def predict_proba(self, waves, temperature: float = 1.0, groups=None, **options) -> np.ndarray:
+        """Class probabilities, softmax of the logits divided by ``temperature``; ``options`` go to
+        ``predict_logits`` (the encoder model's ``wideband``)."""
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, not {temperature}")
-        logits = np.asarray(self.predict_logits(waves, groups=groups), dtype=np.float64) / temperature
+        logits = np.asarray(self.predict_logits(waves, groups=groups, **options), dtype=np.float64) / temperature
         logits -= logits.max(axis=1, keepdims=True)
         p = np.exp(logits)
         return p / p.sum(axis=1, keepdims=True)
 
-    def predict(self, waves, groups=None) -> np.ndarray:
+    def predict(self, waves, groups=None, **options) -> np.ndarray:
         """Predicted labels, one per clip."""
-        logits = self.predict_logits(waves, groups=groups)
+        logits = self.predict_logits(waves, groups=groups, **options)
         return np.asarray(self.labels)[np.argmax(logits, axis=1)]
 
 

@@ -64,6 +64,7 @@ from lib.digits.whisper_digit_scores import (
 )
 
 DIGIT_ENCODER_POOLINGS = ("mean", "mean+std", "attention")
+WHISPER_SAMPLE_RATE = 16000  # Whisper's own input rate: the band its decoder (the prior) was trained to hear
 DIGIT_ENCODER_COMBINES = ("mix", "concat")
 DIGIT_ENCODER_SPEAKER_NORMS = (False, "mean", "mean+var")
 DIGIT_ENCODER_FRAME_RATE = 50  # Whisper encoder frames per second
@@ -132,6 +133,10 @@ class DigitEncoderConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "DigitEncoderConfig":
         return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+
+    def wideband(self) -> "DigitEncoderConfig":
+        """The same settings for clips given at 16 kHz (`EncoderDigitModel.wideband_prior`)."""
+        return DigitEncoderConfig.from_dict({**self.to_dict(), "input_sample_rate": WHISPER_SAMPLE_RATE})
 
     def feature_key(self, fingerprint: str) -> dict:
         """What the cached frames depend on (the head settings do not matter)."""
@@ -730,6 +735,23 @@ class EncoderDigitModel(DigitClassifierBase):
             raise ValueError(f"whisper_prior needs digit labels (0-9 or zero..nine), not {self.labels}")
         return self.prior_scorer().log_probs(final_states)[:, columns]
 
+    @property
+    def prior_hears_wideband(self) -> bool:
+        """Whether the Whisper prior can hear more than the head: the head's input stops at ``sample_rate / 2``."""
+        return self.uses_prior and self.sample_rate < WHISPER_SAMPLE_RATE
+
+    def wideband_prior(self, wideband) -> np.ndarray:
+        """``(n, labels)`` Whisper digit scores of clips given at 16 kHz (``wideband``), Whisper's own rate.
+
+        The head learnt the band below ``sample_rate / 2`` (FSDD: 4 kHz) and reads clips there;
+        Whisper's decoder learnt 16 kHz speech and, given a clip's own band, also hears the
+        fricatives of "six", "seven" and "zero" above 4 kHz. Forced choice on 300 espeak-ng clips:
+        0.920 at 8 kHz, 0.967 at 16 kHz; on 600 women's espeak-ng voices 0.783 / 0.892.
+        """
+        final = self.adapter.num_layers
+        states = digit_encoder_states_batch(self.adapter, list(wideband), self.config.wideband(), layers=[final])
+        return self.prior_log_probs([state[final] for state in states])
+
     def head_logits(self, frames_list, groups=None) -> np.ndarray:
         """The trained head's own logits (no prior) of the encoder's frames (speaker-normalised here when
         ``config.speaker_norm``, by ``groups``: one speaker key per clip, None: every clip alone)."""
@@ -760,10 +782,16 @@ class EncoderDigitModel(DigitClassifierBase):
         prior = self.prior_log_probs(final_states) if prior is None else prior
         return fuse_digit_prior(logits, prior, self.config.prior_weight)
 
-    def predict_logits(self, waves, groups=None) -> np.ndarray:
+    def predict_logits(self, waves, groups=None, wideband=None) -> np.ndarray:
+        """Logits of clips at ``sample_rate``; ``wideband``: the same clips at 16 kHz, from which the Whisper
+        prior is then scored (`wideband_prior`), while the head still reads ``waves``."""
         waves = list(waves)
         if not waves:
             return np.zeros((0, len(self.labels)))
+        if wideband is not None and self.uses_prior:
+            if len(wideband) != len(waves):
+                raise ValueError(f"{len(wideband)} wideband clips for {len(waves)} clips: give the same clips")
+            return self.logits_from_frames(self.frames(waves), prior=self.wideband_prior(wideband), groups=groups)
         frames, finals = self.encoder_outputs(waves)
         return self.logits_from_frames(frames, finals, groups=groups)
 

@@ -42,6 +42,7 @@ from lib.core.audio import AUDIO_EXTENSIONS, load_audio_batch
 from lib.digits.digit_features import DigitFeatureConfig
 from lib.digits.digit_models import CnnDigitModel, DigitCnn, DigitCnnConfig, SklearnDigitModel
 from lib.digits.encoder_digits import (
+    WHISPER_SAMPLE_RATE,
     DigitEncoderConfig,
     DigitEncoderHead,
     EncoderDigitModel,
@@ -455,13 +456,15 @@ def load_digit_model(path, device: str = "cpu", adapter=None):
 
 
 def predict_audio_files(
-    model, path, temperature: float = 1.0, progress: bool = False, one_speaker: bool = False
+    model, path, temperature: float = 1.0, progress: bool = False, one_speaker: bool = False, wideband: bool = True
 ) -> pd.DataFrame:
     """Predict one audio file or every audio file under a folder: ``path, prediction, confidence``.
 
     Unreadable files are skipped and reported (they appear with an ``error``). ``one_speaker``:
     the files are one speaker's (one user, one microphone), normalised together by models with
     speaker normalisation, as a held-out speaker is in the notebook; by default each file alone.
+    ``wideband``: an encoder model's Whisper prior hears the files at 16 kHz, their own band
+    above the model's ``sample_rate`` (`EncoderDigitModel.wideband_prior`).
     """
     path = Path(path).expanduser()
     if path.is_dir():
@@ -476,7 +479,12 @@ def predict_audio_files(
     rows = []
     if waves:
         groups = ["one speaker"] * len(waves) if one_speaker else None
-        proba = model.predict_proba(waves, temperature=temperature, groups=groups)
+        options = {}
+        if wideband and getattr(model, "prior_hears_wideband", False):
+            wide, wide_paths, _ = load_audio_batch(ok_paths, sr=WHISPER_SAMPLE_RATE, progress=False)
+            if list(wide_paths) == list(ok_paths):
+                options["wideband"] = wide
+        proba = model.predict_proba(waves, temperature=temperature, groups=groups, **options)
         best = proba.argmax(axis=1)
         rows = [
             {"path": p, "prediction": model.labels[b], "confidence": float(proba[i, b]), "error": None}
