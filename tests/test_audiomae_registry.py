@@ -96,10 +96,13 @@ def test_model_interface_and_shapes(name, use_rope):
 
 
 @pytest.mark.parametrize("name", ["audiomae++", "vit_mae"])
-def test_pretraining_loss_leaves_out_constant_patches(name):
-    """Padding after a short clip (constant at the floor) is masked like any patch but is not in the loss."""
+@pytest.mark.parametrize("constant_in_loss", [True, False])
+def test_pretraining_loss_and_constant_patches(name, constant_in_loss):
+    """Padding after a short clip (constant at the floor) is masked like any patch; it counts in the loss as in
+    AudioMAE, or, with ``loss_on_constant_patches=False``, does not move it."""
     torch.manual_seed(0)
-    model = build_audiomae_model(name, "tiny", input_size=(16, 40), **SMALL).eval()
+    overrides = dict(SMALL, loss_on_constant_patches=constant_in_loss)
+    model = build_audiomae_model(name, "tiny", input_size=(16, 40), **overrides).eval()
     x = torch.randn(2, 1, 16, 40)
     x[0, :, :, 16:] = -2.0  # clip 0: 4 of its 10 patches are signal, 6 padding
     x[1, :, :4, :] = -2.0  # clip 1: a constant band inside a patch still varies: all 10 patches count
@@ -108,15 +111,15 @@ def test_pretraining_loss_leaves_out_constant_patches(name):
     torch.manual_seed(1)
     out = model(x, mask_ratio=0.5)
     per_patch = ((out["pred"] - out["target"]) ** 2).mean(-1).detach()
-    counted = out["mask"] * informative
-    assert counted[0].sum() < out["mask"][0].sum()  # some masked patches of clip 0 are padding
+    counted = out["mask"] * (1.0 if constant_in_loss else informative)
+    assert (out["mask"][0] * informative[0]).sum() < out["mask"][0].sum()  # some masked patches of clip 0 are padding
     assert out["loss"].item() == pytest.approx(float((per_patch * counted).sum() / counted.sum()), rel=1e-5)
-    # the loss does not move with a prediction on a padded patch; it does with one on a masked signal patch
+    # which predictions move the loss: every masked patch's, or only those of masked patches that vary
     out["pred"].retain_grad()
     out["loss"].backward()
     moves = out["pred"].grad.abs().sum(-1) > 0
     assert torch.equal(moves, counted.bool())
-    assert model.pretrain_loss.startswith("MSE on the masked patches that vary")
+    assert model.pretrain_loss == "MSE on the masked patches" if constant_in_loss else "vary" in model.pretrain_loss
     assert mae_constant_patch_share(model, x, batch_size=1) == pytest.approx(6 / 20)
 
 

@@ -360,9 +360,9 @@ def mae_inputs(fsdd_manifest, tmp_path_factory):
     return a, b
 
 
-def _pretrain(x, folder, epochs=1, resume=True, seed=0, lr=1e-3):
+def _pretrain(x, folder, epochs=1, resume=True, seed=0, lr=1e-3, **overrides):
     torch.manual_seed(seed)
-    model = build_audiomae_model("audiomae++", "tiny", input_size=(80, 16), **TINY_MAE)
+    model = build_audiomae_model("audiomae++", "tiny", input_size=(80, 16), **{**TINY_MAE, **overrides})
     history = mae_pretrain(
         model, x, epochs=epochs, batch_size=4, lr=lr, checkpoint_dir=folder, resume=resume, seed=seed, progress=False
     )
@@ -425,6 +425,17 @@ def test_zero_epochs_without_checkpoint_says_there_is_no_pretraining(mae_inputs,
     assert history["loss"] == [] and not (tmp_path / "last.pt").exists()
     with pytest.raises(ValueError, match="epochs must be"):
         _pretrain(x, tmp_path, epochs=-1)
+
+
+def test_a_checkpoint_saved_before_a_config_key_existed_loads_with_its_old_meaning(tmp_path):
+    old = build_audiomae_model("audiomae++", "tiny", input_size=(80, 16), **TINY_MAE)
+    del old.config["loss_on_constant_patches"]  # as saved before the key existed, when all patches counted
+    save_mae_checkpoint(tmp_path / "last.pt", old, epoch=0, history={"loss": [1.0]})
+    today = build_audiomae_model("audiomae++", "tiny", input_size=(80, 16), **TINY_MAE)
+    assert load_mae_checkpoint(tmp_path / "last.pt", model=today)["epoch"] == 0  # the default: the same objective
+    other = build_audiomae_model("audiomae++", "tiny", input_size=(80, 16), loss_on_constant_patches=False, **TINY_MAE)
+    with pytest.raises(MaeCheckpointError, match="loss_on_constant_patches: checkpoint True vs model False"):
+        load_mae_checkpoint(tmp_path / "last.pt", model=other)
 
 
 def test_checkpoint_without_training_record_is_not_resumed_silently(mae_inputs, tmp_path):

@@ -99,7 +99,11 @@ def save_mae_checkpoint(
 
 
 # %%
+MAE_CONFIG_ADDED = {"loss_on_constant_patches": True}  # keys added later: the value older checkpoints trained with
+
+
 def _mae_config_differences(saved: dict, current: dict) -> list:
+    saved = {**{k: v for k, v in MAE_CONFIG_ADDED.items() if k in current}, **saved}
     keys = sorted(set(saved) | set(current))
     norm = json_plain
     return [
@@ -199,7 +203,7 @@ def load_mae_checkpoint(
 # Training settings that must match for a resumed run to continue the same experiment. The
 # number of epochs may grow (that is what resuming is for); the process count may change.
 MAE_TRAINING_KEYS = ("data", "n_clips", "input_shape", "seed", "lr", "min_lr", "batch_size", "weight_decay")
-MAE_TRAINING_KEYS += ("warmup_epochs", "clip_grad", "mask_ratio", "loss")
+MAE_TRAINING_KEYS += ("warmup_epochs", "clip_grad", "mask_ratio")
 
 
 def mae_data_fingerprint(x) -> str:

@@ -97,14 +97,10 @@ class MaeModelBase(nn.Module, metaclass=ABCMeta):
 
     config: dict  # everything needed to rebuild the model (saved in checkpoints)
     embed_dim: int  # size of the vectors ``encode`` returns
-    pretrain_loss: str = "MSE on the masked patches"  # what ``forward``'s loss averages (in the training record)
 
     @abstractmethod
     def forward(self, specs: torch.Tensor, mask_ratio=None) -> dict:
-        """Masked pretraining step: ``{"loss", "pred" [N, L, P], "mask" [N, L], "target" [N, L, P]}``.
-
-        The loss is what ``pretrain_loss`` says (it goes into the training record of checkpoints).
-        """
+        """Masked pretraining step: ``{"loss", "pred" [N, L, P], "mask" [N, L], "target" [N, L, P]}``."""
 
     @abstractmethod
     def forward_features(self, specs: torch.Tensor) -> torch.Tensor:

@@ -201,7 +201,6 @@ def mae_pretrain(
         "warmup_epochs": warmup_epochs,
         "clip_grad": clip_grad,
         "mask_ratio": mask_ratio,
-        "loss": getattr(model, "pretrain_loss", None),
     }
     model.to(device)
     optimizer = torch.optim.AdamW(mae_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.95))
