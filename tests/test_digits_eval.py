@@ -131,6 +131,29 @@ def test_eval_folder_errors_are_clear(tmp_path):
         load_digit_eval_folder(tmp_path / "unnamed")
 
 
+def test_eval_clips_again_at_16k_keep_their_order_and_rates_are_read_per_file(tmp_path):
+    """The zero-shot row and the wideband prior load eval clips a second time at 16 kHz: same order, same clips."""
+    from lib.digits.digit_folders import files_above_rate, load_digit_eval_folder, load_eval_clips_at
+
+    rng = np.random.default_rng(0)
+    for digit, rate in (("one", 8000), ("two", 16000), ("three", 44100), ("four", 16000)):
+        (tmp_path / digit).mkdir()
+        sf.write(tmp_path / digit / "a.wav", 0.1 * rng.standard_normal(rate // 2).astype(np.float32), rate)
+    waves, manifest, _ = load_digit_eval_folder(tmp_path, sample_rate=8000)
+    rates = [sf.info(p).samplerate for p in manifest.path]
+    assert files_above_rate(manifest.path, 8000) == [i for i, r in enumerate(rates) if r > 8000]
+    assert files_above_rate(manifest.path, 16000) == [rates.index(44100)]
+    rows = [3, 0, 2]
+    again = load_eval_clips_at(manifest, rows, 16000)
+    assert [len(w) for w in again] == [8000] * 3  # half a second each, at 16 kHz, in the order asked
+    np.testing.assert_allclose(
+        again[1], load_eval_clips_at(manifest, [0], 16000)[0]
+    )  # the same clip whichever rows come with it
+    Path(manifest.path[2]).write_bytes(b"")  # a clip changed during the run: named, never shifted
+    with pytest.raises(RuntimeError, match="loaded at the models' rate but not at 16000 Hz"):
+        load_eval_clips_at(manifest, rows, 16000)
+
+
 # ---------------------------------------------------------------- augmentation
 
 

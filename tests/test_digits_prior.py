@@ -111,7 +111,9 @@ def test_encoder_model_with_prior_predicts_saves_and_old_files_load(tiny_whisper
     np.testing.assert_allclose(old.predict_logits(waves[:4]), model.head_logits(frames[:4]), atol=1e-4)
 
 
-def test_wideband_prior_hears_the_clip_at_16k_while_the_head_reads_8k(tiny_whisper, fsdd_manifest, tmp_path):
+def test_wideband_prior_hears_the_clip_at_16k_while_the_head_reads_8k(
+    tiny_whisper, fsdd_manifest, tmp_path, monkeypatch
+):
     """``wideband``: the Whisper prior is scored from the clips at 16 kHz; the head still reads them at 8 kHz."""
     import soundfile as sf
 
@@ -124,7 +126,7 @@ def test_wideband_prior_hears_the_clip_at_16k_while_the_head_reads_8k(tiny_whisp
     waves, frame, _ = load_digit_waves(frame, 8000, progress=False)
     wide, _, _ = load_digit_waves(frame, 16000, progress=False)
     t = np.arange(max(len(w) for w in wide)) / 16000
-    wide = [w + 0.05 * np.sin(2 * np.pi * 6000 * t[: len(w)]).astype(np.float32) for w in wide]  # above 4 kHz
+    wide = [w + 0.3 * np.sin(2 * np.pi * 6000 * t[: len(w)]).astype(np.float32) for w in wide]  # above 4 kHz
     config = DigitEncoderConfig(model=str(folder), layers=[1, 2], epochs=2, whisper_prior=True, prior_weight=0.5)
     frames = EncoderDigitModel(adapter, torch.nn.Identity(), config).frames(waves)
     head, _ = train_digit_encoder_head(frames, list(frame.label), config, progress=False)
@@ -141,16 +143,28 @@ def test_wideband_prior_hears_the_clip_at_16k_while_the_head_reads_8k(tiny_whisp
     )
     with pytest.raises(ValueError, match="wideband clips for"):
         model.predict_logits(waves, wideband=wide[:3])
-    # predict_audio_files reads the files twice: at the model's rate for the head, at 16 kHz for the prior
-    for i, w in enumerate(wide[:3]):
-        sf.write(tmp_path / f"clip{i}.wav", w, 16000)
-    table = predict_audio_files(model, tmp_path)
-    files_8k, _, _ = load_audio_batch([tmp_path / f"clip{i}.wav" for i in range(3)], sr=8000, progress=False)
-    files_16k, _, _ = load_audio_batch([tmp_path / f"clip{i}.wav" for i in range(3)], sr=16000, progress=False)
+    # predict_audio_files reads 16 kHz files twice: at the model's rate for the head, at 16 kHz for the prior
+    wide_dir, narrow_dir = tmp_path / "wide", tmp_path / "narrow"
+    wide_dir.mkdir(), narrow_dir.mkdir()
+    for i in range(3):
+        sf.write(wide_dir / f"clip{i}.wav", wide[i], 16000)
+        sf.write(narrow_dir / f"clip{i}.wav", waves[i], 8000)
+    files_8k, _, _ = load_audio_batch(sorted(wide_dir.iterdir()), sr=8000, progress=False)
+    files_16k, _, _ = load_audio_batch(sorted(wide_dir.iterdir()), sr=16000, progress=False)
     expected = model.predict_proba(files_8k, wideband=files_16k).max(1)
-    np.testing.assert_allclose(table.confidence.to_numpy(), expected, atol=1e-3)
-    narrow_table = predict_audio_files(model, tmp_path, wideband=False)
-    np.testing.assert_allclose(narrow_table.confidence.to_numpy(), model.predict_proba(files_8k).max(1), atol=1e-3)
+    narrow_expected = model.predict_proba(files_8k).max(1)
+    heard = []  # every call of the 16 kHz pass from here on
+    real_wideband_prior = model.wideband_prior
+    monkeypatch.setattr(model, "wideband_prior", lambda clips: heard.append(list(clips)) or real_wideband_prior(clips))
+    table = predict_audio_files(model, wide_dir)
+    assert len(heard) == 1 and [len(c) for c in heard[0]] == [len(w) for w in files_16k]  # the 16 kHz clips
+    np.testing.assert_allclose(table.confidence.to_numpy(), expected, atol=1e-6)
+    assert np.abs(expected - narrow_expected).min() > 1e-5  # the two settings differ far beyond the tolerance
+    narrow_table = predict_audio_files(model, wide_dir, wideband=False)
+    np.testing.assert_allclose(narrow_table.confidence.to_numpy(), narrow_expected, atol=1e-6)
+    assert len(heard) == 1  # wideband=False: no 16 kHz pass
+    predict_audio_files(model, narrow_dir)  # files recorded at the model's rate: nothing above it to hear
+    assert len(heard) == 1
     # a model that reads 16 kHz already, or has no prior, has nothing more for the prior to hear
     assert not EncoderDigitModel(
         adapter, head, DigitEncoderConfig(model=str(folder), input_sample_rate=16000, whisper_prior=True)

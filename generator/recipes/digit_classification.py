@@ -125,7 +125,6 @@ from sklearn.model_selection import train_test_split
 
 from lib.core.accuracy import paired_comparison
 from lib.core.atomic_io import atomic_write_text, json_plain
-from lib.core.audio import load_audio_batch
 from lib.core.datasets import load_fsdd, load_labelled_folder, load_librispeech
 from lib.core.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
 from lib.core.runtime import limit_cpu_threads, pick_device, seed_everything
@@ -148,7 +147,13 @@ from lib.digits.digit_features import (
     load_digit_waves,
     norm_prior_from_moments,
 )
-from lib.digits.digit_folders import answers_naming_several_digits, eval_norm_groups, load_digit_eval_folder
+from lib.digits.digit_folders import (
+    answers_naming_several_digits,
+    eval_norm_groups,
+    files_above_rate,
+    load_digit_eval_folder,
+    load_eval_clips_at,
+)
 from lib.digits.digit_models import (
     DigitCnnConfig,
     SklearnDigitModel,
@@ -262,12 +267,10 @@ with Stopwatch() as data_time:
     y_train = train_manifest["label"].to_numpy()
     y_test = test_manifest["label"].to_numpy()
     eval_waves, eval_manifest, eval_skipped, eval_groups, eval_groups_how = [], None, [], [], None
-    eval_native = []  # the eval clips at 16 kHz, Whisper's rate: for the zero-shot row and the encoder's prior
     if eval_folder:
         eval_waves, eval_manifest, eval_skipped = load_digit_eval_folder(
             eval_folder, sample_rate=sample_rate, max_clips=max_eval_clips, seed=seed
         )
-        eval_native = load_audio_batch(list(eval_manifest.path), sr=WHISPER_SAMPLE_RATE, progress=False)[0]
         if set(labels) >= {"zero", "one"}:  # a word-labelled training set: score eval clips as words
             words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
             eval_manifest["label"] = [words[int(v)] for v in eval_manifest["label"]]
@@ -823,6 +826,7 @@ if encoder_adapter is not None and encoder_config.finetune_top:
             "trainable_parameters": sum(p.numel() for p in probe_block.parameters()),
         }
 enc_prior_of, eval_prior, eval_prior_model_band, prior_info, prior_scorer = {}, None, None, {"used": False}, None
+prior_wideband_rows = []  # eval clips whose prior hears them at 16 kHz
 if encoder_adapter is not None and encoder_config.whisper_prior:
     try:
         prior_scorer = load_digit_prior_scorer(encoder_adapter, encoder_config)
@@ -850,17 +854,30 @@ if prior_scorer is not None:
     enc_prior_of = dict(zip(paths, scores[: len(paths)]))
     eval_prior = eval_prior_model_band = scores[len(paths) :] if eval_waves else None
     if eval_waves and encoder_prior_wideband and encoder_config.input_sample_rate < WHISPER_SAMPLE_RATE:
-        with Stopwatch() as wide_time:  # the prior hears the eval clips' own band; the head reads sample_rate's
+        prior_wideband_rows = files_above_rate(eval_manifest.path, encoder_config.input_sample_rate)
+    with Stopwatch() as wide_time:  # the prior hears those clips' own band; the head reads them at sample_rate
+        if prior_wideband_rows:
+            eval_prior = eval_prior_model_band.copy()
+        for start in range(0, len(prior_wideband_rows), 2000):  # at most 2,000 clips at 16 kHz in memory
+            rows = prior_wideband_rows[start : start + 2000]
             wide_finals = digit_encoder_features(
                 encoder_adapter,
-                eval_native,
+                load_eval_clips_at(eval_manifest, rows, WHISPER_SAMPLE_RATE),
                 encoder_config.wideband(),
                 frame_layers=[encoder_adapter.num_layers],
                 cache_dir=cache_root,
                 desc="eval clips at 16 kHz (prior)",
             )["frames"]
-            eval_prior = prior_scorer.log_probs([f[:, 0] for f in wide_finals])[:, digit_prior_columns(labels)]
-        print(f"Whisper digit scores of the {len(eval_native)} eval clips at 16 kHz in {wide_time.seconds:.1f} s")
+            eval_prior[rows] = prior_scorer.log_probs([f[:, 0] for f in wide_finals])[:, digit_prior_columns(labels)]
+    eval_band = None  # what the prior heard of the eval clips
+    if prior_wideband_rows:
+        eval_band = (
+            f"16 kHz for the {len(prior_wideband_rows)} eval clips recorded above {encoder_config.input_sample_rate} "
+            "Hz (their own band; the head reads them at that rate)"
+        )
+        print(f"Whisper digit scores at {eval_band}, in {wide_time.seconds:.1f} s")
+    elif eval_waves:
+        eval_band = f"{encoder_config.input_sample_rate} Hz, the head's band"
     prior_info = {
         "used": True,
         "what": "log_softmax(head) + weight * log_softmax(Whisper decoder digit scores), forced choice",
@@ -868,11 +885,8 @@ if prior_scorer is not None:
         "scorer": prior_scorer.info(),
         "seconds": prior_time.seconds,
         "ms_per_clip": 1000 * prior_time.seconds / max(1, len(finals)),
-        "eval_band": (
-            "16 kHz: the eval clips' own band (the head reads them at sample_rate)"
-            if eval_prior is not eval_prior_model_band
-            else f"{encoder_config.input_sample_rate} Hz, the head's band"
-        ),
+        "eval_band": eval_band,
+        "eval_wideband_seconds": wide_time.seconds,
     }
     print(f"Whisper digit scores of {len(finals)} clips in {prior_time.seconds:.1f} s (decoder, forced choice)")
 
@@ -1486,7 +1500,7 @@ if eval_folder and len(eval_waves):
             )
             eval_results[name]["prior_weight"] = model.config.prior_weight
             eval_results[name]["prior_band"] = prior_info["eval_band"]
-            if eval_prior is not eval_prior_model_band:  # the same model, its prior hearing only the head's band
+            if prior_wideband_rows:  # the same model, its prior hearing only the head's band
                 narrow = model.logits_from_frames(
                     eval_features["frames"], prior=eval_prior_model_band, groups=eval_groups
                 ).argmax(1)
@@ -1507,10 +1521,9 @@ if eval_folder and len(eval_waves):
                 f"zero-shot Whisper: {len(zs_rows)} of the {len(eval_manifest)} eval clips (zero_shot_max_eval_clips), "
                 "stratified by label and source; the models are compared with it on these clips"
             )
+        zero_shot_waves = load_eval_clips_at(eval_manifest, zs_rows, WHISPER_SAMPLE_RATE)  # Whisper's own rate
         with Stopwatch() as eval_time:
-            pred, texts = zero_shot.predict_with_text(
-                [eval_native[i] for i in zs_rows], progress=True, sample_rate=WHISPER_SAMPLE_RATE
-            )
+            pred, texts = zero_shot.predict_with_text(zero_shot_waves, progress=True, sample_rate=WHISPER_SAMPLE_RATE)
         eval_predictions["zero_shot"] = pred
         eval_results["zero_shot"] = {
             **held_out_scores(y_eval[zs_rows], pred, groups[zs_rows]),

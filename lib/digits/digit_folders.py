@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lib.core.audio import AUDIO_EXTENSIONS, load_audio_batch
+from lib.core.audio import AUDIO_EXTENSIONS, audio_info, load_audio_batch
 from lib.core.datasets import CLIP_NAME, nohash_speaker
 from lib.core.subsets import stratified_subset
 
@@ -187,6 +187,36 @@ def load_digit_eval_folder(folder, sample_rate: int = 8000, max_clips: int | Non
     if unlabelled:
         print(f"eval_folder: {len(unlabelled)} file(s) without a digit label skipped, e.g. {unlabelled[0]['path']}")
     return waves, kept, failures + unlabelled
+
+
+def load_eval_clips_at(manifest: pd.DataFrame, rows, sample_rate: int) -> list:
+    """The clips at positions ``rows`` of an eval manifest, loaded again at ``sample_rate``, in that order.
+
+    They loaded once already (`load_digit_eval_folder`): a clip that no longer loads stops the
+    run, naming it, rather than shifting every later clip against its label.
+    """
+    paths = [str(p) for p in manifest["path"].iloc[list(rows)]]
+    waves, ok_paths, failures = load_audio_batch(paths, sr=sample_rate, progress=False)
+    if ok_paths != paths:
+        failure = failures[0] if failures else {"path": "an eval clip", "error": "read out of order"}
+        raise RuntimeError(
+            f"eval_folder: {failure['path']} loaded at the models' rate but not at {sample_rate} Hz "
+            f"({failure['error']}); was it changed during the run? Re-copy or remove it, then run again"
+        )
+    return waves
+
+
+def files_above_rate(paths, sample_rate: int) -> list:
+    """Positions of the files recorded above ``sample_rate`` (a rate soundfile cannot read counts as above)."""
+    above = []
+    for i, path in enumerate(paths):
+        try:
+            rate = audio_info(path)["sample_rate"]
+        except RuntimeError:  # a container soundfile does not read (m4a): decoded at its own rate when loaded
+            rate = None
+        if rate is None or rate > sample_rate:
+            above.append(i)
+    return above
 
 
 # %% [markdown]

@@ -35,6 +35,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from dataclasses import replace as dataclass_replace
 from pathlib import Path
 
 import numpy as np
@@ -136,7 +137,7 @@ class DigitEncoderConfig:
 
     def wideband(self) -> "DigitEncoderConfig":
         """The same settings for clips given at 16 kHz (`EncoderDigitModel.wideband_prior`)."""
-        return DigitEncoderConfig.from_dict({**self.to_dict(), "input_sample_rate": WHISPER_SAMPLE_RATE})
+        return dataclass_replace(self, input_sample_rate=WHISPER_SAMPLE_RATE)
 
     def feature_key(self, fingerprint: str) -> dict:
         """What the cached frames depend on (the head settings do not matter)."""
@@ -183,8 +184,8 @@ def digit_encoder_input(wave, config: DigitEncoderConfig) -> tuple:
     if config.trim_db is not None and len(y) >= 256:
         trimmed, _ = librosa.effects.trim(y, top_db=config.trim_db, frame_length=256, hop_length=64)
         y = trimmed if len(trimmed) >= 160 else y
-    if config.input_sample_rate != 16000:
-        y = librosa.resample(y, orig_sr=config.input_sample_rate, target_sr=16000, res_type="soxr_hq")
+    if config.input_sample_rate != WHISPER_SAMPLE_RATE:
+        y = librosa.resample(y, orig_sr=config.input_sample_rate, target_sr=WHISPER_SAMPLE_RATE, res_type="soxr_hq")
     if len(y) < 1600:  # at least 0.1 s: the encoder's convolutions need a few frames
         y = np.pad(y, (0, 1600 - len(y)))
     keep = max(1, math.ceil(len(y) * DIGIT_ENCODER_FRAME_RATE / 16000))

@@ -40,6 +40,7 @@ import torch
 from lib.core.atomic_io import atomic_write_bytes, atomic_write_json
 from lib.core.audio import AUDIO_EXTENSIONS, load_audio_batch
 from lib.digits.digit_features import DigitFeatureConfig
+from lib.digits.digit_folders import files_above_rate
 from lib.digits.digit_models import CnnDigitModel, DigitCnn, DigitCnnConfig, SklearnDigitModel
 from lib.digits.encoder_digits import (
     WHISPER_SAMPLE_RATE,
@@ -463,8 +464,8 @@ def predict_audio_files(
     Unreadable files are skipped and reported (they appear with an ``error``). ``one_speaker``:
     the files are one speaker's (one user, one microphone), normalised together by models with
     speaker normalisation, as a held-out speaker is in the notebook; by default each file alone.
-    ``wideband``: an encoder model's Whisper prior hears the files at 16 kHz, their own band
-    above the model's ``sample_rate`` (`EncoderDigitModel.wideband_prior`).
+    ``wideband``: where any file is recorded above the model's ``sample_rate``, an encoder
+    model's Whisper prior hears the files at 16 kHz, their own band (`EncoderDigitModel.wideband_prior`).
     """
     path = Path(path).expanduser()
     if path.is_dir():
@@ -480,10 +481,15 @@ def predict_audio_files(
     if waves:
         groups = ["one speaker"] * len(waves) if one_speaker else None
         options = {}
-        if wideband and getattr(model, "prior_hears_wideband", False):
+        if wideband and getattr(model, "prior_hears_wideband", False) and files_above_rate(ok_paths, model.sample_rate):
             wide, wide_paths, _ = load_audio_batch(ok_paths, sr=WHISPER_SAMPLE_RATE, progress=False)
             if list(wide_paths) == list(ok_paths):
                 options["wideband"] = wide
+            else:
+                print(
+                    "predict_audio_files: some files did not load again at 16 kHz; the Whisper prior hears them all "
+                    f"at {model.sample_rate} Hz"
+                )
         proba = model.predict_proba(waves, temperature=temperature, groups=groups, **options)
         best = proba.argmax(axis=1)
         rows = [

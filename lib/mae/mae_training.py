@@ -46,7 +46,7 @@ from lib.mae.mae_checkpoints import (
 
 
 def mae_constant_patch_share(model, x, batch_size: int = 256) -> float | None:
-    """The share of ``x``'s patches that ``model``'s pretraining loss leaves out as constant (None: it counts all)."""
+    """The share of ``x``'s patches that are constant (padding, floor silence); None for a model that cannot tell."""
     if not hasattr(model, "informative_patches") or not len(x):
         return None
     informative, total = 0.0, 0
