@@ -189,6 +189,15 @@ def load_digit_eval_folder(folder, sample_rate: int = 8000, max_clips: int | Non
     return waves, kept, failures + unlabelled
 
 
+# %% [markdown]
+# ## Eval clips again, at Whisper's rate
+#
+# The zero-shot row and the encoder model's Whisper prior hear eval clips at 16 kHz, their own
+# band, while the trained models read them at the models' rate: `files_above_rate` says which
+# files hold more than that rate, `load_eval_clips_at` loads chosen clips again, in order.
+
+
+# %%
 def load_eval_clips_at(manifest: pd.DataFrame, rows, sample_rate: int) -> list:
     """The clips at positions ``rows`` of an eval manifest, loaded again at ``sample_rate``, in that order.
 
