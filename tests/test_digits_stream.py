@@ -103,6 +103,72 @@ def test_streamed_recording_emits_the_digits_in_order(recording, svm_model):
         assert 0.0 <= event["confidence"] <= 1.0
 
 
+class _WidebandSpy:
+    """A digit model whose Whisper prior could hear 16 kHz: it answers with the SVM and records what it is given."""
+
+    prior_hears_wideband = True
+
+    def __init__(self, model):
+        self.model, self.labels, self.sample_rate, self.calls = model, model.labels, model.sample_rate, []
+
+    def predict_proba(self, waves, temperature=1.0, groups=None, wideband=None):
+        self.calls.append((list(waves), wideband))
+        return self.model.predict_proba(waves, temperature=temperature)
+
+
+@pytest.mark.parametrize("mode", ["toggle", "push_to_talk"])
+def test_a_16k_stream_lets_the_prior_hear_each_segment_at_16k(recording, svm_model, tmp_path, mode):
+    """Audio recorded above the model's rate is fed at 16 kHz too; a segment's 16 kHz audio is the same span."""
+    import librosa
+
+    from lib.digits.live_digits import MicrophoneDigitStream
+
+    path, spans = recording
+    wave8, _ = sf.read(path, dtype="float32")
+    wave16 = librosa.resample(wave8, orig_sr=SR, target_sr=16000)
+    sf.write(tmp_path / "digits16.wav", wave16, 16000)
+    model = _WidebandSpy(svm_model)
+    recognizer = StreamingDigitRecognizer(model, confidence_threshold=0.0, mode=mode)
+    if mode == "push_to_talk":  # one press over the third digit
+        start, end = spans[2]
+        wide = sf.read(tmp_path / "digits16.wav", dtype="float32")[0]
+        eight = librosa.resample(wide, orig_sr=16000, target_sr=SR)
+        a, b = int((start - 0.2) * SR), int((end + 0.2) * SR)
+        recognizer.feed(eight[:a], wide[: 2 * a])
+        recognizer.press()
+        recognizer.feed(eight[a:b], wide[2 * a : 2 * b])
+        events = recognizer.release()
+    else:
+        events = stream_audio_file(tmp_path / "digits16.wav", recognizer, chunk_ms=100)
+    assert recognizer.hears_wideband and events and all(e["wideband"] for e in events)
+    reference = sf.read(tmp_path / "digits16.wav", dtype="float32")[0]
+    assert len(model.calls) == len(events)  # one classification per segment
+    for ((audio,), (wide,)), event in zip(model.calls, events):
+        assert abs(len(wide) - 2 * len(audio)) <= 2  # the same span, twice the samples
+        a = round(event["start_s"] * 16000)
+        np.testing.assert_allclose(wide, reference[a : a + len(wide)], atol=1e-4)  # the 16 kHz file's own samples
+    if mode == "toggle":
+        assert [e["digit"] for e in events] == STREAM_DIGITS
+    # the same stream at the model's rate, or with wideband=False: nothing at 16 kHz
+    for recognizer in (
+        StreamingDigitRecognizer(model, confidence_threshold=0.0),
+        StreamingDigitRecognizer(model, confidence_threshold=0.0, wideband=False),
+    ):
+        model.calls.clear()
+        stream_audio_file(path if recognizer.hears_wideband else tmp_path / "digits16.wav", recognizer)
+        assert model.calls and all(w is None for _, w in model.calls)
+    assert not StreamingDigitRecognizer(svm_model).hears_wideband  # a model without the prior
+    # the microphone path: 48 kHz blocks become 8 kHz for the VAD and the head, 16 kHz for the prior
+    recognizer = StreamingDigitRecognizer(model, confidence_threshold=0.0)
+    mic = MicrophoneDigitStream(recognizer)
+    mic.input_rate = 48000
+    block = np.zeros(4800, np.float32)
+    for _ in range(3):
+        mic._queue.put(block)
+    mic._run()
+    assert recognizer._samples_seen == 3 * 800 and len(recognizer._wide) == 3 * 1600
+
+
 def test_confidence_threshold_force_emit_and_temperature(recording, svm_model):
     path, _ = recording
     strict = StreamingDigitRecognizer(svm_model, confidence_threshold=1.01, force_emit=False)

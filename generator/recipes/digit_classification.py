@@ -661,8 +661,10 @@ def fit_cnn(frame, epochs=None, progress=False):
 # fitted on FSDD: forced choice alone 0.920 at 8 kHz, 0.967 at 16 kHz on 300 espeak-ng clips
 # (0.783 / 0.892 on 600 women's voices); fused 0.953 / 0.970 (0.892 / 0.910). FSDD itself is
 # 8 kHz, so LOSO is unchanged. `eval_folder.encoder.prior_at_head_band` gives the run's own
-# figure with the prior at 8 kHz; `predict_audio_files` does the same (`wideband=True`). Live
-# use and the latency figure keep one 8 kHz pass.
+# figure with the prior at 8 kHz; `predict_audio_files` does the same (`wideband=True`), and
+# so does the live recogniser fed from a microphone or a file recorded above 8 kHz (it keeps
+# the last 10 s at 16 kHz for the prior; continuous mode's sliding windows stay at 8 kHz). The
+# latency figures below are one 8 kHz clip, one pass.
 #
 # Two settings aim at the words the model missed. Clip edges are trimmed only 50 dB below the
 # peak (`encoder_trim_db`): at 35 dB the trim cut the weak fricatives at 8 kHz, the /ks/ of

@@ -38,6 +38,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from lib.core.audio import load_audio
+from lib.digits.digit_folders import files_above_rate
+from lib.digits.encoder_digits import WHISPER_SAMPLE_RATE
+
+WIDEBAND_KEEP_SECONDS = 10.0  # recent 16 kHz audio kept for the Whisper prior (longer than any segment)
 
 # %% [markdown]
 # ## Energy VAD
@@ -205,6 +209,7 @@ class StreamingDigitRecognizer:
         on_event=None,
         window_ms: float = 800.0,
         hop_ms: float = 100.0,
+        wideband: bool = True,
     ):
         if mode not in self.MODES:
             raise ValueError(f"mode must be one of {self.MODES}, not {mode!r}")
@@ -231,15 +236,34 @@ class StreamingDigitRecognizer:
         self._ptt_audio, self._ptt_start = [], 0
         self._early_done = False
         self._last_partial = 0
+        # an encoder model's Whisper prior hears a segment at 16 kHz when feed() is given the audio at 16 kHz too
+        self.hears_wideband = bool(wideband) and bool(getattr(model, "prior_hears_wideband", False))
+        self._wide, self._wide_start = np.zeros(0, np.float32), 0  # recent 16 kHz audio, its first sample's index
 
     @property
     def digits(self) -> list:
         """Digits emitted so far, in order."""
         return [e["digit"] for e in self.events if e["emitted"]]
 
+    def _keep_wide(self, chunk) -> None:
+        self._wide = np.concatenate([self._wide, np.asarray(chunk, np.float32).reshape(-1)])
+        excess = len(self._wide) - int(WIDEBAND_KEEP_SECONDS * WHISPER_SAMPLE_RATE)
+        if excess > 0:
+            self._wide, self._wide_start = self._wide[excess:], self._wide_start + excess
+
+    def _wide_span(self, start: int, end: int):
+        """The 16 kHz audio of stream samples ``start:end`` (at ``sample_rate``), or None where it was not given."""
+        scale = WHISPER_SAMPLE_RATE / self.sample_rate
+        a, b = round(start * scale) - self._wide_start, round(end * scale) - self._wide_start
+        if not self.hears_wideband or a < 0 or b <= a or b > len(self._wide) + round(scale):
+            return None
+        return self._wide[a:b]
+
     def _classify(self, audio: np.ndarray, start: int, end: int, at_end: bool, early: bool = False, extra_probs=None):
         t0 = time.perf_counter()
-        proba = self.model.predict_proba([audio], temperature=self.temperature)[0]
+        wide = self._wide_span(start, end)
+        options = {"wideband": [wide]} if wide is not None else {}
+        proba = self.model.predict_proba([audio], temperature=self.temperature, **options)[0]
         windows = 1
         if extra_probs:  # continuous mode: the windows' probabilities (weighted by their energy) and the segment's
             probs = np.vstack([proba] + [p for p, _ in extra_probs])
@@ -262,15 +286,23 @@ class StreamingDigitRecognizer:
             "early": early,
             "latency_ms": latency,
             "windows": windows,
+            "wideband": wide is not None,
         }
         self.events.append(event)
         if self.on_event is not None:
             self.on_event(event)
         return event
 
-    def feed(self, chunk) -> list:
-        """Feed a chunk of audio at ``sample_rate``; return the events it completed."""
+    def feed(self, chunk, wide_chunk=None) -> list:
+        """Feed a chunk of audio at ``sample_rate``; return the events it completed.
+
+        ``wide_chunk``: the same audio at 16 kHz, kept for the Whisper prior of an encoder model
+        (`EncoderDigitModel.wideband_prior`): a segment is then classified with the prior hearing
+        its own band. Sliding windows (continuous mode) use ``chunk`` only.
+        """
         chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
+        if wide_chunk is not None and self.hears_wideband:
+            self._keep_wide(wide_chunk)
         start_count = len(self.events)
         if self.mode == "push_to_talk":
             if self._pressed:
@@ -357,19 +389,30 @@ def stream_audio_file(
     sample_rate: int | None = None,
     realtime: bool = False,
 ) -> list:
-    """Play a file (or a wave at ``sample_rate``) through ``recognizer`` chunk by chunk; return its events."""
+    """Play a file (or a wave at ``sample_rate``) through ``recognizer`` chunk by chunk; return its events.
+
+    Audio recorded above the recognizer's rate is also fed at 16 kHz when the recognizer's
+    model can use it (``recognizer.hears_wideband``).
+    """
+    import librosa
+
+    wide = None
     if isinstance(path_or_wave, np.ndarray):
         wave = path_or_wave
         if sample_rate is not None and sample_rate != recognizer.sample_rate:
-            import librosa
-
             wave = librosa.resample(wave, orig_sr=sample_rate, target_sr=recognizer.sample_rate)
+        if recognizer.hears_wideband and sample_rate is not None and sample_rate > recognizer.sample_rate:
+            wide = librosa.resample(path_or_wave, orig_sr=sample_rate, target_sr=WHISPER_SAMPLE_RATE)
     else:
         wave = load_audio(path_or_wave, sr=recognizer.sample_rate)
+        if recognizer.hears_wideband and files_above_rate([path_or_wave], recognizer.sample_rate):
+            wide = load_audio(path_or_wave, sr=WHISPER_SAMPLE_RATE)
     chunk = max(1, int(chunk_ms * recognizer.sample_rate / 1000))
+    scale = WHISPER_SAMPLE_RATE / recognizer.sample_rate
     events = []
     for i in range(0, len(wave), chunk):
-        events += recognizer.feed(wave[i : i + chunk])
+        wide_chunk = None if wide is None else wide[round(i * scale) : round((i + chunk) * scale)]
+        events += recognizer.feed(wave[i : i + chunk], wide_chunk)
         if realtime:
             time.sleep(chunk_ms / 1000)
     events += recognizer.finish()
@@ -554,14 +597,19 @@ class MicrophoneDigitStream:
 
         target = self.recognizer.sample_rate
         g = np.gcd(target, self.input_rate)
+        wide_g = np.gcd(WHISPER_SAMPLE_RATE, self.input_rate)
+        feed_wide = self.recognizer.hears_wideband and self.input_rate > target  # the prior hears up to 16 kHz
         while self._running or not self._queue.empty():
             try:
                 block = self._queue.get(timeout=0.1)
             except queue.Empty:
                 continue
+            wide = None
+            if feed_wide:
+                wide = resample_poly(block, WHISPER_SAMPLE_RATE // wide_g, self.input_rate // wide_g).astype(np.float32)
             if self.input_rate != target:
                 block = resample_poly(block, target // g, self.input_rate // g).astype(np.float32)
-            self.recognizer.feed(block)
+            self.recognizer.feed(block, wide)
 
     def stop(self) -> list:
         if self._stream is not None:
