@@ -103,6 +103,19 @@ def test_streamed_recording_emits_the_digits_in_order(recording, svm_model):
         assert 0.0 <= event["confidence"] <= 1.0
 
 
+def test_recent_audio_keeps_the_last_seconds_by_stream_index():
+    from lib.digits.live_digits import RecentAudio
+
+    recent = RecentAudio(rate=10, seconds=2.0)  # keeps 20 samples
+    stream = np.arange(35, dtype=np.float32)
+    for i in range(0, 35, 7):
+        recent.append(stream[i : i + 7])
+    assert recent.first == 15 and len(recent.audio) == 20
+    np.testing.assert_array_equal(recent.span(20, 30), stream[20:30])  # stream indices, not buffer ones
+    assert recent.span(10, 20) is None  # partly dropped: no half span
+    assert recent.span(30, 36) is not None and recent.span(30, 40) is None  # rounding slack of 2, not more
+
+
 class _WidebandSpy:
     """A digit model whose Whisper prior could hear 16 kHz: it answers with the SVM and records what it is given."""
 
@@ -166,7 +179,7 @@ def test_a_16k_stream_lets_the_prior_hear_each_segment_at_16k(recording, svm_mod
     for _ in range(3):
         mic._queue.put(block)
     mic._run()
-    assert recognizer._samples_seen == 3 * 800 and len(recognizer._wide) == 3 * 1600
+    assert recognizer._samples_seen == 3 * 800 and len(recognizer._wide.audio) == 3 * 1600
 
 
 def test_confidence_threshold_force_emit_and_temperature(recording, svm_model):

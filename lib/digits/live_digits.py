@@ -180,6 +180,34 @@ def vad_segments(wave: np.ndarray, sample_rate: int, config: VadConfig | None = 
 
 
 # %% [markdown]
+# ## The last seconds of a stream at another rate
+#
+# An encoder model's Whisper prior hears a segment at 16 kHz while the VAD and the head read it
+# at the model's rate: `RecentAudio` keeps the stream's last seconds at 16 kHz, addressed by
+# sample index, so a segment's span can be cut from it.
+
+
+# %%
+class RecentAudio:
+    """The last ``seconds`` of a stream at ``rate``: ``append(chunk)``, ``span(a, b)`` by sample index."""
+
+    def __init__(self, rate: int, seconds: float):
+        self.rate, self.keep = int(rate), int(seconds * rate)
+        self.audio, self.first = np.zeros(0, np.float32), 0  # kept samples, the stream index of the first
+
+    def append(self, chunk) -> None:
+        self.audio = np.concatenate([self.audio, np.asarray(chunk, np.float32).reshape(-1)])
+        excess = len(self.audio) - self.keep
+        if excess > 0:
+            self.audio, self.first = self.audio[excess:], self.first + excess
+
+    def span(self, start: int, end: int, slack: int = 2):
+        """Samples ``start:end`` of the stream, or None where they are not (all) kept (``slack``: rounding)."""
+        a, b = start - self.first, end - self.first
+        return self.audio[a:b] if 0 <= a < b <= len(self.audio) + slack else None
+
+
+# %% [markdown]
 # ## The streaming recogniser
 #
 # Any digit model behind the VAD: temperature, confidence threshold, early or forced emission,
@@ -238,30 +266,17 @@ class StreamingDigitRecognizer:
         self._last_partial = 0
         # an encoder model's Whisper prior hears a segment at 16 kHz when feed() is given the audio at 16 kHz too
         self.hears_wideband = bool(wideband) and bool(getattr(model, "prior_hears_wideband", False))
-        self._wide, self._wide_start = np.zeros(0, np.float32), 0  # recent 16 kHz audio, its first sample's index
+        self._wide = RecentAudio(WHISPER_SAMPLE_RATE, WIDEBAND_KEEP_SECONDS)
 
     @property
     def digits(self) -> list:
         """Digits emitted so far, in order."""
         return [e["digit"] for e in self.events if e["emitted"]]
 
-    def _keep_wide(self, chunk) -> None:
-        self._wide = np.concatenate([self._wide, np.asarray(chunk, np.float32).reshape(-1)])
-        excess = len(self._wide) - int(WIDEBAND_KEEP_SECONDS * WHISPER_SAMPLE_RATE)
-        if excess > 0:
-            self._wide, self._wide_start = self._wide[excess:], self._wide_start + excess
-
-    def _wide_span(self, start: int, end: int):
-        """The 16 kHz audio of stream samples ``start:end`` (at ``sample_rate``), or None where it was not given."""
-        scale = WHISPER_SAMPLE_RATE / self.sample_rate
-        a, b = round(start * scale) - self._wide_start, round(end * scale) - self._wide_start
-        if not self.hears_wideband or a < 0 or b <= a or b > len(self._wide) + round(scale):
-            return None
-        return self._wide[a:b]
-
     def _classify(self, audio: np.ndarray, start: int, end: int, at_end: bool, early: bool = False, extra_probs=None):
         t0 = time.perf_counter()
-        wide = self._wide_span(start, end)
+        scale = WHISPER_SAMPLE_RATE / self.sample_rate  # the segment's span at 16 kHz, where it was fed
+        wide = self._wide.span(round(start * scale), round(end * scale)) if self.hears_wideband else None
         options = {"wideband": [wide]} if wide is not None else {}
         proba = self.model.predict_proba([audio], temperature=self.temperature, **options)[0]
         windows = 1
@@ -294,15 +309,11 @@ class StreamingDigitRecognizer:
         return event
 
     def feed(self, chunk, wide_chunk=None) -> list:
-        """Feed a chunk of audio at ``sample_rate``; return the events it completed.
-
-        ``wide_chunk``: the same audio at 16 kHz, kept for the Whisper prior of an encoder model
-        (`EncoderDigitModel.wideband_prior`): a segment is then classified with the prior hearing
-        its own band. Sliding windows (continuous mode) use ``chunk`` only.
-        """
+        """Feed a chunk of audio at ``sample_rate``; return the events it completed. ``wide_chunk``: the same
+        audio at 16 kHz, for an encoder model's Whisper prior on each segment (not continuous mode's windows)."""
         chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
         if wide_chunk is not None and self.hears_wideband:
-            self._keep_wide(wide_chunk)
+            self._wide.append(wide_chunk)
         start_count = len(self.events)
         if self.mode == "push_to_talk":
             if self._pressed:
