@@ -501,7 +501,7 @@ def cmd_bench(args, extra) -> int:
     module = importlib.import_module(f"scripts.bench_{args.name}")
     try:
         return int(module.main(extra) or 0)
-    except (ModelLoadError, DatasetNotFoundError) as error:  # what to do is in the message: no traceback
+    except (ModelLoadError, DatasetNotFoundError, FileNotFoundError) as error:  # the message says what to do
         print(f"audiolens bench {args.name}: {error}", file=sys.stderr)
         return 2
 

@@ -139,6 +139,36 @@ def test_bench_help_reaches_the_benchmark_and_bench_alone_lists_them(capsys):
     assert "no benchmark 'nosuch'" in capsys.readouterr().err
 
 
+def test_bench_digits_reads_a_run_and_times_its_saved_models(tmp_path, fsdd_manifest, capsys):
+    """`audiolens bench digits`: the run's stage seconds against the 15-minute budget, and each model's latency."""
+    import json
+
+    from lib.digits.digit_features import DigitFeatureConfig, digit_feature_vectors, load_digit_waves
+    from lib.digits.digit_models import SklearnDigitModel, make_digit_pipeline
+    from lib.digits.model_files import save_sklearn_digit_model
+
+    assert cli.main(["bench", "digits", "--run-dir", str(tmp_path / "none"), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "no results of a digit run" in err and "audiolens run digit_classification" in err and "Traceback" not in err
+    run = tmp_path / "run"
+    train = fsdd_manifest[fsdd_manifest.split == "train"].groupby(["label", "speaker"]).head(1)
+    waves, train, _ = load_digit_waves(train, 8000, progress=False)
+    config = DigitFeatureConfig()
+    pipeline = make_digit_pipeline(pca_components=16).fit(digit_feature_vectors(waves, config), train.label)
+    save_sklearn_digit_model(SklearnDigitModel(pipeline, config), run / "models" / "svm.joblib")
+    timings = {"total_seconds": 600.0, "threads": 2, "data": 2.0, "loso_cnn": 145.4, "loso_wav2vec2": None}
+    (run / "results.json").write_text(
+        json.dumps({"run": {"id": "r", "status": "complete", "seconds": 612.5}, "timings": timings})
+    )
+    assert cli.main(["bench", "digits", "--run-dir", str(run), "--runs", "3", "--out", str(tmp_path / "b")]) == 0
+    report = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert report["run"]["stages"] == {"data": 2.0, "loso_cnn": 145.4}  # seconds per stage, not the thread count
+    assert report["run"]["within_budget"] and report["run"]["notebook_seconds"] == 600.0
+    svm = report["latency"]["ms"]["svm"]
+    assert set(report["latency"]["ms"]) == {"svm"} and svm["runs"] == 3 and 0 < svm["p50_ms"] <= svm["p95_ms"]
+    assert "within the 15-minute budget" in capsys.readouterr().out
+
+
 def test_bench_with_a_model_that_cannot_load_is_one_line_not_a_traceback(tmp_path, capsys):
     code = cli.main(["bench", "streaming", "--model", str(tmp_path / "no-such-model"), "--out", str(tmp_path / "b")])
     err = capsys.readouterr().err
