@@ -862,15 +862,19 @@ if prior_scorer is not None:
             eval_prior = eval_prior_model_band.copy()
         for start in range(0, len(prior_wideband_rows), 2000):  # at most 2,000 clips at 16 kHz in memory
             rows = prior_wideband_rows[start : start + 2000]
-            wide_finals = digit_encoder_features(
-                encoder_adapter,
-                load_eval_clips_at(eval_manifest, rows, WHISPER_SAMPLE_RATE),
-                encoder_config.wideband(),
-                frame_layers=[encoder_adapter.num_layers],
-                cache_dir=cache_root,
-                desc="eval clips at 16 kHz (prior)",
-            )["frames"]
-            eval_prior[rows] = prior_scorer.log_probs([f[:, 0] for f in wide_finals])[:, digit_prior_columns(labels)]
+            clips = load_eval_clips_at(eval_manifest, rows, WHISPER_SAMPLE_RATE)  # None: keeps its 8 kHz prior
+            rows = [r for r, clip in zip(rows, clips) if clip is not None]
+            if rows:
+                wide_finals = digit_encoder_features(
+                    encoder_adapter,
+                    [clip for clip in clips if clip is not None],
+                    encoder_config.wideband(),
+                    frame_layers=[encoder_adapter.num_layers],
+                    cache_dir=cache_root,
+                    desc="eval clips at 16 kHz (prior)",
+                )["frames"]
+                wide_scores = prior_scorer.log_probs([f[:, 0] for f in wide_finals])
+                eval_prior[rows] = wide_scores[:, digit_prior_columns(labels)]
     eval_band = None  # what the prior heard of the eval clips
     if prior_wideband_rows:
         eval_band = (
@@ -1524,8 +1528,13 @@ if eval_folder and len(eval_waves):
                 "stratified by label and source; the models are compared with it on these clips"
             )
         zero_shot_waves = load_eval_clips_at(eval_manifest, zs_rows, WHISPER_SAMPLE_RATE)  # Whisper's own rate
+        heard = [i for i, wave in enumerate(zero_shot_waves) if wave is not None]  # a clip gone since: no answer
         with Stopwatch() as eval_time:
-            pred, texts = zero_shot.predict_with_text(zero_shot_waves, progress=True, sample_rate=WHISPER_SAMPLE_RATE)
+            answers, texts = zero_shot.predict_with_text(
+                [zero_shot_waves[i] for i in heard], progress=True, sample_rate=WHISPER_SAMPLE_RATE
+            )
+        pred = np.full(len(zs_rows), None, dtype=object)
+        pred[heard] = answers
         eval_predictions["zero_shot"] = pred
         eval_results["zero_shot"] = {
             **held_out_scores(y_eval[zs_rows], pred, groups[zs_rows]),
