@@ -133,7 +133,8 @@ def test_eval_folder_errors_are_clear(tmp_path):
 
 def test_eval_clips_again_at_16k_keep_their_order_and_rates_are_read_per_file(tmp_path):
     """The zero-shot row and the wideband prior load eval clips a second time at 16 kHz: same order, same clips."""
-    from lib.digits.digit_folders import files_above_rate, load_digit_eval_folder, load_eval_clips_at
+    from lib.core.audio import files_above_rate
+    from lib.digits.digit_folders import load_digit_eval_folder, load_eval_clips_at
 
     rng = np.random.default_rng(0)
     for digit, rate in (("one", 8000), ("two", 16000), ("three", 44100), ("four", 16000)):

@@ -202,6 +202,15 @@ def test_cnn_normalises_by_speaker_in_training_prediction_and_reloading(two_spea
     )
 
 
+def test_an_encoder_config_saved_when_speaker_norm_was_a_switch_still_loads():
+    from lib.digits.encoder_digits import DigitEncoderConfig
+
+    old = DigitEncoderConfig().to_dict() | {"speaker_norm": True}  # True then meant mean and standard deviation
+    assert DigitEncoderConfig.from_dict(old).speaker_norm == "mean+var"
+    with pytest.raises(ValueError, match="speaker_norm must be one of"):
+        DigitEncoderConfig(speaker_norm="median")
+
+
 def test_encoder_frames_are_normalised_per_speaker_and_the_model_keeps_its_prior(tiny_whisper, two_speakers, tmp_path):
     import torch
 

@@ -7,13 +7,13 @@ import pytest
 
 from lib.core.audio import load_audio
 from lib.core.datasets import load_librispeech
+from lib.core.ring_buffer import StreamRingBuffer
 from lib.core.speech_models import ModelLoadError, load_speech_model
 from lib.neurons.frame_stream import (
     ExponentialSmoother,
     FileBlockSource,
     FrameStreamRunner,
     StreamBlock,
-    StreamRingBuffer,
     frame_grid,
     microphone_status,
     not_real_time,

@@ -125,6 +125,7 @@ from sklearn.model_selection import train_test_split
 
 from lib.core.accuracy import paired_comparison
 from lib.core.atomic_io import atomic_write_text, json_plain
+from lib.core.audio import WHISPER_SAMPLE_RATE, files_above_rate
 from lib.core.datasets import load_fsdd, load_labelled_folder, load_librispeech
 from lib.core.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
 from lib.core.runtime import limit_cpu_threads, pick_device, seed_everything
@@ -150,7 +151,6 @@ from lib.digits.digit_features import (
 from lib.digits.digit_folders import (
     answers_naming_several_digits,
     eval_norm_groups,
-    files_above_rate,
     load_digit_eval_folder,
     load_eval_clips_at,
 )
@@ -162,7 +162,6 @@ from lib.digits.digit_models import (
     train_digit_cnn_lr_grid,
 )
 from lib.digits.encoder_digits import (
-    WHISPER_SAMPLE_RATE,
     DigitEncoderConfig,
     EncoderDigitModel,
     digit_encoder_features,

@@ -5,7 +5,8 @@
 # be used raises `AudioLoadError`, whose message names the file, what is wrong with it
 # (missing, empty, truncated, not audio, silent-length, NaN samples) and what to do.
 # `load_audio_batch` loads many files, skipping and reporting the broken ones, so one
-# corrupt clip never loses a whole run.
+# corrupt clip never loses a whole run. `files_above_rate` says which files were recorded above
+# a rate (e.g. above 8 kHz, where a model given `WHISPER_SAMPLE_RATE` audio hears more).
 
 # %%
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 import soundfile as sf
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aiff", ".aif")
+WHISPER_SAMPLE_RATE = 16000  # Whisper's input rate: the band its encoder and decoder were trained to hear
 
 
 class AudioLoadError(ValueError):
@@ -65,6 +67,19 @@ def audio_info(path) -> dict:
         "duration": float(info.frames) / float(info.samplerate) if info.samplerate else 0.0,
         "format": info.format,
     }
+
+
+def files_above_rate(paths, sample_rate: int) -> list:
+    """Positions of the files recorded above ``sample_rate`` (a rate soundfile cannot read counts as above)."""
+    above = []
+    for i, path in enumerate(paths):
+        try:
+            rate = audio_info(path)["sample_rate"]
+        except RuntimeError:  # a container soundfile does not read (m4a): decoded at its own rate when loaded
+            rate = None
+        if rate is None or rate > sample_rate:
+            above.append(i)
+    return above
 
 
 def _decode(path: Path):

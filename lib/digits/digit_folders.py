@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lib.core.audio import AUDIO_EXTENSIONS, audio_info, load_audio_batch
+from lib.core.audio import AUDIO_EXTENSIONS, load_audio_batch
 from lib.core.datasets import CLIP_NAME, nohash_speaker
 from lib.core.subsets import stratified_subset
 
@@ -193,8 +193,9 @@ def load_digit_eval_folder(folder, sample_rate: int = 8000, max_clips: int | Non
 # ## Eval clips again, at Whisper's rate
 #
 # The zero-shot row and the encoder model's Whisper prior hear eval clips at 16 kHz, their own
-# band, while the trained models read them at the models' rate: `files_above_rate` says which
-# files hold more than that rate, `load_eval_clips_at` loads chosen clips again, in order.
+# band, while the trained models read them at the models' rate: `files_above_rate`
+# (`lib.core.audio`) says which files hold more than that rate, `load_eval_clips_at` loads chosen
+# clips again, in order.
 
 
 # %%
@@ -211,19 +212,6 @@ def load_eval_clips_at(manifest: pd.DataFrame, rows, sample_rate: int) -> list:
         print(f"eval_folder: {len(failures)} clip(s) loaded at the models' rate but not at {sample_rate} Hz now")
     found = dict(zip(ok_paths, waves))
     return [found.get(p) for p in paths]
-
-
-def files_above_rate(paths, sample_rate: int) -> list:
-    """Positions of the files recorded above ``sample_rate`` (a rate soundfile cannot read counts as above)."""
-    above = []
-    for i, path in enumerate(paths):
-        try:
-            rate = audio_info(path)["sample_rate"]
-        except RuntimeError:  # a container soundfile does not read (m4a): decoded at its own rate when loaded
-            rate = None
-        if rate is None or rate > sample_rate:
-            above.append(i)
-    return above
 
 
 # %% [markdown]

@@ -393,8 +393,13 @@ class DigitCnn(nn.Module):
     @torch.no_grad()
     def clip_moments(self, wave: torch.Tensor, warp: torch.Tensor | None = None) -> list:
         """`frame_moments` of each clip's front-end frames that hold audio (for `speaker_norm_stats`)."""
-        x = self.frontend(wave, warp).double()
-        mask = self._audio_frames(wave, x).double()
+        x = self.frontend(wave, warp)
+        return self._masked_moments(x, self._audio_frames(wave, x))
+
+    @staticmethod
+    def _masked_moments(x: torch.Tensor, mask: torch.Tensor) -> list:
+        """``(sum, sum of squares, frames)`` per clip of front-end frames ``x`` where ``mask`` holds audio."""
+        x, mask = x.double(), mask.double()
         sums, squares, counts = (x * mask).sum(-1), (x * x * mask).sum(-1), mask.sum((1, 2))
         return [(a.cpu().numpy(), b.cpu().numpy(), int(c)) for a, b, c in zip(sums, squares, counts)]
 
@@ -433,8 +438,8 @@ class DigitCnn(nn.Module):
             return x
         mask = self._audio_frames(wave, x)  # [batch, 1, frames]
         if getattr(cfg, "cmvn", False) == "speaker":
-            if stats is None:  # every clip a group of one
-                stats = self.stats_from_moments(self.clip_moments(wave, warp), None, wave.device)
+            if stats is None:  # every clip a group of one: its own frames' moments, shrunk toward the prior
+                stats = self.stats_from_moments(self._masked_moments(x, mask), None, wave.device)
             x = (x - stats[:, 0, :, None]) / stats[:, 1, :, None] * mask
         elif getattr(cfg, "cmvn", False):
             count = mask.sum(dim=-1, keepdim=True).clamp(min=1.0)

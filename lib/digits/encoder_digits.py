@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from lib.core.atomic_io import atomic_output
+from lib.core.audio import WHISPER_SAMPLE_RATE
 from lib.core.bundled_whisper import BUNDLED_WHISPER_ID
 from lib.core.speech_models import load_speech_model
 from lib.digits.classifier_eval import leave_one_speaker_out
@@ -65,7 +66,6 @@ from lib.digits.whisper_digit_scores import (
 )
 
 DIGIT_ENCODER_POOLINGS = ("mean", "mean+std", "attention")
-WHISPER_SAMPLE_RATE = 16000  # Whisper's own input rate: the band its decoder (the prior) was trained to hear
 DIGIT_ENCODER_COMBINES = ("mix", "concat")
 DIGIT_ENCODER_SPEAKER_NORMS = (False, "mean", "mean+var")
 DIGIT_ENCODER_FRAME_RATE = 50  # Whisper encoder frames per second
@@ -119,6 +119,8 @@ class DigitEncoderConfig:
             raise ValueError(f"whisper_mode must be 'clip' or 'padded', not {self.whisper_mode!r}")
         if not self.layers:
             raise ValueError("layers must name at least one encoder layer")
+        if self.speaker_norm is True:  # saved when it was a switch: it then meant mean and variance
+            self.speaker_norm = "mean+var"
         if self.speaker_norm not in DIGIT_ENCODER_SPEAKER_NORMS:
             raise ValueError(f"speaker_norm must be one of {DIGIT_ENCODER_SPEAKER_NORMS}, not {self.speaker_norm!r}")
         if self.speaker_norm and self.finetune_top:

@@ -37,9 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lib.core.audio import load_audio
-from lib.digits.digit_folders import files_above_rate
-from lib.digits.encoder_digits import WHISPER_SAMPLE_RATE
+from lib.core.audio import WHISPER_SAMPLE_RATE, files_above_rate, load_audio
+from lib.core.ring_buffer import StreamRingBuffer
 
 WIDEBAND_KEEP_SECONDS = 10.0  # recent 16 kHz audio kept for the Whisper prior (longer than any segment)
 
@@ -183,28 +182,34 @@ def vad_segments(wave: np.ndarray, sample_rate: int, config: VadConfig | None = 
 # ## The last seconds of a stream at another rate
 #
 # An encoder model's Whisper prior hears a segment at 16 kHz while the VAD and the head read it
-# at the model's rate: `RecentAudio` keeps the stream's last seconds at 16 kHz, addressed by
-# sample index, so a segment's span can be cut from it.
+# at the model's rate: `RecentAudio`, a `StreamRingBuffer` of the stream's last seconds at
+# 16 kHz, cuts a segment's span from it by stream sample index.
 
 
 # %%
-class RecentAudio:
+class RecentAudio(StreamRingBuffer):
     """The last ``seconds`` of a stream at ``rate``: ``append(chunk)``, ``span(a, b)`` by sample index."""
 
     def __init__(self, rate: int, seconds: float):
-        self.rate, self.keep = int(rate), int(seconds * rate)
-        self.audio, self.first = np.zeros(0, np.float32), 0  # kept samples, the stream index of the first
+        super().__init__(int(seconds * rate))
+        self.rate = int(rate)
 
     def append(self, chunk) -> None:
-        self.audio = np.concatenate([self.audio, np.asarray(chunk, np.float32).reshape(-1)])
-        excess = len(self.audio) - self.keep
-        if excess > 0:
-            self.audio, self.first = self.audio[excess:], self.first + excess
+        self.extend(chunk)
+
+    @property
+    def first(self) -> int:
+        """The stream index of the oldest kept sample."""
+        return self.total_written - len(self)
+
+    @property
+    def audio(self) -> np.ndarray:
+        return self.latest()
 
     def span(self, start: int, end: int, slack: int = 2):
         """Samples ``start:end`` of the stream, or None where they are not (all) kept (``slack``: rounding)."""
         a, b = start - self.first, end - self.first
-        return self.audio[a:b] if 0 <= a < b <= len(self.audio) + slack else None
+        return self.audio[a:b] if 0 <= a < b <= len(self) + slack else None
 
 
 # %% [markdown]

@@ -38,12 +38,10 @@ import pandas as pd
 import torch
 
 from lib.core.atomic_io import atomic_write_bytes, atomic_write_json
-from lib.core.audio import AUDIO_EXTENSIONS, load_audio_batch
+from lib.core.audio import AUDIO_EXTENSIONS, WHISPER_SAMPLE_RATE, files_above_rate, load_audio_batch
 from lib.digits.digit_features import DigitFeatureConfig
-from lib.digits.digit_folders import files_above_rate
 from lib.digits.digit_models import CnnDigitModel, DigitCnn, DigitCnnConfig, SklearnDigitModel
 from lib.digits.encoder_digits import (
-    WHISPER_SAMPLE_RATE,
     DigitEncoderConfig,
     DigitEncoderHead,
     EncoderDigitModel,

@@ -431,19 +431,18 @@ class AudioMaePlusPlus(_AudioMaePatches, MaeModelBase):
     def forward(self, specs, mask_ratio=None):
         """Pretraining step: mask, encode, decode; loss = MSE on the masked patches.
 
-        ``informative`` marks the patches that vary; constant ones (the padding after a short
-        clip, silence clipped at the floor) have an all-zero target with ``norm_pix_loss``. They
-        count in the loss unless ``loss_on_constant_patches`` is False.
+        Constant patches (the padding after a short clip, silence clipped at the floor;
+        `informative_patches`) have an all-zero target with ``norm_pix_loss``. They count in the
+        loss unless ``loss_on_constant_patches`` is False.
         """
         mask_ratio = self.config["mask_ratio"] if mask_ratio is None else mask_ratio
         latent, mask, ids_restore, positions = self.forward_encoder(specs, mask_ratio)
         pred = self.forward_decoder(latent, ids_restore, positions)
         target = self.reconstruction_target(specs)
-        informative = self.informative_patches(specs)
         per_patch = ((pred.float() - target.float()) ** 2).mean(dim=-1)
-        counted = mask if self.config.get("loss_on_constant_patches", True) else mask * informative
+        counted = mask if self.config.get("loss_on_constant_patches", True) else mask * self.informative_patches(specs)
         loss = (per_patch * counted).sum() / counted.sum().clamp(min=1.0)
-        return {"loss": loss, "pred": pred, "mask": mask, "target": target, "informative": informative}
+        return {"loss": loss, "pred": pred, "mask": mask, "target": target}
 
     def forward_features(self, specs):
         """Encoder tokens of the whole (unmasked) input, ``[N, 1 + L, D]``."""

@@ -7,8 +7,8 @@
 # Wav2Vec2-style models) and every *update* hands the new audio to a compute function (a
 # model, features...). The pieces:
 #
-# - `StreamRingBuffer`: a fixed-size ring buffer of samples or of rows (features, activity);
-#   `clear()` empties it (the live panel's Reset).
+# - `StreamRingBuffer` (from `lib.core.ring_buffer`): a fixed-size ring buffer of samples or of
+#   rows (features, activity); `clear()` empties it (the live panel's Reset).
 # - `ExponentialSmoother`: exponential smoothing of a vector stream (`alpha` = weight of the
 #   newest value).
 # - `FileBlockSource` (real time or as fast as possible), `SimulatedRealtimeSource` (real-time
@@ -32,56 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-class StreamRingBuffer:
-    """Fixed-capacity ring buffer of samples (``width=None``) or of ``[width]`` rows."""
-
-    def __init__(self, capacity: int, width: int | None = None, dtype=np.float32):
-        if capacity <= 0:
-            raise ValueError(f"ring buffer capacity must be positive, not {capacity}")
-        self.capacity = int(capacity)
-        self.width = width
-        shape = (self.capacity,) if width is None else (self.capacity, int(width))
-        self._data = np.zeros(shape, dtype=dtype)
-        self._end = 0  # total items ever written
-        self._size = 0
-
-    def __len__(self) -> int:
-        return self._size
-
-    @property
-    def total_written(self) -> int:
-        return self._end
-
-    def extend(self, items) -> None:
-        items = np.asarray(items, dtype=self._data.dtype)
-        if self.width is None:
-            items = items.reshape(-1)
-        elif items.ndim == 1:
-            items = items.reshape(1, -1)
-        if self.width is not None and items.shape[1] != self.width:
-            raise ValueError(f"ring buffer holds rows of width {self.width}, got {items.shape[1]}")
-        n = len(items)
-        if n == 0:
-            return
-        items = items[-self.capacity :]
-        new_end = self._end + n
-        self._data[np.arange(new_end - len(items), new_end) % self.capacity] = items
-        self._end = new_end
-        self._size = min(self.capacity, self._size + n)
-
-    def latest(self, n: int | None = None) -> np.ndarray:
-        """The newest ``n`` items (all held items when ``None``), oldest first (a copy)."""
-        n = self._size if n is None else min(int(n), self._size)
-        if n == 0:
-            return self._data[:0].copy()
-        idx = (np.arange(self._end - n, self._end)) % self.capacity
-        return self._data[idx].copy()
-
-    def clear(self) -> None:
-        self._data[...] = 0
-        self._end = 0
-        self._size = 0
+from lib.core.ring_buffer import StreamRingBuffer
 
 
 class ExponentialSmoother:

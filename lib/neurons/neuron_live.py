@@ -24,13 +24,13 @@ import time
 
 import numpy as np
 
+from lib.core.ring_buffer import StreamRingBuffer
 from lib.neurons.frame_stream import (
     ExponentialSmoother,
     FileBlockSource,
     FrameStreamRunner,
     MicrophoneBlockSource,
     SimulatedRealtimeSource,
-    StreamRingBuffer,
 )
 from lib.neurons.live_analytics import OnlinePCA, OnlineSpeakerClustering, log_mel_columns
 from lib.neurons.semantic_projector import projector_status
