@@ -60,7 +60,7 @@ from lib.digits.whisper_digit_scores import (
     DIGIT_PRIOR_DEFAULT_WEIGHT,
     WHISPER_DIGIT_PROMPT,
     WhisperDigitScorer,
-    digit_prior_columns,
+    digit_prior_scores,
     fuse_digit_prior,
     load_whisper_digit_tokenizer,
 )
@@ -733,10 +733,7 @@ class EncoderDigitModel(DigitClassifierBase):
 
     def prior_log_probs(self, final_states) -> np.ndarray:
         """``(n, labels)`` Whisper digit log-probabilities from the encoder's final states, in label order."""
-        columns = digit_prior_columns(self.labels)
-        if columns is None:
-            raise ValueError(f"whisper_prior needs digit labels (0-9 or zero..nine), not {self.labels}")
-        return self.prior_scorer().log_probs(final_states)[:, columns]
+        return digit_prior_scores(self.prior_scorer(), final_states, self.labels)
 
     @property
     def prior_hears_wideband(self) -> bool:

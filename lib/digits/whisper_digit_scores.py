@@ -17,8 +17,9 @@
 # prompt: 0.93 / 0.83 with the 1.5 s window's states). The 30 s padded encoder is 20x slower
 # and was not better (0.93 on 60 FSDD clips).
 #
-# `fuse_digit_prior` adds it to a trained head: `log_softmax(head) + weight * log_softmax(whisper)`;
-# `pick_digit_prior_weight` fits the weight on held-out logits (log loss).
+# `fuse_digit_prior` adds it to a trained head: `log_softmax(head) + weight * log_softmax(whisper)`
+# (`fuse_digit_prior_by_speaker`: each speaker with its LOSO fold's weight); `pick_digit_prior_weight`
+# fits the weight on held-out logits (log loss); `digit_prior_scores` puts the scores in label order.
 
 # %%
 import numpy as np
@@ -181,6 +182,26 @@ def fuse_digit_prior(head_logits, whisper_log_probs, weight: float) -> np.ndarra
     return (head + float(weight) * _digit_log_softmax(whisper_log_probs)).astype(np.float32)
 
 
+def fuse_digit_prior_by_speaker(head_logits, whisper_log_probs, speakers, weights) -> np.ndarray:
+    """`fuse_digit_prior` with each speaker's own weight (``weights``: speaker -> weight, e.g. each LOSO
+    fold's); a speaker without one keeps the head's log-softmax."""
+    head_logits, whisper_log_probs = np.asarray(head_logits), np.asarray(whisper_log_probs)
+    fused = _digit_log_softmax(head_logits).astype(np.float32)
+    speakers = np.asarray(speakers).astype(str)
+    for speaker, weight in weights.items():
+        rows = speakers == str(speaker)
+        fused[rows] = fuse_digit_prior(head_logits[rows], whisper_log_probs[rows], weight)
+    return fused
+
+
+def digit_prior_scores(scorer, final_states, labels) -> np.ndarray:
+    """``(n, labels)`` Whisper digit log-probabilities of encoder final states, in the order of ``labels``."""
+    columns = digit_prior_columns(labels)
+    if columns is None:
+        raise ValueError(f"whisper_prior needs digit labels (0-9 or zero..nine), not {list(labels)}")
+    return scorer.log_probs(final_states)[:, columns]
+
+
 def pick_digit_prior_weight(head_logits, whisper_log_probs, targets) -> dict:
     """The prior's weight, fitted on held-out clips: ``{"weight", "head_scale", "prior_scale", ...}``.
 
@@ -231,15 +252,14 @@ def digit_prior_loso(
     head_logits, whisper_log_probs = np.asarray(head_logits), np.asarray(whisper_log_probs)
     targets, speakers = np.asarray(targets, dtype=int), np.asarray(speakers)
     weights = {}
-    predictions = np.zeros(len(targets), dtype=int)
     speakers = speakers.astype(str)
     for held_out in speaker_folds(speakers) if folds is None else folds:
         test = np.isin(speakers, [str(s) for s in held_out])
         w = weight
         if w is None:
             w = pick_digit_prior_weight(head_logits[~test], whisper_log_probs[~test], targets[~test])["weight"]
-        predictions[test] = fuse_digit_prior(head_logits[test], whisper_log_probs[test], w).argmax(1)
         weights.update(dict.fromkeys(map(str, held_out), float(w)))
+    predictions = fuse_digit_prior_by_speaker(head_logits, whisper_log_probs, speakers, weights).argmax(1)
     return {
         **loso_from_predictions(targets, predictions, speakers),
         "weights": weights,
