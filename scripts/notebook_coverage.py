@@ -8,9 +8,12 @@ carries and how many of them ran. "Carried but not run" is what a reader scrolls
 what issue 17 asks to shrink.
 
     python -m scripts.notebook_coverage fiftyone_explorer [-p KEY VALUE ...] [--json OUT] [--missed OUT]
+        [--by-function [N]]
 
 ``--missed OUT`` writes the lines that did not run, with their cell and module, to read what a
-notebook carries for other parameters (or never uses).
+notebook carries for other parameters (or never uses). ``--by-function`` lists the functions that
+carry most of it, and every run says how many of those lines are error handling (``except`` bodies,
+``raise`` statements, ``if`` blocks ending in one): code only bad input runs.
 
 Parameters default to the notebook's own (``-p`` overrides them, e.g. a temporary
 ``output_dir``); the code paths do not depend on how many clips are used.
@@ -162,6 +165,36 @@ def missed_text(report: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def _error_path_lines(tree) -> set:
+    """Lines of error handling: ``except`` bodies, ``raise`` statements and ``if`` blocks that end in one."""
+    lines = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ExceptHandler):
+            lines.update(range(node.lineno, node.end_lineno + 1))
+        elif isinstance(node, ast.Raise):
+            lines.update(range(node.lineno, node.end_lineno + 1))
+        elif isinstance(node, ast.If) and isinstance(node.body[-1], ast.Raise):
+            lines.update(range(node.body[0].lineno, node.body[-1].end_lineno + 1))
+    return lines
+
+
+def functions_not_run(report: dict) -> list:
+    """Lines not run per top-level function or class of each module, most first: ``{"owner", "name",
+    "not_run", "error_paths"}``, where ``error_paths`` counts those in ``except`` bodies, ``raise``
+    statements and ``if`` blocks that end in a ``raise`` (what bad input runs)."""
+    counts = defaultdict(lambda: [0, 0])
+    for filename, item in report["missed"].items():
+        tree = ast.parse(report["sources"][filename])
+        spans = [(n.lineno, n.end_lineno, n.name) for n in tree.body if hasattr(n, "name")]
+        errors = _error_path_lines(tree)
+        for line in item["lines"]:
+            name = next((s[2] for s in spans if s[0] <= line <= s[1]), "(top level)")
+            counts[(item["owner"], name)][0] += 1
+            counts[(item["owner"], name)][1] += line in errors
+    rows = [{"owner": o, "name": n, "not_run": c[0], "error_paths": c[1]} for (o, n), c in counts.items()]
+    return sorted(rows, key=lambda r: (-r["not_run"], r["owner"], r["name"]))
+
+
 def _value(text: str):
     try:
         return ast.literal_eval(text)
@@ -175,6 +208,14 @@ def main(argv=None) -> int:
     parser.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), default=[])
     parser.add_argument("--json", help="write the report here too")
     parser.add_argument("--missed", help="write the lines that did not run here, with their source, cell by cell")
+    parser.add_argument(
+        "--by-function",
+        type=int,
+        nargs="?",
+        const=30,
+        metavar="N",
+        help="also print the N functions with most lines not run (default 30), and how many are error handling",
+    )
     args = parser.parse_args(argv)
     parameters = {k: _value(v) for k, v in args.param}
     parameters.setdefault("output_dir", tempfile.mkdtemp(prefix=f"coverage-{args.name}-"))
@@ -189,7 +230,16 @@ def main(argv=None) -> int:
     )
     if args.missed:
         Path(args.missed).write_text(missed_text(report))
+    functions = functions_not_run(report)
+    errors = sum(row["error_paths"] for row in functions)
+    print(f"of the {t['not_run']} lines not run, {errors} are error handling (except, raise, if ... raise)")
+    if args.by_function:
+        print(f"\n{'module':<44} {'function or class':<34} {'not run':>8} {'errors':>7}")
+        for row in functions[: args.by_function]:
+            print(f"{row['owner']:<44} {row['name']:<34} {row['not_run']:>8} {row['error_paths']:>7}")
     report = {k: v for k, v in report.items() if k not in ("missed", "sources")}
+    report["totals"]["error_paths_not_run"] = errors
+    report["functions_not_run"] = functions
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0

@@ -56,3 +56,49 @@ def test_lines_run_in_threads_and_forked_workers_count(tmp_path, monkeypatch):
     missed = [item for item in report["missed"].values() if item["owner"] == "lib/fam/work.py"]
     assert [item["lines"] for item in missed] == [[13, 14]]  # line 1 is the cell's title
     assert "y = x - 1" in notebook_coverage.missed_text(report)
+
+
+CHECKED_CELL = """# @title lib/fam/checks.py: parse
+def parse(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a number"
+        ) from None
+    if value < 0:
+        raise ValueError("negative")
+    if value > 100:
+        value = 100
+    return value
+
+
+class Unused:
+    def method(self):
+        return 1
+"""
+
+
+def test_lines_not_run_are_listed_per_function_with_their_error_handling(tmp_path, monkeypatch, capsys):
+    (tmp_path / "notebooks").mkdir()
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell('output_dir = "out"', metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell(CHECKED_CELL, metadata={"tags": ["lib"]}),
+            nbformat.v4.new_code_cell("parsed = parse('7')"),
+        ]
+    )
+    nbformat.write(notebook, tmp_path / "notebooks" / "toy.ipynb")
+    monkeypatch.setattr(notebook_coverage, "ROOT", tmp_path)
+    report = notebook_coverage.measure("toy", {"output_dir": str(tmp_path / "out")})
+    rows = notebook_coverage.functions_not_run(report)
+    # parse('7'): the except body (raise over 3 lines), the `if value < 0` raise and `value = 100` did not run;
+    # only the last is not error handling. Unused's method body did not run either.
+    assert rows == [
+        {"owner": "lib/fam/checks.py", "name": "parse", "not_run": 6, "error_paths": 5},
+        {"owner": "lib/fam/checks.py", "name": "Unused", "not_run": 1, "error_paths": 0},
+    ]
+    assert notebook_coverage.main(["toy", "--by-function", "5", "-p", "output_dir", str(tmp_path / "o2")]) == 0
+    out = capsys.readouterr().out
+    assert "of the 7 lines not run, 5 are error handling" in out
+    assert "parse" in out and "Unused" in out
