@@ -111,7 +111,7 @@ def measure(name: str, parameters: dict | None = None) -> dict:
             sys.settrace(tracer)
             threading.settrace(tracer)  # threads the cell starts (thread pools) are traced too
             try:
-                exec(code, namespace)  # noqa: S102 - the notebook's own code, as a kernel would run it
+                exec(code, namespace)  # the notebook's own code, as a kernel would run it
             finally:
                 sys.settrace(None)
                 threading.settrace(None)

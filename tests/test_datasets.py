@@ -208,7 +208,7 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
 
     payload, ranges = b"", []
 
-    def do_GET(self):  # noqa: N802 - http.server's name
+    def do_GET(self):  # http.server's name
         asked = self.headers.get("Range")
         type(self).ranges.append(asked)
         start = int(asked.split("=")[1].rstrip("-")) if asked else 0
@@ -258,7 +258,7 @@ def test_an_interrupted_download_is_continued(isolated, monkeypatch, served_arch
 class _BrokenOffHandler(_RangeHandler):
     """Announces the whole payload, sends its first 1,000 bytes, then drops the connection."""
 
-    def do_GET(self):  # noqa: N802 - http.server's name
+    def do_GET(self):  # http.server's name
         self.send_response(200)
         self.send_header("Content-Length", str(len(self.payload)))
         self.end_headers()

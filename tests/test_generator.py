@@ -82,7 +82,7 @@ def test_modules_are_inlined_in_dependency_order(toy, tmp_path, monkeypatch):
     namespace = {}
     for cell in nb.cells:
         if cell.cell_type == "code" and "setup" not in cell.metadata.get("tags", []):
-            exec(cell.source, namespace)  # noqa: S102
+            exec(cell.source, namespace)
     assert namespace["result"] == (1 + 1 + 10) * 3
     run = json.loads((tmp_path / "out" / "results.json").read_text())["run"]
     assert (
@@ -235,7 +235,7 @@ def test_unreachable_definitions_are_left_out_and_named(tmp_path, monkeypatch):
     namespace = {}
     for cell in nb.cells:
         if cell.cell_type == "code" and "setup" not in cell.metadata.get("tags", []):
-            exec(cell.source, namespace)  # noqa: S102
+            exec(cell.source, namespace)
     assert namespace["result"] == 4 + 2 + 3 + 1 + 5
 
 

@@ -234,7 +234,7 @@ def download_file(url: str, target: Path, checksum: str | None = None, timeout: 
     done = partial.stat().st_size if partial.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - the registry's https/http URLs
+        response = urllib.request.urlopen(request, timeout=timeout)  # the registry's https/http URLs
     except (urllib.error.URLError, OSError) as error:
         raise OSError(f"cannot download {url}: {getattr(error, 'reason', error)}") from None
     with response:

@@ -361,7 +361,7 @@ def embed_signal_files(
                         batch = embedder.embed_prepared(items)
                     vectors.extend(batch)
                     ok_paths.extend(loaded)
-                except Exception as batch_error:  # noqa: BLE001 - find the clip(s) the encoder rejects
+                except Exception as batch_error:  # any failure: find the clip(s) the encoder rejects
                     for item, path in zip(items, loaded):
                         try:
                             with torch.inference_mode():

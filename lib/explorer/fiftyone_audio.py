@@ -159,7 +159,7 @@ def fo_connect(database_dir=None, dataset_dir=None, timeout: float = 120.0) -> s
 
             try:
                 _fo_call_within(fo.list_datasets, max(timeout, 60.0), folder)
-            except Exception as error:  # noqa: BLE001 - FiftyOne raises many kinds here
+            except Exception as error:  # FiftyOne raises many kinds here
                 text = f"{type(error).__name__}: {error}"
                 others = [pid for pid, d in fo_running_database_dirs() if _fo_same_dir(d, folder)]
                 if "DBPathInUse" in text or (others and "ServiceListenTimeout" in text):

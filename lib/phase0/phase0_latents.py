@@ -660,7 +660,7 @@ def open_latent_store(store_dir, in_memory: bool = True):
         if in_memory:
             latents, energy = np.asarray(latents[:]), np.asarray(energy[:])
         encoder = dict(group.attrs["encoder"])
-    except Exception as error:  # noqa: BLE001 - name the folder and the fix
+    except Exception as error:  # any failure: name the folder and the fix
         raise ValueError(
             f"{store_dir}: the consolidated store is unreadable ({type(error).__name__}: {error}); "
             "run consolidate_latent_store again (it rebuilds it from the parts)"
