@@ -128,7 +128,7 @@ def download_resumable(url: str, target: Path, checksum: str | None = None, time
 
     The notebooks' own ``download_file``, with the prefetch command's error and hint.
     """
-    from lib.core.datasets import DownloadChecksumError, download_file
+    from lib.core.downloads import DownloadChecksumError, download_file
 
     try:
         return download_file(url, target, checksum, timeout)

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 import lib.core.datasets as ds
+import lib.core.labelled_folders as lf
 
 
 @pytest.fixture
@@ -138,22 +139,22 @@ def test_labelled_folder_from_csv_names_and_subfolders(tmp_path, fsdd_dir):
     flat.mkdir()
     for w in wavs:
         (flat / w.name).symlink_to(w)
-    by_name = ds.load_labelled_folder(flat)
+    by_name = lf.load_labelled_folder(flat)
     assert list(by_name.label) == ["5", "5", "5"] and "speaker" in by_name
     pd.DataFrame({"file": [w.name for w in wavs], "word": ["a", "b", "c"], "site": [1, 2, 3]}).to_csv(
         tmp_path / "labels.csv", index=False
     )
-    by_csv = ds.load_labelled_folder(flat, tmp_path / "labels.csv", path_column="file", label_column="word")
+    by_csv = lf.load_labelled_folder(flat, tmp_path / "labels.csv", path_column="file", label_column="word")
     assert list(by_csv.label) == ["a", "b", "c"] and list(by_csv.site) == [1, 2, 3]
     pd.DataFrame({"file": ["missing.wav"], "word": ["a"]}).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(FileNotFoundError, match="1 listed file"):
-        ds.load_labelled_folder(flat, tmp_path / "bad.csv", path_column="file", label_column="word")
+        lf.load_labelled_folder(flat, tmp_path / "bad.csv", path_column="file", label_column="word")
     nested = tmp_path / "nested"
     for label, w in zip(["dog", "cat", "dog"], wavs):
         (nested / label).mkdir(parents=True, exist_ok=True)
         (nested / label / w.name).symlink_to(w)
-    assert sorted(ds.load_labelled_folder(nested).label) == ["cat", "dog", "dog"]
-    assert sorted(ds.load_labelled_folder(nested).speaker) == sorted(w.name.split("_")[1] for w in wavs)
+    assert sorted(lf.load_labelled_folder(nested).label) == ["cat", "dog", "dog"]
+    assert sorted(lf.load_labelled_folder(nested).speaker) == sorted(w.name.split("_")[1] for w in wavs)
     commands = tmp_path / "speech_commands"  # Speech Commands' layout: {speaker}_nohash_{n}, _background_noise_
     for folder, name in (("yes", "0a7c2a8d_nohash_0"), ("yes", "1b2c3d4e_nohash_1"), ("no", "0a7c2a8d_nohash_2")):
         (commands / folder).mkdir(parents=True, exist_ok=True)
@@ -167,15 +168,15 @@ def test_labelled_folder_from_csv_names_and_subfolders(tmp_path, fsdd_dir):
             (audiomnist / speaker).mkdir(parents=True, exist_ok=True)
             (audiomnist / speaker / f"{digit}_{speaker}_0.wav").symlink_to(wavs[0])
     for root in (audiomnist, audiomnist.parent):  # data/ itself, or the corpus folder with data/ its only folder
-        table = ds.load_labelled_folder(root)
+        table = lf.load_labelled_folder(root)
         assert sorted(set(table.label)) == [str(d) for d in range(10)] and set(table.speaker) == {"01", "02", "03"}
-    table = ds.load_labelled_folder(fsdd_dir)  # a data set's folder whose clips sit in one folder (recordings/)
+    table = lf.load_labelled_folder(fsdd_dir)  # a data set's folder whose clips sit in one folder (recordings/)
     assert table.label.nunique() == 10 and table.speaker.nunique() == 6
     splits = tmp_path / "splits"  # train/ and test/ folders of named clips: labels from the names
     for part, w in zip(("train", "train", "test"), wavs):
         (splits / part).mkdir(parents=True, exist_ok=True)
         (splits / part / w.name).symlink_to(w)
-    table = ds.load_labelled_folder(splits)
+    table = lf.load_labelled_folder(splits)
     assert list(table.label) == ["5", "5", "5"] and sorted(table.split) == ["test", "train", "train"]
     flat_hidden = tmp_path / "flat_hidden"  # a flat folder with a checkpoint folder beside its clips
     flat_hidden.mkdir()
@@ -186,10 +187,10 @@ def test_labelled_folder_from_csv_names_and_subfolders(tmp_path, fsdd_dir):
     (flat_hidden / "__MACOSX").mkdir()  # a zip made on a Mac: its leftovers, and AppleDouble ._ files beside clips
     (flat_hidden / "__MACOSX" / f"._{wavs[0].name}").symlink_to(wavs[0])
     (flat_hidden / f"._{wavs[1].name}").symlink_to(wavs[1])
-    assert list(ds.load_labelled_folder(flat_hidden).label) == ["5", "5", "5"]  # labels from the names
+    assert list(lf.load_labelled_folder(flat_hidden).label) == ["5", "5", "5"]  # labels from the names
     (commands / "_unknown_").mkdir()  # Speech Commands' test set: _unknown_ and _silence_ are labels
     (commands / "_unknown_" / "9f8e7d6c_nohash_0.wav").symlink_to(wavs[0])
-    table = ds.load_labelled_folder(commands)
+    table = lf.load_labelled_folder(commands)
     assert sorted(table.label) == ["_unknown_", "no", "yes", "yes"]
     assert sorted(table.speaker) == ["0a7c2a8d", "0a7c2a8d", "1b2c3d4e", "9f8e7d6c"]
 
@@ -286,12 +287,12 @@ def test_clip_names_that_do_not_parse_say_where_and_what_to_do(tmp_path, capsys)
         (tmp_path / name).write_bytes(b"")
     expected = r"none of the 2 audio file\(s\) in .* is named \{label\}_\{speaker\}_"
     with pytest.raises(ValueError, match=expected) as error:
-        ds.parse_clip_names(sorted(tmp_path.iterdir()))
+        lf.parse_clip_names(sorted(tmp_path.iterdir()))
     assert str(tmp_path) in str(error.value) and "labels CSV" in str(error.value)
     assert "hello.wav" in capsys.readouterr().out
     with pytest.raises(ValueError, match="no audio files to read"):
-        ds.parse_clip_names(iter([]))
-    manifest = ds.parse_clip_names(iter([tmp_path / "7_george_12.wav", tmp_path / "x.wav"]))  # a generator is fine
+        lf.parse_clip_names(iter([]))
+    manifest = lf.parse_clip_names(iter([tmp_path / "7_george_12.wav", tmp_path / "x.wav"]))  # a generator is fine
     assert manifest.to_dict("records")[0] | {"path": None} == {
         "path": None, "label": "7", "speaker": "george", "index": 12, "split": "train"
     }  # fmt: skip
@@ -345,13 +346,13 @@ def test_urbansound8k_layout_labels_from_its_metadata_not_its_fold_folders(tmp_p
     (root / "metadata").mkdir()
     pd.DataFrame(rows).to_csv(root / "metadata" / "UrbanSound8K.csv", index=False)
     for where in (root, root / "audio"):  # the data set's folder, or its audio/ folder
-        table = ds.load_labelled_folder(where)
+        table = lf.load_labelled_folder(where)
         out = capsys.readouterr().out
         assert "are folds, not labels" in out and "'slice_file_name'" in out and "'class'" in out
         assert sorted(table.label) == ["dog_bark"] * 4 + ["siren"] * 4 and set(table.fold) == {1, 2}
         assert all(f"/fold{f}/" in p for p, f in zip(table.path, table.fold))  # found by name in its fold folder
         assert find_group_column(table) == "fsID"  # slices of one recording belong together
-    explicit = ds.load_labelled_folder(root / "audio", root / "metadata" / "UrbanSound8K.csv")
+    explicit = lf.load_labelled_folder(root / "audio", root / "metadata" / "UrbanSound8K.csv")
     assert list(explicit.label) == [r["class"] for r in rows]
     source = build_mae_data_source("folder", path=root, test_fold=2)
     manifest = source.manifest()
@@ -359,22 +360,22 @@ def test_urbansound8k_layout_labels_from_its_metadata_not_its_fold_folders(tmp_p
     by_fsid = build_mae_data_source("folder", path=root, test_fold=None, test_fraction=0.5).manifest()  # recordings
     assert set(by_fsid[by_fsid.split == "test"].fsID).isdisjoint(by_fsid[by_fsid.split == "train"].fsID)
     # the caller's label column is honoured; a folder above the data set and one fold alone work too
-    assert set(ds.load_labelled_folder(root, label_column="classID").label) == {3, 8}
-    assert len(ds.load_labelled_folder(tmp_path)) == 8 and len(ds.load_labelled_folder(root / "audio" / "fold2")) == 4
+    assert set(lf.load_labelled_folder(root, label_column="classID").label) == {3, 8}
+    assert len(lf.load_labelled_folder(tmp_path)) == 8 and len(lf.load_labelled_folder(root / "audio" / "fold2")) == 4
     # a CSV that does not name the clips (a run's export beside them) is neither used nor in the way
     (root / "outputs").mkdir()
     pd.DataFrame({"path": ["x.wav"], "label": ["x"]}).to_csv(root / "outputs" / "predictions.csv", index=False)
-    assert sorted(ds.load_labelled_folder(root).label) == ["dog_bark"] * 4 + ["siren"] * 4
+    assert sorted(lf.load_labelled_folder(root).label) == ["dog_bark"] * 4 + ["siren"] * 4
     # one name in two folds: the row's fold says which file it is
     twin = root / "audio" / "fold2" / rows[0]["slice_file_name"]
     twin.symlink_to(wavs[-1])
     pd.DataFrame(rows + [dict(rows[0], fold=2, **{"class": "siren"})]).to_csv(
         root / "metadata" / "UrbanSound8K.csv", index=False
     )
-    twins = ds.load_labelled_folder(root)
+    twins = lf.load_labelled_folder(root)
     assert len(twins) == 9 and twins.path.nunique() == 9 and dict(zip(twins.path, twins.label))[str(twin)] == "siren"
     # one fold alone takes its own rows only (the twin's row names the fold2 file), and says it left the others out
-    alone = ds.load_labelled_folder(root / "audio" / "fold2")
+    alone = lf.load_labelled_folder(root / "audio" / "fold2")
     assert len(alone) == 5 and dict(zip(alone.path, alone.label))[str(twin)] == "siren"
     assert "row(s) of folds not loaded left out" in capsys.readouterr().out
     # folds written 1.0, 2.0 (a blank cell makes the column float) and paths relative to the data set's folder
@@ -385,26 +386,26 @@ def test_urbansound8k_layout_labels_from_its_metadata_not_its_fold_folders(tmp_p
     pd.DataFrame({"path": sorted(map(str, (root / "audio").rglob("*.wav"))), "label": "x"}).to_csv(
         root / "export.csv", index=False
     )  # a run's export beside the data, absolute paths: not metadata
-    again = ds.load_labelled_folder(root)
+    again = lf.load_labelled_folder(root)
     assert len(again) == 9 and again.path.nunique() == 9 and dict(zip(again.path, again.label))[str(twin)] == "siren"
     # a CSV's own "path" column beside its file column is kept aside, not in the way of the clip paths
     listed = tmp_path / "listed.csv"
     pd.DataFrame({"file_name": [r["slice_file_name"] for r in rows], "path": "elsewhere", "class": "a"}).to_csv(
         listed, index=False
     )
-    table = ds.load_labelled_folder(root / "audio", listed, skip_missing=True)
+    table = lf.load_labelled_folder(root / "audio", listed, skip_missing=True)
     assert set(table.path_in_csv) == {"elsewhere"} and all(p.startswith(str(root)) for p in table.path)
     for csv in (root / "metadata" / "UrbanSound8K.csv", root / "outputs" / "predictions.csv", root / "export.csv"):
         csv.unlink()
     with pytest.raises(ValueError, match="folds, not labels.*pass labels_csv"):
-        ds.load_labelled_folder(root / "audio")
+        lf.load_labelled_folder(root / "audio")
     (root / "audio" / "extra").mkdir()  # beside another folder the folds are read as labels, and said so
     (root / "audio" / "extra" / "x.wav").symlink_to(wavs[0])
-    assert "fold1" in set(ds.load_labelled_folder(root / "audio").label)
+    assert "fold1" in set(lf.load_labelled_folder(root / "audio").label)
     assert "look like folds; if so, pass labels_csv" in capsys.readouterr().out
     named = tmp_path / "fold3"  # a fold folder of {label}_{speaker}_{index} clips: labels from the names
     named.mkdir()
     for w in wavs[:2]:
         (named / w.name).symlink_to(w)
-    by_names = ds.load_labelled_folder(named)
+    by_names = lf.load_labelled_folder(named)
     assert list(by_names.label) == ["3", "3"] and set(by_names.fold) == {3}

@@ -9,14 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.core.datasets import (
-    DatasetNotFoundError,
-    DatasetWarning,
-    find_esc50,
-    is_esc50_layout,
-    load_esc50_folder,
-)
+from lib.core.datasets import DatasetNotFoundError, find_esc50, is_esc50_layout, load_esc50_folder
 from lib.core.iq_files import IqLoadError, load_iq_folder, read_iq, write_iq_npy, write_sigmf
+from lib.core.labelled_folders import DatasetWarning
 from lib.explorer.explorer_data import load_explorer_dataset
 
 

@@ -126,7 +126,8 @@ from sklearn.model_selection import train_test_split
 from lib.core.accuracy import paired_comparison
 from lib.core.atomic_io import atomic_write_text, json_plain
 from lib.core.audio import WHISPER_SAMPLE_RATE, files_above_rate
-from lib.core.datasets import load_fsdd, load_labelled_folder, load_librispeech
+from lib.core.datasets import load_fsdd, load_librispeech
+from lib.core.labelled_folders import load_labelled_folder
 from lib.core.outputs import Stopwatch, prepare_output_dir, save_figure, update_results
 from lib.core.runtime import limit_cpu_threads, pick_device, seed_everything
 from lib.core.subsets import stratified_subset

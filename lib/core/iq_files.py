@@ -26,7 +26,7 @@ import pandas as pd
 
 from lib.core.atomic_io import atomic_save_npy, atomic_write_bytes, atomic_write_json
 from lib.core.audio import AudioLoadError
-from lib.core.datasets import read_labels_csv
+from lib.core.labelled_folders import read_labels_csv
 
 IQ_EXTENSIONS = (".sigmf-data", ".cfile", ".npy")
 IQ_SIGMF_DTYPES = {"cf32_le": "<c8", "cf32_be": ">c8", "ci16_le": "<i2", "ci8": "i1"}

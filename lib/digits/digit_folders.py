@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from lib.core.audio import AUDIO_EXTENSIONS, load_audio_batch
-from lib.core.datasets import CLIP_NAME, nohash_speaker
+from lib.core.labelled_folders import CLIP_NAME, nohash_speaker
 from lib.core.subsets import stratified_subset
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")

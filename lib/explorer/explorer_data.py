@@ -26,14 +26,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from lib.core.datasets import (
-    find_esc50,
-    is_esc50_layout,
-    load_esc50_folder,
-    load_fsdd,
-    load_labelled_folder,
-    load_librispeech,
-)
+from lib.core.datasets import find_esc50, is_esc50_layout, load_esc50_folder, load_fsdd, load_librispeech
+from lib.core.labelled_folders import load_labelled_folder
 from lib.core.subsets import find_group_column
 
 EXPLORER_DATASETS = {}

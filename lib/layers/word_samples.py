@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lib.core.datasets import load_fsdd, load_labelled_folder, load_speech_commands
+from lib.core.datasets import load_fsdd, load_speech_commands
+from lib.core.labelled_folders import load_labelled_folder
 
 FSDD_DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SPEECH_COMMANDS_DEFAULT_WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")

@@ -23,7 +23,8 @@
 import numpy as np
 import pandas as pd
 
-from lib.core.datasets import load_esc50, load_fsdd, load_labelled_folder
+from lib.core.datasets import load_esc50, load_fsdd
+from lib.core.labelled_folders import load_labelled_folder
 from lib.core.subsets import find_group_column, stratified_group_split, stratified_split, stratified_subset
 from lib.mae.mae_registry import MAE_DATA_SOURCES, MaeDataSourceBase, register_mae_data_source
 from lib.mae.mae_transforms import mae_transform_cached
