@@ -356,11 +356,16 @@ def _cell_summary(source: str) -> str:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not node.name.startswith("_")
     ]
     if not names:
-        return (
-            "imports and constants"
-            if all(isinstance(n, (ast.Import, ast.ImportFrom, ast.Assign, ast.AnnAssign, ast.Expr)) for n in tree.body)
-            else "code"
-        )
+        if all(isinstance(n, (ast.Import, ast.ImportFrom, ast.Assign, ast.AnnAssign, ast.Expr)) for n in tree.body):
+            return "imports and constants"
+        assigned = [  # a table built by a loop (a registry): name what it fills
+            target.id
+            for node in tree.body
+            if isinstance(node, (ast.Assign, ast.AnnAssign))
+            for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+            if isinstance(target, ast.Name) and not target.id.startswith("_")
+        ]
+        return ", ".join(assigned[:4]) if assigned else "code"
     return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
 
 

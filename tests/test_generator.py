@@ -384,3 +384,11 @@ def test_audiolens_run_setup_keeps_finished_bars_and_leaves_out_transient_ones(m
     assert list(tqdm.auto.tqdm(range(3), desc="inner", leave=False, file=inner)) == [0, 1, 2]
     assert list(tqdm.auto.trange(2, desc="inner", leave=False, file=inner)) == [0, 1]
     assert inner.getvalue() == ""
+
+
+def test_a_cell_title_names_what_the_cell_defines():
+    assert asm._cell_summary("def load(x):\n    return x\n\n\nclass Spec:\n    pass\n") == "load, Spec"
+    assert asm._cell_summary("import os\n\nLIMIT = 3\n") == "imports and constants"
+    registry = "TABLE = {'a': 1}\nfor _key in ('b', 'c'):\n    TABLE[_key] = 2\nOTHER: int = 4\n"
+    assert asm._cell_summary(registry) == "TABLE, OTHER"  # a table a loop fills: named, not "code"
+    assert asm._cell_summary("for _i in range(3):\n    print(_i)\n") == "code"
