@@ -99,6 +99,35 @@ def parse_script(path: Path, name: str | None = None, lib_dir: Path | None = Non
     return Script(name or path.stem, path, cells, lib_imports)
 
 
+INLINED_COMMENT = "# inlined above: "  # what replaces a dropped `from lib... import` line
+_INLINED_LINE = re.compile(r"^(\s*)# inlined above: (.+) \((lib/[\w/]+\.py)\)$")
+
+
+def _carried_in_comments(source: str, left_out: dict, carried: set) -> str:
+    """Dropped-import comments name only what the notebook carries: names the shaker left out go, and
+    a comment with none left (or naming a module not carried) goes too."""
+    out = []
+    for line in source.splitlines():
+        match = _INLINED_LINE.match(line)
+        if match:
+            names = [n for n in match[2].split(", ") if n not in left_out.get(match[3], ())]
+            if not names or match[3] not in carried:
+                continue
+            line = f"{match[1]}{INLINED_COMMENT}{', '.join(names)} ({match[3]})"
+        out.append(line)
+    return "\n".join(out)
+
+
+def _only_imports(script: Script) -> bool:
+    """True when every statement left in the script's code cells is an import."""
+    for cell in script.cells:
+        if cell.kind == "code" and cell.source.strip():
+            tree = _parse(_python_source(cell.source))
+            if not all(isinstance(node, (ast.Import, ast.ImportFrom)) for node in tree.body):
+                return False
+    return True
+
+
 def _strip_lib_imports(
     path: Path, cell_number: int, source: str, lib_imports: list, lib_dir: Path | None = None
 ) -> str:
@@ -161,7 +190,7 @@ def _strip_lib_imports(
             if module not in lib_imports:
                 lib_imports.append(module)
             names = ", ".join(alias.name for alias in node.names)
-            comment = f"# inlined above: {names} (lib/{module.replace('.', '/')}.py)"
+            comment = f"{INLINED_COMMENT}{names} (lib/{module.replace('.', '/')}.py)"
             replaced[node.lineno] = ((node.end_lineno or node.lineno), comment)
     if not replaced:
         return source
@@ -355,17 +384,19 @@ def _cell_summary(source: str) -> str:
         for node in tree.body
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not node.name.startswith("_")
     ]
-    if not names:
+    defines = any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) for n in tree.body)
+    if not names and not defines:
         if all(isinstance(n, (ast.Import, ast.ImportFrom, ast.Assign, ast.AnnAssign, ast.Expr)) for n in tree.body):
             return "imports and constants"
-        assigned = [  # a table built by a loop (a registry): name what it fills
+        names = [  # a table built by a loop (a registry): name what it fills
             target.id
             for node in tree.body
             if isinstance(node, (ast.Assign, ast.AnnAssign))
             for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
             if isinstance(target, ast.Name) and not target.id.startswith("_")
         ]
-        return ", ".join(assigned[:4]) if assigned else "code"
+    if not names:
+        return "code"
     return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
 
 
@@ -463,8 +494,21 @@ def assemble(name: str, recipes_dir: Path | None = None, lib_dir: Path | None = 
         )
 
     v4 = nbformat.v4
-    cells = []
     first_code = recipe.cells.index(code_cells[0])
+    params = recipe.cells[first_code]
+    check = parameter_check_source(name, params.source)
+    left_out = shake(modules, [c.source for c in recipe.cells if c.kind == "code"] + [check or "", RUN_COMPLETE_CELL])
+    # a module whose every definition was left out (only its imports remain) is not carried at all,
+    # and a dropped-import comment names only what the notebook carries
+    left_out = {module_label(modules[i]): names for i, names in left_out.items()}
+    modules = [m for m in modules if not (left_out.get(module_label(m)) and _only_imports(m))]
+    carried = {module_label(m) for m in modules}
+    for script in modules + [recipe]:
+        for cell in script.cells:
+            if cell.kind == "code" and INLINED_COMMENT in cell.source:
+                cell.source = _carried_in_comments(cell.source, left_out, carried)
+
+    cells = []
     sources = [f"`generator/recipes/{recipe_path.name}`"] + [f"`{module_label(m)}`" for m in modules]
     provenance = (
         "> **Generated file.** This notebook is built from "
@@ -485,12 +529,9 @@ def assemble(name: str, recipes_dir: Path | None = None, lib_dir: Path | None = 
             "`audiolens run NAME -p KEY VALUE`), then run all cells."
         )
     )
-    params = recipe.cells[first_code]
     cells.append(v4.new_code_cell(params.source, metadata={"tags": ["parameters"]}))
-    check = parameter_check_source(name, params.source)
     if check:
         cells.append(v4.new_code_cell(check, metadata={"tags": ["parameter-check"]}))
-    left_out = shake(modules, [c.source for c in recipe.cells if c.kind == "code"] + [check or "", RUN_COMPLETE_CELL])
 
     if modules:
         listing = "\n".join(f"- `{module_label(m)}`: {_first_line(m)}" for m in modules)
@@ -501,11 +542,11 @@ def assemble(name: str, recipes_dir: Path | None = None, lib_dir: Path | None = 
                 "a cell to read it).\n\n" + listing
             )
         )
-    for index, module in enumerate(modules):
+    for module in modules:
         label = module_label(module)
         title = _first_line(module)
         intro_done = False
-        note = _left_out_note(label, left_out.get(index, []))
+        note = _left_out_note(label, left_out.get(label, []))
         for cell in module.cells:
             if cell.kind == "markdown" and not intro_done:
                 intro_done = True

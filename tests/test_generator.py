@@ -239,6 +239,41 @@ def test_unreachable_definitions_are_left_out_and_named(tmp_path, monkeypatch):
     assert namespace["result"] == 4 + 2 + 3 + 1 + 5
 
 
+def test_a_module_nothing_reaches_is_not_carried_and_import_comments_name_only_what_is(tmp_path, monkeypatch):
+    lib, recipes = tmp_path / "lib", tmp_path / "recipes"
+    write(
+        lib,
+        "fam/helpers.py",
+        "# %% [markdown]\n# # Helpers\n\n# %%\nimport os\n\n\ndef unused_helper():\n    return os.sep\n",
+    )
+    write(
+        lib,
+        "fam/tools.py",
+        "# %% [markdown]\n# # Tools\n\n# %%\ndef kept_tool():\n    return 1\n\n\ndef dropped_tool():\n    return 2\n",
+    )
+    write(
+        lib,
+        "fam/main.py",
+        "# %% [markdown]\n# # Main\n\n# %%\nfrom lib.fam.helpers import unused_helper\n"
+        "from lib.fam.tools import dropped_tool, kept_tool\n\n\ndef entry():\n    return kept_tool()\n\n\n"
+        "def other():\n    return unused_helper() + str(dropped_tool())\n",
+    )
+    write(recipes, "toy.py", RECIPE_HEAD + "# %%\nfrom lib.fam.main import entry\n\nresult = entry()\n")
+    monkeypatch.chdir(tmp_path)
+    nb = asm.assemble("toy", recipes_dir=recipes, lib_dir=lib)
+    code = code_of(nb)
+    # helpers: every definition unreachable, only its import left: no section, not listed, not a source
+    assert nb.metadata["audiolens"]["lib_modules"] == ["lib/fam/tools.py", "lib/fam/main.py"]
+    assert "lib/fam/helpers.py" not in nb.cells[0].source and "Helpers" not in "".join(c.source for c in nb.cells)
+    assert "# inlined above: kept_tool (lib/fam/tools.py)" in code  # dropped_tool is not carried
+    assert "unused_helper" not in code and "dropped_tool" not in code.replace("`dropped_tool`", "")
+    namespace = {}
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "setup" not in cell.metadata.get("tags", []):
+            exec(cell.source, namespace)
+    assert namespace["result"] == 1
+
+
 def test_cells_with_magics_are_kept_whole(tmp_path):
     lib, recipes = tmp_path / "lib", tmp_path / "recipes"
     write(
@@ -392,3 +427,6 @@ def test_a_cell_title_names_what_the_cell_defines():
     registry = "TABLE = {'a': 1}\nfor _key in ('b', 'c'):\n    TABLE[_key] = 2\nOTHER: int = 4\n"
     assert asm._cell_summary(registry) == "TABLE, OTHER"  # a table a loop fills: named, not "code"
     assert asm._cell_summary("for _i in range(3):\n    print(_i)\n") == "code"
+    assert asm._cell_summary("MODES = ('a',)\n\n\ndef _helper():\n    return MODES\n") == "code"  # private helpers
+    many = "".join(f"def f{i}():\n    pass\n\n\n" for i in range(6))
+    assert asm._cell_summary(many) == "f0, f1, f2, f3 and 2 more"

@@ -67,7 +67,8 @@ def parse(text):
             f"{text!r} is not a number"
         ) from None
     if value < 0:
-        raise ValueError("negative")
+        message = "negative"
+        raise ValueError(message)
     if value > 100:
         value = 100
     return value
@@ -92,13 +93,14 @@ def test_lines_not_run_are_listed_per_function_with_their_error_handling(tmp_pat
     monkeypatch.setattr(notebook_coverage, "ROOT", tmp_path)
     report = notebook_coverage.measure("toy", {"output_dir": str(tmp_path / "out")})
     rows = notebook_coverage.functions_not_run(report)
-    # parse('7'): the except body (raise over 3 lines), the `if value < 0` raise and `value = 100` did not run;
-    # only the last is not error handling. Unused's method body did not run either.
+    # parse('7'): the except clause and its raise (over 3 lines), the `if value < 0` body (an assignment, then
+    # its raise) and `value = 100` did not run; only the last is not error handling. Unused's method body did
+    # not run either.
     assert rows == [
-        {"owner": "lib/fam/checks.py", "name": "parse", "not_run": 6, "error_paths": 5},
+        {"owner": "lib/fam/checks.py", "name": "parse", "not_run": 7, "error_paths": 6},
         {"owner": "lib/fam/checks.py", "name": "Unused", "not_run": 1, "error_paths": 0},
     ]
     assert notebook_coverage.main(["toy", "--by-function", "5", "-p", "output_dir", str(tmp_path / "o2")]) == 0
     out = capsys.readouterr().out
-    assert "of the 7 lines not run, 5 are error handling" in out
+    assert "of the 8 lines not run, 6 are error handling" in out
     assert "parse" in out and "Unused" in out

@@ -48,7 +48,7 @@ class DatasetSpec:
     marker: str  # relative path that exists in a complete copy
     min_files: int = 1  # audio files expected under the marker, at least
     url: str | None = None
-    checksum: str | None = None  # "sha256:<hex>" or "md5:<hex>"; None: unpublished upstream (see `verify`)
+    checksum: str | None = None  # "sha256:<hex>" or "md5:<hex>"; None: none published (content checked)
     archive_root: str = ""  # folder inside the archive that becomes data/<folder>
     homepage: str = ""
     license: str = ""

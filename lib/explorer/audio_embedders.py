@@ -367,7 +367,7 @@ def embed_signal_files(
                             with torch.inference_mode():
                                 vectors.append(embedder.embed_prepared([item])[0])
                             ok_paths.append(path)
-                        except Exception as error:  # noqa: BLE001
+                        except Exception as error:  # noqa: BLE001 - this clip is the one the encoder rejects
                             encoder_failures.append(
                                 {"path": path, "error": f"encoder failed: {type(error).__name__}: {error}"}
                             )

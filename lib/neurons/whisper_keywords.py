@@ -201,7 +201,7 @@ def load_keyword_transcriber(
         from transformers import pipeline
 
         loaded = pipeline("automatic-speech-recognition", model=model, device=device)
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - no keywords then, and the status says why
         return KeywordTranscriber(
             backend, model, False, f"cannot load transformers Whisper {model!r}: {type(error).__name__}: {error}"
         )
