@@ -346,14 +346,23 @@ def _short(value) -> str:
 def cmd_list(args) -> int:
     from generator.recipes import NOTEBOOKS
 
-    if args.modules:
+    if args.modules:  # what each notebook carries: its modules and their lines, as assembled
         for name in asm.available_recipes():
             recipe = asm.recipe_script(name)
-            modules = asm.resolve_modules(recipe)
-            print(f"{name} ({len(modules)} modules, generator/recipes/{recipe.path.name})")
-            for module in modules:
-                lines = sum(len(c.source.splitlines()) for c in module.cells if c.kind == "code")
-                print(f"    {asm.module_label(module):<44} {lines:>5} lines  {asm._first_line(module)}")
+            titles = {asm.module_label(m): asm._first_line(m) for m in asm.resolve_modules(recipe)}
+            notebook = asm.assemble(name)
+            carried = notebook.metadata["audiolens"]["lib_modules"]
+            print(f"{name} ({len(carried)} modules, generator/recipes/{recipe.path.name})")
+            for label in carried:
+                lines = sum(
+                    len(c.source.splitlines()) - 1
+                    for c in notebook.cells
+                    if c.cell_type == "code" and c.source.startswith(f"# @title {label}:")
+                )
+                print(f"    {label:<44} {lines:>5} lines  {titles[label]}")
+            left_out = sorted(set(titles) - set(carried))
+            if left_out:
+                print(f"    (not carried: nothing in it is used here) {', '.join(left_out)}")
         return 0
     for name in asm.available_recipes():
         title = asm._first_line(asm.recipe_script(name))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import itertools
 
 import pytest
 
@@ -47,6 +48,10 @@ def test_list_modules_names_each_notebooks_modules(capsys):
     for name in asm.available_recipes():
         assert f"{name} (" in out
     assert "lib/core/audio.py" in out and "lib/digits/digit_models.py" in out
+    block = out.split("\nneuron_analysis (", 1)[1].splitlines()[1:]
+    neurons = "\n".join(line for line in itertools.takewhile(lambda line: line.startswith("    "), block))
+    # the neuron notebook reads LibriSpeech only: the labelled-folder module is resolved but not carried
+    assert "(not carried: nothing in it is used here) lib/core/labelled_folders.py" in neurons
 
 
 MAX_CELL_LINES = 180  # CLAUDE.md asks for about 150; past this a module arrives in the notebook as one wall of code
