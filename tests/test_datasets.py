@@ -195,6 +195,34 @@ def test_labelled_folder_from_csv_names_and_subfolders(tmp_path, fsdd_dir):
     assert sorted(table.speaker) == ["0a7c2a8d", "0a7c2a8d", "1b2c3d4e", "9f8e7d6c"]
 
 
+def test_emotion_corpora_take_labels_and_actors_from_their_file_names(tmp_path, fsdd_dir, capsys):
+    wav = sorted((fsdd_dir / "recordings").glob("3_*.wav"))[0]
+    ravdess = tmp_path / "RAVDESS"  # Actor_NN folders; 03-channel-emotion-intensity-statement-repetition-actor
+    for name in ("03-01-05-01-02-01-01", "03-01-01-01-01-02-01", "03-02-03-02-01-01-02", "03-01-08-02-02-02-24"):
+        actor = name[-2:]
+        (ravdess / f"Actor_{actor}").mkdir(parents=True, exist_ok=True)
+        (ravdess / f"Actor_{actor}" / f"{name}.wav").symlink_to(wav)
+    table = lf.load_labelled_folder(ravdess).sort_values("path").reset_index(drop=True)
+    assert list(table.label) == ["neutral", "angry", "happy", "surprised"]  # not the Actor_NN folders
+    assert list(table.speaker) == ["actor01", "actor01", "actor02", "actor24"]
+    assert list(table.sex) == ["male", "male", "female", "female"]
+    assert list(table.vocal_channel) == ["speech", "speech", "song", "speech"]
+    assert list(table.intensity) == ["normal", "normal", "strong", "strong"]
+    assert "RAVDESS file names" in capsys.readouterr().out
+    cremad = tmp_path / "AudioWAV"  # CREMA-D: one flat folder, actor_sentence_emotion_level
+    cremad.mkdir()
+    for name in ("1001_DFA_ANG_XX", "1001_IEO_HAP_HI", "1091_TSI_NEU_XX", "1002_WSI_SAD_LO"):
+        (cremad / f"{name}.wav").symlink_to(wav)
+    table = lf.load_labelled_folder(cremad).sort_values("path").reset_index(drop=True)
+    assert list(table.label) == ["angry", "happy", "sad", "neutral"]
+    assert list(table.speaker) == ["actor1001", "actor1001", "actor1002", "actor1091"]
+    assert list(table.intensity) == ["unspecified", "high", "low", "unspecified"]
+    (cremad / "7_george_1.wav").symlink_to(wav)  # one clip named otherwise: no scheme, the usual reading
+    capsys.readouterr()
+    assert list(lf.load_labelled_folder(cremad).label) == ["7"]
+    assert "Ignored 4 file(s) not named label_speaker_index" in capsys.readouterr().out
+
+
 def test_registry_has_the_data_sets_with_checksums():
     for name in ("fsdd", "esc50", "speech_commands", "librispeech-train-clean-100", "librispeech-dev-clean"):
         assert name in ds.DATASETS

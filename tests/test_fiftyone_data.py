@@ -117,6 +117,18 @@ def _tone(n=2048, f=0.05, seed=0):
     return (np.exp(2j * np.pi * f * np.arange(n)) + 0.01 * rng.normal(size=n)).astype(np.complex64)
 
 
+def test_an_emotion_corpus_folder_is_explored_by_emotion_and_actor(tmp_path, fsdd_dir):
+    wav = sorted((fsdd_dir / "recordings").glob("*.wav"))[0]
+    for name in ("03-01-05-01-02-01-01", "03-01-03-02-01-01-02", "03-01-05-02-01-02-02", "03-01-03-01-02-02-01"):
+        (tmp_path / "ravdess" / f"Actor_{name[-2:]}").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "ravdess" / f"Actor_{name[-2:]}" / f"{name}.wav").symlink_to(wav)
+    data = load_explorer_dataset("folder", tmp_path / "ravdess")
+    assert sorted(data.manifest[data.label_column]) == ["angry", "angry", "happy", "happy"]
+    assert data.group_column == "speaker" and "RAVDESS file names" in data.description
+    by_sex = load_explorer_dataset("folder", tmp_path / "ravdess", label_column="sex")  # another field as label
+    assert sorted(by_sex.manifest[by_sex.label_column]) == ["female", "female", "male", "male"]
+
+
 def test_iq_files_of_every_kind_read_with_their_sample_rate(tmp_path):
     iq = _tone()
     sigmf = write_sigmf(tmp_path / "a" / "rec", iq, 2.4e6, label="tone")

@@ -318,6 +318,79 @@ def _subfolder_manifest(files: list, test_indices) -> pd.DataFrame:
     return table
 
 
+# %% [markdown]
+# ## Corpora that name their labels in the file name
+#
+# Emotional-speech corpora put every label in the file name, and their folders are actors (RAVDESS's
+# `Actor_01/03-01-05-01-02-01-01.wav`) or absent (CREMA-D's `1001_DFA_ANG_XX.wav`). When every clip of a
+# folder is named by one of these schemes, the label is the emotion, the speaker the actor, and every other
+# field a column (pick another label with the notebook's `label_column`).
+
+
+# %%
+_RAVDESS_EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+_CREMAD_EMOTIONS = {"ANG": "angry", "DIS": "disgust", "FEA": "fearful", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
+_CREMAD_LEVELS = {"LO": "low", "MD": "medium", "HI": "high", "XX": "unspecified", "X": "unspecified"}
+
+
+def _ravdess_fields(m) -> dict:
+    actor = int(m["actor"])
+    return {
+        "label": _RAVDESS_EMOTIONS[int(m["emotion"]) - 1],
+        "speaker": f"actor{actor:02d}",
+        "sex": "male" if actor % 2 else "female",
+        "vocal_channel": {"01": "speech", "02": "song"}[m["channel"]],
+        "intensity": {"01": "normal", "02": "strong"}[m["intensity"]],
+        "statement": int(m["statement"]),
+        "repetition": int(m["repetition"]),
+    }
+
+
+def _cremad_fields(m) -> dict:
+    return {
+        "label": _CREMAD_EMOTIONS[m["emotion"]],
+        "speaker": f"actor{m['actor']}",
+        "sentence": m["sentence"],
+        "intensity": _CREMAD_LEVELS[m["level"]],
+    }
+
+
+# name, stem pattern, fields from a match
+NAME_SCHEMES = (
+    (
+        "RAVDESS",
+        re.compile(
+            r"^03-(?P<channel>0[12])-(?P<emotion>0[1-8])-(?P<intensity>0[12])-(?P<statement>0[12])"
+            r"-(?P<repetition>0[12])-(?P<actor>\d{2})$"
+        ),
+        _ravdess_fields,
+    ),
+    (
+        "CREMA-D",
+        re.compile(
+            r"^(?P<actor>\d{4})_(?P<sentence>[A-Z]{3})_(?P<emotion>ANG|DIS|FEA|HAP|NEU|SAD)_(?P<level>LO|MD|HI|XX|X)$"
+        ),
+        _cremad_fields,
+    ),
+)
+
+
+def name_scheme_manifest(files: list):
+    """The manifest of clips that all follow one of ``NAME_SCHEMES`` (``path``, ``label``, ``speaker`` and the
+    scheme's other fields), said so; None when they do not."""
+    for name, pattern, fields in NAME_SCHEMES:
+        matches = [pattern.match(Path(p).stem) for p in files]
+        if files and all(matches):
+            table = pd.DataFrame([{"path": str(p), **fields(m)} for p, m in zip(files, matches)])
+            print(
+                f"{name} file names: labels are the emotions ({table['label'].nunique()}), speakers the actors "
+                f"({table['speaker'].nunique()}); other fields: {', '.join(table.columns[3:])}"
+            )
+            table.attrs["name_scheme"] = name
+            return table
+    return None
+
+
 def load_labelled_folder(
     folder,
     labels_csv=None,
@@ -332,7 +405,8 @@ def load_labelled_folder(
     ``label_column`` the label, every other column kept. Without it: labels from sub-folder
     names when clips sit in sub-folders (`_subfolder_manifest`: AudioMNIST's speaker folders, speakers from
     the file names; ``.x`` folders and Speech Commands' ``_background_noise_`` left out), else from
-    ``{label}_{speaker}_{index}`` names.
+    ``{label}_{speaker}_{index}`` names; clips named by a corpus's scheme (``NAME_SCHEMES``: RAVDESS,
+    CREMA-D) take their labels and speakers from the names, wherever they sit.
     Missing files listed in the CSV raise an error naming them, or with ``skip_missing`` are
     skipped and reported (with the folder's audio files that have no row) in a ``DatasetWarning``.
     """
@@ -355,6 +429,9 @@ def load_labelled_folder(
         )
         if not files:
             raise FileNotFoundError(f"{folder}: no audio files outside .x, __MACOSX and _background_noise_ folders")
+    by_name = name_scheme_manifest(files)  # RAVDESS, CREMA-D: the name says the label, the folder the actor
+    if by_name is not None:
+        return by_name
     root = Path(os.path.commonpath([p.parent for p in files]))  # inside a shared folder (FSDD's recordings/)
     folders = {p.parent.relative_to(root).as_posix() for p in files}
     if folders == {"."} and _fold_number(root.name) is not None:  # one fold folder alone

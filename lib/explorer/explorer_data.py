@@ -149,7 +149,8 @@ def explorer_folder(data_path=None, labels_csv=None, label_column=None, **_optio
         find_group_column(manifest),
         "fold" if "fold" in manifest.columns else None,
         "audio",
-        f"labelled folder {data_path}",
+        f"labelled folder {data_path}"
+        + (f" ({manifest.attrs['name_scheme']} file names)" if manifest.attrs.get("name_scheme") else ""),
     )
 
 
