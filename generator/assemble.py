@@ -20,7 +20,7 @@ from pathlib import Path
 import jupytext
 import nbformat
 
-from generator.shake import shake
+from generator.shake import INLINED_COMMENT, shake
 
 ROOT = Path(__file__).resolve().parent.parent
 LIB_DIR = ROOT / "lib"
@@ -97,35 +97,6 @@ def parse_script(path: Path, name: str | None = None, lib_dir: Path | None = Non
                 continue
         cells.append(Cell(nb_cell.cell_type, source, tags))
     return Script(name or path.stem, path, cells, lib_imports)
-
-
-INLINED_COMMENT = "# inlined above: "  # what replaces a dropped `from lib... import` line
-_INLINED_LINE = re.compile(r"^(\s*)# inlined above: (.+) \((lib/[\w/]+\.py)\)$")
-
-
-def _carried_in_comments(source: str, left_out: dict, carried: set) -> str:
-    """Dropped-import comments name only what the notebook carries: names the shaker left out go, and
-    a comment with none left (or naming a module not carried) goes too."""
-    out = []
-    for line in source.splitlines():
-        match = _INLINED_LINE.match(line)
-        if match:
-            names = [n for n in match[2].split(", ") if n not in left_out.get(match[3], ())]
-            if not names or match[3] not in carried:
-                continue
-            line = f"{match[1]}{INLINED_COMMENT}{', '.join(names)} ({match[3]})"
-        out.append(line)
-    return "\n".join(out)
-
-
-def _only_imports(script: Script) -> bool:
-    """True when every statement left in the script's code cells is an import."""
-    for cell in script.cells:
-        if cell.kind == "code" and cell.source.strip():
-            tree = _parse(_python_source(cell.source))
-            if not all(isinstance(node, (ast.Import, ast.ImportFrom)) for node in tree.body):
-                return False
-    return True
 
 
 def _strip_lib_imports(
@@ -497,16 +468,12 @@ def assemble(name: str, recipes_dir: Path | None = None, lib_dir: Path | None = 
     first_code = recipe.cells.index(code_cells[0])
     params = recipe.cells[first_code]
     check = parameter_check_source(name, params.source)
-    left_out = shake(modules, [c.source for c in recipe.cells if c.kind == "code"] + [check or "", RUN_COMPLETE_CELL])
-    # a module whose every definition was left out (only its imports remain) is not carried at all,
-    # and a dropped-import comment names only what the notebook carries
+    left_out, not_carried = shake(
+        modules, [c.source for c in recipe.cells if c.kind == "code"] + [check or "", RUN_COMPLETE_CELL]
+    )
     left_out = {module_label(modules[i]): names for i, names in left_out.items()}
-    modules = [m for m in modules if not (left_out.get(module_label(m)) and _only_imports(m))]
-    carried = {module_label(m) for m in modules}
-    for script in modules + [recipe]:
-        for cell in script.cells:
-            if cell.kind == "code" and INLINED_COMMENT in cell.source:
-                cell.source = _carried_in_comments(cell.source, left_out, carried)
+    resolved = [module_label(m) for m in modules]
+    modules = [m for i, m in enumerate(modules) if i not in not_carried]  # only imports were left
 
     cells = []
     sources = [f"`generator/recipes/{recipe_path.name}`"] + [f"`{module_label(m)}`" for m in modules]
@@ -592,6 +559,7 @@ def assemble(name: str, recipes_dir: Path | None = None, lib_dir: Path | None = 
         "audiolens": {
             "recipe": f"generator/recipes/{recipe_path.name}",
             "lib_modules": [module_label(m) for m in modules],
+            "lib_modules_not_carried": [label for label in resolved if label not in set(map(module_label, modules))],
             "extra": extra,
         },
     }

@@ -346,23 +346,22 @@ def _short(value) -> str:
 def cmd_list(args) -> int:
     from generator.recipes import NOTEBOOKS
 
-    if args.modules:  # what each notebook carries: its modules and their lines, as assembled
+    if args.modules:  # what each committed notebook carries (`audiolens check` keeps them in sync)
+        import nbformat
+
+        titles = {}
         for name in asm.available_recipes():
-            recipe = asm.recipe_script(name)
-            titles = {asm.module_label(m): asm._first_line(m) for m in asm.resolve_modules(recipe)}
-            notebook = asm.assemble(name)
-            carried = notebook.metadata["audiolens"]["lib_modules"]
-            print(f"{name} ({len(carried)} modules, generator/recipes/{recipe.path.name})")
-            for label in carried:
-                lines = sum(
-                    len(c.source.splitlines()) - 1
-                    for c in notebook.cells
-                    if c.cell_type == "code" and c.source.startswith(f"# @title {label}:")
-                )
+            notebook = nbformat.read(asm.NOTEBOOKS_DIR / f"{name}.ipynb", as_version=4)
+            made = notebook.metadata["audiolens"]
+            print(f"{name} ({len(made['lib_modules'])} modules, {made['recipe']})")
+            for label in made["lib_modules"]:
+                title_line = f"# @title {label}:"
+                lines = sum(len(c.source.splitlines()) - 1 for c in notebook.cells if c.source.startswith(title_line))
+                if label not in titles:
+                    titles[label] = asm._first_line(asm.parse_script(asm.ROOT / label, label[4:-3].replace("/", ".")))
                 print(f"    {label:<44} {lines:>5} lines  {titles[label]}")
-            left_out = sorted(set(titles) - set(carried))
-            if left_out:
-                print(f"    (not carried: nothing in it is used here) {', '.join(left_out)}")
+            if made.get("lib_modules_not_carried"):
+                print(f"    (not carried: nothing in it is used here) {', '.join(made['lib_modules_not_carried'])}")
         return 0
     for name in asm.available_recipes():
         title = asm._first_line(asm.recipe_script(name))

@@ -110,9 +110,9 @@ def _classes_that_see_subclasses(nodes: list) -> set:
     return found
 
 
-def unreachable_definitions(modules: list, root_sources: list) -> list:
+def unreachable_definitions(modules: list, root_sources: list, statements: list | None = None) -> list:
     """The top-level definitions (``_Statement``) of the modules that nothing reachable from ``root_sources`` names."""
-    statements = _statements(modules)
+    statements = _statements(modules) if statements is None else statements
     lib_defined = set()
     for statement in statements:
         node = statement.node
@@ -197,11 +197,35 @@ def _without_emptied_sections(cells: list) -> list:
     return [cell for cell, kept in zip(cells, keep) if kept]
 
 
-def shake(modules: list, root_sources: list) -> dict:
+INLINED_COMMENT = "# inlined above: "  # what the assembler leaves for a dropped `from lib... import` line
+_INLINED_LINE = re.compile(r"^(\s*)" + re.escape(INLINED_COMMENT) + r"(.+) \((lib/[\w/]+\.py)\)$")
+
+
+def _carried_in_comments(source: str, left_out: dict, carried: set) -> str:
+    """Dropped-import comments name only what the notebook carries: names left out go, and a comment with
+    none left (or naming a module not carried) goes too. ``left_out``: ``{lib/x/y.py: names}``."""
+    out = []
+    for line in source.splitlines():
+        match = _INLINED_LINE.match(line)
+        if match:
+            names = [n for n in match[2].split(", ") if n not in left_out.get(match[3], ())]
+            if not names or match[3] not in carried:
+                continue
+            line = f"{match[1]}{INLINED_COMMENT}{', '.join(names)} ({match[3]})"
+        out.append(line)
+    return "\n".join(out)
+
+
+def shake(modules: list, root_sources: list) -> tuple:
     """Leave out unreachable top-level definitions: rewrite the modules' cells in place and return
-    ``{module index: [names left out, in source order]}``. Cells left empty are removed, and so
-    is the markdown cell that introduced only them."""
-    dropped = unreachable_definitions(modules, root_sources)
+    ``({module index: [names left out, in source order]}, {indices of modules not carried at all})``.
+    A module is not carried when only its imports would remain; dropped-import comments then name only
+    what is carried. Cells left empty are removed, and so is the markdown cell that introduced only them."""
+    from generator.assemble import module_label
+
+    statements = _statements(modules)
+    dropped = unreachable_definitions(modules, root_sources, statements)
+    dropped_ids = {id(s) for s in dropped}
     by_cell, names = {}, {}
     for statement in dropped:
         source = modules[statement.module].cells[statement.cell].source
@@ -211,6 +235,21 @@ def shake(modules: list, root_sources: list) -> dict:
     for (m_index, c_index), spans in sorted(by_cell.items()):
         cell = modules[m_index].cells[c_index]
         cell.source = _remove_lines(cell.source, spans)
+    left_out = {index: list(dict.fromkeys(found)) for index, found in sorted(names.items())}
+    not_carried = {
+        index
+        for index in left_out
+        if all(
+            isinstance(s.node, (ast.Import, ast.ImportFrom))
+            for s in statements
+            if s.module == index and id(s) not in dropped_ids
+        )
+    }
+    by_label = {module_label(modules[i]): set(found) for i, found in left_out.items()}
+    carried = {module_label(m) for i, m in enumerate(modules) if i not in not_carried}
     for module in modules:
+        for cell in module.cells:
+            if cell.kind == "code" and INLINED_COMMENT in cell.source:
+                cell.source = _carried_in_comments(cell.source, by_label, carried)
         module.cells = _without_emptied_sections(module.cells)
-    return {index: list(dict.fromkeys(found)) for index, found in sorted(names.items())}
+    return left_out, not_carried

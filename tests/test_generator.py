@@ -256,7 +256,8 @@ def test_a_module_nothing_reaches_is_not_carried_and_import_comments_name_only_w
         "fam/main.py",
         "# %% [markdown]\n# # Main\n\n# %%\nfrom lib.fam.helpers import unused_helper\n"
         "from lib.fam.tools import dropped_tool, kept_tool\n\n\ndef entry():\n    return kept_tool()\n\n\n"
-        "def other():\n    return unused_helper() + str(dropped_tool())\n",
+        "def other():\n    return unused_helper() + str(dropped_tool())\n\n\n"
+        "# %%\nfrom lib.fam.tools import dropped_tool  # a cell with only an import of what is left out\n",
     )
     write(recipes, "toy.py", RECIPE_HEAD + "# %%\nfrom lib.fam.main import entry\n\nresult = entry()\n")
     monkeypatch.chdir(tmp_path)
@@ -267,6 +268,8 @@ def test_a_module_nothing_reaches_is_not_carried_and_import_comments_name_only_w
     assert "lib/fam/helpers.py" not in nb.cells[0].source and "Helpers" not in "".join(c.source for c in nb.cells)
     assert "# inlined above: kept_tool (lib/fam/tools.py)" in code  # dropped_tool is not carried
     assert "unused_helper" not in code and "dropped_tool" not in code.replace("`dropped_tool`", "")
+    titled = [c.source for c in nb.cells if c.cell_type == "code" and c.source.startswith("# @title lib/")]
+    assert all(len(source.splitlines()) > 1 for source in titled)  # no cell left with its title alone
     namespace = {}
     for cell in nb.cells:
         if cell.cell_type == "code" and "setup" not in cell.metadata.get("tags", []):
