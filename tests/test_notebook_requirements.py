@@ -9,23 +9,18 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata as md
-import re
 import sys
 
 import nbformat
 import pytest
-from IPython.core.inputtransformer2 import TransformerManager
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
-from generator.assemble import NOTEBOOKS_DIR, requirements_for
+from generator.assemble import NOTEBOOKS_DIR, _python_source, requirements_for
 from generator.recipes import NOTEBOOKS
 
 # Imported only inside a function that turns its absence into a clear message (an optional extra).
 OPTIONAL_IMPORTS = {"sounddevice": "the live microphone (extra `live`): LiveAudioUnavailable says how to install it"}
-
-
-def _key(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def installed_with(requirements: list) -> set:
@@ -34,9 +29,9 @@ def installed_with(requirements: list) -> set:
     seen, stack = set(), [Requirement(r).name for r in requirements]
     while stack:
         name = stack.pop()
-        if _key(name) in seen:
+        if canonicalize_name(name) in seen:
             continue
-        seen.add(_key(name))
+        seen.add(canonicalize_name(name))
         try:
             requires = md.distribution(name).requires or []
         except md.PackageNotFoundError:
@@ -50,13 +45,12 @@ def installed_with(requirements: list) -> set:
 
 def notebook_imports(path) -> dict:
     """``{top-level module: [True if imported inside a function, ...]}`` over a notebook's code cells."""
-    transform = TransformerManager().transform_cell
     notebook = nbformat.read(path, as_version=4)
     found = {}
     for cell in notebook.cells:
         if cell.cell_type != "code":
             continue
-        tree = ast.parse(transform(cell.source))
+        tree = ast.parse(_python_source(cell.source))  # magics as the generator reads them
         functions = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
@@ -85,7 +79,7 @@ def missing_imports(imports: dict, extra: str) -> list:
                 missing.append(f"{module} at the top level ({OPTIONAL_IMPORTS[module]}: import it inside a function)")
             continue
         dists = distributions.get(module, [])
-        if not any(_key(d) in brought for d in dists):
+        if not any(canonicalize_name(d) in brought for d in dists):
             missing.append(f"{module} (from {', '.join(dists) or 'no installed distribution'})")
     return missing
 
