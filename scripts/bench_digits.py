@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     from lib.core.atomic_io import atomic_write_json
-    from lib.core.audio import load_audio
+    from lib.core.audio import WHISPER_SAMPLE_RATE, load_audio
     from lib.core.datasets import load_fsdd
     from lib.core.runtime import limit_cpu_threads
     from lib.digits.classifier_eval import measure_latency
@@ -89,8 +89,8 @@ def main(argv=None) -> int:
     rate = next(iter(models.values())).sample_rate
     clip = load_audio(source, sr=rate)
     clip = np.pad(clip, (0, max(0, rate - len(clip))))[:rate]  # 1 s, as the notebook times it
-    clip16 = load_audio(source, sr=16000)
-    clip16 = np.pad(clip16, (0, max(0, 16000 - len(clip16))))[:16000]
+    clip16 = load_audio(source, sr=WHISPER_SAMPLE_RATE)
+    clip16 = np.pad(clip16, (0, max(0, WHISPER_SAMPLE_RATE - len(clip16))))[:WHISPER_SAMPLE_RATE]
 
     timed = {}
     for name, model in models.items():

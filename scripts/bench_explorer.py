@@ -412,7 +412,9 @@ def main(argv=None) -> int:
             bench["esc50_quality"]["mfcc (baseline)"] = esc50_baseline_quality(clips, dirs, workers)
         bench["esc50_better"] = max(bench["esc50_quality"], key=lambda k: bench["esc50_quality"][k]["knn_accuracy"])
     bench["machine_after"] = machine_load()
-    (out / "bench.json").write_text(json.dumps(bench, indent=1, default=str))
+    from lib.core.atomic_io import atomic_write_text
+
+    atomic_write_text(out / "bench.json", json.dumps(bench, indent=1, default=str))  # as every other bench.json
     print_table(bench)
     print(f"\nwrote {out / 'bench.json'}")
     import fiftyone as fo

@@ -82,3 +82,18 @@ def test_batch_skips_and_reports_broken_clips(tmp_path, fsdd_dir, capsys):
     assert [f["path"] for f in failures] == [str(empty), str(junk)]
     assert "empty" in failures[0]["error"]
     assert "Skipped 2 unreadable file(s)" in capsys.readouterr().out
+
+
+def test_a_stream_block_is_resampled_alone_and_keeps_its_tone():
+    from lib.core.audio import resample_block
+
+    t = np.arange(4800) / 48000
+    block = np.sin(2 * np.pi * 1000 * t).astype(np.float32)  # 0.1 s of 1 kHz at 48 kHz
+    down = resample_block(block, 48000, 8000)
+    assert down.dtype == np.float32 and len(down) == 800
+    spectrum = np.abs(np.fft.rfft(down))
+    assert np.argmax(spectrum) * 8000 / len(down) == 1000  # the tone, at the new rate
+    read_only = np.frombuffer(block.tobytes(), dtype=np.float32)
+    same = resample_block(read_only, 48000.0, 48000)  # same rate (a browser's float): a writable copy
+    assert np.array_equal(same, block) and same.flags.writeable
+    assert len(resample_block(np.zeros(0), 44100, 16000)) == 0

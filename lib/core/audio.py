@@ -6,9 +6,11 @@
 # (missing, empty, truncated, not audio, silent-length, NaN samples) and what to do.
 # `load_audio_batch` loads many files, skipping and reporting the broken ones, so one
 # corrupt clip never loses a whole run. `files_above_rate` says which files were recorded above
-# a rate (e.g. above 8 kHz, where a model given `WHISPER_SAMPLE_RATE` audio hears more).
+# a rate (e.g. above 8 kHz, where a model given `WHISPER_SAMPLE_RATE` audio hears more);
+# `resample_block` brings a live stream's blocks to a model's rate.
 
 # %%
+import math
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +106,19 @@ def _decode(path: Path):
             ) from None
         data = np.atleast_2d(np.asarray(data, dtype=np.float32))
         return data.T, int(sr)
+
+
+def resample_block(samples, from_rate, to_rate: int) -> np.ndarray:
+    """A block of a live stream (microphone, browser) at ``to_rate``, float32: a polyphase filter over
+    the block alone, no look-ahead; the block as it is when the rates match or it is empty."""
+    samples = np.array(samples, dtype=np.float32)  # a copy: a decoded buffer may be read-only
+    from_rate, to_rate = int(round(float(from_rate))), int(to_rate)
+    if from_rate == to_rate or len(samples) == 0:
+        return samples
+    from scipy.signal import resample_poly
+
+    g = math.gcd(from_rate, to_rate)
+    return resample_poly(samples, to_rate // g, from_rate // g).astype(np.float32)
 
 
 def load_audio(path, sr: int | None = 16000, mono: bool = True, max_seconds: float | None = None) -> np.ndarray:

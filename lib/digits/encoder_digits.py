@@ -190,8 +190,8 @@ def digit_encoder_input(wave, config: DigitEncoderConfig) -> tuple:
         y = librosa.resample(y, orig_sr=config.input_sample_rate, target_sr=WHISPER_SAMPLE_RATE, res_type="soxr_hq")
     if len(y) < 1600:  # at least 0.1 s: the encoder's convolutions need a few frames
         y = np.pad(y, (0, 1600 - len(y)))
-    keep = max(1, math.ceil(len(y) * DIGIT_ENCODER_FRAME_RATE / 16000))
-    total = max(len(y) + 3200, int(config.window_seconds * 16000))
+    keep = max(1, math.ceil(len(y) * DIGIT_ENCODER_FRAME_RATE / WHISPER_SAMPLE_RATE))
+    total = max(len(y) + 3200, int(config.window_seconds * WHISPER_SAMPLE_RATE))
     return np.pad(y, (0, total - len(y))).astype(np.float32), keep
 
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lib.core.audio import WHISPER_SAMPLE_RATE, files_above_rate, load_audio
+from lib.core.audio import WHISPER_SAMPLE_RATE, files_above_rate, load_audio, resample_block
 from lib.core.ring_buffer import StreamRingBuffer
 
 WIDEBAND_KEEP_SECONDS = 10.0  # recent 16 kHz audio kept for the Whisper prior (longer than any segment)
@@ -609,23 +609,15 @@ class MicrophoneDigitStream:
         self._worker.start()
 
     def _run(self):
-        from scipy.signal import resample_poly
-
         target = self.recognizer.sample_rate
-        g = np.gcd(target, self.input_rate)
-        wide_g = np.gcd(WHISPER_SAMPLE_RATE, self.input_rate)
         feed_wide = self.recognizer.hears_wideband and self.input_rate > target  # the prior hears up to 16 kHz
         while self._running or not self._queue.empty():
             try:
                 block = self._queue.get(timeout=0.1)
             except queue.Empty:
                 continue
-            wide = None
-            if feed_wide:
-                wide = resample_poly(block, WHISPER_SAMPLE_RATE // wide_g, self.input_rate // wide_g).astype(np.float32)
-            if self.input_rate != target:
-                block = resample_poly(block, target // g, self.input_rate // g).astype(np.float32)
-            self.recognizer.feed(block, wide)
+            wide = resample_block(block, self.input_rate, WHISPER_SAMPLE_RATE) if feed_wide else None
+            self.recognizer.feed(resample_block(block, self.input_rate, target), wide)
 
     def stop(self) -> list:
         if self._stream is not None:

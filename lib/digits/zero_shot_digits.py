@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lib.core.audio import WHISPER_SAMPLE_RATE
 from lib.core.bundled_whisper import BundledWhisperError, bundled_ct2_dir
 from lib.digits.digit_folders import DIGIT_WORDS, digit_label_from_text
 
@@ -99,10 +100,10 @@ class WhisperZeroShotDigits:
         """Text Whisper writes for one clip (at ``sample_rate``, default the recogniser's)."""
         y = np.asarray(wave, dtype=np.float32).reshape(-1)
         rate = int(sample_rate or self.sample_rate)
-        if rate != 16000:
+        if rate != WHISPER_SAMPLE_RATE:
             import librosa
 
-            y = librosa.resample(y, orig_sr=rate, target_sr=16000, res_type="soxr_hq")
+            y = librosa.resample(y, orig_sr=rate, target_sr=WHISPER_SAMPLE_RATE, res_type="soxr_hq")
         torch = sys.modules.get("torch")
         threads = torch.get_num_threads() if torch is not None else None
         start = time.perf_counter()

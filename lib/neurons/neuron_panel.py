@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+from lib.core.audio import resample_block
 from lib.neurons.frame_stream import MicrophoneUnavailable, QueueBlockSource, microphone_status
 from lib.neurons.live_analytics import projector_grid
 from lib.neurons.neuron_live import LIVE_SOURCES
@@ -211,16 +212,7 @@ def in_colab() -> bool:
 
 def decode_browser_chunk(b64: str, browser_rate: float, target_rate: int = 16000) -> np.ndarray:
     """Base64 float32 samples at the browser's rate -> float32 at ``target_rate``."""
-    samples = np.frombuffer(base64.b64decode(b64), dtype=np.float32)
-    browser_rate = int(round(float(browser_rate)))
-    if browser_rate == target_rate or len(samples) == 0:
-        return samples.astype(np.float32)
-    from math import gcd
-
-    from scipy.signal import resample_poly
-
-    g = gcd(browser_rate, target_rate)
-    return resample_poly(samples, target_rate // g, browser_rate // g).astype(np.float32)
+    return resample_block(np.frombuffer(base64.b64decode(b64), dtype=np.float32), browser_rate, target_rate)
 
 
 def colab_browser_microphone(sample_rate: int, block_size: int, chunk_s: float = 0.2) -> QueueBlockSource:
